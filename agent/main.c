@@ -1,0 +1,1067 @@
+/*
+ * The agent daemon: flags, node identity, bootstrap and join, the store's forwarding hooks, the
+ * membership reconciler, and the loop.
+ *
+ * Identity lives in DATA_DIR/node.json ({"name", "id", "peer_address", "api_address"}), written
+ * before raft first starts, so a restarted agent needs neither --bootstrap nor --join.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <raft.h>
+
+#include "agent/agent.h"
+#include "agent/internal.h"
+
+#define RECONCILE_MS 1000
+#define MAX_VOTERS   3
+
+void agent_log(const char *fmt, ...)
+{
+	char ts[32];
+	struct timespec now;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ldZ ", ts, now.tv_nsec / 1000000);
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void set_why(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_why(char **why, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (vasprintf(why, fmt, ap) < 0) {
+		*why = NULL;
+	}
+	va_end(ap);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Members                                                                                     */
+
+static bool member_from_json(const uint8_t *data, size_t len, struct member_rec *m)
+{
+	json_error_t e;
+	json_t *j = json_loadb((const char *)data, len, 0, &e);
+	const char *name = NULL, *peer = NULL, *api = NULL;
+	json_int_t id = 0;
+	bool ok = j != NULL && json_unpack(j, "{s:s, s:I, s:s, s:s}", "name", &name, "id", &id,
+	                                   "peer_address", &peer, "api_address", &api) == 0;
+	if (ok) {
+		memset(m, 0, sizeof *m);
+		snprintf(m->name, sizeof m->name, "%s", name);
+		m->id = (uint64_t)id;
+		snprintf(m->peer_address, sizeof m->peer_address, "%s", peer);
+		snprintf(m->api_address, sizeof m->api_address, "%s", api);
+	}
+	json_decref(j);
+	return ok;
+}
+
+int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
+{
+	struct kv_kv *kvs = NULL;
+	unsigned nk = 0;
+	bool more;
+	int64_t rev;
+	struct kv_bytes prefix = {(const uint8_t *)SYS_MEMBER_PREFIX, strlen(SYS_MEMBER_PREFIX)};
+	int rv = store_range(a->store, KV_SPACE_SYS, prefix, true, 0, &kvs, &nk, &more, &rev);
+	if (rv != STORE_OK) {
+		return rv;
+	}
+	*out = calloc(nk ? nk : 1, sizeof **out);
+	if (*out == NULL) {
+		kv_kvs_free(kvs, nk);
+		return STORE_ENOMEM;
+	}
+	*n = 0;
+	for (unsigned i = 0; i < nk; i++) {
+		if (member_from_json(kvs[i].value, kvs[i].value_len, &(*out)[*n])) {
+			(*n)++;
+		}
+	}
+	kv_kvs_free(kvs, nk);
+	return STORE_OK;
+}
+
+bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out)
+{
+	struct member_rec *ms = NULL;
+	unsigned n = 0;
+	bool found = false;
+	if (agent_members(a, &ms, &n) != STORE_OK) {
+		return false;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (ms[i].id == id) {
+			*out = ms[i];
+			found = true;
+			break;
+		}
+	}
+	free(ms);
+	return found;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Store hooks                                                                                 */
+
+struct hook_call {
+	struct agent *a;
+	store_forward_done fdone;
+	store_readindex_done rdone;
+	void *done_data;
+};
+
+static void forward_reply(int status, const uint8_t *body, size_t len, void *data)
+{
+	struct hook_call *c = data;
+	(void)body;
+	(void)len;
+	int st = status == 200                 ? STORE_OK
+	         : status == 503 || status < 0 ? STORE_ENOLEADER
+	                                       : STORE_ENOTLEADER;
+	c->fdone(c->done_data, st);
+	free(c);
+}
+
+/* A hook must not answer synchronously: when there is nobody to ask, answer on the next loop
+ * turn through a zero timer. */
+struct deferred {
+	uv_timer_t t;
+	struct hook_call *c;
+	bool readindex;
+};
+
+static void deferred_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void deferred_fire(uv_timer_t *t)
+{
+	struct deferred *d = t->data;
+	if (d->readindex) {
+		d->c->rdone(d->c->done_data, STORE_ENOLEADER, 0);
+	} else {
+		d->c->fdone(d->c->done_data, STORE_ENOLEADER);
+	}
+	free(d->c);
+	d->t.data = d;
+	uv_close((uv_handle_t *)&d->t, deferred_closed);
+}
+
+static void defer_failure(struct agent *a, struct hook_call *c, bool readindex)
+{
+	struct deferred *d = calloc(1, sizeof *d);
+	if (d == NULL) {
+		/* Out of memory with nobody to tell but the store; its deadlines still expire the
+		 * writes, so dropping is safe. */
+		free(c);
+		return;
+	}
+	d->c = c;
+	d->readindex = readindex;
+	uv_timer_init(a->loop, &d->t);
+	d->t.data = d;
+	uv_timer_start(&d->t, deferred_fire, 0, 0);
+}
+
+static void hook_forward(void *data, uint64_t leader_id, const void *buf, size_t len,
+                         store_forward_done done, void *done_data)
+{
+	struct agent *a = data;
+	struct hook_call *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		return;
+	}
+	c->a = a;
+	c->fdone = done;
+	c->done_data = done_data;
+	struct member_rec m;
+	if (!agent_member_by_id(a, leader_id, &m) ||
+	    http_client_request(a->client, m.api_address, "POST", "/v1/internal/forward",
+	                        "application/octet-stream", buf, len, 10000, forward_reply,
+	                        c) != 0) {
+		defer_failure(a, c, false);
+	}
+}
+
+static void readindex_reply(int status, const uint8_t *body, size_t len, void *data)
+{
+	struct hook_call *c = data;
+	uint64_t index = 0;
+	int st = STORE_ENOLEADER;
+	if (status == 200) {
+		json_t *j = json_loadb((const char *)body, len, 0, NULL);
+		json_int_t idx = 0;
+		if (j != NULL && json_unpack(j, "{s:I}", "index", &idx) == 0) {
+			index = (uint64_t)idx;
+			st = STORE_OK;
+		}
+		json_decref(j);
+	}
+	c->rdone(c->done_data, st, index);
+	free(c);
+}
+
+static void hook_readindex(void *data, uint64_t leader_id, store_readindex_done done,
+                           void *done_data)
+{
+	struct agent *a = data;
+	struct hook_call *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		return;
+	}
+	c->a = a;
+	c->rdone = done;
+	c->done_data = done_data;
+	struct member_rec m;
+	if (!agent_member_by_id(a, leader_id, &m) ||
+	    http_client_request(a->client, m.api_address, "POST", "/v1/internal/readindex",
+	                        "application/json", "{}", 2, 5000, readindex_reply, c) != 0) {
+		defer_failure(a, c, true);
+	}
+}
+
+static void hook_fatal(void *data, const char *msg)
+{
+	(void)data;
+	agent_log("fatal: the state machine cannot apply a committed entry: %s", msg);
+	/* Continuing would let this replica diverge; raft and the snapshot rebuild it on
+	 * restart. */
+	abort();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bootstrap records and the membership reconciler                                             */
+
+struct sys_put {
+	struct store_write w;
+	struct agent *a;
+	char what[64];
+};
+
+static void sys_put_done(struct store_write *w, int status, const struct kv_result *r)
+{
+	struct sys_put *p = w->data;
+	if (status != STORE_OK || r->status != KV_R_OK) {
+		agent_log("writing %s failed: %s", p->what,
+		          status != STORE_OK ? store_strerror(status) : "condition failed");
+		p->a->bootstrap_pending = true; /* try again on the next reconcile */
+	}
+	free(p);
+}
+
+static int sys_put(struct agent *a, const char *key, const char *value, bool if_absent,
+                   const char *what)
+{
+	struct sys_put *p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		return STORE_ENOMEM;
+	}
+	p->a = a;
+	p->w.data = p;
+	snprintf(p->what, sizeof p->what, "%s", what);
+	struct kv_op op = {
+	    .type = KV_OP_PUT,
+	    .space = KV_SPACE_SYS,
+	    .key = {(const uint8_t *)key, strlen(key)},
+	    .value = {(const uint8_t *)value, strlen(value)},
+	    .has_prev = if_absent,
+	    .prev_revision = 0,
+	};
+	int rv = store_write(a->store, &p->w, &op, sys_put_done);
+	if (rv != STORE_OK) {
+		free(p);
+	}
+	return rv;
+}
+
+char *member_json(const struct member_rec *m)
+{
+	json_t *j = json_pack("{s:s, s:I, s:s, s:s}", "name", m->name, "id", (json_int_t)m->id,
+	                      "peer_address", m->peer_address, "api_address", m->api_address);
+	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	return s;
+}
+
+static void write_bootstrap_records(struct agent *a)
+{
+	struct member_rec m = {.id = a->id};
+	snprintf(m.name, sizeof m.name, "%s", a->name);
+	snprintf(m.peer_address, sizeof m.peer_address, "%s", a->peer_address);
+	snprintf(m.api_address, sizeof m.api_address, "%s", a->api_address);
+	char *js = member_json(&m);
+	char key[256];
+	snprintf(key, sizeof key, SYS_MEMBER_PREFIX "%s", a->name);
+	a->bootstrap_pending = false;
+	if (js == NULL || sys_put(a, key, js, false, "the first member record") != STORE_OK ||
+	    sys_put(a, SYS_TOKEN_KEY, a->token, true, "the join token") != STORE_OK) {
+		a->bootstrap_pending = true;
+	}
+	free(js);
+}
+
+static void change_done(void *data, int status)
+{
+	struct agent *a = data;
+	a->change_inflight = false;
+	if (status != STORE_OK) {
+		agent_log("membership change failed: %s", store_strerror(status));
+	}
+	agent_kick_reconcile(a);
+}
+
+static int cmp_member_id(const void *x, const void *y)
+{
+	const struct member_rec *a = x, *b = y;
+	return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* The leader makes raft's configuration follow the member records: the three lowest ids vote,
+ * every other member is a standby holding a full replica; a configuration entry without a record
+ * (a removed member) goes. One change at a time, as raft requires. */
+static void reconcile(struct agent *a)
+{
+	struct store_status st;
+	store_get_status(a->store, &st);
+	if (!st.ready || a->stopping) {
+		return;
+	}
+	if (a->bootstrap_pending) {
+		write_bootstrap_records(a);
+		return;
+	}
+	if (a->change_inflight) {
+		return;
+	}
+	struct member_rec *ms = NULL;
+	struct store_member *cf = NULL;
+	unsigned nm = 0, nc = 0;
+	if (agent_members(a, &ms, &nm) != STORE_OK || nm == 0 ||
+	    store_configuration(a->store, &cf, &nc) != STORE_OK) {
+		goto out;
+	}
+	qsort(ms, nm, sizeof *ms, cmp_member_id);
+	for (unsigned i = 0; i < nm; i++) {
+		int want = i < MAX_VOTERS ? RAFT_VOTER : RAFT_STANDBY;
+		const struct store_member *have = NULL;
+		for (unsigned k = 0; k < nc; k++) {
+			if (cf[k].id == ms[i].id) {
+				have = &cf[k];
+			}
+		}
+		int rv = STORE_OK;
+		if (have == NULL) {
+			agent_log("adding member %s (id %llu, %s)", ms[i].name,
+			          (unsigned long long)ms[i].id, ms[i].peer_address);
+			rv = store_add_member(a->store, ms[i].id, ms[i].peer_address, change_done,
+			                      a);
+		} else if (have->role != want) {
+			agent_log("member %s becomes %s", ms[i].name,
+			          want == RAFT_VOTER ? "voter" : "standby");
+			rv = store_assign_member(a->store, ms[i].id, want, change_done, a);
+		} else {
+			continue;
+		}
+		if (rv == STORE_OK) {
+			a->change_inflight = true;
+		}
+		goto out;
+	}
+	for (unsigned k = 0; k < nc; k++) {
+		bool known = false;
+		for (unsigned i = 0; i < nm; i++) {
+			known = known || ms[i].id == cf[k].id;
+		}
+		if (known) {
+			continue;
+		}
+		if (cf[k].id == a->id) {
+			/* Removing ourselves: hand leadership over first; the next leader removes
+			 * us. */
+			continue;
+		}
+		agent_log("removing member id %llu (%s)", (unsigned long long)cf[k].id,
+		          cf[k].address);
+		if (store_remove_member(a->store, cf[k].id, change_done, a) == STORE_OK) {
+			a->change_inflight = true;
+		}
+		goto out;
+	}
+out:
+	free(ms);
+	free(cf);
+}
+
+static void reconcile_cb(uv_timer_t *t)
+{
+	reconcile(t->data);
+}
+
+void agent_kick_reconcile(struct agent *a)
+{
+	if (!a->stopping) {
+		uv_timer_start(&a->reconcile, reconcile_cb, 0, RECONCILE_MS);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Identity                                                                                    */
+
+static int write_file_atomic(const char *path, const char *content, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0) {
+		return -errno;
+	}
+	size_t len = strlen(content);
+	ssize_t n = write(fd, content, len);
+	if (n != (ssize_t)len || fsync(fd) != 0) {
+		int e = n < 0 ? errno : EIO;
+		close(fd);
+		unlink(tmp);
+		return -e;
+	}
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		return -errno;
+	}
+	return 0;
+}
+
+static int save_identity(struct agent *a)
+{
+	char path[PATH_MAX];
+	struct member_rec m = {.id = a->id};
+	snprintf(m.name, sizeof m.name, "%s", a->name);
+	snprintf(m.peer_address, sizeof m.peer_address, "%s", a->peer_address);
+	snprintf(m.api_address, sizeof m.api_address, "%s", a->api_address);
+	char *js = member_json(&m);
+	if (js == NULL) {
+		return -ENOMEM;
+	}
+	snprintf(path, sizeof path, "%s/node.json", a->data_dir);
+	int rv = write_file_atomic(path, js, 0600);
+	free(js);
+	return rv;
+}
+
+static int load_identity(struct agent *a, char **why)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/node.json", a->data_dir);
+	json_error_t e;
+	json_t *j = json_load_file(path, 0, &e);
+	if (j == NULL) {
+		set_why(why, "%s: %s", path, e.text);
+		return -1;
+	}
+	char *dump = json_dumps(j, JSON_COMPACT);
+	struct member_rec m;
+	bool ok = dump != NULL && member_from_json((const uint8_t *)dump, strlen(dump), &m);
+	free(dump);
+	json_decref(j);
+	if (!ok) {
+		set_why(why, "%s: expected {name, id, peer_address, api_address}", path);
+		return -1;
+	}
+	if (strcmp(m.name, a->name) != 0 && a->name[0] != 0) {
+		agent_log("data directory belongs to member '%s'; using that name", m.name);
+	}
+	free(a->name);
+	free(a->peer_address);
+	free(a->api_address);
+	a->name = strdup(m.name);
+	a->peer_address = strdup(m.peer_address);
+	a->api_address = strdup(m.api_address);
+	a->id = m.id;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Join                                                                                        */
+
+struct join_ctx {
+	struct agent *a;
+	int status;
+	char *body;
+	bool done;
+};
+
+static void join_reply(int status, const uint8_t *body, size_t len, void *data)
+{
+	struct join_ctx *j = data;
+	j->status = status;
+	j->body = strndup((const char *)body, len);
+	j->done = true;
+}
+
+static void timer_noop(uv_timer_t *t)
+{
+	(void)t;
+}
+
+/* Ask a member to admit us. Runs the loop until the answer arrives. */
+static int join_cluster(struct agent *a, const char *address, const char *token, char **why)
+{
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s}", "name", a->name, "peer_address",
+	                        a->peer_address, "api_address", a->api_address, "token", token);
+	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	json_decref(req);
+	if (body == NULL) {
+		set_why(why, "out of memory");
+		return -1;
+	}
+	int rv = -1;
+	for (int attempt = 0; attempt < 30; attempt++) {
+		struct join_ctx j = {.a = a};
+		if (http_client_request(a->client, address, "POST", "/v1/cluster/join",
+		                        "application/json", body, strlen(body), 15000, join_reply,
+		                        &j) != 0) {
+			set_why(why, "cannot reach %s", address);
+			break;
+		}
+		while (!j.done) {
+			uv_run(a->loop, UV_RUN_ONCE);
+		}
+		if (j.status == 200) {
+			json_t *r = json_loads(j.body, 0, NULL);
+			json_int_t id = 0;
+			if (r != NULL && json_unpack(r, "{s:I}", "id", &id) == 0 && id > 0) {
+				a->id = (uint64_t)id;
+				rv = 0;
+			} else {
+				set_why(why, "unexpected answer from %s: %s", address, j.body);
+			}
+			json_decref(r);
+			free(j.body);
+			break;
+		}
+		if (j.status >= 400 && j.status < 500) {
+			json_t *r = json_loads(j.body, 0, NULL);
+			const char *msg = NULL;
+			json_unpack(r, "{s:{s:s}}", "error", "message", &msg);
+			set_why(why, "%s refused the join: %s", address, msg ? msg : j.body);
+			json_decref(r);
+			free(j.body);
+			break;
+		}
+		agent_log("join through %s: %s; retrying", address,
+		          j.status < 0 ? uv_strerror(j.status) : "the cluster is not ready");
+		free(j.body);
+		/* Wait a second, keeping the loop alive. */
+		uv_timer_t t;
+		uv_timer_init(a->loop, &t);
+		uv_timer_start(&t, timer_noop, 1000, 0);
+		while (uv_is_active((uv_handle_t *)&t)) {
+			uv_run(a->loop, UV_RUN_ONCE);
+		}
+		uv_close((uv_handle_t *)&t, NULL);
+		uv_run(a->loop, UV_RUN_NOWAIT);
+		if (attempt == 29) {
+			set_why(why, "no answer from %s after 30 attempts", address);
+		}
+	}
+	free(body);
+	return rv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Flags                                                                                       */
+
+static void usage(FILE *f)
+{
+	fputs(
+	    "usage: tabby agent [flags]\n"
+	    "\n"
+	    "Runs the tabby agent: the replicated store, the local API and (later) the dataplane.\n"
+	    "\n"
+	    "  --name NAME             member name (TABBY_NAME; default: the host name)\n"
+	    "  --data-dir DIR          state directory (TABBY_DATA_DIR; default /var/lib/tabby)\n"
+	    "  --socket PATH           local API socket (TABBY_SOCKET; default "
+	    "/run/tabby/tabby.sock)\n"
+	    "  --peer-address IP:PORT  raft traffic (TABBY_PEER_ADDRESS; default "
+	    "127.0.0.1:7790)\n"
+	    "  --api-address IP:PORT   API for peers and remote operators (TABBY_API_ADDRESS;\n"
+	    "                          default 127.0.0.1:7791)\n"
+	    "  --bootstrap             create a new cluster (TABBY_BOOTSTRAP=1)\n"
+	    "  --join IP:PORT          join the cluster of the member with this API address\n"
+	    "                          (TABBY_JOIN)\n"
+	    "  --token TOKEN           join token, from DATA_DIR/join-token of the first member\n"
+	    "                          (TABBY_TOKEN)\n"
+	    "  --election-timeout MS   raft election timeout (TABBY_ELECTION_TIMEOUT; default "
+	    "1000)\n"
+	    "  --history N             revisions of change history kept for watches\n"
+	    "                          (TABBY_HISTORY; default 100000)\n"
+	    "  --snapshot-threshold N  raft entries between snapshots\n"
+	    "                          (TABBY_SNAPSHOT_THRESHOLD; default 16384)\n"
+	    "  --snapshot-trailing N   entries kept in the log after a snapshot\n"
+	    "                          (TABBY_SNAPSHOT_TRAILING; default 8192)\n"
+	    "\n"
+	    "A restarted agent needs neither --bootstrap nor --join.\n",
+	    f);
+}
+
+static char *env_or(const char *env, const char *def)
+{
+	const char *v = getenv(env);
+	return strdup(v != NULL && v[0] != 0 ? v : def);
+}
+
+static bool parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || end == s || *end != 0 || v > max || s[0] == '-') {
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool valid_address(const char *s)
+{
+	struct sockaddr_storage ss;
+	char host[64];
+	const char *colon = strrchr(s, ':');
+	unsigned long long port;
+	if (colon == NULL || (size_t)(colon - s) >= sizeof host) {
+		return false;
+	}
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	if (!parse_uint(colon + 1, 65535, &port) || port == 0) {
+		return false;
+	}
+	if (host[0] == '[') {
+		size_t hl = strlen(host);
+		if (hl < 3 || host[hl - 1] != ']') {
+			return false;
+		}
+		host[hl - 1] = 0;
+		return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)&ss) == 0;
+	}
+	return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Main                                                                                        */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct agent *a = h->data;
+	(void)signum;
+	if (a->stopping) {
+		return;
+	}
+	agent_log("stopping");
+	a->stopping = true;
+	uv_stop(a->loop);
+}
+
+static int mkdirs(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = 0;
+			if (mkdir(tmp, mode) != 0 && errno != EEXIST) {
+				return -errno;
+			}
+			*p = '/';
+		}
+	}
+	return mkdir(tmp, mode) != 0 && errno != EEXIST ? -errno : 0;
+}
+
+static void closed_flag(void *data)
+{
+	*(bool *)data = true;
+}
+
+static void free_agent(struct agent *a)
+{
+	free(a->name);
+	free(a->data_dir);
+	free(a->socket_path);
+	free(a->peer_address);
+	free(a->api_address);
+}
+
+int agent_main(int argc, char **argv)
+{
+	struct agent agent = {0};
+	struct agent *a = &agent;
+	char hostname[256] = "tabby";
+	gethostname(hostname, sizeof hostname - 1);
+	a->name = env_or("TABBY_NAME", hostname);
+	a->data_dir = env_or("TABBY_DATA_DIR", "/var/lib/tabby");
+	a->socket_path = env_or("TABBY_SOCKET", "/run/tabby/tabby.sock");
+	a->peer_address = env_or("TABBY_PEER_ADDRESS", "127.0.0.1:7790");
+	a->api_address = env_or("TABBY_API_ADDRESS", "127.0.0.1:7791");
+	char *join = env_or("TABBY_JOIN", "");
+	char *token = env_or("TABBY_TOKEN", "");
+	const char *bs = getenv("TABBY_BOOTSTRAP");
+	bool bootstrap = bs != NULL && (strcmp(bs, "1") == 0 || strcmp(bs, "true") == 0);
+	unsigned long long election = 1000, history = 0, snap_threshold = 0, snap_trailing = 0;
+	const char *e = getenv("TABBY_ELECTION_TIMEOUT");
+	if (e != NULL && !parse_uint(e, 60000, &election)) {
+		fprintf(stderr,
+		        "tabby agent: TABBY_ELECTION_TIMEOUT: '%s' is not a number of "
+		        "milliseconds\n",
+		        e);
+		goto fail_args;
+	}
+	struct {
+		const char *env;
+		unsigned long long *v;
+	} numeric_env[] = {{"TABBY_SNAPSHOT_THRESHOLD", &snap_threshold},
+	                   {"TABBY_SNAPSHOT_TRAILING", &snap_trailing}};
+	for (size_t i = 0; i < 2; i++) {
+		e = getenv(numeric_env[i].env);
+		if (e != NULL && !parse_uint(e, 1u << 30, numeric_env[i].v)) {
+			fprintf(stderr, "tabby agent: %s: '%s' is not a number of entries\n",
+			        numeric_env[i].env, e);
+			goto fail_args;
+		}
+	}
+	e = getenv("TABBY_HISTORY");
+	if (e != NULL && !parse_uint(e, 1ull << 40, &history)) {
+		fprintf(stderr, "tabby agent: TABBY_HISTORY: '%s' is not a number\n", e);
+		goto fail_args;
+	}
+
+	static const struct option opts[] = {
+	    {"name", required_argument, NULL, 'n'},
+	    {"data-dir", required_argument, NULL, 'd'},
+	    {"socket", required_argument, NULL, 's'},
+	    {"peer-address", required_argument, NULL, 'p'},
+	    {"api-address", required_argument, NULL, 'a'},
+	    {"bootstrap", no_argument, NULL, 'b'},
+	    {"join", required_argument, NULL, 'j'},
+	    {"token", required_argument, NULL, 't'},
+	    {"election-timeout", required_argument, NULL, 'E'},
+	    {"history", required_argument, NULL, 'H'},
+	    {"snapshot-threshold", required_argument, NULL, 'S'},
+	    {"snapshot-trailing", required_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0, 0, 0, 0},
+	};
+	optind = 1;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		char **slot = NULL;
+		switch (c) {
+		case 'n':
+			slot = &a->name;
+			break;
+		case 'd':
+			slot = &a->data_dir;
+			break;
+		case 's':
+			slot = &a->socket_path;
+			break;
+		case 'p':
+			slot = &a->peer_address;
+			break;
+		case 'a':
+			slot = &a->api_address;
+			break;
+		case 'j':
+			slot = &join;
+			break;
+		case 't':
+			slot = &token;
+			break;
+		case 'b':
+			bootstrap = true;
+			break;
+		case 'E':
+			if (!parse_uint(optarg, 60000, &election) || election < 50) {
+				fprintf(stderr,
+				        "tabby agent: --election-timeout: '%s' is not a number of "
+				        "milliseconds between 50 and 60000\n",
+				        optarg);
+				goto fail_args;
+			}
+			break;
+		case 'H':
+			if (!parse_uint(optarg, 1ull << 40, &history) || history == 0) {
+				fprintf(stderr,
+				        "tabby agent: --history: '%s' is not a positive number\n",
+				        optarg);
+				goto fail_args;
+			}
+			break;
+		case 'S':
+		case 'T':
+			if (!parse_uint(optarg, 1u << 30,
+			                c == 'S' ? &snap_threshold : &snap_trailing) ||
+			    (c == 'S' ? snap_threshold : snap_trailing) == 0) {
+				fprintf(stderr,
+				        "tabby agent: %s: '%s' is not a positive number of "
+				        "entries\n",
+				        argv[optind - 1], optarg);
+				goto fail_args;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			free(join);
+			free(token);
+			free_agent(a);
+			return 0;
+		case ':':
+			fprintf(stderr, "tabby agent: flag '%s' needs a value\n", argv[optind - 1]);
+			goto fail_args;
+		default:
+			fprintf(stderr, "tabby agent: unknown flag '%s'\n", argv[optind - 1]);
+			goto fail_args;
+		}
+		if (slot != NULL) {
+			free(*slot);
+			*slot = strdup(optarg);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tabby agent: unexpected argument '%s'\n", argv[optind]);
+		goto fail_args;
+	}
+	if (a->name[0] == 0 || strlen(a->name) > 100 || strchr(a->name, '/') != NULL) {
+		fprintf(stderr,
+		        "tabby agent: --name: '%s' is not a valid member name (1-100 "
+		        "characters, no '/')\n",
+		        a->name);
+		goto fail_args;
+	}
+	if (!valid_address(a->peer_address)) {
+		fprintf(stderr, "tabby agent: --peer-address: '%s' is not IP:PORT\n",
+		        a->peer_address);
+		goto fail_args;
+	}
+	if (!valid_address(a->api_address)) {
+		fprintf(stderr, "tabby agent: --api-address: '%s' is not IP:PORT\n",
+		        a->api_address);
+		goto fail_args;
+	}
+	if (bootstrap && join[0] != 0) {
+		fprintf(stderr, "tabby agent: --bootstrap and --join exclude each other\n");
+		goto fail_args;
+	}
+	if (join[0] != 0 && !valid_address(join)) {
+		fprintf(stderr, "tabby agent: --join: '%s' is not IP:PORT\n", join);
+		goto fail_args;
+	}
+	if (join[0] != 0 && token[0] == 0) {
+		fprintf(stderr, "tabby agent: --join needs --token (from the first member's "
+		                "DATA_DIR/join-token)\n");
+		goto fail_args;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	a->loop = uv_default_loop();
+	a->started_ms = uv_now(a->loop);
+	int rv = mkdirs(a->data_dir, 0700);
+	if (rv != 0) {
+		agent_log("cannot create %s: %s", a->data_dir, strerror(-rv));
+		goto fail;
+	}
+	if (http_client_new(a->loop, &a->client) != 0) {
+		agent_log("out of memory");
+		goto fail;
+	}
+
+	bool restart = store_has_state(a->data_dir);
+	char *why = NULL;
+	if (restart) {
+		if (bootstrap || join[0] != 0) {
+			agent_log("%s already holds this member's state; ignoring %s", a->data_dir,
+			          bootstrap ? "--bootstrap" : "--join");
+		}
+		if (load_identity(a, &why) != 0) {
+			agent_log("cannot restart: %s", why);
+			free(why);
+			goto fail;
+		}
+	} else if (bootstrap) {
+		a->id = 1;
+		uint8_t rnd[16];
+		if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+			agent_log("getrandom: %s", strerror(errno));
+			goto fail;
+		}
+		for (int i = 0; i < 16; i++) {
+			snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
+		}
+		a->bootstrap_pending = true;
+	} else if (join[0] != 0) {
+		if (join_cluster(a, join, token, &why) != 0) {
+			agent_log("cannot join: %s", why);
+			free(why);
+			goto fail;
+		}
+		agent_log("joined the cluster as member %s (id %llu)", a->name,
+		          (unsigned long long)a->id);
+	} else {
+		agent_log("%s holds no cluster state: start with --bootstrap to create a cluster, "
+		          "or --join IP:PORT --token TOKEN to join one",
+		          a->data_dir);
+		goto fail;
+	}
+	if (!restart && (rv = save_identity(a)) != 0) {
+		agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));
+		goto fail;
+	}
+
+	struct store_config sc = {
+	    .id = a->id,
+	    .data_dir = a->data_dir,
+	    .peer_address = a->peer_address,
+	    .election_timeout_ms = (unsigned)election,
+	    .heartbeat_timeout_ms = (unsigned)(election / 10 ? election / 10 : 10),
+	    .history = (int64_t)history,
+	    .snapshot_threshold = (unsigned)snap_threshold,
+	    .snapshot_trailing = (unsigned)snap_trailing,
+	    .forward = hook_forward,
+	    .readindex = hook_readindex,
+	    .fatal = hook_fatal,
+	    .hook_data = a,
+	};
+	if (store_new(a->loop, &sc, &a->store, &why) != STORE_OK) {
+		agent_log("cannot open the store: %s", why ? why : "error");
+		free(why);
+		goto fail;
+	}
+	if (bootstrap && !restart && store_bootstrap(a->store, &why) != STORE_OK) {
+		agent_log("cannot bootstrap: %s", why ? why : "error");
+		free(why);
+		goto fail_store;
+	}
+	if (store_start(a->store, &why) != STORE_OK) {
+		agent_log("cannot start raft: %s", why ? why : "error");
+		free(why);
+		goto fail_store;
+	}
+
+	struct http_server_config hc = {.max_body = AGENT_MAX_BODY};
+	if (http_server_new(a->loop, &hc, agent_route, a, &a->http) != 0) {
+		agent_log("out of memory");
+		goto fail_store;
+	}
+	char sockdir[PATH_MAX];
+	snprintf(sockdir, sizeof sockdir, "%s", a->socket_path);
+	char *slash = strrchr(sockdir, '/');
+	if (slash != NULL && slash != sockdir) {
+		*slash = 0;
+		mkdirs(sockdir, 0755);
+	}
+	if ((rv = http_server_listen_unix(a->http, a->socket_path, 0660)) != 0) {
+		agent_log("cannot listen on %s: %s", a->socket_path, uv_strerror(rv));
+		goto fail_http;
+	}
+	if ((rv = http_server_listen_tcp(a->http, a->api_address)) != 0) {
+		agent_log("cannot listen on %s: %s", a->api_address, uv_strerror(rv));
+		goto fail_http;
+	}
+	if (bootstrap && !restart) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/join-token", a->data_dir);
+		char line[sizeof a->token + 1];
+		size_t tl = strnlen(a->token, sizeof a->token - 1);
+		memcpy(line, a->token, tl);
+		line[tl] = '\n';
+		line[tl + 1] = 0;
+		if ((rv = write_file_atomic(path, line, 0600)) != 0) {
+			agent_log("cannot write %s: %s", path, strerror(-rv));
+			goto fail_http;
+		}
+		printf("join token: %s\n", a->token);
+		fflush(stdout);
+	}
+
+	uv_timer_init(a->loop, &a->reconcile);
+	a->reconcile.data = a;
+	uv_timer_start(&a->reconcile, reconcile_cb, 100, RECONCILE_MS);
+	uv_signal_init(a->loop, &a->sigint);
+	uv_signal_init(a->loop, &a->sigterm);
+	a->sigint.data = a->sigterm.data = a;
+	uv_signal_start(&a->sigint, on_signal, SIGINT);
+	uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+	agent_log("member %s (id %llu) serving %s and %s, raft on %s", a->name,
+	          (unsigned long long)a->id, a->socket_path, a->api_address, a->peer_address);
+
+	uv_run(a->loop, UV_RUN_DEFAULT);
+
+	/* Orderly shutdown: the client first (its callbacks reach into the store), then the
+	 * HTTP server, then the store. */
+	uv_close((uv_handle_t *)&a->sigint, NULL);
+	uv_close((uv_handle_t *)&a->sigterm, NULL);
+	uv_close((uv_handle_t *)&a->reconcile, NULL);
+	http_client_close(a->client);
+	a->client = NULL;
+	bool http_closed = false, store_closed = false;
+	http_server_close(a->http, closed_flag, &http_closed);
+	store_close(a->store, closed_flag, &store_closed);
+	while (!http_closed || !store_closed) {
+		uv_run(a->loop, UV_RUN_ONCE);
+	}
+	uv_run(a->loop, UV_RUN_NOWAIT);
+	uv_loop_close(a->loop);
+	int code = a->exit_code;
+	free(join);
+	free(token);
+	free_agent(a);
+	return code;
+
+fail_http:
+	http_server_close(a->http, NULL, NULL);
+fail_store : {
+	bool closed = false;
+	if (a->client != NULL) {
+		http_client_close(a->client);
+		a->client = NULL;
+	}
+	store_close(a->store, closed_flag, &closed);
+	while (!closed) {
+		uv_run(a->loop, UV_RUN_ONCE);
+	}
+}
+fail:
+	if (a->client != NULL) {
+		http_client_close(a->client);
+	}
+	free(join);
+	free(token);
+	free_agent(a);
+	return 1;
+fail_args:
+	free(join);
+	free(token);
+	free_agent(a);
+	return 2;
+}

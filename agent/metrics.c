@@ -1,0 +1,125 @@
+/*
+ * Prometheus text exposition for /metrics.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <raft.h>
+
+#include "agent/internal.h"
+
+struct buf {
+	char *data;
+	size_t len, cap;
+	bool failed;
+};
+
+static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct buf *b, const char *fmt, ...)
+{
+	for (int attempt = 0; attempt < 2 && !b->failed; attempt++) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(b->data ? b->data + b->len : NULL, b->data ? b->cap - b->len : 0,
+		                  fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->failed = true;
+			return;
+		}
+		if (b->data != NULL && (size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = (b->cap + (size_t)n + 1) * 2;
+		char *d = realloc(b->data, cap);
+		if (d == NULL) {
+			b->failed = true;
+			return;
+		}
+		b->data = d;
+		b->cap = cap;
+	}
+}
+
+static void gauge(struct buf *b, const char *name, const char *help, double v)
+{
+	put(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
+}
+
+static void counter(struct buf *b, const char *name, const char *help, double v)
+{
+	put(b, "# HELP %s %s\n# TYPE %s counter\n%s %.17g\n", name, help, name, name, v);
+}
+
+char *agent_metrics_text(struct agent *a, size_t *len)
+{
+	struct buf b = {0};
+	struct store_status st;
+	struct store_latency lat;
+	store_get_status(a->store, &st);
+	store_get_latency(a->store, &lat);
+
+	gauge(&b, "tabby_raft_term", "Current raft term.", (double)st.term);
+	put(&b, "# HELP tabby_raft_role Raft state of this member (1 for the current one).\n"
+	        "# TYPE tabby_raft_role gauge\n");
+	static const struct {
+		int state;
+		const char *name;
+	} roles[] = {{RAFT_LEADER, "leader"},
+	             {RAFT_FOLLOWER, "follower"},
+	             {RAFT_CANDIDATE, "candidate"},
+	             {RAFT_UNAVAILABLE, "unavailable"}};
+	for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
+		put(&b, "tabby_raft_role{role=\"%s\"} %d\n", roles[i].name,
+		    st.state == roles[i].state);
+	}
+	gauge(&b, "tabby_raft_leader_ready",
+	      "1 when this member leads and its election barrier is applied.", st.ready);
+	gauge(&b, "tabby_raft_commit_index", "Raft commit index known to this member.",
+	      (double)st.commit_index);
+	gauge(&b, "tabby_raft_applied_index", "Raft index applied to the local state machine.",
+	      (double)st.applied_index);
+	gauge(&b, "tabby_store_revision", "Store revision of the local replica.",
+	      (double)st.revision);
+	gauge(&b, "tabby_store_compact_revision", "Oldest revision a watch may start from.",
+	      (double)st.compact_revision);
+	counter(&b, "tabby_store_entries_applied_total", "Raft entries (batches) applied.",
+	        (double)st.entries_applied);
+	counter(&b, "tabby_store_commands_applied_total", "Store commands applied.",
+	        (double)st.commands_applied);
+	counter(&b, "tabby_raft_snapshots_total", "Snapshots taken by this member.",
+	        (double)st.snapshots_taken);
+	counter(&b, "tabby_raft_snapshots_restored_total",
+	        "Snapshots restored into the state machine (installed by the leader or loaded at "
+	        "start).",
+	        (double)st.snapshots_restored);
+
+	put(&b, "# HELP tabby_apply_latency_seconds From proposal to local apply, for commands "
+	        "this member proposed.\n# TYPE tabby_apply_latency_seconds histogram\n");
+	for (int i = 0; i < STORE_LATENCY_BUCKETS; i++) {
+		if (i == STORE_LATENCY_BUCKETS - 1) {
+			put(&b, "tabby_apply_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+			    (unsigned long long)lat.total);
+		} else {
+			put(&b, "tabby_apply_latency_seconds_bucket{le=\"%g\"} %llu\n",
+			    lat.le_us[i] / 1e6, (unsigned long long)lat.count[i]);
+		}
+	}
+	put(&b, "tabby_apply_latency_seconds_sum %.9g\n", lat.sum_us / 1e6);
+	put(&b, "tabby_apply_latency_seconds_count %llu\n", (unsigned long long)lat.total);
+
+	put(&b, "# HELP tabby_http_requests_total HTTP responses by status class.\n"
+	        "# TYPE tabby_http_requests_total counter\n");
+	for (int k = 1; k <= 5; k++) {
+		put(&b, "tabby_http_requests_total{code=\"%dxx\"} %llu\n", k,
+		    (unsigned long long)a->requests_by_class[k]);
+	}
+	if (b.failed) {
+		free(b.data);
+		return NULL;
+	}
+	*len = b.len;
+	return b.data;
+}

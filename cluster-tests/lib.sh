@@ -1,0 +1,140 @@
+# Shared helpers for the cluster tests: "hosts" are network namespaces joined by a bridge that
+# lives in its own namespace, so nothing touches the machine's own network. Agents listen on
+# their host's address; operators talk to them over each agent's unix socket.
+#
+# Every test sources this file, calls hosts_up N, and gets everything torn down on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TABBY=${TABBY:-$ROOT/build/tabby}
+T=$(basename "$0" .sh)
+ID=${TABBY_TEST_ID:-$$}
+PFX="tt${ID: -5}"                # namespace/interface prefix, short for IFNAMSIZ
+NET=10.213.$((ID % 200 + 20))   # a /24 inside our own namespaces
+WORK=$(mktemp -d "/tmp/tabby-$T.XXXXXX")
+SW="${PFX}sw"
+declare -a PIDS=()
+NHOSTS=0
+
+log() { echo "[$T] $*" >&2; }
+fail() {
+	log "FAIL: $*"
+	for f in "$WORK"/agent*.log; do
+		[ -f "$f" ] && { echo "--- $f (last 30 lines)" >&2; tail -n 30 "$f" >&2; }
+	done
+	exit 1
+}
+
+cleanup() {
+	for i in "${!PIDS[@]}"; do
+		kill -9 "${PIDS[$i]}" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	for ((i = 1; i <= NHOSTS; i++)); do ip netns del "${PFX}h$i" 2>/dev/null || true; done
+	ip netns del "$SW" 2>/dev/null || true
+	[ "${KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+host_ns() { echo "${PFX}h$1"; }
+host_ip() { echo "$NET.$(($1 + 10))"; }
+sock() { echo "$WORK/agent$1.sock"; }
+
+# hosts_up N: N hosts on one bridge.
+hosts_up() {
+	ip netns add "$SW"
+	ip -n "$SW" link add br0 type bridge
+	ip -n "$SW" link set br0 up
+	for ((i = 1; i <= $1; i++)); do host_add "$i"; done
+}
+
+host_add() {
+	local i=$1 ns
+	ns=$(host_ns "$i")
+	ip netns add "$ns"
+	ip link add "${PFX}v$i" type veth peer name "${PFX}p$i"
+	ip link set "${PFX}v$i" netns "$ns"
+	ip link set "${PFX}p$i" netns "$SW"
+	ip -n "$SW" link set "${PFX}p$i" master br0 up
+	ip -n "$ns" link set "${PFX}v$i" name eth0
+	ip -n "$ns" addr add "$(host_ip "$i")/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" link set lo up
+	((NHOSTS < i)) && NHOSTS=$i
+	return 0
+}
+
+# start_agent I [extra flags...]: start (or restart) agent I in host I.
+start_agent() {
+	local i=$1
+	shift
+	mkdir -p "$WORK/data$i"
+	ip netns exec "$(host_ns "$i")" env TABBY_ELECTION_TIMEOUT="${ELECTION_MS:-400}" \
+		"$TABBY" agent --name "agent$i" --data-dir "$WORK/data$i" --socket "$(sock "$i")" \
+		--peer-address "$(host_ip "$i"):7790" --api-address "$(host_ip "$i"):7791" "$@" \
+		>>"$WORK/agent$i.log" 2>&1 &
+	PIDS[$i]=$!
+	wait_for "agent$i socket" 10 test -S "$(sock "$i")"
+}
+
+kill_agent() { kill -9 "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; rm -f "$(sock "$1")"; }
+stop_agent() { kill -TERM "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; }
+
+token() { tr -d '\n' <"$WORK/data1/join-token"; }
+
+# tctl I ARGS...: the CLI against agent I.
+tctl() {
+	local i=$1
+	shift
+	"$TABBY" "$@" --socket "$(sock "$i")"
+}
+
+# wait_for WHAT SECONDS CMD...: poll until CMD succeeds.
+wait_for() {
+	local what=$1 secs=$2
+	shift 2
+	local end=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < end)) || fail "timed out after ${secs}s waiting for $what"
+		sleep 0.1
+	done
+}
+
+status_json() { tctl "$1" cluster status -o json 2>/dev/null; }
+
+# leader_index I: the number of the agent that leads, as agent I sees it.
+leader_index() {
+	local l
+	l=$(status_json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["leader"] or "")')
+	[ -n "$l" ] && echo "${l#agent}"
+}
+
+has_leader() { [ -n "$(leader_index "$1")" ]; }
+
+# members_healthy I N: agent I sees N members, all healthy, with the right roles.
+members_healthy() {
+	status_json "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin); n = int(sys.argv[1])
+ms = d["members"]
+ok = len(ms) == n and all(m["healthy"] for m in ms) and d["leader"]
+voters = sum(m["role"] == "voter" for m in ms)
+ok = ok and voters == min(3, n) and all(m["role"] in ("voter", "standby") for m in ms)
+sys.exit(0 if ok else 1)' "$2"
+}
+
+# bootstrap_cluster N: agent 1 bootstraps, agents 2..N join; waits until all are healthy.
+bootstrap_cluster() {
+	local n=$1 i
+	start_agent 1 --bootstrap
+	wait_for "a leader" 15 has_leader 1
+	wait_for "the join token" 10 test -s "$WORK/data1/join-token"
+	for ((i = 2; i <= n; i++)); do
+		start_agent "$i" --join "$(host_ip 1):7791" --token "$(token)"
+	done
+	wait_for "$n healthy members" 30 members_healthy 1 "$n"
+}
+
+hash_agrees() { tctl "$1" cluster hash >/dev/null 2>&1; }
+
+pass() { log "PASS"; exit 0; }

@@ -1,0 +1,512 @@
+#include "ctl/ctl.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef TABBY_VERSION
+#error "TABBY_VERSION must be defined by the build"
+#endif
+
+static const struct ctl_flag help_flag = {"help", 'h', NULL, "show this help"};
+static const struct ctl_flag output_flag = {"output", 'o', "FORMAT",
+                                            "output format: text (default) or json"};
+static const struct ctl_flag socket_flag = {
+    "socket", 0, "PATH",
+    "the agent's unix socket (env TABBY_SOCKET, default " CTL_DEFAULT_SOCKET ")"};
+static const struct ctl_flag address_flag = {
+    "address", 0, "IP:PORT", "talk to an agent's TCP API address instead of the socket"};
+static const struct ctl_flag timeout_flag = {
+    "timeout", 0, "SECONDS", "give up on a request after this long (default 30, 0: never)"};
+
+static int run_version(struct ctl_ctx *ctx)
+{
+	json_t *v;
+	int rv;
+
+	if (!ctx->json) {
+		fprintf(ctx->out, "tabby %s\n", TABBY_VERSION);
+		return 0;
+	}
+	v = json_pack("{s:s}", "version", TABBY_VERSION);
+	if (v == NULL)
+		return ctl_fail(ctx, "out of memory");
+	rv = ctl_print_json(ctx, v);
+	json_decref(v);
+	return rv;
+}
+
+static const struct ctl_command version_command = {
+    .name = "version",
+    .summary = "print the version",
+    .description = "Print the version of tabby.",
+    .output = true,
+    .run = run_version,
+};
+
+/* `tabby agent` is dispatched by main() before the CLI runs; this entry exists so that help lists
+ * it and `tabby help agent` has something to say. */
+static int run_agent(struct ctl_ctx *ctx)
+{
+	fprintf(ctx->err, "%s: the agent is started by the tabby binary's main()\n", ctx->prog);
+	return 2;
+}
+
+static const struct ctl_command agent_command = {
+    .name = "agent",
+    .summary = "run the agent daemon",
+    .description = "Run the agent daemon. 'tabby agent --help' lists its flags.",
+    .run = run_agent,
+};
+
+static const struct ctl_command help_command = {
+    .name = "help",
+    .usage_args = "[COMMAND...]",
+    .summary = "show help for a command",
+};
+
+static const struct ctl_command *const top_subcommands[] = {
+    &agent_command, &ctl_cluster_command, &ctl_store_command, &version_command, &help_command, NULL,
+};
+
+static const struct ctl_command top_command = {
+    .name = "tabby",
+    .summary = "Tabby: container networking with an embedded, raft-replicated store.",
+    .subcommands = top_subcommands,
+};
+
+int ctl_fail(const struct ctl_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(ctx->err, "%s: ", ctx->prog);
+	va_start(ap, fmt);
+	vfprintf(ctx->err, fmt, ap);
+	va_end(ap);
+	fputc('\n', ctx->err);
+	return 1;
+}
+
+/* ---- usage ---- */
+
+static void flag_left(char *buf, size_t size, const struct ctl_flag *f)
+{
+	if (f->short_name != 0)
+		snprintf(buf, size, "  -%c, --%s%s%s", f->short_name, f->name,
+		         f->value_name != NULL ? " " : "",
+		         f->value_name != NULL ? f->value_name : "");
+	else
+		snprintf(buf, size, "      --%s%s%s", f->name, f->value_name != NULL ? " " : "",
+		         f->value_name != NULL ? f->value_name : "");
+}
+
+/* Collect the flags cmd accepts: its own, then the common ones. Returns how many. */
+static int command_flags(const struct ctl_command *cmd, const struct ctl_flag **out)
+{
+	int n = 0;
+
+	for (const struct ctl_flag *f = cmd->flags; f != NULL && f->name != NULL; f++)
+		if (n < CTL_MAX_FLAGS - 5)
+			out[n++] = f;
+	if (cmd->client || cmd->output)
+		out[n++] = &output_flag;
+	if (cmd->client) {
+		out[n++] = &socket_flag;
+		out[n++] = &address_flag;
+		out[n++] = &timeout_flag;
+	}
+	out[n++] = &help_flag;
+	return n;
+}
+
+void ctl_usage(FILE *f, const char *prog, const struct ctl_command *cmd)
+{
+	const struct ctl_flag *flags[CTL_MAX_FLAGS];
+	char left[96];
+	size_t width = 0;
+	int n;
+
+	if (cmd->subcommands != NULL) {
+		fprintf(f, "Usage: %s COMMAND [flags]\n\n%s\n\nCommands:\n", prog,
+		        cmd->description != NULL ? cmd->description : cmd->summary);
+		for (const struct ctl_command *const *s = cmd->subcommands; *s != NULL; s++)
+			if (strlen((*s)->name) > width)
+				width = strlen((*s)->name);
+		for (const struct ctl_command *const *s = cmd->subcommands; *s != NULL; s++)
+			fprintf(f, "  %-*s  %s\n", (int)width, (*s)->name, (*s)->summary);
+		fprintf(f, "\nRun '%s COMMAND --help' for a command's arguments and flags.\n",
+		        prog);
+		return;
+	}
+
+	fprintf(f, "Usage: %s%s%s [flags]\n\n%s\n", prog,
+	        cmd->usage_args != NULL && cmd->usage_args[0] != '\0' ? " " : "",
+	        cmd->usage_args != NULL ? cmd->usage_args : "",
+	        cmd->description != NULL ? cmd->description : cmd->summary);
+	n = command_flags(cmd, flags);
+	for (int i = 0; i < n; i++) {
+		flag_left(left, sizeof(left), flags[i]);
+		if (strlen(left) > width)
+			width = strlen(left);
+	}
+	fprintf(f, "\nFlags:\n");
+	for (int i = 0; i < n; i++) {
+		flag_left(left, sizeof(left), flags[i]);
+		fprintf(f, "%-*s  %s\n", (int)width, left, flags[i]->help);
+	}
+}
+
+/* ---- flag parsing ---- */
+
+const char *ctl_flag(const struct ctl_ctx *ctx, const char *name)
+{
+	for (int i = 0; i < ctx->nflags; i++)
+		if (strcmp(ctx->flags[i]->name, name) == 0)
+			return ctx->values[i];
+	return NULL;
+}
+
+int ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(ctx->err, "%s: ", ctx->prog);
+	va_start(ap, fmt);
+	vfprintf(ctx->err, fmt, ap);
+	va_end(ap);
+	fprintf(ctx->err, "\nRun '%s --help' for usage.\n", ctx->prog);
+	return 2;
+}
+
+int ctl_flag_int(const struct ctl_ctx *ctx, const char *name, int64_t min, int64_t *out)
+{
+	const char *v = ctl_flag(ctx, name);
+	char *end;
+	long long n;
+
+	if (v == NULL)
+		return 0;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	/* strtoll alone would also take leading blanks and a '+'. */
+	if ((v[0] != '-' && (v[0] < '0' || v[0] > '9')) || *end != '\0' || errno != 0 || n < min) {
+		return ctl_usage_error(ctx, "invalid value '%s' for --%s (want an integer >= %lld)",
+		                       v, name, (long long)min);
+	}
+	*out = n;
+	return 0;
+}
+
+static int find_long(const struct ctl_ctx *ctx, const char *name, size_t len)
+{
+	for (int i = 0; i < ctx->nflags; i++)
+		if (strlen(ctx->flags[i]->name) == len &&
+		    strncmp(ctx->flags[i]->name, name, len) == 0)
+			return i;
+	return -1;
+}
+
+static int find_short(const struct ctl_ctx *ctx, char c)
+{
+	for (int i = 0; i < ctx->nflags; i++)
+		if (ctx->flags[i]->short_name == c)
+			return i;
+	return -1;
+}
+
+/* Checks that need the whole command line: values of the common flags and the argument count. */
+static int check_parsed(struct ctl_ctx *ctx)
+{
+	const char *output = ctl_flag(ctx, "output");
+	int64_t timeout = CTL_DEFAULT_TIMEOUT_S;
+	int nrequired = 0;
+
+	if (output != NULL) {
+		if (strcmp(output, "json") == 0)
+			ctx->json = true;
+		else if (strcmp(output, "text") != 0)
+			return ctl_usage_error(ctx, "invalid value '%s' for -o (want text or json)",
+			                       output);
+	}
+	if (ctx->cmd->client) {
+		const char *socket = ctl_flag(ctx, "socket");
+		const char *address = ctl_flag(ctx, "address");
+		if (socket != NULL && address != NULL)
+			return ctl_usage_error(ctx, "use --socket or --address, not both");
+		if (socket != NULL && socket[0] == '\0')
+			return ctl_usage_error(ctx, "empty value for --socket");
+		if (address != NULL && address[0] == '\0')
+			return ctl_usage_error(ctx, "empty value for --address");
+		if (ctl_flag_int(ctx, "timeout", 0, &timeout) != 0)
+			return 2;
+		if (timeout > INT32_MAX / 1000)
+			return ctl_usage_error(ctx, "--timeout %s is too long",
+			                       ctl_flag(ctx, "timeout"));
+		ctx->timeout_ms = (int)(timeout * 1000);
+	}
+
+	for (const char *const *a = ctx->cmd->args; a != NULL && *a != NULL; a++)
+		nrequired++;
+	if (ctx->nargs < nrequired)
+		return ctl_usage_error(ctx, "missing %s", ctx->cmd->args[ctx->nargs]);
+	if (ctx->nargs > nrequired)
+		return ctl_usage_error(ctx, "unexpected argument '%s'", ctx->args[nrequired]);
+	return 0;
+}
+
+int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
+{
+	bool flags_done = false;
+
+	ctx->nflags = command_flags(ctx->cmd, ctx->flags);
+	for (int i = 0; i < ctx->nflags; i++)
+		ctx->values[i] = NULL;
+	ctx->nargs = 0;
+
+	for (int i = 0; i < argc; i++) {
+		char *a = argv[i];
+		const char *value = NULL;
+		const struct ctl_flag *f;
+		int idx;
+
+		if (flags_done || a[0] != '-' || a[1] == '\0') {
+			/* Keep parsing after too many arguments so that a later --help still wins;
+			 * check_parsed() reports the first extra one. */
+			if (ctx->nargs < CTL_MAX_ARGS)
+				ctx->args[ctx->nargs++] = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			flags_done = true;
+			continue;
+		}
+		if (a[1] == '-') {
+			const char *name = a + 2;
+			const char *eq = strchr(name, '=');
+			size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+
+			idx = find_long(ctx, name, len);
+			if (idx < 0)
+				return ctl_usage_error(ctx, "unknown flag '--%.*s'", (int)len,
+				                       name);
+			f = ctx->flags[idx];
+			if (eq != NULL) {
+				if (f->value_name == NULL)
+					return ctl_usage_error(ctx, "flag '--%s' takes no value",
+					                       f->name);
+				value = eq + 1;
+			}
+		} else {
+			idx = find_short(ctx, a[1]);
+			if (idx < 0 || (ctx->flags[idx]->value_name == NULL && a[2] != '\0'))
+				return ctl_usage_error(ctx, "unknown flag '%s'", a);
+			f = ctx->flags[idx];
+			if (a[2] != '\0')
+				value = a + 2;
+		}
+		if (f->value_name != NULL && value == NULL) {
+			if (i + 1 >= argc)
+				return ctl_usage_error(ctx, "flag '%s' needs a value (%s)", a,
+				                       f->value_name);
+			value = argv[++i];
+		}
+		ctx->values[idx] = f->value_name != NULL ? value : "";
+		if (f == &help_flag) {
+			ctl_usage(ctx->out, ctx->prog, ctx->cmd);
+			ctx->help = true;
+			return 0;
+		}
+	}
+	return check_parsed(ctx);
+}
+
+/* ---- talking to the agent ---- */
+
+int ctl_client(struct ctl_ctx *ctx)
+{
+	const char *address = ctl_flag(ctx, "address");
+	char *owned = NULL;
+	char *msg = NULL;
+	int rv;
+
+	if (ctx->client != NULL)
+		return 0;
+	if (address == NULL) {
+		address = ctl_flag(ctx, "socket");
+		if (address == NULL)
+			address = getenv("TABBY_SOCKET");
+		if (address == NULL || address[0] == '\0')
+			address = CTL_DEFAULT_SOCKET;
+		/* The client takes a bare "host:port" as TCP; say explicitly that this is a path.
+		 */
+		if (strchr(address, '/') == NULL) {
+			if (asprintf(&owned, "unix:%s", address) < 0)
+				return ctl_fail(ctx, "out of memory");
+			address = owned;
+		}
+	}
+	rv = api_client_open(address, ctx->timeout_ms, &ctx->client, &msg);
+	free(owned);
+	if (rv != API_OK) {
+		ctx->client = NULL;
+		return ctl_fail_api(ctx, rv, msg, 0, NULL);
+	}
+	return 0;
+}
+
+int ctl_fail_api(struct ctl_ctx *ctx, int rv, char *msg, int status, const json_t *response)
+{
+	const char *m;
+
+	if (rv != API_OK) {
+		ctl_fail(ctx, "%s%s", msg != NULL ? msg : api_strerror(rv),
+		         rv == API_ECONNECT ? " (is the agent running? see --socket and --address)"
+		                            : "");
+		free(msg);
+		return 1;
+	}
+	free(msg);
+	m = api_error_message(response);
+	if (m != NULL)
+		return ctl_fail(ctx, "%s", m);
+	return ctl_fail(ctx, "the agent answered with HTTP status %d", status);
+}
+
+int ctl_call(struct ctl_ctx *ctx, const char *method, const char *path, json_t *body,
+             json_t **response)
+{
+	json_t *resp = NULL;
+	char *msg = NULL;
+	int status = 0;
+	int rv;
+
+	*response = NULL;
+	if (ctl_client(ctx) != 0)
+		return 1;
+	rv = api_request(ctx->client, method, path, body, &status, &resp, &msg);
+	if (rv != API_OK || status / 100 != 2) {
+		ctl_fail_api(ctx, rv, msg, status, resp);
+		json_decref(resp);
+		return 1;
+	}
+	*response = resp;
+	return 0;
+}
+
+int ctl_print_json(struct ctl_ctx *ctx, const json_t *v)
+{
+	if (json_dumpf(v, ctx->out, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 ||
+	    fputc('\n', ctx->out) == EOF)
+		return ctl_fail(ctx, "cannot write output");
+	return 0;
+}
+
+char *ctl_key_path(const char *base, const char *key, const char *query)
+{
+	char *escaped = api_path_escape(key);
+	char *path = NULL;
+
+	if (escaped == NULL)
+		return NULL;
+	if (asprintf(&path, "%s%s%s", base, escaped, query) < 0)
+		path = NULL;
+	free(escaped);
+	return path;
+}
+
+/* ---- dispatch ---- */
+
+static bool is_help(const char *word)
+{
+	return strcmp(word, "-h") == 0 || strcmp(word, "--help") == 0;
+}
+
+static const struct ctl_command *find_subcommand(const struct ctl_command *group, const char *name)
+{
+	for (const struct ctl_command *const *s = group->subcommands; *s != NULL; s++)
+		if (strcmp((*s)->name, name) == 0)
+			return *s;
+	return NULL;
+}
+
+static void append_prog(char *prog, size_t size, const char *name)
+{
+	size_t len = strlen(prog);
+
+	snprintf(prog + len, size - len, " %s", name);
+}
+
+/* `tabby help [COMMAND...]`: usage of the named command on out. */
+static int run_help(struct ctl_ctx *ctx, int argc, char **argv)
+{
+	const struct ctl_command *cmd = &top_command;
+	char prog[sizeof(ctx->prog)] = "tabby";
+
+	for (int i = 0; i < argc; i++) {
+		const struct ctl_command *sub =
+		    cmd->subcommands != NULL ? find_subcommand(cmd, argv[i]) : NULL;
+		if (sub == NULL || sub == &help_command) {
+			fprintf(ctx->err, "%s: unknown command '%s'\n", prog, argv[i]);
+			return 2;
+		}
+		cmd = sub;
+		append_prog(prog, sizeof(prog), cmd->name);
+	}
+	ctl_usage(ctx->out, prog, cmd);
+	return 0;
+}
+
+int ctl_run(int argc, char **argv, FILE *out, FILE *err)
+{
+	struct ctl_ctx ctx = {.out = out, .err = err, .prog = "tabby"};
+	const struct ctl_command *cmd = &top_command;
+	int i = 1;
+	int rv;
+
+	while (cmd->subcommands != NULL) {
+		const struct ctl_command *sub;
+
+		if (i >= argc) {
+			fprintf(err, "%s: missing command\n\n", ctx.prog);
+			ctl_usage(err, ctx.prog, cmd);
+			return 2;
+		}
+		if (is_help(argv[i])) {
+			ctl_usage(out, ctx.prog, cmd);
+			return 0;
+		}
+		if (argv[i][0] == '-') {
+			fprintf(err, "%s: unknown flag '%s'\nRun '%s --help' for usage.\n",
+			        ctx.prog, argv[i], ctx.prog);
+			return 2;
+		}
+		sub = find_subcommand(cmd, argv[i]);
+		if (sub == NULL) {
+			fprintf(err, "%s: unknown command '%s'\nRun '%s --help' for the list.\n",
+			        ctx.prog, argv[i], ctx.prog);
+			return 2;
+		}
+		if (sub == &help_command)
+			return run_help(&ctx, argc - i - 1, argv + i + 1);
+		cmd = sub;
+		append_prog(ctx.prog, sizeof(ctx.prog), cmd->name);
+		i++;
+	}
+
+	ctx.cmd = cmd;
+	rv = ctl_parse(&ctx, argc - i, argv + i);
+	if (rv != 0 || ctx.help)
+		return rv;
+	rv = cmd->run(&ctx);
+	api_client_close(ctx.client);
+	if (fflush(out) != 0 && rv == 0)
+		rv = ctl_fail(&ctx, "cannot write output");
+	return rv;
+}
+
+int ctl_main(int argc, char **argv)
+{
+	return ctl_run(argc, argv, stdout, stderr);
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# build-raft.sh PREFIX
+#
+# Builds libraft from Debian's own source package (raft 0.22.1-1, trixie) into
+# PREFIX as a static library with the in-memory test fixture and without lz4,
+# then applies deps/raft-patches/*.patch (in name order) on top of Debian's
+# patches. Tabby links this build instead of bookworm's libraft 0.15.0, which
+# commits entries from earlier terms by counting replicas (see docs/raft.md).
+#
+# The source is fetched with apt's own machinery, using a private apt state
+# directory so the system's apt configuration and lists are left untouched: apt
+# checks the signed Sources index against the Debian archive keyring and the
+# downloaded files against the checksums in it.
+#
+# Cached: PREFIX/.stamp holds a hash of the pinned version, the patches and this
+# script; when it matches, nothing is done.
+#
+# Env: NO_APT_INSTALL=1   fail instead of installing missing build packages
+#      RAFT_JOBS=N        parallel make jobs (default 2)
+# Result: PREFIX/lib/libraft.a, PREFIX/include/raft.h, PREFIX/include/raft/,
+#         PREFIX/lib/pkgconfig/raft.pc
+set -euo pipefail
+
+RAFT_SRC_VERSION=0.22.1-1
+RAFT_UPSTREAM_VERSION=${RAFT_SRC_VERSION%-*}
+RAFT_SUITE=trixie
+BUILD_PACKAGES=(dpkg-dev autoconf automake libtool pkg-config libuv1-dev make gcc patch)
+
+die() {
+	echo "build-raft.sh: $*" >&2
+	exit 1
+}
+
+[ $# -eq 1 ] || die "usage: $0 PREFIX"
+SCRIPT=$(readlink -f "$0")
+ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
+PATCH_DIR=$ROOT/deps/raft-patches
+mkdir -p "$1" || die "cannot create $1"
+PREFIX=$(cd "$1" && pwd)
+
+patches=()
+if [ -d "$PATCH_DIR" ]; then
+	while IFS= read -r -d '' p; do
+		patches+=("$p")
+	done < <(find "$PATCH_DIR" -maxdepth 1 -type f -name '*.patch' -print0 | sort -z)
+fi
+
+# The stamp covers everything that determines the result, so editing a patch or
+# this script triggers a rebuild.
+stamp=$({
+	echo "raft $RAFT_SRC_VERSION $RAFT_SUITE"
+	cat "$SCRIPT"
+	for p in ${patches[@]+"${patches[@]}"}; do
+		echo "patch $(basename "$p")"
+		cat "$p"
+	done
+} | sha256sum | cut -d' ' -f1)
+
+if [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$stamp" ] &&
+	[ -f "$PREFIX/lib/libraft.a" ] && [ -f "$PREFIX/lib/pkgconfig/raft.pc" ]; then
+	echo "raft $RAFT_SRC_VERSION already built in $PREFIX"
+	exit 0
+fi
+
+# Never wipe a directory this script did not create.
+if [ -n "$(ls -A "$PREFIX")" ] && [ ! -f "$PREFIX/.stamp" ]; then
+	die "$PREFIX is not empty and holds no previous raft build (.stamp); refusing to overwrite it"
+fi
+
+missing=()
+for pkg in "${BUILD_PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing+=("$pkg")
+	fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	[ "${NO_APT_INSTALL:-0}" = 1 ] && die "missing build packages: ${missing[*]}"
+	echo "installing build packages: ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
+		--no-install-recommends "${missing[@]}" ||
+		die "apt-get install ${missing[*]} failed"
+fi
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] ||
+	die "/usr/share/keyrings/debian-archive-keyring.gpg missing (package debian-archive-keyring)"
+
+TMP=$(mktemp -d /tmp/build-raft.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+A=$TMP/apt
+mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/src"
+cat >"$A/src.sources" <<EOF
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: $RAFT_SUITE
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+APTO=(-o Dir::Etc::SourceList="$A/src.sources" -o Dir::Etc::SourceParts=/nonexistent
+	-o Dir::State::Lists="$A/lists" -o Dir::Cache="$A/cache"
+	-o APT::Sandbox::User=root -o Acquire::Languages=none)
+
+echo "fetching Debian source package raft=$RAFT_SRC_VERSION ($RAFT_SUITE)"
+apt-get "${APTO[@]}" -qq update || die "apt-get update of the $RAFT_SUITE Sources index failed"
+(cd "$A/src" && apt-get "${APTO[@]}" -qq source --download-only "raft=$RAFT_SRC_VERSION") ||
+	die "apt-get source raft=$RAFT_SRC_VERSION failed"
+
+SRC=$TMP/raft-$RAFT_UPSTREAM_VERSION
+# dpkg-source unpacks the orig tarball and applies Debian's own patch series.
+dpkg-source -x "$A/src/raft_$RAFT_SRC_VERSION.dsc" "$SRC" >"$TMP/dpkg-source.log" 2>&1 || {
+	cat "$TMP/dpkg-source.log" >&2
+	die "dpkg-source -x raft_$RAFT_SRC_VERSION.dsc failed"
+}
+
+for p in ${patches[@]+"${patches[@]}"}; do
+	echo "applying $(basename "$p")"
+	patch -d "$SRC" -p1 --forward --batch <"$p" || die "patch $p does not apply"
+done
+
+echo "building raft $RAFT_SRC_VERSION"
+# Static only, so the binary does not depend on a libraft soname that would
+# clash with bookworm's libraft2; --with-pic keeps it linkable into shared
+# objects and PIE executables. The commands are chained with && because errexit
+# does not apply inside a subshell that is the left side of ||.
+(cd "$SRC" && autoreconf -i &&
+	./configure --prefix="$PREFIX" --disable-shared --enable-static --with-pic \
+		--enable-uv --enable-fixture --without-lz4 &&
+	make -j"${RAFT_JOBS:-2}") >"$TMP/build.log" 2>&1 || {
+	tail -n 60 "$TMP/build.log" >&2
+	die "building raft failed (last lines of the build log above)"
+}
+
+# Replace a previous build of ours; the check above guarantees PREFIX holds
+# nothing else.
+find "$PREFIX" -mindepth 1 -delete
+(cd "$SRC" && make install) >"$TMP/install.log" 2>&1 || {
+	tail -n 30 "$TMP/install.log" >&2
+	die "make install into $PREFIX failed"
+}
+rm -f "$PREFIX/lib/libraft.la"
+echo "$stamp" >"$PREFIX/.stamp"
+echo "raft $RAFT_SRC_VERSION installed in $PREFIX"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# setup.sh: install the Debian packages Tabby needs, build raft from Debian's source package
+# (scripts/build-raft.sh, cached in .deps/raft) and configure + build two trees:
+#   build/       optimized, for the agent, the cluster tests, the demo and the benchmarks
+#   build-asan/  with AddressSanitizer and UndefinedBehaviorSanitizer, for the unit tests
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+cd "$ROOT"
+
+PACKAGES=(meson ninja-build pkg-config gcc clang make libuv1-dev liblmdb-dev libjansson-dev
+	libnl-3-dev libnl-route-3-dev libnftables-dev libyaml-dev libhttp-parser-dev
+	libcmocka-dev nftables iproute2 curl ca-certificates dpkg-dev autoconf automake libtool
+	patch debian-archive-keyring)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+scripts/build-raft.sh "$ROOT/.deps/raft"
+export PKG_CONFIG_PATH="$ROOT/.deps/raft/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+
+if [ ! -f build/build.ninja ]; then
+	meson setup build --buildtype=release -Db_ndebug=false >/dev/null
+fi
+if [ ! -f build-asan/build.ninja ]; then
+	meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined \
+		-Db_lundef=false >/dev/null
+fi
+ninja -C build >/dev/null
+ninja -C build-asan >/dev/null
+echo "setup: built build/tabby and build-asan/"

@@ -1,0 +1,1535 @@
+/*
+ * The store node: raft glue, write batching, forwarding, waiting for the local apply, linearizable
+ * reads, watches and membership changes. See store.h for the contract.
+ *
+ * Every call into raft happens from the prepare handle or a timer, never from inside a raft
+ * callback or the state machine's apply: callers may submit new work from their callbacks, and
+ * that work is only queued here.
+ *
+ * The life of a write on the leader:
+ *
+ *   store_write() --> pending queue --prepare--> batch (one raft entry) --raft_apply-->
+ *   commit --> fsm_apply() on every replica --> the replica that owns the request id completes it
+ *
+ * and on a follower the batch goes to the leader through the forward hook instead of raft_apply;
+ * the leader puts the forwarded commands into its own batches, and the follower's request is
+ * completed when the follower's own replica applies the entry. Request ids are (a random client
+ * id drawn when the node starts, sequence), so the replica that applies an entry can tell which
+ * commands are its own, and a restarted node never reuses an id the state machine remembers.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "store/store.h"
+
+#define MAX_INFLIGHT_APPLIES  3 /* raft entries appended but not yet applied, on the leader */
+#define MAX_INFLIGHT_FORWARDS 4 /* forwarded batches awaiting the leader's answer */
+#define MAX_BATCH_COMMANDS    8192
+#define MAX_BATCH_BYTES       (4u << 20)
+#define TICK_MS               50
+#define FORWARD_BACKOFF_MS    50
+#define SYNC_TIMEOUT_MS       10000
+#define HASH_RING             64
+
+enum { W_QUEUED = 1, W_SENT = 2 };
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lists                                                                                       */
+
+static void list_init(struct store_list *l)
+{
+	l->prev = l->next = l;
+}
+
+static bool list_empty(const struct store_list *l)
+{
+	return l->next == l;
+}
+
+static void list_insert_tail(struct store_list *l, struct store_list *e)
+{
+	e->prev = l->prev;
+	e->next = l;
+	l->prev->next = e;
+	l->prev = e;
+}
+
+static void list_insert_head(struct store_list *l, struct store_list *e)
+{
+	e->next = l->next;
+	e->prev = l;
+	l->next->prev = e;
+	l->next = e;
+}
+
+static void list_remove(struct store_list *e)
+{
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+	e->prev = e->next = e;
+}
+
+#define CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+
+/* ------------------------------------------------------------------------------------------ */
+/* State                                                                                       */
+
+/* A command a follower forwarded, queued on the leader. */
+struct fgroup {
+	store_forward_done done;
+	void *done_data;
+	unsigned pending; /* items not yet committed */
+	unsigned refs;    /* items alive */
+	bool finished;
+};
+
+struct fitem {
+	struct store_list link;
+	struct fgroup *group;
+	void *buf; /* malloc()ed copy of one encoded command */
+	size_t len;
+};
+
+/* One raft entry in flight on the leader. */
+struct batch {
+	struct raft_apply req;
+	struct store *s;
+	uint64_t *seqs; /* local writes in the entry, by sequence */
+	unsigned n_seqs;
+	struct fitem **fitems; /* forwarded commands in the entry (owned) */
+	unsigned n_fitems;
+};
+
+/* One forwarded batch in flight on a follower. */
+struct fwd {
+	struct store *s;
+	uint64_t *seqs;
+	unsigned n_seqs;
+	void *buf;
+	size_t len;
+};
+
+/* A linearizable-read barrier: from a local store_sync() (cb) or a follower's read-index request
+ * (rdone). */
+enum { SY_NEW = 0, SY_BARRIER, SY_ASKED, SY_WAIT };
+struct syncreq {
+	struct store_list link;
+	struct store *s;
+	int phase;
+	bool cancelled; /* finished (timed out) while raft or the hook still holds it */
+	uint64_t index;
+	uint64_t deadline;
+	store_sync_cb cb;
+	void *data;
+	store_readindex_done rdone;
+	void *rdata;
+	struct raft_barrier barrier;
+};
+
+struct revwait {
+	struct store_list link;
+	int64_t rev;
+	uint64_t deadline;
+	store_sync_cb cb;
+	void *data;
+};
+
+struct change {
+	struct raft_change req;
+	store_sync_cb cb;
+	void *data;
+};
+
+struct election_barrier {
+	struct raft_barrier req;
+	struct store *s;
+	uint64_t term;
+};
+
+struct store {
+	uv_loop_t *loop;
+	struct store_config cfg;
+	char *data_dir;
+	char *raft_dir;
+	char *state_dir;
+	char *peer_address;
+
+	struct raft_io io;
+	struct raft_uv_transport transport;
+	struct raft raft;
+	struct raft_fsm fsm;
+	struct kv *kv;
+	bool io_inited, raft_inited, started, closing;
+	void (*close_cb)(void *data);
+	void *close_data;
+	unsigned closing_handles;
+
+	uv_prepare_t prepare;
+	uv_timer_t tick;
+
+	uint64_t client; /* request-id client: random per start, so ids never repeat */
+	uint64_t seq;
+	struct store_list pending;    /* local writes waiting to be batched or forwarded */
+	struct store_write **buckets; /* local writes not yet completed, by seq */
+	size_t n_buckets;
+	size_t n_writes;
+
+	struct store_list fpending; /* forwarded commands waiting to be batched (leader) */
+	unsigned applies_inflight;
+	unsigned forwards_inflight;
+	uint64_t forward_backoff_until;
+
+	bool was_leader;
+	bool ready;
+	bool barrier_inflight;
+	uint64_t leader_term;
+
+	struct store_list syncs;
+	struct store_list revwaits;
+	struct store_list watches;
+
+	struct {
+		int64_t rev;
+		uint64_t hash;
+	} hashes[HASH_RING];
+	unsigned hash_next;
+
+	uint64_t entries_applied;
+	uint64_t commands_applied;
+	uint64_t snapshots_taken;
+	uint64_t snapshots_restored;
+	struct store_latency lat;
+	struct kv_snapshot *snap;
+	struct raft_buffer *snap_bufs;
+};
+
+static const double latency_bounds_us[STORE_LATENCY_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 1e308};
+
+const char *store_strerror(int code)
+{
+	switch (code) {
+	case STORE_OK:
+		return "ok";
+	case STORE_ENOLEADER:
+		return "no leader is available";
+	case STORE_ETIMEDOUT:
+		return "timed out; the write may or may not have been applied";
+	case STORE_ESHUTDOWN:
+		return "the store is shutting down";
+	case STORE_ENOMEM:
+		return "out of memory";
+	case STORE_EINVAL:
+		return "invalid request";
+	case STORE_EIO:
+		return "storage failure";
+	case STORE_ECOMPACTED:
+		return "the requested revision has been compacted";
+	case STORE_ENOTLEADER:
+		return "this member is not the leader";
+	}
+	return code < 0 ? strerror(-code) : "unknown error";
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static char *xasprintf(const char *fmt, const char *a, const char *b)
+{
+	char *out = NULL;
+	if (asprintf(&out, fmt, a, b) < 0) {
+		return NULL;
+	}
+	return out;
+}
+
+static void set_err(char **errmsg, const char *what, const char *detail)
+{
+	if (errmsg != NULL) {
+		*errmsg = xasprintf("%s: %s", what, detail);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The table of local writes awaiting their result                                            */
+
+static size_t bucket_of(const struct store *s, uint64_t seq)
+{
+	return (size_t)(seq * 0x9E3779B97F4A7C15ull >> 20) & (s->n_buckets - 1);
+}
+
+static int writes_grow(struct store *s)
+{
+	size_t n = s->n_buckets ? s->n_buckets * 2 : 1024;
+	struct store_write **b = calloc(n, sizeof *b);
+	if (b == NULL) {
+		return STORE_ENOMEM;
+	}
+	struct store_write **old = s->buckets;
+	size_t n_old = s->n_buckets;
+	s->buckets = b;
+	s->n_buckets = n;
+	for (size_t i = 0; i < n_old; i++) {
+		struct store_write *w = old[i];
+		while (w != NULL) {
+			struct store_write *next = w->next_in_bucket;
+			size_t k = bucket_of(s, w->id.seq);
+			w->next_in_bucket = b[k];
+			b[k] = w;
+			w = next;
+		}
+	}
+	free(old);
+	return STORE_OK;
+}
+
+static int writes_add(struct store *s, struct store_write *w)
+{
+	if (s->n_writes + 1 > s->n_buckets * 2) {
+		int rv = writes_grow(s);
+		if (rv != 0) {
+			return rv;
+		}
+	}
+	size_t k = bucket_of(s, w->id.seq);
+	w->next_in_bucket = s->buckets[k];
+	s->buckets[k] = w;
+	s->n_writes++;
+	return STORE_OK;
+}
+
+static struct store_write *writes_take(struct store *s, uint64_t seq)
+{
+	if (s->n_buckets == 0) {
+		return NULL;
+	}
+	struct store_write **p = &s->buckets[bucket_of(s, seq)];
+	for (; *p != NULL; p = &(*p)->next_in_bucket) {
+		if ((*p)->id.seq == seq) {
+			struct store_write *w = *p;
+			*p = w->next_in_bucket;
+			s->n_writes--;
+			return w;
+		}
+	}
+	return NULL;
+}
+
+static struct store_write *writes_find(struct store *s, uint64_t seq)
+{
+	if (s->n_buckets == 0) {
+		return NULL;
+	}
+	struct store_write *w = s->buckets[bucket_of(s, seq)];
+	while (w != NULL && w->id.seq != seq) {
+		w = w->next_in_bucket;
+	}
+	return w;
+}
+
+/* Finish a local write that has already been taken out of the table. */
+static void write_finish(struct store *s, struct store_write *w, int status,
+                         const struct kv_result *res)
+{
+	if (w->state == W_QUEUED) {
+		list_remove(&w->link);
+	}
+	w->state = 0;
+	free(w->encoded);
+	w->encoded = NULL;
+	if (status == STORE_OK) {
+		double us = (double)(uv_hrtime() - w->start_ns) / 1000.0;
+		for (int i = 0; i < STORE_LATENCY_BUCKETS; i++) {
+			if (us <= latency_bounds_us[i]) {
+				s->lat.count[i]++;
+			}
+		}
+		s->lat.total++;
+		s->lat.sum_us += us;
+	}
+	w->cb(w, status, res);
+}
+
+/* A write whose entry failed or whose forward failed goes back to the head of the queue. */
+static void write_requeue(struct store *s, uint64_t seq)
+{
+	struct store_write *w = writes_find(s, seq);
+	if (w != NULL && w->state == W_SENT) {
+		w->state = W_QUEUED;
+		list_insert_head(&s->pending, &w->link);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Forward groups (leader side)                                                                */
+
+static void fitem_release(struct fitem *it)
+{
+	struct fgroup *g = it->group;
+	free(it->buf);
+	free(it);
+	if (--g->refs == 0) {
+		if (!g->finished) {
+			g->finished = true;
+			g->done(g->done_data, STORE_ENOTLEADER);
+		}
+		free(g);
+	}
+}
+
+static void fgroup_fail(struct fgroup *g, int status)
+{
+	if (!g->finished) {
+		g->finished = true;
+		g->done(g->done_data, status);
+	}
+}
+
+/* Leadership ended: forwarded commands not yet in an entry go back to their senders. */
+static void fpending_fail_all(struct store *s, int status)
+{
+	while (!list_empty(&s->fpending)) {
+		struct fitem *it = CONTAINER_OF(s->fpending.next, struct fitem, link);
+		list_remove(&it->link);
+		fgroup_fail(it->group, status);
+		fitem_release(it);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The state machine                                                                           */
+
+static void dispatch_events(struct store *s, const struct kv_apply_out *out)
+{
+	for (unsigned i = 0; i < out->n_events; i++) {
+		const struct kv_event *ev = &out->events[i];
+		struct store_list *l = s->watches.next;
+		while (l != &s->watches) {
+			struct store_list *next = l->next;
+			struct store_watch *w = CONTAINER_OF(l, struct store_watch, link);
+			if (w->space == ev->space && ev->kv.mod_revision >= w->start_rev &&
+			    (w->prefix ? ev->kv.key_len >= w->key_len &&
+			                     memcmp(ev->kv.key, w->key, w->key_len) == 0
+			               : ev->kv.key_len == w->key_len &&
+			                     memcmp(ev->kv.key, w->key, w->key_len) == 0)) {
+				w->cb(w, ev, STORE_OK);
+			}
+			l = next;
+		}
+	}
+}
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+	struct store *s = fsm->data;
+	struct kv_apply_out out;
+	*result = NULL;
+
+	int rv = kv_apply(s->kv, buf->base, buf->len, &out);
+	if (rv != KV_OK) {
+		/* Skipping the entry would make this replica diverge and retrying cannot help:
+		 * the host is broken. */
+		if (s->cfg.fatal != NULL) {
+			s->cfg.fatal(s->cfg.hook_data, kv_errmsg(s->kv));
+		}
+		return RAFT_IOERR;
+	}
+	s->entries_applied++;
+	s->commands_applied += out.n_results;
+
+	for (unsigned i = 0; i < out.n_results; i++) {
+		struct kv_result *r = &out.results[i];
+		if (r->status == KV_R_OK && r->n_ops == 0 && r->hash != 0) {
+			s->hashes[s->hash_next].rev = r->revision;
+			s->hashes[s->hash_next].hash = r->hash;
+			s->hash_next = (s->hash_next + 1) % HASH_RING;
+		}
+		if (r->id.client != s->client || r->id.seq == 0) {
+			continue;
+		}
+		struct store_write *w = writes_take(s, r->id.seq);
+		if (w != NULL) {
+			write_finish(s, w, STORE_OK, r);
+		}
+	}
+	dispatch_events(s, &out);
+	kv_apply_out_free(&out);
+	return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	struct store *s = fsm->data;
+	void *data = NULL;
+	size_t len = 0;
+	int rv = kv_snapshot_begin(s->kv, &s->snap);
+	if (rv != KV_OK) {
+		return RAFT_NOMEM;
+	}
+	rv = kv_snapshot_write(s->snap, &data, &len);
+	kv_snapshot_end(s->snap);
+	s->snap = NULL;
+	if (rv != KV_OK) {
+		return RAFT_NOMEM;
+	}
+	*bufs = malloc(sizeof **bufs);
+	if (*bufs == NULL) {
+		free(data);
+		return RAFT_NOMEM;
+	}
+	(*bufs)[0].base = data;
+	(*bufs)[0].len = len;
+	*n_bufs = 1;
+	s->snapshots_taken++;
+	return 0;
+}
+
+/* With snapshot_finalize set, raft leaves the buffers to us. */
+static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	(void)fsm;
+	for (unsigned i = 0; i < *n_bufs; i++) {
+		free((*bufs)[i].base);
+	}
+	free(*bufs);
+	*bufs = NULL;
+	*n_bufs = 0;
+	return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+	struct store *s = fsm->data;
+	int rv = kv_restore(s->kv, buf->base, buf->len);
+	if (rv != KV_OK) {
+		return RAFT_CORRUPT;
+	}
+	raft_free(buf->base);
+	s->snapshots_restored++;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Leader: batching                                                                            */
+
+static void batch_free(struct batch *b)
+{
+	free(b->seqs);
+	free(b->fitems);
+	free(b);
+}
+
+static void batch_cb(struct raft_apply *req, int status, void *result)
+{
+	struct batch *b = req->data;
+	struct store *s = b->s;
+	(void)result;
+	s->applies_inflight--;
+	if (status != 0) {
+		/* Not committed, or unknown (leadership lost): local writes try again through
+		 * whoever leads now; the request id keeps a second application out. */
+		for (unsigned i = 0; i < b->n_seqs; i++) {
+			write_requeue(s, b->seqs[i]);
+		}
+	}
+	for (unsigned i = 0; i < b->n_fitems; i++) {
+		struct fitem *it = b->fitems[i];
+		if (status == 0) {
+			if (--it->group->pending == 0 && !it->group->finished) {
+				it->group->finished = true;
+				it->group->done(it->group->done_data, STORE_OK);
+			}
+		} else {
+			fgroup_fail(it->group, s->closing ? STORE_ESHUTDOWN : STORE_ENOTLEADER);
+		}
+		fitem_release(it);
+	}
+	batch_free(b);
+}
+
+/* Build one entry from the queues (local writes first, then forwarded commands) and append it. */
+static void leader_flush_one(struct store *s)
+{
+	unsigned cap = 0;
+	size_t bytes = 0;
+	struct store_list *l;
+	unsigned n_local = 0, n_fwd = 0;
+
+	for (l = s->pending.next;
+	     l != &s->pending && cap < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES; l = l->next) {
+		bytes += CONTAINER_OF(l, struct store_write, link)->encoded_len;
+		cap++;
+		n_local++;
+	}
+	for (l = s->fpending.next;
+	     l != &s->fpending && cap < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES;
+	     l = l->next) {
+		bytes += CONTAINER_OF(l, struct fitem, link)->len;
+		cap++;
+		n_fwd++;
+	}
+	if (cap == 0) {
+		return;
+	}
+
+	struct batch *b = calloc(1, sizeof *b);
+	struct kv_bytes *cmds = calloc(cap, sizeof *cmds);
+	if (b == NULL || cmds == NULL) {
+		goto err;
+	}
+	b->s = s;
+	b->seqs = calloc(n_local ? n_local : 1, sizeof *b->seqs);
+	b->fitems = calloc(n_fwd ? n_fwd : 1, sizeof *b->fitems);
+	if (b->seqs == NULL || b->fitems == NULL) {
+		goto err;
+	}
+	unsigned k = 0;
+	l = s->pending.next;
+	for (unsigned i = 0; i < n_local; i++, l = l->next) {
+		struct store_write *w = CONTAINER_OF(l, struct store_write, link);
+		cmds[k].data = w->encoded;
+		cmds[k++].len = w->encoded_len;
+		b->seqs[i] = w->id.seq;
+	}
+	l = s->fpending.next;
+	for (unsigned i = 0; i < n_fwd; i++, l = l->next) {
+		struct fitem *it = CONTAINER_OF(l, struct fitem, link);
+		cmds[k].data = it->buf;
+		cmds[k++].len = it->len;
+		b->fitems[i] = it;
+	}
+
+	struct raft_buffer rb;
+	if (kv_join_batch(cmds, k, wall_ms(), &rb.base, &rb.len) != KV_OK) {
+		goto err;
+	}
+	free(cmds);
+	cmds = NULL;
+	/* Take the items out of the queues before raft_apply: raft may apply earlier entries and
+	 * run their callbacks from inside the call, and those may finish (and free) writes. */
+	for (unsigned i = 0; i < n_local; i++) {
+		struct store_write *w = CONTAINER_OF(s->pending.next, struct store_write, link);
+		list_remove(&w->link);
+		w->state = W_SENT;
+	}
+	for (unsigned i = 0; i < n_fwd; i++) {
+		list_remove(s->fpending.next);
+	}
+	b->n_seqs = n_local;
+	b->n_fitems = n_fwd;
+	b->req.data = b;
+	s->applies_inflight++;
+	int rv = raft_apply(&s->raft, &b->req, &rb, 1, batch_cb);
+	if (rv != 0) {
+		/* raft takes the buffer as soon as it appends it to its in-memory log, which it
+		 * does unless it is not the leader: only then is the buffer still ours. Either way
+		 * everything goes back to the head of its queue, in order, and the prepare handle
+		 * re-routes it. */
+		if (rv == RAFT_NOTLEADER) {
+			raft_free(rb.base);
+		}
+		s->applies_inflight--;
+		for (unsigned i = n_local; i-- > 0;) {
+			write_requeue(s, b->seqs[i]);
+		}
+		for (unsigned i = n_fwd; i-- > 0;) {
+			list_insert_head(&s->fpending, &b->fitems[i]->link);
+		}
+		batch_free(b);
+	}
+	return;
+
+err:
+	free(cmds);
+	if (b != NULL) {
+		batch_free(b);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Follower: forwarding                                                                        */
+
+static void forward_done(void *data, int status)
+{
+	struct fwd *f = data;
+	struct store *s = f->s;
+	s->forwards_inflight--;
+	if (status != STORE_OK) {
+		for (unsigned i = 0; i < f->n_seqs; i++) {
+			write_requeue(s, f->seqs[i]);
+		}
+		s->forward_backoff_until = uv_now(s->loop) + FORWARD_BACKOFF_MS;
+	}
+	/* On success the writes stay SENT until this replica applies them (or time out). */
+	free(f->seqs);
+	free(f->buf);
+	free(f);
+}
+
+static void follower_flush_one(struct store *s, uint64_t leader)
+{
+	unsigned n = 0;
+	size_t bytes = 0;
+	struct store_list *l;
+	for (l = s->pending.next;
+	     l != &s->pending && n < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES; l = l->next) {
+		bytes += CONTAINER_OF(l, struct store_write, link)->encoded_len;
+		n++;
+	}
+	if (n == 0) {
+		return;
+	}
+	struct fwd *f = calloc(1, sizeof *f);
+	struct kv_bytes *cmds = calloc(n, sizeof *cmds);
+	if (f == NULL || cmds == NULL || (f->seqs = calloc(n, sizeof *f->seqs)) == NULL) {
+		goto err;
+	}
+	l = s->pending.next;
+	for (unsigned i = 0; i < n; i++, l = l->next) {
+		struct store_write *w = CONTAINER_OF(l, struct store_write, link);
+		cmds[i].data = w->encoded;
+		cmds[i].len = w->encoded_len;
+		f->seqs[i] = w->id.seq;
+	}
+	void *rbuf;
+	if (kv_join_batch(cmds, n, 0, &rbuf, &f->len) != KV_OK) {
+		goto err;
+	}
+	/* The hook may outlive raft's allocator assumptions: hand it plain malloc() memory. */
+	f->buf = malloc(f->len ? f->len : 1);
+	if (f->buf == NULL) {
+		raft_free(rbuf);
+		goto err;
+	}
+	memcpy(f->buf, rbuf, f->len);
+	raft_free(rbuf);
+	free(cmds);
+	cmds = NULL;
+	f->s = s;
+	f->n_seqs = n;
+	for (unsigned i = 0; i < n; i++) {
+		struct store_write *w = CONTAINER_OF(s->pending.next, struct store_write, link);
+		list_remove(&w->link);
+		w->state = W_SENT;
+	}
+	s->forwards_inflight++;
+	s->cfg.forward(s->cfg.hook_data, leader, f->buf, f->len, forward_done, f);
+	return;
+err:
+	free(cmds);
+	if (f != NULL) {
+		free(f->seqs);
+		free(f);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Linearizable reads                                                                          */
+
+static void sync_finish(struct store *s, struct syncreq *q, int status)
+{
+	(void)s;
+	list_remove(&q->link);
+	if (q->cb != NULL) {
+		q->cb(q->data, status);
+	} else if (q->rdone != NULL) {
+		q->rdone(q->rdata, status, q->index);
+	}
+	if (q->phase == SY_BARRIER || q->phase == SY_ASKED) {
+		/* raft or the hook still holds q: free it when they let go. */
+		q->cancelled = true;
+		return;
+	}
+	free(q);
+}
+
+static void sync_barrier_cb(struct raft_barrier *req, int status)
+{
+	struct syncreq *q = req->data;
+	struct store *s = q->s;
+	if (q->cancelled) {
+		free(q);
+		return;
+	}
+	if (status != 0) {
+		/* Leadership moved: start over through the new leader. */
+		q->phase = SY_NEW;
+		return;
+	}
+	q->index = raft_last_applied(&s->raft);
+	if (q->rdone != NULL) {
+		q->phase = SY_WAIT;
+		sync_finish(s, q, STORE_OK);
+		return;
+	}
+	q->phase = SY_WAIT;
+}
+
+static void sync_readindex_done(void *data, int status, uint64_t index)
+{
+	struct syncreq *q = data;
+	if (q->cancelled) {
+		free(q);
+		return;
+	}
+	if (status != STORE_OK) {
+		q->phase = SY_NEW;
+		q->s->forward_backoff_until = uv_now(q->s->loop) + FORWARD_BACKOFF_MS;
+		return;
+	}
+	q->index = index;
+	q->phase = SY_WAIT;
+}
+
+static void syncs_process(struct store *s, uint64_t leader)
+{
+	uint64_t now = uv_now(s->loop);
+	raft_index applied = raft_last_applied(&s->raft);
+	struct store_list *l = s->syncs.next;
+	while (l != &s->syncs) {
+		struct syncreq *q = CONTAINER_OF(l, struct syncreq, link);
+		l = l->next;
+		if (q->phase == SY_WAIT && applied >= q->index) {
+			sync_finish(s, q, STORE_OK);
+			continue;
+		}
+		if (now >= q->deadline) {
+			sync_finish(s, q, STORE_ETIMEDOUT);
+			continue;
+		}
+		if (q->phase != SY_NEW) {
+			continue;
+		}
+		if (leader == s->cfg.id && s->ready) {
+			q->barrier.data = q;
+			if (raft_barrier(&s->raft, &q->barrier, sync_barrier_cb) == 0) {
+				q->phase = SY_BARRIER;
+			}
+		} else if (q->rdone == NULL && leader != 0 && leader != s->cfg.id &&
+		           s->cfg.readindex != NULL && now >= s->forward_backoff_until) {
+			q->phase = SY_ASKED;
+			s->cfg.readindex(s->cfg.hook_data, leader, sync_readindex_done, q);
+		} else if (q->rdone != NULL && leader != s->cfg.id) {
+			sync_finish(s, q, STORE_ENOTLEADER);
+		}
+	}
+}
+
+static void revwaits_process(struct store *s, bool all_expired)
+{
+	uint64_t now = uv_now(s->loop);
+	int64_t rev = kv_revision(s->kv);
+	struct store_list *l = s->revwaits.next;
+	while (l != &s->revwaits) {
+		struct revwait *rw = CONTAINER_OF(l, struct revwait, link);
+		l = l->next;
+		if (rev >= rw->rev || all_expired || now >= rw->deadline) {
+			list_remove(&rw->link);
+			int st = rev >= rw->rev ? STORE_OK
+			         : all_expired  ? STORE_ESHUTDOWN
+			                        : STORE_ETIMEDOUT;
+			rw->cb(rw->data, st);
+			free(rw);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The driver                                                                                  */
+
+static void election_barrier_cb(struct raft_barrier *req, int status)
+{
+	struct election_barrier *eb = req->data;
+	struct store *s = eb->s;
+	s->barrier_inflight = false;
+	if (status == 0 && !s->closing && raft_state(&s->raft) == RAFT_LEADER &&
+	    raft_current_term(&s->raft) == eb->term) {
+		s->ready = true;
+	}
+	free(eb);
+}
+
+static uint64_t current_leader(struct store *s)
+{
+	raft_id id = 0;
+	const char *addr = NULL;
+	raft_leader(&s->raft, &id, &addr);
+	return id;
+}
+
+/* Notice leadership changes. A new leader appends a barrier and serves nothing until it is
+ * applied (raft's legacy API has no state callback, so this runs every loop iteration). */
+static void track_leadership(struct store *s)
+{
+	bool leader = raft_state(&s->raft) == RAFT_LEADER;
+	uint64_t term = raft_current_term(&s->raft);
+	if (leader && (!s->was_leader || term != s->leader_term)) {
+		s->was_leader = true;
+		s->ready = false;
+		s->leader_term = term;
+	}
+	if (!leader && s->was_leader) {
+		s->was_leader = false;
+		s->ready = false;
+		fpending_fail_all(s, STORE_ENOTLEADER);
+	}
+	if (leader && !s->ready && !s->barrier_inflight) {
+		struct election_barrier *eb = calloc(1, sizeof *eb);
+		if (eb == NULL) {
+			return;
+		}
+		eb->s = s;
+		eb->term = term;
+		eb->req.data = eb;
+		if (raft_barrier(&s->raft, &eb->req, election_barrier_cb) == 0) {
+			s->barrier_inflight = true;
+		} else {
+			free(eb);
+		}
+	}
+}
+
+static void drive(struct store *s)
+{
+	if (!s->started || s->closing) {
+		return;
+	}
+	track_leadership(s);
+	uint64_t leader = current_leader(s);
+	if (leader == s->cfg.id) {
+		if (s->ready) {
+			while (s->applies_inflight < MAX_INFLIGHT_APPLIES &&
+			       (!list_empty(&s->pending) || !list_empty(&s->fpending))) {
+				unsigned before = s->applies_inflight;
+				leader_flush_one(s);
+				if (s->applies_inflight == before) {
+					break;
+				}
+			}
+		}
+	} else if (leader != 0 && s->cfg.forward != NULL &&
+	           uv_now(s->loop) >= s->forward_backoff_until) {
+		while (s->forwards_inflight < MAX_INFLIGHT_FORWARDS && !list_empty(&s->pending)) {
+			follower_flush_one(s, leader);
+		}
+	}
+	syncs_process(s, leader);
+	revwaits_process(s, false);
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+	drive(h->data);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+	struct store *s = t->data;
+	uint64_t now = uv_now(s->loop);
+	/* Expire writes that waited too long, in any state. Collect them first: their callbacks
+	 * may submit new writes, which can grow the table under our feet. */
+	struct store_write *expired = NULL;
+	for (size_t i = 0; i < s->n_buckets; i++) {
+		struct store_write **p = &s->buckets[i];
+		while (*p != NULL) {
+			struct store_write *w = *p;
+			if (now >= w->deadline) {
+				*p = w->next_in_bucket;
+				s->n_writes--;
+				w->next_in_bucket = expired;
+				expired = w;
+			} else {
+				p = &w->next_in_bucket;
+			}
+		}
+	}
+	while (expired != NULL) {
+		struct store_write *w = expired;
+		expired = w->next_in_bucket;
+		write_finish(s, w, STORE_ETIMEDOUT, NULL);
+	}
+	drive(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Life cycle                                                                                  */
+
+static int mkdir_p(const char *path)
+{
+	char *tmp = strdup(path);
+	if (tmp == NULL) {
+		return -ENOMEM;
+	}
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = 0;
+			if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+				int e = errno;
+				free(tmp);
+				return -e;
+			}
+			*p = '/';
+		}
+	}
+	int rv = mkdir(tmp, 0700) != 0 && errno != EEXIST ? -errno : 0;
+	free(tmp);
+	return rv;
+}
+
+bool store_has_state(const char *data_dir)
+{
+	char path[4096];
+	struct stat st;
+	snprintf(path, sizeof path, "%s/raft/metadata1", data_dir);
+	if (stat(path, &st) == 0) {
+		return true;
+	}
+	snprintf(path, sizeof path, "%s/raft/metadata2", data_dir);
+	return stat(path, &st) == 0;
+}
+
+int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **out, char **errmsg)
+{
+	struct store *s = calloc(1, sizeof *s);
+	int rv;
+	if (s == NULL) {
+		return STORE_ENOMEM;
+	}
+	s->loop = loop;
+	s->cfg = *cfg;
+	if (s->cfg.election_timeout_ms == 0) {
+		s->cfg.election_timeout_ms = 1000;
+	}
+	if (s->cfg.heartbeat_timeout_ms == 0) {
+		s->cfg.heartbeat_timeout_ms = 100;
+	}
+	if (s->cfg.snapshot_threshold == 0) {
+		s->cfg.snapshot_threshold = 16384;
+	}
+	if (s->cfg.snapshot_trailing == 0) {
+		s->cfg.snapshot_trailing = 8192;
+	}
+	if (s->cfg.write_timeout_ms == 0) {
+		s->cfg.write_timeout_ms = 15000;
+	}
+	/* The request ids of a restarted node must not collide with those it used before, which
+	 * the state machine still remembers: the client part is drawn afresh at every start. */
+	if (getrandom(&s->client, sizeof s->client, 0) != (ssize_t)sizeof s->client) {
+		free(s);
+		return STORE_EIO;
+	}
+	s->client |= 1; /* never 0, which means "no id" */
+	list_init(&s->pending);
+	list_init(&s->fpending);
+	list_init(&s->syncs);
+	list_init(&s->revwaits);
+	list_init(&s->watches);
+	for (int i = 0; i < STORE_LATENCY_BUCKETS; i++) {
+		s->lat.le_us[i] = latency_bounds_us[i];
+	}
+	s->data_dir = strdup(cfg->data_dir);
+	s->raft_dir = xasprintf("%s/%s", cfg->data_dir, "raft");
+	s->state_dir = xasprintf("%s/%s", cfg->data_dir, "state");
+	s->peer_address = strdup(cfg->peer_address);
+	if (!s->data_dir || !s->raft_dir || !s->state_dir || !s->peer_address) {
+		rv = STORE_ENOMEM;
+		goto err;
+	}
+	s->cfg.data_dir = s->data_dir;
+	s->cfg.peer_address = s->peer_address;
+	if ((rv = mkdir_p(s->raft_dir)) != 0 || (rv = mkdir_p(s->state_dir)) != 0) {
+		set_err(errmsg, "create data directory", strerror(-rv));
+		rv = STORE_EIO;
+		goto err;
+	}
+	struct kv_config kc = {.history = cfg->history};
+	rv = kv_open(&s->kv, s->state_dir, &kc);
+	if (rv != KV_OK) {
+		set_err(errmsg, "open state machine", "LMDB failed");
+		rv = STORE_EIO;
+		goto err;
+	}
+
+	s->transport.version = 1;
+	rv = raft_uv_tcp_init(&s->transport, loop);
+	if (rv != 0) {
+		set_err(errmsg, "raft transport", raft_strerror(rv));
+		rv = STORE_EIO;
+		goto err;
+	}
+	rv = raft_uv_init(&s->io, loop, s->raft_dir, &s->transport);
+	if (rv != 0) {
+		set_err(errmsg, "raft storage", s->io.errmsg);
+		raft_uv_tcp_close(&s->transport);
+		rv = STORE_EIO;
+		goto err;
+	}
+	s->io_inited = true;
+	s->fsm.version = 2;
+	s->fsm.data = s;
+	s->fsm.apply = fsm_apply;
+	s->fsm.snapshot = fsm_snapshot;
+	s->fsm.snapshot_finalize = fsm_snapshot_finalize;
+	s->fsm.restore = fsm_restore;
+	rv = raft_init(&s->raft, &s->io, &s->fsm, cfg->id, s->peer_address);
+	if (rv != 0) {
+		set_err(errmsg, "raft", raft_errmsg(&s->raft));
+		rv = STORE_EIO;
+		goto err;
+	}
+	s->raft.data = s;
+	s->raft_inited = true;
+	raft_set_election_timeout(&s->raft, s->cfg.election_timeout_ms);
+	raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_timeout_ms);
+	raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
+	raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
+	raft_set_pre_vote(&s->raft, true);
+
+	uv_prepare_init(loop, &s->prepare);
+	s->prepare.data = s;
+	uv_timer_init(loop, &s->tick);
+	s->tick.data = s;
+	*out = s;
+	return STORE_OK;
+
+err:
+	/* raft_init failed after raft_uv_init: the io is closed by the caller path below. */
+	if (s->io_inited && !s->raft_inited) {
+		raft_uv_close(&s->io);
+		raft_uv_tcp_close(&s->transport);
+	}
+	if (s->kv != NULL) {
+		kv_close(s->kv);
+	}
+	free(s->data_dir);
+	free(s->raft_dir);
+	free(s->state_dir);
+	free(s->peer_address);
+	free(s);
+	return rv;
+}
+
+int store_bootstrap(struct store *s, char **errmsg)
+{
+	struct raft_configuration conf;
+	raft_configuration_init(&conf);
+	int rv = raft_configuration_add(&conf, s->cfg.id, s->peer_address, RAFT_VOTER);
+	if (rv == 0) {
+		rv = raft_bootstrap(&s->raft, &conf);
+	}
+	raft_configuration_close(&conf);
+	if (rv != 0) {
+		set_err(errmsg, "bootstrap", raft_errmsg(&s->raft));
+		return STORE_EIO;
+	}
+	return STORE_OK;
+}
+
+int store_start(struct store *s, char **errmsg)
+{
+	int rv = raft_start(&s->raft);
+	if (rv != 0) {
+		set_err(errmsg, "start raft", raft_errmsg(&s->raft));
+		return STORE_EIO;
+	}
+	s->started = true;
+	uv_prepare_start(&s->prepare, prepare_cb);
+	uv_timer_start(&s->tick, tick_cb, TICK_MS, TICK_MS);
+	return STORE_OK;
+}
+
+static void store_free(struct store *s)
+{
+	void (*cb)(void *) = s->close_cb;
+	void *data = s->close_data;
+	kv_close(s->kv);
+	free(s->buckets);
+	free(s->data_dir);
+	free(s->raft_dir);
+	free(s->state_dir);
+	free(s->peer_address);
+	free(s);
+	if (cb != NULL) {
+		cb(data);
+	}
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+	struct store *s = h->data;
+	if (--s->closing_handles == 0) {
+		store_free(s);
+	}
+}
+
+static void raft_closed(struct raft *r)
+{
+	struct store *s = r->data;
+	raft_uv_close(&s->io);
+	raft_uv_tcp_close(&s->transport);
+	s->closing_handles = 2;
+	uv_close((uv_handle_t *)&s->prepare, handle_closed);
+	uv_close((uv_handle_t *)&s->tick, handle_closed);
+}
+
+void store_close(struct store *s, void (*cb)(void *data), void *data)
+{
+	s->closing = true;
+	s->close_cb = cb;
+	s->close_data = data;
+	uv_prepare_stop(&s->prepare);
+	uv_timer_stop(&s->tick);
+
+	/* Fail every local write. */
+	for (size_t i = 0; i < s->n_buckets; i++) {
+		while (s->buckets[i] != NULL) {
+			struct store_write *w = s->buckets[i];
+			s->buckets[i] = w->next_in_bucket;
+			s->n_writes--;
+			write_finish(s, w, STORE_ESHUTDOWN, NULL);
+		}
+	}
+	fpending_fail_all(s, STORE_ESHUTDOWN);
+	while (!list_empty(&s->syncs)) {
+		struct syncreq *q = CONTAINER_OF(s->syncs.next, struct syncreq, link);
+		sync_finish(s, q, STORE_ESHUTDOWN);
+	}
+	revwaits_process(s, true);
+	while (!list_empty(&s->watches)) {
+		struct store_watch *w = CONTAINER_OF(s->watches.next, struct store_watch, link);
+		list_remove(&w->link);
+		free(w->key);
+		w->key = NULL;
+		w->cb(w, NULL, STORE_ESHUTDOWN);
+	}
+	/* raft_close fails its pending requests (batch_cb, barrier cbs) before raft_closed. */
+	raft_close(&s->raft, raft_closed);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Requests                                                                                    */
+
+int store_write(struct store *s, struct store_write *req, const struct kv_op *op, store_write_cb cb)
+{
+	if (s->closing) {
+		return STORE_ESHUTDOWN;
+	}
+	struct kv_cmd cmd = {.id = {.client = s->client, .seq = s->seq + 1}, .op = *op};
+	void *enc = NULL;
+	size_t len = 0;
+	int rv = kv_encode_cmd(&cmd, &enc, &len);
+	if (rv != KV_OK) {
+		return rv == KV_ENOMEM ? STORE_ENOMEM : STORE_EINVAL;
+	}
+	s->seq++;
+	req->cb = cb;
+	req->id = cmd.id;
+	req->encoded = enc;
+	req->encoded_len = len;
+	req->deadline = uv_now(s->loop) + s->cfg.write_timeout_ms;
+	req->start_ns = uv_hrtime();
+	rv = writes_add(s, req);
+	if (rv != 0) {
+		free(enc);
+		req->encoded = NULL;
+		return rv;
+	}
+	req->state = W_QUEUED;
+	list_insert_tail(&s->pending, &req->link);
+	return STORE_OK;
+}
+
+int store_propose_forwarded(struct store *s, const void *buf, size_t len, store_forward_done done,
+                            void *done_data)
+{
+	if (s->closing || !s->ready || raft_state(&s->raft) != RAFT_LEADER) {
+		return STORE_ENOTLEADER;
+	}
+	uint64_t t;
+	struct kv_bytes *cmds = NULL;
+	unsigned n = 0;
+	if (kv_split_batch(buf, len, &t, &cmds, &n) != KV_OK || n == 0) {
+		free(cmds);
+		return STORE_EINVAL;
+	}
+	struct fgroup *g = calloc(1, sizeof *g);
+	if (g == NULL) {
+		free(cmds);
+		return STORE_ENOMEM;
+	}
+	g->done = done;
+	g->done_data = done_data;
+	struct store_list items;
+	list_init(&items);
+	for (unsigned i = 0; i < n; i++) {
+		struct fitem *it = calloc(1, sizeof *it);
+		void *copy = malloc(cmds[i].len ? cmds[i].len : 1);
+		if (it == NULL || copy == NULL) {
+			free(it);
+			free(copy);
+			while (!list_empty(&items)) {
+				struct fitem *x = CONTAINER_OF(items.next, struct fitem, link);
+				list_remove(&x->link);
+				free(x->buf);
+				free(x);
+			}
+			free(g);
+			free(cmds);
+			return STORE_ENOMEM;
+		}
+		memcpy(copy, cmds[i].data, cmds[i].len);
+		it->buf = copy;
+		it->len = cmds[i].len;
+		it->group = g;
+		list_insert_tail(&items, &it->link);
+	}
+	free(cmds);
+	g->pending = n;
+	g->refs = n;
+	while (!list_empty(&items)) {
+		struct store_list *e = items.next;
+		list_remove(e);
+		list_insert_tail(&s->fpending, e);
+	}
+	return STORE_OK;
+}
+
+static int sync_new(struct store *s, store_sync_cb cb, void *data, store_readindex_done rdone,
+                    void *rdata)
+{
+	if (s->closing) {
+		return STORE_ESHUTDOWN;
+	}
+	struct syncreq *q = calloc(1, sizeof *q);
+	if (q == NULL) {
+		return STORE_ENOMEM;
+	}
+	q->s = s;
+	q->cb = cb;
+	q->data = data;
+	q->rdone = rdone;
+	q->rdata = rdata;
+	q->deadline = uv_now(s->loop) + SYNC_TIMEOUT_MS;
+	list_insert_tail(&s->syncs, &q->link);
+	return STORE_OK;
+}
+
+int store_readindex(struct store *s, store_readindex_done done, void *done_data)
+{
+	if (!s->ready || raft_state(&s->raft) != RAFT_LEADER) {
+		return STORE_ENOTLEADER;
+	}
+	return sync_new(s, NULL, NULL, done, done_data);
+}
+
+int store_sync(struct store *s, store_sync_cb cb, void *data)
+{
+	return sync_new(s, cb, data, NULL, NULL);
+}
+
+int store_wait_revision(struct store *s, int64_t rev, unsigned timeout_ms, store_sync_cb cb,
+                        void *data)
+{
+	if (s->closing) {
+		return STORE_ESHUTDOWN;
+	}
+	struct revwait *rw = calloc(1, sizeof *rw);
+	if (rw == NULL) {
+		return STORE_ENOMEM;
+	}
+	rw->rev = rev;
+	rw->deadline = uv_now(s->loop) + timeout_ms;
+	rw->cb = cb;
+	rw->data = data;
+	list_insert_tail(&s->revwaits, &rw->link);
+	return STORE_OK;
+}
+
+int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix, int64_t limit,
+                struct kv_kv **kvs, unsigned *n, bool *more, int64_t *revision)
+{
+	int rv = kv_range(s->kv, space, key, prefix, limit, kvs, n, more, revision);
+	return rv == KV_OK ? STORE_OK : rv == KV_ENOMEM ? STORE_ENOMEM : STORE_EIO;
+}
+
+int store_watch_start(struct store *s, struct store_watch *w, uint8_t space, struct kv_bytes key,
+                      bool prefix, int64_t start_rev, store_watch_cb cb)
+{
+	if (s->closing) {
+		return STORE_ESHUTDOWN;
+	}
+	w->cb = cb;
+	w->space = space;
+	w->prefix = prefix;
+	w->key_len = key.len;
+	w->key = malloc(key.len ? key.len : 1);
+	if (w->key == NULL) {
+		return STORE_ENOMEM;
+	}
+	memcpy(w->key, key.data, key.len);
+	w->start_rev = start_rev;
+	/* Catch up from the history. The loop is single-threaded, so nothing is applied between
+	 * the last history read and the registration below: no event is lost or doubled. */
+	if (start_rev > 0 && start_rev <= kv_revision(s->kv)) {
+		int64_t after = start_rev - 1;
+		for (;;) {
+			struct kv_event *evs = NULL;
+			unsigned n = 0;
+			int rv = kv_history(s->kv, after, space, key, prefix, 1024, &evs, &n);
+			if (rv == KV_ECOMPACTED) {
+				free(w->key);
+				w->key = NULL;
+				return STORE_ECOMPACTED;
+			}
+			if (rv != KV_OK) {
+				free(w->key);
+				w->key = NULL;
+				return rv == KV_ENOMEM ? STORE_ENOMEM : STORE_EIO;
+			}
+			for (unsigned i = 0; i < n; i++) {
+				w->cb(w, &evs[i], STORE_OK);
+			}
+			if (n > 0) {
+				after = evs[n - 1].kv.mod_revision;
+			}
+			kv_events_free(evs, n);
+			if (n < 1024) {
+				break;
+			}
+		}
+	}
+	list_insert_tail(&s->watches, &w->link);
+	return STORE_OK;
+}
+
+void store_watch_stop(struct store *s, struct store_watch *w)
+{
+	(void)s;
+	if (w->key != NULL) {
+		list_remove(&w->link);
+		free(w->key);
+		w->key = NULL;
+	}
+}
+
+void store_get_status(struct store *s, struct store_status *st)
+{
+	memset(st, 0, sizeof *st);
+	st->id = s->cfg.id;
+	st->state = s->started ? raft_state(&s->raft) : RAFT_UNAVAILABLE;
+	st->ready = s->ready;
+	st->leader_id = s->started ? current_leader(s) : 0;
+	st->term = raft_current_term(&s->raft);
+	st->commit_index = raft_commit_index(&s->raft);
+	st->applied_index = raft_last_applied(&s->raft);
+	st->revision = kv_revision(s->kv);
+	st->compact_revision = kv_compact_revision(s->kv);
+	st->entries_applied = s->entries_applied;
+	st->commands_applied = s->commands_applied;
+	st->snapshots_taken = s->snapshots_taken;
+	st->snapshots_restored = s->snapshots_restored;
+}
+
+void store_get_latency(struct store *s, struct store_latency *lat)
+{
+	*lat = s->lat;
+}
+
+bool store_hash_at(struct store *s, int64_t rev, uint64_t *hash)
+{
+	for (unsigned i = 0; i < HASH_RING; i++) {
+		if (s->hashes[i].rev == rev && s->hashes[i].hash != 0) {
+			*hash = s->hashes[i].hash;
+			return true;
+		}
+	}
+	return false;
+}
+
+int store_configuration(struct store *s, struct store_member **members, unsigned *n)
+{
+	const struct raft_configuration *c = &s->raft.configuration;
+	*members = calloc(c->n ? c->n : 1, sizeof **members);
+	if (*members == NULL) {
+		return STORE_ENOMEM;
+	}
+	for (unsigned i = 0; i < c->n; i++) {
+		(*members)[i].id = c->servers[i].id;
+		snprintf((*members)[i].address, sizeof(*members)[i].address, "%s",
+		         c->servers[i].address);
+		(*members)[i].role = c->servers[i].role;
+	}
+	*n = c->n;
+	return STORE_OK;
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+	struct change *c = req->data;
+	c->cb(c->data, status == 0 ? STORE_OK : STORE_ENOTLEADER);
+	free(c);
+}
+
+static int change_start(struct store *s, int kind, uint64_t id, const char *address, int role,
+                        store_sync_cb cb, void *data)
+{
+	if (s->closing || !s->ready) {
+		return STORE_ENOTLEADER;
+	}
+	struct change *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		return STORE_ENOMEM;
+	}
+	c->cb = cb;
+	c->data = data;
+	c->req.data = c;
+	int rv;
+	switch (kind) {
+	case 0:
+		rv = raft_add(&s->raft, &c->req, id, address, change_cb);
+		break;
+	case 1:
+		rv = raft_assign(&s->raft, &c->req, id, role, change_cb);
+		break;
+	default:
+		rv = raft_remove(&s->raft, &c->req, id, change_cb);
+		break;
+	}
+	if (rv != 0) {
+		free(c);
+		return rv == RAFT_NOTLEADER ? STORE_ENOTLEADER : STORE_EINVAL;
+	}
+	return STORE_OK;
+}
+
+int store_add_member(struct store *s, uint64_t id, const char *address, store_sync_cb cb,
+                     void *data)
+{
+	if (id == 0 || address == NULL) {
+		return STORE_EINVAL;
+	}
+	return change_start(s, 0, id, address, 0, cb, data);
+}
+
+int store_assign_member(struct store *s, uint64_t id, int role, store_sync_cb cb, void *data)
+{
+	return change_start(s, 1, id, NULL, role, cb, data);
+}
+
+int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *data)
+{
+	return change_start(s, 2, id, NULL, 0, cb, data);
+}

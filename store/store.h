@@ -1,0 +1,240 @@
+/*
+ * The replicated store: canonical/raft (libuv I/O backend) owns the log, an LMDB state machine
+ * (kv.h) applies it. One struct store per agent, driven by the agent's libuv loop.
+ *
+ * Writes. store_write() takes one command. The store gives it a request id, queues it, and on the
+ * leader batches every queued command into one raft entry per loop iteration (a few entries in
+ * flight at most), so that under load one raft append and one LMDB transaction carry many
+ * commands. On a follower the queued commands go to the leader in one forwarded batch through the
+ * agent's forward hook. Either way the caller is answered when its OWN replica applies the
+ * command (read-your-writes on the host that asked), with the state machine's result. A command
+ * whose outcome is unknown (leadership lost, forward failed) is sent again with the same request
+ * id; the state machine applies an id at most once.
+ *
+ * Leadership. A node that becomes leader appends a barrier and serves no write or linearizable
+ * read until that barrier is applied: only then does its state machine hold every entry a
+ * previous leader may have committed.
+ */
+#ifndef TABBY_STORE_STORE_H
+#define TABBY_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "store/kv.h"
+
+struct store;
+
+/* Intrusive list link used by the private parts of requests. */
+struct store_list {
+	struct store_list *prev, *next;
+};
+
+/* Errors (negative values are -errno / uv errors). */
+enum {
+	STORE_OK = 0,
+	STORE_ENOLEADER = 1, /* no leader is known, or the forward to it failed for too long */
+	STORE_ETIMEDOUT = 2, /* the command may or may not have been applied */
+	STORE_ESHUTDOWN = 3, /* the store is closing */
+	STORE_ENOMEM = 4,
+	STORE_EINVAL = 5,
+	STORE_EIO = 6,        /* raft or LMDB failed on this host */
+	STORE_ECOMPACTED = 7, /* watch: the start revision is older than the history */
+	STORE_ENOTLEADER = 8, /* a forwarded batch reached a node that is not the ready leader */
+};
+
+const char *store_strerror(int code);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Forwarding hook, implemented by the agent (HTTP to the leader's API address).               */
+
+typedef void (*store_forward_done)(void *done_data, int status);
+
+/* Send an encoded batch (kv_join_batch format, time_ms 0) to the member with raft id leader_id,
+ * whose record in the SYS keyspace gives its API address. done(done_data, 0) when the leader
+ * accepted and committed it; done(done_data, STORE_ENOTLEADER / STORE_ENOLEADER / ...) otherwise.
+ * buf is owned by the store and valid until done is called. Must not call done synchronously. */
+typedef void (*store_forward_fn)(void *data, uint64_t leader_id, const void *buf, size_t len,
+                                 store_forward_done done, void *done_data);
+
+/* Ask the leader for a read index (the raft index a linearizable read must wait for). done gets
+ * the index or a negative STORE_ error. Must not call done synchronously. */
+typedef void (*store_readindex_done)(void *done_data, int status, uint64_t index);
+typedef void (*store_readindex_fn)(void *data, uint64_t leader_id, store_readindex_done done,
+                                   void *done_data);
+
+struct store_config {
+	uint64_t id;                   /* this node's raft id (1 for the bootstrapping node) */
+	const char *data_dir;          /* raft/ and state/ live below it */
+	const char *peer_address;      /* raft transport: listen and advertise, "IP:PORT" */
+	unsigned election_timeout_ms;  /* 0: 1000 */
+	unsigned heartbeat_timeout_ms; /* 0: 100 */
+	unsigned snapshot_threshold;   /* 0: 16384 entries */
+	unsigned snapshot_trailing;    /* 0: 8192 entries */
+	int64_t history;               /* 0: kv default */
+	unsigned write_timeout_ms;     /* 0: 15000 */
+	store_forward_fn forward;
+	store_readindex_fn readindex;
+	/* The host failed in a way that makes this replica unable to continue without diverging
+	 * (LMDB write failure, out of memory while applying). The agent logs and exits. */
+	void (*fatal)(void *data, const char *msg);
+	void *hook_data;
+};
+
+/* Create the store on loop; nothing runs until store_start(). Returns STORE_OK or an error with a
+ * message in *errmsg (malloc()ed). */
+int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **out, char **errmsg);
+
+/* Write the initial single-voter configuration (this node). Only on a pristine data dir. */
+int store_bootstrap(struct store *s, char **errmsg);
+
+/* Whether the data dir already holds raft state (a restarted node needs no bootstrap or join). */
+bool store_has_state(const char *data_dir);
+
+int store_start(struct store *s, char **errmsg);
+
+/* Close: fails every pending request with STORE_ESHUTDOWN, stops raft, frees the store, then
+ * calls cb. */
+void store_close(struct store *s, void (*cb)(void *data), void *data);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writes                                                                                      */
+
+struct store_write;
+/* status STORE_OK: result is the state machine's answer (owned by the store, valid during the
+ * call; a KV_R_COND_FAILED / KV_R_INVALID result is still STORE_OK). */
+typedef void (*store_write_cb)(struct store_write *req, int status, const struct kv_result *result);
+
+struct store_write {
+	void *data; /* for the caller */
+	/* private */
+	store_write_cb cb;
+	struct kv_reqid id;
+	void *encoded;
+	size_t encoded_len;
+	uint64_t deadline;      /* uv_now() ms */
+	uint64_t start_ns;      /* uv_hrtime() at submission, for the latency histogram */
+	struct store_list link; /* pending queue, while queued */
+	struct store_write *next_in_bucket;
+	int state;
+};
+
+/* Submit one command (copied; cmd may be freed after the call). Returns 0 and later calls cb
+ * exactly once, or returns an error and never calls cb. */
+int store_write(struct store *s, struct store_write *req, const struct kv_op *op,
+                store_write_cb cb);
+
+/* Leader side of forwarding: apply a batch a follower sent. done(done_data, status) once every
+ * command in it is committed (STORE_OK) or the leader cannot take it. Returns an error
+ * synchronously (and never calls done) when this node is not the ready leader or the batch is
+ * malformed. */
+int store_propose_forwarded(struct store *s, const void *buf, size_t len, store_forward_done done,
+                            void *done_data);
+
+/* Leader side of a read index: done(done_data, 0, index) after a barrier proves leadership. */
+int store_readindex(struct store *s, store_readindex_done done, void *done_data);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reads                                                                                       */
+
+/* Serializable read from the local replica (see kv_range). */
+int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix, int64_t limit,
+                struct kv_kv **kvs, unsigned *n, bool *more, int64_t *revision);
+
+/* Linearizable barrier: cb(data, status) once this replica has applied everything committed
+ * before the call (via the leader's read index); then store_range() reads linearizably. */
+typedef void (*store_sync_cb)(void *data, int status);
+int store_sync(struct store *s, store_sync_cb cb, void *data);
+
+/* Wait until this replica's store revision is at least rev (or timeout_ms passes: status
+ * STORE_ETIMEDOUT). */
+int store_wait_revision(struct store *s, int64_t rev, unsigned timeout_ms, store_sync_cb cb,
+                        void *data);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Watches                                                                                     */
+
+struct store_watch;
+/* One event; or, with ev == NULL, the end of the watch with a status (STORE_ECOMPACTED,
+ * STORE_ESHUTDOWN). The event is valid during the call. */
+typedef void (*store_watch_cb)(struct store_watch *w, const struct kv_event *ev, int status);
+
+struct store_watch {
+	void *data;
+	/* private */
+	store_watch_cb cb;
+	uint8_t space;
+	bool prefix;
+	uint8_t *key;
+	size_t key_len;
+	int64_t start_rev; /* live events older than this are not delivered */
+	struct store_list link;
+};
+
+/* Watch key (or prefix) for changes with revision >= start_rev (0: only future changes). Past
+ * changes come from the history first, synchronously within this call; then live ones. A
+ * start_rev beyond the current revision waits for that revision. Returns
+ * STORE_ECOMPACTED (and registers nothing) when start_rev is older than the history. */
+int store_watch_start(struct store *s, struct store_watch *w, uint8_t space, struct kv_bytes key,
+                      bool prefix, int64_t start_rev, store_watch_cb cb);
+void store_watch_stop(struct store *s, struct store_watch *w);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Introspection and membership                                                                */
+
+struct store_status {
+	uint64_t id;
+	int state;  /* RAFT_FOLLOWER, RAFT_CANDIDATE, RAFT_LEADER, RAFT_UNAVAILABLE */
+	bool ready; /* leader whose election barrier has been applied */
+	uint64_t leader_id;
+	uint64_t term;
+	uint64_t commit_index;
+	uint64_t applied_index;
+	int64_t revision;
+	int64_t compact_revision;
+	uint64_t entries_applied;  /* raft entries (batches) applied since start */
+	uint64_t commands_applied; /* commands applied since start */
+	uint64_t snapshots_taken;
+	uint64_t snapshots_restored; /* installed from the leader, or loaded at start */
+};
+
+void store_get_status(struct store *s, struct store_status *st);
+
+/* Apply-latency histogram (proposal to local apply, for commands proposed by this node), in
+ * microseconds: bucket upper bounds and cumulative counts, Prometheus style. */
+#define STORE_LATENCY_BUCKETS 14
+struct store_latency {
+	double le_us[STORE_LATENCY_BUCKETS];
+	uint64_t count[STORE_LATENCY_BUCKETS]; /* cumulative */
+	uint64_t total;
+	double sum_us;
+};
+void store_get_latency(struct store *s, struct store_latency *lat);
+
+/* The state hash a HASH command computed on this replica at revision rev, if it is still
+ * remembered. Returns true and sets *hash if so. */
+bool store_hash_at(struct store *s, int64_t rev, uint64_t *hash);
+
+/* A member of the raft configuration. */
+struct store_member {
+	uint64_t id;
+	char address[64];
+	int role; /* RAFT_VOTER, RAFT_STANDBY, RAFT_SPARE */
+};
+
+/* The last configuration this node knows of (committed or not). *members is malloc()ed. */
+int store_configuration(struct store *s, struct store_member **members, unsigned *n);
+
+/* Configuration changes, leader only, one at a time (STORE_EINVAL-like raft errors otherwise):
+ * role is RAFT_VOTER / RAFT_STANDBY / RAFT_SPARE; id 0 / address NULL invalid. cb(data, status).
+ */
+int store_add_member(struct store *s, uint64_t id, const char *address, store_sync_cb cb,
+                     void *data);
+int store_assign_member(struct store *s, uint64_t id, int role, store_sync_cb cb, void *data);
+int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *data);
+
+/* Match indexes are not exposed by raft's legacy API; health of a member is judged by the agent
+ * from its /v1/cluster answers. */
+
+#endif
