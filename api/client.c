@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -257,6 +258,9 @@ static int connect_addr(const struct sockaddr *sa, socklen_t len, int64_t deadli
 		/* A watch over TCP may idle for hours; keepalive notices a peer that vanished. */
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		/* Requests are written in one piece and answered before the next: Nagle only adds
+		 * the peer's delayed-ACK wait. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	for (;;) {
 		if (connect(fd, sa, len) == 0)

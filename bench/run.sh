@@ -31,6 +31,7 @@ start() {
 		--peer-address "127.0.0.1:$((27780 + 2 * i))" --api-address "127.0.0.1:$((27781 + 2 * i))" \
 		"$@" >>"$WORK/agent$i.log" 2>&1 &
 	PIDS+=($!)
+	disown $! # no "Killed" notices when the cluster is torn down
 	for _ in $(seq 1 100); do [ -S "$WORK/s$i.sock" ] && return 0; sleep 0.1; done
 	echo "agent $i did not start" >&2
 	cat "$WORK/agent$i.log" >&2

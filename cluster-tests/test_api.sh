@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The API and the CLI against a real two-member cluster: malformed and oversized requests get a
+# 4xx naming what is wrong and the agent stays up; a join with the wrong token is refused; the
+# socket is mode 0660; linearizable reads through a follower; a watch from a compacted revision
+# gets "compacted"; /metrics and /healthz; transactions; `tabby cluster remove`.
+source "$(dirname "$0")/lib.sh"
+hosts_up 3
+start_agent 1 --bootstrap --history 20
+wait_for "a leader" 15 has_leader 1
+wait_for "the join token" 10 test -s "$WORK/data1/join-token"
+start_agent 2 --join "$(host_ip 1):7791" --token "$(token)" --history 20
+wait_for "2 healthy members" 30 members_healthy 1 2
+
+api() { # api I METHOD PATH [BODY] -> prints "STATUS BODY"
+	local i=$1 m=$2 p=$3
+	shift 3
+	curl -s -o "$WORK/body" -w '%{http_code}' --unix-socket "$(sock "$i")" -X "$m" \
+		${1:+-H 'Content-Type: application/json' --data-binary "$1"} "http://tabby$p"
+	echo " $(cat "$WORK/body")"
+}
+expect() { # expect STATUS SUBSTRING -- METHOD PATH [BODY]
+	local want=$1 sub=$2
+	shift 3
+	local got
+	got=$(api 1 "$@")
+	[[ "$got" == "$want "* ]] || fail "$* -> $got (wanted $want)"
+	[[ "$got" == *"$sub"* ]] || fail "$* -> $got (wanted it to mention '$sub')"
+	log "ok: $1 $2 -> ${got:0:110}"
+}
+
+mode=$(stat -c %a "$(sock 1)")
+[ "$mode" = 660 ] || fail "socket mode is $mode, not 660"
+
+expect 400 "line 1" -- PUT /v1/kv/a '{"value": '
+expect 400 "unknown field 'valu'" -- PUT /v1/kv/a '{"valu": "x"}'
+expect 400 'must be a string' -- PUT /v1/kv/a '{"value": 5}'
+expect 400 "prefix" -- PUT /v1/kv/a?prefix=1 '{"value": "x"}'
+expect 400 "not valid UTF-8" -- GET /v1/kv/%ff
+expect 400 "limit" -- GET "/v1/kv/a?limit=-1"
+expect 400 "consistency" -- GET "/v1/kv/a?consistency=strong"
+expect 400 "compare[0].result" -- POST /v1/txn '{"compare": [{"key": "a", "target": "version", "result": "~", "value": 1}]}'
+expect 400 "unknown operation 'upsert'" -- POST /v1/txn '{"success": [{"upsert": {"key": "a"}}]}'
+expect 404 "no such path" -- GET /v1/nothing
+expect 405 "not allowed" -- POST /v1/kv/a '{"value": "x"}'
+big=$(head -c 5000000 /dev/zero | tr '\0' a)
+printf '{"value": "%s"}' "$big" >"$WORK/big.json"
+code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$(sock 1)" -X PUT -H 'Content-Type: application/json' --data-binary @"$WORK/big.json" http://tabby/v1/kv/big)
+[ "$code" = 413 ] || fail "a 5 MB body got $code, not 413"
+log "ok: 5 MB body -> 413"
+printf 'GARBAGE\r\n\r\n' | timeout 2 socat - UNIX-CONNECT:"$(sock 1)" >/dev/null 2>&1 || true
+expect 200 '"status":"ok"' -- GET /healthz
+
+# Conditional writes and transactions.
+rev=$(api 1 PUT /v1/kv/cas '{"value": "1"}' | sed 's/.*"revision":\([0-9]*\).*/\1/')
+expect 409 "mod revision is $rev" -- PUT /v1/kv/cas "{\"value\": \"2\", \"prev_revision\": $((rev - 1))}"
+expect 200 '"revision"' -- PUT /v1/kv/cas "{\"value\": \"2\", \"prev_revision\": $rev}"
+expect 200 '"succeeded":true' -- POST /v1/txn '{"compare": [{"key": "cas", "target": "value", "result": "=", "value": "2"}], "success": [{"put": {"key": "cas", "value": "3"}}, {"get": {"key": "cas"}}]}'
+expect 200 '"succeeded":false' -- POST /v1/txn '{"compare": [{"key": "cas", "target": "value", "result": "=", "value": "2"}], "success": [{"put": {"key": "cas", "value": "4"}}], "failure": [{"get": {"key": "cas"}}]}'
+[ "$(tctl 1 store get cas -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["value"])')" = 3 ] || fail "txn result"
+
+# Linearizable read through the follower sees a write made through the leader.
+tctl 1 store put lin yes >/dev/null
+out=$(tctl 2 store get lin --consistency linearizable -o json)
+[[ "$out" == *yes* ]] || fail "linearizable read on the follower: $out"
+log "ok: linearizable read through the follower"
+
+# History is 20 revisions: a watch from revision 1 is compacted.
+for ((k = 0; k < 60; k++)); do tctl 1 store put "h/$k" x >/dev/null; done
+if out=$(timeout 5 "$TABBY" store watch h/ --prefix --rev 1 --socket "$(sock 1)" 2>&1); then
+	fail "a watch from a compacted revision succeeded: $out"
+fi
+[[ "$out" == *compact* ]] || fail "compacted watch message: $out"
+log "ok: compacted watch -> $out"
+# A watch from a recent revision replays history, then live events.
+cur=$(api 1 GET /v1/kv/h/59 | sed 's/.*"mod_revision":\([0-9]*\).*/\1/')
+timeout 3 "$TABBY" store watch h/ --prefix --rev "$cur" -o json --socket "$(sock 2)" >"$WORK/watch.out" 2>&1 &
+watcher=$!
+sleep 0.5
+tctl 1 store put h/live y >/dev/null
+wait "$watcher" || true
+grep -q '"h/59"' "$WORK/watch.out" || fail "watch did not replay h/59: $(cat "$WORK/watch.out")"
+grep -q '"h/live"' "$WORK/watch.out" || fail "watch did not see the live event: $(cat "$WORK/watch.out")"
+log "ok: watch replays history and streams live events"
+
+# Metrics.
+m=$(curl -s --unix-socket "$(sock 1)" http://tabby/metrics)
+for name in tabby_raft_term tabby_raft_commit_index tabby_raft_applied_index 'tabby_raft_role{role="leader"} 1' tabby_apply_latency_seconds_bucket 'tabby_http_requests_total{code="4xx"}'; do
+	grep -qF "$name" <<<"$m" || fail "metrics lack $name"
+done
+log "ok: metrics"
+
+# A join with the wrong token is refused, and the joining agent says why.
+mkdir -p "$WORK/data3"
+if ip netns exec "$(host_ns 3)" timeout 20 "$TABBY" agent --name agent3 --data-dir "$WORK/data3" \
+	--socket "$(sock 3)" --peer-address "$(host_ip 3):7790" --api-address "$(host_ip 3):7791" \
+	--join "$(host_ip 1):7791" --token wrong >"$WORK/agent3.log" 2>&1; then
+	fail "an agent with the wrong token joined"
+fi
+grep -q "refused the join: the join token is not this cluster's" "$WORK/agent3.log" || fail "wrong-token message: $(cat "$WORK/agent3.log")"
+log "ok: wrong token refused"
+
+# The CLI names unknown commands and flags.
+if "$TABBY" frobnicate >"$WORK/cli.out" 2>&1; then fail "unknown command accepted"; fi
+grep -q "unknown command 'frobnicate'" "$WORK/cli.out" || fail "unknown command message: $(cat "$WORK/cli.out")"
+if "$TABBY" store get a --bogus >"$WORK/cli.out" 2>&1; then fail "unknown flag accepted"; fi
+grep -q "unknown flag '--bogus'" "$WORK/cli.out" || fail "unknown flag message: $(cat "$WORK/cli.out")"
+
+# Remove a member: the cluster goes back to one member.
+tctl 1 cluster remove agent2 >/dev/null || fail "cluster remove"
+wait_for "agent2 to leave the configuration" 20 members_healthy 1 1
+status_json 1 | grep -q agent2 && fail "agent2 still listed"
+tctl 1 store put after-remove ok >/dev/null || fail "write after removing a member"
+expect 404 "no member named 'agent2'" -- DELETE /v1/cluster/members/agent2
+pass
