@@ -397,9 +397,13 @@ static void reconcile(struct agent *a)
 			continue;
 		}
 		if (cf[k].id == a->id) {
-			/* Removing ourselves: hand leadership over first; the next leader removes
-			 * us. */
-			continue;
+			/* This leader was removed: hand leadership to another voter, whose
+			 * reconciler then takes us out of the configuration. */
+			agent_log("this member was removed; transferring leadership");
+			if (store_transfer_leadership(a->store, change_done, a) == STORE_OK) {
+				a->change_inflight = true;
+			}
+			goto out;
 		}
 		agent_log("removing member id %llu (%s)", (unsigned long long)cf[k].id,
 		          cf[k].address);

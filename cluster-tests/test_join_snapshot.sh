@@ -23,4 +23,14 @@ wait_for "agent4 to see a write made after it joined" 10 bash -c "\"$TABBY\" sto
 n=$(tctl 4 store get snap/ --prefix -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 [ "$n" -eq 301 ] || fail "agent4 holds $n of 301 keys"
 wait_for "equal state hashes on 4 members" 20 hash_agrees 4
+
+# Remove the bootstrapping member, which leads: it hands leadership over, the new leader takes it
+# out of the configuration, and the standby becomes the third voter.
+L=$(leader_index 2)
+log "removing agent$L (the leader)"
+tctl 2 cluster remove "agent$L" >/dev/null || fail "cluster remove agent$L"
+kept=$((L % 4 + 1))
+wait_for "3 healthy members with 3 voters after the removal" 30 members_healthy "$kept" 3
+status_json "$kept" | grep -q "\"agent$L\"" && fail "agent$L is still listed"
+tctl "$kept" store put snap/after-remove yes >/dev/null || fail "write after removing the leader"
 pass

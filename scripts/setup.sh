@@ -34,6 +34,12 @@ if [ ! -f build-asan/build.ninja ]; then
 	meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined \
 		-Db_lundef=false >/dev/null
 fi
-ninja -C build >/dev/null
-ninja -C build-asan >/dev/null
+# Quiet when all is well; the compiler's words when it is not.
+for dir in build build-asan; do
+	if ! out=$(ninja -C "$dir" 2>&1); then
+		echo "$out" | grep -v '^\[' >&2
+		echo "setup: the build in $dir failed" >&2
+		exit 1
+	fi
+done
 echo "setup: built build/tabby and build-asan/"

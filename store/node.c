@@ -1533,3 +1533,36 @@ int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *da
 {
 	return change_start(s, 2, id, NULL, 0, cb, data);
 }
+
+struct transfer {
+	struct raft_transfer req;
+	store_sync_cb cb;
+	void *data;
+};
+
+static void transfer_cb(struct raft_transfer *req)
+{
+	struct transfer *t = req->data;
+	t->cb(t->data, STORE_OK);
+	free(t);
+}
+
+int store_transfer_leadership(struct store *s, store_sync_cb cb, void *data)
+{
+	if (s->closing || !s->ready) {
+		return STORE_ENOTLEADER;
+	}
+	struct transfer *t = calloc(1, sizeof *t);
+	if (t == NULL) {
+		return STORE_ENOMEM;
+	}
+	t->cb = cb;
+	t->data = data;
+	t->req.data = t;
+	int rv = raft_transfer(&s->raft, &t->req, 0, transfer_cb);
+	if (rv != 0) {
+		free(t);
+		return rv == RAFT_NOTLEADER ? STORE_ENOTLEADER : STORE_EINVAL;
+	}
+	return STORE_OK;
+}

@@ -234,6 +234,10 @@ int store_add_member(struct store *s, uint64_t id, const char *address, store_sy
 int store_assign_member(struct store *s, uint64_t id, int role, store_sync_cb cb, void *data);
 int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *data);
 
+/* Hand leadership to another voter (raft picks the most up-to-date one). Leader only; cb(data,
+ * status) when the transfer ended, successfully or not (check the leader afterwards). */
+int store_transfer_leadership(struct store *s, store_sync_cb cb, void *data);
+
 /* Match indexes are not exposed by raft's legacy API; health of a member is judged by the agent
  * from its /v1/cluster answers. */
 
