@@ -71,10 +71,13 @@ static const char *const db_names[DB_COUNT] = {"meta",    "user",  "sys",
 /* Internal only: the map is full, grow it and run the batch again. */
 #define KV_EMAPFULL 1000
 
-/* MDB_WRITEMAP is left out: it made applying 200-PUT batches slower here (about 0.47 against
- * 0.40 ms a batch, the fresh sparse file faulting in), and it extends the file to the whole map
- * size. MDB_NOTLS lets a snapshot's read transaction move to a worker thread. */
-#define ENV_FLAGS (MDB_NOSYNC | MDB_NOMETASYNC | MDB_NOTLS)
+/* MDB_WRITEMAP: a commit then needs no write() of dirty pages. Applying large 200-PUT batches in
+ * isolation it measured slower (0.47 against 0.40 ms a batch, the fresh sparse file faulting
+ * in), but in the cluster, where most entries carry a few commands, it gave 1,950 against
+ * 1,700 writes/s at one client and 23,400 against 21,800 at 64. The file is sparse at the map
+ * size: `du`, not `ls`, tells what it uses. MDB_NOTLS lets a snapshot's read transaction move to
+ * a worker thread. */
+#define ENV_FLAGS (MDB_NOSYNC | MDB_NOMETASYNC | MDB_NOTLS | MDB_WRITEMAP)
 
 struct kv {
 	MDB_env *env;

@@ -470,19 +470,31 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 	return 0;
 }
 
+/* Snapshots run in two halves. fsm_snapshot() on the loop thread takes LMDB's consistent
+ * read view at the applied index (cheap); fsm_snapshot_async() serializes that view on the
+ * libuv worker thread that writes the snapshot file, while the loop goes on applying (our raft
+ * patch 0002 moves that call off the loop); fsm_snapshot_finalize() on the loop frees it all. */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	struct store *s = fsm->data;
+	if (s->snap != NULL) {
+		return RAFT_BUSY;
+	}
+	if (kv_snapshot_begin(s->kv, &s->snap) != KV_OK) {
+		s->snap = NULL;
+		return RAFT_NOMEM;
+	}
+	*bufs = NULL;
+	*n_bufs = 0;
+	return 0;
+}
+
+static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
 	struct store *s = fsm->data;
 	void *data = NULL;
 	size_t len = 0;
-	int rv = kv_snapshot_begin(s->kv, &s->snap);
-	if (rv != KV_OK) {
-		return RAFT_NOMEM;
-	}
-	rv = kv_snapshot_write(s->snap, &data, &len);
-	kv_snapshot_end(s->snap);
-	s->snap = NULL;
-	if (rv != KV_OK) {
+	if (s->snap == NULL || kv_snapshot_write(s->snap, &data, &len) != KV_OK) {
 		return RAFT_NOMEM;
 	}
 	*bufs = malloc(sizeof **bufs);
@@ -493,20 +505,26 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 	(*bufs)[0].base = data;
 	(*bufs)[0].len = len;
 	*n_bufs = 1;
-	s->snapshots_taken++;
 	return 0;
 }
 
 /* With snapshot_finalize set, raft leaves the buffers to us. */
 static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
-	(void)fsm;
+	struct store *s = fsm->data;
+	if (*n_bufs > 0) {
+		s->snapshots_taken++;
+	}
 	for (unsigned i = 0; i < *n_bufs; i++) {
 		free((*bufs)[i].base);
 	}
 	free(*bufs);
 	*bufs = NULL;
 	*n_bufs = 0;
+	if (s->snap != NULL) {
+		kv_snapshot_end(s->snap);
+		s->snap = NULL;
+	}
 	return 0;
 }
 
@@ -1078,11 +1096,12 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 		goto err;
 	}
 	s->io_inited = true;
-	s->fsm.version = 2;
+	s->fsm.version = 3;
 	s->fsm.data = s;
 	s->fsm.apply = fsm_apply;
 	s->fsm.snapshot = fsm_snapshot;
 	s->fsm.snapshot_finalize = fsm_snapshot_finalize;
+	s->fsm.snapshot_async = fsm_snapshot_async;
 	s->fsm.restore = fsm_restore;
 	rv = raft_init(&s->raft, &s->io, &s->fsm, cfg->id, s->peer_address);
 	if (rv != 0) {
@@ -1094,7 +1113,12 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	s->raft_inited = true;
 	raft_set_election_timeout(&s->raft, s->cfg.election_timeout_ms);
 	raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_timeout_ms);
-	raft_set_snapshot_threshold(&s->raft, s->cfg.snapshot_threshold);
+	/* Members that took snapshots at the same index would write them at the same moment, and
+	 * a write needs a quorum: stagger them by an eighth of the threshold per member, so that
+	 * while one member writes its snapshot the others still form a majority. */
+	raft_set_snapshot_threshold(&s->raft,
+	                            s->cfg.snapshot_threshold +
+	                                (unsigned)(cfg->id % 4) * (s->cfg.snapshot_threshold / 8));
 	raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
 	raft_set_pre_vote(&s->raft, true);
 
