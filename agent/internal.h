@@ -44,6 +44,10 @@ struct agent {
 	uv_timer_t reconcile;
 	bool change_inflight;
 	bool stopping;
+	bool seen_own_record; /* this member's record has been in the local replica */
+	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */
+	uint64_t removing_since;
+	uint64_t record_gone_since; /* when this member saw its own record deleted */
 	int exit_code;
 
 	uint64_t requests_by_class[6]; /* 1xx..5xx responses, index status/100 */

@@ -23,8 +23,10 @@
 #include "agent/agent.h"
 #include "agent/internal.h"
 
-#define RECONCILE_MS 1000
-#define MAX_VOTERS   3
+#define RECONCILE_MS          1000
+#define MAX_VOTERS            3
+#define REMOVE_GRACE_MS       2000
+#define STOP_AFTER_REMOVAL_MS 10000
 
 void agent_log(const char *fmt, ...)
 {
@@ -340,11 +342,47 @@ static int cmp_member_id(const void *x, const void *y)
 /* The leader makes raft's configuration follow the member records: the three lowest ids vote,
  * every other member is a standby holding a full replica; a configuration entry without a record
  * (a removed member) goes. One change at a time, as raft requires. */
+/* A removed member learns it from its own replica: its record is deleted first, and the leader
+ * takes it out of raft's configuration REMOVE_GRACE_MS later, so the deletion reaches it while it
+ * is still a member (nobody sends anything to a non-member). It stops STOP_AFTER_REMOVAL_MS after
+ * it saw the deletion, rather than serve reads that no longer follow the cluster; not at once,
+ * because until the configuration change commits a small cluster may still need its vote. */
+static bool removed_from_cluster(struct agent *a)
+{
+	struct member_rec m;
+	if (agent_member_by_id(a, a->id, &m)) {
+		a->seen_own_record = true;
+		a->record_gone_since = 0;
+		return false;
+	}
+	if (!a->seen_own_record || a->bootstrap_pending) {
+		return false;
+	}
+	uint64_t now = uv_now(a->loop);
+	if (a->record_gone_since == 0) {
+		a->record_gone_since = now;
+	}
+	return now - a->record_gone_since >= STOP_AFTER_REMOVAL_MS;
+}
+
 static void reconcile(struct agent *a)
 {
 	struct store_status st;
 	store_get_status(a->store, &st);
-	if (!st.ready || a->stopping) {
+	if (a->stopping) {
+		return;
+	}
+	/* A removed leader first hands leadership over (below); it stops once it follows. */
+	bool removed = removed_from_cluster(a);
+	if (removed && !st.ready) {
+		agent_log("this member was removed from the cluster; stopping (delete %s before "
+		          "joining this host again)",
+		          a->data_dir);
+		a->stopping = true;
+		uv_stop(a->loop);
+		return;
+	}
+	if (!st.ready) {
 		return;
 	}
 	if (a->bootstrap_pending) {
@@ -403,6 +441,18 @@ static void reconcile(struct agent *a)
 			if (store_transfer_leadership(a->store, change_done, a) == STORE_OK) {
 				a->change_inflight = true;
 			}
+			goto out;
+		}
+		/* Leave it in the configuration a little longer: the entry that deleted its record
+		 * reaches it only with the leader's next messages, and once it is out of the
+		 * configuration nobody sends it anything. With the deletion applied it stops by
+		 * itself (removed_from_cluster). */
+		uint64_t now = uv_now(a->loop);
+		if (a->removing_id != cf[k].id) {
+			a->removing_id = cf[k].id;
+			a->removing_since = now;
+		}
+		if (now - a->removing_since < REMOVE_GRACE_MS) {
 			goto out;
 		}
 		agent_log("removing member id %llu (%s)", (unsigned long long)cf[k].id,

@@ -80,6 +80,8 @@ start_agent() {
 kill_agent() { kill -9 "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; rm -f "$(sock "$1")"; }
 stop_agent() { kill -TERM "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; }
 
+agent_exited() { ! kill -0 "${PIDS[$1]}" 2>/dev/null; }
+
 token() { tr -d '\n' <"$WORK/data1/join-token"; }
 
 # tctl I ARGS...: the CLI against agent I.

@@ -33,4 +33,5 @@ kept=$((L % 4 + 1))
 wait_for "3 healthy members with 3 voters after the removal" 30 members_healthy "$kept" 3
 status_json "$kept" | grep -q "\"agent$L\"" && fail "agent$L is still listed"
 tctl "$kept" store put snap/after-remove yes >/dev/null || fail "write after removing the leader"
+wait_for "the removed agent$L to stop by itself" 20 agent_exited "$L"
 pass
