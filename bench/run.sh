@@ -13,40 +13,9 @@ CLIENTS=${CLIENTS:-"1 16 64"}
 TOTAL=${TOTAL:-20000}
 VAL=${VAL:-256}
 "$ROOT/scripts/setup.sh" >/dev/null
-TABBY=$ROOT/build/tabby
-PUTBENCH=$ROOT/build/bench/putbench
-WORK=$(mktemp -d /tmp/tabby-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-start() {
-	local i=$1
-	shift
-	"$TABBY" agent --name "b$i" --data-dir "$WORK/d$i" --socket "$WORK/s$i.sock" \
-		--peer-address "127.0.0.1:$((27780 + 2 * i))" --api-address "127.0.0.1:$((27781 + 2 * i))" \
-		"$@" >>"$WORK/agent$i.log" 2>&1 &
-	PIDS+=($!)
-	disown $! # no "Killed" notices when the cluster is torn down
-	for _ in $(seq 1 100); do [ -S "$WORK/s$i.sock" ] && return 0; sleep 0.1; done
-	echo "agent $i did not start" >&2
-	cat "$WORK/agent$i.log" >&2
-	exit 1
-}
-status() { "$TABBY" cluster status -o json --socket "$WORK/s1.sock" 2>/dev/null; }
-
-start 1 --bootstrap
-for _ in $(seq 1 100); do [ -s "$WORK/d1/join-token" ] && break; sleep 0.1; done
-for i in 2 3; do start "$i" --join 127.0.0.1:27783 --token "$(cat "$WORK/d1/join-token")"; done
-for _ in $(seq 1 300); do
-	status | python3 -c 'import json,sys; d=json.load(sys.stdin); ms=d["members"]; sys.exit(0 if len(ms)==3 and all(m["healthy"] and m["role"]=="voter" for m in ms) else 1)' 2>/dev/null && break
-	sleep 0.1
-done
-leader_api=$(status | python3 -c 'import json,sys; d=json.load(sys.stdin); print([m["api_address"] for m in d["members"] if m["name"]==d["leader"]][0])')
+source "$ROOT/bench/lib.sh"
+bench_cluster b 27780
+leader_api=$LEADER_API
 echo "tabby: 3 members on 127.0.0.1, leader API $leader_api"
 
 declare -A T_RPS T_P50 T_P99 E_RPS E_P50 E_P99
@@ -57,21 +26,20 @@ for c in $CLIENTS; do
 	T_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
 	T_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
 done
-for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-PIDS=()
+bench_stop
 
 if [ "${SKIP_ETCD:-0}" != 1 ]; then
 	if ! command -v etcd >/dev/null; then
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq etcd-server etcd-client >/dev/null
 	fi
-	CLIENTS="$CLIENTS" TOTAL=$TOTAL VAL=$VAL NODES=3 bash "$TOOLS/etcd-bench.sh" >"$WORK/etcd.out" 2>&1 || true
-	grep -E "^RESULT|^etcd:|fsync" "$WORK/etcd.out" || tail -20 "$WORK/etcd.out"
+	CLIENTS="$CLIENTS" TOTAL=$TOTAL VAL=$VAL NODES=3 bash "$TOOLS/etcd-bench.sh" >"$BENCH_WORK/etcd.out" 2>&1 || true
+	grep -E "^RESULT|^etcd:|fsync" "$BENCH_WORK/etcd.out" || tail -20 "$BENCH_WORK/etcd.out"
 	while read -r line; do
 		c=$(sed -n 's/.* clients=\([0-9]*\).*/\1/p' <<<"$line")
 		E_RPS[$c]=$(sed -n 's/.* puts\/s=\([0-9.]*\).*/\1/p' <<<"$line")
 		E_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
 		E_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
-	done < <(grep "^RESULT etcd nodes=3" "$WORK/etcd.out")
+	done < <(grep "^RESULT etcd nodes=3" "$BENCH_WORK/etcd.out")
 fi
 
 echo
