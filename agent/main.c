@@ -339,9 +339,6 @@ static int cmp_member_id(const void *x, const void *y)
 	return a->id < b->id ? -1 : a->id > b->id;
 }
 
-/* The leader makes raft's configuration follow the member records: the three lowest ids vote,
- * every other member is a standby holding a full replica; a configuration entry without a record
- * (a removed member) goes. One change at a time, as raft requires. */
 /* A removed member learns it from its own replica: its record is deleted first, and the leader
  * takes it out of raft's configuration REMOVE_GRACE_MS later, so the deletion reaches it while it
  * is still a member (nobody sends anything to a non-member). It stops STOP_AFTER_REMOVAL_MS after
@@ -365,6 +362,9 @@ static bool removed_from_cluster(struct agent *a)
 	return now - a->record_gone_since >= STOP_AFTER_REMOVAL_MS;
 }
 
+/* The leader makes raft's configuration follow the member records: the three lowest ids vote,
+ * every other member is a standby holding a full replica; a configuration entry without a record
+ * (a removed member) goes. One change at a time, as raft requires. */
 static void reconcile(struct agent *a)
 {
 	struct store_status st;

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <uv.h>
 
+#include "agent/http.h"
+
 struct bench;
 
 struct client {
@@ -64,15 +66,21 @@ static void finish(struct client *c)
 	}
 }
 
+/* A client that failed stops; the run reports the errors. */
+static void client_fail(struct client *c, const char *what, const char *why)
+{
+	fprintf(stderr, "putbench: %s: %s\n", what, why);
+	c->b->errors++;
+	finish(c);
+}
+
 static void send_next(struct client *c);
 
 static void on_written(uv_write_t *w, int status)
 {
 	struct client *c = w->data;
 	if (status != 0) {
-		fprintf(stderr, "putbench: write: %s\n", uv_strerror(status));
-		c->b->errors++;
-		finish(c);
+		client_fail(c, "write", uv_strerror(status));
 	}
 }
 
@@ -88,8 +96,7 @@ static void send_next(struct client *c)
 	size_t cap = b->body_len + 256;
 	c->req = malloc(cap);
 	if (c->req == NULL) {
-		b->errors++;
-		finish(c);
+		client_fail(c, "request", "out of memory");
 		return;
 	}
 	int n = snprintf(c->req, cap,
@@ -103,9 +110,7 @@ static void send_next(struct client *c)
 	c->start = uv_hrtime();
 	int rv = uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_written);
 	if (rv != 0) {
-		fprintf(stderr, "putbench: write: %s\n", uv_strerror(rv));
-		b->errors++;
-		finish(c);
+		client_fail(c, "write", uv_strerror(rv));
 	}
 }
 
@@ -134,18 +139,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	struct client *c = s->data;
 	if (nread < 0) {
 		if (!c->done) {
-			fprintf(stderr, "putbench: read: %s\n", uv_strerror((int)nread));
-			c->b->errors++;
-			finish(c);
+			client_fail(c, "read", uv_strerror((int)nread));
 		}
 	} else if (nread > 0) {
 		size_t used =
 		    http_parser_execute(&c->parser, &c->b->settings, buf->base, (size_t)nread);
 		if (used != (size_t)nread && !c->done) {
-			fprintf(stderr, "putbench: bad response: %s\n",
-			        http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
-			c->b->errors++;
-			finish(c);
+			client_fail(c, "bad response",
+			            http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
 		}
 	}
 	free(buf->base);
@@ -155,26 +156,12 @@ static void on_connect(uv_connect_t *req, int status)
 {
 	struct client *c = req->data;
 	if (status != 0) {
-		fprintf(stderr, "putbench: connect: %s\n", uv_strerror(status));
-		c->b->errors++;
-		finish(c);
+		client_fail(c, "connect", uv_strerror(status));
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	send_next(c);
-}
-
-static int parse_address(const char *s, struct sockaddr_in *out)
-{
-	char host[64];
-	const char *colon = strrchr(s, ':');
-	if (colon == NULL || (size_t)(colon - s) >= sizeof host) {
-		return -1;
-	}
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = 0;
-	return uv_ip4_addr(host, atoi(colon + 1), out);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -190,15 +177,15 @@ int main(int argc, char **argv)
 	    {"total", required_argument, NULL, 't'},    {"val-size", required_argument, NULL, 'v'},
 	    {"key-size", required_argument, NULL, 'k'}, {0, 0, 0, 0}};
 	struct bench b = {.total = 20000, .val_size = 256, .key_size = 8, .n_clients = 1};
-	struct sockaddr_in addrs[16];
+	struct sockaddr_storage addrs[16];
 	int n_addrs = 0, c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a':
-			if (n_addrs == 16 || parse_address(optarg, &addrs[n_addrs]) != 0) {
+			if (n_addrs == 16 || http_address_parse(optarg, &addrs[n_addrs]) != 0) {
 				fprintf(stderr,
-				        "putbench: --address: '%s' is not IPv4:PORT (at most "
-				        "16)\n",
+				        "putbench: --address: '%s' is not IP:PORT or [IPv6]:PORT "
+				        "(at most 16)\n",
 				        optarg);
 				return 2;
 			}
@@ -258,9 +245,7 @@ int main(int argc, char **argv)
 		int rv = uv_tcp_connect(&cl->connect, &cl->tcp,
 		                        (const struct sockaddr *)&addrs[i % n_addrs], on_connect);
 		if (rv != 0) {
-			fprintf(stderr, "putbench: connect: %s\n", uv_strerror(rv));
-			b.errors++;
-			finish(cl);
+			client_fail(cl, "connect", uv_strerror(rv));
 		}
 	}
 	uv_run(b.loop, UV_RUN_DEFAULT);

@@ -143,11 +143,17 @@ struct revwait {
 	void *data;
 };
 
+/* A membership change or a leadership transfer: raft's request, and whom to tell. */
 struct change {
-	struct raft_change req;
+	union {
+		struct raft_change req;
+		struct raft_transfer transfer;
+	};
 	store_sync_cb cb;
 	void *data;
 };
+
+enum { CH_ADD, CH_ASSIGN, CH_REMOVE, CH_TRANSFER };
 
 struct election_barrier {
 	struct raft_barrier req;
@@ -1507,6 +1513,14 @@ static void change_cb(struct raft_change *req, int status)
 	free(c);
 }
 
+/* raft reports no status for a transfer: whether it worked shows in who leads afterwards. */
+static void transfer_cb(struct raft_transfer *req)
+{
+	struct change *c = req->data;
+	c->cb(c->data, STORE_OK);
+	free(c);
+}
+
 static int change_start(struct store *s, int kind, uint64_t id, const char *address, int role,
                         store_sync_cb cb, void *data)
 {
@@ -1519,17 +1533,23 @@ static int change_start(struct store *s, int kind, uint64_t id, const char *addr
 	}
 	c->cb = cb;
 	c->data = data;
-	c->req.data = c;
 	int rv;
 	switch (kind) {
-	case 0:
+	case CH_ADD:
+		c->req.data = c;
 		rv = raft_add(&s->raft, &c->req, id, address, change_cb);
 		break;
-	case 1:
+	case CH_ASSIGN:
+		c->req.data = c;
 		rv = raft_assign(&s->raft, &c->req, id, role, change_cb);
 		break;
-	default:
+	case CH_REMOVE:
+		c->req.data = c;
 		rv = raft_remove(&s->raft, &c->req, id, change_cb);
+		break;
+	default:
+		c->transfer.data = c;
+		rv = raft_transfer(&s->raft, &c->transfer, 0, transfer_cb);
 		break;
 	}
 	if (rv != 0) {
@@ -1545,48 +1565,20 @@ int store_add_member(struct store *s, uint64_t id, const char *address, store_sy
 	if (id == 0 || address == NULL) {
 		return STORE_EINVAL;
 	}
-	return change_start(s, 0, id, address, 0, cb, data);
+	return change_start(s, CH_ADD, id, address, 0, cb, data);
 }
 
 int store_assign_member(struct store *s, uint64_t id, int role, store_sync_cb cb, void *data)
 {
-	return change_start(s, 1, id, NULL, role, cb, data);
+	return change_start(s, CH_ASSIGN, id, NULL, role, cb, data);
 }
 
 int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *data)
 {
-	return change_start(s, 2, id, NULL, 0, cb, data);
-}
-
-struct transfer {
-	struct raft_transfer req;
-	store_sync_cb cb;
-	void *data;
-};
-
-static void transfer_cb(struct raft_transfer *req)
-{
-	struct transfer *t = req->data;
-	t->cb(t->data, STORE_OK);
-	free(t);
+	return change_start(s, CH_REMOVE, id, NULL, 0, cb, data);
 }
 
 int store_transfer_leadership(struct store *s, store_sync_cb cb, void *data)
 {
-	if (s->closing || !s->ready) {
-		return STORE_ENOTLEADER;
-	}
-	struct transfer *t = calloc(1, sizeof *t);
-	if (t == NULL) {
-		return STORE_ENOMEM;
-	}
-	t->cb = cb;
-	t->data = data;
-	t->req.data = t;
-	int rv = raft_transfer(&s->raft, &t->req, 0, transfer_cb);
-	if (rv != 0) {
-		free(t);
-		return rv == RAFT_NOTLEADER ? STORE_ENOTLEADER : STORE_EINVAL;
-	}
-	return STORE_OK;
+	return change_start(s, CH_TRANSFER, 0, NULL, 0, cb, data);
 }
