@@ -15,6 +15,7 @@
  *     GET   space u8 | flags u8 (PREFIX)   | key bytes | limit i64
  *     TXN   space u8 | n u32 | n x cmp | n u32 | n x op | n u32 | n x op
  *     HASH, NOOP: empty
+ *     CALL  call u16 | payload bytes
  *   cmp   := key bytes | target u8 | result u8 | (value bytes if target is VALUE, else i64)
  *
  * Every command is framed by its own length so that a batch can be split, forwarded and joined
@@ -75,8 +76,12 @@ static int validate_cmp(const struct kv_cmp *c, const char **why)
 
 static int validate_key_op(const struct kv_op *op, bool in_txn, const char **why)
 {
-	if (op->space != KV_SPACE_USER && op->space != KV_SPACE_SYS) {
+	if (op->space > KV_SPACE_LAST) {
 		*why = "unknown keyspace";
+		return KV_EMALFORMED;
+	}
+	if (op->space == KV_SPACE_DOMAIN && op->type != KV_OP_GET) {
+		*why = "the domain keyspace is written only by domain commands";
 		return KV_EMALFORMED;
 	}
 	if (op->key.len > KV_KEY_MAX || !bytes_ok(op->key)) {
@@ -140,7 +145,7 @@ int kv_validate_op(const struct kv_op *op, bool in_txn, const char **why)
 			*why = "nested transaction";
 			return KV_EMALFORMED;
 		}
-		if (op->space != KV_SPACE_USER && op->space != KV_SPACE_SYS) {
+		if (op->space > KV_SPACE_LAST) {
 			*why = "unknown keyspace";
 			return KV_EMALFORMED;
 		}
@@ -170,6 +175,20 @@ int kv_validate_op(const struct kv_op *op, bool in_txn, const char **why)
 	case KV_OP_NOOP:
 		if (in_txn) {
 			*why = "HASH and NOOP are not transaction ops";
+			return KV_EMALFORMED;
+		}
+		return KV_OK;
+	case KV_OP_CALL:
+		if (in_txn) {
+			*why = "CALL is not a transaction op";
+			return KV_EMALFORMED;
+		}
+		if (op->call == 0) {
+			*why = "CALL names no handler";
+			return KV_EMALFORMED;
+		}
+		if (!bytes_ok(op->value)) {
+			*why = "payload too long";
 			return KV_EMALFORMED;
 		}
 		return KV_OK;
@@ -226,6 +245,10 @@ static void write_op(struct kv_writer *w, const struct kv_op *op)
 		for (unsigned i = 0; i < op->n_failure; i++) {
 			write_op(w, &op->failure[i]);
 		}
+		break;
+	case KV_OP_CALL:
+		kvw_u16(w, op->call);
+		kvw_bytes(w, op->value.data, op->value.len);
 		break;
 	default: /* HASH, NOOP */
 		break;
@@ -472,6 +495,11 @@ static bool read_simple_op(struct kv_reader *r, struct kv_op *op, const char **w
 	case KV_OP_HASH:
 	case KV_OP_NOOP:
 		return true;
+	case KV_OP_CALL:
+		if (!kvr_u16(r, &op->call) || !kvr_bytes(r, &op->value)) {
+			BAD("truncated op");
+		}
+		return true;
 	case KV_OP_TXN:
 		BAD("nested transaction");
 	default:
@@ -623,6 +651,7 @@ void kv_encode_result(struct kv_writer *w, const struct kv_result *r)
 	kvw_i64(w, r->revision);
 	kvw_u64(w, r->hash);
 	kvw_bytes(w, r->message, msg_len);
+	kvw_bytes(w, r->reply, r->reply_len);
 	kvw_u32(w, r->n_ops);
 	for (unsigned i = 0; i < r->n_ops; i++) {
 		const struct kv_op_result *o = &r->ops[i];
@@ -658,23 +687,31 @@ int kv_decode_result(const uint8_t *p, size_t len, struct kv_result *out)
 	struct kv_reader r = {p, len};
 	struct kv_result res;
 	uint8_t succeeded;
-	struct kv_bytes msg;
+	struct kv_bytes msg, reply;
 	uint32_t n_ops;
 	int rv = KV_EMALFORMED;
 
 	memset(&res, 0, sizeof res);
-	if (p == NULL || !kvr_u8(&r, &res.status) || res.status > KV_R_INVALID ||
+	if (p == NULL || !kvr_u8(&r, &res.status) || res.status > KV_R_REFUSED ||
 	    !kvr_u8(&r, &succeeded) || succeeded > 1 || !kvr_i64(&r, &res.revision) ||
-	    !kvr_u64(&r, &res.hash) || !kvr_bytes(&r, &msg) || !kvr_u32(&r, &n_ops) ||
-	    n_ops > r.left / MIN_RES_OP_LEN) {
+	    !kvr_u64(&r, &res.hash) || !kvr_bytes(&r, &msg) || !kvr_bytes(&r, &reply) ||
+	    !kvr_u32(&r, &n_ops) || n_ops > r.left / MIN_RES_OP_LEN) {
 		return KV_EMALFORMED;
 	}
 	res.succeeded = succeeded;
+	if (out != NULL && reply.len > 0) {
+		res.reply = dup_bytes(reply);
+		if (res.reply == NULL) {
+			return KV_ENOMEM;
+		}
+		res.reply_len = reply.len;
+	}
 	if (out != NULL) {
 		if (msg.len > 0) {
 			res.message = malloc(msg.len + 1);
 			if (res.message == NULL) {
-				return KV_ENOMEM;
+				rv = KV_ENOMEM;
+				goto err;
 			}
 			memcpy(res.message, msg.data, msg.len);
 			res.message[msg.len] = '\0';

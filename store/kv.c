@@ -1,10 +1,11 @@
 /*
  * The state machine on LMDB.
  *
- * Layout. One environment, six named databases:
+ * Layout. One environment, seven named databases:
  *
  *   meta          "compact" -> i64, "rev" -> i64 (little-endian)
- *   user, sys     key -> create_revision i64 | mod_revision i64 | version i64 | value
+ *   user, sys, domain
+ *                 key -> create_revision i64 | mod_revision i64 | version i64 | value
  *   history       revision u64 BE | sequence u32 BE
  *                   -> type u8 | space u8 | create_revision i64 | version i64 | key_len u32
  *                      | key | value        (the event's mod_revision is the key's revision)
@@ -51,9 +52,9 @@
 #include "store/kv_internal.h"
 
 /* Snapshot order: meta first, so a restore knows the revision before checking the rest. */
-enum { DB_META, DB_USER, DB_SYS, DB_HIST, DB_DEDUP, DB_DEXP, DB_COUNT };
+enum { DB_META, DB_USER, DB_SYS, DB_DOMAIN, DB_HIST, DB_DEDUP, DB_DEXP, DB_COUNT };
 
-static const char *const db_names[DB_COUNT] = {"meta",    "user",  "sys",
+static const char *const db_names[DB_COUNT] = {"meta",    "user",  "sys",         "domain",
                                                "history", "dedup", "dedup_expiry"};
 
 #define DEFAULT_MAP_SIZE ((size_t)16 << 30)
@@ -66,7 +67,7 @@ static const char *const db_names[DB_COUNT] = {"meta",    "user",  "sys",
 #define PRUNE_BASE       64
 
 #define SNAP_MAGIC   "TBKS"
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2
 
 /* Internal only: the map is full, grow it and run the batch again. */
 #define KV_EMAPFULL 1000
@@ -89,6 +90,8 @@ struct kv {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	unsigned snapshots_busy;
+	struct kv_handler *handlers; /* sorted by call id */
+	unsigned n_handlers;
 	char errmsg[256];
 };
 
@@ -143,7 +146,14 @@ static struct kv_bytes vbytes(const MDB_val *v)
 
 static int space_db(uint8_t space)
 {
-	return space == KV_SPACE_SYS ? DB_SYS : DB_USER;
+	switch (space) {
+	case KV_SPACE_SYS:
+		return DB_SYS;
+	case KV_SPACE_DOMAIN:
+		return DB_DOMAIN;
+	default:
+		return DB_USER;
+	}
 }
 
 static bool parse_entry(const MDB_val *v, struct entry *e)
@@ -347,9 +357,12 @@ void kv_result_free(struct kv_result *r)
 	}
 	free(r->ops);
 	free(r->message);
+	free(r->reply);
 	r->ops = NULL;
 	r->n_ops = 0;
 	r->message = NULL;
+	r->reply = NULL;
+	r->reply_len = 0;
 }
 
 void kv_apply_out_free(struct kv_apply_out *out)
@@ -394,6 +407,21 @@ int kv_open(struct kv **out, const char *dir, const struct kv_config *cfg)
 	if (cfg != NULL && cfg->history < 0) {
 		return -EINVAL;
 	}
+	if (cfg != NULL && cfg->n_handlers > 0) {
+		if (cfg->handlers == NULL) {
+			return -EINVAL;
+		}
+		for (unsigned i = 0; i < cfg->n_handlers; i++) {
+			if (cfg->handlers[i].call == 0 || cfg->handlers[i].fn == NULL) {
+				return -EINVAL;
+			}
+			for (unsigned j = 0; j < i; j++) {
+				if (cfg->handlers[j].call == cfg->handlers[i].call) {
+					return -EINVAL;
+				}
+			}
+		}
+	}
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 		return -errno;
 	}
@@ -408,12 +436,23 @@ int kv_open(struct kv **out, const char *dir, const struct kv_config *cfg)
 	kv->history = history;
 	kv->revision = 0;
 	kv->compact = 1;
+	if (cfg != NULL && cfg->n_handlers > 0) {
+		kv->handlers = malloc(cfg->n_handlers * sizeof *kv->handlers);
+		if (kv->handlers == NULL) {
+			free(kv);
+			return KV_ENOMEM;
+		}
+		memcpy(kv->handlers, cfg->handlers, cfg->n_handlers * sizeof *kv->handlers);
+		kv->n_handlers = cfg->n_handlers;
+	}
 	if (pthread_mutex_init(&kv->mu, NULL) != 0) {
+		free(kv->handlers);
 		free(kv);
 		return KV_ENOMEM;
 	}
 	if (pthread_cond_init(&kv->cv, NULL) != 0) {
 		pthread_mutex_destroy(&kv->mu);
+		free(kv->handlers);
 		free(kv);
 		return KV_ENOMEM;
 	}
@@ -463,6 +502,7 @@ err:
 	}
 	pthread_cond_destroy(&kv->cv);
 	pthread_mutex_destroy(&kv->mu);
+	free(kv->handlers);
 	free(kv);
 	return rv;
 }
@@ -475,6 +515,7 @@ void kv_close(struct kv *kv)
 	mdb_env_close(kv->env);
 	pthread_cond_destroy(&kv->cv);
 	pthread_mutex_destroy(&kv->mu);
+	free(kv->handlers);
 	free(kv);
 }
 
@@ -585,7 +626,7 @@ int kv_range(struct kv *kv, uint8_t space, struct kv_bytes key, bool prefix, int
 	*kvs = NULL;
 	*n = 0;
 	*more = false;
-	if (space > KV_SPACE_SYS || limit < 0 || (key.len > 0 && key.data == NULL)) {
+	if (space > KV_SPACE_LAST || limit < 0 || (key.len > 0 && key.data == NULL)) {
 		return KV_EMALFORMED;
 	}
 	if ((rc = mdb_txn_begin(kv->env, NULL, MDB_RDONLY, &txn)) != 0) {
@@ -604,7 +645,7 @@ int kv_range(struct kv *kv, uint8_t space, struct kv_bytes key, bool prefix, int
 
 /*
  * The canonical serialization hashed with FNV-1a 64 (kv_internal.h):
- *   for the USER then the SYS keyspace, every key in LMDB order:
+ *   for the USER, SYS and DOMAIN keyspaces in turn, every key in LMDB order:
  *     space u8 | key_len u32 | key | value_len u32 | value | create i64 | mod i64 | version i64
  *   then 0xff | store revision i64
  * all little-endian. Deliberately excluded: the history, the compact revision and the de-dup
@@ -617,7 +658,7 @@ static int hash_state(struct kv *kv, MDB_txn *txn, int64_t rev, uint64_t *out)
 	uint8_t b[24];
 	int rc = 0;
 
-	for (uint8_t space = KV_SPACE_USER; space <= KV_SPACE_SYS; space++) {
+	for (uint8_t space = KV_SPACE_USER; space <= KV_SPACE_LAST; space++) {
 		MDB_cursor *cur;
 		MDB_val k, v;
 		struct entry e;
@@ -1020,6 +1061,247 @@ static int dedup_record(struct apply *a, struct kv_reqid id, const struct kv_res
 	return rc == 0 ? KV_OK : fail(a->kv, rc, "writing a de-dup expiry");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Domain commands                                                                             */
+
+struct tx_write {
+	uint8_t type; /* KV_OP_PUT or KV_OP_DEL */
+	uint8_t space;
+	uint8_t *key; /* key and value share one allocation */
+	size_t key_len;
+	uint8_t *value;
+	size_t value_len;
+};
+
+struct kv_tx {
+	struct kv *kv;
+	MDB_txn *txn;
+	bool writable;
+	int64_t revision;
+	uint64_t time_ms;
+	struct tx_write *writes;
+	unsigned n_writes, cap_writes;
+};
+
+static void tx_writes_free(struct kv_tx *tx)
+{
+	for (unsigned i = 0; i < tx->n_writes; i++) {
+		free(tx->writes[i].key);
+	}
+	free(tx->writes);
+	tx->writes = NULL;
+	tx->n_writes = tx->cap_writes = 0;
+}
+
+int kv_tx_get(struct kv_tx *tx, uint8_t space, struct kv_bytes key, struct kv_bytes *value)
+{
+	MDB_val k = mval(key), v;
+	struct entry e;
+	int rc;
+
+	value->data = NULL;
+	value->len = 0;
+	if (space > KV_SPACE_LAST || key.len == 0 || key.len > KV_KEY_MAX) {
+		return KV_ENOTFOUND; /* no such key can be stored */
+	}
+	rc = mdb_get(tx->txn, tx->kv->dbi[space_db(space)], &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		return KV_ENOTFOUND;
+	}
+	if (rc != 0) {
+		return fail(tx->kv, rc, "reading a key");
+	}
+	if (!parse_entry(&v, &e)) {
+		return corrupt(tx->kv, "key record");
+	}
+	*value = e.value;
+	return KV_OK;
+}
+
+int kv_tx_scan(struct kv_tx *tx, uint8_t space, struct kv_bytes prefix, struct kv_bytes from,
+               kv_scan_fn fn, void *arg)
+{
+	struct kv_bytes start = key_cmp(from, prefix) > 0 ? from : prefix;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	struct entry e;
+	int rc, rv = KV_OK;
+
+	if (space > KV_SPACE_LAST || start.len > KV_KEY_MAX) {
+		return KV_OK;
+	}
+	if ((rc = mdb_cursor_open(tx->txn, tx->kv->dbi[space_db(space)], &cur)) != 0) {
+		return fail(tx->kv, rc, "opening a cursor");
+	}
+	k = mval(start);
+	rc = mdb_cursor_get(cur, &k, &v, start.len == 0 ? MDB_FIRST : MDB_SET_RANGE);
+	while (rc == 0 && has_prefix(vbytes(&k), prefix)) {
+		if (!parse_entry(&v, &e)) {
+			rv = corrupt(tx->kv, "key record");
+			break;
+		}
+		if ((rv = fn(arg, vbytes(&k), e.value)) != 0) {
+			rv = rv == 1 ? KV_OK : rv;
+			break;
+		}
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	if (rv == KV_OK && rc != 0 && rc != MDB_NOTFOUND) {
+		rv = fail(tx->kv, rc, "scanning");
+	}
+	return rv;
+}
+
+static int tx_buffer(struct kv_tx *tx, uint8_t type, uint8_t space, struct kv_bytes key,
+                     struct kv_bytes value)
+{
+	struct tx_write *w;
+
+	if (!tx->writable) {
+		return KV_EREADONLY;
+	}
+	if (space > KV_SPACE_LAST || key.len == 0 || key.len > KV_KEY_MAX || key.data == NULL ||
+	    (value.len > 0 && value.data == NULL) || value.len > UINT32_MAX) {
+		return KV_EMALFORMED;
+	}
+	if (!reserve((void **)&tx->writes, &tx->cap_writes, tx->n_writes, sizeof *tx->writes)) {
+		return KV_ENOMEM;
+	}
+	w = &tx->writes[tx->n_writes];
+	w->key = malloc(key.len + value.len);
+	if (w->key == NULL) {
+		return KV_ENOMEM;
+	}
+	memcpy(w->key, key.data, key.len);
+	if (value.len > 0) {
+		memcpy(w->key + key.len, value.data, value.len);
+	}
+	w->type = type;
+	w->space = space;
+	w->key_len = key.len;
+	w->value = w->key + key.len;
+	w->value_len = value.len;
+	tx->n_writes++;
+	return KV_OK;
+}
+
+int kv_tx_put(struct kv_tx *tx, uint8_t space, struct kv_bytes key, struct kv_bytes value)
+{
+	return tx_buffer(tx, KV_OP_PUT, space, key, value);
+}
+
+int kv_tx_del(struct kv_tx *tx, uint8_t space, struct kv_bytes key)
+{
+	struct kv_bytes none = {NULL, 0};
+	return tx_buffer(tx, KV_OP_DEL, space, key, none);
+}
+
+int64_t kv_tx_revision(const struct kv_tx *tx)
+{
+	return tx->revision;
+}
+
+uint64_t kv_tx_time_ms(const struct kv_tx *tx)
+{
+	return tx->time_ms;
+}
+
+int kv_view_begin(struct kv *kv, struct kv_tx **out)
+{
+	struct kv_tx *tx = calloc(1, sizeof *tx);
+	int64_t compact;
+	int rc, rv;
+
+	*out = NULL;
+	if (tx == NULL) {
+		return oom(kv, "beginning a view");
+	}
+	tx->kv = kv;
+	if ((rc = mdb_txn_begin(kv->env, NULL, MDB_RDONLY, &tx->txn)) != 0) {
+		free(tx);
+		return fail(kv, rc, "beginning a view");
+	}
+	if ((rv = read_meta(kv, tx->txn, &tx->revision, &compact)) != KV_OK) {
+		mdb_txn_abort(tx->txn);
+		free(tx);
+		return rv;
+	}
+	*out = tx;
+	return KV_OK;
+}
+
+void kv_view_end(struct kv_tx *tx)
+{
+	if (tx != NULL) {
+		mdb_txn_abort(tx->txn);
+		free(tx);
+	}
+}
+
+static const struct kv_handler *find_handler(const struct kv *kv, uint16_t call)
+{
+	for (unsigned i = 0; i < kv->n_handlers; i++) {
+		if (kv->handlers[i].call == call) {
+			return &kv->handlers[i];
+		}
+	}
+	return NULL;
+}
+
+/* Run a domain command. Its buffered writes are applied only if the handler accepted it; they
+ * then share one revision, as the writes of a TXN do. */
+static int apply_call(struct apply *a, const struct kv_op *op, struct kv_result *res)
+{
+	const struct kv_handler *h = find_handler(a->kv, op->call);
+	struct kv_tx tx = {.kv = a->kv,
+	                   .txn = a->txn,
+	                   .writable = true,
+	                   .revision = a->base + 1,
+	                   .time_ms = a->time_ms};
+	struct kv_call_out out = {0};
+	int rv;
+
+	if (h == NULL) {
+		res->status = KV_R_INVALID;
+		if (asprintf(&res->message, "no handler for domain command %u", op->call) < 0) {
+			res->message = NULL;
+			return oom(a->kv, "reporting an unknown domain command");
+		}
+		return KV_OK;
+	}
+	rv = h->fn(h->data, &tx, op->value, &out);
+	if (rv != KV_OK) {
+		tx_writes_free(&tx);
+		free(out.reply);
+		if (rv == KV_ENOMEM) {
+			return oom(a->kv, "running a domain command");
+		}
+		if (rv != KV_EIO) {
+			snprintf(a->kv->errmsg, sizeof a->kv->errmsg,
+			         "domain command %u failed with error %d", op->call, rv);
+		}
+		return KV_EIO;
+	}
+	res->reply = out.reply;
+	res->reply_len = out.reply_len;
+	res->status = out.refused ? KV_R_REFUSED : KV_R_OK;
+	for (unsigned i = 0; i < tx.n_writes && !out.refused && rv == KV_OK; i++) {
+		const struct tx_write *w = &tx.writes[i];
+		struct kv_op wop = {.type = w->type,
+		                    .space = w->space,
+		                    .key = {w->key, w->key_len},
+		                    .value = {w->value, w->value_len}};
+		struct kv_op_result o = {0};
+		bool cond_failed = false;
+
+		rv = w->type == KV_OP_PUT ? apply_put(a, &wop, &o, &cond_failed)
+		                          : apply_del(a, &wop, &o);
+	}
+	tx_writes_free(&tx);
+	return rv;
+}
+
 static int apply_cmd(struct apply *a, struct kv_bytes enc, struct kv_result *res)
 {
 	struct kv_cmd cmd;
@@ -1075,13 +1357,18 @@ static int apply_cmd(struct apply *a, struct kv_bytes enc, struct kv_result *res
 	case KV_OP_HASH:
 		rv = hash_state(a->kv, a->txn, a->rev, &res->hash);
 		break;
+	case KV_OP_CALL:
+		rv = apply_call(a, &cmd.op, res);
+		break;
 	default: /* NOOP */
 		break;
 	}
 	if (rv != KV_OK) {
 		goto out;
 	}
-	res->status = cond_failed ? KV_R_COND_FAILED : KV_R_OK;
+	if (cmd.op.type != KV_OP_CALL) {
+		res->status = cond_failed ? KV_R_COND_FAILED : KV_R_OK;
+	}
 	res->revision = a->rev;
 	if (dedup) {
 		rv = dedup_record(a, cmd.id, res, have_old, old_time);
@@ -1271,7 +1558,7 @@ int kv_history(struct kv *kv, int64_t after_rev, uint8_t space, struct kv_bytes 
 
 	*events_out = NULL;
 	*n_out = 0;
-	if (space > KV_SPACE_SYS || after_rev < 0 || (key.len > 0 && key.data == NULL)) {
+	if (space > KV_SPACE_LAST || after_rev < 0 || (key.len > 0 && key.data == NULL)) {
 		return KV_EMALFORMED;
 	}
 	if ((rc = mdb_txn_begin(kv->env, NULL, MDB_RDONLY, &txn)) != 0) {
@@ -1357,7 +1644,7 @@ done:
 /*
  * Format (version 1):
  *   "TBKS" | version u16 | flags u16 (0)
- *   for each database in enum order (meta, user, sys, history, dedup, dedup_expiry):
+ *   for each database in enum order (meta, user, sys, domain, history, dedup, dedup_expiry):
  *     count u64 | count x (key bytes | value bytes)        in LMDB key order
  *   checksum u64: FNV-1a 64 of everything before it
  * The records are LMDB's own keys and values, so a restore streams them back with MDB_APPEND.
@@ -1525,7 +1812,8 @@ static bool snapshot_check_record(struct snap_view *sv, int db, struct kv_bytes 
 		}
 		return false;
 	case DB_USER:
-	case DB_SYS: {
+	case DB_SYS:
+	case DB_DOMAIN: {
 		MDB_val mv = {v.len, (void *)v.data};
 		struct entry e;
 		return k.len >= 1 && k.len <= KV_KEY_MAX && parse_entry(&mv, &e) && e.create >= 1 &&
@@ -1540,7 +1828,7 @@ static bool snapshot_check_record(struct snap_view *sv, int db, struct kv_bytes 
 		rev = (int64_t)kv_get_be64(k.data);
 		klen = kv_get_le32(p + 18);
 		return rev >= 1 && rev <= sv->rev && (p[0] == KV_EV_PUT || p[0] == KV_EV_DELETE) &&
-		       p[1] <= KV_SPACE_SYS && klen >= 1 && klen <= KV_KEY_MAX &&
+		       p[1] <= KV_SPACE_LAST && klen >= 1 && klen <= KV_KEY_MAX &&
 		       klen <= v.len - HIST_HDR;
 	}
 	case DB_DEDUP:

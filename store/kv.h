@@ -27,11 +27,17 @@ enum {
 	KV_ECOMPACTED = 3, /* the requested revision is older than the retained history */
 	KV_EIO = 4,        /* LMDB or the file system failed; message in kv_errmsg() */
 	KV_EFUTURE = 5,    /* the requested revision has not been applied yet */
+	KV_ENOTFOUND = 6,  /* kv_tx_get: no such key */
+	KV_EREADONLY = 7,  /* a write through a read-only view */
 };
 
 /* Keyspaces. USER is what the /v1/kv API reads and writes; SYS holds cluster records (members,
- * join token) that the public KV API never exposes. Both are replicated, snapshotted and hashed. */
-enum kv_space { KV_SPACE_USER = 0, KV_SPACE_SYS = 1 };
+ * join token) that the public KV API never exposes; DOMAIN holds the records of domain commands
+ * (KV_OP_CALL: IPAM and later ones), which only those commands may write: a PUT, DEL or TXN
+ * naming DOMAIN is refused, so no raw write can break a domain invariant. All three are
+ * replicated, snapshotted, hashed and watchable. */
+enum kv_space { KV_SPACE_USER = 0, KV_SPACE_SYS = 1, KV_SPACE_DOMAIN = 2 };
+#define KV_SPACE_LAST KV_SPACE_DOMAIN
 
 /* ------------------------------------------------------------------------------------------ */
 /* Commands                                                                                    */
@@ -43,6 +49,7 @@ enum kv_op_type {
 	KV_OP_TXN = 4,  /* compares, then success ops or failure ops */
 	KV_OP_HASH = 5, /* no change; every replica computes its state hash at this point */
 	KV_OP_NOOP = 6, /* no change, no revision; used for leader barriers and tests */
+	KV_OP_CALL = 7, /* a domain command: call id and payload, run by the registered handler */
 };
 
 enum kv_cmp_target {
@@ -75,8 +82,8 @@ struct kv_cmp {
 	int64_t number;        /* the revision / version targets */
 };
 
-/* One operation: a top-level command (PUT, DEL, TXN, HASH, NOOP) or a transaction branch op
- * (PUT, DEL, GET; never a nested TXN). */
+/* One operation: a top-level command (PUT, DEL, TXN, HASH, NOOP, CALL) or a transaction branch
+ * op (PUT, DEL, GET; never a nested TXN). */
 struct kv_op {
 	uint8_t type;  /* enum kv_op_type */
 	uint8_t space; /* enum kv_space; GET/PUT/DEL, and TXN: the keyspace of its compares */
@@ -86,6 +93,7 @@ struct kv_op {
 	struct kv_bytes value; /* PUT */
 	int64_t prev_revision; /* PUT with has_prev */
 	int64_t limit;         /* GET: at most this many keys, 0 = no limit */
+	uint16_t call; /* CALL: the id of the handler (struct kv_handler); payload in value */
 	/* TXN */
 	const struct kv_cmp *cmps;
 	unsigned n_cmps;
@@ -141,6 +149,7 @@ enum kv_status {
 	KV_R_OK = 0,
 	KV_R_COND_FAILED = 1, /* a conditional PUT whose condition did not hold (HTTP 409) */
 	KV_R_INVALID = 2,     /* the command could not be decoded or is not allowed (HTTP 400) */
+	KV_R_REFUSED = 3,     /* CALL: the handler refused; nothing changed; reply says why */
 };
 
 struct kv_kv {
@@ -172,6 +181,8 @@ struct kv_result {
 	unsigned n_ops; /* TXN: one per branch op; PUT/DEL: exactly one */
 	uint64_t hash;  /* HASH: the state hash at this point */
 	char *message;  /* KV_R_INVALID: why */
+	uint8_t *reply; /* CALL (OK or REFUSED): the handler's answer, malloc()ed, may be NULL */
+	size_t reply_len;
 };
 
 /* A change, as watchers see it. */
@@ -197,11 +208,83 @@ void kv_result_free(struct kv_result *r);
 void kv_kvs_free(struct kv_kv *kvs, unsigned n);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Domain commands                                                                             */
+
+/*
+ * A domain module (ipam/) keeps its records in the DOMAIN keyspace and changes them only through
+ * its own commands: a KV_OP_CALL carries the handler's id and an opaque payload, and every replica
+ * runs the same handler over the same state inside the batch's write transaction. The handler
+ * sees the state through a struct kv_tx:
+ *
+ *   - reads (kv_tx_get, kv_tx_scan) see the state before the command, in any keyspace;
+ *   - writes (kv_tx_put, kv_tx_del) are buffered and take effect, in call order, only when the
+ *     handler returns KV_OK without setting out->refused; a refused command changes nothing, so
+ *     a handler may validate and write in any order and still be all-or-nothing;
+ *   - the writes of one command share one revision, kv_tx_revision(), which is unique in the
+ *     cluster and never reused: a domain may use it as a generation number;
+ *   - kv_tx_time_ms() is the leader's clock carried in the batch, the only time a handler may use.
+ *
+ * A handler must be deterministic (no clock, no randomness, no host state, no iteration over
+ * pointer-keyed containers) and must not fail for bad input: a payload it cannot decode is a
+ * refusal with a reply that says why. It returns KV_ENOMEM or KV_EIO only when the host failed;
+ * the replica then stops. Values returned by reads point into the map and stay valid until the
+ * handler returns (nothing is written while it runs).
+ *
+ * The same struct kv_tx, opened read-only with kv_view_begin(), serves queries outside the state
+ * machine (the agent's show and check commands), so one decoder reads records in both places.
+ */
+struct kv_tx;
+
+struct kv_call_out {
+	uint8_t *reply; /* malloc()ed by the handler; the store takes ownership */
+	size_t reply_len;
+	bool refused;
+};
+
+typedef int (*kv_call_fn)(void *data, struct kv_tx *tx, struct kv_bytes payload,
+                          struct kv_call_out *out);
+
+struct kv_handler {
+	uint16_t call; /* non-zero, unique */
+	kv_call_fn fn;
+	void *data;
+};
+
+/* value points into the map. Returns KV_OK, KV_ENOTFOUND, or KV_EIO. */
+int kv_tx_get(struct kv_tx *tx, uint8_t space, struct kv_bytes key, struct kv_bytes *value);
+
+/* Calls fn(arg, key, value) for every key with the prefix that is >= from (from.len == 0: from the
+ * first key with the prefix), in key order. fn returns 0 to go on, 1 to stop, anything else to
+ * stop and have kv_tx_scan return it. Returns KV_OK, fn's error, or KV_EIO. */
+typedef int (*kv_scan_fn)(void *arg, struct kv_bytes key, struct kv_bytes value);
+int kv_tx_scan(struct kv_tx *tx, uint8_t space, struct kv_bytes prefix, struct kv_bytes from,
+               kv_scan_fn fn, void *arg);
+
+/* Buffered writes (copied). Keys as for PUT. Returns KV_OK, KV_ENOMEM, KV_EMALFORMED (bad key or
+ * keyspace) or KV_EREADONLY on a view. */
+int kv_tx_put(struct kv_tx *tx, uint8_t space, struct kv_bytes key, struct kv_bytes value);
+int kv_tx_del(struct kv_tx *tx, uint8_t space, struct kv_bytes key);
+
+/* In a command: the revision its writes will carry (the store revision before it, plus one).
+ * In a view: the revision the view sees. */
+int64_t kv_tx_revision(const struct kv_tx *tx);
+/* In a command: the batch's leader time. In a view: 0. */
+uint64_t kv_tx_time_ms(const struct kv_tx *tx);
+
+/* A read-only kv_tx over the current state. End it promptly, and before the next kv_apply() on
+ * the same thread finishes (map growth waits for views). */
+int kv_view_begin(struct kv *kv, struct kv_tx **tx);
+void kv_view_end(struct kv_tx *tx);
+
+/* ------------------------------------------------------------------------------------------ */
 /* The store                                                                                   */
 
 struct kv_config {
 	size_t map_size; /* LMDB map size in bytes; 0 = 16 GiB */
 	int64_t history; /* revisions of change history kept for watchers; 0 = 100000 */
+	/* Domain command handlers (copied). Every replica must register the same set. */
+	const struct kv_handler *handlers;
+	unsigned n_handlers;
 };
 
 /* Open (creating) the LMDB environment in directory dir, discarding whatever state it held: the

@@ -1079,7 +1079,8 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 		rv = STORE_EIO;
 		goto err;
 	}
-	struct kv_config kc = {.history = cfg->history};
+	struct kv_config kc = {
+	    .history = cfg->history, .handlers = cfg->handlers, .n_handlers = cfg->n_handlers};
 	rv = kv_open(&s->kv, s->state_dir, &kc);
 	if (rv != KV_OK) {
 		set_err(errmsg, "open state machine", "LMDB failed");
@@ -1393,6 +1394,17 @@ int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix
 {
 	int rv = kv_range(s->kv, space, key, prefix, limit, kvs, n, more, revision);
 	return rv == KV_OK ? STORE_OK : rv == KV_ENOMEM ? STORE_ENOMEM : STORE_EIO;
+}
+
+int store_view_begin(struct store *s, struct kv_tx **tx)
+{
+	int rv = kv_view_begin(s->kv, tx);
+	return rv == KV_OK ? STORE_OK : rv == KV_ENOMEM ? STORE_ENOMEM : STORE_EIO;
+}
+
+void store_view_end(struct kv_tx *tx)
+{
+	kv_view_end(tx);
 }
 
 int store_watch_start(struct store *s, struct store_watch *w, uint8_t space, struct kv_bytes key,

@@ -80,6 +80,9 @@ struct store_config {
 	 * (LMDB write failure, out of memory while applying). The agent logs and exits. */
 	void (*fatal)(void *data, const char *msg);
 	void *hook_data;
+	/* Domain command handlers (kv.h); every member must register the same ones. */
+	const struct kv_handler *handlers;
+	unsigned n_handlers;
 };
 
 /* Create the store on loop; nothing runs until store_start(). Returns STORE_OK or an error with a
@@ -141,6 +144,11 @@ int store_readindex(struct store *s, store_readindex_done done, void *done_data)
 /* Serializable read from the local replica (see kv_range). */
 int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix, int64_t limit,
                 struct kv_kv **kvs, unsigned *n, bool *more, int64_t *revision);
+
+/* A read-only view of the local replica for domain queries (kv.h). End it before returning to
+ * the loop. */
+int store_view_begin(struct store *s, struct kv_tx **tx);
+void store_view_end(struct kv_tx *tx);
 
 /* Linearizable barrier: cb(data, status) once this replica has applied everything committed
  * before the call (via the leader's read index); then store_range() reads linearizably. */

@@ -208,7 +208,10 @@ static void snapshot(struct kv *kv, void **buf, size_t *len)
 
 /* Records per database in a snapshot (meta, user, sys, history, dedup, dedup expiry), read from
  * the documented snapshot format: a test's window on what pruning left behind. */
-static void snapshot_counts(struct kv *kv, uint64_t counts[6])
+/* The databases of a snapshot, in its order (kv.c). */
+enum { SNAP_META, SNAP_USER, SNAP_SYS, SNAP_DOMAIN, SNAP_HIST, SNAP_DEDUP, SNAP_DEXP, SNAP_DBS };
+
+static void snapshot_counts(struct kv *kv, uint64_t counts[SNAP_DBS])
 {
 	void *buf;
 	size_t len;
@@ -219,7 +222,7 @@ static void snapshot_counts(struct kv *kv, uint64_t counts[6])
 	assert_true(r.left >= 8);
 	r.p += 8;
 	r.left -= 8;
-	for (int db = 0; db < 6; db++) {
+	for (int db = 0; db < SNAP_DBS; db++) {
 		assert_true(kvr_u64(&r, &counts[db]));
 		for (uint64_t i = 0; i < counts[db]; i++) {
 			struct kv_bytes k, v;
@@ -309,7 +312,7 @@ static void test_put_get_range(void **state)
 	/* Bad arguments. */
 	{
 		int64_t rev;
-		assert_int_equal(kv_range(kv, 2, B("a"), false, 0, &kvs, &n, &more, &rev),
+		assert_int_equal(kv_range(kv, 3, B("a"), false, 0, &kvs, &n, &more, &rev),
 		                 KV_EMALFORMED);
 		assert_int_equal(kv_range(kv, 0, B("a"), false, -1, &kvs, &n, &more, &rev),
 		                 KV_EMALFORMED);
@@ -711,7 +714,7 @@ static void test_history(void **state)
 	struct kv *kv;
 	struct kv_event *ev;
 	unsigned n;
-	uint64_t counts[6];
+	uint64_t counts[SNAP_DBS];
 
 	store_remove(&f->a);
 	store_open(&f->a, 5, 0);
@@ -776,7 +779,7 @@ static void test_history(void **state)
 	kv_events_free(ev, n);
 	/* Pruned from the database, not only hidden. */
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[3], 5);
+	assert_int_equal(counts[SNAP_HIST], 5);
 }
 
 /* Pages end at revision boundaries, so paging by the last event's revision sees every event
@@ -833,7 +836,7 @@ static void test_history_bounded_pruning(void **state)
 	struct kv_cmd cmds[300];
 	char keys[300][16];
 	struct kv_apply_out out;
-	uint64_t counts[6];
+	uint64_t counts[SNAP_DBS];
 
 	store_remove(&f->a);
 	store_open(&f->a, 2, 0);
@@ -847,23 +850,23 @@ static void test_history_bounded_pruning(void **state)
 	kv_apply_out_free(&out);
 	assert_int_equal(apply_ok(kv, op_del("k", true)), 301); /* 300 events at 301 */
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[3], 301);
+	assert_int_equal(counts[SNAP_HIST], 301);
 
 	/* Revision 302 moves the compact revision to 301, revision 303 to 302: then the 300 events
 	 * of 301 are garbage, and a batch with one event may delete 2 + 64 of them. */
 	apply_ok(kv, op_put("x", "1"));
 	assert_int_equal(kv_compact_revision(kv), 301);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[3], 300 + 1);
+	assert_int_equal(counts[SNAP_HIST], 300 + 1);
 	apply_ok(kv, op_put("x", "2"));
 	assert_int_equal(kv_compact_revision(kv), 302);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[3], 300 - 66 + 1 + 1);
+	assert_int_equal(counts[SNAP_HIST], 300 - 66 + 1 + 1);
 	for (int i = 0; i < 10; i++) {
 		apply_ok(kv, op_put("x", "3"));
 	}
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[3], 2);
+	assert_int_equal(counts[SNAP_HIST], 2);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -989,7 +992,7 @@ static void test_dedup_pruning(void **state)
 	struct kv_cmd cmds[100];
 	struct kv_cmd noop = {.op = {.type = KV_OP_NOOP}};
 	struct kv_apply_out out;
-	uint64_t counts[6];
+	uint64_t counts[SNAP_DBS];
 
 	for (int i = 0; i < 100; i++) {
 		memset(&cmds[i], 0, sizeof cmds[i]);
@@ -1005,34 +1008,34 @@ static void test_dedup_pruning(void **state)
 	}
 	kv_apply_out_free(&out);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[4], 100);
-	assert_int_equal(counts[5], 100);
+	assert_int_equal(counts[SNAP_DEDUP], 100);
+	assert_int_equal(counts[SNAP_DEXP], 100);
 	assert_int_equal(kv_revision(kv), 0);
 
 	apply_batch(kv, &noop, 1, T0 + KV_DEDUP_MS, &out);
 	kv_apply_out_free(&out);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[4], 100); /* not expired yet */
+	assert_int_equal(counts[SNAP_DEDUP], 100); /* not expired yet */
 
 	apply_batch(kv, &noop, 1, T0 + KV_DEDUP_MS + 1, &out);
 	kv_apply_out_free(&out);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[4], 100 - 66); /* budget: 2 x 1 command + 64 */
-	assert_int_equal(counts[5], 100 - 66);
+	assert_int_equal(counts[SNAP_DEDUP], 100 - 66); /* budget: 2 x 1 command + 64 */
+	assert_int_equal(counts[SNAP_DEXP], 100 - 66);
 
 	apply_batch(kv, &noop, 1, T0 + KV_DEDUP_MS + 2, &out);
 	kv_apply_out_free(&out);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[4], 0);
-	assert_int_equal(counts[5], 0);
+	assert_int_equal(counts[SNAP_DEDUP], 0);
+	assert_int_equal(counts[SNAP_DEXP], 0);
 
 	/* A re-used id after expiry is a new command with a new record. */
 	apply_batch(kv, &cmds[0], 1, T0 + KV_DEDUP_MS + 3, &out);
 	assert_false(out.results[0].duplicate);
 	kv_apply_out_free(&out);
 	snapshot_counts(kv, counts);
-	assert_int_equal(counts[4], 1);
-	assert_int_equal(counts[5], 1);
+	assert_int_equal(counts[SNAP_DEDUP], 1);
+	assert_int_equal(counts[SNAP_DEXP], 1);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1322,7 +1325,7 @@ static void test_snapshot_corrupt(void **state)
 		kv_put_le64(p + len - 8, kv_fnv1a64(KV_FNV_OFFSET, p, len - 8));
 		assert_int_equal(kv_restore(f->b.kv, p, len), KV_EMALFORMED);
 		memcpy(p, buf, len);
-		p[4] = 2;
+		p[4] = 1; /* format version 1 had no domain keyspace */
 		kv_put_le64(p + len - 8, kv_fnv1a64(KV_FNV_OFFSET, p, len - 8));
 		assert_int_equal(kv_restore(f->b.kv, p, len), KV_EMALFORMED);
 		memcpy(p, buf, len - 8);
