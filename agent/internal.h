@@ -26,6 +26,8 @@ struct member_rec {
 	char api_address[64];
 };
 
+struct leaks;
+
 struct agent {
 	uv_loop_t *loop;
 	char *name;
@@ -52,6 +54,14 @@ struct agent {
 
 	uint64_t requests_by_class[6]; /* 1xx..5xx responses, index status/100 */
 	uint64_t started_ms;
+
+	/* IPAM */
+	bool no_default_pools;  /* --no-default-pools */
+	bool ipam_init_pending; /* propose IPAM_REQ_INIT_DEFAULTS (the bootstrapping member) */
+	bool ipam_init_inflight;
+	uint64_t leak_grace_ms;  /* --leak-grace */
+	struct leaks *leaks;     /* leaks.c */
+	uint64_t leaks_released; /* releases by the leak reconciler, for /metrics */
 };
 
 /* Log a line to stderr with a timestamp. */
@@ -72,6 +82,34 @@ void agent_route(struct http_server *srv, struct http_request *req);
 void agent_reply_json(struct agent *a, struct http_request *req, int status, json_t *body);
 void agent_reply_error(struct agent *a, struct http_request *req, int status, const char *code,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Answer a store failure (STORE_E*) with its HTTP status and code; prefix (may be NULL) says what
+ * was being done. */
+void agent_reply_store_error(struct agent *a, struct http_request *req, int status,
+                             const char *prefix);
+
+/* The IPAM paths (routes_ipam.c): /v1/ippools, /v1/ippools/..., /v1/ipam/.... */
+void agent_route_ipam(struct agent *a, struct http_request *req);
+
+/* Second half of DELETE /v1/cluster/members/NAME, after the member record's deletion (which
+ * deleted it if member_deleted): release the node's addresses and block affinities and answer
+ * {"removed", "released"}; without a record and without IPAM state for the node, a 404. */
+void agent_ipam_remove_node(struct agent *a, struct http_request *req, const char *name,
+                            bool member_deleted);
+
+/* The leak reconciler (leaks.c). leaks_start() sets a->leaks and starts its timer on a->loop
+ * (returns 0 or -ENOMEM); leaks_stop() closes the timer; leaks_free() frees it, after the loop
+ * ran the close and the store answered every release (store_close). */
+int leaks_start(struct agent *a);
+void leaks_stop(struct agent *a);
+void leaks_free(struct agent *a);
+/* fn(arg, line) for each of this host's CNI handles whose namespaces are gone, read through tx.
+ * Returns 0 or what the IPAM queries return. */
+int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const char *line),
+                 void *arg);
+
+/* The request body as a JSON object, or NULL after answering 400 with code (and the reason). */
+json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *code);
 
 /* Prometheus text for /metrics (metrics.c); malloc()ed. */
 char *agent_metrics_text(struct agent *a, size_t *len);

@@ -1,6 +1,6 @@
 /*
  * The agent daemon: flags, node identity, bootstrap and join, the store's forwarding hooks, the
- * membership reconciler, and the loop.
+ * membership reconciler, the default IP pools, and the loop.
  *
  * Identity lives in DATA_DIR/node.json ({"name", "id", "peer_address", "api_address"}), written
  * before raft first starts, so a restarted agent needs neither --bootstrap nor --join.
@@ -22,11 +22,14 @@
 
 #include "agent/agent.h"
 #include "agent/internal.h"
+#include "ipam/ipam.h"
 
 #define RECONCILE_MS          1000
 #define MAX_VOTERS            3
 #define REMOVE_GRACE_MS       2000
 #define STOP_AFTER_REMOVAL_MS 10000
+#define LEAK_GRACE_DEFAULT_MS (15 * 60 * 1000)
+#define LEAK_GRACE_MAX_MS     (30ull * 24 * 3600 * 1000)
 
 void agent_log(const char *fmt, ...)
 {
@@ -323,6 +326,76 @@ static void write_bootstrap_records(struct agent *a)
 	free(js);
 }
 
+/* The default IP pools. The first member (id 1, the one that bootstrapped) proposes
+ * IPAM_REQ_INIT_DEFAULTS right behind the bootstrap records, and again at every restart: the state
+ * machine runs it once per cluster and ignores it afterwards, so a first member that crashed
+ * before its proposal was committed still creates the pools when it comes back. With
+ * --no-default-pools it asks for no pool, which still counts as the one run: a later restart
+ * without the flag does not create pools the operator declined. */
+struct ipam_init {
+	struct store_write w;
+	struct agent *a;
+	const char *what; /* for the log */
+};
+
+static void ipam_init_done(struct store_write *w, int status, const struct kv_result *r)
+{
+	struct ipam_init *p = w->data;
+	struct agent *a = p->a;
+	struct ipam_reply rep = {0};
+	a->ipam_init_inflight = false;
+	if (status != STORE_OK) {
+		if (status != STORE_ESHUTDOWN) {
+			agent_log("creating the default IP pools failed: %s; trying again",
+			          store_strerror(status));
+		}
+		a->ipam_init_pending = true;
+	} else if ((r->status != KV_R_OK && r->status != KV_R_REFUSED) ||
+	           ipam_decode_reply(r->reply, r->reply_len, &rep) != 0 || rep.error != IPAM_OK) {
+		/* Not something a retry mends: say so once. */
+		const char *why = rep.message ? rep.message : r->message;
+		agent_log("creating the default IP pools was refused: %s",
+		          why ? why : "no reason given");
+	} else {
+		agent_log("IPAM initialised: %s", p->what);
+	}
+	ipam_reply_free(&rep);
+	free(p);
+}
+
+static void init_ipam(struct agent *a, const struct store_status *st)
+{
+	if (!a->ipam_init_pending || a->ipam_init_inflight || a->bootstrap_pending ||
+	    st->leader_id == 0) {
+		return;
+	}
+	bool ipv6 = access("/proc/sys/net/ipv6", F_OK) == 0;
+	struct ipam_request req = {.type = IPAM_REQ_INIT_DEFAULTS,
+	                           .num4 = a->no_default_pools ? 0 : 1,
+	                           .num6 = a->no_default_pools || !ipv6 ? 0 : 1};
+	struct ipam_init *p = calloc(1, sizeof *p);
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	if (p == NULL || ipam_encode_request(&req, &buf, &len) != 0) {
+		free(p);
+		return; /* out of memory: the next reconcile tries again */
+	}
+	p->a = a;
+	p->w.data = p;
+	p->what =
+	    a->no_default_pools ? "without default pools (--no-default-pools)"
+	    : ipv6 ? "default pools asked for IPv4 and IPv6 (made only at a cluster's first start)"
+	           : "default pool asked for IPv4 (made only at a cluster's first start)";
+	struct kv_op op = {.type = KV_OP_CALL, .call = IPAM_CALL, .value = {buf, len}};
+	if (store_write(a->store, &p->w, &op, ipam_init_done) == STORE_OK) {
+		a->ipam_init_pending = false;
+		a->ipam_init_inflight = true;
+	} else {
+		free(p);
+	}
+	free(buf);
+}
+
 static void change_done(void *data, int status)
 {
 	struct agent *a = data;
@@ -382,11 +455,14 @@ static void reconcile(struct agent *a)
 		uv_stop(a->loop);
 		return;
 	}
-	if (!st.ready) {
-		return;
-	}
-	if (a->bootstrap_pending) {
+	bool bootstrapping = st.ready && a->bootstrap_pending;
+	if (bootstrapping) {
 		write_bootstrap_records(a);
+	}
+	/* Behind the bootstrap records; a restarted first member that follows proposes through
+	 * whoever leads. */
+	init_ipam(a, &st);
+	if (!st.ready || bootstrapping) {
 		return;
 	}
 	if (a->change_inflight) {
@@ -673,6 +749,12 @@ static void usage(FILE *f)
 	    "                          (TABBY_SNAPSHOT_THRESHOLD; default 16384)\n"
 	    "  --snapshot-trailing N   entries kept in the log after a snapshot\n"
 	    "                          (TABBY_SNAPSHOT_TRAILING; default 8192)\n"
+	    "  --no-default-pools      with --bootstrap: create no default IP pools (otherwise\n"
+	    "                          192.168.0.0/16, and fd80:24e2:f998:72d6::/64 on hosts\n"
+	    "                          with IPv6) (TABBY_NO_DEFAULT_POOLS=1)\n"
+	    "  --leak-grace DURATION   release the addresses of a container whose network\n"
+	    "                          namespace has been gone this long: 900, 900s, 15m, 1h; at\n"
+	    "                          least 1s (TABBY_LEAK_GRACE; default 15m)\n"
 	    "\n"
 	    "A restarted agent needs neither --bootstrap nor --join.\n",
 	    f);
@@ -694,6 +776,32 @@ static bool parse_uint(const char *s, unsigned long long max, unsigned long long
 	}
 	*out = v;
 	return true;
+}
+
+/* A duration: "900" (seconds), "900s", "15m", "1h"; from 1 s to LEAK_GRACE_MAX_MS (720 h). */
+static bool parse_duration_ms(const char *s, uint64_t *ms)
+{
+	char *end;
+	if (s[0] < '0' || s[0] > '9') {
+		return false;
+	}
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	uint64_t unit = strcmp(end, "") == 0 || strcmp(end, "s") == 0 ? 1000
+	                : strcmp(end, "m") == 0                       ? 60 * 1000
+	                : strcmp(end, "h") == 0                       ? 3600 * 1000
+	                                                              : 0;
+	if (errno != 0 || unit == 0 || v == 0 || v > LEAK_GRACE_MAX_MS / unit) {
+		return false;
+	}
+	*ms = v * unit;
+	return true;
+}
+
+static bool env_true(const char *name)
+{
+	const char *v = getenv(name);
+	return v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
 }
 
 static bool valid_address(const char *s)
@@ -779,8 +887,9 @@ int agent_main(int argc, char **argv)
 	a->api_address = env_or("TABBY_API_ADDRESS", "127.0.0.1:7791");
 	char *join = env_or("TABBY_JOIN", "");
 	char *token = env_or("TABBY_TOKEN", "");
-	const char *bs = getenv("TABBY_BOOTSTRAP");
-	bool bootstrap = bs != NULL && (strcmp(bs, "1") == 0 || strcmp(bs, "true") == 0);
+	bool bootstrap = env_true("TABBY_BOOTSTRAP");
+	a->no_default_pools = env_true("TABBY_NO_DEFAULT_POOLS");
+	a->leak_grace_ms = LEAK_GRACE_DEFAULT_MS;
 	unsigned long long election = 1000, history = 0, snap_threshold = 0, snap_trailing = 0;
 	const char *e = getenv("TABBY_ELECTION_TIMEOUT");
 	if (e != NULL && !parse_uint(e, 60000, &election)) {
@@ -808,6 +917,14 @@ int agent_main(int argc, char **argv)
 		fprintf(stderr, "tabby agent: TABBY_HISTORY: '%s' is not a number\n", e);
 		goto fail_args;
 	}
+	e = getenv("TABBY_LEAK_GRACE");
+	if (e != NULL && e[0] != 0 && !parse_duration_ms(e, &a->leak_grace_ms)) {
+		fprintf(stderr,
+		        "tabby agent: TABBY_LEAK_GRACE: '%s' is not a duration from 1s to 720h "
+		        "(900, 900s, 15m, 1h)\n",
+		        e);
+		goto fail_args;
+	}
 
 	static const struct option opts[] = {
 	    {"name", required_argument, NULL, 'n'},
@@ -822,6 +939,8 @@ int agent_main(int argc, char **argv)
 	    {"history", required_argument, NULL, 'H'},
 	    {"snapshot-threshold", required_argument, NULL, 'S'},
 	    {"snapshot-trailing", required_argument, NULL, 'T'},
+	    {"no-default-pools", no_argument, NULL, 'P'},
+	    {"leak-grace", required_argument, NULL, 'G'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -881,6 +1000,18 @@ int agent_main(int argc, char **argv)
 				        "tabby agent: %s: '%s' is not a positive number of "
 				        "entries\n",
 				        argv[optind - 1], optarg);
+				goto fail_args;
+			}
+			break;
+		case 'P':
+			a->no_default_pools = true;
+			break;
+		case 'G':
+			if (!parse_duration_ms(optarg, &a->leak_grace_ms)) {
+				fprintf(stderr,
+				        "tabby agent: --leak-grace: '%s' is not a duration from 1s "
+				        "to 720h (900, 900s, 15m, 1h)\n",
+				        optarg);
 				goto fail_args;
 			}
 			break;
@@ -962,8 +1093,10 @@ int agent_main(int argc, char **argv)
 			free(why);
 			goto fail;
 		}
+		a->ipam_init_pending = a->id == 1; /* see init_ipam */
 	} else if (bootstrap) {
 		a->id = 1;
+		a->ipam_init_pending = true;
 		uint8_t rnd[16];
 		if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
 			agent_log("getrandom: %s", strerror(errno));
@@ -1005,6 +1138,8 @@ int agent_main(int argc, char **argv)
 	    .readindex = hook_readindex,
 	    .fatal = hook_fatal,
 	    .hook_data = a,
+	    .handlers = &(struct kv_handler){IPAM_CALL, ipam_apply, NULL},
+	    .n_handlers = 1,
 	};
 	if (store_new(a->loop, &sc, &a->store, &why) != STORE_OK) {
 		agent_log("cannot open the store: %s", why ? why : "error");
@@ -1066,6 +1201,12 @@ int agent_main(int argc, char **argv)
 	a->sigint.data = a->sigterm.data = a;
 	uv_signal_start(&a->sigint, on_signal, SIGINT);
 	uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+	if (leaks_start(a) != 0) {
+		agent_log("out of memory");
+		a->stopping = true;
+		a->exit_code = 1;
+		uv_stop(a->loop); /* uv_run returns at once; the shutdown below still runs */
+	}
 	agent_log("member %s (id %llu) serving %s and %s, raft on %s", a->name,
 	          (unsigned long long)a->id, a->socket_path, a->api_address, a->peer_address);
 
@@ -1076,6 +1217,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->sigint, NULL);
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
+	leaks_stop(a);
 	http_client_close(a->client);
 	a->client = NULL;
 	bool http_closed = false, store_closed = false;
@@ -1086,6 +1228,7 @@ int agent_main(int argc, char **argv)
 	}
 	uv_run(a->loop, UV_RUN_NOWAIT);
 	uv_loop_close(a->loop);
+	leaks_free(a);
 	int code = a->exit_code;
 	free(join);
 	free(token);

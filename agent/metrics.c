@@ -116,6 +116,9 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 		put(&b, "tabby_http_requests_total{code=\"%dxx\"} %llu\n", k,
 		    (unsigned long long)a->requests_by_class[k]);
 	}
+	counter(&b, "tabby_ipam_leaks_released_total",
+	        "Handles whose leaked addresses the leak reconciler released (containers gone).",
+	        (double)a->leaks_released);
 	if (b.failed) {
 		free(b.data);
 		return NULL;

@@ -1,6 +1,7 @@
 /*
  * The agent's HTTP API (DESIGN.md section 4): /v1/kv, /v1/txn, /v1/watch, /v1/cluster, the
- * internal paths other members use (/v1/internal/...), /healthz and /metrics.
+ * internal paths other members use (/v1/internal/...), /healthz and /metrics. The IPAM paths
+ * are in routes_ipam.c.
  *
  * Every handler validates all of its input before it touches the store, so a bad request never
  * changes anything, and answers with {"error": {"code", "message"}} naming what is wrong.
@@ -108,6 +109,16 @@ static void reply_store_error(struct agent *a, struct http_request *req, int st)
 	                  store_strerror(st));
 }
 
+void agent_reply_store_error(struct agent *a, struct http_request *req, int st, const char *prefix)
+{
+	if (prefix == NULL) {
+		reply_store_error(a, req, st);
+		return;
+	}
+	agent_reply_error(a, req, store_status_http(st), store_status_code(st), "%s: %s", prefix,
+	                  store_strerror(st));
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Parameters                                                                                  */
 
@@ -180,21 +191,21 @@ static int path_key(struct agent *a, struct http_request *req, size_t skip, bool
 	return 0;
 }
 
-static json_t *parse_body(struct agent *a, struct http_request *req)
+json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *code)
 {
 	json_error_t e;
 	if (req->body_len == 0) {
-		agent_reply_error(a, req, 400, "bad_request", "the request needs a JSON body");
+		agent_reply_error(a, req, 400, code, "the request needs a JSON body");
 		return NULL;
 	}
 	json_t *j = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &e);
 	if (j == NULL) {
-		agent_reply_error(a, req, 400, "bad_request", "body: %s at line %d column %d",
-		                  e.text, e.line, e.column);
+		agent_reply_error(a, req, 400, code, "body: %s at line %d column %d", e.text, e.line,
+		                  e.column);
 		return NULL;
 	}
 	if (!json_is_object(j)) {
-		agent_reply_error(a, req, 400, "bad_request", "body: expected a JSON object");
+		agent_reply_error(a, req, 400, code, "body: expected a JSON object");
 		json_decref(j);
 		return NULL;
 	}
@@ -373,12 +384,9 @@ static void write_done(struct store_write *w, int status, const struct kv_result
 		break;
 	case WK_REMOVE:
 		agent_kick_reconcile(a);
-		if (r->n_ops > 0 && r->ops[0].deleted == 0) {
-			agent_reply_error(a, c->req, 404, "not_found", "no member named '%s'",
-			                  c->name);
-		} else {
-			agent_reply_json(a, c->req, 200, json_pack("{s:s}", "removed", c->name));
-		}
+		/* Then its addresses and block affinities go (or a 404 if there was nothing). */
+		agent_ipam_remove_node(a, c->req, c->name,
+		                       !(r->n_ops > 0 && r->ops[0].deleted == 0));
 		break;
 	}
 	free(c);
@@ -485,7 +493,7 @@ static void kv_get(struct agent *a, struct http_request *req, struct kv_bytes ke
 
 static void kv_put(struct agent *a, struct http_request *req, struct kv_bytes key)
 {
-	json_t *j = parse_body(a, req);
+	json_t *j = agent_parse_body(a, req, "bad_request");
 	if (j == NULL) {
 		return;
 	}
@@ -715,7 +723,7 @@ static void handle_txn(struct agent *a, struct http_request *req)
 		agent_reply_error(a, req, 405, "method_not_allowed", "/v1/txn takes POST");
 		return;
 	}
-	json_t *j = parse_body(a, req);
+	json_t *j = agent_parse_body(a, req, "bad_request");
 	if (j == NULL) {
 		return;
 	}
@@ -1102,7 +1110,7 @@ static bool token_matches(struct agent *a, const char *given)
 
 static void handle_join(struct agent *a, struct http_request *req)
 {
-	json_t *j = parse_body(a, req);
+	json_t *j = agent_parse_body(a, req, "bad_request");
 	if (j == NULL) {
 		return;
 	}
@@ -1368,6 +1376,9 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		submit(a, req, WK_HASH, &op);
 	} else if (path_has_prefix(req, "/v1/cluster/members/") && m == HTTP_DELETE) {
 		handle_remove(a, req, req->path + strlen("/v1/cluster/members/"));
+	} else if (path_is(req, "/v1/ippools") || path_has_prefix(req, "/v1/ippools/") ||
+	           path_has_prefix(req, "/v1/ipam/")) {
+		agent_route_ipam(a, req);
 	} else if (path_is(req, "/v1/internal/status") && m == HTTP_GET) {
 		internal_status(a, req);
 	} else if (path_is(req, "/v1/internal/hash") && m == HTTP_GET) {

@@ -49,3 +49,36 @@ sys.exit(0 if ok and all(m["healthy"] and m["role"] == "voter" for m in d["membe
 	LEADER_API=127.0.0.1:$((base + 3))
 	BENCH_DIR=$dir
 }
+
+# bench_etcd: etcd 3.4's own benchmark tool (../shared/tools/etcd-bench.sh) on a three-member etcd
+# cluster at each of $CLIENTS, $TOTAL puts of $VAL bytes; fills the associative arrays E_RPS,
+# E_P50, E_P99 (declared by the caller) by client count. Skipped with SKIP_ETCD=1.
+bench_etcd() {
+	[ "${SKIP_ETCD:-0}" = 1 ] && return 0
+	if ! command -v etcd >/dev/null; then
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq etcd-server etcd-client >/dev/null
+	fi
+	CLIENTS="$CLIENTS" TOTAL=$TOTAL VAL=$VAL NODES=3 bash "${TOOLS:-$ROOT/../shared/tools}/etcd-bench.sh" \
+		>"$BENCH_WORK/etcd.out" 2>&1 || true
+	grep -E "^RESULT|^etcd:|fsync" "$BENCH_WORK/etcd.out" || tail -20 "$BENCH_WORK/etcd.out"
+	local line c
+	while read -r line; do
+		c=$(sed -n 's/.* clients=\([0-9]*\).*/\1/p' <<<"$line")
+		E_RPS[$c]=$(sed -n 's/.* puts\/s=\([0-9.]*\).*/\1/p' <<<"$line")
+		E_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+		E_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+	done < <(grep "^RESULT etcd nodes=3" "$BENCH_WORK/etcd.out")
+}
+
+# bench_table TABBY_HEADER: Tabby's figures (T_RPS, T_P50, T_P99) beside etcd's, one line per
+# client count, with the ratio of the rates.
+bench_table() {
+	local c ratio
+	echo
+	printf "%-8s | %-32s | %-30s | %s\n" clients "$1" "etcd 3.4 puts/s  p50  p99" "ratio"
+	for c in $CLIENTS; do
+		ratio=$(awk -v a="${T_RPS[$c]:-0}" -v b="${E_RPS[$c]:-0}" 'BEGIN{ if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
+		printf "%-8s | %8s/s %7sms %7sms   | %8s/s %7sms %7sms | %s\n" "$c" "${T_RPS[$c]:-?}" "${T_P50[$c]:-?}" \
+			"${T_P99[$c]:-?}" "${E_RPS[$c]:-n/a}" "${E_P50[$c]:-}" "${E_P99[$c]:-}" "$ratio"
+	done
+}

@@ -5,7 +5,13 @@
  * VAL-byte values. Prints one RESULT line: writes/s, p50, p90, p99, max.
  *
  *   putbench --address IP:PORT [--address ...] [--clients N] [--total N] [--val-size N]
- *            [--key-size N]
+ *            [--key-size N] [--mode put|assign] [--node NAME ...] [--until-full]
+ *
+ * --mode assign measures IPAM instead: each request is POST /v1/ipam/assign for one IPv4
+ * address with its own handle, for the node named by the --node given at the same position as
+ * the client's --address (a host's CNI plugin asks its own agent for its own node). With
+ * --until-full the clients keep assigning until the agent answers 409 (the pools are exhausted);
+ * --total is then only an upper bound, and the line reports how many addresses were assigned.
  *
  * One thread and one libuv loop drive every client, as etcd's tool drives its clients from a few
  * goroutines: on a two-core machine a thread per client would spend the cores that the cluster
@@ -33,6 +39,7 @@ struct client {
 	char *req; /* the request being sent */
 	size_t req_len;
 	int index;      /* the write in flight */
+	int addr;       /* index of its --address */
 	uint64_t start; /* uv_hrtime() when it was sent */
 	bool done;
 };
@@ -47,6 +54,10 @@ struct bench {
 	int errors;
 	int open;
 	double *lat_ms;
+	bool assign;     /* --mode assign */
+	bool until_full; /* --until-full */
+	int full;        /* clients that were told the pools are exhausted */
+	const char *nodes[16];
 	char *body; /* {"value": "..."} */
 	size_t body_len;
 	http_parser_settings settings;
@@ -93,18 +104,30 @@ static void send_next(struct client *c)
 	}
 	c->index = b->next++;
 	free(c->req);
-	size_t cap = b->body_len + 256;
+	size_t cap = b->body_len + 512;
 	c->req = malloc(cap);
 	if (c->req == NULL) {
 		client_fail(c, "request", "out of memory");
 		return;
 	}
-	int n = snprintf(c->req, cap,
-	                 "PUT /v1/kv/bench/%0*d HTTP/1.1\r\nHost: tabby\r\nContent-Type: "
-	                 "application/json\r\nContent-Length: %zu\r\n\r\n",
-	                 b->key_size, c->index, b->body_len);
-	memcpy(c->req + n, b->body, b->body_len);
-	c->req_len = (size_t)n + b->body_len;
+	if (b->assign) {
+		char body[320];
+		int bl = snprintf(body, sizeof body,
+		                  "{\"node\": \"%s\", \"handle\": \"bench-%d\", \"num4\": 1}",
+		                  b->nodes[c->addr], c->index);
+		int n = snprintf(c->req, cap,
+		                 "POST /v1/ipam/assign HTTP/1.1\r\nHost: tabby\r\nContent-Type: "
+		                 "application/json\r\nContent-Length: %d\r\n\r\n%s",
+		                 bl, body);
+		c->req_len = (size_t)n;
+	} else {
+		int n = snprintf(c->req, cap,
+		                 "PUT /v1/kv/bench/%0*d HTTP/1.1\r\nHost: tabby\r\nContent-Type: "
+		                 "application/json\r\nContent-Length: %zu\r\n\r\n",
+		                 b->key_size, c->index, b->body_len);
+		memcpy(c->req + n, b->body, b->body_len);
+		c->req_len = (size_t)n + b->body_len;
+	}
 	uv_buf_t buf = uv_buf_init(c->req, (unsigned)c->req_len);
 	c->write.data = c;
 	c->start = uv_hrtime();
@@ -118,9 +141,14 @@ static int on_message_complete(http_parser *p)
 {
 	struct client *c = p->data;
 	struct bench *b = c->b;
+	if (b->until_full && p->status_code == 409) {
+		b->full++;
+		finish(c); /* exhausted: this client is done */
+		return 0;
+	}
 	b->lat_ms[c->index] = (double)(uv_hrtime() - c->start) / 1e6;
 	if (p->status_code != 200 && b->errors++ < 5) {
-		fprintf(stderr, "putbench: PUT bench/%d: HTTP %u\n", c->index, p->status_code);
+		fprintf(stderr, "putbench: request %d: HTTP %u\n", c->index, p->status_code);
 	}
 	b->completed++;
 	send_next(c);
@@ -172,10 +200,16 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"address", required_argument, NULL, 'a'},  {"clients", required_argument, NULL, 'c'},
-	    {"total", required_argument, NULL, 't'},    {"val-size", required_argument, NULL, 'v'},
-	    {"key-size", required_argument, NULL, 'k'}, {0, 0, 0, 0}};
+	static const struct option opts[] = {{"address", required_argument, NULL, 'a'},
+	                                     {"clients", required_argument, NULL, 'c'},
+	                                     {"total", required_argument, NULL, 't'},
+	                                     {"val-size", required_argument, NULL, 'v'},
+	                                     {"key-size", required_argument, NULL, 'k'},
+	                                     {"mode", required_argument, NULL, 'm'},
+	                                     {"node", required_argument, NULL, 'n'},
+	                                     {"until-full", no_argument, NULL, 'u'},
+	                                     {0, 0, 0, 0}};
+	int n_nodes = 0;
 	struct bench b = {.total = 20000, .val_size = 256, .key_size = 8, .n_clients = 1};
 	struct sockaddr_storage addrs[16];
 	int n_addrs = 0, c;
@@ -203,16 +237,42 @@ int main(int argc, char **argv)
 		case 'k':
 			b.key_size = atoi(optarg);
 			break;
+		case 'm':
+			if (strcmp(optarg, "put") != 0 && strcmp(optarg, "assign") != 0) {
+				fprintf(stderr, "putbench: --mode: '%s' is not put or assign\n",
+				        optarg);
+				return 2;
+			}
+			b.assign = strcmp(optarg, "assign") == 0;
+			break;
+		case 'n':
+			if (n_nodes == 16 || strlen(optarg) > 200 ||
+			    strpbrk(optarg, "\"\\") != NULL) {
+				fprintf(stderr,
+				        "putbench: --node: '%s' is not usable (at most 16)\n",
+				        optarg);
+				return 2;
+			}
+			b.nodes[n_nodes++] = optarg;
+			break;
+		case 'u':
+			b.until_full = true;
+			break;
 		default:
 			fprintf(stderr,
 			        "usage: putbench --address IP:PORT [--address ...] [--clients "
-			        "N] [--total N] [--val-size N] [--key-size N]\n");
+			        "N] [--total N] [--val-size N] [--key-size N] [--mode put|assign] "
+			        "[--node NAME ...] [--until-full]\n");
 			return 2;
 		}
 	}
 	if (n_addrs == 0 || b.n_clients < 1 || b.n_clients > 4096 || b.total < 1 ||
 	    b.val_size < 0 || b.val_size > 1 << 20 || b.key_size < 1 || b.key_size > 64) {
 		fprintf(stderr, "putbench: need --address, 1-4096 clients, total >= 1\n");
+		return 2;
+	}
+	if (b.assign && n_nodes != n_addrs) {
+		fprintf(stderr, "putbench: --mode assign needs one --node per --address\n");
 		return 2;
 	}
 	b.loop = uv_default_loop();
@@ -236,6 +296,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < b.n_clients; i++) {
 		struct client *cl = &b.clients[i];
 		cl->b = &b;
+		cl->addr = i % n_addrs;
 		uv_tcp_init(b.loop, &cl->tcp);
 		cl->tcp.data = cl;
 		cl->connect.data = cl;
@@ -259,10 +320,17 @@ int main(int argc, char **argv)
 	qsort(b.lat_ms, (size_t)b.total, sizeof *b.lat_ms, cmp_double);
 	double *lat = b.lat_ms + (b.total - n);
 #define PCT(p) lat[(size_t)((double)(n - 1) * (p))]
-	printf("RESULT tabby clients=%d puts=%d val=%dB puts/s=%.0f p50=%.2fms p90=%.2fms "
-	       "p99=%.2fms max=%.2fms wall=%.0fms errors=%d\n",
-	       b.n_clients, n, b.val_size, (double)n / (wall / 1000.0), PCT(0.50), PCT(0.90),
-	       PCT(0.99), lat[n - 1], wall, b.errors);
+	if (b.assign) {
+		printf("RESULT tabby clients=%d assigns=%d assigns/s=%.0f p50=%.2fms p90=%.2fms "
+		       "p99=%.2fms max=%.2fms wall=%.0fms errors=%d exhausted=%d\n",
+		       b.n_clients, n, (double)n / (wall / 1000.0), PCT(0.50), PCT(0.90), PCT(0.99),
+		       lat[n - 1], wall, b.errors, b.full);
+	} else {
+		printf("RESULT tabby clients=%d puts=%d val=%dB puts/s=%.0f p50=%.2fms p90=%.2fms "
+		       "p99=%.2fms max=%.2fms wall=%.0fms errors=%d\n",
+		       b.n_clients, n, b.val_size, (double)n / (wall / 1000.0), PCT(0.50),
+		       PCT(0.90), PCT(0.99), lat[n - 1], wall, b.errors);
+	}
 	for (int i = 0; i < b.n_clients; i++) {
 		free(b.clients[i].req);
 	}
@@ -270,5 +338,8 @@ int main(int argc, char **argv)
 	free(b.lat_ms);
 	free(b.body);
 	uv_loop_close(b.loop);
+	if (b.until_full) {
+		return b.errors || b.full == 0 ? 1 : 0;
+	}
 	return b.errors || n != b.total ? 1 : 0;
 }

@@ -28,24 +28,5 @@ for c in $CLIENTS; do
 done
 bench_stop
 
-if [ "${SKIP_ETCD:-0}" != 1 ]; then
-	if ! command -v etcd >/dev/null; then
-		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq etcd-server etcd-client >/dev/null
-	fi
-	CLIENTS="$CLIENTS" TOTAL=$TOTAL VAL=$VAL NODES=3 bash "$TOOLS/etcd-bench.sh" >"$BENCH_WORK/etcd.out" 2>&1 || true
-	grep -E "^RESULT|^etcd:|fsync" "$BENCH_WORK/etcd.out" || tail -20 "$BENCH_WORK/etcd.out"
-	while read -r line; do
-		c=$(sed -n 's/.* clients=\([0-9]*\).*/\1/p' <<<"$line")
-		E_RPS[$c]=$(sed -n 's/.* puts\/s=\([0-9.]*\).*/\1/p' <<<"$line")
-		E_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
-		E_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
-	done < <(grep "^RESULT etcd nodes=3" "$BENCH_WORK/etcd.out")
-fi
-
-echo
-printf "%-8s | %-30s | %-30s | %s\n" clients "tabby writes/s  p50  p99" "etcd 3.4 writes/s  p50  p99" "ratio"
-for c in $CLIENTS; do
-	ratio=$(awk -v a="${T_RPS[$c]:-0}" -v b="${E_RPS[$c]:-0}" 'BEGIN{ if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
-	printf "%-8s | %8s/s %7sms %7sms | %8s/s %7sms %7sms | %s\n" "$c" "${T_RPS[$c]:-?}" "${T_P50[$c]:-?}" \
-		"${T_P99[$c]:-?}" "${E_RPS[$c]:-n/a}" "${E_P50[$c]:-}" "${E_P99[$c]:-}" "$ratio"
-done
+bench_etcd
+bench_table "tabby writes/s  p50  p99"

@@ -68,7 +68,8 @@ static const struct ctl_command help_command = {
 };
 
 static const struct ctl_command *const top_subcommands[] = {
-    &agent_command, &ctl_cluster_command, &ctl_store_command, &version_command, &help_command, NULL,
+    &agent_command,    &ctl_cluster_command, &ctl_store_command, &ctl_pool_command,
+    &ctl_ipam_command, &version_command,     &help_command,      NULL,
 };
 
 static const struct ctl_command top_command = {
@@ -168,6 +169,22 @@ const char *ctl_flag(const struct ctl_ctx *ctx, const char *name)
 	return NULL;
 }
 
+const char *ctl_flag_nth(const struct ctl_ctx *ctx, const char *name, int n)
+{
+	for (int i = 0; i < ctx->nrepeats; i++)
+		if (strcmp(ctx->flags[ctx->repeat_flag[i]]->name, name) == 0 && n-- == 0)
+			return ctx->repeats[i];
+	return NULL;
+}
+
+static bool is_repeatable(const struct ctl_command *cmd, const char *name)
+{
+	for (const char *const *r = cmd->repeatable; r != NULL && *r != NULL; r++)
+		if (strcmp(*r, name) == 0)
+			return true;
+	return false;
+}
+
 int ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
 {
 	va_list ap;
@@ -216,8 +233,10 @@ static int find_short(const struct ctl_ctx *ctx, char c)
 	return -1;
 }
 
-/* Checks that need the whole command line: values of the common flags and the argument count. */
-static int check_parsed(struct ctl_ctx *ctx)
+/* Checks that need the whole command line: values of the common flags and the argument count.
+ * nargs and nrepeats count every positional argument and repeated flag value seen, including
+ * those that did not fit in ctx. */
+static int check_parsed(struct ctl_ctx *ctx, int nargs, int nrepeats)
 {
 	const char *output = ctl_flag(ctx, "output");
 	int64_t timeout = CTL_DEFAULT_TIMEOUT_S;
@@ -251,19 +270,30 @@ static int check_parsed(struct ctl_ctx *ctx)
 		nrequired++;
 	if (ctx->nargs < nrequired)
 		return ctl_usage_error(ctx, "missing %s", ctx->cmd->args[ctx->nargs]);
-	if (ctx->nargs > nrequired)
+	if (ctx->cmd->more_args && nrequired > 0) {
+		if (nargs > CTL_MAX_ARGS)
+			return ctl_usage_error(ctx, "too many arguments (at most %d)",
+			                       CTL_MAX_ARGS);
+	} else if (ctx->nargs > nrequired) {
 		return ctl_usage_error(ctx, "unexpected argument '%s'", ctx->args[nrequired]);
+	}
+	if (nrepeats > CTL_MAX_REPEATS)
+		return ctl_usage_error(ctx, "too many repeated flags (at most %d values)",
+		                       CTL_MAX_REPEATS);
 	return 0;
 }
 
 int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 {
 	bool flags_done = false;
+	int nargs = 0;
+	int nrepeats = 0;
 
 	ctx->nflags = command_flags(ctx->cmd, ctx->flags);
 	for (int i = 0; i < ctx->nflags; i++)
 		ctx->values[i] = NULL;
 	ctx->nargs = 0;
+	ctx->nrepeats = 0;
 
 	for (int i = 0; i < argc; i++) {
 		char *a = argv[i];
@@ -276,6 +306,7 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 			 * check_parsed() reports the first extra one. */
 			if (ctx->nargs < CTL_MAX_ARGS)
 				ctx->args[ctx->nargs++] = a;
+			nargs++;
 			continue;
 		}
 		if (strcmp(a, "--") == 0) {
@@ -313,13 +344,20 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 			value = argv[++i];
 		}
 		ctx->values[idx] = f->value_name != NULL ? value : "";
+		if (is_repeatable(ctx->cmd, f->name)) {
+			if (ctx->nrepeats < CTL_MAX_REPEATS) {
+				ctx->repeats[ctx->nrepeats] = ctx->values[idx];
+				ctx->repeat_flag[ctx->nrepeats++] = idx;
+			}
+			nrepeats++;
+		}
 		if (f == &help_flag) {
 			ctl_usage(ctx->out, ctx->prog, ctx->cmd);
 			ctx->help = true;
 			return 0;
 		}
 	}
-	return check_parsed(ctx);
+	return check_parsed(ctx, nargs, nrepeats);
 }
 
 /* ---- talking to the agent ---- */

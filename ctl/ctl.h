@@ -32,7 +32,11 @@ int ctl_run(int argc, char **argv, FILE *out, FILE *err);
 #define CTL_DEFAULT_TIMEOUT_S 30
 /* Most flags a single command can have, its own and the common ones together. */
 #define CTL_MAX_FLAGS 16
-#define CTL_MAX_ARGS  8
+/* Positional arguments a command can take (a command whose last argument repeats, such as
+ * `pool add CIDR...`, refuses more). */
+#define CTL_MAX_ARGS 64
+/* Values of repeatable flags (--pool, --attr) one command line can carry, all flags together. */
+#define CTL_MAX_REPEATS 64
 
 struct ctl_flag {
 	const char *name;       /* long form, without "--" */
@@ -51,6 +55,9 @@ struct ctl_command {
 	const struct ctl_flag *flags;    /* own flags, ending with {0}; NULL for none */
 	const char *const *args;         /* required positional names, ending with NULL;
 	                                    NULL for none */
+	bool more_args;                  /* the last of args may be given more than once */
+	const char *const *repeatable;   /* names of own flags that may be given more than once
+	                                    (see ctl_flag_nth()), ending with NULL; NULL for none */
 	bool client;                     /* takes --socket, --address, --timeout and -o */
 	bool output;                     /* takes -o without being a client command */
 	int (*run)(struct ctl_ctx *ctx); /* NULL for a group of subcommands */
@@ -70,6 +77,11 @@ struct ctl_ctx {
 	int nflags;
 	char *args[CTL_MAX_ARGS]; /* positional arguments */
 	int nargs;
+	/* Every value of the repeatable flags in command-line order, and the index in flags of
+	 * the flag each belongs to. */
+	const char *repeats[CTL_MAX_REPEATS];
+	int repeat_flag[CTL_MAX_REPEATS];
+	int nrepeats;
 	bool help;      /* -h/--help was given: usage has been printed, nothing else to do */
 	bool json;      /* -o json */
 	int timeout_ms; /* --timeout, for the API client */
@@ -78,10 +90,13 @@ struct ctl_ctx {
 
 extern const struct ctl_command ctl_cluster_command;
 extern const struct ctl_command ctl_store_command;
+extern const struct ctl_command ctl_pool_command;
+extern const struct ctl_command ctl_ipam_command;
 
 /* Parse argv[0..argc) (the words after the command's name) against cmd into ctx, which must have
  * out, err, prog and cmd set. Flags and positional arguments may be mixed; "--" ends flags;
- * "--flag=value", "--flag value", "-o json" and "-ojson" are accepted. Prints usage to ctx->out
+ * "--flag=value", "--flag value", "-o json" and "-ojson" are accepted. A flag given twice keeps
+ * its last value, and every value too when cmd lists it as repeatable. Prints usage to ctx->out
  * and sets ctx->help for -h/--help. Returns 0, or 2 after printing an error that names the
  * offending word to ctx->err. */
 int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv);
@@ -89,8 +104,13 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv);
 /* Print cmd's usage text ("Usage: ..."), with prog its full name, to f. */
 void ctl_usage(FILE *f, const char *prog, const struct ctl_command *cmd);
 
-/* The value of the named flag (long name), NULL if it was not given, "" for a set boolean flag. */
+/* The value of the named flag (long name), NULL if it was not given, "" for a set boolean flag.
+ * Of a flag given more than once, the last value. */
 const char *ctl_flag(const struct ctl_ctx *ctx, const char *name);
+
+/* The n-th value (from 0, in command-line order) of the named repeatable flag, NULL when it was
+ * given fewer than n + 1 times. */
+const char *ctl_flag_nth(const struct ctl_ctx *ctx, const char *name, int n);
 
 /* Parse the named flag as an integer in [min, INT64_MAX] into *out (unchanged when the flag is
  * absent). Returns 0, or 2 after printing an error naming the flag and value. */
@@ -124,5 +144,24 @@ int ctl_print_json(struct ctl_ctx *ctx, const json_t *v);
 
 /* Build "base" + escaped key + query ("" or "?..."), malloc()ed; NULL when out of memory. */
 char *ctl_key_path(const char *base, const char *key, const char *query);
+
+/* Text output of the IPAM commands, from the agent's JSON answers (so that it can be tested
+ * without an agent). Each returns 0, or -1 when the answer lacks what it needs or memory ran out.
+ */
+
+/* `pool show`: the pools of answer ({"pools": [POOL...]}), one calicoctl 0.x (prettytable) table
+ * per family asked for. */
+int ctl_pool_table(FILE *f, const json_t *answer, bool ipv4, bool ipv6);
+/* `ipam show`: POOL TOTAL IN USE FREE, from the answer of GET /v1/ipam/usage. */
+int ctl_ipam_usage_table(FILE *f, const json_t *answer);
+/* `ipam show --blocks`: BLOCK POOL AFFINITY USED SIZE FULL%, from GET /v1/ipam/blocks. */
+int ctl_ipam_blocks_table(FILE *f, const json_t *answer);
+/* `ipam show --ip`: whether the address is assigned and, if so, to what, from GET
+ * /v1/ipam/ips/ADDR. */
+int ctl_ipam_ip_text(FILE *f, const json_t *answer);
+
+/* out = a - b, for a a decimal number of any length (an IPv6 pool's size). Returns false when a
+ * is not a decimal number, b > a, or out (size bytes) is too small. */
+bool ctl_decimal_sub(const char *a, uint64_t b, char *out, size_t size);
 
 #endif

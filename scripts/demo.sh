@@ -2,7 +2,8 @@
 # demo.sh: the main job. Installs and builds (scripts/setup.sh), starts a three-host Tabby cluster
 # on this machine (each host a network namespace, one agent each), and shows it at work:
 # membership, replicated writes through any member, a watch, the leader being killed and the
-# cluster carrying on, a fourth host joining, and every replica hashing to the same state.
+# cluster carrying on, a fourth host joining, IP pools and address assignment across the hosts,
+# and every replica hashing to the same state.
 # Everything it starts is stopped and removed at the end.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -50,6 +51,24 @@ say "A fourth host joins as a standby holding a full replica"
 start_agent 4 --join "$(host_ip 1):7791" --token "$(token)"
 wait_for "four healthy members" 30 members_healthy 1 4
 run "$TABBY" cluster status --socket "$(sock 4)"
+
+say "IP pools: the cluster started with Calico's default pools; add one with options"
+run "$TABBY" pool add 10.42.0.0/16 --nat-outgoing --ipip cross-subnet --socket "$(sock 1)"
+run "$TABBY" pool show --socket "$(sock 2)"
+
+say "Each host gets addresses from its own blocks, decided inside the replicated state machine"
+for i in 1 2 3; do
+	run "$TABBY" ipam assign --node "agent$i" --handle "demo.c$i" --ipv4 2 --ipv6 1 \
+		--pool 10.42.0.0/16 --pool fd80:24e2:f998:72d6::/64 --socket "$(sock "$i")"
+done
+run "$TABBY" ipam assign --node agent1 --handle demo.fixed --ip 10.42.200.7 --socket "$(sock 1)"
+run "$TABBY" ipam show --blocks --socket "$(sock 4)"
+say "An address already in use, and one outside every pool, are refused with a reason"
+run "$TABBY" ipam assign --node agent2 --handle demo.dup --ip 10.42.200.7 --socket "$(sock 2)" || true
+run "$TABBY" ipam assign --node agent2 --handle demo.out --ip 172.31.0.1 --socket "$(sock 2)" || true
+run "$TABBY" ipam release --handle demo.c2 --socket "$(sock 3)"
+run "$TABBY" ipam show --socket "$(sock 3)"
+run "$TABBY" ipam check --socket "$(sock 3)"
 
 say "Every member hashes its whole state at one common revision"
 run "$TABBY" cluster hash --socket "$(sock 1)"
