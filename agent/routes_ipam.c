@@ -107,31 +107,19 @@ static json_t *assigned_array(const struct ipam_assigned *xs, unsigned n)
 	return arr;
 }
 
-static const char *encap_name(uint8_t encap)
-{
-	const char *s = ipam_encap_name(encap);
-	return s != NULL ? s : "never";
-}
-
 static json_t *pool_json(const struct ipam_pool *p)
 {
 	json_t *o = json_object();
 	json_object_set_new(o, "cidr", cidr_json(&p->cidr));
 	json_object_set_new(o, "block_size", json_integer(p->block_size));
-	json_object_set_new(o, "ipip", json_string(encap_name(p->ipip)));
-	json_object_set_new(o, "vxlan", json_string(encap_name(p->vxlan)));
+	json_object_set_new(o, "ipip", json_string(ipam_encap_name(p->ipip)));
+	json_object_set_new(o, "vxlan", json_string(ipam_encap_name(p->vxlan)));
 	json_object_set_new(o, "nat_outgoing", json_boolean(p->nat_outgoing));
 	json_object_set_new(o, "disabled", json_boolean(p->disabled));
 	json_object_set_new(o, "removing", json_boolean(p->removing));
 	json_object_set_new(o, "node_selector",
 	                    json_string(p->node_selector[0] ? p->node_selector : "all()"));
 	return o;
-}
-
-static bool cidr_equal(const struct ipam_cidr *x, const struct ipam_cidr *y)
-{
-	return x->prefix == y->prefix && x->addr.family == y->addr.family &&
-	       memcmp(x->addr.b, y->addr.b, sizeof x->addr.b) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -154,27 +142,6 @@ static int only_fields(json_t *obj, const char *where, const char *const *allowe
 	return 0;
 }
 
-/* Handles, node names, attribute keys and values as ipam.h allows them: min..max bytes and no
- * control character (C0, DEL or C1); jansson has already checked that the text is UTF-8 without
- * NUL. */
-static bool text_ok(const char *s, size_t len, size_t min, size_t max)
-{
-	if (len < min || len > max || strlen(s) != len) {
-		return false;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f) {
-			return false;
-		}
-		if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
-		    (unsigned char)s[i + 1] <= 0x9f) {
-			return false;
-		}
-	}
-	return true;
-}
-
 static int get_name(json_t *obj, const char *field, bool required, const char **out, struct perr *e)
 {
 	json_t *v = json_object_get(obj, field);
@@ -183,7 +150,7 @@ static int get_name(json_t *obj, const char *field, bool required, const char **
 		return required ? bad(e, "body: \"%s\" is required", field) : 0;
 	}
 	if (!json_is_string(v) ||
-	    !text_ok(json_string_value(v), json_string_length(v), 1, IPAM_NAME_MAX)) {
+	    !ipam_text_ok(json_string_value(v), json_string_length(v), 1, IPAM_NAME_MAX)) {
 		return bad(e, "%s: must be a string of 1-%d bytes without control characters",
 		           field, IPAM_NAME_MAX);
 	}
@@ -324,8 +291,8 @@ static int parse_pool(json_t *o, unsigned i, struct ipam_pool *p, struct perr *e
 	json_t *sel = json_object_get(o, "node_selector");
 	if (sel != NULL) {
 		if (!json_is_string(sel) ||
-		    !text_ok(json_string_value(sel), json_string_length(sel), 0,
-		             IPAM_SELECTOR_MAX - 1)) {
+		    !ipam_text_ok(json_string_value(sel), json_string_length(sel), 0,
+		                  IPAM_SELECTOR_MAX - 1)) {
 			return bad(e,
 			           "%s.node_selector: must be a string of at most %d bytes without "
 			           "control characters",
@@ -389,7 +356,7 @@ static json_t *stored_pools(struct agent *a, const struct ipam_cidr *cidrs, unsi
 	for (unsigned i = 0; i < np; i++) {
 		bool named = false;
 		for (unsigned k = 0; k < n && !named; k++) {
-			named = cidr_equal(&pools[i].cidr, &cidrs[k]);
+			named = ipam_cidr_equal(&pools[i].cidr, &cidrs[k]);
 		}
 		if (named && (!removing_only || pools[i].removing)) {
 			json_array_append_new(arr, removing_only ? cidr_json(&pools[i].cidr)
@@ -674,14 +641,14 @@ static int parse_attrs(json_t *obj, struct ipam_attr **out, unsigned *n, struct 
 	const char *k;
 	json_t *v;
 	json_object_foreach (attrs, k, v) {
-		if (!text_ok(k, strlen(k), 1, IPAM_NAME_MAX)) {
+		if (!ipam_text_ok(k, strlen(k), 1, IPAM_NAME_MAX)) {
 			return bad(e,
 			           "attrs: key \"%.100s\" must be 1-%d bytes without control "
 			           "characters",
 			           k, IPAM_NAME_MAX);
 		}
 		if (!json_is_string(v) ||
-		    !text_ok(json_string_value(v), json_string_length(v), 0, IPAM_VALUE_MAX)) {
+		    !ipam_text_ok(json_string_value(v), json_string_length(v), 0, IPAM_VALUE_MAX)) {
 			return bad(e,
 			           "attrs.%.100s: must be a string of at most %d bytes without "
 			           "control characters",
@@ -917,7 +884,7 @@ void agent_ipam_remove_node(struct agent *a, struct http_request *req, const cha
 			return;
 		}
 	}
-	if (!text_ok(name, strlen(name), 1, IPAM_NAME_MAX)) {
+	if (!ipam_text_ok(name, strlen(name), 1, IPAM_NAME_MAX)) {
 		/* Not a name IPAM could hold anything for; the record deletion stands. */
 		agent_reply_json(a, req, 200,
 		                 json_pack("{s:s, s:i}", "removed", name, "released", 0));
@@ -1040,7 +1007,7 @@ static void handle_get(struct agent *a, struct http_request *req, const char *ha
 	json_t *check = json_stringn(handle, len);
 	bool utf8 = check != NULL;
 	json_decref(check);
-	if (!utf8 || !text_ok(handle, len, 1, IPAM_NAME_MAX)) {
+	if (!utf8 || !ipam_text_ok(handle, len, 1, IPAM_NAME_MAX)) {
 		agent_reply_error(a, req, 400, "invalid",
 		                  "the handle must be 1-%d bytes of UTF-8 without control "
 		                  "characters",

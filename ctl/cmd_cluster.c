@@ -31,33 +31,21 @@ static void format_cell(char *buf, size_t size, const json_t *member, const char
 
 static void print_table(FILE *f, const struct column *cols, int ncols, const json_t *members)
 {
-	size_t width[8] = {0};
-	char buf[512];
-	const json_t *m;
-	size_t i;
+	size_t rows = json_array_size(members) + 1;
+	ctl_cell *cells = calloc(rows * (size_t)ncols, sizeof *cells);
 
-	for (int c = 0; c < ncols; c++) {
-		width[c] = strlen(cols[c].header);
-		for (i = 0; i < json_array_size(members); i++) {
-			m = json_array_get(members, i);
-			format_cell(buf, sizeof(buf), m, cols[c].key);
-			if (strlen(buf) > width[c])
-				width[c] = strlen(buf);
-		}
+	if (cells == NULL) {
+		fprintf(f, "(out of memory)\n");
+		return;
 	}
 	for (int c = 0; c < ncols; c++)
-		fprintf(f, "%-*s%s", c + 1 < ncols ? (int)width[c] : 0, cols[c].header,
-		        c + 1 < ncols ? "  " : "\n");
-	for (i = 0; i < json_array_size(members); i++) {
-		m = json_array_get(members, i);
-		for (int c = 0; c < ncols; c++) {
-			format_cell(buf, sizeof(buf), m, cols[c].key);
-			if (c + 1 < ncols)
-				fprintf(f, "%-*s  ", (int)width[c], buf);
-			else
-				fprintf(f, "%s\n", buf);
-		}
-	}
+		snprintf(cells[c], CTL_CELL_MAX, "%s", cols[c].header);
+	for (size_t i = 1; i < rows; i++)
+		for (int c = 0; c < ncols; c++)
+			format_cell(cells[i * ncols + c], CTL_CELL_MAX,
+			            json_array_get(members, i - 1), cols[c].key);
+	ctl_put_columns(f, cells, ncols, rows);
+	free(cells);
 }
 
 /* src's field key, or null when src lacks it, so that the JSON output always has the documented

@@ -8,28 +8,6 @@
 
 /* ---- formatting ---- */
 
-/* Room for the widest cell: a node name in the AFFINITY column. */
-#define CELL_MAX (IPAM_NAME_MAX + 8)
-typedef char cell_t[CELL_MAX];
-
-/* Columns two spaces apart, each as wide as its widest cell, the last one unpadded; row 0 is the
- * header. The look of `tabby cluster status`. */
-static void put_columns(FILE *f, const cell_t *cells, int ncols, size_t nrows)
-{
-	size_t width[8] = {0};
-
-	for (size_t r = 0; r < nrows; r++)
-		for (int c = 0; c < ncols; c++)
-			if (strlen(cells[r * ncols + c]) > width[c])
-				width[c] = strlen(cells[r * ncols + c]);
-	for (size_t r = 0; r < nrows; r++)
-		for (int c = 0; c < ncols; c++)
-			if (c + 1 < ncols)
-				fprintf(f, "%-*s  ", (int)width[c], cells[r * ncols + c]);
-			else
-				fprintf(f, "%s\n", cells[r * ncols + c]);
-}
-
 /* A field that should be a string: the string, or dflt when absent or null. */
 static const char *string_or(const json_t *o, const char *key, const char *dflt)
 {
@@ -87,7 +65,7 @@ int ctl_ipam_usage_table(FILE *f, const json_t *answer)
 	static const char *const headers[] = {"POOL", "TOTAL", "IN USE", "FREE"};
 	const json_t *pools = json_object_get(answer, "pools");
 	size_t n = json_array_size(pools);
-	cell_t *cells;
+	ctl_cell *cells;
 
 	if (!json_is_array(pools))
 		return -1;
@@ -95,22 +73,22 @@ int ctl_ipam_usage_table(FILE *f, const json_t *answer)
 	if (cells == NULL)
 		return -1;
 	for (int c = 0; c < 4; c++)
-		snprintf(cells[c], CELL_MAX, "%s", headers[c]);
+		snprintf(cells[c], CTL_CELL_MAX, "%s", headers[c]);
 	for (size_t i = 0; i < n; i++) {
 		const json_t *p = json_array_get(pools, i);
 		const json_t *in_use = json_object_get(p, "in_use");
-		cell_t *row = cells + (i + 1) * 4;
+		ctl_cell *row = cells + (i + 1) * 4;
 
-		snprintf(row[0], CELL_MAX, "%s", string_or(p, "cidr", "?"));
-		number_cell(row[1], CELL_MAX, p, "total");
-		number_cell(row[2], CELL_MAX, p, "in_use");
+		snprintf(row[0], CTL_CELL_MAX, "%s", string_or(p, "cidr", "?"));
+		number_cell(row[1], CTL_CELL_MAX, p, "total");
+		number_cell(row[2], CTL_CELL_MAX, p, "in_use");
 		/* An IPv6 pool can hold more than 2^64 addresses: subtract in decimal. */
 		if (!json_is_integer(in_use) || json_integer_value(in_use) < 0 ||
 		    !ctl_decimal_sub(row[1], (uint64_t)json_integer_value(in_use), row[3],
-		                     CELL_MAX))
-			snprintf(row[3], CELL_MAX, "?");
+		                     CTL_CELL_MAX))
+			snprintf(row[3], CTL_CELL_MAX, "?");
 	}
-	put_columns(f, cells, 4, n + 1);
+	ctl_put_columns(f, cells, 4, n + 1);
 	free(cells);
 	return 0;
 }
@@ -120,7 +98,7 @@ int ctl_ipam_blocks_table(FILE *f, const json_t *answer)
 	static const char *const headers[] = {"BLOCK", "POOL", "AFFINITY", "USED", "SIZE", "FULL%"};
 	const json_t *blocks = json_object_get(answer, "blocks");
 	size_t n = json_array_size(blocks);
-	cell_t *cells;
+	ctl_cell *cells;
 
 	if (!json_is_array(blocks))
 		return -1;
@@ -128,26 +106,26 @@ int ctl_ipam_blocks_table(FILE *f, const json_t *answer)
 	if (cells == NULL)
 		return -1;
 	for (int c = 0; c < 6; c++)
-		snprintf(cells[c], CELL_MAX, "%s", headers[c]);
+		snprintf(cells[c], CTL_CELL_MAX, "%s", headers[c]);
 	for (size_t i = 0; i < n; i++) {
 		const json_t *b = json_array_get(blocks, i);
 		json_int_t used = json_integer_value(json_object_get(b, "used"));
 		json_int_t size = json_integer_value(json_object_get(b, "size"));
-		cell_t *row = cells + (i + 1) * 6;
+		ctl_cell *row = cells + (i + 1) * 6;
 
-		snprintf(row[0], CELL_MAX, "%s", string_or(b, "cidr", "?"));
+		snprintf(row[0], CTL_CELL_MAX, "%s", string_or(b, "cidr", "?"));
 		/* A block outlives its pool while a forced removal waits for its addresses. */
-		snprintf(row[1], CELL_MAX, "%s", string_or(b, "pool", "-"));
-		snprintf(row[2], CELL_MAX, "%s", string_or(b, "affinity", "none"));
-		number_cell(row[3], CELL_MAX, b, "used");
-		number_cell(row[4], CELL_MAX, b, "size");
+		snprintf(row[1], CTL_CELL_MAX, "%s", string_or(b, "pool", "-"));
+		snprintf(row[2], CTL_CELL_MAX, "%s", string_or(b, "affinity", "none"));
+		number_cell(row[3], CTL_CELL_MAX, b, "used");
+		number_cell(row[4], CTL_CELL_MAX, b, "size");
 		/* Rounded down, so that 100 means full. */
 		if (size > 0 && used >= 0)
-			snprintf(row[5], CELL_MAX, "%" JSON_INTEGER_FORMAT, used * 100 / size);
+			snprintf(row[5], CTL_CELL_MAX, "%" JSON_INTEGER_FORMAT, used * 100 / size);
 		else
-			snprintf(row[5], CELL_MAX, "-");
+			snprintf(row[5], CTL_CELL_MAX, "-");
 	}
-	put_columns(f, cells, 6, n + 1);
+	ctl_put_columns(f, cells, 6, n + 1);
 	free(cells);
 	return 0;
 }

@@ -221,12 +221,6 @@ static int encap_flag(struct ctl_ctx *ctx, const char *name, uint8_t *out)
 	return 0;
 }
 
-static bool cidrs_overlap(const struct ipam_cidr *a, const struct ipam_cidr *b)
-{
-	return a->addr.family == b->addr.family &&
-	       (ipam_cidr_contains(a, &b->addr) || ipam_cidr_contains(b, &a->addr));
-}
-
 /* The pools of the command line, every one checked here first so that a bad one stops the
  * command before anything is sent: all or nothing, as calicoctl did. Returns 0, or 2 after one
  * line naming the bad CIDR. */
@@ -270,7 +264,7 @@ static int read_pools(struct ctl_ctx *ctx, struct ipam_pool *pools)
 		}
 		/* The agent would refuse these too, but this way the line names both. */
 		for (int j = 0; j < i; j++) {
-			if (!cidrs_overlap(&pools[j].cidr, &p->cidr))
+			if (!ipam_cidr_overlap(&pools[j].cidr, &p->cidr))
 				continue;
 			ipam_cidr_format(&p->cidr, a);
 			ipam_cidr_format(&pools[j].cidr, b);

@@ -433,6 +433,22 @@ int ctl_call(struct ctl_ctx *ctx, const char *method, const char *path, json_t *
 	return 0;
 }
 
+void ctl_put_columns(FILE *f, const ctl_cell *cells, int ncols, size_t nrows)
+{
+	size_t width[CTL_MAX_COLUMNS] = {0};
+
+	for (size_t r = 0; r < nrows; r++)
+		for (int c = 0; c < ncols && c < CTL_MAX_COLUMNS; c++)
+			if (strlen(cells[r * ncols + c]) > width[c])
+				width[c] = strlen(cells[r * ncols + c]);
+	for (size_t r = 0; r < nrows; r++)
+		for (int c = 0; c < ncols && c < CTL_MAX_COLUMNS; c++)
+			if (c + 1 < ncols)
+				fprintf(f, "%-*s  ", (int)width[c], cells[r * ncols + c]);
+			else
+				fprintf(f, "%s\n", cells[r * ncols + c]);
+}
+
 int ctl_print_json(struct ctl_ctx *ctx, const json_t *v)
 {
 	if (json_dumpf(v, ctx->out, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 ||

@@ -139,6 +139,13 @@ int ctl_fail_api(struct ctl_ctx *ctx, int rv, char *msg, int status, const json_
 int ctl_call(struct ctl_ctx *ctx, const char *method, const char *path, json_t *body,
              json_t **response);
 
+/* Text tables: columns two spaces apart, each as wide as its widest cell, the last one unpadded;
+ * cells holds nrows rows of ncols (at most CTL_MAX_COLUMNS) cells, row 0 the header. */
+#define CTL_CELL_MAX    512
+#define CTL_MAX_COLUMNS 8
+typedef char ctl_cell[CTL_CELL_MAX];
+void ctl_put_columns(FILE *f, const ctl_cell *cells, int ncols, size_t nrows);
+
 /* Print v as indented JSON followed by a newline. Returns 0, or 1 if it could not be written. */
 int ctl_print_json(struct ctl_ctx *ctx, const json_t *v);
 

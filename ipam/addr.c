@@ -314,23 +314,31 @@ const char *ipam_error_code(uint8_t error)
 	}
 }
 
-bool ipam_name_ok(const char *s, size_t max, bool allow_empty)
+bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max)
 {
-	size_t n;
-	if (s == NULL) {
-		return allow_empty;
-	}
-	n = strnlen(s, max + 1);
-	if (n > max || (n == 0 && !allow_empty)) {
+	if (s == NULL || len < min || len > max || strnlen(s, len) != len) {
 		return false;
 	}
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch < 0x20 || ch == 0x7f) {
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f) {
+			return false;
+		}
+		/* U+0080..U+009F, the C1 controls, are 0xc2 0x80..0x9f in UTF-8. */
+		if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+		    (unsigned char)s[i + 1] <= 0x9f) {
 			return false;
 		}
 	}
 	return true;
+}
+
+bool ipam_name_ok(const char *s, size_t max, bool allow_empty)
+{
+	if (s == NULL) {
+		return allow_empty;
+	}
+	return ipam_text_ok(s, strnlen(s, max + 1), allow_empty ? 0 : 1, max);
 }
 
 /* ------------------------------------------------------------------------------------------ */

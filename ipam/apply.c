@@ -72,7 +72,6 @@ struct ctx {
 	unsigned cap_addrs;
 };
 
-
 static int refuse(struct ctx *c, uint8_t error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -112,6 +111,15 @@ static const char *family_name(uint8_t fam)
 	return fam == 4 ? "IPv4" : "IPv6";
 }
 
+/* kv_tx_scan over the DOMAIN keyspace. The callbacks here return 0, 1 (stop), NOMEM or EIOERR;
+ * those pass through, and a store failure (a positive KV_ code) becomes one of them. */
+static int scan(struct ctx *c, struct kv_bytes prefix, struct kv_bytes from, kv_scan_fn fn,
+                void *arg)
+{
+	int rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, prefix, from, fn, arg);
+	return rv <= 0 ? rv : host_err(rv);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Pools                                                                                       */
 
@@ -137,8 +145,7 @@ static int load_pools(struct ctx *c)
 {
 	uint8_t k[IPAM_KEY_MAX];
 	size_t n = ipam_prefix_pools(k);
-	int rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(k, n), kb(NULL, 0), pools_scan_cb, c);
-	return rv == 0 ? 0 : rv < 0 ? rv : host_err(rv);
+	return scan(c, kb(k, n), kb(NULL, 0), pools_scan_cb, c);
 }
 
 /* The live pool containing a, or -1. */
@@ -272,7 +279,8 @@ static int create_block(struct ctx *c, int pi, const struct ipam_addr *base, con
 	struct bentry *e = cached_block(c, base);
 
 	if (e == NULL) {
-		if (!ipam_grow((void **)&c->blocks, &c->cap_blocks, c->n_blocks, sizeof *c->blocks)) {
+		if (!ipam_grow((void **)&c->blocks, &c->cap_blocks, c->n_blocks,
+		               sizeof *c->blocks)) {
 			return NOMEM;
 		}
 		e = &c->blocks[c->n_blocks++];
@@ -382,7 +390,8 @@ static int handle_remove(struct ctx *c, const char *handle, const struct ipam_ad
 static int reply_add(struct ctx *c, const struct ipam_addr *a, int64_t gen,
                      const struct ipam_cidr *block)
 {
-	if (!ipam_grow((void **)&c->rep.addrs, &c->cap_addrs, c->rep.n_addrs, sizeof *c->rep.addrs)) {
+	if (!ipam_grow((void **)&c->rep.addrs, &c->cap_addrs, c->rep.n_addrs,
+	               sizeof *c->rep.addrs)) {
 		return NOMEM;
 	}
 	c->rep.addrs[c->rep.n_addrs].addr = *a;
@@ -566,10 +575,8 @@ static int first_free_slot(struct ctx *c, int pi, u128 from, u128 limit, u128 *o
 		int rv;
 
 		pool_block_base(p, g.cand, &base);
-		rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(pk, pn), kb(k, ipam_key_block(k, &base)),
-		                gap_cb, &g);
-		if (rv != 0) {
-			return rv < 0 ? rv : host_err(rv);
+		if ((rv = scan(c, kb(pk, pn), kb(k, ipam_key_block(k, &base)), gap_cb, &g)) != 0) {
+			return rv;
 		}
 		if (g.cand >= limit) {
 			break;
@@ -685,22 +692,27 @@ static int take_from(struct ctx *c, struct bentry *e, const struct ipam_request 
 	return 0;
 }
 
+/* The addresses of the blocks of pool p that exist in the store, in address order (l->pool is
+ * p, which ends the scan at the pool's end). */
+static int pool_block_keys(struct ctx *c, const struct ipam_pool *p, struct key_list *l)
+{
+	uint8_t pk[IPAM_KEY_MAX], k[IPAM_KEY_MAX];
+	size_t pn = ipam_prefix_blocks(pk, p->cidr.addr.family);
+	return scan(c, kb(pk, pn), kb(k, ipam_key_block(k, &p->cidr.addr)), collect_cb, l);
+}
+
 /* Borrow from the existing blocks of pool pi, walking from the host's start. */
 static int borrow(struct ctx *c, int pi, const struct ipam_request *q, uint32_t *need)
 {
 	const struct ipam_pool *p = &c->pools[pi].rec.pool;
-	uint8_t pk[IPAM_KEY_MAX], k[IPAM_KEY_MAX];
-	size_t pn = ipam_prefix_blocks(pk, p->cidr.addr.family);
 	struct key_list l = {NULL, 0, 0, p, NULL};
 	struct ipam_addr base;
 	unsigned first = 0;
 	int rv;
 
-	rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(pk, pn), kb(k, ipam_key_block(k, &p->cidr.addr)),
-	                collect_cb, &l);
-	if (rv != 0) {
+	if ((rv = pool_block_keys(c, p, &l)) != 0) {
 		free(l.a);
-		return rv < 0 ? rv : host_err(rv);
+		return rv;
 	}
 	pool_block_base(p, host_start(q->node, pool_nblocks(p)), &base);
 	while (first < l.n && ipam_addr_cmp(&l.a[first], &base) < 0) {
@@ -738,10 +750,9 @@ static int auto_assign(struct ctx *c, const struct ipam_request *q, uint8_t fam,
 	}
 	/* 1. This host's affine blocks with room. */
 	pn = ipam_prefix_open(pk, q->node, fam);
-	rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(pk, pn), kb(NULL, 0), collect_cb, &l);
-	if (rv != 0) {
+	if ((rv = scan(c, kb(pk, pn), kb(NULL, 0), collect_cb, &l)) != 0) {
 		free(l.a);
-		return rv < 0 ? rv : host_err(rv);
+		return rv;
 	}
 	for (unsigned i = 0; i < l.n && need > 0 && rv == 0; i++) {
 		struct bentry *e;
@@ -1090,18 +1101,13 @@ static int do_pools_put(struct ctx *c, const struct ipam_request *q)
 /* Load every block of pool pi into the cache; *used counts their addresses. */
 static int load_pool_blocks(struct ctx *c, int pi, uint64_t *used)
 {
-	const struct ipam_pool *p = &c->pools[pi].rec.pool;
-	uint8_t pk[IPAM_KEY_MAX], k[IPAM_KEY_MAX];
-	size_t pn = ipam_prefix_blocks(pk, p->cidr.addr.family);
-	struct key_list l = {NULL, 0, 0, p, NULL};
+	struct key_list l = {NULL, 0, 0, &c->pools[pi].rec.pool, NULL};
 	int rv;
 
 	*used = 0;
-	rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(pk, pn), kb(k, ipam_key_block(k, &p->cidr.addr)),
-	                collect_cb, &l);
-	if (rv != 0) {
+	if ((rv = pool_block_keys(c, l.pool, &l)) != 0) {
 		free(l.a);
-		return rv < 0 ? rv : host_err(rv);
+		return rv;
 	}
 	for (unsigned i = 0; i < l.n && rv == 0; i++) {
 		struct bentry *e;
@@ -1194,7 +1200,7 @@ static int do_remove_node(struct ctx *c, const struct ipam_request *q)
 	/* Every address assigned for the node, wherever its block is (borrowed ones too). */
 	l.node = q->node;
 	pn = ipam_prefix_ips(pk);
-	rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(pk, pn), kb(NULL, 0), collect_node_cb, &l);
+	rv = scan(c, kb(pk, pn), kb(NULL, 0), collect_node_cb, &l);
 	for (unsigned i = 0; i < l.n && rv == 0; i++) {
 		struct bentry *e = NULL;
 		int pi = pool_of_addr(c, &l.a[i]);
@@ -1211,12 +1217,12 @@ static int do_remove_node(struct ctx *c, const struct ipam_request *q)
 	}
 	free(l.a);
 	if (rv != 0) {
-		return rv < 0 ? rv : host_err(rv);
+		return rv;
 	}
 	/* Its affinities: empty blocks go, the others become unaffine (their addresses stay). */
 	memset(&l, 0, sizeof l);
 	pn = ipam_prefix_aff(pk, q->node, 0);
-	rv = kv_tx_scan(c->tx, KV_SPACE_DOMAIN, kb(pk, pn), kb(NULL, 0), collect_cb, &l);
+	rv = scan(c, kb(pk, pn), kb(NULL, 0), collect_cb, &l);
 	for (unsigned i = 0; i < l.n && rv == 0; i++) {
 		struct bentry *e;
 		rv = get_block(c, &l.a[i], &e);
@@ -1227,10 +1233,7 @@ static int do_remove_node(struct ctx *c, const struct ipam_request *q)
 		}
 	}
 	free(l.a);
-	if (rv != 0) {
-		return rv < 0 ? rv : host_err(rv);
-	}
-	return tidy(c);
+	return rv != 0 ? rv : tidy(c);
 }
 
 static int do_init_defaults(struct ctx *c, const struct ipam_request *q)
@@ -1255,7 +1258,7 @@ static int do_init_defaults(struct ctx *c, const struct ipam_request *q)
 		}
 		if (!have) {
 			if (!ipam_grow((void **)&c->pools, &c->cap_pools, c->n_pools,
-			          sizeof *c->pools)) {
+			               sizeof *c->pools)) {
 				return NOMEM;
 			}
 			memset(&c->pools[c->n_pools], 0, sizeof *c->pools);
@@ -1319,19 +1322,17 @@ static int flush_block(struct ctx *c, struct bentry *e)
 		rv = del_key(c, k, ipam_key_aff(k, e->orig_aff, &e->base));
 	}
 	if (rv == 0 && !same_aff && aff != NULL) {
-		rv = kv_tx_put(c->tx, KV_SPACE_DOMAIN, kb(k, ipam_key_aff(k, aff, &e->base)),
-		               kb(NULL, 0)) == KV_OK
-		         ? 0
-		         : NOMEM;
+		int rc = kv_tx_put(c->tx, KV_SPACE_DOMAIN, kb(k, ipam_key_aff(k, aff, &e->base)),
+		                   kb(NULL, 0));
+		rv = rc == KV_OK ? 0 : host_err(rc);
 	}
 	if (rv == 0 && e->orig_open && (!open || !same_aff)) {
 		rv = del_key(c, k, ipam_key_open(k, e->orig_aff, &e->base));
 	}
 	if (rv == 0 && open && (!e->orig_open || !same_aff)) {
-		rv = kv_tx_put(c->tx, KV_SPACE_DOMAIN, kb(k, ipam_key_open(k, aff, &e->base)),
-		               kb(NULL, 0)) == KV_OK
-		         ? 0
-		         : NOMEM;
+		int rc = kv_tx_put(c->tx, KV_SPACE_DOMAIN, kb(k, ipam_key_open(k, aff, &e->base)),
+		                   kb(NULL, 0));
+		rv = rc == KV_OK ? 0 : host_err(rc);
 	}
 	return rv;
 }

@@ -41,15 +41,13 @@ void ipam_addr_from_value(uint8_t family, u128 v, struct ipam_addr *out);
 void ipam_addr_mask(const struct ipam_addr *a, uint8_t prefix, struct ipam_addr *out);
 bool ipam_addr_equal(const struct ipam_addr *a, const struct ipam_addr *b);
 int ipam_addr_cmp(const struct ipam_addr *a, const struct ipam_addr *b);
-bool ipam_cidr_overlap(const struct ipam_cidr *a, const struct ipam_cidr *b);
-bool ipam_cidr_equal(const struct ipam_cidr *a, const struct ipam_cidr *b);
 /* Decimal text of a 128-bit value (buf >= 40 bytes). */
 void ipam_u128_format(u128 v, char *buf);
 
 /* Make room for element n of a growable array (doubling); false when out of memory. */
 bool ipam_grow(void **arr, unsigned *cap, unsigned n, size_t size);
 
-/* Names (node, handle, attribute key): 1..max bytes, no control characters. */
+/* A NUL-terminated name of at most max bytes (ipam_text_ok); NULL is fine when empty is. */
 bool ipam_name_ok(const char *s, size_t max, bool allow_empty);
 
 /* ------------------------------------------------------------------------------------------ */

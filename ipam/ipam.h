@@ -57,6 +57,13 @@ char *ipam_addr_format(const struct ipam_addr *a, char *buf);
 bool ipam_cidr_parse(const char *s, struct ipam_cidr *out, char *err, size_t errlen);
 char *ipam_cidr_format(const struct ipam_cidr *c, char *buf); /* IPAM_CIDR_STRLEN bytes */
 bool ipam_cidr_contains(const struct ipam_cidr *c, const struct ipam_addr *a);
+bool ipam_cidr_equal(const struct ipam_cidr *a, const struct ipam_cidr *b);
+bool ipam_cidr_overlap(const struct ipam_cidr *a, const struct ipam_cidr *b);
+
+/* Whether s (len bytes) is text IPAM stores: min..max bytes, no NUL, no control character (C0,
+ * DEL, or C1 encoded in UTF-8). Handles, node names, attributes and selectors are checked with
+ * it wherever they enter, so the agent refuses exactly what the state machine would. */
+bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Pools and configuration                                                                     */

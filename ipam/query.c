@@ -21,7 +21,6 @@ static int kv_err(int rc)
 	return rc == KV_ENOMEM ? -ENOMEM : -EIO;
 }
 
-
 /* kv_tx_scan returns KV_ codes (positive) or what a callback returned (negative errno here). */
 static int scan(struct kv_tx *tx, const uint8_t *prefix, size_t n, kv_scan_fn fn, void *arg)
 {
@@ -566,7 +565,8 @@ static int check_block(struct check *c, struct kv_bytes key, const struct ipam_b
 		if (b->gen[ord] == 0) {
 			continue;
 		}
-		if (!ipam_grow((void **)&c->allocs, &c->cap_allocs, c->n_allocs, sizeof *c->allocs)) {
+		if (!ipam_grow((void **)&c->allocs, &c->cap_allocs, c->n_allocs,
+		               sizeof *c->allocs)) {
 			return -ENOMEM;
 		}
 		s = &c->allocs[c->n_allocs++];
