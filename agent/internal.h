@@ -62,6 +62,12 @@ struct agent {
 	uint64_t leak_grace_ms;  /* --leak-grace */
 	struct leaks *leaks;     /* leaks.c */
 	uint64_t leaks_released; /* releases by the leak reconciler, for /metrics */
+
+	/* Policy dataplane (policy_sync.c) */
+	bool no_policy;             /* --no-policy */
+	struct policy_sync *policy; /* NULL with --no-policy */
+	uint64_t policy_flushes;    /* for /metrics */
+	uint64_t policy_last_flush_us;
 };
 
 /* Log a line to stderr with a timestamp. */
@@ -91,6 +97,10 @@ void agent_reply_store_error(struct agent *a, struct http_request *req, int stat
 /* The IPAM paths (routes_ipam.c): /v1/ippools, /v1/ippools/..., /v1/ipam/.... */
 void agent_route_ipam(struct agent *a, struct http_request *req);
 
+/* The v1 resource paths and the policy trace (routes_policy.c): answers and returns true when
+ * req is one of them. */
+bool agent_route_policy(struct agent *a, struct http_request *req);
+
 /* Second half of DELETE /v1/cluster/members/NAME, after the member record's deletion (which
  * deleted it if member_deleted): release the node's addresses and block affinities and answer
  * {"removed", "released"}; without a record and without IPAM state for the node, a 404. */
@@ -110,6 +120,14 @@ int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const 
 
 /* The request body as a JSON object, or NULL after answering 400 with code (and the reason). */
 json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *code);
+
+/* The policy dataplane (policy_sync.c): policy_sync_start() sets a->policy and schedules the
+ * first full load of this host's nftables table (returns 0, -ENOMEM, or -ENOMEM when libnftables
+ * cannot open its context); policy_sync_stop() stops the watch and closes the timer;
+ * policy_sync_free() frees it after the loop ran the close. */
+int policy_sync_start(struct agent *a);
+void policy_sync_stop(struct agent *a);
+void policy_sync_free(struct agent *a);
 
 /* Prometheus text for /metrics (metrics.c); malloc()ed. */
 char *agent_metrics_text(struct agent *a, size_t *len);

@@ -22,6 +22,7 @@
 
 #include "agent/agent.h"
 #include "agent/internal.h"
+#include "agent/resources.h"
 #include "ipam/ipam.h"
 
 #define RECONCILE_MS          1000
@@ -752,6 +753,8 @@ static void usage(FILE *f)
 	    "  --no-default-pools      with --bootstrap: create no default IP pools (otherwise\n"
 	    "                          192.168.0.0/16, and fd80:24e2:f998:72d6::/64 on hosts\n"
 	    "                          with IPv6) (TABBY_NO_DEFAULT_POOLS=1)\n"
+	    "  --no-policy             do not enforce network policy on this host (no nftables\n"
+	    "                          table) (TABBY_NO_POLICY=1)\n"
 	    "  --leak-grace DURATION   release the addresses of a container whose network\n"
 	    "                          namespace has been gone this long: 900, 900s, 15m, 1h; at\n"
 	    "                          least 1s (TABBY_LEAK_GRACE; default 15m)\n"
@@ -889,6 +892,7 @@ int agent_main(int argc, char **argv)
 	char *token = env_or("TABBY_TOKEN", "");
 	bool bootstrap = env_true("TABBY_BOOTSTRAP");
 	a->no_default_pools = env_true("TABBY_NO_DEFAULT_POOLS");
+	a->no_policy = env_true("TABBY_NO_POLICY");
 	a->leak_grace_ms = LEAK_GRACE_DEFAULT_MS;
 	unsigned long long election = 1000, history = 0, snap_threshold = 0, snap_trailing = 0;
 	const char *e = getenv("TABBY_ELECTION_TIMEOUT");
@@ -940,6 +944,7 @@ int agent_main(int argc, char **argv)
 	    {"snapshot-threshold", required_argument, NULL, 'S'},
 	    {"snapshot-trailing", required_argument, NULL, 'T'},
 	    {"no-default-pools", no_argument, NULL, 'P'},
+	    {"no-policy", no_argument, NULL, 'N'},
 	    {"leak-grace", required_argument, NULL, 'G'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
@@ -1005,6 +1010,9 @@ int agent_main(int argc, char **argv)
 			break;
 		case 'P':
 			a->no_default_pools = true;
+			break;
+		case 'N':
+			a->no_policy = true;
 			break;
 		case 'G':
 			if (!parse_duration_ms(optarg, &a->leak_grace_ms)) {
@@ -1125,6 +1133,10 @@ int agent_main(int argc, char **argv)
 		goto fail;
 	}
 
+	/* Every replica registers the same handlers: a member without one could not apply the
+	 * log. */
+	const struct kv_handler handlers[] = {{IPAM_CALL, ipam_apply, NULL},
+	                                      {RES_CALL, resources_apply, NULL}};
 	struct store_config sc = {
 	    .id = a->id,
 	    .data_dir = a->data_dir,
@@ -1138,8 +1150,8 @@ int agent_main(int argc, char **argv)
 	    .readindex = hook_readindex,
 	    .fatal = hook_fatal,
 	    .hook_data = a,
-	    .handlers = &(struct kv_handler){IPAM_CALL, ipam_apply, NULL},
-	    .n_handlers = 1,
+	    .handlers = handlers,
+	    .n_handlers = sizeof handlers / sizeof handlers[0],
 	};
 	if (store_new(a->loop, &sc, &a->store, &why) != STORE_OK) {
 		agent_log("cannot open the store: %s", why ? why : "error");
@@ -1207,6 +1219,13 @@ int agent_main(int argc, char **argv)
 		a->exit_code = 1;
 		uv_stop(a->loop); /* uv_run returns at once; the shutdown below still runs */
 	}
+	if (!a->no_policy && !a->stopping && policy_sync_start(a) != 0) {
+		agent_log("cannot start the policy dataplane: out of memory or no netlink socket "
+		          "for nftables (--no-policy runs without it)");
+		a->stopping = true;
+		a->exit_code = 1;
+		uv_stop(a->loop);
+	}
 	agent_log("member %s (id %llu) serving %s and %s, raft on %s", a->name,
 	          (unsigned long long)a->id, a->socket_path, a->api_address, a->peer_address);
 
@@ -1218,6 +1237,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
 	leaks_stop(a);
+	policy_sync_stop(a);
 	http_client_close(a->client);
 	a->client = NULL;
 	bool http_closed = false, store_closed = false;
@@ -1229,6 +1249,7 @@ int agent_main(int argc, char **argv)
 	uv_run(a->loop, UV_RUN_NOWAIT);
 	uv_loop_close(a->loop);
 	leaks_free(a);
+	policy_sync_free(a);
 	int code = a->exit_code;
 	free(join);
 	free(token);

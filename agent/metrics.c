@@ -119,6 +119,12 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	counter(&b, "tabby_ipam_leaks_released_total",
 	        "Handles whose leaked addresses the leak reconciler released (containers gone).",
 	        (double)a->leaks_released);
+	counter(&b, "tabby_policy_flushes_total",
+	        "Ruleset transactions the policy dataplane loaded into the kernel.",
+	        (double)a->policy_flushes);
+	gauge(&b, "tabby_policy_last_flush_seconds",
+	      "Compile and load time of the last ruleset transaction.",
+	      (double)a->policy_last_flush_us / 1e6);
 	if (b.failed) {
 		free(b.data);
 		return NULL;

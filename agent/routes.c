@@ -200,8 +200,8 @@ json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *
 	}
 	json_t *j = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &e);
 	if (j == NULL) {
-		agent_reply_error(a, req, 400, code, "body: %s at line %d column %d", e.text, e.line,
-		                  e.column);
+		agent_reply_error(a, req, 400, code, "body: %s at line %d column %d", e.text,
+		                  e.line, e.column);
 		return NULL;
 	}
 	if (!json_is_object(j)) {
@@ -1376,6 +1376,8 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		submit(a, req, WK_HASH, &op);
 	} else if (path_has_prefix(req, "/v1/cluster/members/") && m == HTTP_DELETE) {
 		handle_remove(a, req, req->path + strlen("/v1/cluster/members/"));
+	} else if (agent_route_policy(a, req)) {
+		/* answered */
 	} else if (path_is(req, "/v1/ippools") || path_has_prefix(req, "/v1/ippools/") ||
 	           path_has_prefix(req, "/v1/ipam/")) {
 		agent_route_ipam(a, req);

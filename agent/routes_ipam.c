@@ -22,6 +22,7 @@
 
 #include "agent/internal.h"
 #include "ipam/ipam.h"
+#include "policy/policy.h"
 
 /* Pools or CIDRs in one request: far more than a cluster has, few enough to bound the work. */
 #define POOLS_MAX 1024
@@ -942,14 +943,16 @@ static void pools_get(struct agent *a, struct http_request *req)
 		reply_internal(a, req, rv);
 		return;
 	}
-	json_t *arr = json_array();
+	/* "pools" for `tabby pool`, "items" (the v1 resources) for `tabby get ippools`. */
+	json_t *arr = json_array(), *items = json_array();
 	for (unsigned i = 0; i < n; i++) {
 		if (family == 0 || pools[i].cidr.addr.family == family) {
 			json_array_append_new(arr, pool_json(&pools[i]));
+			json_array_append_new(items, policy_ippool_from_ipam(&pools[i]));
 		}
 	}
 	free(pools);
-	agent_reply_json(a, req, 200, json_pack("{s:o}", "pools", arr));
+	agent_reply_json(a, req, 200, json_pack("{s:o, s:o}", "pools", arr, "items", items));
 }
 
 static json_t *alloc_json(const struct ipam_alloc *al)

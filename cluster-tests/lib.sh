@@ -140,3 +140,51 @@ bootstrap_cluster() {
 hash_agrees() { tctl "$1" cluster hash >/dev/null 2>&1; }
 
 pass() { log "PASS"; exit 0; }
+
+# --- Helpers for tests that drive the tabby CLI ---------------------------------------------
+
+# refused I STATUS SUBSTRING ARGS...: `tabby ARGS` against agent I exits STATUS, prints nothing
+# on stdout and exactly one line on stderr, which mentions SUBSTRING (a command-line mistake
+# may add the pointer to --help).
+refused() {
+	local i=$1 want=$2 sub=$3 rc=0
+	shift 3
+	tctl "$i" "$@" >"$WORK/out" 2>"$WORK/err" || rc=$?
+	[ "$rc" = "$want" ] || fail "tabby $* exited $rc, not $want: $(cat "$WORK/err")"
+	[ ! -s "$WORK/out" ] || fail "tabby $* printed on stdout: $(cat "$WORK/out")"
+	[ "$(grep -vc "^Run '.* --help' for usage.$" "$WORK/err")" = 1 ] || fail "tabby $* did not say one line: $(cat "$WORK/err")"
+	grep -qF -- "$sub" "$WORK/err" || fail "tabby $*: '$(cat "$WORK/err")' does not mention '$sub'"
+	log "ok: $* -> $rc: $(cat "$WORK/err")"
+}
+
+# ok I ARGS...: `tabby ARGS` against agent I succeeds, with nothing on stderr; prints its stdout.
+# Called in $(...), where its fail cannot end the test, it also leaves a note for same().
+ok() {
+	local i=$1
+	shift
+	if ! tctl "$i" "$@" >"$WORK/out" 2>"$WORK/err" || [ -s "$WORK/err" ]; then
+		echo "tabby $*: $(cat "$WORK/err")" >>"$WORK/failed"
+		fail "tabby $* failed: $(cat "$WORK/err")"
+	fi
+	cat "$WORK/out"
+}
+
+# same WHAT GOT WANT: the texts are equal (and no ok in GOT failed), else fail showing both.
+same() {
+	[ ! -s "$WORK/failed" ] || fail "$1: $(cat "$WORK/failed")"
+	[ "$2" = "$3" ] || fail "$1:"$'\n'"--- got:"$'\n'"$2"$'\n'"--- wanted:"$'\n'"$3"
+	log "ok: $1"
+}
+
+# Reads are served by the member asked, from its own replica: before reading on one member what
+# was written through another, wait until every member has applied everything.
+caught_up() {
+	status_json 1 | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if len({m["applied_revision"] for m in d["members"]}) == 1 else 1)'
+}
+catch_up() { wait_for "every member to apply the same revision" 10 caught_up; }
+
+# json EXPR: evaluate a Python expression over the JSON on stdin (bound to d).
+json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }

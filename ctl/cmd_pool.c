@@ -54,12 +54,10 @@ static void put_centred(FILE *f, const char *text, size_t width)
 	put_spaces(f, excess - left);
 }
 
-/* A prettytable box: centred headers, left-aligned cells (nrows rows of ncols strings, ncols at
- * most 4). */
-static void put_box(FILE *f, const char *const *headers, int ncols, const char *const *cells,
-                    size_t nrows)
+void ctl_put_box(FILE *f, const char *const *headers, int ncols, const char *const *cells,
+                 size_t nrows)
 {
-	size_t width[4];
+	size_t width[CTL_MAX_COLUMNS] = {0};
 
 	for (int c = 0; c < ncols; c++) {
 		width[c] = text_width(headers[c]);
@@ -172,7 +170,7 @@ static int put_family(FILE *f, const json_t *pools, int family)
 		cells[2 * nrows + 1] = opt;
 		nrows++;
 	}
-	put_box(f, headers, 2, cells, nrows);
+	ctl_put_box(f, headers, 2, cells, nrows);
 	free(cells);
 	free(options);
 	return 0;

@@ -68,8 +68,10 @@ static const struct ctl_command help_command = {
 };
 
 static const struct ctl_command *const top_subcommands[] = {
-    &agent_command,    &ctl_cluster_command, &ctl_store_command, &ctl_pool_command,
-    &ctl_ipam_command, &version_command,     &help_command,      NULL,
+    &agent_command,      &ctl_cluster_command, &ctl_store_command,   &ctl_pool_command,
+    &ctl_ipam_command,   &ctl_create_command,  &ctl_apply_command,   &ctl_replace_command,
+    &ctl_delete_command, &ctl_get_command,     &ctl_profile_command, &ctl_selector_command,
+    &ctl_policy_command, &version_command,     &help_command,        NULL,
 };
 
 static const struct ctl_command top_command = {
@@ -155,7 +157,16 @@ void ctl_usage(FILE *f, const char *prog, const struct ctl_command *cmd)
 	fprintf(f, "\nFlags:\n");
 	for (int i = 0; i < n; i++) {
 		flag_left(left, sizeof(left), flags[i]);
-		fprintf(f, "%-*s  %s\n", (int)width, left, flags[i]->help);
+		fprintf(f, "%-*s  ", (int)width, left);
+		if (flags[i] == &output_flag && cmd->formats != NULL) {
+			fprintf(f, "output format:");
+			for (const char *const *o = cmd->formats; *o != NULL; o++)
+				fprintf(f, "%s %s%s", o == cmd->formats ? "" : ",", *o,
+				        o == cmd->formats ? " (default)" : "");
+			fputc('\n', f);
+		} else {
+			fprintf(f, "%s\n", flags[i]->help);
+		}
 	}
 }
 
@@ -242,13 +253,31 @@ static int check_parsed(struct ctl_ctx *ctx, int nargs, int nrepeats)
 	int64_t timeout = CTL_DEFAULT_TIMEOUT_S;
 	int nrequired = 0;
 
-	if (output != NULL) {
+	if (ctx->cmd->formats != NULL) {
+		/* A command with its own list of formats: the first is the default. */
+		bool known = false;
+		char want[128] = "";
+
+		for (const char *const *f = ctx->cmd->formats; *f != NULL; f++) {
+			if (output != NULL && strcmp(output, *f) == 0)
+				known = true;
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s",
+			         want[0] != '\0' ? (f[1] != NULL ? ", " : " or ") : "", *f);
+		}
+		if (output != NULL && !known)
+			return ctl_usage_error(ctx, "invalid value '%s' for -o (want %s)", output,
+			                       want);
+		ctx->format = output != NULL ? output : ctx->cmd->formats[0];
+		ctx->json = strcmp(ctx->format, "json") == 0;
+	} else if (output != NULL) {
 		if (strcmp(output, "json") == 0)
 			ctx->json = true;
 		else if (strcmp(output, "text") != 0)
 			return ctl_usage_error(ctx, "invalid value '%s' for -o (want text or json)",
 			                       output);
 	}
+	if (ctx->format == NULL)
+		ctx->format = ctx->json ? "json" : "text";
 	if (ctx->cmd->client) {
 		const char *socket = ctl_flag(ctx, "socket");
 		const char *address = ctl_flag(ctx, "address");
@@ -270,7 +299,7 @@ static int check_parsed(struct ctl_ctx *ctx, int nargs, int nrepeats)
 		nrequired++;
 	if (ctx->nargs < nrequired)
 		return ctl_usage_error(ctx, "missing %s", ctx->cmd->args[ctx->nargs]);
-	if (ctx->cmd->more_args && nrequired > 0) {
+	if (ctx->cmd->more_args) {
 		if (nargs > CTL_MAX_ARGS)
 			return ctl_usage_error(ctx, "too many arguments (at most %d)",
 			                       CTL_MAX_ARGS);
@@ -319,6 +348,12 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 			size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
 
 			idx = find_long(ctx, name, len);
+			if (idx < 0 && ctx->cmd->dash_args) {
+				if (ctx->nargs < CTL_MAX_ARGS)
+					ctx->args[ctx->nargs++] = a;
+				nargs++;
+				continue;
+			}
 			if (idx < 0)
 				return ctl_usage_error(ctx, "unknown flag '--%.*s'", (int)len,
 				                       name);
@@ -331,6 +366,13 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 			}
 		} else {
 			idx = find_short(ctx, a[1]);
+			if (ctx->cmd->dash_args &&
+			    (idx < 0 || (ctx->flags[idx]->value_name == NULL && a[2] != '\0'))) {
+				if (ctx->nargs < CTL_MAX_ARGS)
+					ctx->args[ctx->nargs++] = a;
+				nargs++;
+				continue;
+			}
 			if (idx < 0 || (ctx->flags[idx]->value_name == NULL && a[2] != '\0'))
 				return ctl_usage_error(ctx, "unknown flag '%s'", a);
 			f = ctx->flags[idx];
@@ -430,6 +472,23 @@ int ctl_call(struct ctl_ctx *ctx, const char *method, const char *path, json_t *
 		return 1;
 	}
 	*response = resp;
+	return 0;
+}
+
+int ctl_request(struct ctl_ctx *ctx, const char *method, const char *path, json_t *body,
+                int *status, json_t **response)
+{
+	char *msg = NULL;
+	int rv;
+
+	*response = NULL;
+	*status = 0;
+	if (ctl_client(ctx) != 0)
+		return 1;
+	rv = api_request(ctx->client, method, path, body, status, response, &msg);
+	if (rv != API_OK)
+		return ctl_fail_api(ctx, rv, msg, 0, NULL);
+	free(msg);
 	return 0;
 }
 

@@ -10,7 +10,7 @@ cd "$ROOT"
 
 PACKAGES=(meson ninja-build pkg-config gcc clang make libuv1-dev liblmdb-dev libjansson-dev
 	libnl-3-dev libnl-route-3-dev libnftables-dev libyaml-dev libhttp-parser-dev
-	libcmocka-dev nftables iproute2 curl ca-certificates dpkg-dev autoconf automake libtool
+	libcmocka-dev nettle-dev nftables iproute2 curl ca-certificates dpkg-dev autoconf automake libtool
 	patch debian-archive-keyring socat)
 
 missing=()

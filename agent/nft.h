@@ -1,0 +1,38 @@
+/*
+ * Private to the agent: the nftables applier. A thin owner of one libnftables context that runs
+ * the compiler's libnftables JSON (policy_compiler_flush()) as one transaction and hands back
+ * libnftables's own error text. No nftables syntax is written here: commands are JSON built with
+ * jansson.
+ *
+ * The context's netlink socket is opened by agent_nft_new() in the network namespace of the
+ * calling thread and stays there: to drive another namespace, create the applier from a thread
+ * that has entered it. An applier is not thread-safe; use it from one thread at a time.
+ */
+#ifndef TABBY_AGENT_NFT_H
+#define TABBY_AGENT_NFT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct agent_nft;
+
+/* A new applier on a fresh libnftables context (JSON input, output and errors buffered in
+ * memory so they never reach the agent's stdout/stderr). -ENOMEM when libnftables cannot set up
+ * its context (no memory, or no netlink socket). */
+int agent_nft_new(struct agent_nft **out);
+/* Frees the applier and its context; NULL is a no-op. The kernel's ruleset is left as it is. */
+void agent_nft_free(struct agent_nft *n);
+
+/*
+ * Run cmds, a libnftables JSON document ({"nftables": [...]}), as one kernel transaction: either
+ * every command takes effect or none does. Returns 0, -EINVAL when cmds is not a JSON object (err
+ * says so), -ENOMEM, or -EIO when libnftables refused or the kernel failed the transaction; err
+ * then holds libnftables's error text on one line (its newlines turned into "; ").
+ */
+int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen);
+
+/* Delete the inet table named table with everything in it. A table that does not exist is not
+ * an error (0). Otherwise as agent_nft_apply(). */
+int agent_nft_delete_table(struct agent_nft *n, const char *table, char *err, size_t errlen);
+
+#endif

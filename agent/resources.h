@@ -1,0 +1,30 @@
+/*
+ * Private to the agent: v1 resources in the replicated state (resources.c) and their HTTP paths
+ * (routes_policy.c).
+ */
+#ifndef TABBY_AGENT_RESOURCES_H
+#define TABBY_AGENT_RESOURCES_H
+
+#include <jansson.h>
+
+#include "policy/policy.h"
+#include "store/kv.h"
+
+/* The domain command id of resource batches (struct kv_handler.call). */
+#define RES_CALL 2
+
+/* The domain command handler (kv_call_fn): one batch of resources, all or nothing (see the
+ * comment at the top of resources.c for the payload and reply). data is unused (NULL). */
+int resources_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_call_out *out);
+
+/* The DOMAIN key of a stored resource, "res/<plural>/<key>", into out. -EINVAL when too long. */
+int resources_store_key(enum policy_kind kind, const char *key, char *out, size_t len);
+
+/* Every resource of kind, normalized, in key order (ipPools from IPAM). */
+int resources_list(struct kv_tx *tx, enum policy_kind kind, json_t **items);
+/* One resource by key; -ENOENT when absent. */
+int resources_get(struct kv_tx *tx, enum policy_kind kind, const char *key, json_t **res);
+/* A model of every stored resource (ipPools excepted). -EIO for a record the model refuses. */
+int resources_model(struct kv_tx *tx, struct policy_model **out);
+
+#endif

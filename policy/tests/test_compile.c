@@ -1,0 +1,1262 @@
+/*
+ * The nftables compiler (policy_compiler_*): the structure of the full ruleset (base chains with
+ * conntrack first, dispatch maps, endpoint chains, policy and profile chains, selector sets and
+ * their members), the rendering of every rule field per family, incremental batches (a new
+ * endpoint, a changed policy, a selector going out of use, a label change, nothing changed),
+ * determinism, and that incremental batches applied in order give exactly the full ruleset.
+ *
+ * Batches are checked by applying them to a small simulator of the nft commands the compiler
+ * uses, strict where the kernel is: a rule may only name sets and chains that exist, a chain or
+ * set still referred to cannot be deleted, an element cannot be added twice or deleted when
+ * absent. When run as root with nft installed, the batches are also loaded into the kernel in a
+ * private network namespace.
+ *
+ * Resources are normalized JSON with ` for ".
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "policy/policy.h"
+
+static json_t *J(const char *text)
+{
+	char *s = strdup(text);
+	json_error_t e;
+	json_t *v;
+
+	assert_non_null(s);
+	for (char *p = s; *p != '\0'; p++)
+		if (*p == '`')
+			*p = '"';
+	v = json_loads(s, 0, &e);
+	if (v == NULL)
+		fail_msg("bad test JSON (%s) at %d: %s", e.text, e.position, s);
+	free(s);
+	return v;
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, f);
+	assert_true(vasprintf(&s, f, ap) >= 0);
+	va_end(ap);
+	return s;
+}
+
+/* Put a resource and tell the compiler (c may be NULL). */
+static void put(struct policy_model *m, struct policy_compiler *c, char *text)
+{
+	json_t *v = J(text);
+	char err[512];
+	char key[POLICY_KEY_MAX];
+	int rv = policy_model_put(m, v, err, sizeof(err));
+	enum policy_kind k;
+
+	if (rv != 0)
+		fail_msg("put failed (%d): %s\n%s", rv, err, text);
+	k = policy_resource_key(v, key, sizeof(key));
+	assert_int_not_equal(k, POLICY_KIND_NONE);
+	if (c != NULL)
+		policy_compiler_note(c, k, key);
+	json_decref(v);
+	free(text);
+}
+
+static void del(struct policy_model *m, struct policy_compiler *c, enum policy_kind k,
+                const char *key)
+{
+	assert_int_equal(policy_model_remove(m, k, key), 0);
+	if (c != NULL)
+		policy_compiler_note(c, k, key);
+}
+
+static char *policy(const char *name, const char *order, const char *selector, const char *types,
+                    const char *ingress, const char *egress)
+{
+	return fmt("{`apiVersion`:`v1`,`kind`:`policy`,`metadata`:{`name`:`%s`},`spec`:{%s%s%s"
+	           "`selector`:`%s`,`types`:%s,`ingress`:%s,`egress`:%s,"
+	           "`doNotTrack`:false,`preDNAT`:false}}",
+	           name, order ? "`order`:" : "", order ? order : "", order ? "," : "", selector,
+	           types, ingress, egress);
+}
+
+static char *wep(const char *node, const char *wl, const char *iface, const char *ips,
+                 const char *labels, const char *profiles)
+{
+	return fmt("{`apiVersion`:`v1`,`kind`:`workloadEndpoint`,`metadata`:{`name`:`eth0`,"
+	           "`workload`:`%s`,`orchestrator`:`mesos`,`node`:`%s`,`labels`:%s},`spec`:{"
+	           "`ipNetworks`:%s,`profiles`:%s,`interfaceName`:`%s`}}",
+	           wl, node, labels, ips, profiles, iface);
+}
+
+static char *hep(const char *node, const char *name, const char *ips, const char *labels)
+{
+	return fmt("{`apiVersion`:`v1`,`kind`:`hostEndpoint`,`metadata`:{`name`:`%s`,`node`:`%s`,"
+	           "`labels`:%s},`spec`:{`expectedIPs`:%s}}",
+	           name, node, labels, ips);
+}
+
+static char *profile(const char *name, const char *labels, const char *tags, const char *ingress,
+                     const char *egress)
+{
+	return fmt("{`apiVersion`:`v1`,`kind`:`profile`,`metadata`:{`name`:`%s`,`labels`:%s,"
+	           "`tags`:%s},`spec`:{`ingress`:%s,`egress`:%s}}",
+	           name, labels, tags, ingress, egress);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reading a batch                                                                             */
+
+static json_t *cmds_of(json_t *batch)
+{
+	json_t *a = json_object_get(batch, "nftables");
+
+	assert_true(json_is_array(a));
+	return a;
+}
+
+/* The object of a command "verb what" named name (NULL: any), or NULL; *index its position. */
+static json_t *find(json_t *batch, const char *verb, const char *what, const char *name, int *index)
+{
+	size_t i;
+	json_t *cmd;
+
+	json_array_foreach (cmds_of(batch), i, cmd) {
+		json_t *o = json_object_get(json_object_get(cmd, verb), what);
+		const char *n;
+		if (o == NULL)
+			continue;
+		n = json_string_value(json_object_get(o, "name"));
+		if (name == NULL || (n != NULL && strcmp(n, name) == 0)) {
+			if (index != NULL)
+				*index = (int)i;
+			return o;
+		}
+	}
+	return NULL;
+}
+
+static unsigned count(json_t *batch, const char *verb, const char *what)
+{
+	size_t i;
+	json_t *cmd;
+	unsigned n = 0;
+
+	json_array_foreach (cmds_of(batch), i, cmd) {
+		if (json_object_get(json_object_get(cmd, verb), what) != NULL)
+			n++;
+	}
+	return n;
+}
+
+/* The rules added to chain in batch, each as compact JSON text of its expressions. */
+struct rules {
+	char *v[64];
+	unsigned n;
+};
+
+static void rules_of(json_t *batch, const char *chain, struct rules *r)
+{
+	size_t i;
+	json_t *cmd;
+
+	r->n = 0;
+	json_array_foreach (cmds_of(batch), i, cmd) {
+		json_t *o = json_object_get(json_object_get(cmd, "add"), "rule");
+		if (o == NULL || strcmp(json_string_value(json_object_get(o, "chain")), chain) != 0)
+			continue;
+		assert_true(r->n < 64);
+		r->v[r->n++] = json_dumps(json_object_get(o, "expr"), JSON_COMPACT);
+	}
+}
+
+static void rules_free(struct rules *r)
+{
+	for (unsigned i = 0; i < r->n; i++)
+		free(r->v[i]);
+	r->n = 0;
+}
+
+static void has(const char *text, const char *want)
+{
+	if (text == NULL)
+		fail_msg("expected %s, found nothing", want);
+	if (strstr(text, want) == NULL)
+		fail_msg("expected %s in %s", want, text);
+}
+
+static void hasnt(const char *text, const char *want)
+{
+	assert_non_null(text);
+	if (strstr(text, want) != NULL)
+		fail_msg("did not expect %s in %s", want, text);
+}
+
+/* The elements of an "add set" or "add element" object as one text, sorted as emitted. */
+static char *elems(json_t *o)
+{
+	json_t *e = json_object_get(o, "elem");
+
+	return e != NULL ? json_dumps(e, JSON_COMPACT) : strdup("[]");
+}
+
+/* The set name of a selector's family. */
+static void set_name(const char *selector, int family, char *out)
+{
+	struct policy_selector *s;
+	char err[128];
+
+	assert_int_equal(policy_selector_parse(selector, &s, NULL, err, sizeof(err)), 0);
+	sprintf(out, "s%d-%s", family, policy_selector_uid(s) + 2);
+	policy_selector_free(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A simulator of the kernel's table, strict about references                                  */
+
+struct sim {
+	json_t *chains; /* name -> array of expr texts */
+	json_t *sets;   /* name -> object of element texts */
+};
+
+static void sim_init(struct sim *s)
+{
+	s->chains = json_object();
+	s->sets = json_object();
+}
+
+static void sim_free(struct sim *s)
+{
+	json_decref(s->chains);
+	json_decref(s->sets);
+}
+
+/* Whether v mentions "@name" or a jump to name. */
+static bool mentions(json_t *v, const char *name, bool chain)
+{
+	size_t i;
+	const char *k;
+	json_t *x;
+
+	if (json_is_string(v))
+		return !chain && json_string_value(v)[0] == '@' &&
+		       strcmp(json_string_value(v) + 1, name) == 0;
+	if (json_is_object(v)) {
+		json_t *j = json_object_get(v, "jump");
+		if (chain && j != NULL &&
+		    strcmp(json_string_value(json_object_get(j, "target")), name) == 0)
+			return true;
+		json_object_foreach (v, k, x) {
+			if (mentions(x, name, chain))
+				return true;
+		}
+	}
+	if (json_is_array(v))
+		json_array_foreach (v, i, x) {
+			if (mentions(x, name, chain))
+				return true;
+		}
+	return false;
+}
+
+/* Every "@set" and jump target of v must exist. */
+static void check_refs(struct sim *s, json_t *v)
+{
+	size_t i;
+	const char *k;
+	json_t *x;
+
+	if (json_is_string(v) && json_string_value(v)[0] == '@' &&
+	    json_object_get(s->sets, json_string_value(v) + 1) == NULL)
+		fail_msg("reference to missing set %s", json_string_value(v));
+	if (json_is_object(v)) {
+		json_t *j = json_object_get(v, "jump");
+		if (j != NULL &&
+		    json_object_get(s->chains, json_string_value(json_object_get(j, "target"))) ==
+		        NULL)
+			fail_msg("jump to missing chain %s",
+			         json_string_value(json_object_get(j, "target")));
+		json_object_foreach (v, k, x) {
+			check_refs(s, x);
+		}
+	}
+	if (json_is_array(v))
+		json_array_foreach (v, i, x) {
+			check_refs(s, x);
+		}
+}
+
+static bool referenced(struct sim *s, const char *name, bool chain)
+{
+	const char *k;
+	json_t *x;
+
+	json_object_foreach (s->chains, k, x) {
+		size_t i;
+		json_t *r;
+		json_array_foreach (x, i, r) {
+			json_t *e = json_loads(json_string_value(r), 0, NULL);
+			bool m = mentions(e, name, chain);
+			json_decref(e);
+			if (m)
+				return true;
+		}
+	}
+	json_object_foreach (s->sets, k, x) {
+		const char *ek;
+		json_t *ev;
+		json_object_foreach (x, ek, ev) {
+			json_t *e = json_loads(ek, JSON_DECODE_ANY, NULL);
+			bool m = mentions(e, name, chain);
+			json_decref(e);
+			if (m)
+				return true;
+		}
+	}
+	return false;
+}
+
+static void sim_elems(struct sim *s, const char *set, json_t *elem, bool add)
+{
+	json_t *st = json_object_get(s->sets, set);
+	size_t i;
+	json_t *e;
+
+	if (st == NULL)
+		fail_msg("element of missing set %s", set);
+	json_array_foreach (elem, i, e) {
+		char *t = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+		check_refs(s, e);
+		if (add && json_object_get(st, t) != NULL)
+			fail_msg("element %s added twice to %s", t, set);
+		if (!add && json_object_get(st, t) == NULL)
+			fail_msg("element %s deleted from %s but absent", t, set);
+		if (add)
+			json_object_set_new(st, t, json_true());
+		else
+			json_object_del(st, t);
+		free(t);
+	}
+}
+
+/* A JSON string of p, which it frees. */
+static json_t *own_string(char *p)
+{
+	json_t *v = json_string(p);
+
+	free(p);
+	return v;
+}
+
+static void sim_apply(struct sim *s, json_t *batch)
+{
+	size_t i;
+	json_t *cmd;
+
+	if (batch == NULL)
+		return;
+	json_array_foreach (cmds_of(batch), i, cmd) {
+		const char *verb = json_object_iter_key(json_object_iter(cmd));
+		json_t *body = json_object_iter_value(json_object_iter(cmd));
+		const char *what = json_object_iter_key(json_object_iter(body));
+		json_t *o = json_object_iter_value(json_object_iter(body));
+		const char *name = json_string_value(json_object_get(o, "name"));
+
+		assert_string_equal(json_string_value(json_object_get(o, "family")), "inet");
+		if (strcmp(what, "table") == 0) {
+			if (strcmp(verb, "delete") == 0) {
+				json_object_clear(s->chains);
+				json_object_clear(s->sets);
+			}
+		} else if (strcmp(what, "chain") == 0) {
+			json_t *ch = json_object_get(s->chains, name);
+			if (strcmp(verb, "add") == 0) {
+				if (ch == NULL)
+					json_object_set_new(s->chains, name, json_array());
+			} else if (ch == NULL) {
+				fail_msg("%s of missing chain %s", verb, name);
+			} else if (strcmp(verb, "flush") == 0) {
+				json_array_clear(ch);
+			} else {
+				assert_string_equal(verb, "delete");
+				if (referenced(s, name, true))
+					fail_msg("chain %s deleted while referenced", name);
+				json_object_del(s->chains, name);
+			}
+		} else if (strcmp(what, "set") == 0 || strcmp(what, "map") == 0) {
+			if (strcmp(verb, "add") == 0) {
+				assert_null(json_object_get(o, "flags"));
+				if (json_object_get(s->sets, name) == NULL)
+					json_object_set_new(s->sets, name, json_object());
+				if (json_object_get(o, "elem") != NULL)
+					sim_elems(s, name, json_object_get(o, "elem"), true);
+			} else {
+				assert_string_equal(verb, "delete");
+				if (json_object_get(s->sets, name) == NULL)
+					fail_msg("delete of missing set %s", name);
+				if (referenced(s, name, false))
+					fail_msg("set %s deleted while referenced", name);
+				json_object_del(s->sets, name);
+			}
+		} else if (strcmp(what, "element") == 0) {
+			sim_elems(s, name, json_object_get(o, "elem"), strcmp(verb, "add") == 0);
+		} else if (strcmp(what, "rule") == 0) {
+			const char *chain = json_string_value(json_object_get(o, "chain"));
+			json_t *ch = json_object_get(s->chains, chain);
+			assert_string_equal(verb, "add");
+			if (ch == NULL)
+				fail_msg("rule in missing chain %s", chain);
+			check_refs(s, json_object_get(o, "expr"));
+			json_array_append_new(
+			    ch, own_string(json_dumps(json_object_get(o, "expr"), JSON_COMPACT)));
+		} else {
+			fail_msg("unexpected command %s %s", verb, what);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loading into the kernel, in a private network namespace                                    */
+
+static bool nft_usable(void)
+{
+	return geteuid() == 0 && system("command -v nft >/dev/null 2>&1 && "
+	                                "command -v unshare >/dev/null 2>&1") == 0;
+}
+
+/* Load the batches in order into a fresh network namespace; returns nft's exit status. */
+static int nft_load(json_t **batches, unsigned n)
+{
+	char dir[] = "/tmp/tabby-nft-XXXXXX";
+	char *script;
+	int rv;
+
+	assert_non_null(mkdtemp(dir));
+	script = fmt("set -e");
+	for (unsigned i = 0; i < n; i++) {
+		char *path = fmt("%s/b%u.json", dir, i);
+		char *next;
+		if (batches[i] == NULL) {
+			free(path);
+			continue;
+		}
+		assert_int_equal(json_dump_file(batches[i], path, 0), 0);
+		next = fmt("%s; nft -j -f %s", script, path);
+		free(script);
+		script = next;
+		free(path);
+	}
+	char *cmd = fmt("unshare -n sh -c '%s' 2>%s/err; rc=$?; cat %s/err >&2; rm -rf %s; "
+	                "exit $rc",
+	                script, dir, dir, dir);
+	rv = system(cmd);
+	free(cmd);
+	free(script);
+	return rv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The small model                                                                             */
+
+static const struct policy_compile_config cfg = {.node = "n1"};
+
+static struct policy_model *small_model(void)
+{
+	struct policy_model *m = policy_model_new();
+
+	assert_non_null(m);
+	put(m, NULL,
+	    profile("calico", "{`profile`:`calico`}", "[`calico`]",
+	            "[{`action`:`allow`,`source`:{`tag`:`calico`}}]", "[{`action`:`allow`}]"));
+	put(m, NULL,
+	    wep("n1", "web", "caliweb", "[`10.0.0.1/32`,`fd00::1/128`]", "{`app`:`web`}",
+	        "[`calico`]"));
+	put(m, NULL, wep("n1", "db", "calidb", "[`10.0.0.2/32`]", "{`app`:`db`}", "[`calico`]"));
+	put(m, NULL, wep("n2", "api", "caliapi", "[`10.0.1.1/32`]", "{`app`:`web`}", "[]"));
+	put(m, NULL, hep("n2", "eth1", "[`10.0.7.2`]", "{`app`:`db`}"));
+	put(m, NULL,
+	    policy("db-allow", "10", "app == 'db'", "[`ingress`]",
+	           "[{`action`:`allow`,`protocol`:`tcp`,`source`:{`selector`:`app == 'web'`},"
+	           "`destination`:{`ports`:[5432]}},{`action`:`log`},"
+	           "{`action`:`deny`,`source`:{`nets`:[`192.168.0.0/16`]}}]",
+	           "[]"));
+	put(m, NULL,
+	    policy("pass-all", "20", "", "[`ingress`,`egress`]",
+	           "[{`action`:`pass`,`notProtocol`:`udp`}]",
+	           "[{`action`:`deny`,`destination`:{`notSelector`:`app == 'db'`,"
+	           "`notNets`:[`10.9.0.0/16`]}}]"));
+	put(m, NULL,
+	    policy("remote-only", "5", "app == 'nothing-here'", "[`ingress`]",
+	           "[{`action`:`allow`,`source`:{`selector`:`never == 'x'`}}]", "[]"));
+	return m;
+}
+
+static void test_full_structure(void **state)
+{
+	struct policy_model *m = small_model();
+	struct policy_compiler *c;
+	json_t *b;
+	json_t *o;
+	struct rules r;
+	char web4[64], web6[64], tag4[64], db4[64], never4[64];
+	char *t;
+	int i1, i2;
+	(void)state;
+
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	assert_non_null(b);
+
+	/* The atomic swap first. */
+	t = json_dumps(json_array_get(cmds_of(b), 0), JSON_COMPACT | JSON_SORT_KEYS);
+	assert_string_equal(t, "{\"add\":{\"table\":{\"family\":\"inet\",\"name\":\"tabby\"}}}");
+	free(t);
+	assert_non_null(json_object_get(json_array_get(cmds_of(b), 1), "delete"));
+	assert_non_null(json_object_get(json_array_get(cmds_of(b), 2), "add"));
+	assert_int_equal(count(b, "delete", "table"), 1);
+
+	/* Base chains: conntrack first, then fail-closed, then dispatch. */
+	o = find(b, "add", "chain", "forward", NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "hook")), "forward");
+	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 0);
+	rules_of(b, "forward", &r);
+	assert_int_equal(r.n, 8);
+	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"iifname\"}},\"right\":\"cali*\"");
+	has(r.v[1], "[\"established\",\"related\"]");
+	has(r.v[1], "{\"accept\":null}");
+	has(r.v[2], "\"invalid\"");
+	has(r.v[2], "{\"drop\":null}");
+	has(r.v[3], "\"right\":\"@wl-ifaces\"");
+	has(r.v[5], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
+	has(r.v[6], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"oifname\"}},\"data\":\"@to-wl\"}}");
+	rules_free(&r);
+	rules_of(b, "input", &r);
+	assert_int_equal(r.n, 6);
+	has(r.v[2], "[\"established\",\"related\"]");
+	has(r.v[3], "\"invalid\"");
+	has(r.v[5], "\"@from-wl\"");
+	rules_free(&r);
+
+	/* Dispatch maps: the local endpoints only. */
+	t = elems(find(b, "add", "map", "from-wl", NULL));
+	assert_string_equal(t, "[[\"calidb\",{\"jump\":{\"target\":\"fw-calidb\"}}],"
+	                       "[\"caliweb\",{\"jump\":{\"target\":\"fw-caliweb\"}}]]");
+	free(t);
+	t = elems(find(b, "add", "map", "to-wl", NULL));
+	assert_string_equal(t, "[[\"calidb\",{\"jump\":{\"target\":\"tw-calidb\"}}],"
+	                       "[\"caliweb\",{\"jump\":{\"target\":\"tw-caliweb\"}}]]");
+	free(t);
+	t = elems(find(b, "add", "set", "wl-ifaces", NULL));
+	assert_string_equal(t, "[\"calidb\",\"caliweb\"]");
+	free(t);
+
+	/* Chains: active policies and profiles only. */
+	assert_non_null(find(b, "add", "chain", "pi-db-allow", NULL));
+	assert_null(find(b, "add", "chain", "po-db-allow", NULL)); /* ingress only */
+	assert_non_null(find(b, "add", "chain", "pi-pass-all", NULL));
+	assert_non_null(find(b, "add", "chain", "po-pass-all", NULL));
+	assert_null(find(b, "add", "chain", "pi-remote-only", NULL));
+	assert_non_null(find(b, "add", "chain", "pri-calico", NULL));
+	assert_non_null(find(b, "add", "chain", "pro-calico", NULL));
+	assert_null(find(b, "add", "chain", "tw-caliapi", NULL));
+
+	/* Sets: members cluster-wide, per family, plain. */
+	set_name("app == 'web'", 4, web4);
+	set_name("app == 'web'", 6, web6);
+	set_name("has(calico)", 4, tag4);
+	set_name("app == 'db'", 4, db4);
+	set_name("never == 'x'", 4, never4);
+	o = find(b, "add", "set", web4, NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "type")), "ipv4_addr");
+	assert_null(json_object_get(o, "flags"));
+	t = elems(o);
+	assert_string_equal(t, "[\"10.0.0.1\",\"10.0.1.1\"]");
+	free(t);
+	t = elems(find(b, "add", "set", web6, NULL));
+	assert_string_equal(t, "[\"fd00::1\"]");
+	free(t);
+	t = elems(find(b, "add", "set", tag4, NULL));
+	assert_string_equal(t, "[\"10.0.0.1\",\"10.0.0.2\"]");
+	free(t);
+	t = elems(find(b, "add", "set", db4, NULL)); /* the host endpoint's expectedIPs too */
+	assert_string_equal(t, "[\"10.0.0.2\",\"10.0.7.2\"]");
+	free(t);
+	assert_null(find(b, "add", "set", never4, NULL)); /* remote-only is not active */
+
+	/* Endpoint chain: marks cleared, policies in order with PASS/ACCEPT checks, then
+	 * profiles, then drop (5.3). */
+	rules_of(b, "tw-calidb", &r);
+	assert_int_equal(r.n, 9);
+	has(r.v[0],
+	    "{\"mangle\":{\"key\":{\"meta\":{\"key\":\"mark\"}},\"value\":{\"&\":[{\"meta\":"
+	    "{\"key\":\"mark\"}},4244635647]}}}");
+	has(r.v[1], "{\"&\":[{\"meta\":{\"key\":\"mark\"}},33554432]},\"right\":0}");
+	has(r.v[1], "{\"jump\":{\"target\":\"pi-db-allow\"}}");
+	has(r.v[2], "{\"&\":[{\"meta\":{\"key\":\"mark\"}},16777216]},\"right\":16777216}");
+	has(r.v[2], "{\"return\":null}");
+	has(r.v[3], "pi-pass-all");
+	has(r.v[5], "33554432]},\"right\":0}},{\"drop\":null}");
+	has(r.v[6], "{\"jump\":{\"target\":\"pri-calico\"}}");
+	has(r.v[7], "{\"return\":null}");
+	assert_string_equal(r.v[8], "[{\"drop\":null}]");
+	rules_free(&r);
+	rules_of(b, "fw-caliweb", &r); /* egress: only pass-all applies */
+	assert_int_equal(r.n, 7);
+	has(r.v[1], "po-pass-all");
+	has(r.v[4], "pro-calico");
+	rules_free(&r);
+
+	/* Policy chain: allow with a selector -> one rule per family; log; deny with nets. */
+	rules_of(b, "pi-db-allow", &r);
+	assert_int_equal(r.n, 4);
+	has(r.v[0], "\"right\":\"ipv4\"");
+	has(r.v[0], "{\"meta\":{\"key\":\"l4proto\"}},\"right\":6}");
+	has(r.v[0], "{\"payload\":{\"protocol\":\"ip\",\"field\":\"saddr\"}},\"right\":\"@");
+	has(r.v[0], web4);
+	has(r.v[0], "{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}},\"right\":{\"set\":"
+	            "[5432]}}");
+	has(r.v[0], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},16777216]}}},{\"return\":null}]");
+	has(r.v[1], "\"right\":\"ipv6\"");
+	has(r.v[1], "{\"protocol\":\"ip6\",\"field\":\"saddr\"}");
+	has(r.v[1], web6);
+	assert_string_equal(r.v[2], "[{\"log\":{\"prefix\":\"calico-packet\"}}]");
+	has(r.v[3], "\"right\":\"ipv4\"");
+	has(r.v[3], "{\"prefix\":{\"addr\":\"192.168.0.0\",\"len\":16}}");
+	has(r.v[3], "{\"drop\":null}");
+	rules_free(&r);
+
+	/* pass and the negations. */
+	rules_of(b, "pi-pass-all", &r);
+	assert_int_equal(r.n, 1);
+	has(r.v[0], "{\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":17}");
+	has(r.v[0], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},33554432]}");
+	rules_free(&r);
+	rules_of(b, "po-pass-all", &r);
+	assert_int_equal(r.n, 1); /* notNets confine it to IPv4 */
+	has(r.v[0],
+	    "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
+	    "\"daddr\"}},\"right\":{\"set\":[{\"prefix\":{\"addr\":\"10.9.0.0\",\"len\":16}}]}}");
+	has(r.v[0], "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
+	            "\"daddr\"}},\"right\":\"@");
+	has(r.v[0], db4);
+	rules_free(&r);
+
+	/* The same again: nothing changed. */
+	json_decref(b);
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	assert_null(b);
+
+	/* Sets come before the rules that use them, chains before the maps that jump to them. */
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	find(b, "add", "set", web4, &i1);
+	find(b, "add", "chain", "pi-db-allow", &i2);
+	assert_true(i1 < i2);
+	find(b, "add", "map", "from-wl", &i1);
+	find(b, "add", "chain", "fw-caliweb", &i2);
+	assert_true(i2 < i1);
+	json_decref(b);
+
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+/* One policy with the given ingress rules applied to a local endpoint; its pi- chain's rules. */
+static void render_one(const char *ingress, struct rules *r)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	json_t *b;
+
+	put(m, NULL, wep("n1", "w", "caliw", "[`10.0.0.1/32`]", "{`app`:`w`}", "[]"));
+	put(m, NULL, policy("p", NULL, "", "[`ingress`]", ingress, "[]"));
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	rules_of(b, "pi-p", r);
+	json_decref(b);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+static void test_rule_rendering(void **state)
+{
+	struct rules r;
+	(void)state;
+
+	/* Empty rule: once, no family. */
+	render_one("[{`action`:`deny`}]", &r);
+	assert_int_equal(r.n, 1);
+	assert_string_equal(r.v[0], "[{\"drop\":null}]");
+	rules_free(&r);
+
+	/* ipVersion alone: once, that family. */
+	render_one("[{`action`:`deny`,`ipVersion`:6}]", &r);
+	assert_int_equal(r.n, 1);
+	has(r.v[0], "{\"meta\":{\"key\":\"nfproto\"}},\"right\":\"ipv6\"");
+	rules_free(&r);
+
+	/* ICMP type and code: family's ICMP only, both families in one rule. */
+	render_one("[{`action`:`allow`,`icmp`:{`type`:8,`code`:0}}]", &r);
+	assert_int_equal(r.n, 1);
+	has(r.v[0],
+	    "{\"concat\":[{\"meta\":{\"key\":\"nfproto\"}},{\"meta\":{\"key\":\"l4proto\"}},"
+	    "{\"payload\":{\"base\":\"th\",\"offset\":0,\"len\":8}},{\"payload\":{\"base\":"
+	    "\"th\",\"offset\":8,\"len\":8}}]}");
+	has(r.v[0], "{\"set\":[{\"concat\":[\"ipv4\",1,8,0]},{\"concat\":[\"ipv6\",58,8,0]}]}");
+	rules_free(&r);
+	render_one("[{`action`:`allow`,`ipVersion`:4,`protocol`:`icmp`,`notICMP`:{`type`:3}}]", &r);
+	assert_int_equal(r.n, 1);
+	has(r.v[0], "\"op\":\"!=\",\"left\":{\"concat\"");
+	has(r.v[0], "{\"set\":[{\"concat\":[\"ipv4\",1,3]}]}");
+	hasnt(r.v[0], "ipv6");
+	rules_free(&r);
+
+	/* Ports merged and sorted; source and destination. */
+	render_one("[{`action`:`allow`,`protocol`:`udp`,`source`:{`ports`:[53]},`destination`:"
+	           "{`ports`:[`6040:6050`,80,`6045:6060`,81],`notPorts`:[443]}}]",
+	           &r);
+	assert_int_equal(r.n, 1);
+	has(r.v[0], "\"field\":\"sport\"}},\"right\":{\"set\":[53]}");
+	has(r.v[0], "\"field\":\"dport\"}},\"right\":{\"set\":[{\"range\":[80,81]},{\"range\":"
+	            "[6040,6060]}]}");
+	has(r.v[0],
+	    "\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}},"
+	    "\"right\":{\"set\":[443]}");
+	rules_free(&r);
+
+	/* notPorts without a protocol: not a port protocol | a port protocol, not those ports. */
+	render_one("[{`action`:`deny`,`destination`:{`notPorts`:[22]}}]", &r);
+	assert_int_equal(r.n, 2);
+	has(r.v[0], "{\"match\":{\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":"
+	            "{\"set\":[6,17,132,136]}}},{\"drop\":null}");
+	hasnt(r.v[0], "dport");
+	has(r.v[1], "{\"op\":\"==\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":{\"set\":"
+	            "[6,17,132,136]}}");
+	has(r.v[1],
+	    "\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}}");
+	rules_free(&r);
+
+	/* Selector and notSelector and tags: once per family. Nets of one family: that one. */
+	render_one("[{`action`:`allow`,`source`:{`tag`:`a`,`notSelector`:`b == 'c'`}},"
+	           "{`action`:`allow`,`source`:{`selector`:`x == 'y'`,`nets`:[`fd00::/64`,"
+	           "`fd00::/48`]}}]",
+	           &r);
+	assert_int_equal(r.n, 3);
+	has(r.v[0], "\"ipv4\"");
+	has(r.v[0],
+	    "\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":\"saddr\"}},"
+	    "\"right\":\"@s4-");
+	has(r.v[1], "\"ipv6\"");
+	has(r.v[1], "\"right\":\"@s6-");
+	has(r.v[2], "\"ipv6\"");
+	has(r.v[2], "{\"set\":[{\"prefix\":{\"addr\":\"fd00::\",\"len\":48}}]}"); /* /64 inside */
+	rules_free(&r);
+
+	/* Ports on a protocol without ports never match: no rule. */
+	render_one("[{`action`:`allow`,`protocol`:1,`destination`:{`ports`:[80]}},"
+	           "{`action`:`deny`,`protocol`:1,`destination`:{`notPorts`:[80]}}]",
+	           &r);
+	assert_int_equal(r.n, 1);
+	has(r.v[0], "\"right\":1}},{\"drop\":null}]");
+	rules_free(&r);
+}
+
+/* Chain names: plain when they can be, hashed and distinct otherwise. */
+static void test_names(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	json_t *b;
+	char longname[129];
+	size_t i;
+	json_t *cmd;
+	unsigned hashed = 0;
+	(void)state;
+
+	memset(longname, 'a', 128);
+	longname[128] = '\0';
+	put(m, NULL, wep("n1", "w", "caliw", "[`10.0.0.1/32`]", "{}", "[]"));
+	put(m, NULL, policy("team/web.v1", NULL, "", "[`ingress`]", "[]", "[]"));
+	put(m, NULL, policy(longname, NULL, "", "[`ingress`]", "[]", "[]"));
+	longname[127] = 'b';
+	put(m, NULL, policy(longname, NULL, "", "[`ingress`]", "[]", "[]"));
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	assert_non_null(find(b, "add", "chain", "pi-team/web.v1", NULL));
+	json_array_foreach (cmds_of(b), i, cmd) {
+		json_t *o = json_object_get(json_object_get(cmd, "add"), "chain");
+		const char *n = json_string_value(json_object_get(o, "name"));
+		if (n == NULL || strncmp(n, "pi.", 3) != 0)
+			continue;
+		hashed++;
+		assert_true(strlen(n) < 64);
+		assert_int_equal(strncmp(n, "pi.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.", 36), 0);
+	}
+	assert_int_equal(hashed, 2); /* two distinct names */
+	json_decref(b);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+/* Apply a flush's batch to the simulator and check it equals the full ruleset's. */
+static json_t *flush_and_check(struct policy_compiler *c, struct policy_model *m, struct sim *k)
+{
+	json_t *b, *full;
+	struct sim want;
+
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	sim_apply(k, b);
+	assert_int_equal(policy_compiler_ruleset(c, m, &full), 0);
+	sim_init(&want);
+	sim_apply(&want, full);
+	if (!json_equal(want.chains, k->chains) || !json_equal(want.sets, k->sets)) {
+		char *w = json_dumps(want.sets, JSON_SORT_KEYS | JSON_INDENT(1));
+		char *g = json_dumps(k->sets, JSON_SORT_KEYS | JSON_INDENT(1));
+		char *wc = json_dumps(want.chains, JSON_SORT_KEYS | JSON_INDENT(1));
+		char *gc = json_dumps(k->chains, JSON_SORT_KEYS | JSON_INDENT(1));
+		char *bt = b ? json_dumps(b, JSON_INDENT(1)) : strdup("null");
+		fail_msg("incremental state differs from full\nbatch %s\nwant sets %s\ngot sets "
+		         "%s\nwant chains %s\ngot chains %s",
+		         bt, w, g, wc, gc);
+	}
+	sim_free(&want);
+	json_decref(full);
+	return b;
+}
+
+static void test_incremental(void **state)
+{
+	struct policy_model *m = small_model();
+	struct policy_compiler *c;
+	struct sim k;
+	json_t *b, *o;
+	char web4[64], db4[64], tag4[64], other4[64];
+	char *t;
+	int i1, i2;
+	json_t *all[16];
+	unsigned n_all = 0;
+	(void)state;
+
+	set_name("app == 'web'", 4, web4);
+	set_name("app == 'db'", 4, db4);
+	set_name("has(calico)", 4, tag4);
+	set_name("app == 'other'", 4, other4);
+	sim_init(&k);
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	all[n_all++] = flush_and_check(c, m, &k);
+
+	/* A new remote endpoint: set elements only. */
+	put(m, c, wep("n3", "web2", "caliweb2", "[`10.0.3.1/32`]", "{`app`:`web`}", "[]"));
+	b = flush_and_check(c, m, &k);
+	assert_non_null(b);
+	assert_int_equal(json_array_size(cmds_of(b)), 1);
+	o = find(b, "add", "element", web4, NULL);
+	assert_non_null(o);
+	t = elems(o);
+	assert_string_equal(t, "[\"10.0.3.1\"]");
+	free(t);
+	all[n_all++] = b;
+
+	/* A new local endpoint: its chains, its map elements, its set elements; no policy
+	 * chain is touched. */
+	put(m, c, wep("n1", "web3", "caliweb3", "[`10.0.0.3/32`]", "{`app`:`web`}", "[`calico`]"));
+	b = flush_and_check(c, m, &k);
+	assert_non_null(find(b, "add", "chain", "fw-caliweb3", NULL));
+	assert_non_null(find(b, "add", "chain", "tw-caliweb3", NULL));
+	assert_non_null(find(b, "add", "element", "from-wl", NULL));
+	assert_non_null(find(b, "add", "element", "to-wl", NULL));
+	assert_non_null(find(b, "add", "element", "wl-ifaces", NULL));
+	assert_non_null(find(b, "add", "element", web4, NULL));
+	assert_non_null(find(b, "add", "element", tag4, NULL));
+	assert_int_equal(count(b, "flush", "chain"), 0);
+	assert_int_equal(count(b, "delete", "chain"), 0);
+	all[n_all++] = b;
+
+	/* A changed policy (same selectors): its chain replaced, nothing else. */
+	put(m, c,
+	    policy("db-allow", "10", "app == 'db'", "[`ingress`]",
+	           "[{`action`:`allow`,`protocol`:`tcp`,`source`:{`selector`:`app == 'web'`},"
+	           "`destination`:{`ports`:[5433]}}]",
+	           "[]"));
+	b = flush_and_check(c, m, &k);
+	assert_int_equal(count(b, "flush", "chain"), 1);
+	assert_non_null(find(b, "flush", "chain", "pi-db-allow", NULL));
+	assert_int_equal(count(b, "add", "rule"), 2);
+	assert_int_equal(json_array_size(cmds_of(b)), 3);
+	all[n_all++] = b;
+
+	/* The last user of a selector goes: its set is deleted after the chain is replaced. */
+	put(m, c,
+	    policy("db-allow", "10", "app == 'db'", "[`ingress`]",
+	           "[{`action`:`allow`,`source`:{`selector`:`app == 'other'`}}]", "[]"));
+	b = flush_and_check(c, m, &k);
+	assert_non_null(find(b, "delete", "set", web4, &i2));
+	find(b, "flush", "chain", "pi-db-allow", &i1);
+	assert_true(i1 < i2);
+	assert_non_null(find(b, "add", "set", other4, NULL));
+	all[n_all++] = b;
+
+	/* A label change moves an address between sets. */
+	put(m, c, wep("n2", "api", "caliapi", "[`10.0.1.1/32`]", "{`app`:`other`}", "[]"));
+	b = flush_and_check(c, m, &k);
+	o = find(b, "add", "element", other4, NULL);
+	assert_non_null(o);
+	t = elems(o);
+	assert_string_equal(t, "[\"10.0.1.1\"]");
+	free(t);
+	all[n_all++] = b;
+	put(m, c, wep("n2", "api", "caliapi", "[`10.0.1.1/32`]", "{`app`:`db`}", "[]"));
+	b = flush_and_check(c, m, &k);
+	assert_non_null(find(b, "delete", "element", other4, NULL));
+	assert_non_null(find(b, "add", "element", db4, NULL));
+	all[n_all++] = b;
+
+	/* Noted but unchanged: nothing. */
+	put(m, c, wep("n2", "api", "caliapi", "[`10.0.1.1/32`]", "{`app`:`db`}", "[]"));
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	assert_null(b);
+
+	/* Profile labels change: inherited by its endpoints. */
+	put(m, c,
+	    profile("calico", "{`profile`:`calico`,`app`:`other`}", "[]",
+	            "[{`action`:`allow`,`source`:{`tag`:`calico`}}]", "[]"));
+	all[n_all++] = flush_and_check(c, m, &k);
+
+	/* A local endpoint goes; a policy goes; a profile goes. */
+	del(m, c, POLICY_KIND_WORKLOADENDPOINT, "n1/mesos/web3/eth0");
+	b = flush_and_check(c, m, &k);
+	assert_non_null(find(b, "delete", "chain", "fw-caliweb3", NULL));
+	assert_non_null(find(b, "delete", "element", "from-wl", NULL));
+	all[n_all++] = b;
+	del(m, c, POLICY_KIND_POLICY, "pass-all");
+	all[n_all++] = flush_and_check(c, m, &k);
+	del(m, c, POLICY_KIND_PROFILE, "calico");
+	all[n_all++] = flush_and_check(c, m, &k);
+
+	/* Reset: the whole table again. */
+	policy_compiler_reset(c);
+	b = flush_and_check(c, m, &k);
+	assert_int_equal(count(b, "delete", "table"), 1);
+	all[n_all++] = b;
+
+	if (nft_usable())
+		assert_int_equal(nft_load(all, n_all), 0);
+	else
+		fprintf(stderr,
+		        "test_incremental: not root or no nft/unshare: kernel load skipped\n");
+	for (unsigned i = 0; i < n_all; i++)
+		json_decref(all[i]);
+	sim_free(&k);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+/* Random changes, each flush checked against the full ruleset. */
+static void test_random_changes(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	struct sim k;
+	static const char *apps[] = {"a", "b", "c", "d"};
+	static const char *nodes[] = {"n1", "n2"};
+	unsigned seed = 12345;
+	json_t *batches[64];
+	unsigned n_b = 0;
+	(void)state;
+
+	sim_init(&k);
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	for (int step = 0; step < 300; step++) {
+		unsigned r = (unsigned)rand_r(&seed);
+		unsigned what = r % 7;
+		unsigned i = (r / 7) % 6;
+		const char *app = apps[(r / 97) % 4];
+		const char *app2 = apps[(r / 391) % 4];
+		char name[32], iface[16], ip[64], labels[64], sel[64], rules[512];
+		json_t *b;
+
+		if (what <= 2) {
+			snprintf(name, sizeof(name), "w%u", i);
+			snprintf(iface, sizeof(iface), "cali%u", i % 4); /* shared names too */
+			snprintf(ip, sizeof(ip), "[`10.1.0.%u/32`,`fd00::%u/128`]", i % 5, i);
+			snprintf(labels, sizeof(labels), "{`app`:`%s`}", app);
+			if (what == 2 && policy_model_endpoint(m, POLICY_KIND_WORKLOADENDPOINT,
+			                                       "n1/mesos/x/eth0") != NULL) {
+				del(m, c, POLICY_KIND_WORKLOADENDPOINT, "n1/mesos/x/eth0");
+			} else {
+				char wl[40];
+				snprintf(wl, sizeof(wl), "%s", what == 2 ? "x" : name);
+				put(m, c,
+				    wep(nodes[(r / 13) % 2], wl, iface, ip, labels,
+				        (r / 29) % 2 ? "[`pa`,`pb`]" : "[`pb`]"));
+			}
+		} else if (what <= 4) {
+			snprintf(name, sizeof(name), "p%u", i);
+			snprintf(sel, sizeof(sel), "app == '%s'", app);
+			snprintf(rules, sizeof(rules),
+			         "[{`action`:`%s`,`source`:{`selector`:`app == '%s'`}},"
+			         "{`action`:`log`,`ipVersion`:%d},{`action`:`allow`,`destination`:"
+			         "{`notTag`:`%s`}}]",
+			         (r / 5) % 3 == 0   ? "pass"
+			         : (r / 5) % 3 == 1 ? "deny"
+			                            : "allow",
+			         app2, 4 + 2 * ((r / 3) % 2), app);
+			if ((r / 11) % 5 == 0 && policy_model_policy(m, name) != NULL) {
+				del(m, c, POLICY_KIND_POLICY, name);
+			} else {
+				char order[16];
+				snprintf(order, sizeof(order), "%u", (r / 17) % 4);
+				put(m, c,
+				    policy(name, (r / 19) % 3 ? order : NULL, sel,
+				           (r / 23) % 2 ? "[`ingress`,`egress`]" : "[`egress`]",
+				           rules, rules));
+			}
+		} else if (what == 5) {
+			const char *pn = (r / 5) % 2 ? "pa" : "pb";
+			snprintf(labels, sizeof(labels), "{`app`:`%s`}", app);
+			if ((r / 11) % 4 == 0 && policy_model_profile(m, pn) != NULL)
+				del(m, c, POLICY_KIND_PROFILE, pn);
+			else
+				put(m, c,
+				    profile(pn, (r / 7) % 2 ? labels : "{}",
+				            (r / 3) % 2 ? "[`a`]" : "[]",
+				            "[{`action`:`allow`,`source`:{`tag`:`b`}}]",
+				            "[{`action`:`deny`,`destination`:{`selector`:`app == "
+				            "'c'`}}]"));
+		} else {
+			snprintf(name, sizeof(name), "h%u", i % 3);
+			snprintf(ip, sizeof(ip), "[`10.2.0.%u`]", i % 2);
+			snprintf(labels, sizeof(labels), "{`app`:`%s`}", app);
+			put(m, c, hep("n2", name, ip, labels));
+		}
+		if ((r / 41) % 3 == 0)
+			continue; /* batch several changes */
+		b = flush_and_check(c, m, &k);
+		if (b != NULL && n_b < 64 && step < 200)
+			batches[n_b++] = b;
+		else
+			json_decref(b);
+	}
+	if (nft_usable())
+		assert_int_equal(nft_load(batches, n_b), 0);
+	for (unsigned i = 0; i < n_b; i++)
+		json_decref(batches[i]);
+	sim_free(&k);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+/* The same model gives the same JSON, whatever the order it was built in. */
+static void test_determinism(void **state)
+{
+	struct policy_model *m1 = small_model();
+	struct policy_model *m2 = policy_model_new();
+	struct policy_compiler *c1, *c2;
+	json_t *b1, *b2;
+	(void)state;
+
+	put(m2, NULL,
+	    policy("remote-only", "5", "app == 'nothing-here'", "[`ingress`]",
+	           "[{`action`:`allow`,`source`:{`selector`:`never == 'x'`}}]", "[]"));
+	put(m2, NULL,
+	    policy("pass-all", "20", "", "[`ingress`,`egress`]",
+	           "[{`action`:`pass`,`notProtocol`:`udp`}]",
+	           "[{`action`:`deny`,`destination`:{`notSelector`:`app == 'db'`,"
+	           "`notNets`:[`10.9.0.0/16`]}}]"));
+	put(m2, NULL, hep("n2", "eth1", "[`10.0.7.2`]", "{`app`:`db`}"));
+	put(m2, NULL, wep("n2", "api", "caliapi", "[`10.0.1.1/32`]", "{`app`:`web`}", "[]"));
+	put(m2, NULL, wep("n1", "db", "calidb", "[`10.0.0.2/32`]", "{`app`:`db`}", "[`calico`]"));
+	put(m2, NULL,
+	    policy("db-allow", "10", "app == 'db'", "[`ingress`]",
+	           "[{`action`:`allow`,`protocol`:`tcp`,`source`:{`selector`:`app == 'web'`},"
+	           "`destination`:{`ports`:[5432]}},{`action`:`log`},"
+	           "{`action`:`deny`,`source`:{`nets`:[`192.168.0.0/16`]}}]",
+	           "[]"));
+	put(m2, NULL,
+	    wep("n1", "web", "caliweb", "[`10.0.0.1/32`,`fd00::1/128`]", "{`app`:`web`}",
+	        "[`calico`]"));
+	put(m2, NULL,
+	    profile("calico", "{`profile`:`calico`}", "[`calico`]",
+	            "[{`action`:`allow`,`source`:{`tag`:`calico`}}]", "[{`action`:`allow`}]"));
+	assert_int_equal(policy_compiler_new(&cfg, &c1), 0);
+	assert_int_equal(policy_compiler_new(&cfg, &c2), 0);
+	assert_int_equal(policy_compiler_flush(c1, m1, &b1), 0);
+	assert_int_equal(policy_compiler_ruleset(c2, m2, &b2), 0);
+	assert_true(json_equal(b1, b2));
+	json_decref(b2);
+	assert_int_equal(policy_compiler_ruleset(c1, m1, &b2), 0);
+	assert_true(json_equal(b1, b2));
+	json_decref(b1);
+	json_decref(b2);
+
+	/* Configuration: table, prefix and log prefix. */
+	struct policy_compile_config cfg2 = {"n1", "other", "tap", "pkt"};
+	policy_compiler_free(c2);
+	assert_int_equal(policy_compiler_new(&cfg2, &c2), 0);
+	assert_int_equal(policy_compiler_ruleset(c2, m1, &b2), 0);
+	char *t = json_dumps(b2, JSON_COMPACT);
+	has(t, "\"table\":\"other\"");
+	has(t, "\"right\":\"tap*\"");
+	has(t, "{\"log\":{\"prefix\":\"pkt\"}}");
+	hasnt(t, "tabby");
+	free(t);
+	json_decref(b2);
+	policy_compiler_free(c1);
+	policy_compiler_free(c2);
+	policy_model_free(m1);
+	policy_model_free(m2);
+}
+
+/* No endpoints at all: base chains, empty maps and sets; fail closed for every "cali*". */
+static void test_empty(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	json_t *b;
+	struct rules r;
+	(void)state;
+
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	assert_non_null(b);
+	assert_null(json_object_get(find(b, "add", "map", "from-wl", NULL), "elem"));
+	assert_null(json_object_get(find(b, "add", "set", "wl-ifaces", NULL), "elem"));
+	assert_int_equal(count(b, "add", "chain"), 2);
+	rules_of(b, "forward", &r);
+	assert_int_equal(r.n, 8);
+	rules_free(&r);
+	if (nft_usable())
+		assert_int_equal(nft_load(&b, 1), 0);
+	json_decref(b);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* 1,000 policies, 10,000 endpoints of which 200 local: right at scale (times are printed, not
+ * asserted). */
+static void test_scale(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	json_t *b;
+	double t0, t1;
+	char tier3[64];
+	json_t *o;
+	(void)state;
+
+	for (unsigned i = 0; i < 10000; i++) {
+		char wl[32], iface[16], ip[64], labels[96];
+		snprintf(wl, sizeof(wl), "wl%05u", i);
+		snprintf(iface, sizeof(iface), "cali%05u", i);
+		snprintf(ip, sizeof(ip), "[`10.%u.%u.%u/32`]", i / 65536, (i / 256) % 256, i % 256);
+		snprintf(labels, sizeof(labels), "{`app`:`app%u`,`tier`:`t%u`}", i % 500, i % 10);
+		put(m, NULL, wep(i < 200 ? "n1" : "n2", wl, iface, ip, labels, "[`base`]"));
+	}
+	put(m, NULL,
+	    profile("base", "{`env`:`prod`}", "[]", "[{`action`:`allow`,`source`:{`tag`:`base`}}]",
+	            "[{`action`:`allow`}]"));
+	for (unsigned i = 0; i < 1000; i++) {
+		char name[32], order[16], sel[64], rules[256];
+		snprintf(name, sizeof(name), "pol%04u", i);
+		snprintf(order, sizeof(order), "%u", i);
+		snprintf(sel, sizeof(sel), "app == 'app%u'", i % 500);
+		snprintf(
+		    rules, sizeof(rules),
+		    "[{`action`:`allow`,`protocol`:`tcp`,`source`:{`selector`:`tier == 't%u'`},"
+		    "`destination`:{`ports`:[%u]}}]",
+		    i % 10, 1000 + i);
+		put(m, NULL, policy(name, order, sel, "[`ingress`]", rules, "[]"));
+	}
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	t0 = now_ms();
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	t1 = now_ms();
+	fprintf(stderr, "scale: full compile %.1f ms, %zu commands\n", t1 - t0,
+	        json_array_size(cmds_of(b)));
+	assert_int_equal(count(b, "add", "rule") > 400, 1);
+	assert_non_null(find(b, "add", "chain", "tw-cali00199", NULL));
+	assert_null(find(b, "add", "chain", "tw-cali00200", NULL));
+	/* Local endpoints have app0..app199: policies 0..199 and 500..699 apply. */
+	assert_non_null(find(b, "add", "chain", "pi-pol0199", NULL));
+	assert_non_null(find(b, "add", "chain", "pi-pol0699", NULL));
+	assert_null(find(b, "add", "chain", "pi-pol0200", NULL));
+	set_name("tier == 't3'", 4, tier3);
+	o = find(b, "add", "set", tier3, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_array_size(json_object_get(o, "elem")), 1000);
+	json_decref(b);
+
+	/* One changed policy (a new selector): its chain and one new set. */
+	put(m, c,
+	    policy("pol0001", "1", "app == 'app1'", "[`ingress`]",
+	           "[{`action`:`allow`,`source`:{`selector`:`app == 'app7'`}}]", "[]"));
+	t0 = now_ms();
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	t1 = now_ms();
+	fprintf(stderr, "scale: one changed policy %.2f ms, %zu commands\n", t1 - t0,
+	        json_array_size(cmds_of(b)));
+	assert_non_null(find(b, "flush", "chain", "pi-pol0001", NULL));
+	assert_int_equal(count(b, "add", "set"), 2);
+	json_decref(b);
+
+	/* One new local endpoint. */
+	put(m, c,
+	    wep("n1", "new", "calinew", "[`10.200.0.1/32`]", "{`app`:`app3`,`tier`:`t3`}",
+	        "[`base`]"));
+	t0 = now_ms();
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	t1 = now_ms();
+	fprintf(stderr, "scale: one new local endpoint %.2f ms, %zu commands\n", t1 - t0,
+	        json_array_size(cmds_of(b)));
+	assert_non_null(find(b, "add", "chain", "tw-calinew", NULL));
+	o = find(b, "add", "element", tier3, NULL);
+	assert_non_null(o);
+	json_decref(b);
+
+	/* One new remote endpoint. */
+	put(m, c, wep("n2", "new2", "calinew2", "[`10.200.0.2/32`]", "{`tier`:`t3`}", "[]"));
+	t0 = now_ms();
+	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
+	t1 = now_ms();
+	fprintf(stderr, "scale: one new remote endpoint %.2f ms, %zu commands\n", t1 - t0,
+	        json_array_size(cmds_of(b)));
+	assert_int_equal(json_array_size(cmds_of(b)), 1);
+	json_decref(b);
+
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_full_structure), cmocka_unit_test(test_rule_rendering),
+	    cmocka_unit_test(test_names),          cmocka_unit_test(test_incremental),
+	    cmocka_unit_test(test_random_changes), cmocka_unit_test(test_determinism),
+	    cmocka_unit_test(test_empty),          cmocka_unit_test(test_scale),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
