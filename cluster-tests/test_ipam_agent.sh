@@ -199,10 +199,10 @@ log "ok: both members have the same state hash"
 host_add 4
 start_agent 4 --bootstrap --no-default-pools
 wait_for "agent4 to initialise IPAM" 15 grep -q "IPAM initialised: without default pools" "$WORK/agent4.log"
-expect 4 200 '{"pools":[]}' -- GET /v1/ippools
+expect 4 200 '{"pools":[],"items":[]}' -- GET /v1/ippools
 kill_agent 4
 start_agent 4
 inits() { [ "$(grep -c 'IPAM initialised' "$WORK/agent4.log")" -ge "$1" ]; }
 wait_for "agent4 to initialise IPAM again" 15 inits 2
-expect 4 200 '{"pools":[]}' -- GET /v1/ippools
+expect 4 200 '{"pools":[],"items":[]}' -- GET /v1/ippools
 pass
