@@ -26,23 +26,7 @@
 #include <unistd.h>
 
 #include "policy/policy.h"
-
-static json_t *J(const char *text)
-{
-	char *s = strdup(text);
-	json_error_t e;
-	json_t *v;
-
-	assert_non_null(s);
-	for (char *p = s; *p != '\0'; p++)
-		if (*p == '`')
-			*p = '"';
-	v = json_loads(s, 0, &e);
-	if (v == NULL)
-		fail_msg("bad test JSON (%s) at %d: %s", e.text, e.position, s);
-	free(s);
-	return v;
-}
+#include "policy/tests/fixture.h"
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)

@@ -14,34 +14,7 @@
 #include <string.h>
 
 #include "policy/policy.h"
-
-static json_t *J(const char *text)
-{
-	char *s = strdup(text);
-	json_error_t e;
-	json_t *v;
-
-	assert_non_null(s);
-	for (char *p = s; *p != '\0'; p++)
-		if (*p == '`')
-			*p = '"';
-	v = json_loads(s, 0, &e);
-	if (v == NULL)
-		fail_msg("bad test JSON (%s) at %d: %s", e.text, e.position, s);
-	free(s);
-	return v;
-}
-
-static void put(struct policy_model *m, const char *text)
-{
-	json_t *v = J(text);
-	char err[512];
-	int rv = policy_model_put(m, v, err, sizeof(err));
-
-	if (rv != 0)
-		fail_msg("put failed (%d): %s\n%s", rv, err, text);
-	json_decref(v);
-}
+#include "policy/tests/fixture.h"
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 static char *fmt(const char *f, ...)
@@ -63,7 +36,7 @@ static void put_wep(struct policy_model *m, const char *node, const char *worklo
 	              "`ipNetworks`:%s,`profiles`:%s,`interfaceName`:`cali0`}}",
 	              workload, node, labels, ips, profiles);
 
-	put(m, t);
+	put_ok(m, t);
 	free(t);
 }
 
@@ -73,7 +46,7 @@ static void put_node(struct policy_model *m, const char *name, const char *v4)
 	              "`ipv4Address`:`%s/24`}}}",
 	              name, v4);
 
-	put(m, t);
+	put_ok(m, t);
 	free(t);
 }
 
@@ -87,7 +60,7 @@ static void put_policy(struct policy_model *m, const char *name, const char *ord
 	              "`doNotTrack`:false,`preDNAT`:false}}",
 	              name, order, selector, types, ingress, egress);
 
-	put(m, t);
+	put_ok(m, t);
 	free(t);
 }
 
@@ -98,7 +71,7 @@ static void put_profile(struct policy_model *m, const char *name, const char *ta
 	              "`spec`:{`ingress`:%s,`egress`:%s}}",
 	              name, tags, ingress, egress);
 
-	put(m, t);
+	put_ok(m, t);
 	free(t);
 }
 
@@ -292,8 +265,8 @@ static void test_types(void **state)
 	policy_trace_free(&t);
 
 	/* Without types the v1 default applies: no egress rules -> ingress only. */
-	put(m, "{`kind`:`policy`,`metadata`:{`name`:`database-policy`},`spec`:{`order`:60,"
-	       "`selector`:`app == 'database'`,`ingress`:[]}}");
+	put_ok(m, "{`kind`:`policy`,`metadata`:{`name`:`database-policy`},`spec`:{`order`:60,"
+	          "`selector`:`app == 'database'`,`ingress`:[]}}");
 	t = eval(m, flow("192.168.0.9", "8.8.8.8", 6, 443));
 	expect_side(&t.egress, true, ALLOW, "allowed by profile calico egress rule 0");
 	policy_trace_free(&t);
@@ -307,10 +280,12 @@ static void test_host_endpoint_only_policies(void **state)
 	(void)state;
 
 	/* doNotTrack and preDNAT policies selecting everything do not touch workloads. */
-	put(m, "{`kind`:`policy`,`metadata`:{`name`:`untracked`},`spec`:{`order`:1,`selector`:``,"
+	put_ok(m,
+	       "{`kind`:`policy`,`metadata`:{`name`:`untracked`},`spec`:{`order`:1,`selector`:``,"
 	       "`types`:[`ingress`,`egress`],`ingress`:[{`action`:`deny`}],`egress`:[{`action`:"
 	       "`deny`}],`doNotTrack`:true,`preDNAT`:false}}");
-	put(m, "{`kind`:`policy`,`metadata`:{`name`:`prednat`},`spec`:{`order`:2,`selector`:``,"
+	put_ok(m,
+	       "{`kind`:`policy`,`metadata`:{`name`:`prednat`},`spec`:{`order`:2,`selector`:``,"
 	       "`types`:[`ingress`],`ingress`:[{`action`:`deny`}],`egress`:[],`doNotTrack`:false,"
 	       "`preDNAT`:true}}");
 	t = eval(m, flow("192.168.0.5", "192.168.0.9", 6, 6379));
@@ -527,8 +502,8 @@ static void test_host_endpoints_not_policed(void **state)
 	struct policy_trace t;
 	(void)state;
 
-	put(m, "{`kind`:`hostEndpoint`,`metadata`:{`name`:`eth1`,`node`:`host-1`,`labels`:"
-	       "{`app`:`database`}},`spec`:{`expectedIPs`:[`10.1.0.1`]}}");
+	put_ok(m, "{`kind`:`hostEndpoint`,`metadata`:{`name`:`eth1`,`node`:`host-1`,`labels`:"
+	          "{`app`:`database`}},`spec`:{`expectedIPs`:[`10.1.0.1`]}}");
 	/* Not policed as a source, but frontend-policy's selector matches its address. */
 	t = eval(m, flow("192.168.0.5", "10.1.0.1", 6, 6379));
 	assert_int_equal(t.verdict, ALLOW);
@@ -619,8 +594,8 @@ static int verdict_with(const char *rules, struct policy_flow f)
 	put_wep(m, "h", "target", "[`10.0.0.1/32`,`fd00::1/128`]", "{`role`:`target`}", "[]");
 	put_wep(m, "h", "db", "[`10.0.0.2/32`,`fd00::2/128`]", "{`role`:`db`}", "[`dbprof`]");
 	put_profile(m, "dbprof", "[`dbtag`]", "[]", "[{`action`:`allow`}]");
-	put(m, "{`kind`:`hostEndpoint`,`metadata`:{`name`:`eth0`,`node`:`h`,`labels`:"
-	       "{`role`:`hostish`}},`spec`:{`expectedIPs`:[`10.0.7.7`]}}");
+	put_ok(m, "{`kind`:`hostEndpoint`,`metadata`:{`name`:`eth0`,`node`:`h`,`labels`:"
+	          "{`role`:`hostish`}},`spec`:{`expectedIPs`:[`10.0.7.7`]}}");
 	put_policy(m, "p", "1", "role == 'target'", "[`ingress`]", rules, "[]");
 	t = eval(m, f);
 	v = t.ingress.verdict;

@@ -18,35 +18,7 @@
 #include <time.h>
 
 #include "policy/policy.h"
-
-/* JSON text with ` for ". */
-static json_t *J(const char *text)
-{
-	char *s = strdup(text);
-	json_error_t e;
-	json_t *v;
-
-	assert_non_null(s);
-	for (char *p = s; *p != '\0'; p++)
-		if (*p == '`')
-			*p = '"';
-	v = json_loads(s, 0, &e);
-	if (v == NULL)
-		fail_msg("bad test JSON (%s) at %d: %s", e.text, e.position, s);
-	free(s);
-	return v;
-}
-
-static void put_ok(struct policy_model *m, const char *text)
-{
-	json_t *v = J(text);
-	char err[512];
-	int rv = policy_model_put(m, v, err, sizeof(err));
-
-	if (rv != 0)
-		fail_msg("put failed (%d): %s\n%s", rv, err, text);
-	json_decref(v);
-}
+#include "policy/tests/fixture.h"
 
 /* Put that must fail with -EINVAL and a message containing want. */
 static void put_bad(struct policy_model *m, const char *text, const char *want)
