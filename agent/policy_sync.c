@@ -74,6 +74,9 @@ static int resync(struct policy_sync *ps)
 	                       (struct kv_bytes){(const uint8_t *)"res/", 4}, true, rev + 1,
 	                       watch_cb);
 	if (rv != STORE_OK) {
+		/* Without the watch the model would go stale: drop it so the retry starts over. */
+		policy_model_free(ps->model);
+		ps->model = NULL;
 		return -EIO;
 	}
 	ps->watching = true;

@@ -79,17 +79,9 @@ static int refuse(struct batch *b, const char *code, const char *fmt, ...)
 	return 1;
 }
 
-/* The name an error message gives a resource: "policy web", "ipPool 10.0.0.0/16". */
-static const char *kind_name(enum policy_kind k)
-{
-	return policy_kind_name(k);
-}
-
 /* The stored form of an ipPool: the pool IPAM holds, in normalized form. */
-static int current_pool(struct kv_tx *tx, const struct ipam_pool *pools, unsigned np,
-                        const char *key, json_t **out)
+static int current_pool(const struct ipam_pool *pools, unsigned np, const char *key, json_t **out)
 {
-	(void)tx;
 	struct ipam_cidr c;
 	char err[128];
 	*out = NULL;
@@ -139,7 +131,7 @@ static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 			              json_string_value(kind) ? json_string_value(kind) : "");
 		}
 		if (json_string_length(key) == 0 || json_string_length(key) >= POLICY_KEY_MAX) {
-			return refuse(b, "invalid", "%s: invalid key", kind_name(it->kind));
+			return refuse(b, "invalid", "%s: invalid key", policy_kind_name(it->kind));
 		}
 		snprintf(it->key, sizeof it->key, "%s", json_string_value(key));
 		return 0;
@@ -161,7 +153,7 @@ static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 static int check_item(struct batch *b, struct item *it, const json_t *expect)
 {
 	bool exists = it->current != NULL;
-	const char *k = kind_name(it->kind);
+	const char *k = policy_kind_name(it->kind);
 	if (expect != NULL) {
 		if (json_is_null(expect) ? exists : !exists || !json_equal(expect, it->current)) {
 			return refuse(
@@ -285,8 +277,8 @@ static int write_items(struct batch *b, struct kv_tx *tx)
 			continue;
 		}
 		if (resources_store_key(it->kind, it->key, skey, sizeof skey) != 0) {
-			return refuse(b, "invalid", "%s %s: key too long", kind_name(it->kind),
-			              it->key);
+			return refuse(b, "invalid", "%s %s: key too long",
+			              policy_kind_name(it->kind), it->key);
 		}
 		struct kv_bytes k = {(const uint8_t *)skey, strlen(skey)};
 		int rv;
@@ -349,7 +341,7 @@ static int run_batch(struct batch *b, struct kv_tx *tx, json_t *cmd)
 			if (b->items[k].kind == b->items[i].kind &&
 			    strcmp(b->items[k].key, b->items[i].key) == 0) {
 				return refuse(b, "invalid", "%s %s appears twice in one request",
-				              kind_name(b->items[i].kind), b->items[i].key);
+				              policy_kind_name(b->items[i].kind), b->items[i].key);
 			}
 		}
 	}
@@ -359,7 +351,7 @@ static int run_batch(struct batch *b, struct kv_tx *tx, json_t *cmd)
 			if (pools == NULL && (rv = ipam_list_pools(tx, &pools, &np)) != 0) {
 				goto out;
 			}
-			rv = current_pool(tx, pools, np, it->key, &it->current);
+			rv = current_pool(pools, np, it->key, &it->current);
 		} else {
 			rv = current_stored(tx, it->kind, it->key, &it->current);
 		}
@@ -503,7 +495,7 @@ int resources_get(struct kv_tx *tx, enum policy_kind kind, const char *key, json
 		unsigned n = 0;
 		int rv = ipam_list_pools(tx, &pools, &n);
 		if (rv == 0) {
-			rv = current_pool(tx, pools, n, key, res);
+			rv = current_pool(pools, n, key, res);
 		}
 		free(pools);
 		return rv != 0 ? rv : *res == NULL ? -ENOENT : 0;

@@ -907,6 +907,23 @@ static int chain_render_rules(struct policy_compiler *c, struct cchain *ch,
 /* ------------------------------------------------------------------------------------------ */
 /* Policies, profiles, interfaces, endpoints                                                   */
 
+/* A policy's or profile's name and its pair of chain names ("pi"/"po" or "pri"/"pro"); the
+ * three are freed together by chains_fini(). Returns 0 or -ENOMEM (nothing left allocated). */
+static int chains_init(char **namep, struct cchain chain[2], const char *name, const char *in,
+                       const char *out)
+{
+	if ((*namep = strdup(name)) == NULL ||
+	    (chain[DIR_IN].name = chain_name(in, name)) == NULL ||
+	    (chain[DIR_OUT].name = chain_name(out, name)) == NULL) {
+		free(chain[DIR_IN].name);
+		chain[DIR_IN].name = NULL;
+		free(*namep);
+		*namep = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static struct cpol *pol_get(struct policy_compiler *c, const char *name)
 {
 	struct cpol *p = tree_get(&c->pols, name);
@@ -914,18 +931,16 @@ static struct cpol *pol_get(struct policy_compiler *c, const char *name)
 	if (p != NULL)
 		return p;
 	p = calloc(1, sizeof(*p));
-	if (p == NULL || (p->name = strdup(name)) == NULL ||
-	    (p->chain[DIR_IN].name = chain_name("pi", name)) == NULL ||
-	    (p->chain[DIR_OUT].name = chain_name("po", name)) == NULL ||
-	    tsearch(p, &c->pols, name_cmp) == NULL)
+	if (p == NULL || chains_init(&p->name, p->chain, name, "pi", "po") != 0)
 		goto err;
-	return p;
-err:
-	if (p != NULL) {
+	if (tsearch(p, &c->pols, name_cmp) == NULL) {
 		free(p->chain[0].name);
 		free(p->chain[1].name);
 		free(p->name);
+		goto err;
 	}
+	return p;
+err:
 	free(p);
 	return NULL;
 }
@@ -963,18 +978,16 @@ static struct cprof *prof_get(struct policy_compiler *c, const char *name)
 	if (p != NULL)
 		return p;
 	p = calloc(1, sizeof(*p));
-	if (p == NULL || (p->name = strdup(name)) == NULL ||
-	    (p->chain[DIR_IN].name = chain_name("pri", name)) == NULL ||
-	    (p->chain[DIR_OUT].name = chain_name("pro", name)) == NULL ||
-	    tsearch(p, &c->profs, name_cmp) == NULL)
+	if (p == NULL || chains_init(&p->name, p->chain, name, "pri", "pro") != 0)
 		goto err;
-	return p;
-err:
-	if (p != NULL) {
+	if (tsearch(p, &c->profs, name_cmp) == NULL) {
 		free(p->chain[0].name);
 		free(p->chain[1].name);
 		free(p->name);
+		goto err;
 	}
+	return p;
+err:
 	free(p);
 	return NULL;
 }
