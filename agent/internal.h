@@ -68,6 +68,19 @@ struct agent {
 	struct policy_sync *policy; /* NULL with --no-policy */
 	uint64_t policy_flushes;    /* for /metrics */
 	uint64_t policy_last_flush_us;
+
+	/* Host dataplane outside policy (netsync.c) */
+	bool no_routes;          /* --no-routes: the agent programs no routes, tunnels or NAT */
+	struct netsync *netsync; /* NULL with --no-routes */
+	uint64_t netsync_syncs;  /* for /metrics */
+	uint64_t netsync_last_sync_us;
+
+	/* This host's node resource (node.c) */
+	char *node_ip4, *node_ip6; /* --node-ip, --node-ip6: "ADDR/PREFIX", NULL to detect */
+	struct node_pub *nodepub;
+
+	/* CNI (routes_cni.c), for /metrics */
+	uint64_t cni_adds, cni_add_failures, cni_dels;
 };
 
 /* Log a line to stderr with a timestamp. */
@@ -101,6 +114,10 @@ void agent_route_ipam(struct agent *a, struct http_request *req);
  * req is one of them. */
 bool agent_route_policy(struct agent *a, struct http_request *req);
 
+/* The CNI plugin's paths /v1/cni/{add,del,check} (routes_cni.c): answers and returns true when
+ * req is one of them. */
+bool agent_route_cni(struct agent *a, struct http_request *req);
+
 /* Second half of DELETE /v1/cluster/members/NAME, after the member record's deletion (which
  * deleted it if member_deleted): release the node's addresses and block affinities and answer
  * {"removed", "released"}; without a record and without IPAM state for the node, a 404. */
@@ -128,6 +145,41 @@ json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *
 int policy_sync_start(struct agent *a);
 void policy_sync_stop(struct agent *a);
 void policy_sync_free(struct agent *a);
+
+/* A wait for the policy dataplane to hold a revision (policy_sync.c). The caller owns the struct
+ * and keeps it alive until cb runs, exactly once: applied is true once a flush took every
+ * resource change up to rev into the kernel, false when timeout_ms passed first or the agent is
+ * stopping. Without a policy dataplane (--no-policy) cb runs at once, inside the call. */
+struct policy_wait {
+	int64_t rev;
+	uint64_t deadline; /* uv_now() */
+	void (*cb)(struct policy_wait *w, bool applied);
+	void *data;
+	struct policy_wait *next; /* private */
+};
+void policy_sync_wait(struct agent *a, struct policy_wait *w, int64_t rev, unsigned timeout_ms,
+                      void (*cb)(struct policy_wait *w, bool applied));
+
+/* The host dataplane outside policy (netsync.c): routes to other hosts' blocks, a blackhole per
+ * local block, /32 (/128) routes for borrowed addresses and for local workloads, IP-in-IP and
+ * VXLAN tunnels, NAT outgoing, and conntrack flushes for removed local workload addresses; see
+ * the comment at the top of netsync.c. netsync_start() sets a->netsync and schedules the first
+ * full reconcile (returns 0 or -ENOMEM); netsync_kick() asks for a reconcile soon (a local veth
+ * appeared or went); netsync_stop() stops watches and timers; netsync_free() frees it after the
+ * loop ran the closes. */
+int netsync_start(struct agent *a);
+void netsync_kick(struct agent *a);
+void netsync_stop(struct agent *a);
+void netsync_free(struct agent *a);
+
+/* Publishing this host's node resource (node.c): node_publish_start() sets a->nodepub and starts
+ * trying (returns 0 or -ENOMEM); node_publish_stop() closes its timer; node_publish_free() frees
+ * it after the store answered every write (store_close). agent_node_ip_ok() checks a flag value,
+ * "ADDR/PREFIX" of family AF_INET or AF_INET6. */
+int node_publish_start(struct agent *a);
+void node_publish_stop(struct agent *a);
+void node_publish_free(struct agent *a);
+bool agent_node_ip_ok(const char *s, int family);
 
 /* Prometheus text for /metrics (metrics.c); malloc()ed. */
 char *agent_metrics_text(struct agent *a, size_t *len);

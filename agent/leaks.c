@@ -27,6 +27,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "agent/cni.h"
 #include "agent/internal.h"
 #include "ipam/ipam.h"
 
@@ -281,7 +282,7 @@ static void release_done(struct store_write *w, int status, const struct kv_resu
 	struct release_ctx *rc = w->data;
 	struct leaks *l = rc->l;
 	struct candidate *cd = find_cand(l, rc->handle);
-	struct ipam_reply rep = {0};
+	json_t *rep = NULL;
 	if (cd != NULL) {
 		cd->inflight = false;
 	}
@@ -293,10 +294,13 @@ static void release_done(struct store_write *w, int status, const struct kv_resu
 		          rc->handle, store_strerror(status));
 		goto out;
 	}
-	bool decoded = (r->status == KV_R_OK || r->status == KV_R_REFUSED) &&
-	               ipam_decode_reply(r->reply, r->reply_len, &rep) == 0;
-	if (decoded && r->status == KV_R_OK && rep.error == IPAM_OK) {
-		agent_log("leak reconciler: released %s of handle %s", rc->what, rc->handle);
+	if ((r->status == KV_R_OK || r->status == KV_R_REFUSED) && r->reply != NULL) {
+		rep = json_loadb((const char *)r->reply, r->reply_len, 0, NULL);
+	}
+	if (r->status == KV_R_OK && rep != NULL) {
+		json_int_t eps = json_integer_value(json_object_get(rep, "deleted"));
+		agent_log("leak reconciler: released %s of handle %s%s", rc->what, rc->handle,
+		          eps > 0 ? " and deleted its endpoint" : "");
 		l->a->leaks_released++;
 		if (cd != NULL) {
 			drop_cand(l, cd);
@@ -305,15 +309,16 @@ static void release_done(struct store_write *w, int status, const struct kv_resu
 	}
 	/* Refused: some address of the handle changed hands meanwhile. Nothing was released;
 	 * the next passes judge the handle as it is now, from the start of a new wait. */
+	const json_t *msg = json_object_get(rep, "message");
 	agent_log("leak reconciler: handle %s was not released: %s", rc->handle,
-	          decoded && rep.message ? rep.message
-	          : r->message           ? r->message
-	                                 : "the command was refused");
+	          json_is_string(msg) ? json_string_value(msg)
+	          : r->message        ? r->message
+	                              : "the command was refused");
 	if (cd != NULL) {
 		cd->since = uv_now(l->a->loop);
 	}
 out:
-	ipam_reply_free(&rep);
+	json_decref(rep);
 	free(rc->handle);
 	free(rc->what);
 	free(rc);
@@ -324,19 +329,24 @@ static void release(struct leaks *l, struct candidate *cd, const struct collect 
                     unsigned j)
 {
 	struct agent *a = l->a;
-	struct ipam_release_item *items = calloc(j - i, sizeof *items);
 	struct release_ctx *rc = calloc(1, sizeof *rc);
-	uint8_t *buf = NULL;
-	size_t len = 0;
+	json_t *items = json_array(), *cmd = NULL;
+	char *text = NULL;
 	char ips[512];
 	if (items == NULL || rc == NULL) {
 		goto err;
 	}
 	for (unsigned k = i; k < j; k++) {
-		items[k - i] = (struct ipam_release_item){.addr = c->v[k].addr, .gen = c->v[k].gen};
+		char buf[IPAM_ADDR_STRLEN];
+		json_array_append_new(items, json_pack("{s:s, s:I}", "ip",
+		                                       ipam_addr_format(&c->v[k].addr, buf), "gen",
+		                                       (json_int_t)c->v[k].gen));
 	}
-	struct ipam_request req = {.type = IPAM_REQ_RELEASE, .items = items, .n_items = j - i};
-	if (ipam_encode_request(&req, &buf, &len) != 0) {
+	/* Through the CNI command, so the container's endpoint and record go with its
+	 * addresses (an address without them is released just the same). */
+	cmd = json_pack("{s:s, s:s, s:s, s:O}", "op", "reap", "node", a->name, "handle",
+	                c->v[i].handle, "items", items);
+	if (cmd == NULL || (text = json_dumps(cmd, JSON_COMPACT)) == NULL) {
 		goto err;
 	}
 	addr_list(c, i, j, ips, sizeof ips);
@@ -350,7 +360,8 @@ static void release(struct leaks *l, struct candidate *cd, const struct collect 
 		rc->what = NULL;
 		goto err;
 	}
-	struct kv_op op = {.type = KV_OP_CALL, .call = IPAM_CALL, .value = {buf, len}};
+	struct kv_op op = {
+	    .type = KV_OP_CALL, .call = CNI_CALL, .value = {(const uint8_t *)text, strlen(text)}};
 	int rv = store_write(a->store, &rc->w, &op, release_done);
 	if (rv != STORE_OK) {
 		agent_log("leak reconciler: cannot propose the release of handle %s: %s",
@@ -358,8 +369,9 @@ static void release(struct leaks *l, struct candidate *cd, const struct collect 
 		goto err;
 	}
 	cd->inflight = true;
-	free(buf);
-	free(items);
+	free(text);
+	json_decref(cmd);
+	json_decref(items);
 	return;
 err:
 	if (rc != NULL) {
@@ -367,8 +379,9 @@ err:
 		free(rc->what);
 	}
 	free(rc);
-	free(buf);
-	free(items);
+	free(text);
+	json_decref(cmd);
+	json_decref(items);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include <raft.h>
 
 #include "agent/agent.h"
+#include "agent/cni.h"
 #include "agent/internal.h"
 #include "agent/resources.h"
 #include "ipam/ipam.h"
@@ -758,6 +760,13 @@ static void usage(FILE *f)
 	    "  --leak-grace DURATION   release the addresses of a container whose network\n"
 	    "                          namespace has been gone this long: 900, 900s, 15m, 1h; at\n"
 	    "                          least 1s (TABBY_LEAK_GRACE; default 15m)\n"
+	    "  --node-ip ADDR/PREFIX   this host's IPv4 address that other hosts route its\n"
+	    "                          containers through (TABBY_NODE_IP; default: the address of\n"
+	    "                          --peer-address with its interface's prefix)\n"
+	    "  --node-ip6 ADDR/PREFIX  the same for IPv6 (TABBY_NODE_IP6; default: the first\n"
+	    "                          global IPv6 address of that interface)\n"
+	    "  --no-routes             program no routes, tunnels or NAT on this host\n"
+	    "                          (TABBY_NO_ROUTES=1)\n"
 	    "\n"
 	    "A restarted agent needs neither --bootstrap nor --join.\n",
 	    f);
@@ -875,6 +884,8 @@ static void free_agent(struct agent *a)
 	free(a->socket_path);
 	free(a->peer_address);
 	free(a->api_address);
+	free(a->node_ip4);
+	free(a->node_ip6);
 }
 
 int agent_main(int argc, char **argv)
@@ -893,6 +904,13 @@ int agent_main(int argc, char **argv)
 	bool bootstrap = env_true("TABBY_BOOTSTRAP");
 	a->no_default_pools = env_true("TABBY_NO_DEFAULT_POOLS");
 	a->no_policy = env_true("TABBY_NO_POLICY");
+	a->no_routes = env_true("TABBY_NO_ROUTES");
+	a->node_ip4 = getenv("TABBY_NODE_IP") && getenv("TABBY_NODE_IP")[0]
+	                  ? strdup(getenv("TABBY_NODE_IP"))
+	                  : NULL;
+	a->node_ip6 = getenv("TABBY_NODE_IP6") && getenv("TABBY_NODE_IP6")[0]
+	                  ? strdup(getenv("TABBY_NODE_IP6"))
+	                  : NULL;
 	a->leak_grace_ms = LEAK_GRACE_DEFAULT_MS;
 	unsigned long long election = 1000, history = 0, snap_threshold = 0, snap_trailing = 0;
 	const char *e = getenv("TABBY_ELECTION_TIMEOUT");
@@ -946,6 +964,9 @@ int agent_main(int argc, char **argv)
 	    {"no-default-pools", no_argument, NULL, 'P'},
 	    {"no-policy", no_argument, NULL, 'N'},
 	    {"leak-grace", required_argument, NULL, 'G'},
+	    {"node-ip", required_argument, NULL, '4'},
+	    {"node-ip6", required_argument, NULL, '6'},
+	    {"no-routes", no_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1014,6 +1035,15 @@ int agent_main(int argc, char **argv)
 		case 'N':
 			a->no_policy = true;
 			break;
+		case 'R':
+			a->no_routes = true;
+			break;
+		case '4':
+			slot = &a->node_ip4;
+			break;
+		case '6':
+			slot = &a->node_ip6;
+			break;
 		case 'G':
 			if (!parse_duration_ms(optarg, &a->leak_grace_ms)) {
 				fprintf(stderr,
@@ -1050,6 +1080,16 @@ int agent_main(int argc, char **argv)
 		        "tabby agent: --name: '%s' is not a valid member name (1-100 "
 		        "characters, no '/')\n",
 		        a->name);
+		goto fail_args;
+	}
+	if (a->node_ip4 != NULL && !agent_node_ip_ok(a->node_ip4, AF_INET)) {
+		fprintf(stderr, "tabby agent: --node-ip: '%s' is not an IPv4 ADDRESS/PREFIX\n",
+		        a->node_ip4);
+		goto fail_args;
+	}
+	if (a->node_ip6 != NULL && !agent_node_ip_ok(a->node_ip6, AF_INET6)) {
+		fprintf(stderr, "tabby agent: --node-ip6: '%s' is not an IPv6 ADDRESS/PREFIX\n",
+		        a->node_ip6);
 		goto fail_args;
 	}
 	if (!valid_address(a->peer_address)) {
@@ -1136,7 +1176,8 @@ int agent_main(int argc, char **argv)
 	/* Every replica registers the same handlers: a member without one could not apply the
 	 * log. */
 	const struct kv_handler handlers[] = {{IPAM_CALL, ipam_apply, NULL},
-	                                      {RES_CALL, resources_apply, NULL}};
+	                                      {RES_CALL, resources_apply, NULL},
+	                                      {CNI_CALL, cni_apply, NULL}};
 	struct store_config sc = {
 	    .id = a->id,
 	    .data_dir = a->data_dir,
@@ -1226,6 +1267,19 @@ int agent_main(int argc, char **argv)
 		a->exit_code = 1;
 		uv_stop(a->loop);
 	}
+	if (!a->stopping && node_publish_start(a) != 0) {
+		agent_log("out of memory");
+		a->stopping = true;
+		a->exit_code = 1;
+		uv_stop(a->loop);
+	}
+	if (!a->no_routes && !a->stopping && netsync_start(a) != 0) {
+		agent_log("cannot start the route dataplane: out of memory or no netlink socket "
+		          "(--no-routes runs without it)");
+		a->stopping = true;
+		a->exit_code = 1;
+		uv_stop(a->loop);
+	}
 	agent_log("member %s (id %llu) serving %s and %s, raft on %s", a->name,
 	          (unsigned long long)a->id, a->socket_path, a->api_address, a->peer_address);
 
@@ -1238,6 +1292,8 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
 	leaks_stop(a);
 	policy_sync_stop(a);
+	netsync_stop(a);
+	node_publish_stop(a);
 	http_client_close(a->client);
 	a->client = NULL;
 	bool http_closed = false, store_closed = false;
@@ -1250,6 +1306,8 @@ int agent_main(int argc, char **argv)
 	uv_loop_close(a->loop);
 	leaks_free(a);
 	policy_sync_free(a);
+	netsync_free(a);
+	node_publish_free(a);
 	int code = a->exit_code;
 	free(join);
 	free(token);

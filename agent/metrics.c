@@ -125,6 +125,17 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	gauge(&b, "tabby_policy_last_flush_seconds",
 	      "Compile and load time of the last ruleset transaction.",
 	      (double)a->policy_last_flush_us / 1e6);
+	counter(&b, "tabby_netsync_syncs_total",
+	        "Times the route dataplane brought the kernel's routes, tunnels and NAT in line.",
+	        (double)a->netsync_syncs);
+	gauge(&b, "tabby_netsync_last_sync_seconds",
+	      "Time the route dataplane's last reconcile took, in seconds.",
+	      (double)a->netsync_last_sync_us / 1e6);
+	counter(&b, "tabby_cni_adds_total", "CNI ADDs answered with success.", (double)a->cni_adds);
+	counter(&b, "tabby_cni_add_failures_total",
+	        "CNI ADDs that failed (refused, or the wiring failed and was undone).",
+	        (double)a->cni_add_failures);
+	counter(&b, "tabby_cni_dels_total", "CNI DELs answered with success.", (double)a->cni_dels);
 	if (b.failed) {
 		free(b.data);
 		return NULL;

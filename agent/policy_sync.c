@@ -36,6 +36,12 @@ struct policy_sync {
 	bool watching;
 	uv_timer_t timer;
 	bool failed; /* the last flush failed: the next is a full load */
+
+	/* Revisions, for policy_sync_wait(): the model holds every resource change up to
+	 * model_rev; the kernel held the model at applied_rev after the last good flush. */
+	int64_t model_rev, applied_rev;
+	struct policy_wait *waiters; /* unordered */
+	uv_timer_t wait_timer;       /* expires waiters; runs while there are any */
 };
 
 static uint64_t now_us(void)
@@ -68,6 +74,7 @@ static int resync(struct policy_sync *ps)
 	}
 	policy_model_free(ps->model);
 	ps->model = m;
+	ps->model_rev = rev;
 	policy_compiler_reset(ps->compiler);
 	ps->watch.data = ps;
 	rv = store_watch_start(a->store, &ps->watch, KV_SPACE_DOMAIN,
@@ -81,6 +88,56 @@ static int resync(struct policy_sync *ps)
 	}
 	ps->watching = true;
 	return 0;
+}
+
+/* Answers the waiters whose revision the kernel holds now (all of them, with applied false,
+ * when everything stops). */
+static void wake(struct policy_sync *ps, bool all)
+{
+	struct policy_wait **pp = &ps->waiters;
+	uint64_t now = uv_now(ps->a->loop);
+	while (*pp != NULL) {
+		struct policy_wait *w = *pp;
+		bool applied = !all && w->rev <= ps->applied_rev;
+		if (applied || all || now >= w->deadline) {
+			*pp = w->next;
+			w->next = NULL;
+			w->cb(w, applied);
+		} else {
+			pp = &w->next;
+		}
+	}
+	if (ps->waiters == NULL && uv_is_active((uv_handle_t *)&ps->wait_timer)) {
+		uv_timer_stop(&ps->wait_timer);
+	}
+}
+
+static void wait_timer_cb(uv_timer_t *t)
+{
+	wake(t->data, false);
+}
+
+void policy_sync_wait(struct agent *a, struct policy_wait *w, int64_t rev, unsigned timeout_ms,
+                      void (*cb)(struct policy_wait *w, bool applied))
+{
+	struct policy_sync *ps = a->policy;
+	w->rev = rev;
+	w->cb = cb;
+	w->next = NULL;
+	if (ps == NULL || a->stopping) {
+		cb(w, ps == NULL);
+		return;
+	}
+	if (rev <= ps->applied_rev) {
+		cb(w, true);
+		return;
+	}
+	w->deadline = uv_now(a->loop) + timeout_ms;
+	w->next = ps->waiters;
+	ps->waiters = w;
+	if (!uv_is_active((uv_handle_t *)&ps->wait_timer)) {
+		uv_timer_start(&ps->wait_timer, wait_timer_cb, 50, 50);
+	}
 }
 
 static void flush_cb(uv_timer_t *t)
@@ -108,6 +165,8 @@ static void flush_cb(uv_timer_t *t)
 		return;
 	}
 	if (cmds == NULL) {
+		ps->applied_rev = ps->model_rev;
+		wake(ps, false);
 		return;
 	}
 	rv = agent_nft_apply(ps->nft, cmds, err, sizeof err);
@@ -128,8 +187,10 @@ static void flush_cb(uv_timer_t *t)
 		agent_log("policy: the ruleset is loaded again");
 	}
 	ps->failed = false;
+	ps->applied_rev = ps->model_rev;
 	a->policy_flushes++;
 	a->policy_last_flush_us = now_us() - t0;
+	wake(ps, false);
 }
 
 static void schedule(struct policy_sync *ps)
@@ -202,6 +263,9 @@ static void watch_cb(struct store_watch *w, const struct kv_event *ev, int statu
 		ps->model = NULL;
 	} else {
 		policy_compiler_note(ps->compiler, kind, key);
+		if (ev->kv.mod_revision > ps->model_rev) {
+			ps->model_rev = ev->kv.mod_revision;
+		}
 	}
 	schedule(ps);
 }
@@ -225,6 +289,8 @@ int policy_sync_start(struct agent *a)
 	}
 	uv_timer_init(a->loop, &ps->timer);
 	ps->timer.data = ps;
+	uv_timer_init(a->loop, &ps->wait_timer);
+	ps->wait_timer.data = ps;
 	a->policy = ps;
 	schedule(ps); /* the first flush builds the model and loads the whole table */
 	return 0;
@@ -240,7 +306,9 @@ void policy_sync_stop(struct agent *a)
 		store_watch_stop(a->store, &ps->watch);
 		ps->watching = false;
 	}
+	wake(ps, true);
 	uv_close((uv_handle_t *)&ps->timer, NULL);
+	uv_close((uv_handle_t *)&ps->wait_timer, NULL);
 }
 
 void policy_sync_free(struct agent *a)

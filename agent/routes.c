@@ -1378,6 +1378,13 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		handle_remove(a, req, req->path + strlen("/v1/cluster/members/"));
 	} else if (agent_route_policy(a, req)) {
 		/* answered */
+	} else if (path_has_prefix(req, "/v1/cni/") && !req->from_unix) {
+		/* They create interfaces and routes on this host: only local callers, whom the
+		 * socket's file mode vouches for. */
+		agent_reply_error(a, req, 403, "forbidden",
+		                  "the CNI paths are served only on the agent's unix socket");
+	} else if (agent_route_cni(a, req)) {
+		/* answered */
 	} else if (path_is(req, "/v1/ippools") || path_has_prefix(req, "/v1/ippools/") ||
 	           path_has_prefix(req, "/v1/ipam/")) {
 		agent_route_ipam(a, req);

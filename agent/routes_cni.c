@@ -1,0 +1,622 @@
+/*
+ * The CNI plugin's calls: POST /v1/cni/add, /v1/cni/del, /v1/cni/check (the request and answer
+ * shapes are in docs/cni.md, "The agent API").
+ *
+ * ADD is one raft entry (cni_state.c: the address, the endpoint, the network's profile, the host
+ * interface name and the container MAC, all decided by the state machine), then the wiring on a
+ * worker thread (wire.c), then a wait until the policy dataplane holds the new endpoint, so that
+ * when the runtime starts the container its policy is already in the kernel; until then the
+ * dispatch chains drop its traffic (fail closed). If the wiring of a new interface fails, the
+ * entry is undone by a second one and whatever was built is removed: a failed ADD leaves nothing
+ * allocated and nothing wired. A repeated ADD finds the record, allocates nothing and runs the
+ * wiring again, which repairs whatever is missing.
+ *
+ * DEL is one entry that releases and deletes, then the interface goes and the conntrack entries
+ * of the released addresses are flushed. CHECK reads the local replica and verifies the kernel.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+
+#include "agent/cni.h"
+#include "agent/internal.h"
+#include "agent/wire.h"
+#include "ipam/ipam.h"
+
+/* How long ADD waits for the policy dataplane before it answers anyway (the container's traffic
+ * is dropped until its chains exist, so answering early is safe, only less convenient). */
+#define POLICY_WAIT_MS 5000
+
+enum cni_cmd { CMD_ADD, CMD_DEL, CMD_CHECK };
+
+struct cctx {
+	struct store_write w;
+	uv_work_t work;
+	struct policy_wait pw;
+	struct agent *a;
+	struct http_request *req;
+	enum cni_cmd cmd;
+	json_t *body;  /* the request */
+	json_t *reply; /* the state machine's answer (add, del) */
+	int64_t revision;
+	bool wire, existed, rolling_back;
+	bool succeeded; /* for the failure counter */
+	/* wiring (worker thread) */
+	char netns[4096];
+	char ifname[16], host_ifname[16], alias[512];
+	struct wire_spec spec;
+	int work_rv;
+	char err[1024];
+	char *message; /* the wiring error kept across the rollback */
+};
+
+static void cctx_free(struct cctx *c)
+{
+	if (c->cmd == CMD_ADD && !c->succeeded) {
+		c->a->cni_add_failures++;
+	}
+	json_decref(c->body);
+	json_decref(c->reply);
+	free(c->message);
+	free(c);
+}
+
+static const char *jstr(const json_t *j, const char *k)
+{
+	const json_t *v = json_object_get(j, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int status_of(const char *code)
+{
+	if (strcmp(code, "invalid") == 0) {
+		return 400;
+	}
+	if (strcmp(code, "not_found") == 0) {
+		return 404;
+	}
+	return 409;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Proposing the command                                                                       */
+
+static void cmd_done(struct store_write *w, int status, const struct kv_result *r);
+
+/* Propose payload (stolen) for c; on a synchronous failure answers and frees c. */
+static void propose(struct cctx *c, json_t *payload)
+{
+	struct agent *a = c->a;
+	char *text = json_dumps(payload, JSON_COMPACT);
+	json_decref(payload);
+	if (text == NULL) {
+		agent_reply_error(a, c->req, 500, "internal", "out of memory");
+		cctx_free(c);
+		return;
+	}
+	struct kv_op op = {
+	    .type = KV_OP_CALL, .call = CNI_CALL, .value = {(const uint8_t *)text, strlen(text)}};
+	c->w.data = c;
+	int rv = store_write(a->store, &c->w, &op, cmd_done);
+	free(text);
+	if (rv != STORE_OK) {
+		agent_reply_store_error(a, c->req, rv, NULL);
+		cctx_free(c);
+	}
+}
+
+/* The command's payload from the request: the fields the state machine reads. */
+static json_t *payload_of(struct cctx *c, const char *op)
+{
+	static const char *const keys[] = {"network",  "container", "ifname", "orchestrator",
+	                                   "workload", "netns",     "pools",  "ips",
+	                                   "labels",   NULL};
+	json_t *p =
+	    json_pack("{s:s, s:s, s:b, s:b, s:b, s:b}", "op", op, "node", c->a->name, "wire",
+	              c->wire, "ipv4", json_is_true(json_object_get(c->body, "ipv4")), "ipv6",
+	              json_is_true(json_object_get(c->body, "ipv6")), "profile",
+	              !json_is_false(json_object_get(c->body, "profile")));
+	for (int i = 0; p != NULL && keys[i] != NULL; i++) {
+		json_t *v = json_object_get(c->body, keys[i]);
+		if (v != NULL && !json_is_null(v)) {
+			json_object_set(p, keys[i], v);
+		}
+	}
+	if (p != NULL && json_object_get(c->body, "ipv4") == NULL) {
+		json_object_set_new(p, "ipv4", json_true());
+	}
+	return p;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Worker-thread steps                                                                         */
+
+static void wire_add_work(uv_work_t *w)
+{
+	struct cctx *c = w->data;
+	c->work_rv = wire_add(&c->spec, c->err, sizeof c->err);
+}
+
+static void wire_del_work(uv_work_t *w)
+{
+	struct cctx *c = w->data;
+	const char *netns = c->netns[0] ? c->netns : NULL;
+	c->work_rv = wire_del(netns, c->ifname, c->host_ifname[0] ? c->host_ifname : NULL, c->err,
+	                      sizeof c->err);
+	/* The released addresses must not carry the old container's flows to the next owner. */
+	size_t i;
+	json_t *v;
+	json_array_foreach (json_object_get(c->reply, "ips"), i, v) {
+		char buf[IPAM_CIDR_STRLEN];
+		struct ipam_addr addr;
+		unsigned n = 0;
+		char e[256];
+		snprintf(buf, sizeof buf, "%s", json_is_string(v) ? json_string_value(v) : "");
+		char *slash = strchr(buf, '/');
+		if (slash != NULL) {
+			*slash = 0;
+		}
+		if (ipam_addr_parse(buf, &addr)) {
+			(void)wire_flush_conntrack(&addr, &n, e, sizeof e);
+		}
+	}
+}
+
+static void wire_check_work(uv_work_t *w)
+{
+	struct cctx *c = w->data;
+	c->work_rv = wire_check(&c->spec, c->err, sizeof c->err);
+}
+
+static int queue(struct cctx *c, uv_work_cb fn, uv_after_work_cb after)
+{
+	c->work.data = c;
+	return uv_queue_work(c->a->loop, &c->work, fn, after);
+}
+
+/* Fill c->spec from the state machine's answer (iface, mac, ips) and the request. */
+static int build_spec(struct cctx *c, const json_t *ans)
+{
+	const char *iface = jstr(ans, "iface"), *mac = jstr(ans, "mac");
+	memset(&c->spec, 0, sizeof c->spec);
+	if (iface == NULL || mac == NULL || strlen(iface) >= sizeof c->host_ifname) {
+		snprintf(c->err, sizeof c->err,
+		         "container %s interface %s was set up by the IPAM plugin alone, not by "
+		         "the tabby network plugin",
+		         jstr(c->body, "container"), c->ifname);
+		return -EINVAL;
+	}
+	snprintf(c->host_ifname, sizeof c->host_ifname, "%s", iface);
+	snprintf(c->alias, sizeof c->alias, WIRE_ALIAS_PREFIX "%s/%s", jstr(c->body, "container"),
+	         c->ifname);
+	unsigned m[6];
+	if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6) {
+		snprintf(c->err, sizeof c->err, "bad MAC '%s' in the endpoint record", mac);
+		return -EINVAL;
+	}
+	for (int i = 0; i < 6; i++) {
+		c->spec.mac[i] = (uint8_t)m[i];
+	}
+	size_t i;
+	json_t *v;
+	json_array_foreach (json_object_get(ans, "ips"), i, v) {
+		char buf[IPAM_CIDR_STRLEN];
+		if (c->spec.n_addrs == WIRE_ADDRS_MAX || !json_is_string(v)) {
+			break;
+		}
+		snprintf(buf, sizeof buf, "%s", json_string_value(v));
+		char *slash = strchr(buf, '/');
+		if (slash != NULL) {
+			*slash = 0;
+		}
+		if (ipam_addr_parse(buf, &c->spec.addrs[c->spec.n_addrs])) {
+			c->spec.n_addrs++;
+		}
+	}
+	json_t *mtu = json_object_get(c->body, "mtu");
+	c->spec.netns = c->netns;
+	c->spec.ifname = c->ifname;
+	c->spec.host_ifname = c->host_ifname;
+	c->spec.alias = c->alias;
+	c->spec.mtu = json_is_integer(mtu) ? (unsigned)json_integer_value(mtu) : 0;
+	c->spec.allow_ip_forwarding = json_is_true(json_object_get(c->body, "allow_ip_forwarding"));
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* ADD                                                                                         */
+
+static void add_answer(struct cctx *c)
+{
+	json_t *out = json_pack("{s:O, s:b, s:I}", "ips", json_object_get(c->reply, "ips"),
+	                        "existed", c->existed, "revision", (json_int_t)c->revision);
+	if (out != NULL && c->wire) {
+		json_object_set_new(out, "interface", json_string(c->host_ifname));
+		json_object_set(out, "mac", json_object_get(c->reply, "mac"));
+		json_object_set_new(out, "sandbox", json_string(c->netns));
+	}
+	c->succeeded = true;
+	c->a->cni_adds++;
+	if (!c->existed) {
+		char *ips = json_dumps(json_object_get(c->reply, "ips"), JSON_COMPACT);
+		agent_log("cni: ADD %s %s on %s: %s%s%s", jstr(c->body, "container"), c->ifname,
+		          jstr(c->body, "network"), ips ? ips : "",
+		          c->wire ? " via " : " (IPAM only)", c->wire ? c->host_ifname : "");
+		free(ips);
+	}
+	agent_reply_json(c->a, c->req, 200, out);
+	cctx_free(c);
+}
+
+static void policy_waited(struct policy_wait *w, bool applied)
+{
+	struct cctx *c = w->data;
+	if (!applied && !c->a->stopping) {
+		agent_log("cni: %s %s: policy not in the kernel after %d ms; answering anyway",
+		          jstr(c->body, "container"), c->ifname, POLICY_WAIT_MS);
+	}
+	add_answer(c);
+}
+
+static void rollback_unwired(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	(void)status;
+	if (c->work_rv != 0) {
+		agent_log("cni: %s %s: cleaning up after a failed ADD: %s",
+		          jstr(c->body, "container"), c->ifname, c->err);
+	}
+	agent_reply_error(c->a, c->req, 500, "wiring_failed", "%s",
+	                  c->message ? c->message : "wiring failed");
+	cctx_free(c);
+}
+
+static void wired(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	struct agent *a = c->a;
+	if (status != 0 && c->work_rv == 0) {
+		c->work_rv = -ECANCELED;
+		snprintf(c->err, sizeof c->err, "the wiring was cancelled");
+	}
+	if (c->work_rv != 0) {
+		c->message = strdup(c->err);
+		if (c->existed) {
+			/* The runtime's DEL cleans up a container whose ADD failed; a repeated ADD
+			 * must not take a running container's address away by itself. */
+			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->err);
+			cctx_free(c);
+			return;
+		}
+		/* Undo the allocation and the endpoint in one entry, then the wiring. */
+		agent_log("cni: %s %s: wiring failed (%s); releasing its addresses",
+		          jstr(c->body, "container"), c->ifname, c->err);
+		c->rolling_back = true;
+		propose(c, payload_of(c, "del"));
+		return;
+	}
+	if (a->netsync != NULL) {
+		netsync_kick(a);
+	}
+	c->pw.data = c;
+	if (json_is_true(json_object_get(c->reply, "wrote_res"))) {
+		policy_sync_wait(a, &c->pw, c->revision, POLICY_WAIT_MS, policy_waited);
+	} else {
+		add_answer(c);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The command's answer                                                                        */
+
+static void del_unwired(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	(void)status;
+	if (c->work_rv != 0) {
+		/* The addresses are released already; a leftover interface is removed by the next
+		 * start's reconcile, so DEL still succeeds, as Calico's does. */
+		agent_log("cni: DEL %s %s: %s", jstr(c->body, "container"), c->ifname, c->err);
+	}
+	if (c->a->netsync != NULL) {
+		netsync_kick(c->a);
+	}
+	json_t *out = json_pack(
+	    "{s:O, s:O, s:I}", "released", json_object_get(c->reply, "released"), "deleted",
+	    json_object_get(c->reply, "deleted"), "revision", (json_int_t)c->revision);
+	c->a->cni_dels++;
+	if (json_is_true(json_object_get(c->reply, "deleted"))) {
+		agent_log("cni: DEL %s %s on %s: released %lld address(es)",
+		          jstr(c->body, "container"), c->ifname, jstr(c->body, "network"),
+		          (long long)json_integer_value(json_object_get(c->reply, "released")));
+	}
+	agent_reply_json(c->a, c->req, 200, out);
+	cctx_free(c);
+}
+
+static void cmd_done(struct store_write *w, int status, const struct kv_result *r)
+{
+	struct cctx *c = w->data;
+	struct agent *a = c->a;
+	json_t *ans = NULL;
+	if (status != STORE_OK) {
+		if (c->rolling_back) {
+			agent_log(
+			    "cni: %s %s: cannot release after a failed ADD (store error %d); the "
+			    "leak reconciler will",
+			    jstr(c->body, "container"), c->ifname, status);
+			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->message);
+			cctx_free(c);
+			return;
+		}
+		agent_reply_store_error(a, c->req, status, NULL);
+		cctx_free(c);
+		return;
+	}
+	if ((r->status != KV_R_OK && r->status != KV_R_REFUSED) || r->reply == NULL ||
+	    (ans = json_loadb((const char *)r->reply, r->reply_len, 0, NULL)) == NULL) {
+		agent_reply_error(a, c->req, 500, "internal", "the CNI command was not applied: %s",
+		                  r->message ? r->message : "no answer");
+		cctx_free(c);
+		return;
+	}
+	if (r->status == KV_R_REFUSED) {
+		const char *code = jstr(ans, "error"), *msg = jstr(ans, "message");
+		code = code ? code : "invalid";
+		if (c->rolling_back) {
+			agent_log("cni: %s %s: release after a failed ADD refused: %s",
+			          jstr(c->body, "container"), c->ifname, msg ? msg : "");
+			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->message);
+		} else {
+			agent_reply_error(a, c->req, status_of(code), code, "%s",
+			                  msg ? msg : "refused");
+		}
+		json_decref(ans);
+		cctx_free(c);
+		return;
+	}
+	json_decref(c->reply);
+	c->reply = ans;
+	c->revision = r->revision;
+
+	if (c->rolling_back) {
+		/* The allocation is undone; now the wiring. */
+		if (queue(c, wire_del_work, rollback_unwired) != 0) {
+			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->message);
+			cctx_free(c);
+		}
+		return;
+	}
+	if (c->cmd == CMD_DEL) {
+		const char *iface = jstr(ans, "iface");
+		snprintf(c->host_ifname, sizeof c->host_ifname, "%s", iface ? iface : "");
+		if (!c->wire || queue(c, wire_del_work, del_unwired) != 0) {
+			del_unwired(&c->work, 0);
+		}
+		return;
+	}
+	/* ADD */
+	c->existed = json_is_true(json_object_get(ans, "existed"));
+	if (!c->wire) {
+		add_answer(c);
+		return;
+	}
+	if (build_spec(c, ans) != 0) {
+		agent_reply_error(a, c->req, 409, "conflict", "%s", c->err);
+		cctx_free(c);
+		return;
+	}
+	if (queue(c, wire_add_work, wired) != 0) {
+		c->work_rv = -ENOMEM;
+		snprintf(c->err, sizeof c->err, "cannot start the wiring");
+		wired(&c->work, 0);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* CHECK                                                                                       */
+
+static void checked(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	(void)status;
+	if (c->work_rv != 0) {
+		agent_reply_error(c->a, c->req, 409, "check_failed", "%s", c->err);
+	} else {
+		json_t *out =
+		    json_pack("{s:O, s:s, s:O}", "ips", json_object_get(c->reply, "ips"),
+		              "interface", c->host_ifname, "mac", json_object_get(c->reply, "mac"));
+		agent_reply_json(c->a, c->req, 200, out);
+	}
+	cctx_free(c);
+}
+
+static bool same_set(const json_t *a, const json_t *b)
+{
+	size_t i, k;
+	json_t *x, *y;
+	if (json_array_size(a) != json_array_size(b)) {
+		return false;
+	}
+	json_array_foreach (a, i, x) {
+		bool found = false;
+		json_array_foreach (b, k, y) {
+			found = found || json_equal(x, y);
+		}
+		if (!found) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static void do_check(struct cctx *c)
+{
+	struct agent *a = c->a;
+	struct kv_tx *tx;
+	json_t *rec = NULL;
+	const char *container = jstr(c->body, "container"), *network = jstr(c->body, "network");
+	if (store_view_begin(a->store, &tx) != STORE_OK) {
+		agent_reply_error(a, c->req, 503, "unavailable", "cannot read the local replica");
+		cctx_free(c);
+		return;
+	}
+	int rv = cni_record_get(tx, a->name, container, c->ifname, &rec);
+	store_view_end(tx);
+	if (rv != 0) {
+		agent_reply_error(a, c->req, 500, "internal", "cannot read the CNI record");
+		goto err;
+	}
+	if (rec == NULL) {
+		agent_reply_error(a, c->req, 404, "not_found",
+		                  "container %s has no interface %s on this host (node %s)",
+		                  container, c->ifname, a->name);
+		goto err;
+	}
+	bool on_network = false;
+	size_t i;
+	json_t *v;
+	json_array_foreach (json_object_get(rec, "networks"), i, v) {
+		on_network =
+		    on_network || (json_is_string(v) && strcmp(json_string_value(v), network) == 0);
+	}
+	if (!on_network) {
+		agent_reply_error(a, c->req, 409, "check_failed",
+		                  "container %s interface %s is not on network %s", container,
+		                  c->ifname, network);
+		goto err;
+	}
+	json_t *prev = json_object_get(c->body, "prev_ips");
+	if (json_is_array(prev) && !same_set(prev, json_object_get(rec, "ips"))) {
+		char *want = json_dumps(json_object_get(rec, "ips"), JSON_COMPACT);
+		char *got = json_dumps(prev, JSON_COMPACT);
+		agent_reply_error(a, c->req, 409, "check_failed",
+		                  "the runtime's previous result lists %s, the container has %s",
+		                  got ? got : "?", want ? want : "?");
+		free(want);
+		free(got);
+		goto err;
+	}
+	c->reply = rec;
+	rec = NULL;
+	if (!c->wire) {
+		json_t *out = json_pack("{s:O}", "ips", json_object_get(c->reply, "ips"));
+		agent_reply_json(a, c->req, 200, out);
+		cctx_free(c);
+		return;
+	}
+	if (build_spec(c, c->reply) != 0) {
+		agent_reply_error(a, c->req, 409, "check_failed", "%s", c->err);
+		goto err;
+	}
+	if (queue(c, wire_check_work, checked) != 0) {
+		agent_reply_error(a, c->req, 500, "internal", "cannot start the check");
+		goto err;
+	}
+	return;
+err:
+	json_decref(rec);
+	cctx_free(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Entry                                                                                       */
+
+bool agent_route_cni(struct agent *a, struct http_request *req)
+{
+	static const char prefix[] = "/v1/cni/";
+	if (req->path_len < sizeof prefix - 1 ||
+	    memcmp(req->path, prefix, sizeof prefix - 1) != 0) {
+		return false;
+	}
+	const char *what = req->path + sizeof prefix - 1;
+	enum cni_cmd cmd;
+	if (strcmp(what, "add") == 0) {
+		cmd = CMD_ADD;
+	} else if (strcmp(what, "del") == 0) {
+		cmd = CMD_DEL;
+	} else if (strcmp(what, "check") == 0) {
+		cmd = CMD_CHECK;
+	} else {
+		agent_reply_error(a, req, 404, "not_found", "no such path: %s", req->path);
+		return true;
+	}
+	if (req->method != HTTP_POST) {
+		agent_reply_error(a, req, 405, "method_not_allowed", "%s takes POST", req->path);
+		return true;
+	}
+	json_t *body = agent_parse_body(a, req, "invalid");
+	if (body == NULL) {
+		return true;
+	}
+	struct cctx *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		json_decref(body);
+		agent_reply_error(a, req, 500, "internal", "out of memory");
+		return true;
+	}
+	c->a = a;
+	c->req = req;
+	c->cmd = cmd;
+	c->body = body;
+	c->wire = !json_is_false(json_object_get(body, "wire"));
+
+	const char *node = jstr(body, "node"), *ifname = jstr(body, "ifname");
+	const char *netns = jstr(body, "netns"), *container = jstr(body, "container");
+	const char *network = jstr(body, "network");
+	if (network == NULL || container == NULL || ifname == NULL) {
+		agent_reply_error(a, req, 400, "invalid",
+		                  "the request needs network, container and "
+		                  "ifname");
+		goto err;
+	}
+	if (node != NULL && strcmp(node, a->name) != 0) {
+		agent_reply_error(
+		    a, req, 400, "invalid",
+		    "the CNI config names node '%s' but this host's agent is node '%s' "
+		    "(set nodename to the agent's --name, or leave it out)",
+		    node, a->name);
+		goto err;
+	}
+	if (strlen(ifname) >= sizeof c->ifname) {
+		agent_reply_error(a, req, 400, "invalid",
+		                  "interface name '%s' is longer than 15 characters", ifname);
+		goto err;
+	}
+	snprintf(c->ifname, sizeof c->ifname, "%s", ifname);
+	if (netns != NULL && netns[0] != '\0') {
+		if (strlen(netns) >= sizeof c->netns) {
+			agent_reply_error(a, req, 400, "invalid", "netns path too long");
+			goto err;
+		}
+		snprintf(c->netns, sizeof c->netns, "%s", netns);
+	} else if (c->wire && cmd != CMD_DEL) {
+		agent_reply_error(a, req, 400, "invalid",
+		                  "netns is required to wire a container (CNI_NETNS was empty)");
+		goto err;
+	}
+	json_t *mtu = json_object_get(body, "mtu");
+	if (mtu != NULL && (!json_is_integer(mtu) || json_integer_value(mtu) < 0 ||
+	                    (json_integer_value(mtu) != 0 && json_integer_value(mtu) < 68) ||
+	                    json_integer_value(mtu) > 65535)) {
+		agent_reply_error(a, req, 400, "invalid", "mtu must be 0 or 68-65535");
+		goto err;
+	}
+	switch (cmd) {
+	case CMD_ADD:
+		propose(c, payload_of(c, "add"));
+		return true;
+	case CMD_DEL:
+		propose(c, payload_of(c, "del"));
+		return true;
+	case CMD_CHECK:
+		do_check(c);
+		return true;
+	}
+err:
+	cctx_free(c);
+	return true;
+}

@@ -1,0 +1,622 @@
+/*
+ * The host dataplane's kernel applier (netsync.c) against a real kernel, in a private network
+ * namespace (the test process unshares one at start, so nothing it does reaches the machine).
+ *
+ * The desired states come from netcalc_compute() over a made-up three-host cluster seen from
+ * host "a" (ext0 10.99.0.11/24, fd00:99::11/64; b is on the same subnets, c on 10.98.0.0/24):
+ * blackholes for a's blocks, direct routes to b, VXLAN to c (cross-subnet pool) with its device,
+ * FDB and neighbour entries, a borrowed /32, local workload routes on a real veth, NAT outgoing.
+ * Checked with `ip`, `bridge` and `nft -j` output:
+ * - a full apply installs exactly the wanted state; foreign routes (another protocol) are left,
+ *   including one that holds a destination we want (reported as a problem);
+ * - the same state applied again, and by a new applier (a restarted agent), changes nothing:
+ *   `ip monitor route` sees no event at all;
+ * - an incremental change touches only the routes that changed (the monitor sees exactly them),
+ *   and a removed workload route reports its addresses for the conntrack flush;
+ * - a full apply repairs a route deleted by hand, deletes a stale route of ours, and puts back a
+ *   route of ours changed by hand;
+ * - IP-in-IP through tunl0 when the kernel has the ipip module (skipped, and said, otherwise);
+ * - when no pool asks for a tunnel or NAT, the VXLAN device and the NAT table go.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent/netcalc.h"
+#include "agent/netsync.h"
+#include "agent/wire.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shell helpers                                                                               */
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	int rv = system(cmd);
+	return WIFEXITED(rv) ? WEXITSTATUS(rv) : -1;
+}
+
+/* The output of a command (malloc()ed). */
+static char *out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *out(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	assert_non_null(buf);
+	size_t r;
+	while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+		n += r;
+		if (cap - n < 2) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+			assert_non_null(buf);
+		}
+	}
+	buf[n] = 0;
+	pclose(p);
+	return buf;
+}
+
+/* Whether the output of cmd has a line containing every one of the words (NULL-ended). */
+static bool has_line(const char *text, ...)
+{
+	const char *line = text;
+	while (line != NULL && *line) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+		char *l = strndup(line, len);
+		bool all = true;
+		va_list ap;
+		va_start(ap, text);
+		for (const char *w = va_arg(ap, const char *); w != NULL;
+		     w = va_arg(ap, const char *)) {
+			all = all && strstr(l, w) != NULL;
+		}
+		va_end(ap);
+		free(l);
+		if (all) {
+			return true;
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+static unsigned count_lines(const char *text)
+{
+	unsigned n = 0;
+	for (const char *p = text; *p; p++) {
+		n += *p == '\n';
+	}
+	return n;
+}
+
+/* Lines that contain word. */
+static unsigned count_with(const char *text, const char *word)
+{
+	unsigned n = 0;
+	for (const char *p = strstr(text, word); p != NULL; p = strstr(p + 1, word)) {
+		n++;
+	}
+	return n;
+}
+
+/* `ip monitor route` in the background: what changes while it runs. */
+struct monitor {
+	char file[64];
+	pid_t pid;
+};
+
+static void monitor_start(struct monitor *m)
+{
+	snprintf(m->file, sizeof m->file, "/tmp/netsync-mon-%d", (int)getpid());
+	m->pid = fork();
+	assert_true(m->pid >= 0);
+	if (m->pid == 0) {
+		FILE *f = freopen(m->file, "w", stdout);
+		(void)f;
+		execlp("ip", "ip", "-o", "monitor", "route", (char *)NULL);
+		_exit(127);
+	}
+	usleep(300 * 1000);
+}
+
+static char *monitor_stop(struct monitor *m)
+{
+	usleep(300 * 1000);
+	kill(m->pid, SIGTERM);
+	waitpid(m->pid, NULL, 0);
+	char *text = out("cat %s", m->file);
+	unlink(m->file);
+	return text;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The cluster                                                                                 */
+
+struct cluster {
+	struct netcalc_node nodes[3];
+	struct ipam_pool pools[2];
+	struct ipam_block_info blocks[8];
+	unsigned n_blocks;
+	struct netcalc_alloc allocs[4];
+	unsigned n_allocs;
+	struct netcalc_workload weps[2];
+	struct ipam_cidr wep_addrs[4];
+	unsigned n_weps;
+};
+
+static struct ipam_addr A(const char *s) {
+	struct ipam_addr a;
+	assert_true(ipam_addr_parse(s, &a));
+	return a;
+}
+
+static struct ipam_cidr
+C(const char *s) {
+	struct ipam_cidr c;
+	char err[128];
+	assert_true(ipam_cidr_parse(s, &c, err, sizeof err));
+	return c;
+}
+
+static void
+add_block(struct cluster *c, const char *cidr, const char *pool, const char *aff)
+{
+	struct ipam_block_info *b = &c->blocks[c->n_blocks++];
+	*b = (struct ipam_block_info){.cidr = C(cidr), .pool = C(pool)};
+	snprintf(b->affinity, sizeof b->affinity, "%s", aff);
+}
+
+static void del_block(struct cluster *c, const char *cidr)
+{
+	struct ipam_cidr x = C(cidr);
+	for (unsigned i = 0; i < c->n_blocks; i++) {
+		if (ipam_cidr_equal(&c->blocks[i].cidr, &x)) {
+			c->blocks[i] = c->blocks[--c->n_blocks];
+			return;
+		}
+	}
+	fail();
+}
+
+static void cluster_init(struct cluster *c)
+{
+	*c = (struct cluster){0};
+	c->nodes[0] = (struct netcalc_node){
+	    .name = "a",
+	    .ip4 = {true, A("10.99.0.11"), 24},
+	    .ip6 = {true, A("fd00:99::11"), 64},
+	    .vxlan4 = A("10.64.0.1"),
+	};
+	c->nodes[1] = (struct netcalc_node){
+	    .name = "b",
+	    .ip4 = {true, A("10.99.0.12"), 24},
+	    .ip6 = {true, A("fd00:99::12"), 64},
+	    .vxlan4 = A("10.64.0.65"),
+	};
+	c->nodes[2] = (struct netcalc_node){
+	    .name = "c",
+	    .ip4 = {true, A("10.98.0.13"), 24},
+	    .vxlan4 = A("10.64.0.129"),
+	};
+	c->pools[0] = (struct ipam_pool){.cidr = C("10.64.0.0/16"),
+	                                 .block_size = 26,
+	                                 .vxlan = IPAM_ENCAP_CROSS_SUBNET,
+	                                 .nat_outgoing = true};
+	c->pools[1] = (struct ipam_pool){.cidr = C("fd80::/64"), .block_size = 122};
+	add_block(c, "10.64.0.0/26", "10.64.0.0/16", "a");
+	add_block(c, "10.64.0.64/26", "10.64.0.0/16", "b");
+	add_block(c, "10.64.0.128/26", "10.64.0.0/16", "c");
+	add_block(c, "fd80::/122", "fd80::/64", "a");
+	add_block(c, "fd80::40/122", "fd80::/64", "b");
+	c->allocs[c->n_allocs++] =
+	    (struct netcalc_alloc){.addr = A("10.64.0.7"), .block = C("10.64.0.0/26"), .node = "b"};
+	c->wep_addrs[0] = C("10.64.0.2/32");
+	c->wep_addrs[1] = C("fd80::2/128");
+	c->wep_addrs[2] = C("10.64.0.3/32");
+	c->weps[0] = (struct netcalc_workload){"cali0001", &c->wep_addrs[0], 2};
+	c->weps[1] = (struct netcalc_workload){"cali0002", &c->wep_addrs[2], 1}; /* no veth */
+	c->n_weps = 2;
+}
+
+static void compute(struct cluster *c, struct netcalc_state *st)
+{
+	struct netcalc_input in = {
+	    .self = "a",
+	    .nodes = c->nodes,
+	    .n_nodes = 3,
+	    .pools = c->pools,
+	    .n_pools = 2,
+	    .blocks = c->blocks,
+	    .n_blocks = c->n_blocks,
+	    .allocs = c->allocs,
+	    .n_allocs = c->n_allocs,
+	    .workloads = c->weps,
+	    .n_workloads = c->n_weps,
+	};
+	assert_int_equal(netcalc_compute(&in, st), 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The applier's callbacks                                                                     */
+
+struct seen {
+	char gone[16][IPAM_ADDR_STRLEN];
+	unsigned n_gone;
+	char problems[16][512];
+	unsigned n_problems;
+};
+
+static void on_gone(void *arg, const struct ipam_addr *addr)
+{
+	struct seen *s = arg;
+	if (s->n_gone < 16) {
+		ipam_addr_format(addr, s->gone[s->n_gone++]);
+	}
+}
+
+static void on_problem(void *arg, const char *line)
+{
+	struct seen *s = arg;
+	fprintf(stderr, "problem: %s\n", line);
+	if (s->n_problems < 16) {
+		snprintf(s->problems[s->n_problems++], sizeof s->problems[0], "%s", line);
+	}
+}
+
+static bool gone_has(struct seen *s, const char *ip)
+{
+	for (unsigned i = 0; i < s->n_gone; i++) {
+		if (strcmp(s->gone[i], ip) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool problem_has(struct seen *s, const char *part)
+{
+	for (unsigned i = 0; i < s->n_problems; i++) {
+		if (strstr(s->problems[i], part) != NULL) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static void apply(struct netsync_kernel *k, struct cluster *c, bool full,
+                  struct netsync_report *rep)
+{
+	struct netcalc_state st;
+	compute(c, &st);
+	assert_int_equal(netsync_kernel_apply(k, &st, full, rep), 0);
+	netcalc_state_free(&st);
+}
+
+static char *mac_text(const char *node, char *buf)
+{
+	uint8_t m[6];
+	netcalc_vtep_mac(node, 4, m);
+	sprintf(buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	return buf;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The test                                                                                    */
+
+static void check_first_state(void)
+{
+	char mac[32];
+	char *r4 = out("ip -4 -d route show proto %d", TABBY_RTPROT);
+	char *r6 = out("ip -6 -d route show proto %d", TABBY_RTPROT);
+	fprintf(stderr, "IPv4 routes of ours:\n%sIPv6:\n%s", r4, r6);
+	assert_true(has_line(r4, "blackhole 10.64.0.0/26", NULL));
+	assert_true(has_line(r4, "10.64.0.2 dev cali0001", "scope link", NULL));
+	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.12 dev ext0", NULL));
+	assert_true(has_line(r4, "10.64.0.64/26 via 10.99.0.12 dev ext0", NULL));
+	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
+	assert_false(has_line(r4, "10.64.0.3", NULL)); /* its veth does not exist */
+	assert_int_equal(count_lines(r4), 5);
+	assert_true(has_line(r6, "blackhole fd80::/122", NULL));
+	assert_true(has_line(r6, "fd80::2 dev cali0001", NULL));
+	assert_true(has_line(r6, "fd80::40/122 via fd00:99::12 dev ext0", NULL));
+	assert_int_equal(count_lines(r6), 3);
+	free(r4);
+	free(r6);
+
+	char *l = out("ip -d link show vxlan.tabby");
+	fprintf(stderr, "%s", l);
+	assert_true(has_line(l, "mtu 1450", "UP", NULL));
+	assert_true(has_line(l, "link/ether", mac_text("a", mac), NULL));
+	assert_true(
+	    has_line(l, "vxlan id 4096", "local 10.99.0.11", "dstport 4789", "nolearning", NULL));
+	free(l);
+	l = out("ip -4 addr show dev vxlan.tabby");
+	assert_true(has_line(l, "inet 10.64.0.1/32", NULL));
+	free(l);
+	/* c is the only VXLAN peer (b is on the shared subnet, but it is a VTEP too). */
+	l = out("bridge fdb show dev vxlan.tabby");
+	fprintf(stderr, "%s", l);
+	assert_true(has_line(l, mac_text("c", mac), "dst 10.98.0.13", "permanent", NULL));
+	assert_true(has_line(l, mac_text("b", mac), "dst 10.99.0.12", "permanent", NULL));
+	free(l);
+	l = out("ip neigh show dev vxlan.tabby");
+	fprintf(stderr, "%s", l);
+	assert_true(has_line(l, "10.64.0.129 lladdr", mac_text("c", mac), "PERMANENT", NULL));
+	assert_true(has_line(l, "10.64.0.65 lladdr", mac_text("b", mac), "PERMANENT", NULL));
+	free(l);
+
+	/* NAT: masquerade from the NAT pool to outside every pool, and the tunnel rule. */
+	char *j = out("nft -j list table inet %s", NETSYNC_NAT_TABLE);
+	json_error_t e;
+	json_t *doc = json_loads(j, 0, &e);
+	assert_non_null(doc);
+	json_t *items = json_object_get(doc, "nftables"), *it;
+	size_t i;
+	bool masq4 = false, pools6 = false, chain = false;
+	unsigned rules = 0;
+	json_array_foreach (items, i, it) {
+		json_t *set = json_object_get(it, "set"), *ch = json_object_get(it, "chain");
+		if (set != NULL) {
+			const char *name = json_string_value(json_object_get(set, "name"));
+			char *elems = json_dumps(json_object_get(set, "elem"), JSON_COMPACT);
+			if (strcmp(name, "masq4") == 0) {
+				masq4 = elems != NULL && strstr(elems, "\"10.64.0.0\"") != NULL &&
+				        strstr(elems, "16") != NULL;
+			}
+			if (strcmp(name, "pools6") == 0) {
+				pools6 = elems != NULL && strstr(elems, "\"fd80::\"") != NULL;
+			}
+			free(elems);
+		}
+		if (ch != NULL) {
+			chain = strcmp(json_string_value(json_object_get(ch, "hook")),
+			               "postrouting") == 0 &&
+			        strcmp(json_string_value(json_object_get(ch, "type")), "nat") == 0;
+		}
+		rules += json_object_get(it, "rule") != NULL;
+	}
+	assert_true(masq4);
+	assert_true(pools6);
+	assert_true(chain);
+	assert_int_equal(rules, 3); /* vxlan.tabby, IPv4, IPv6 */
+	json_decref(doc);
+	free(j);
+	j = out("nft list table inet %s", NETSYNC_NAT_TABLE);
+	fprintf(stderr, "%s", j);
+	assert_true(has_line(j, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
+	assert_true(
+	    has_line(j, "oifname \"vxlan.tabby\"", "fib saddr type local", "masquerade", NULL));
+	free(j);
+}
+
+static void test_applier(void **state)
+{
+	(void)state;
+	char err[256];
+	struct seen seen = {0};
+	struct netsync_kernel *k = NULL;
+	struct netsync_report rep;
+	struct cluster c;
+	cluster_init(&c);
+
+	assert_int_equal(netsync_kernel_forwarding(err, sizeof err), 0);
+	char *v = out("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding");
+	assert_string_equal(v, "1\n1\n");
+	free(v);
+
+	/* The host: ext0 on the underlay, one workload veth, two foreign routes. */
+	assert_int_equal(sh("ip link set lo up && ip link add ext0 type veth peer name ext0p && "
+	                    "ip link set ext0 up && ip link set ext0p up && "
+	                    "ip addr add 10.99.0.11/24 dev ext0 && "
+	                    "ip addr add fd00:99::11/64 dev ext0 nodad && "
+	                    "ip link add cali0001 type veth peer name wl0001 && "
+	                    "ip link set cali0001 up && ip link set wl0001 up && "
+	                    "ip route add 10.77.0.0/24 via 10.99.0.1 proto static && "
+	                    "ip route add 10.64.5.0/26 via 10.99.0.1 proto static"),
+	                 0);
+
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	apply(k, &c, true, &rep);
+	assert_int_equal(rep.routes_added, 8);
+	assert_int_equal(rep.routes_failed, 0);
+	assert_true(rep.nat_changed);
+	check_first_state();
+	assert_int_equal(seen.n_gone, 0);
+
+	/* The same state again, incrementally and fully: nothing happens in the kernel. */
+	struct monitor m;
+	monitor_start(&m);
+	apply(k, &c, false, &rep);
+	assert_int_equal(rep.routes_added + rep.routes_replaced + rep.routes_deleted, 0);
+	assert_int_equal(rep.links_changed, 0);
+	assert_false(rep.nat_changed);
+	apply(k, &c, true, &rep);
+	assert_int_equal(rep.routes_added + rep.routes_replaced + rep.routes_deleted, 0);
+	assert_int_equal(rep.links_changed, 0);
+	/* A restarted agent: a new applier with no memory. */
+	netsync_kernel_free(k);
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	apply(k, &c, true, &rep);
+	assert_int_equal(rep.routes_added + rep.routes_replaced + rep.routes_deleted, 0);
+	assert_int_equal(rep.links_changed, 0);
+	char *events = monitor_stop(&m);
+	fprintf(stderr, "route events on reapply: [%s]\n", events);
+	assert_int_equal(count_with(events, "proto 116"), 0);
+	free(events);
+	assert_int_equal(seen.n_gone, 0);
+	check_first_state();
+
+	/* An incremental change: b's block moves, a new borrowed address on c, the workload
+	 * cali0001 goes. Only those routes change. */
+	del_block(&c, "10.64.0.64/26");
+	add_block(&c, "10.64.1.0/26", "10.64.0.0/16", "b");
+	c.allocs[c.n_allocs++] =
+	    (struct netcalc_alloc){.addr = A("10.64.0.9"), .block = C("10.64.0.0/26"), .node = "c"};
+	c.weps[0] = c.weps[1];
+	c.n_weps = 1;
+	monitor_start(&m);
+	apply(k, &c, false, &rep);
+	events = monitor_stop(&m);
+	fprintf(stderr, "route events on change:\n%s", events);
+	assert_int_equal(rep.routes_added, 2);
+	assert_int_equal(rep.routes_deleted, 3);
+	assert_true(has_line(events, "Deleted", "10.64.0.64/26", NULL));
+	assert_true(has_line(events, "Deleted", "10.64.0.2 dev cali0001", NULL));
+	assert_true(has_line(events, "Deleted", "fd80::2 dev cali0001", NULL));
+	assert_true(has_line(events, "10.64.1.0/26 via 10.99.0.12", NULL));
+	assert_true(has_line(events, "10.64.0.9 via 10.64.0.129 dev vxlan.tabby", NULL));
+	/* (The kernel's own events, such as ext0's link-local address settling, do not count.) */
+	assert_int_equal(count_with(events, "proto 116"), 5);
+	free(events);
+	assert_int_equal(seen.n_gone, 2);
+	assert_true(gone_has(&seen, "10.64.0.2"));
+	assert_true(gone_has(&seen, "fd80::2"));
+	char *r4 = out("ip -4 route show");
+	assert_true(has_line(r4, "blackhole 10.64.0.0/26", NULL));
+	assert_true(has_line(r4, "10.77.0.0/24 via 10.99.0.1", "proto static", NULL));
+	free(r4);
+
+	/* Damage by hand: a route of ours deleted, one changed, a stale one of ours added. An
+	 * incremental apply does not look; a full one repairs all three. A foreign route holds a
+	 * destination we now want (a's new block): it stays, and that is reported. */
+	assert_int_equal(sh("ip route del 10.64.1.0/26 && "
+	                    "ip route replace 10.64.0.7 via 10.99.0.13 proto %d && "
+	                    "ip route add 10.64.9.0/26 via 10.99.0.12 proto %d",
+	                    TABBY_RTPROT, TABBY_RTPROT),
+	                 0);
+	add_block(&c, "10.64.5.0/26", "10.64.0.0/16", "a");
+	seen.n_problems = 0;
+	apply(k, &c, true, &rep);
+	assert_int_equal(rep.routes_added, 1);
+	assert_int_equal(rep.routes_replaced, 1);
+	assert_int_equal(rep.routes_deleted, 1);
+	assert_int_equal(rep.routes_failed, 1);
+	assert_true(problem_has(&seen, "10.64.5.0/26"));
+	assert_true(problem_has(&seen, "not Tabby's"));
+	r4 = out("ip -4 route show");
+	fprintf(stderr, "after repair:\n%s", r4);
+	assert_true(has_line(r4, "10.64.1.0/26 via 10.99.0.12", "proto 116", NULL));
+	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.12", "proto 116", NULL));
+	assert_false(has_line(r4, "10.64.9.0/26", NULL));
+	assert_true(has_line(r4, "10.64.5.0/26 via 10.99.0.1", "proto static", NULL));
+	assert_false(has_line(r4, "blackhole 10.64.5.0/26", NULL));
+	assert_true(has_line(r4, "10.77.0.0/24 via 10.99.0.1", "proto static", NULL));
+	free(r4);
+	del_block(&c, "10.64.5.0/26");
+
+	/* The workload's veth appears later (netsync_kick): its route is added then. */
+	c.weps[1] = (struct netcalc_workload){"cali0001", &c.wep_addrs[0], 2};
+	c.n_weps = 2;
+	apply(k, &c, false, &rep);
+	assert_int_equal(rep.routes_added, 2);
+	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	assert_true(has_line(r4, "10.64.0.2 dev cali0001", NULL));
+	free(r4);
+	/* The wiring added a workload route itself before we knew: adopted, not an error. */
+	assert_int_equal(sh("ip link add cali0002 type veth peer name wl0002 && "
+	                    "ip link set cali0002 up && "
+	                    "ip route add 10.64.0.3/32 dev cali0002 scope link proto %d",
+	                    TABBY_RTPROT),
+	                 0);
+	seen.n_problems = 0;
+	apply(k, &c, false, &rep);
+	assert_int_equal(seen.n_problems, 0);
+	assert_int_equal(rep.routes_replaced, 1);
+
+	/* IP-in-IP, when the kernel has it. */
+	c.pools[0].vxlan = IPAM_ENCAP_NEVER;
+	c.pools[0].ipip = IPAM_ENCAP_ALWAYS;
+	c.nodes[0].ipip = A("10.64.0.5");
+	seen.n_problems = 0;
+	apply(k, &c, false, &rep);
+	char *links = out("ip -d link show");
+	if (sh("ip link show tunl0 >/dev/null 2>&1") == 0) {
+		r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+		fprintf(stderr, "with IP-in-IP:\n%s", r4);
+		assert_true(has_line(r4, "10.64.1.0/26 via 10.99.0.12 dev tunl0", "onlink", NULL));
+		assert_true(
+		    has_line(r4, "10.64.0.128/26 via 10.98.0.13 dev tunl0", "onlink", NULL));
+		free(r4);
+		char *t = out("ip addr show dev tunl0");
+		assert_true(has_line(t, "mtu 1440", "UP", NULL) || has_line(t, "mtu 1440", NULL));
+		assert_true(has_line(t, "inet 10.64.0.5/32", NULL));
+		free(t);
+	} else {
+		fprintf(stderr, "IP-in-IP: this kernel has no ipip module; the tunl0 part is "
+		                "skipped (the applier reported it)\n");
+		assert_true(problem_has(&seen, "cannot create tunl0"));
+	}
+	free(links);
+	/* VXLAN no longer wanted: its device is gone. */
+	assert_int_not_equal(sh("ip link show vxlan.tabby >/dev/null 2>&1"), 0);
+
+	/* No tunnel and no NAT: the NAT table goes too. */
+	c.pools[0].ipip = IPAM_ENCAP_NEVER;
+	c.pools[0].nat_outgoing = false;
+	apply(k, &c, false, &rep);
+	assert_int_not_equal(sh("nft list table inet %s >/dev/null 2>&1", NETSYNC_NAT_TABLE), 0);
+	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	assert_true(has_line(r4, "10.64.0.128/26 via 10.98.0.13 dev ext0", NULL) ||
+	            problem_has(&seen, "10.64.0.128/26"));
+	free(r4);
+	/* A full apply from a new applier with nothing wanted removes everything of ours and
+	 * nothing else. */
+	netsync_kernel_free(k);
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	struct netcalc_state empty = {0};
+	seen.n_gone = 0;
+	assert_int_equal(netsync_kernel_apply(k, &empty, true, &rep), 0);
+	r4 = out("ip route show proto %d; ip -6 route show proto %d", TABBY_RTPROT, TABBY_RTPROT);
+	assert_string_equal(r4, "");
+	free(r4);
+	assert_true(gone_has(&seen, "10.64.0.2") && gone_has(&seen, "10.64.0.3"));
+	r4 = out("ip -4 route show");
+	assert_true(has_line(r4, "10.77.0.0/24 via 10.99.0.1", "proto static", NULL));
+	free(r4);
+	netsync_kernel_free(k);
+}
+
+int main(void)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_netsync_kernel needs root; skipped\n");
+		return 77;
+	}
+	/* Everything below happens in a network namespace of this process alone; it goes away
+	 * with the process, whatever the outcome. */
+	if (unshare(CLONE_NEWNET) != 0) {
+		fprintf(stderr, "cannot make a network namespace: %s; skipped\n", strerror(errno));
+		return 77;
+	}
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_applier),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

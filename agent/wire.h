@@ -1,0 +1,110 @@
+/*
+ * Private to the agent: wiring one container interface into this host, as Calico's CNI plugin
+ * does (calico-behaviour.md 1.5, DESIGN.md section 5), through libnl.
+ *
+ * Every function here blocks (netlink round trips, namespace switches) and is meant to run on a
+ * libuv worker thread, never on the loop thread. Each call opens its own netlink sockets and
+ * closes them before it returns, so calls may run on several threads at once for different
+ * containers. Work inside a container's namespace is done by a short-lived thread that entered
+ * that namespace (setns) and opened its own netlink socket there; the calling thread never
+ * changes namespace.
+ *
+ * Everything Tabby creates is recognisably its own: the host end of every veth carries the
+ * interface alias WIRE_ALIAS_PREFIX "<container>/<ifname>", and every route carries the protocol
+ * number TABBY_RTPROT. Nothing else is ever deleted.
+ */
+#ifndef TABBY_AGENT_WIRE_H
+#define TABBY_AGENT_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ipam/ipam.h"
+
+/* The protocol number of every route Tabby installs (rtm_protocol; unassigned in
+ * /etc/iproute2/rt_protos). A restarted agent deletes routes with this protocol that it does not
+ * want, and never touches any other route. */
+#define TABBY_RTPROT 116
+
+/* The alias (IFLA_IFALIAS) of the host end of every veth Tabby creates. */
+#define WIRE_ALIAS_PREFIX "tabby:"
+
+/* The container's default gateway: never configured anywhere, answered by proxy ARP. */
+#define WIRE_GATEWAY4 "169.254.1.1"
+
+/* The fixed MAC of every host end. */
+#define WIRE_HOST_MAC "ee:ee:ee:ee:ee:ee"
+
+#define WIRE_ADDRS_MAX 8
+
+struct wire_spec {
+	const char *netns;       /* path of the container's network namespace */
+	const char *ifname;      /* container end name (CNI_IFNAME), 1..15 bytes */
+	const char *host_ifname; /* host end name, 1..15 bytes */
+	const char *alias;       /* host end alias, WIRE_ALIAS_PREFIX "<container>/<ifname>" */
+	uint8_t mac[6];          /* the container end's MAC */
+	unsigned mtu;            /* 0: 1500 */
+	struct ipam_addr addrs[WIRE_ADDRS_MAX]; /* the container's addresses (/32, /128) */
+	unsigned n_addrs;
+	bool allow_ip_forwarding; /* net.ipv4.ip_forward / ipv6 forwarding inside the container */
+};
+
+/*
+ * Wire the container, converging from whatever is there: a missing or half-built pair (host end
+ * without its peer in the container, a container interface with the name but not our peer, a
+ * stale host interface with the host end's name) is removed and built again; a complete pair is
+ * kept and its settings (MACs, MTU, up, addresses, routes, sysctls) are made right without
+ * recreating it, so a repeated ADD never interrupts a running container.
+ *
+ * Container side: veth end named ifname with mac, the addresses as /32 and /128, IPv4 route
+ * 169.254.1.1/32 scope link and default via 169.254.1.1; IPv6 enabled, default via the host end's
+ * link-local address; ip forwarding as allow_ip_forwarding says. Host side: host_ifname with MAC
+ * ee:ee:ee:ee:ee:ee, the alias, proxy_arp=1, neigh proxy_delay=0, forwarding=1, route_localnet=1,
+ * rp_filter=1 (IPv6: proxy_ndp=1, forwarding=1, accept_ra=0), up, and a route
+ * "<addr>/32 dev host_ifname scope link proto TABBY_RTPROT" per address; a route for the same
+ * destination through any other device is replaced (the state machine gave this container the
+ * address, so the other route is stale).
+ *
+ * Returns 0, or a negative errno with one line in err naming the step and the object that failed
+ * (for example "cannot open network namespace /var/run/netns/x: No such file or directory"). On
+ * failure whatever this call created is left in place for wire_del() to remove.
+ */
+int wire_add(const struct wire_spec *s, char *err, size_t errlen);
+
+/*
+ * Verify the wiring without changing anything: both ends exist and are peers, up, with the MACs,
+ * MTU, addresses, container routes and host routes wire_add() sets. Returns 0, or -ENOENT /
+ * -EINVAL (or another negative errno for a failure to look) with one line in err naming the first
+ * difference ("eth0 in /var/run/netns/x has no address 10.1.0.5/32").
+ */
+int wire_check(const struct wire_spec *s, char *err, size_t errlen);
+
+/*
+ * Remove the wiring: the host end host_ifname (which removes its peer and the host routes
+ * through it), and, when netns is not NULL and still exists, the interface ifname inside it if it
+ * is a veth. Missing namespace, interfaces and routes are not errors. host_ifname is deleted only
+ * if its alias starts with WIRE_ALIAS_PREFIX or it is a veth whose peer is gone. Returns 0 or a
+ * negative errno with one line in err.
+ */
+int wire_del(const char *netns, const char *ifname, const char *host_ifname, char *err,
+             size_t errlen);
+
+/* One host end found by wire_list(). */
+struct wire_link {
+	char name[16];
+	char alias[128]; /* after WIRE_ALIAS_PREFIX: "<container>/<ifname>" */
+	int ifindex;
+};
+
+/* Every link of this host's namespace whose alias starts with WIRE_ALIAS_PREFIX (*out malloc()ed,
+ * freed by the caller). Used at start to remove host ends no endpoint wants any more. */
+int wire_list(struct wire_link **out, unsigned *n, char *err, size_t errlen);
+
+/* Delete the conntrack entries (both families' tables, any zone) whose original source or
+ * destination is addr, so a recycled address does not inherit the flows of the container that had
+ * it (calico-behaviour.md 5.5). *deleted counts them. Returns 0 or a negative errno with one line
+ * in err. */
+int wire_flush_conntrack(const struct ipam_addr *addr, unsigned *deleted, char *err, size_t errlen);
+
+#endif
