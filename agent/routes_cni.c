@@ -394,6 +394,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		const char *iface = jstr(ans, "iface");
 		snprintf(c->host_ifname, sizeof c->host_ifname, "%s", iface ? iface : "");
 		if (!c->wire || queue(c, wire_del_work, del_unwired) != 0) {
+			c->work.data = c;
 			del_unwired(&c->work, 0);
 		}
 		return;
@@ -410,6 +411,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		return;
 	}
 	if (queue(c, wire_add_work, wired) != 0) {
+		c->work.data = c;
 		c->work_rv = -ENOMEM;
 		snprintf(c->err, sizeof c->err, "cannot start the wiring");
 		wired(&c->work, 0);

@@ -1128,6 +1128,31 @@ static int host_ll_wait(struct nl_sock *sk, const char *name, int ifindex, struc
 /* ------------------------------------------------------------------------------------------ */
 /* API                                                                                         */
 
+/* What wire_add() and wire_check() start with: the spec checked, the job's families and MTU,
+ * the container's namespace open (*fd), a route socket (*sk) and the host end if it exists (*h,
+ * NULL when not). On failure the caller's cleanup releases whatever was set. */
+static int begin(const struct wire_spec *s, struct cjob *j, int *fd, struct nl_sock **sk,
+                 struct rtnl_link **h, char *err, size_t errlen)
+{
+	int rc, e;
+	if ((rc = spec_check(s, err, errlen)) < 0) {
+		return rc;
+	}
+	families(s, &j->has4, &j->has6);
+	j->mtu = s->mtu ? s->mtu : MTU_DEFAULT;
+	*fd = open(s->netns, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0) {
+		return sysfail(err, errlen, errno, "cannot open network namespace %s", s->netns);
+	}
+	if ((rc = route_socket(sk, err, errlen)) < 0) {
+		return rc;
+	}
+	if ((e = link_get(*sk, s->host_ifname, h)) < 0) {
+		return nlfail(err, errlen, e, "cannot look up %s", s->host_ifname);
+	}
+	return 0;
+}
+
 int wire_add(const struct wire_spec *s, char *err, size_t errlen)
 {
 	struct nl_sock *sk = NULL;
@@ -1137,20 +1162,7 @@ int wire_add(const struct wire_spec *s, char *err, size_t errlen)
 	bool complete = false;
 	int fd = -1, rc, e;
 
-	if ((rc = spec_check(s, err, errlen)) < 0) {
-		return rc;
-	}
-	families(s, &j.has4, &j.has6);
-	j.mtu = s->mtu ? s->mtu : MTU_DEFAULT;
-	fd = open(s->netns, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		return sysfail(err, errlen, errno, "cannot open network namespace %s", s->netns);
-	}
-	if ((rc = route_socket(&sk, err, errlen)) < 0) {
-		goto out;
-	}
-	if ((e = link_get(sk, s->host_ifname, &h)) < 0) {
-		rc = nlfail(err, errlen, e, "cannot look up %s", s->host_ifname);
+	if ((rc = begin(s, &j, &fd, &sk, &h, err, errlen)) < 0) {
 		goto out;
 	}
 	if ((rc = in_netns(fd, s->netns, c_inspect, &j, NULL, err, errlen)) < 0) {
@@ -1251,20 +1263,7 @@ int wire_check(const struct wire_spec *s, char *err, size_t errlen)
 	bool peer = false;
 	int fd = -1, rc, e;
 
-	if ((rc = spec_check(s, err, errlen)) < 0) {
-		return rc;
-	}
-	families(s, &j.has4, &j.has6);
-	j.mtu = s->mtu ? s->mtu : MTU_DEFAULT;
-	fd = open(s->netns, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		return sysfail(err, errlen, errno, "cannot open network namespace %s", s->netns);
-	}
-	if ((rc = route_socket(&sk, err, errlen)) < 0) {
-		goto out;
-	}
-	if ((e = link_get(sk, s->host_ifname, &h)) < 0) {
-		rc = nlfail(err, errlen, e, "cannot look up %s", s->host_ifname);
+	if ((rc = begin(s, &j, &fd, &sk, &h, err, errlen)) < 0) {
 		goto out;
 	}
 	if (h == NULL) {
@@ -1386,7 +1385,7 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, cha
 	struct rtnl_link *h = NULL;
 	int rc, e;
 
-	if (!name_ok(host_ifname) || (netns != NULL && !name_ok(ifname))) {
+	if ((host_ifname != NULL && !name_ok(host_ifname)) || (netns != NULL && !name_ok(ifname))) {
 		return fail(err, errlen, -EINVAL, "interface name is not 1..15 bytes");
 	}
 	if (netns != NULL && netns[0] != '\0') {
@@ -1407,6 +1406,10 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, cha
 				return rc;
 			}
 		}
+	}
+	if (host_ifname == NULL) {
+		return 0; /* no record named the host end: only the container side was ours to find
+		           */
 	}
 	if ((rc = route_socket(&sk, err, errlen)) < 0) {
 		return rc;

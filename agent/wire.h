@@ -82,10 +82,10 @@ int wire_check(const struct wire_spec *s, char *err, size_t errlen);
 
 /*
  * Remove the wiring: the host end host_ifname (which removes its peer and the host routes
- * through it), and, when netns is not NULL and still exists, the interface ifname inside it if it
- * is a veth. Missing namespace, interfaces and routes are not errors. host_ifname is deleted only
- * if its alias starts with WIRE_ALIAS_PREFIX or it is a veth whose peer is gone. Returns 0 or a
- * negative errno with one line in err.
+ * through it; NULL when it is not known), and, when netns is not NULL and still exists, the
+ * interface ifname inside it if it is a veth. Missing namespace, interfaces and routes are not
+ * errors. host_ifname is deleted only if its alias starts with WIRE_ALIAS_PREFIX or it is a veth
+ * whose peer is gone. Returns 0 or a negative errno with one line in err.
  */
 int wire_del(const char *netns, const char *ifname, const char *host_ifname, char *err,
              size_t errlen);

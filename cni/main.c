@@ -1,0 +1,263 @@
+/*
+ * tabby-cni: the CNI plugin binary (cni.h). What it is comes from the name it was run by: tabby,
+ * calico and tabby-cni are the network plugin, tabby-ipam and calico-ipam the IPAM plugin.
+ *
+ * One call: read the environment and the configuration on stdin, parse and validate them, send
+ * one request to the agent over its unix socket, print the result (ADD), nothing (DEL, CHECK) or
+ * a CNI error on stdout, and exit non-zero on every error. Logs go to stderr, which runtimes keep
+ * (Mesos writes it to the agent's log).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "cni/cni.h"
+
+/* Bigger than any sane configuration; Mesos adds its NetworkInfo, a few kB at most. */
+#define INPUT_MAX (16u << 20)
+
+/* The rollback DEL after an unusable ADD answer should not make the runtime wait long. */
+#define ROLLBACK_TIMEOUT_MS 10000
+
+static const char *const level_names[] = {"warning", "info", "debug"};
+
+struct plugin {
+	const char *name; /* basename of argv[0], for log lines */
+	struct cni_env env;
+	struct cni_call call;
+	struct cni_error err;
+};
+
+static void logf_(const struct plugin *p, enum cni_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void logf_(const struct plugin *p, enum cni_log_level level, const char *fmt, ...)
+{
+	char stamp[32] = "";
+	struct timespec ts;
+	struct tm tm;
+	va_list ap;
+
+	if (level > p->call.log_level)
+		return;
+	if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm) != NULL)
+		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(stderr, "%s %s[%d] %s: ", stamp, p->name, (int)getpid(), level_names[level]);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Read all of stdin into a malloc()ed buffer. */
+static int read_input(char **out, size_t *len)
+{
+	size_t cap = 4096, n = 0, got;
+	char *buf = malloc(cap), *bigger;
+
+	if (buf == NULL)
+		return -ENOMEM;
+	for (;;) {
+		if (n == cap) {
+			if (cap >= INPUT_MAX) {
+				free(buf);
+				return -EFBIG;
+			}
+			bigger = realloc(buf, cap * 2);
+			if (bigger == NULL) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf = bigger;
+			cap *= 2;
+		}
+		got = fread(buf + n, 1, cap - n, stdin);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(stdin)) {
+		free(buf);
+		return -EIO;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* Print v on stdout, indented as the reference plugins do. */
+static int print_json(const json_t *v)
+{
+	if (v == NULL || json_dumpf(v, stdout, JSON_INDENT(4)) != 0 || fputc('\n', stdout) == EOF ||
+	    fflush(stdout) != 0)
+		return -1;
+	return 0;
+}
+
+/* Print the error in p->err and return the exit status. */
+static int fail(struct plugin *p)
+{
+	json_t *e = cni_format_error(p->call.version, &p->err);
+	const char *id = p->env.containerid != NULL ? p->env.containerid : "-";
+
+	bool details = p->err.details[0] != '\0';
+
+	logf_(p, CNI_LOG_WARNING, "%s %s: error %d: %s%s%s%s",
+	      p->env.command != NULL ? p->env.command : "-", id, p->err.code, p->err.msg,
+	      details ? " (" : "", details ? p->err.details : "", details ? ")" : "");
+	if (print_json(e) != 0)
+		fprintf(stdout, "{\"code\": %d, \"msg\": \"error\"}\n", p->err.code);
+	json_decref(e);
+	return 1;
+}
+
+/* An ADD the agent did but whose answer cannot be printed: undo it, so that the failed call
+ * leaves nothing allocated and nothing wired. A container that existed before this ADD is left
+ * alone (the answer says so): tearing down a running container over a bad answer is worse. */
+static void rollback(struct plugin *p, const json_t *answer)
+{
+	struct api_client *c = NULL;
+	json_t *resp = NULL;
+	char *errmsg = NULL, address[128];
+	int status = 0;
+
+	if (json_is_true(json_object_get(answer, "existed")))
+		return;
+	snprintf(address, sizeof address, "unix:%s", p->call.socket);
+	if (api_client_open(address, ROLLBACK_TIMEOUT_MS, &c, &errmsg) != API_OK ||
+	    api_request(c, "POST", cni_request_path(CNI_CMD_DEL), p->call.request, &status, &resp,
+	                &errmsg) != API_OK ||
+	    status / 100 != 2)
+		logf_(p, CNI_LOG_WARNING, "rollback of ADD %s failed: %s",
+		      p->env.containerid != NULL ? p->env.containerid : "-",
+		      errmsg != NULL ? errmsg : "the agent refused the DEL");
+	else
+		logf_(p, CNI_LOG_INFO, "rolled back ADD %s", p->env.containerid);
+	free(errmsg);
+	json_decref(resp);
+	api_client_close(c);
+}
+
+static int run(struct plugin *p, const char *input, size_t len)
+{
+	struct api_client *client = NULL;
+	json_t *answer = NULL, *result = NULL;
+	char address[128], *errmsg = NULL, *text;
+	int status = 0, rc, exit_status = 1;
+
+	if (cni_parse(cni_mode_from_argv0(p->name), &p->env, input, len, &p->call, &p->err) != 0)
+		return fail(p);
+	if (p->call.ignored[0] != '\0')
+		logf_(p, CNI_LOG_WARNING,
+		      "ignoring %s: tabby keeps its state in the agents' replicated store",
+		      p->call.ignored);
+	if (p->call.cmd == CNI_CMD_VERSION) {
+		result = cni_version_answer(p->call.version);
+		rc = print_json(result);
+		json_decref(result);
+		return rc == 0 ? 0 : 1;
+	}
+
+	if (p->call.log_level >= CNI_LOG_DEBUG) {
+		text = json_dumps(p->call.request, JSON_COMPACT);
+		logf_(p, CNI_LOG_DEBUG, "POST %s %s to %s", cni_request_path(p->call.cmd),
+		      text != NULL ? text : "?", p->call.socket);
+		free(text);
+	}
+	snprintf(address, sizeof address, "unix:%s", p->call.socket);
+	rc = api_client_open(address, CNI_TIMEOUT_MS, &client, &errmsg);
+	if (rc == API_OK)
+		rc = api_request(client, "POST", cni_request_path(p->call.cmd), p->call.request,
+		                 &status, &answer, &errmsg);
+	if (rc != API_OK) {
+		cni_client_error(p->call.socket, rc, errmsg, &p->err);
+		exit_status = fail(p);
+		goto out;
+	}
+	if (p->call.log_level >= CNI_LOG_DEBUG) {
+		text = answer != NULL ? json_dumps(answer, JSON_COMPACT) : NULL;
+		logf_(p, CNI_LOG_DEBUG, "HTTP %d %s", status, text != NULL ? text : "");
+		free(text);
+	}
+	if (status / 100 != 2) {
+		cni_agent_error(p->call.cmd, status, answer, &p->err);
+		exit_status = fail(p);
+		goto out;
+	}
+	if (p->call.cmd != CNI_CMD_ADD) {
+		/* DEL and CHECK print nothing on success (CNI spec). */
+		logf_(p, CNI_LOG_INFO, "%s %s: done", p->env.command, p->env.containerid);
+		exit_status = 0;
+		goto out;
+	}
+	if (cni_format_result(&p->call, answer, &result, &p->err) != 0) {
+		rollback(p, answer);
+		exit_status = fail(p);
+		goto out;
+	}
+	if (print_json(result) != 0) {
+		/* The runtime cannot read the result: it sees a failed ADD, so undo it. */
+		rollback(p, answer);
+		logf_(p, CNI_LOG_WARNING, "cannot write the result to stdout: %s", strerror(errno));
+		goto out;
+	}
+	if (p->call.log_level >= CNI_LOG_INFO) {
+		text = json_dumps(json_object_get(answer, "ips"), JSON_COMPACT);
+		logf_(p, CNI_LOG_INFO, "ADD %s %s: %s", p->env.containerid, p->env.ifname,
+		      text != NULL ? text : "?");
+		free(text);
+	}
+	exit_status = 0;
+out:
+	json_decref(result);
+	json_decref(answer);
+	free(errmsg);
+	api_client_close(client);
+	return exit_status;
+}
+
+int main(int argc, char **argv)
+{
+	struct plugin p = {0};
+	const char *slash;
+	char *input = NULL;
+	size_t len = 0;
+	int rc;
+
+	slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	p.name = argc > 0 ? (slash != NULL ? slash + 1 : argv[0]) : "tabby-cni";
+	if (argc > 1 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "--version") == 0)) {
+		printf("%s %s\n", p.name, TABBY_VERSION);
+		return 0;
+	}
+	p.env = (struct cni_env){
+	    .command = getenv("CNI_COMMAND"),
+	    .containerid = getenv("CNI_CONTAINERID"),
+	    .netns = getenv("CNI_NETNS"),
+	    .ifname = getenv("CNI_IFNAME"),
+	    .args = getenv("CNI_ARGS"),
+	    .path = getenv("CNI_PATH"),
+	    .socket = getenv("TABBY_SOCKET"),
+	};
+	snprintf(p.call.version, sizeof p.call.version, "0.2.0");
+
+	/* A person running VERSION at a terminal should not have to type the configuration. */
+	if (!(p.env.command != NULL && strcmp(p.env.command, "VERSION") == 0 && isatty(0))) {
+		rc = read_input(&input, &len);
+		if (rc != 0) {
+			cni_error_set(&p.err, rc == -EFBIG ? CNI_ERR_DECODE : CNI_ERR_INTERNAL,
+			              NULL, "cannot read the network configuration from stdin: %s",
+			              rc == -EFBIG ? "larger than 16 MiB" : strerror(-rc));
+			return fail(&p);
+		}
+	}
+	rc = run(&p, input, len);
+	cni_call_free(&p.call);
+	free(input);
+	return rc;
+}
