@@ -367,7 +367,15 @@ static int pick_iface(struct kv_tx *tx, const struct cmd *c, char out[IFNAMSIZ_M
 {
 	bool taken = true;
 	int rv;
-	if (strcmp(c->ifname, "eth0") == 0) {
+	/* Calico's name, when the id's first 11 characters are ones every consumer of interface
+	 * names takes (a Marathon task id has dots, which the endpoint's interfaceName refuses). */
+	bool plain = true;
+	for (size_t i = 0; i < 11 && c->container[i] != 0; i++) {
+		char ch = c->container[i];
+		plain = plain && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		                  (ch >= '0' && ch <= '9') || ch == '_' || ch == '-');
+	}
+	if (plain && strcmp(c->ifname, "eth0") == 0) {
 		snprintf(out, IFNAMSIZ_MAX + 1, "cali%.11s", c->container);
 		if ((rv = iface_taken(tx, c->node, out, &taken)) != 0) {
 			return rv;

@@ -79,6 +79,11 @@ struct agent {
 	char *node_ip4, *node_ip6; /* --node-ip, --node-ip6: "ADDR/PREFIX", NULL to detect */
 	struct node_pub *nodepub;
 
+	/* The dataplane managers start once the replica caught up (main.c) */
+	uv_timer_t dataplane_timer;
+	bool dataplane_sync_inflight;
+	bool dataplane_started;
+
 	/* CNI (routes_cni.c), for /metrics */
 	uint64_t cni_adds, cni_add_failures, cni_dels;
 };

@@ -28,6 +28,7 @@
 #include "ipam/ipam.h"
 
 #define RECONCILE_MS          1000
+#define DATAPLANE_RETRY_MS    200
 #define MAX_VOTERS            3
 #define REMOVE_GRACE_MS       2000
 #define STOP_AFTER_REMOVAL_MS 10000
@@ -888,6 +889,56 @@ static void free_agent(struct agent *a)
 	free(a->node_ip6);
 }
 
+/* The dataplane managers (policy_sync, netsync) start only once this replica has applied
+ * everything the cluster had committed when it asked (a linearizable barrier through the
+ * leader): a restarted agent's replica first holds only its last snapshot, and a dataplane built
+ * from that would delete the routes and rules of containers that are alive and well. Until then
+ * the kernel keeps what the previous run left, which is the best there is; without a quorum the
+ * agent keeps trying and touches nothing. */
+static void dataplane_tick(uv_timer_t *t);
+
+static void dataplane_synced(void *data, int status)
+{
+	struct agent *a = data;
+	a->dataplane_sync_inflight = false;
+	if (a->stopping) {
+		return;
+	}
+	if (status != STORE_OK) {
+		uv_timer_start(&a->dataplane_timer, dataplane_tick, DATAPLANE_RETRY_MS, 0);
+		return;
+	}
+	a->dataplane_started = true;
+	if (!a->no_policy && policy_sync_start(a) != 0) {
+		agent_log("cannot start the policy dataplane: out of memory or no netlink socket "
+		          "for nftables (--no-policy runs without it)");
+		a->exit_code = 1;
+		a->stopping = true;
+		uv_stop(a->loop);
+		return;
+	}
+	if (!a->no_routes && netsync_start(a) != 0) {
+		agent_log("cannot start the route dataplane: out of memory or no netlink socket "
+		          "(--no-routes runs without it)");
+		a->exit_code = 1;
+		a->stopping = true;
+		uv_stop(a->loop);
+	}
+}
+
+static void dataplane_tick(uv_timer_t *t)
+{
+	struct agent *a = t->data;
+	if (a->stopping || a->dataplane_started || a->dataplane_sync_inflight) {
+		return;
+	}
+	if (store_sync(a->store, dataplane_synced, a) != STORE_OK) {
+		uv_timer_start(&a->dataplane_timer, dataplane_tick, DATAPLANE_RETRY_MS, 0);
+		return;
+	}
+	a->dataplane_sync_inflight = true;
+}
+
 int agent_main(int argc, char **argv)
 {
 	struct agent agent = {0};
@@ -1260,26 +1311,15 @@ int agent_main(int argc, char **argv)
 		a->exit_code = 1;
 		uv_stop(a->loop); /* uv_run returns at once; the shutdown below still runs */
 	}
-	if (!a->no_policy && !a->stopping && policy_sync_start(a) != 0) {
-		agent_log("cannot start the policy dataplane: out of memory or no netlink socket "
-		          "for nftables (--no-policy runs without it)");
-		a->stopping = true;
-		a->exit_code = 1;
-		uv_stop(a->loop);
-	}
 	if (!a->stopping && node_publish_start(a) != 0) {
 		agent_log("out of memory");
 		a->stopping = true;
 		a->exit_code = 1;
 		uv_stop(a->loop);
 	}
-	if (!a->no_routes && !a->stopping && netsync_start(a) != 0) {
-		agent_log("cannot start the route dataplane: out of memory or no netlink socket "
-		          "(--no-routes runs without it)");
-		a->stopping = true;
-		a->exit_code = 1;
-		uv_stop(a->loop);
-	}
+	uv_timer_init(a->loop, &a->dataplane_timer);
+	a->dataplane_timer.data = a;
+	uv_timer_start(&a->dataplane_timer, dataplane_tick, 0, 0);
 	agent_log("member %s (id %llu) serving %s and %s, raft on %s", a->name,
 	          (unsigned long long)a->id, a->socket_path, a->api_address, a->peer_address);
 
@@ -1290,6 +1330,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->sigint, NULL);
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
+	uv_close((uv_handle_t *)&a->dataplane_timer, NULL);
 	leaks_stop(a);
 	policy_sync_stop(a);
 	netsync_stop(a);

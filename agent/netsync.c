@@ -757,6 +757,17 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 			problem(k, "cannot add route %s: device %s does not exist", what, r->dev);
 			return INST_FAILED;
 		}
+		if (r->kind == NETCALC_R_WORKLOAD) {
+			/* A veth that is not up yet is still being wired, and the wiring adds this
+			 * route itself once it is; the kernel refuses routes through a down link.
+			 */
+			struct rtnl_link *l = rtnl_link_get(k->links, ifindex);
+			bool up = l != NULL && (rtnl_link_get_flags(l) & IFF_UP);
+			rtnl_link_put(l);
+			if (!up) {
+				return INST_SKIPPED;
+			}
+		}
 	}
 	struct rtnl_route *kr = build_route(r, ifindex, false);
 	if (kr == NULL) {

@@ -50,6 +50,8 @@
 #include <netlink/route/link/inet.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/route.h>
+#include <netlink/route/rule.h>
+#include <linux/fib_rules.h>
 #include <netlink/netfilter/nfnl.h>
 #include <netlink/netfilter/ct.h>
 
@@ -569,8 +571,8 @@ out:
 }
 
 /* Add or replace the route dst/plen [via gw] dev ifindex [scope] in the main table. */
-static int route_put(struct nl_sock *sk, int family, const uint8_t *dst, unsigned plen,
-                     const uint8_t *gw, int ifindex, int scope)
+static int route_put_in(struct nl_sock *sk, uint32_t table, int family, const uint8_t *dst,
+                        unsigned plen, const uint8_t *gw, int ifindex, int scope)
 {
 	struct rtnl_route *r = rtnl_route_alloc();
 	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
@@ -582,7 +584,7 @@ static int route_put(struct nl_sock *sk, int family, const uint8_t *dst, unsigne
 		goto out;
 	}
 	rtnl_route_set_family(r, (uint8_t)family);
-	rtnl_route_set_table(r, RT_TABLE_MAIN);
+	rtnl_route_set_table(r, table);
 	rtnl_route_set_type(r, RTN_UNICAST);
 	rtnl_route_set_protocol(r, TABBY_RTPROT);
 	if (scope >= 0) {
@@ -608,20 +610,97 @@ out:
 	return e;
 }
 
+static int route_put(struct nl_sock *sk, int family, const uint8_t *dst, unsigned plen,
+                     const uint8_t *gw, int ifindex, int scope)
+{
+	return route_put_in(sk, RT_TABLE_MAIN, family, dst, plen, gw, ifindex, scope);
+}
+
+/*
+ * A container on several networks has one interface per network, each with its own gateway
+ * route and default route. The main table can hold only one of each, so every interface also
+ * gets a table of its own, WIRE_TABLE_BASE + its ifindex, with its gateway and default routes,
+ * and a rule sending traffic from each of its addresses there: replies leave through the
+ * interface the request came in on, which is what the host end's strict reverse-path check
+ * expects. The main table's routes belong to the container's first interface (the one whose
+ * default route is there); a second interface never takes them over.
+ */
+#define WIRE_TABLE_BASE 1000u
+#define WIRE_RULE_PRIO  1000u
+
+static uint32_t own_table(int ifindex)
+{
+	return WIRE_TABLE_BASE + (uint32_t)ifindex;
+}
+
+static int rule_put(struct nl_sock *sk, const struct ipam_addr *ip, uint32_t table)
+{
+	struct rtnl_rule *r = rtnl_rule_alloc();
+	struct nl_addr *src = nl_of(af_of(ip), ip->b, len_of(ip) * 8);
+	int e = -NLE_NOMEM;
+	if (r == NULL || src == NULL) {
+		goto out;
+	}
+	rtnl_rule_set_family(r, af_of(ip));
+	rtnl_rule_set_prio(r, WIRE_RULE_PRIO);
+	rtnl_rule_set_action(r, FR_ACT_TO_TBL);
+	rtnl_rule_set_table(r, table);
+	if ((e = rtnl_rule_set_src(r, src)) < 0) {
+		goto out;
+	}
+	e = rtnl_rule_add(sk, r, NLM_F_CREATE | NLM_F_EXCL);
+	if (e == -NLE_EXIST) {
+		e = 0;
+	}
+out:
+	nl_addr_put(src);
+	rtnl_rule_put(r);
+	return e;
+}
+
+/* Whether the main table's default route of family is missing or goes through ifindex: then this
+ * interface owns the main table's routes of that family. */
+static int owns_main(struct nl_sock *sk, int family, int ifindex, bool *owns)
+{
+	struct nl_cache *routes = NULL;
+	int e = rtnl_route_alloc_cache(sk, family, 0, &routes);
+	if (e < 0) {
+		return e;
+	}
+	*owns = true;
+	for (struct nl_object *o = nl_cache_get_first(routes); o; o = nl_cache_get_next(o)) {
+		struct rtnl_route *r = (struct rtnl_route *)o;
+		if (rtnl_route_get_table(r) == RT_TABLE_MAIN &&
+		    rtnl_route_get_type(r) == RTN_UNICAST &&
+		    nl_is(rtnl_route_get_dst(r), family, zeros, 0) &&
+		    rtnl_route_get_nnexthops(r) == 1) {
+			*owns = rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(r, 0)) == ifindex;
+			break;
+		}
+	}
+	nl_cache_free(routes);
+	return 0;
+}
+
 /* The first main-table route of cache with dst b/plen, or NULL. */
-static struct rtnl_route *route_find(struct nl_cache *cache, int family, const uint8_t *b,
-                                     unsigned plen)
+static struct rtnl_route *route_find_in(struct nl_cache *cache, uint32_t table, int family,
+                                        const uint8_t *b, unsigned plen)
 {
 	for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
 		struct rtnl_route *r = (struct rtnl_route *)o;
-		if (rtnl_route_get_family(r) == family &&
-		    rtnl_route_get_table(r) == RT_TABLE_MAIN &&
+		if (rtnl_route_get_family(r) == family && rtnl_route_get_table(r) == table &&
 		    rtnl_route_get_type(r) != RTN_LOCAL &&
 		    nl_is(rtnl_route_get_dst(r), family, b, plen)) {
 			return r;
 		}
 	}
 	return NULL;
+}
+
+static struct rtnl_route *route_find(struct nl_cache *cache, int family, const uint8_t *b,
+                                     unsigned plen)
+{
+	return route_find_in(cache, RT_TABLE_MAIN, family, b, plen);
 }
 
 /* Compare a route found by route_find() with what wire_add() installs: nothing (0) or one line
@@ -888,17 +967,37 @@ static int c_setup(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 	if (j->has4) {
 		/* 169.254.1.1 is on no interface: the /32 makes it on-link so the default route
 		 * can use it, and the host end's proxy ARP answers for it. */
-		e = route_put(sk, AF_INET, gateway4, 32, NULL, ifindex, RT_SCOPE_LINK);
-		if (e < 0) {
-			rc = nlfail(err, errlen, e, "cannot add route %s/32 dev %s in %s",
-			            WIRE_GATEWAY4, s->ifname, s->netns);
+		bool main4 = false;
+		if ((e = owns_main(sk, AF_INET, ifindex, &main4)) < 0) {
+			rc = nlfail(err, errlen, e, "cannot list routes in %s", s->netns);
 			goto out;
 		}
-		e = route_put(sk, AF_INET, zeros, 0, gateway4, ifindex, -1);
-		if (e < 0) {
-			rc = nlfail(err, errlen, e, "cannot add default route via %s in %s",
-			            WIRE_GATEWAY4, s->netns);
-			goto out;
+		for (int pass = main4 ? 0 : 1; pass < 2; pass++) {
+			uint32_t t = pass == 0 ? RT_TABLE_MAIN : own_table(ifindex);
+			e = route_put_in(sk, t, AF_INET, gateway4, 32, NULL, ifindex,
+			                 RT_SCOPE_LINK);
+			if (e < 0) {
+				rc = nlfail(err, errlen, e,
+				            "cannot add route %s/32 dev %s table %u in %s",
+				            WIRE_GATEWAY4, s->ifname, t, s->netns);
+				goto out;
+			}
+			e = route_put_in(sk, t, AF_INET, zeros, 0, gateway4, ifindex, -1);
+			if (e < 0) {
+				rc = nlfail(err, errlen, e,
+				            "cannot add default route via %s table %u in %s",
+				            WIRE_GATEWAY4, t, s->netns);
+				goto out;
+			}
+		}
+		for (unsigned i = 0; i < s->n_addrs; i++) {
+			if (s->addrs[i].family == 4 &&
+			    (e = rule_put(sk, &s->addrs[i], own_table(ifindex))) < 0) {
+				rc =
+				    nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
+				           s->ifname, s->netns);
+				goto out;
+			}
 		}
 		/* The gateway's MAC is always the host end's fixed one: a permanent neighbour
 		 * spares the first packet an ARP round trip and keeps the container working on a
@@ -929,10 +1028,25 @@ static int c_route6(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 	int ifindex = rtnl_link_get_ifindex(l);
 	rtnl_link_put(l);
 	const uint8_t *gw = nl_addr_get_binary_addr(j->host_ll);
-	e = route_put(sk, AF_INET6, zeros, 0, gw, ifindex, -1);
-	if (e < 0) {
-		return nlfail(err, errlen, e, "cannot add default route via %s dev %s in %s",
-		              fmt_addr(AF_INET6, gw, buf, sizeof buf), j->s->ifname, j->s->netns);
+	bool main6 = false;
+	if ((e = owns_main(sk, AF_INET6, ifindex, &main6)) < 0) {
+		return nlfail(err, errlen, e, "cannot list routes in %s", j->s->netns);
+	}
+	for (int pass = main6 ? 0 : 1; pass < 2; pass++) {
+		uint32_t t = pass == 0 ? RT_TABLE_MAIN : own_table(ifindex);
+		e = route_put_in(sk, t, AF_INET6, zeros, 0, gw, ifindex, -1);
+		if (e < 0) {
+			return nlfail(
+			    err, errlen, e, "cannot add default route via %s dev %s in %s",
+			    fmt_addr(AF_INET6, gw, buf, sizeof buf), j->s->ifname, j->s->netns);
+		}
+	}
+	for (unsigned i = 0; i < j->s->n_addrs; i++) {
+		if (j->s->addrs[i].family == 6 &&
+		    (e = rule_put(sk, &j->s->addrs[i], own_table(ifindex))) < 0) {
+			return nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
+			              j->s->ifname, j->s->netns);
+		}
 	}
 	return 0;
 }
@@ -1000,9 +1114,10 @@ static int c_check(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 		struct rtnl_route *r;
 		if (fam == AF_INET) {
 			snprintf(what, sizeof what, "route %s/32 in %s", WIRE_GATEWAY4, s->netns);
-			if ((r = route_find(routes, fam, gateway4, 32)) == NULL) {
-				rc = fail(err, errlen, -ENOENT, "%s has no route %s/32", s->netns,
-				          WIRE_GATEWAY4);
+			if ((r = route_find_in(routes, own_table(ifindex), fam, gateway4, 32)) ==
+			    NULL) {
+				rc = fail(err, errlen, -ENOENT, "%s has no route %s/32 for %s",
+				          s->netns, WIRE_GATEWAY4, s->ifname);
 				goto out;
 			}
 			if ((rc = route_verify(r, fam, NULL, ifindex, RT_SCOPE_LINK, false, what,
@@ -1013,12 +1128,18 @@ static int c_check(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 		const uint8_t *gw = fam == AF_INET ? gateway4 : nl_addr_get_binary_addr(j->host_ll);
 		snprintf(what, sizeof what, "the %s default route in %s",
 		         fam == AF_INET ? "IPv4" : "IPv6", s->netns);
-		if ((r = route_find(routes, fam, zeros, 0)) == NULL) {
-			rc = fail(err, errlen, -ENOENT, "%s has no %s default route", s->netns,
-			          fam == AF_INET ? "IPv4" : "IPv6");
+		if ((r = route_find_in(routes, own_table(ifindex), fam, zeros, 0)) == NULL) {
+			rc = fail(err, errlen, -ENOENT, "%s has no %s default route for %s",
+			          s->netns, fam == AF_INET ? "IPv4" : "IPv6", s->ifname);
 			goto out;
 		}
 		if ((rc = route_verify(r, fam, gw, ifindex, -1, false, what, err, errlen)) < 0) {
+			goto out;
+		}
+		/* The main table's default belongs to one of the container's interfaces. */
+		if (route_find(routes, fam, zeros, 0) == NULL) {
+			rc = fail(err, errlen, -ENOENT, "%s has no %s default route", s->netns,
+			          fam == AF_INET ? "IPv4" : "IPv6");
 			goto out;
 		}
 	}

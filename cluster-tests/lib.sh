@@ -11,6 +11,7 @@ T=$(basename "$0" .sh)
 ID=${TABBY_TEST_ID:-$$}
 PFX="tt${ID: -5}"                # namespace/interface prefix, short for IFNAMSIZ
 NET=10.213.$((ID % 200 + 20))   # a /24 inside our own namespaces
+NET6=fd00:0:$(printf %x $((ID % 65536)))   # and a /64 beside it, for IPv6 between hosts
 WORK=$(mktemp -d "/tmp/tabby-$T.XXXXXX")
 SW="${PFX}sw"
 declare -a PIDS=()
@@ -38,6 +39,7 @@ trap cleanup EXIT
 
 host_ns() { echo "${PFX}h$1"; }
 host_ip() { echo "$NET.$(($1 + 10))"; }
+host_ip6() { echo "$NET6::$(($1 + 10))"; }
 sock() { echo "$WORK/agent$1.sock"; }
 
 # hosts_up N: N hosts on one bridge.
@@ -58,6 +60,8 @@ host_add() {
 	ip -n "$SW" link set "${PFX}p$i" master br0 up
 	ip -n "$ns" link set "${PFX}v$i" name eth0
 	ip -n "$ns" addr add "$(host_ip "$i")/24" dev eth0
+	# nodad: usable at once, so an agent started next finds it as its node's IPv6 address.
+	ip -n "$ns" addr add "$(host_ip6 "$i")/64" dev eth0 nodad
 	ip -n "$ns" link set eth0 up
 	ip -n "$ns" link set lo up
 	((NHOSTS < i)) && NHOSTS=$i

@@ -971,9 +971,13 @@ int cni_parse(enum cni_mode mode, const struct cni_env *env, const char *config,
 	else if (level != NULL && strcasecmp(level, "info") == 0)
 		out->log_level = CNI_LOG_INFO;
 
-	/* No cniVersion: a pre-0.2.0 runtime such as Mesos; it gets the 0.2.0 shape. */
+	/* No cniVersion: a pre-0.2.0 runtime such as Mesos; it gets the 0.2.0 shape. libcni writes
+	 * "cniVersion": "" into a config that has none and means 0.1.0 by it: the same. */
 	v = json_object_get(conf, "cniVersion");
 	idx = -1;
+	if (json_is_string(v) && json_string_length(v) == 0) {
+		v = NULL;
+	}
 	if (v != NULL) {
 		if (!json_is_string(v)) {
 			cni_error_set(err, CNI_ERR_VERSION, NULL, "cniVersion must be a string");

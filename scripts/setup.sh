@@ -11,7 +11,9 @@ cd "$ROOT"
 PACKAGES=(meson ninja-build pkg-config gcc clang make libuv1-dev liblmdb-dev libjansson-dev
 	libnl-3-dev libnl-route-3-dev libnftables-dev libyaml-dev libhttp-parser-dev
 	libcmocka-dev nettle-dev nftables iproute2 curl ca-certificates dpkg-dev autoconf automake libtool
-	patch debian-archive-keyring socat)
+	patch debian-archive-keyring socat iputils-ping
+	libnl-nf-3-dev containernetworking-plugins conntrack golang-go golang-github-appc-cni-dev
+	vagrant vagrant-libvirt)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,6 +27,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/build-raft.sh "$ROOT/.deps/raft"
+
+# cnitool, the reference CNI runtime the CNI tests and bench/cni.sh drive the plugin with: built
+# once, offline from Debian's packaged sources, by the shared tool beside the repository.
+if [ ! -x .deps/bin/cnitool ]; then
+	if [ -x "$ROOT/../shared/tools/build-cnitool.sh" ]; then
+		if ! out=$("$ROOT/../shared/tools/build-cnitool.sh" "$ROOT/.deps/bin" 2>&1); then
+			echo "$out" >&2
+			echo "setup: building cnitool failed; the CNI tests will fail" >&2
+		fi
+	else
+		echo "setup: no ../shared/tools/build-cnitool.sh, so no cnitool: the CNI tests will fail" >&2
+	fi
+fi
 export PKG_CONFIG_PATH="$ROOT/.deps/raft/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 if [ ! -f build/build.ninja ]; then

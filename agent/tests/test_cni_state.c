@@ -242,6 +242,11 @@ static void test_host_names_never_collide(void **state)
 	/* eth1 on the same network has its own handle and address */
 	assert_string_equal(s(c, "handle"), "n.abcdefghijk-1.eth1");
 	assert_false(json_equal(json_object_get(a, "ips"), json_object_get(c, "ips")));
+	/* a Marathon task id: dots are not for interface names, so the hashed name */
+	json_t *m = ok(&h, ADD, "n", "web.task.1");
+	assert_int_equal(strncmp(s(m, "iface"), "cali", 4), 0);
+	assert_null(strchr(s(m, "iface"), '.'));
+	json_decref(m);
 	/* after DEL the Calico name is free again and comes back */
 	json_decref(ok(&h, DEL, "n", "abcdefghijk-1"));
 	json_t *d = ok(&h, ADD, "n", "abcdefghijk-3");

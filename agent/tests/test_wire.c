@@ -141,7 +141,7 @@ static int ifindex_in(const char *ns, const char *ifname)
 static void ctr_make(struct ctr *c, int i)
 {
 	snprintf(c->name, sizeof c->name, "tabbywire%d-%d", (int)getpid(), i);
-	snprintf(c->path, sizeof c->path, "/run/netns/%s", c->name);
+	snprintf(c->path, sizeof c->path, "/run/netns/%.47s", c->name);
 	assert_int_equal(sh("ip netns add %s", c->name), 0);
 	c->made = true;
 	SH("ip -n %s link set lo up", c->name);

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# bench/cni.sh: CNI ADD and DEL latency of Tabby's plugin on a three-member cluster, beside the
+# reference bridge + host-local plugins driven the same way in the same run, and the time to
+# start many containers across the three hosts.
+#
+# The hosts are network namespaces on a bridge, as in the cluster tests (cluster-tests/lib.sh),
+# so nothing touches this machine's own network. Both plugins are driven by cnitool (libcni
+# 1.1.2, what containerd, cri-o and podman use) inside host 1, on the same container namespaces;
+# each figure is the wall clock of one whole cnitool process (the method of
+# ../shared/tools/cni-addel-bench.sh): Tabby's plugin with the seeds' calico config (replicated
+# allocation, endpoint, profile, veth, routes, policy), the reference with bridge + host-local
+# (cniVersion 1.0.0, a local file per address).
+#
+#   sequential   N cycles of ADD then DEL on one container
+#   parallel     PAR workers, each on its own container, N cycles in all
+#   start        START containers, spread over the three hosts, ADDed by PAR workers: the time
+#                until every ADD returned, and until the last one answers a ping from host 3
+#                (the routes reached the other hosts). The namespaces exist before the clock
+#                starts, as a runtime makes them before it calls CNI.
+#
+# Prints p50 and p99 per figure with the ratio Tabby / reference (the goal: ADD p50 at most
+# 0.33), and the start time beside Calico's published 322 s for 1,000 pods on 10 nodes.
+#
+# Env: N=200 PAR=16 START=1000
+#      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by
+#                                  scripts/setup.sh)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+N=${N:-200}
+PAR=${PAR:-16}
+START=${START:-1000}
+[ "$(id -u)" = 0 ] || { echo "cni.sh: run as root (network namespaces)" >&2; exit 2; }
+if [ -z "${TABBY:-}" ]; then "$ROOT/scripts/setup.sh" >/dev/null; fi
+source "$ROOT/cluster-tests/lib.sh"
+source "$ROOT/cluster-tests/cni-lib.sh"
+T=cni-bench
+log() { echo "[cni-bench] $*" >&2; }
+
+hosts_up 3
+bootstrap_cluster 3
+cni_setup
+# The reference network in host 1, beside calico-net-1.
+cat >"$WORK/net.d/1/ref-net.conf" <<EOF
+{"cniVersion": "1.0.0", "name": "ref-net", "type": "bridge", "bridge": "${PFX}rb", "isGateway": true,
+ "ipMasq": false, "ipam": {"type": "host-local", "dataDir": "$WORK/host-local",
+ "ranges": [[{"subnet": "10.250.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+EOF
+log "tabby: $("$TABBY" version 2>/dev/null | head -1); plugins in $CNI_BIN; cnitool $CNITOOL"
+
+# The worker runs inside a host namespace, so only cnitool's own run is timed.
+cat >"$WORK/worker.sh" <<'EOF'
+# worker.sh OUT NET CYCLES NETNS...: for each NETNS, CYCLES times cnitool add then del (CYCLES 0:
+# add only); microseconds per call appended to OUT.add and OUT.del, failures counted in OUT.errs.
+out=$1 net=$2 cycles=$3
+shift 3
+errs=0
+timed() { # timed FILE CMD: run cnitool CMD, append its wall time to FILE
+	local t0=${EPOCHREALTIME/./}
+	"$CNITOOL" "$2" "$net" "$3" >/dev/null 2>>"$out.err" || errs=$((errs + 1))
+	echo $((${EPOCHREALTIME/./} - t0)) >>"$1"
+}
+for ns in "$@"; do
+	if [ "$cycles" = 0 ]; then timed "$out.add" add "$ns"; continue; fi
+	for ((k = 0; k < cycles; k++)); do
+		timed "$out.add" add "$ns"
+		timed "$out.del" del "$ns"
+	done
+done
+echo $errs >"$out.errs"
+EOF
+
+# worker I OUT NET CYCLES CONTAINER...: worker.sh in host I.
+worker() {
+	local i=$1 out=$2 net=$3 cycles=$4 c paths=()
+	shift 4
+	for c in "$@"; do paths+=("/var/run/netns/$(cnt_ns "$c")"); done
+	ip netns exec "$(host_ns "$i")" env CNITOOL="$CNITOOL" CNI_PATH="$CNI_BIN" \
+		NETCONFPATH="$WORK/net.d/$i" bash "$WORK/worker.sh" "$out" "$net" "$cycles" "${paths[@]}"
+}
+
+# pct FILE P: the P-th percentile (nearest rank) of the microseconds in FILE, in ms.
+pct() { sort -n "$1" | awk -v p="$2" '{a[NR] = $1} END {
+	r = int(p / 100 * NR + 0.999999); if (r < 1) r = 1; printf "%.1f", a[r] / 1000 }'; }
+errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+
+declare -A P50 P99
+# measure NAME NET: the sequential and parallel figures for network NET.
+measure() {
+	local name=$1 net=$2 w cycles pids=()
+	worker 1 "$WORK/warm-$name" "$net" 3 seq0 # not recorded: first-run costs
+	worker 1 "$WORK/r-$name-seq" "$net" "$N" seq0
+	cycles=$(((N + PAR - 1) / PAR))
+	for ((w = 1; w <= PAR; w++)); do
+		worker 1 "$WORK/r-$name-par-$w" "$net" "$cycles" "par$w" &
+		pids+=($!)
+	done
+	for w in "${pids[@]}"; do wait "$w"; done
+	cat "$WORK"/r-"$name"-par-*.add >"$WORK/r-$name-par.add"
+	cat "$WORK"/r-"$name"-par-*.del >"$WORK/r-$name-par.del"
+	for k in seq par; do
+		for op in add del; do
+			P50[$name-$k-$op]=$(pct "$WORK/r-$name-$k.$op" 50)
+			P99[$name-$k-$op]=$(pct "$WORK/r-$name-$k.$op" 99)
+		done
+	done
+	log "$name: $(wc -l <"$WORK/r-$name-seq.add") sequential and $(wc -l <"$WORK/r-$name-par.add") parallel cycles, $(errors "$name") errors"
+}
+
+cnt_new seq0
+for ((w = 1; w <= PAR; w++)); do cnt_new "par$w"; done
+measure tabby calico-net-1
+measure ref ref-net
+[ "$(errors tabby)" = 0 ] || { log "tabby's plugin failed: $(sort -u "$WORK"/r-tabby*.err | head -5)"; }
+[ "$(in_use 1)" = 0 ] || log "warning: $(in_use 1) addresses still in use after the ADD/DEL cycles"
+
+# --- Start many containers across the three hosts -----------------------------------------------
+log "starting $START containers over 3 hosts with $PAR workers"
+declare -a on1=() on2=() on3=()
+for ((k = 0; k < START; k++)); do
+	cnt_new "s$k"
+	case $((k % 3)) in 0) on1+=("s$k") ;; 1) on2+=("s$k") ;; 2) on3+=("s$k") ;; esac
+done
+cnt_new probe
+# Each host gets about a third of the workers; each worker a slice of that host's containers.
+spread() { # spread I WORKERS CONTAINER...: start WORKERS workers on host I
+	local i=$1 nw=$2 w k
+	shift 2
+	local all=("$@")
+	for ((w = 0; w < nw; w++)); do
+		local mine=()
+		for ((k = w; k < ${#all[@]}; k += nw)); do mine+=("${all[$k]}"); done
+		[ ${#mine[@]} -gt 0 ] || continue
+		worker "$i" "$WORK/r-start-$i-$w" calico-net-1 0 "${mine[@]}" &
+		STARTERS+=($!)
+	done
+}
+STARTERS=()
+t0=${EPOCHREALTIME/./}
+spread 1 $(((PAR + 2) / 3)) "${on1[@]}"
+spread 2 $(((PAR + 1) / 3)) "${on2[@]}"
+spread 3 $((PAR / 3)) "${on3[@]}"
+for p in "${STARTERS[@]}"; do wait "$p"; done # (a bare wait would wait for the agents too)
+t_add=$((${EPOCHREALTIME/./} - t0))
+CNT_HOST[probe]=3
+cnitool_run 3 add probe calico-net-1 || log "probe ADD failed: $(cat "$WORK/err")"
+last=${on1[-1]}
+addr=$(cnt_ip "$last")
+until cnt_ping probe "$addr"; do
+	(((${EPOCHREALTIME/./} - t0) < 120000000)) || { log "the last container never answered"; break; }
+done
+t_ping=$((${EPOCHREALTIME/./} - t0))
+cat "$WORK"/r-start-*.add >"$WORK/r-start.add"
+started=$(($(wc -l <"$WORK/r-start.add") - $(errors start)))
+catch_up
+eps=$(tctl 1 get workloadendpoint -o json | json 'len(d)')
+
+# --- Report ---------------------------------------------------------------------------------------
+echo
+echo "CNI through cnitool on a 3-member cluster (hosts are network namespaces), ms per call"
+printf "%-22s | %-18s | %-22s | %s\n" "" "tabby p50    p99" "bridge+host-local p50 p99" "ratio p50  p99"
+for k in seq par; do
+	for op in add del; do
+		label="${op^^} $([ $k = seq ] && echo sequential || echo "$PAR in parallel")"
+		r50=$(awk -v a="${P50[tabby-$k-$op]}" -v b="${P50[ref-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
+		r99=$(awk -v a="${P99[tabby-$k-$op]}" -v b="${P99[ref-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
+		printf "%-22s | %7s %8s  | %9s %9s    | %5s %6s\n" "$label" "${P50[tabby-$k-$op]}" \
+			"${P99[tabby-$k-$op]}" "${P50[ref-$k-$op]}" "${P99[ref-$k-$op]}" "$r50" "$r99"
+	done
+done
+goal=$(awk -v a="${P50[tabby-seq-add]}" -v b="${P50[ref-seq-add]}" 'BEGIN {print (a <= b / 3) ? "met" : "NOT met"}')
+echo "goal (sequential ADD p50 at most a third of the reference): $goal"
+echo
+printf "start %d containers on 3 hosts, %d workers: %d started (%d endpoints with the probe), all ADDs back in %.1f s (%.0f/s),\n" \
+	"$START" "$PAR" "$started" "$eps" "$(awk -v t="$t_add" 'BEGIN {print t / 1e6}')" \
+	"$(awk -v t="$t_add" -v n="$started" 'BEGIN {print n / (t / 1e6)}')"
+printf "  the last one reachable from host 3 after %.1f s; ADD p50 %s ms, p99 %s ms under this load\n" \
+	"$(awk -v t="$t_ping" 'BEGIN {print t / 1e6}')" "$(pct "$WORK/r-start.add" 50)" "$(pct "$WORK/r-start.add" 99)"
+echo "  (Calico, public test: 322 s for 1,000 pods on 10 nodes)"
