@@ -56,8 +56,13 @@ say "Each host routes the others' blocks (Tabby's routes carry protocol number 1
 run ip -n "$(host_ns 3)" route show proto 116
 
 say "Cross-host pings between containers"
+catch_up
 ping_line() {
-	if cnt_ping "$1" "$2"; then echo "  $1 -> $2: reply"; else echo "  $1 -> $2: no reply"; fi
+	local n
+	for n in 1 2 3; do
+		cnt_ping "$1" "$2" && { echo "  $1 -> $2: reply"; return; }
+	done
+	echo "  $1 -> $2: no reply"
 }
 ping_line frontend "$DB"
 ping_line database "$FE"
@@ -105,7 +110,8 @@ try intruder "$DB" 6379
 try frontend "$DB" 22
 
 say "Why? The trace names the policy and rule on each side"
-run "$TABBY" policy trace --from intruder --to database --protocol tcp --port 6379 --socket "$(sock 1)"
+run "$TABBY" policy trace --from "$(cnt_ip intruder)" --to "$DB" --protocol tcp --port 6379 \
+	--socket "$(sock 1)"
 
 say "agent2 compiled its database container into nftables (table inet tabby):"
 ip netns exec "$(host_ns 2)" nft list table inet tabby | sed -n "/chain tw-$(host_if database) /,/}/p"
