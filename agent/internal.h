@@ -123,6 +123,11 @@ bool agent_route_policy(struct agent *a, struct http_request *req);
  * req is one of them. */
 bool agent_route_cni(struct agent *a, struct http_request *req);
 
+/* Delete the conntrack entries of a removed workload address on a worker thread (routes_cni.c);
+ * the outcome is logged. */
+struct ipam_addr;
+void agent_flush_conntrack(struct agent *a, const struct ipam_addr *addr);
+
 /* Second half of DELETE /v1/cluster/members/NAME, after the member record's deletion (which
  * deleted it if member_deleted): release the node's addresses and block affinities and answer
  * {"removed", "released"}; without a record and without IPAM state for the node, a 404. */

@@ -1415,17 +1415,8 @@ static void rotate_lines(struct netsync *ns)
 
 static void on_gone(void *arg, const struct ipam_addr *addr)
 {
-	(void)arg;
-	char ip[IPAM_ADDR_STRLEN], err[256];
-	unsigned deleted = 0;
-	int rv = wire_flush_conntrack(addr, &deleted, err, sizeof err);
-	if (rv != 0) {
-		agent_log("routes: cannot flush the conntrack entries of %s: %s",
-		          ipam_addr_format(addr, ip), err);
-	} else if (deleted > 0) {
-		agent_log("routes: flushed %u conntrack entries of removed workload address %s",
-		          deleted, ipam_addr_format(addr, ip));
-	}
+	struct netsync *ns = arg;
+	agent_flush_conntrack(ns->a, addr); /* on a worker: it reads the whole table */
 }
 
 /* ------------------------------------------------------------------------------------------ */

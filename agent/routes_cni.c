@@ -146,21 +146,70 @@ static void wire_del_work(uv_work_t *w)
 	const char *netns = c->netns[0] ? c->netns : NULL;
 	c->work_rv = wire_del(netns, c->ifname, c->host_ifname[0] ? c->host_ifname : NULL, c->err,
 	                      sizeof c->err);
-	/* The released addresses must not carry the old container's flows to the next owner. */
+}
+
+/* Flushing conntrack reads the whole table (libnl has no filter the kernel applies), which takes
+ * milliseconds on a busy host: it runs on a worker after the answer, like any other cleanup. */
+struct ct_job {
+	uv_work_t work;
+	struct ipam_addr addr;
+	unsigned deleted;
+	int rv;
+	char err[256];
+};
+
+static void ct_work(uv_work_t *w)
+{
+	struct ct_job *j = w->data;
+	j->rv = wire_flush_conntrack(&j->addr, &j->deleted, j->err, sizeof j->err);
+}
+
+static void ct_done(uv_work_t *w, int status)
+{
+	struct ct_job *j = w->data;
+	char ip[IPAM_ADDR_STRLEN];
+	if (status == 0 && j->rv != 0) {
+		agent_log("cannot flush the conntrack entries of %s: %s",
+		          ipam_addr_format(&j->addr, ip), j->err);
+	} else if (status == 0 && j->deleted > 0) {
+		agent_log("flushed %u conntrack entries of removed workload address %s", j->deleted,
+		          ipam_addr_format(&j->addr, ip));
+	}
+	free(j);
+}
+
+void agent_flush_conntrack(struct agent *a, const struct ipam_addr *addr)
+{
+	struct ct_job *j = calloc(1, sizeof *j);
+	if (j == NULL) {
+		return;
+	}
+	j->addr = *addr;
+	j->work.data = j;
+	if (uv_queue_work(a->loop, &j->work, ct_work, ct_done) != 0) {
+		free(j);
+	}
+}
+
+/* Without the route dataplane (which flushes for every workload route it removes), the CNI path
+ * flushes the released addresses itself. */
+static void flush_released(struct cctx *c)
+{
 	size_t i;
 	json_t *v;
+	if (c->a->netsync != NULL) {
+		return;
+	}
 	json_array_foreach (json_object_get(c->reply, "ips"), i, v) {
 		char buf[IPAM_CIDR_STRLEN];
 		struct ipam_addr addr;
-		unsigned n = 0;
-		char e[256];
 		snprintf(buf, sizeof buf, "%s", json_is_string(v) ? json_string_value(v) : "");
 		char *slash = strchr(buf, '/');
 		if (slash != NULL) {
 			*slash = 0;
 		}
 		if (ipam_addr_parse(buf, &addr)) {
-			(void)wire_flush_conntrack(&addr, &n, e, sizeof e);
+			agent_flush_conntrack(c->a, &addr);
 		}
 	}
 }
@@ -269,6 +318,7 @@ static void rollback_unwired(uv_work_t *w, int status)
 		agent_log("cni: %s %s: cleaning up after a failed ADD: %s",
 		          jstr(c->body, "container"), c->ifname, c->err);
 	}
+	flush_released(c);
 	agent_reply_error(c->a, c->req, 500, "wiring_failed", "%s",
 	                  c->message ? c->message : "wiring failed");
 	cctx_free(c);
@@ -324,6 +374,7 @@ static void del_unwired(uv_work_t *w, int status)
 	if (c->a->netsync != NULL) {
 		netsync_kick(c->a);
 	}
+	flush_released(c);
 	json_t *out = json_pack(
 	    "{s:O, s:O, s:I}", "released", json_object_get(c->reply, "released"), "deleted",
 	    json_object_get(c->reply, "deleted"), "revision", (json_int_t)c->revision);
