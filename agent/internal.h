@@ -84,7 +84,9 @@ struct agent {
 	bool dataplane_sync_inflight;
 	bool dataplane_started;
 
-	/* CNI (routes_cni.c), for /metrics */
+	/* CNI (routes_cni.c): the stale interface sweep, and counters for /metrics */
+	uv_timer_t cni_gc_timer;
+	bool cni_gc_started;
 	uint64_t cni_adds, cni_add_failures, cni_dels;
 };
 
@@ -122,6 +124,12 @@ bool agent_route_policy(struct agent *a, struct http_request *req);
 /* The CNI plugin's paths /v1/cni/{add,del,check} (routes_cni.c): answers and returns true when
  * req is one of them. */
 bool agent_route_cni(struct agent *a, struct http_request *req);
+
+/* The sweep of stale container interfaces (routes_cni.c): host ends with Tabby's alias whose
+ * CNI record is gone are removed, at once and every 90 s. Started with the dataplane; stop
+ * closes its timer. */
+void agent_cni_gc_start(struct agent *a);
+void agent_cni_gc_stop(struct agent *a);
 
 /* Delete the conntrack entries of a removed workload address on a worker thread (routes_cni.c);
  * the outcome is logged. */

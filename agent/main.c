@@ -909,6 +909,7 @@ static void dataplane_synced(void *data, int status)
 		return;
 	}
 	a->dataplane_started = true;
+	agent_cni_gc_start(a);
 	if (!a->no_policy && policy_sync_start(a) != 0) {
 		agent_log("cannot start the policy dataplane: out of memory or no netlink socket "
 		          "for nftables (--no-policy runs without it)");
@@ -1331,6 +1332,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
 	uv_close((uv_handle_t *)&a->dataplane_timer, NULL);
+	agent_cni_gc_stop(a);
 	leaks_stop(a);
 	policy_sync_stop(a);
 	netsync_stop(a);

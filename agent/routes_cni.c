@@ -673,3 +673,156 @@ err:
 	cctx_free(c);
 	return true;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Stale interfaces                                                                            */
+
+/*
+ * A host end whose container interface has no CNI record on this host any more is stale: its DEL
+ * never came (the agent was down, the runtime crashed) or its removal failed. Only links carrying
+ * Tabby's alias are considered, so nothing Tabby did not make is touched. A record is written
+ * before its interface exists and deleted before the interface goes, so a link without a record
+ * is never one an ADD in flight is still building.
+ */
+#define GC_MS 90000
+
+struct gc_job {
+	uv_work_t work;
+	struct agent *a;
+	char **stale; /* host end names, found on the loop thread */
+	unsigned n;
+	unsigned removed;
+};
+
+struct gc_scan {
+	uv_work_t work;
+	struct agent *a;
+	struct wire_link *links;
+	unsigned n;
+	int rv;
+	char err[256];
+};
+
+static void gc_del_work(uv_work_t *w)
+{
+	struct gc_job *j = w->data;
+	char err[256];
+	for (unsigned i = 0; i < j->n; i++) {
+		if (wire_del(NULL, NULL, j->stale[i], err, sizeof err) == 0) {
+			j->removed++;
+		}
+	}
+}
+
+static void gc_del_done(uv_work_t *w, int status)
+{
+	struct gc_job *j = w->data;
+	(void)status;
+	if (j->removed > 0) {
+		agent_log("cni: removed %u stale container interface(s) no endpoint wants",
+		          j->removed);
+	}
+	for (unsigned i = 0; i < j->n; i++) {
+		free(j->stale[i]);
+	}
+	free(j->stale);
+	free(j);
+}
+
+static void gc_list_work(uv_work_t *w)
+{
+	struct gc_scan *g = w->data;
+	g->rv = wire_list(&g->links, &g->n, g->err, sizeof g->err);
+}
+
+static void gc_list_done(uv_work_t *w, int status)
+{
+	struct gc_scan *g = w->data;
+	struct agent *a = g->a;
+	struct gc_job *j = NULL;
+	struct kv_tx *tx = NULL;
+	if (status != 0 || g->rv != 0 || a->stopping) {
+		if (g->rv != 0) {
+			agent_log("cni: cannot list the container interfaces: %s", g->err);
+		}
+		goto out;
+	}
+	if ((j = calloc(1, sizeof *j)) == NULL ||
+	    (j->stale = calloc(g->n + 1, sizeof *j->stale)) == NULL ||
+	    store_view_begin(a->store, &tx) != STORE_OK) {
+		tx = NULL;
+		goto out;
+	}
+	for (unsigned i = 0; i < g->n; i++) {
+		/* the alias is "<container>/<ifname>"; a container id has no '/' */
+		char *slash = strchr(g->links[i].alias, '/');
+		json_t *rec = NULL;
+		if (slash == NULL) {
+			continue;
+		}
+		*slash = 0;
+		if (cni_record_get(tx, a->name, g->links[i].alias, slash + 1, &rec) != 0) {
+			continue; /* cannot tell: leave it */
+		}
+		bool wanted =
+		    rec != NULL && json_is_string(json_object_get(rec, "iface")) &&
+		    strcmp(json_string_value(json_object_get(rec, "iface")), g->links[i].name) == 0;
+		json_decref(rec);
+		if (!wanted && (j->stale[j->n] = strdup(g->links[i].name)) != NULL) {
+			j->n++;
+		}
+	}
+	store_view_end(tx);
+	tx = NULL;
+	if (j->n > 0) {
+		j->a = a;
+		j->work.data = j;
+		if (uv_queue_work(a->loop, &j->work, gc_del_work, gc_del_done) == 0) {
+			j = NULL;
+		}
+	}
+out:
+	if (tx != NULL) {
+		store_view_end(tx);
+	}
+	if (j != NULL) {
+		for (unsigned i = 0; i < j->n; i++) {
+			free(j->stale[i]);
+		}
+		free(j->stale);
+		free(j);
+	}
+	free(g->links);
+	free(g);
+}
+
+static void gc_tick(uv_timer_t *t)
+{
+	struct agent *a = t->data;
+	struct gc_scan *g = calloc(1, sizeof *g);
+	if (g == NULL || a->stopping) {
+		free(g);
+		return;
+	}
+	g->a = a;
+	g->work.data = g;
+	if (uv_queue_work(a->loop, &g->work, gc_list_work, gc_list_done) != 0) {
+		free(g);
+	}
+}
+
+void agent_cni_gc_start(struct agent *a)
+{
+	uv_timer_init(a->loop, &a->cni_gc_timer);
+	a->cni_gc_timer.data = a;
+	uv_timer_start(&a->cni_gc_timer, gc_tick, 0, GC_MS);
+	a->cni_gc_started = true;
+}
+
+void agent_cni_gc_stop(struct agent *a)
+{
+	if (a->cni_gc_started) {
+		uv_close((uv_handle_t *)&a->cni_gc_timer, NULL);
+		a->cni_gc_started = false;
+	}
+}

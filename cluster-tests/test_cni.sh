@@ -305,5 +305,35 @@ must_be_wired dotted
 wait_for "a2 -> web.task.1" 10 cnt_ping a2 "$(cnt_ip dotted)"
 log "ok: a container ID with periods: $(host_if dotted)"
 
+# --- A failed wiring leaves nothing behind ---------------------------------------------------------
+# A container whose eth0 is something Tabby must not replace (here a bridge): the ADD fails with a
+# CNI error, and the address, the endpoint and the host end it had are all gone again.
+cnt_new foreign
+CNT_HOST[foreign]=1
+ip -n "$(cnt_ns foreign)" link add eth0 type bridge
+before=$(in_use 1)
+rc=0
+cni_plugin 1 ADD "foreign-eth0" "/var/run/netns/$(cnt_ns foreign)" eth0 "$WORK/net.d/1/calico-net-1.conf" || rc=$?
+cni_error "$rc" 101 "bridge"
+catch_up
+[ "$(in_use 1)" = "$before" ] || fail "a failed wiring left an address allocated ($before -> $(in_use 1))"
+endpoints 1 | grep -q '^foreign-eth0/' && fail "a failed wiring left its endpoint"
+ip -n "$(host_ns 1)" -o link show | grep -q 'alias tabby:foreign-eth0/' && fail "a failed wiring left its host end"
+ip -n "$(cnt_ns foreign)" link show eth0 | grep -q . || fail "the container's own eth0 was removed"
+log "ok: a failed wiring is undone (address, endpoint, host end), the container's bridge untouched"
+
+# --- A restarted agent removes its stale interfaces, and nothing else ------------------------------
+# A host end whose container was deleted while the agent was down (the DEL never came): made by
+# hand with Tabby's alias; and a veth without the alias that must stay.
+ip -n "$(host_ns 1)" link add caliGhost0 type veth peer name ghostpeer
+ip -n "$(host_ns 1)" link set caliGhost0 alias "tabby:ghost-container/eth0"
+ip -n "$(host_ns 1)" link add caliForeign0 type veth peer name foreignpeer
+stop_agent 1
+start_agent 1
+wait_for "agent1's stale interface sweep" 20 bash -c "! ip -n $(host_ns 1) link show caliGhost0 >/dev/null 2>&1"
+ip -n "$(host_ns 1)" link show caliForeign0 >/dev/null 2>&1 || fail "the sweep removed a veth that is not Tabby's"
+must_be_wired dotted
+log "ok: after a restart the stale host end is gone; a foreign veth and live containers stay"
+
 wait_for "hashes to agree" 10 hash_agrees 1
 pass

@@ -8,6 +8,9 @@
 # every replica ends with the same state hash. Last, a cluster bootstrapped with
 # --no-default-pools has no pools, also after its first member restarts without the flag.
 source "$(dirname "$0")/lib.sh"
+# Address counts here are exact: no route dataplane, which would assign tunnel addresses for
+# the IP-in-IP and VXLAN pools these tests make (test_cni_net.sh covers that).
+export TABBY_NO_ROUTES=1
 
 LIVE_NS="${PFX}live"
 DEAD_NS="${PFX}dead"

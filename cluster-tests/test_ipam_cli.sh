@@ -5,6 +5,9 @@
 # release, an exhausted pool, addresses outside every pool or already in use, strict affinity,
 # ipam check, and a pool removal refused while in use, then forced.
 source "$(dirname "$0")/lib.sh"
+# Address counts here are exact: no route dataplane, which would assign tunnel addresses for
+# the IP-in-IP and VXLAN pools these tests make (test_cni_net.sh covers that).
+export TABBY_NO_ROUTES=1
 hosts_up 3
 bootstrap_cluster 3
 
