@@ -45,6 +45,11 @@ cat >"$WORK/net.d/1/ref-net.conf" <<EOF
  "ipMasq": false, "ipam": {"type": "host-local", "dataDir": "$WORK/host-local",
  "ranges": [[{"subnet": "10.250.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
 EOF
+# The harness floor: cnitool running a plugin that does nothing (one fork and exec).
+NOOP=${NOOP:-$(dirname "$TABBY")/bench/cni_noop}
+[ -x "$NOOP" ] || { log "no $NOOP (ninja -C build builds it)"; exit 1; }
+ln -sfn "$NOOP" "$CNI_BIN/noop"
+echo '{"cniVersion": "1.0.0", "name": "noop-net", "type": "noop"}' >"$WORK/net.d/1/noop-net.conf"
 log "tabby: $("$TABBY" version 2>/dev/null | head -1); plugins in $CNI_BIN; cnitool $CNITOOL"
 
 # The worker runs inside a host namespace, so only cnitool's own run is timed.
@@ -110,6 +115,7 @@ cnt_new seq0
 for ((w = 1; w <= PAR; w++)); do cnt_new "par$w"; done
 measure tabby calico-net-1
 measure ref ref-net
+measure noop noop-net
 [ "$(errors tabby)" = 0 ] || { log "tabby's plugin failed: $(sort -u "$WORK"/r-tabby*.err | head -5)"; }
 [ "$(in_use 1)" = 0 ] || log "warning: $(in_use 1) addresses still in use after the ADD/DEL cycles"
 
@@ -157,16 +163,22 @@ eps=$(tctl 1 get workloadendpoint -o json | json 'len(d)')
 # --- Report ---------------------------------------------------------------------------------------
 echo
 echo "CNI through cnitool on a 3-member cluster (hosts are network namespaces), ms per call"
-printf "%-22s | %-18s | %-22s | %s\n" "" "tabby p50    p99" "bridge+host-local p50 p99" "ratio p50  p99"
+printf "%-22s | %-18s | %-22s | %-13s | %s\n" "" "tabby p50    p99" "bridge+host-local p50 p99" \
+	"floor p50" "ratio p50  p99  above floor"
 for k in seq par; do
 	for op in add del; do
 		label="${op^^} $([ $k = seq ] && echo sequential || echo "$PAR in parallel")"
 		r50=$(awk -v a="${P50[tabby-$k-$op]}" -v b="${P50[ref-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
 		r99=$(awk -v a="${P99[tabby-$k-$op]}" -v b="${P99[ref-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
-		printf "%-22s | %7s %8s  | %9s %9s    | %5s %6s\n" "$label" "${P50[tabby-$k-$op]}" \
-			"${P99[tabby-$k-$op]}" "${P50[ref-$k-$op]}" "${P99[ref-$k-$op]}" "$r50" "$r99"
+		rf=$(awk -v a="${P50[tabby-$k-$op]}" -v b="${P50[ref-$k-$op]}" -v f="${P50[noop-$k-$op]}" \
+			'BEGIN {d = b - f; if (d <= 0) print "-"; else printf "%.2f", (a - f > 0 ? a - f : 0) / d}')
+		printf "%-22s | %7s %8s  | %9s %9s    | %9s     | %5s %6s  %6s\n" "$label" "${P50[tabby-$k-$op]}" \
+			"${P99[tabby-$k-$op]}" "${P50[ref-$k-$op]}" "${P99[ref-$k-$op]}" "${P50[noop-$k-$op]}" \
+			"$r50" "$r99" "$rf"
 	done
 done
+echo "floor: cnitool running a plugin that does nothing (bench/cni_noop.c); \"above floor\" compares"
+echo "what each plugin adds to it: (tabby - floor) / (reference - floor)"
 goal=$(awk -v a="${P50[tabby-seq-add]}" -v b="${P50[ref-seq-add]}" 'BEGIN {print (a <= b / 3) ? "met" : "NOT met"}')
 echo "goal (sequential ADD p50 at most a third of the reference): $goal"
 echo
