@@ -658,6 +658,22 @@ out:
 	return e;
 }
 
+/* Best effort: delete every rule that points into table (both families). */
+static void drop_rules(struct nl_sock *sk, uint32_t table)
+{
+	struct nl_cache *rules = NULL;
+	if (rtnl_rule_alloc_cache(sk, AF_UNSPEC, &rules) < 0) {
+		return;
+	}
+	for (struct nl_object *o = nl_cache_get_first(rules); o; o = nl_cache_get_next(o)) {
+		struct rtnl_rule *r = (struct rtnl_rule *)o;
+		if (rtnl_rule_get_table(r) == table) {
+			(void)rtnl_rule_delete(sk, r, 0);
+		}
+	}
+	nl_cache_free(rules);
+}
+
 /* Whether the main table's default route of family is missing or goes through ifindex: then this
  * interface owns the main table's routes of that family. */
 static int owns_main(struct nl_sock *sk, int family, int ifindex, bool *owns)
@@ -817,6 +833,10 @@ static int c_remove(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 		rtnl_link_put(l);
 		return rc;
 	}
+	/* The source rules into the interface's own table outlive the interface (they match on
+	 * addresses): remove them first, or a later interface with the same index would inherit
+	 * them. */
+	drop_rules(sk, own_table(rtnl_link_get_ifindex(l)));
 	e = rtnl_link_delete(sk, l);
 	rtnl_link_put(l);
 	if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NODEV) {

@@ -454,7 +454,12 @@ static void test_del(void **state)
 	ctr_make(&f->c[0], 0);
 	spec_make(f, 0, true);
 	add_ok(f, 0);
+	/* each address has a rule into the interface's own table; they go with the interface */
+	CONTAINS(true, "from 10.64.0.5 lookup 1", "ip -n %s rule show", f->c[0].name);
+	CONTAINS(true, "from fd00:64::5 lookup 1", "ip -n %s -6 rule show", f->c[0].name);
 	assert_int_equal(wire_del(f->c[0].path, "eth0", "calitest0", f->err, sizeof f->err), 0);
+	CONTAINS(false, "10.64.0.5", "ip -n %s rule show", f->c[0].name);
+	CONTAINS(false, "fd00:64::5", "ip -n %s -6 rule show", f->c[0].name);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 	CONTAINS(true, "does not exist", "ip -n %s link show eth0", f->c[0].name);
 	CONTAINS(false, "10.64.0.5", "ip route");
