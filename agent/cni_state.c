@@ -422,7 +422,7 @@ static int run_ipam(struct cmd *c, struct kv_tx *tx, const struct ipam_request *
 	if (rv != 0) {
 		return rv;
 	}
-	rv = ipam_apply(NULL, tx, (struct kv_bytes){buf, len}, &sub);
+	rv = ipam_apply((void *)&resources_ipam_hooks, tx, (struct kv_bytes){buf, len}, &sub);
 	free(buf);
 	if (rv != KV_OK) {
 		free(sub.reply);

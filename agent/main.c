@@ -1227,9 +1227,10 @@ int agent_main(int argc, char **argv)
 
 	/* Every replica registers the same handlers: a member without one could not apply the
 	 * log. */
-	const struct kv_handler handlers[] = {{IPAM_CALL, ipam_apply, NULL},
-	                                      {RES_CALL, resources_apply, NULL},
-	                                      {CNI_CALL, cni_apply, NULL}};
+	const struct kv_handler handlers[] = {
+	    {IPAM_CALL, ipam_apply, (void *)&resources_ipam_hooks},
+	    {RES_CALL, resources_apply, NULL},
+	    {CNI_CALL, cni_apply, NULL}};
 	struct store_config sc = {
 	    .id = a->id,
 	    .data_dir = a->data_dir,

@@ -35,6 +35,34 @@ enum res_op { OP_CREATE, OP_APPLY, OP_REPLACE, OP_DELETE };
 
 static const char *const op_names[] = {"create", "apply", "replace", "delete"};
 
+/* An ipPool's nodeSelector against the labels of the node's resource in the replicated state (a
+ * node without a resource has no labels). A selector that does not parse selects nothing; pools
+ * are checked when they are written, so that is only a record from before the check. */
+static bool node_selected(void *arg, struct kv_tx *tx, const char *selector, const char *node)
+{
+	struct policy_selector *sel = NULL;
+	struct policy_labels labels = {0};
+	json_t *res = NULL;
+	char err[256];
+	bool yes = false;
+	(void)arg;
+	if (policy_selector_parse(selector, &sel, NULL, err, sizeof err) != 0) {
+		return false;
+	}
+	int rv = resources_get(tx, POLICY_KIND_NODE, node, &res);
+	if ((rv == 0 || rv == -ENOENT) &&
+	    policy_labels_from_json(json_object_get(json_object_get(res, "metadata"), "labels"),
+	                            &labels, err, sizeof err) == 0) {
+		yes = policy_selector_match_labels(sel, &labels);
+	}
+	policy_labels_free(&labels);
+	json_decref(res);
+	policy_selector_free(sel);
+	return yes;
+}
+
+const struct ipam_hooks resources_ipam_hooks = {node_selected, NULL};
+
 int resources_store_key(enum policy_kind kind, const char *key, char *out, size_t len)
 {
 	int n = snprintf(out, len, RES_PREFIX "%s/%s", policy_kind_plural(kind), key);
@@ -243,7 +271,7 @@ static int apply_pools(struct batch *b, struct kv_tx *tx)
 	if (rv != 0) {
 		goto out;
 	}
-	rv = ipam_apply(NULL, tx, (struct kv_bytes){buf, len}, &sub);
+	rv = ipam_apply((void *)&resources_ipam_hooks, tx, (struct kv_bytes){buf, len}, &sub);
 	if (rv != KV_OK) {
 		rv = rv == KV_ENOMEM ? -ENOMEM : -EIO;
 		goto out;

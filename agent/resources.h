@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "ipam/ipam.h"
 #include "policy/policy.h"
 #include "store/kv.h"
 
@@ -16,6 +17,10 @@
 /* The domain command handler (kv_call_fn): one batch of resources, all or nothing (see the
  * comment at the top of resources.c for the payload and reply). data is unused (NULL). */
 int resources_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_call_out *out);
+
+/* What IPAM needs from the resource model: ipPool nodeSelectors evaluated against node labels.
+ * Every caller of ipam_apply() in the agent, and the IPAM_CALL registration, passes it. */
+extern const struct ipam_hooks resources_ipam_hooks;
 
 /* The DOMAIN key of a stored resource, "res/<plural>/<key>", into out. -EINVAL when too long. */
 int resources_store_key(enum policy_kind kind, const char *key, char *out, size_t len);

@@ -299,6 +299,13 @@ static int parse_pool(json_t *o, unsigned i, struct ipam_pool *p, struct perr *e
 			           "control characters",
 			           where, IPAM_SELECTOR_MAX - 1);
 		}
+		struct policy_selector *ps = NULL;
+		char serr[256];
+		if (policy_selector_parse(json_string_value(sel), &ps, NULL, serr, sizeof serr) !=
+		    0) {
+			return bad(e, "%s.node_selector: %s", where, serr);
+		}
+		policy_selector_free(ps);
 		/* all() is what "" means: store one spelling, so that posting back what GET
 		 * shows changes nothing. */
 		if (strcmp(json_string_value(sel), "all()") != 0) {

@@ -58,6 +58,7 @@ struct pentry {
 
 struct ctx {
 	struct kv_tx *tx;
+	const struct ipam_hooks *hooks; /* NULL: every selector selects every node */
 	int64_t gen;
 	uint64_t now;
 	struct ipam_config cfg;
@@ -663,10 +664,17 @@ static int collect_node_cb(void *arg, struct kv_bytes key, struct kv_bytes value
 	return match ? collect_cb(arg, key, value) : 0;
 }
 
+static bool node_selected(struct ctx *c, const struct pentry *p, const char *node)
+{
+	return p->rec.pool.node_selector[0] == '\0' || c->hooks == NULL ||
+	       c->hooks->node_selected(c->hooks->arg, c->tx, p->rec.pool.node_selector, node);
+}
+
 static bool pool_allowed(struct ctx *c, int pi, const struct ipam_request *q, uint8_t fam)
 {
 	const struct pentry *p = &c->pools[pi];
-	if (!pool_usable(p) || p->rec.pool.cidr.addr.family != fam) {
+	if (!pool_usable(p) || p->rec.pool.cidr.addr.family != fam ||
+	    !node_selected(c, p, q->node)) {
 		return false;
 	}
 	if (q->n_cidrs == 0) {
@@ -745,8 +753,17 @@ static int auto_assign(struct ctx *c, const struct ipam_request *q, uint8_t fam,
 		any = any || pool_allowed(c, (int)i, q, fam);
 	}
 	if (!any) {
-		return refuse(c, IPAM_E_EXHAUSTED, "no enabled %s pool to assign from%s",
-		              family_name(fam), q->n_cidrs > 0 ? " among the requested pools" : "");
+		bool excluded = false;
+		for (unsigned i = 0; i < c->n_pools; i++) {
+			const struct pentry *p = &c->pools[i];
+			excluded =
+			    excluded || (pool_usable(p) && p->rec.pool.cidr.addr.family == fam &&
+			                 !node_selected(c, p, q->node));
+		}
+		return refuse(c, IPAM_E_EXHAUSTED, "no enabled %s pool to assign from%s%s%s",
+		              family_name(fam), q->n_cidrs > 0 ? " among the requested pools" : "",
+		              excluded ? " whose node selector selects node " : "",
+		              excluded ? q->node : "");
 	}
 	/* 1. This host's affine blocks with room. */
 	pn = ipam_prefix_open(pk, q->node, fam);
@@ -1404,11 +1421,11 @@ static void ctx_free(struct ctx *c)
 
 int ipam_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_call_out *out)
 {
-	struct ctx c = {.tx = tx, .gen = kv_tx_revision(tx), .now = kv_tx_time_ms(tx)};
+	struct ctx c = {
+	    .tx = tx, .hooks = data, .gen = kv_tx_revision(tx), .now = kv_tx_time_ms(tx)};
 	struct ipam_request_decoded d;
 	const char *why;
 	int rv;
-	(void)data;
 
 	rv = ipam_request_decode(payload.data, payload.len, &d, &why);
 	if (rv == -ENOMEM) {

@@ -92,7 +92,7 @@ struct ipam_pool {
 	 * away with its last address. Ignored in requests; a POOLS_PUT of the same CIDR cancels
 	 * the removal. */
 	bool removing;
-	char node_selector[IPAM_SELECTOR_MAX]; /* "" means all(); stored, not yet evaluated */
+	char node_selector[IPAM_SELECTOR_MAX]; /* "" means all(); see struct ipam_hooks */
 };
 
 /* The default pools a bootstrapped cluster gets: 192.168.0.0/16 and fd80:24e2:f998:72d6::/64. */
@@ -226,7 +226,19 @@ struct ipam_reply {
 int ipam_decode_reply(const uint8_t *buf, size_t len, struct ipam_reply *out);
 void ipam_reply_free(struct ipam_reply *r);
 
-/* The domain command handler (kv_call_fn). data is unused (NULL). */
+/* Whether a pool's node selector selects a node. IPAM stores selectors but does not speak the
+ * selector language (that is the policy module's, above it): the agent passes this as the
+ * handler's data. node_selected() must be deterministic, like everything in a command: it may
+ * read the replicated state through tx, never anything local to the host. */
+struct ipam_hooks {
+	bool (*node_selected)(void *arg, struct kv_tx *tx, const char *selector, const char *node);
+	void *arg;
+};
+
+/* The domain command handler (kv_call_fn). data is a const struct ipam_hooks * or NULL; without
+ * hooks every node selector selects every node. An automatic assignment draws only from pools
+ * whose node selector (empty: all()) selects the node; explicit addresses ignore selectors, as
+ * Calico's AssignIP does. */
 int ipam_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_call_out *out);
 
 /* ------------------------------------------------------------------------------------------ */

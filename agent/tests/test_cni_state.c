@@ -31,15 +31,10 @@ static void open_store(struct h *h)
 
 /* Applies one CNI command (a JSON text); returns its reply and whether it was refused. A refusal
  * must leave the store exactly as it was. */
-static json_t *cni(struct h *h, bool *refused, const char *fmt, ...)
+static json_t *call_text(struct h *h, uint16_t call, bool *refused, const char *text)
 {
-	char text[4096];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof text, fmt, ap);
-	va_end(ap);
 	struct kv_cmd cmd = {.op = {.type = KV_OP_CALL,
-	                            .call = CNI_CALL,
+	                            .call = call,
 	                            .value = {(const uint8_t *)text, strlen(text)}}};
 	struct kv_apply_out out;
 	void *batch;
@@ -64,6 +59,27 @@ static json_t *cni(struct h *h, bool *refused, const char *fmt, ...)
 	kv_apply_out_free(&out);
 	h_check_clean(h);
 	return rep;
+}
+
+static json_t *cni(struct h *h, bool *refused, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static json_t *cni(struct h *h, bool *refused, const char *fmt, ...)
+{
+	char text[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	return call_text(h, CNI_CALL, refused, text);
+}
+
+/* A resource batch (RES_CALL), which must be taken. */
+static void res_ok(struct h *h, const char *text)
+{
+	bool refused;
+	json_t *rep = call_text(h, RES_CALL, &refused, text);
+	assert_false(refused);
+	json_decref(rep);
 }
 
 static json_t *ok(struct h *h, const char *fmt, const char *a, const char *b)
@@ -378,6 +394,48 @@ static void test_ipam_only_and_reap(void **state)
 	h_close(&h);
 }
 
+static void test_pool_node_selector(void **state)
+{
+	(void)state;
+	struct h h;
+	bool refused;
+	open_store(&h);
+	struct ipam_pool p = h_pool("10.2.0.0/16", 26);
+	strcpy(p.node_selector, "rack == 'a'");
+	assert_int_equal(h_put_pools(&h, &p, 1), IPAM_OK);
+	/* h1 has no labels yet: the pool is not for it */
+	json_t *r = cni(&h, &refused,
+	                "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"n\",\"container\":\"c\","
+	                "\"ifname\":\"eth0\",\"pools\":[\"10.2.0.0/16\"]}");
+	assert_true(refused);
+	assert_non_null(strstr(s(r, "message"), "node selector selects node h1"));
+	json_decref(r);
+	/* without a pool named, the automatic choice skips it too */
+	r = ok(&h, ADD, "n", "c");
+	assert_int_equal(
+	    strncmp(json_string_value(json_array_get(json_object_get(r, "ips"), 0)), "10.1.", 5),
+	    0);
+	json_decref(r);
+	/* labelled rack=a, h1 may use it */
+	res_ok(&h, "{\"op\":\"apply\",\"resources\":[{\"apiVersion\":\"v1\",\"kind\":\"node\","
+	           "\"metadata\":{\"name\":\"h1\",\"labels\":{\"rack\":\"a\"}},\"spec\":{}}]}");
+	r = cni(&h, &refused,
+	        "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"n\",\"container\":\"d\","
+	        "\"ifname\":\"eth0\",\"pools\":[\"10.2.0.0/16\"]}");
+	assert_false(refused);
+	assert_int_equal(
+	    strncmp(json_string_value(json_array_get(json_object_get(r, "ips"), 0)), "10.2.", 5),
+	    0);
+	json_decref(r);
+	/* another node, unlabelled, still may not */
+	r = cni(&h, &refused,
+	        "{\"op\":\"add\",\"node\":\"h2\",\"network\":\"n\",\"container\":\"e\","
+	        "\"ifname\":\"eth0\",\"pools\":[\"10.2.0.0/16\"]}");
+	assert_true(refused);
+	json_decref(r);
+	h_close(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -386,6 +444,7 @@ int main(void)
 	    cmocka_unit_test(test_host_names_never_collide),
 	    cmocka_unit_test(test_refusals_change_nothing),
 	    cmocka_unit_test(test_ipam_only_and_reap),
+	    cmocka_unit_test(test_pool_node_selector),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
