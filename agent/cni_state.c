@@ -30,6 +30,10 @@
  *   handle "<network>.<container>" are released if there are any (an allocation made by hand
  *   under the CNI naming), and the reply says nothing was deleted.
  *
+ *   {"op": "remove_node", "node"} -> {"released": N, "deleted": N}
+ *   A host left the cluster: IPAM's node removal and every record of the node, with its
+ *   endpoint, in one command.
+ *
  *   {"op": "reap", "node", "handle", "items": [{"ip", "gen"}]}
  *     -> {"released": N, "deleted": N}
  *   The leak reconciler's release: the addresses only if each is still held by that generation
@@ -156,6 +160,9 @@ static int read_cmd(struct cmd *c, json_t *j)
 	if (c->node == NULL || !node_ok(c->node)) {
 		return refuse(c, "invalid", "the CNI command has no valid node");
 	}
+	if (strcmp(c->op, "remove_node") == 0) {
+		return 0;
+	}
 	if (strcmp(c->op, "reap") == 0) {
 		c->handle = str_field(j, "handle");
 		c->items = json_object_get(j, "items");
@@ -244,7 +251,7 @@ static int get_json(struct kv_tx *tx, const char *key, json_t **out)
 		return kv_err(rv);
 	}
 	*out = json_loadb((const char *)v.data, v.len, 0, NULL);
-	return *out == NULL ? -EIO : 0;
+	return *out == NULL ? -EBADMSG : 0;
 }
 
 static int put_json(struct kv_tx *tx, const char *key, const json_t *val)
@@ -299,7 +306,7 @@ static int foreach_one(void *arg, struct kv_bytes key, struct kv_bytes value)
 	*slash = 0;
 	json_t *rec = json_loadb((const char *)value.data, value.len, 0, NULL);
 	if (rec == NULL) {
-		c->rv = -EIO;
+		c->rv = -EBADMSG;
 		return 1;
 	}
 	int rv = c->fn(c->arg, rest, slash + 1, rec);
@@ -393,7 +400,7 @@ static int pick_iface(struct kv_tx *tx, const struct cmd *c, char out[IFNAMSIZ_M
 			return rv;
 		}
 	}
-	return taken ? -EIO : 0;
+	return taken ? -EBADMSG : 0;
 }
 
 static void make_mac(const struct cmd *c, char out[18])
@@ -581,6 +588,63 @@ static bool list_has(const json_t *arr, const char *s)
 /* ------------------------------------------------------------------------------------------ */
 /* add                                                                                         */
 
+struct handle_scan {
+	const char *handle;
+	bool found;
+};
+
+static int handle_scan_one(void *arg, struct kv_bytes key, struct kv_bytes value)
+{
+	struct handle_scan *h = arg;
+	json_t *rec = json_loadb((const char *)value.data, value.len, 0, NULL);
+	(void)key;
+	const char *rh = str_field(rec, "handle");
+	h->found = rh != NULL && strcmp(rh, h->handle) == 0;
+	json_decref(rec);
+	return h->found ? 1 : 0;
+}
+
+/* Whether a record of the container on this node holds handle. */
+static int handle_in_use(struct kv_tx *tx, const struct cmd *c, const char *handle, bool *found)
+{
+	char prefix[KV_KEY_MAX + 1];
+	struct handle_scan h = {.handle = handle};
+	int n = snprintf(prefix, sizeof prefix, CNI_RECORD_PREFIX "%s/%s/", c->node, c->container);
+	*found = false;
+	if (n < 0 || (size_t)n >= sizeof prefix) {
+		return 0;
+	}
+	int rv = kv_tx_scan(tx, KV_SPACE_DOMAIN, kb(prefix), (struct kv_bytes){NULL, 0},
+	                    handle_scan_one, &h);
+	if (rv != KV_OK && rv != 1) {
+		return kv_err(rv);
+	}
+	*found = h.found;
+	return 0;
+}
+
+/* The stored endpoint under wkey, if it is the one this record made (its interface is the
+ * record's): an endpoint key is shared by every sandbox of a Kubernetes pod, and a late DEL of
+ * an old one must not take the new one's endpoint. */
+static int own_wep(struct kv_tx *tx, const json_t *rec, char *skey, size_t len, bool *own)
+{
+	const char *wkey = str_field(rec, "wep"), *iface = str_field(rec, "iface");
+	json_t *wep = NULL;
+	*own = false;
+	if (wkey == NULL || iface == NULL ||
+	    resources_store_key(POLICY_KIND_WORKLOADENDPOINT, wkey, skey, len) != 0) {
+		return 0;
+	}
+	int rv = get_json(tx, skey, &wep);
+	if (rv != 0) {
+		return rv;
+	}
+	const char *has = str_field(json_object_get(wep, "spec"), "interfaceName");
+	*own = has != NULL && strcmp(has, iface) == 0;
+	json_decref(wep);
+	return 0;
+}
+
 /* A repeated ADD, or the same interface joined to another network. */
 static int add_existing(struct cmd *c, struct kv_tx *tx, const char *rkey, json_t *rec,
                         json_t **reply)
@@ -588,8 +652,17 @@ static int add_existing(struct cmd *c, struct kv_tx *tx, const char *rkey, json_
 	json_t *networks = json_object_get(rec, "networks");
 	bool wrote_res = false;
 	int rv = 0;
-	if (!json_is_array(networks)) {
-		return -EIO;
+	if (!json_is_array(networks) || !json_is_string(json_object_get(rec, "handle")) ||
+	    !json_is_array(json_object_get(rec, "ips"))) {
+		return -EBADMSG;
+	}
+	/* 5: the same interface in another namespace is another container's life: the allocation's
+	 * netns attribute (the leak reconciler's liveness test) would name the old one. */
+	const char *was = str_field(rec, "netns");
+	if (c->netns != NULL && was != NULL && strcmp(was, c->netns) != 0) {
+		return refuse(c, "conflict",
+		              "container %s interface %s is wired into %s, not %s: DEL it first",
+		              c->container, c->ifname, was, c->netns);
 	}
 	if (!list_has(networks, c->network)) {
 		json_array_append_new(networks, json_string(c->network));
@@ -599,9 +672,8 @@ static int add_existing(struct cmd *c, struct kv_tx *tx, const char *rkey, json_
 		const char *wkey = str_field(rec, "wep");
 		json_t *wep = NULL;
 		char skey[POLICY_KEY_MAX + 64];
-		if (wkey != NULL &&
-		    resources_store_key(POLICY_KIND_WORKLOADENDPOINT, wkey, skey, sizeof skey) ==
-		        0 &&
+		bool own = false;
+		if ((rv = own_wep(tx, rec, skey, sizeof skey, &own)) == 0 && own &&
 		    (rv = get_json(tx, skey, &wep)) == 0 && wep != NULL) {
 			json_t *spec = json_object_get(wep, "spec");
 			json_t *profiles = json_object_get(spec, "profiles");
@@ -778,11 +850,10 @@ out:
 static int drop_record(struct kv_tx *tx, const char *node, const char *rkey, const json_t *rec)
 {
 	char skey[POLICY_KEY_MAX + 64], ikey[KV_KEY_MAX + 1];
-	const char *wkey = str_field(rec, "wep"), *iface = str_field(rec, "iface");
-	int rv;
-	if (wkey != NULL &&
-	    resources_store_key(POLICY_KIND_WORKLOADENDPOINT, wkey, skey, sizeof skey) == 0 &&
-	    (rv = del_key(tx, skey)) != 0) {
+	const char *iface = str_field(rec, "iface");
+	bool own = false;
+	int rv = own_wep(tx, rec, skey, sizeof skey, &own);
+	if (rv != 0 || (own && (rv = del_key(tx, skey)) != 0)) {
 		return rv;
 	}
 	if (iface != NULL) {
@@ -811,22 +882,31 @@ static int do_del(struct cmd *c, struct kv_tx *tx, json_t **reply)
 		return rv;
 	}
 	if (rec == NULL) {
+		/* No record: release what was assigned under the CNI naming by hand, unless one
+		 * of the container's other interfaces holds that handle (eth0's, when this is a
+		 * DEL for an eth1 whose ADD was refused). */
+		bool owned = false;
 		int n = snprintf(handle, sizeof handle, "%s.%s", c->network, c->container);
 		if (n > 0 && (size_t)n < sizeof handle) {
-			if ((rv = ipam_handle_addrs(tx, handle, &held, &n_held)) != 0) {
+			if ((rv = handle_in_use(tx, c, handle, &owned)) != 0) {
+				return rv;
+			}
+			if (!owned && (rv = ipam_handle_addrs(tx, handle, &held, &n_held)) != 0) {
 				return rv;
 			}
 			free(held);
 		}
-		if (n_held > 0) {
+		if (!owned && n_held > 0) {
 			struct ipam_request req = {.type = IPAM_REQ_RELEASE_HANDLE,
 			                           .handle = handle};
 			if ((rv = run_ipam(c, tx, &req, &rep)) != 0) {
 				goto out;
 			}
 		}
-		*reply = json_pack("{s:i, s:b, s:[]}", "released", (int)rep.n_addrs, "deleted", 0,
-		                   "ips");
+		json_t *ips = addr_list(&rep);
+		*reply = ips ? json_pack("{s:i, s:b, s:o}", "released", (int)rep.n_addrs, "deleted",
+		                         0, "ips", ips)
+		             : NULL;
 		rv = *reply == NULL ? -ENOMEM : 0;
 		goto out;
 	}
@@ -851,12 +931,10 @@ static int do_del(struct cmd *c, struct kv_tx *tx, json_t **reply)
 		if ((rv = put_json(tx, rkey, rec)) != 0) {
 			goto out;
 		}
-		const char *wkey = str_field(rec, "wep");
 		char skey[POLICY_KEY_MAX + 64];
 		json_t *wep = NULL;
-		if (wkey != NULL &&
-		    resources_store_key(POLICY_KIND_WORKLOADENDPOINT, wkey, skey, sizeof skey) ==
-		        0 &&
+		bool own = false;
+		if ((rv = own_wep(tx, rec, skey, sizeof skey, &own)) == 0 && own &&
 		    (rv = get_json(tx, skey, &wep)) == 0 && wep != NULL) {
 			json_t *profiles =
 			    json_object_get(json_object_get(wep, "spec"), "profiles");
@@ -881,7 +959,7 @@ static int do_del(struct cmd *c, struct kv_tx *tx, json_t **reply)
 
 	const char *h = str_field(rec, "handle");
 	if (h == NULL) {
-		rv = -EIO;
+		rv = -EBADMSG;
 		goto out;
 	}
 	if ((rv = ipam_handle_addrs(tx, h, &held, &n_held)) != 0) {
@@ -924,7 +1002,7 @@ static int reap_one(void *arg, const char *container, const char *ifname, const 
 	struct reap_ctx *r = arg;
 	const char *h = str_field(rec, "handle");
 	char rkey[KV_KEY_MAX + 1];
-	if (h == NULL || strcmp(h, r->handle) != 0 ||
+	if ((r->handle != NULL && (h == NULL || strcmp(h, r->handle) != 0)) ||
 	    record_key(rkey, sizeof rkey, r->node, container, ifname) != 0) {
 		return 0;
 	}
@@ -970,6 +1048,27 @@ out:
 	return rv;
 }
 
+/* A host left the cluster: its addresses and block affinities (IPAM) and its containers'
+ * records and endpoints go in one command, so no endpoint outlives the address it names. */
+static int do_remove_node(struct cmd *c, struct kv_tx *tx, json_t **reply)
+{
+	struct ipam_reply rep = {0};
+	struct ipam_request req = {.type = IPAM_REQ_REMOVE_NODE, .node = c->node};
+	int rv = run_ipam(c, tx, &req, &rep);
+	if (rv != 0) {
+		goto out;
+	}
+	struct reap_ctx r = {.tx = tx, .node = c->node, .handle = NULL};
+	if ((rv = cni_foreach_record(tx, c->node, reap_one, &r)) != 0) {
+		goto out;
+	}
+	*reply = json_pack("{s:i, s:i}", "released", (int)rep.n_addrs, "deleted", (int)r.deleted);
+	rv = *reply == NULL ? -ENOMEM : 0;
+out:
+	ipam_reply_free(&rep);
+	return rv;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 int cni_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_call_out *out)
@@ -988,9 +1087,21 @@ int cni_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_c
 			rv = do_del(&c, tx, &reply);
 		} else if (strcmp(c.op, "reap") == 0) {
 			rv = do_reap(&c, tx, &reply);
+		} else if (strcmp(c.op, "remove_node") == 0) {
+			rv = do_remove_node(&c, tx, &reply);
 		} else {
 			rv = refuse(&c, "invalid", "unknown CNI op '%s'", c.op);
 		}
+	}
+	if (rv == -EBADMSG) {
+		/* A record this code did not write (or a name space that is full): refuse the
+		 * command on every replica alike rather than stop them all on a log entry they
+		 * would meet again at every replay. */
+		json_decref(reply);
+		reply = NULL;
+		rv =
+		    refuse(&c, "internal", "a CNI record of node %s is not what this agent expects",
+		           c.node ? c.node : "?");
 	}
 	if (rv < 0) {
 		json_decref(j);

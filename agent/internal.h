@@ -83,6 +83,7 @@ struct agent {
 	uv_timer_t dataplane_timer;
 	bool dataplane_sync_inflight;
 	bool dataplane_started;
+	bool dataplane_waiting_logged;
 
 	/* CNI (routes_cni.c): the stale interface sweep, and counters for /metrics */
 	uv_timer_t cni_gc_timer;
@@ -192,12 +193,12 @@ void netsync_free(struct agent *a);
 
 /* Publishing this host's node resource (node.c): node_publish_start() sets a->nodepub and starts
  * trying (returns 0 or -ENOMEM); node_publish_stop() closes its timer; node_publish_free() frees
- * it after the store answered every write (store_close). agent_node_ip_ok() checks a flag value,
- * "ADDR/PREFIX" of family AF_INET or AF_INET6. */
+ * it after the store answered every write (store_close). agent_node_ip_canonical() checks a flag
+ * value, "ADDR/PREFIX" of family AF_INET or AF_INET6, and writes its canonical form to out. */
 int node_publish_start(struct agent *a);
 void node_publish_stop(struct agent *a);
 void node_publish_free(struct agent *a);
-bool agent_node_ip_ok(const char *s, int family);
+bool agent_node_ip_canonical(const char *s, int family, char *out, size_t len);
 
 /* Prometheus text for /metrics (metrics.c); malloc()ed. */
 char *agent_metrics_text(struct agent *a, size_t *len);

@@ -5,6 +5,7 @@
  * Identity lives in DATA_DIR/node.json ({"name", "id", "peer_address", "api_address"}), written
  * before raft first starts, so a restarted agent needs neither --bootstrap nor --join.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -905,9 +906,15 @@ static void dataplane_synced(void *data, int status)
 		return;
 	}
 	if (status != STORE_OK) {
+		if (!a->dataplane_waiting_logged) {
+			agent_log("dataplane: waiting for the cluster before programming this host (%s)",
+			          store_strerror(status));
+			a->dataplane_waiting_logged = true;
+		}
 		uv_timer_start(&a->dataplane_timer, dataplane_tick, DATAPLANE_RETRY_MS, 0);
 		return;
 	}
+	agent_log("dataplane: this replica has caught up; programming this host");
 	a->dataplane_started = true;
 	agent_cni_gc_start(a);
 	if (!a->no_policy && policy_sync_start(a) != 0) {
@@ -1134,15 +1141,19 @@ int agent_main(int argc, char **argv)
 		        a->name);
 		goto fail_args;
 	}
-	if (a->node_ip4 != NULL && !agent_node_ip_ok(a->node_ip4, AF_INET)) {
-		fprintf(stderr, "tabby agent: --node-ip: '%s' is not an IPv4 ADDRESS/PREFIX\n",
-		        a->node_ip4);
-		goto fail_args;
-	}
-	if (a->node_ip6 != NULL && !agent_node_ip_ok(a->node_ip6, AF_INET6)) {
-		fprintf(stderr, "tabby agent: --node-ip6: '%s' is not an IPv6 ADDRESS/PREFIX\n",
-		        a->node_ip6);
-		goto fail_args;
+	for (int six = 0; six < 2; six++) {
+		char **ip = six ? &a->node_ip6 : &a->node_ip4, canon[INET6_ADDRSTRLEN + 8];
+		if (*ip != NULL &&
+		    !agent_node_ip_canonical(*ip, six ? AF_INET6 : AF_INET, canon, sizeof canon)) {
+			fprintf(stderr,
+			        "tabby agent: --node-ip%s: '%s' is not an IPv%d ADDRESS/PREFIX\n",
+			        six ? "6" : "", *ip, six ? 6 : 4);
+			goto fail_args;
+		}
+		if (*ip != NULL) {
+			free(*ip);
+			*ip = strdup(canon);
+		}
 	}
 	if (!valid_address(a->peer_address)) {
 		fprintf(stderr, "tabby agent: --peer-address: '%s' is not IP:PORT\n",

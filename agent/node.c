@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/if_addr.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 
 #include "agent/internal.h"
 #include "agent/resources.h"
+#include "ipam/ipam.h"
 #include "policy/policy.h"
 
 #define RETRY_MS   1000
@@ -37,26 +39,28 @@ struct node_pub {
 	char last[256]; /* the addresses last written, "v4 v6" */
 };
 
-/* "ADDR/PREFIX" of family, or false. */
-static bool cidr_text_ok(const char *s, int family)
+/* "ADDR/PREFIX" of family in the canonical form the node resource's normalizer keeps (so a
+ * published address compares equal to the stored one), or false. */
+bool agent_node_ip_canonical(const char *s, int family, char *out, size_t len)
 {
 	char buf[INET6_ADDRSTRLEN + 8];
-	unsigned char bin[16];
+	struct ipam_addr a;
 	const char *slash = strchr(s, '/');
-	if (slash == NULL || (size_t)(slash - s) >= sizeof buf) {
+	if (slash == NULL || (size_t)(slash - s) >= sizeof buf || slash[1] == '\0' ||
+	    strlen(slash + 1) > 3 || strspn(slash + 1, "0123456789") != strlen(slash + 1) ||
+	    (slash[1] == '0' && slash[2] != '\0')) {
 		return false;
 	}
 	memcpy(buf, s, (size_t)(slash - s));
 	buf[slash - s] = 0;
-	char *end;
-	long p = strtol(slash + 1, &end, 10);
-	return *end == 0 && slash[1] != 0 && p >= 0 && p <= (family == AF_INET ? 32 : 128) &&
-	       inet_pton(family, buf, bin) == 1;
-}
-
-bool agent_node_ip_ok(const char *s, int family)
-{
-	return cidr_text_ok(s, family);
+	long p = strtol(slash + 1, NULL, 10);
+	if (!ipam_addr_parse(buf, &a) || a.family != (family == AF_INET ? 4 : 6) ||
+	    p > (family == AF_INET ? 32 : 128)) {
+		return false;
+	}
+	char text[IPAM_ADDR_STRLEN];
+	int n = snprintf(out, len, "%s/%ld", ipam_addr_format(&a, text), p);
+	return n > 0 && (size_t)n < len;
 }
 
 /* The host part of "IP:PORT" (IPv4 only: raft peers here are IPv4). */
@@ -118,8 +122,13 @@ static void detect(struct agent *a, char *v4, size_t l4, char *v6, size_t l6)
 	     o != NULL && v6[0] == 0 && ifindex > 0; o = nl_cache_get_next(o)) {
 		struct rtnl_addr *ad = (struct rtnl_addr *)o;
 		struct nl_addr *local = rtnl_addr_get_local(ad);
+		/* a stable address: not a privacy one that rotates, nor one DAD has not
+		 * confirmed */
+		unsigned bad =
+		    IFA_F_TEMPORARY | IFA_F_DEPRECATED | IFA_F_TENTATIVE | IFA_F_DADFAILED;
 		if (rtnl_addr_get_family(ad) != AF_INET6 || rtnl_addr_get_ifindex(ad) != ifindex ||
-		    local == NULL || rtnl_addr_get_scope(ad) != RT_SCOPE_UNIVERSE) {
+		    local == NULL || rtnl_addr_get_scope(ad) != RT_SCOPE_UNIVERSE ||
+		    (rtnl_addr_get_flags(ad) & bad) != 0) {
 			continue;
 		}
 		char buf[INET6_ADDRSTRLEN];
@@ -147,9 +156,27 @@ static void written(struct store_write *w, int status, const struct kv_result *r
 	if (np->a->stopping) {
 		return;
 	}
-	if (status != STORE_OK || r->status != KV_R_OK) {
+	if (status != STORE_OK) {
 		np->last[0] = 0;
 		schedule(np, RETRY_MS);
+		return;
+	}
+	if (r->status != KV_R_OK) {
+		/* Refused: an operator's edit won the compare-and-swap (try again at once, from
+		 * what is stored now), or the resource itself is refused (say why, and back off).
+		 */
+		json_t *rep =
+		    r->reply ? json_loadb((const char *)r->reply, r->reply_len, 0, NULL) : NULL;
+		const char *code = json_string_value(json_object_get(rep, "error"));
+		bool cas = code != NULL && strcmp(code, "conflict") == 0;
+		if (!cas) {
+			agent_log("node %s: the node resource was refused: %s", np->a->name,
+			          json_string_value(json_object_get(rep, "message"))
+			              ? json_string_value(json_object_get(rep, "message"))
+			              : "no reason given");
+		}
+		json_decref(rep);
+		schedule(np, cas ? RETRY_MS : RECHECK_MS);
 		return;
 	}
 	schedule(np, RECHECK_MS);

@@ -15,6 +15,7 @@
  * of the released addresses are flushed. CHECK reads the local replica and verifies the kernel.
  */
 #include <errno.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +342,13 @@ static void wired(uv_work_t *w, int status)
 			cctx_free(c);
 			return;
 		}
+		if (a->stopping) {
+			/* The store is closing: the leak reconciler releases it after the next
+			 * start, once the namespace is gone. */
+			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->err);
+			cctx_free(c);
+			return;
+		}
 		/* Undo the allocation and the endpoint in one entry, then the wiring. */
 		agent_log("cni: %s %s: wiring failed (%s); releasing its addresses",
 		          jstr(c->body, "container"), c->ifname, c->err);
@@ -442,9 +450,13 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		return;
 	}
 	if (c->cmd == CMD_DEL) {
+		/* Only an interface the record named goes: one whose other networks remain stays,
+		 * and a DEL for an interface Tabby holds no record of (a refused ADD, another
+		 * plugin's eth1) touches nothing in the container. */
 		const char *iface = jstr(ans, "iface");
+		bool deleted = json_is_true(json_object_get(ans, "deleted")) && iface != NULL;
 		snprintf(c->host_ifname, sizeof c->host_ifname, "%s", iface ? iface : "");
-		if (!c->wire || queue(c, wire_del_work, del_unwired) != 0) {
+		if (!c->wire || !deleted || queue(c, wire_del_work, del_unwired) != 0) {
 			c->work.data = c;
 			del_unwired(&c->work, 0);
 		}
@@ -660,6 +672,15 @@ bool agent_route_cni(struct agent *a, struct http_request *req)
 	}
 	switch (cmd) {
 	case CMD_ADD:
+		if (!a->dataplane_started && (!a->no_policy || !a->no_routes)) {
+			/* Its policy and routes could not follow: the runtime tries again (CNI code
+			 * 11) rather than start a container its host cannot police yet. */
+			agent_reply_error(
+			    a, req, 503, "unavailable",
+			    "the agent is still catching up with the cluster (or has no "
+			    "quorum); try again");
+			goto err;
+		}
 		propose(c, payload_of(c, "add"));
 		return true;
 	case CMD_DEL:
@@ -690,6 +711,7 @@ struct gc_job {
 	uv_work_t work;
 	struct agent *a;
 	char **stale; /* host end names, found on the loop thread */
+	int *ifindex; /* and their indexes then: a name with another index was rebuilt since */
 	unsigned n;
 	unsigned removed;
 };
@@ -708,7 +730,8 @@ static void gc_del_work(uv_work_t *w)
 	struct gc_job *j = w->data;
 	char err[256];
 	for (unsigned i = 0; i < j->n; i++) {
-		if (wire_del(NULL, NULL, j->stale[i], err, sizeof err) == 0) {
+		if ((int)if_nametoindex(j->stale[i]) == j->ifindex[i] &&
+		    wire_del(NULL, NULL, j->stale[i], err, sizeof err) == 0) {
 			j->removed++;
 		}
 	}
@@ -726,6 +749,7 @@ static void gc_del_done(uv_work_t *w, int status)
 		free(j->stale[i]);
 	}
 	free(j->stale);
+	free(j->ifindex);
 	free(j);
 }
 
@@ -749,6 +773,7 @@ static void gc_list_done(uv_work_t *w, int status)
 	}
 	if ((j = calloc(1, sizeof *j)) == NULL ||
 	    (j->stale = calloc(g->n + 1, sizeof *j->stale)) == NULL ||
+	    (j->ifindex = calloc(g->n + 1, sizeof *j->ifindex)) == NULL ||
 	    store_view_begin(a->store, &tx) != STORE_OK) {
 		tx = NULL;
 		goto out;
@@ -769,7 +794,7 @@ static void gc_list_done(uv_work_t *w, int status)
 		    strcmp(json_string_value(json_object_get(rec, "iface")), g->links[i].name) == 0;
 		json_decref(rec);
 		if (!wanted && (j->stale[j->n] = strdup(g->links[i].name)) != NULL) {
-			j->n++;
+			j->ifindex[j->n++] = g->links[i].ifindex;
 		}
 	}
 	store_view_end(tx);
@@ -790,6 +815,7 @@ out:
 			free(j->stale[i]);
 		}
 		free(j->stale);
+		free(j->ifindex);
 		free(j);
 	}
 	free(g->links);

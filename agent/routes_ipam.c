@@ -20,6 +20,7 @@
 
 #include <http_parser.h>
 
+#include "agent/cni.h"
 #include "agent/internal.h"
 #include "ipam/ipam.h"
 #include "policy/policy.h"
@@ -330,9 +331,7 @@ struct iwctx {
 	/* POOLS_PUT, POOLS_REMOVE: the pools named, to report */
 	struct ipam_cidr *cidrs;
 	unsigned n_cidrs;
-	bool strict_affinity;         /* CONFIG */
-	char node[IPAM_NAME_MAX + 1]; /* REMOVE_NODE */
-	bool member_deleted;          /* REMOVE_NODE: its member record went with this request */
+	bool strict_affinity; /* CONFIG */
 };
 
 static void iwctx_free(struct iwctx *c)
@@ -418,10 +417,6 @@ static void reply_ok(struct iwctx *c, const struct kv_result *r, const struct ip
 		out = json_pack("{s:o, s:I}", "released", assigned_array(rep->addrs, rep->n_addrs),
 		                "revision", (json_int_t)r->revision);
 		break;
-	case IPAM_REQ_REMOVE_NODE:
-		out = json_pack("{s:s, s:I, s:I}", "removed", c->node, "released",
-		                (json_int_t)rep->n_addrs, "revision", (json_int_t)r->revision);
-		break;
 	}
 	if (rv != 0) {
 		reply_internal(a, c->req, rv);
@@ -436,19 +431,7 @@ static void ipam_write_done(struct store_write *w, int status, const struct kv_r
 	struct agent *a = c->a;
 	struct ipam_reply rep = {0};
 	if (status != STORE_OK) {
-		char what[IPAM_NAME_MAX + 160];
-		if (c->type == IPAM_REQ_REMOVE_NODE && c->member_deleted) {
-			/* The member record is gone already; a second DELETE finds the addresses
-			 * still held for the node and releases them (agent_ipam_remove_node). */
-			snprintf(
-			    what, sizeof what,
-			    "member %s was removed, but releasing its addresses failed (repeat "
-			    "the removal to release them)",
-			    c->node);
-			agent_reply_store_error(a, c->req, status, what);
-		} else {
-			agent_reply_store_error(a, c->req, status, NULL);
-		}
+		agent_reply_store_error(a, c->req, status, NULL);
 		goto out;
 	}
 	if (r->status != KV_R_OK && r->status != KV_R_REFUSED) {
@@ -874,6 +857,52 @@ static int node_has_ipam(struct agent *a, const char *node, bool *found)
 	return rv;
 }
 
+struct rnctx {
+	struct store_write w;
+	struct agent *a;
+	struct http_request *req;
+	char node[IPAM_NAME_MAX + 1];
+	bool member_deleted; /* its member record went with this request */
+};
+
+static void remove_node_done(struct store_write *w, int status, const struct kv_result *r)
+{
+	struct rnctx *c = w->data;
+	json_t *rep = NULL;
+	if (status != STORE_OK) {
+		char what[IPAM_NAME_MAX + 160];
+		snprintf(what, sizeof what,
+		         "member %s was removed, but releasing its addresses failed (repeat the "
+		         "removal to release them)",
+		         c->node);
+		agent_reply_store_error(c->a, c->req, status, c->member_deleted ? what : NULL);
+		goto out;
+	}
+	if ((r->status == KV_R_OK || r->status == KV_R_REFUSED) && r->reply != NULL) {
+		rep = json_loadb((const char *)r->reply, r->reply_len, 0, NULL);
+	}
+	if (r->status != KV_R_OK || rep == NULL) {
+		const char *code = json_string_value(json_object_get(rep, "error"));
+		const char *msg = json_string_value(json_object_get(rep, "message"));
+		code = code ? code : "internal";
+		agent_reply_error(c->a, c->req,
+		                  strcmp(code, "invalid") == 0     ? 400
+		                  : strcmp(code, "not_found") == 0 ? 404
+		                  : strcmp(code, "internal") == 0  ? 500
+		                                                   : 409,
+		                  code, "%s", msg ? msg : (r->message ? r->message : "refused"));
+		goto out;
+	}
+	agent_reply_json(c->a, c->req, 200,
+	                 json_pack("{s:s, s:O, s:O, s:I}", "removed", c->node, "released",
+	                           json_object_get(rep, "released"), "endpoints",
+	                           json_object_get(rep, "deleted"), "revision",
+	                           (json_int_t)r->revision));
+out:
+	json_decref(rep);
+	free(c);
+}
+
 void agent_ipam_remove_node(struct agent *a, struct http_request *req, const char *name,
                             bool member_deleted)
 {
@@ -898,14 +927,31 @@ void agent_ipam_remove_node(struct agent *a, struct http_request *req, const cha
 		                 json_pack("{s:s, s:i}", "removed", name, "released", 0));
 		return;
 	}
-	struct iwctx *c = new_ctx(a, req);
-	if (c == NULL) {
+	/* Through the CNI command: the node's containers' records and endpoints go in the same
+	 * entry as its addresses. */
+	struct rnctx *c = calloc(1, sizeof *c);
+	json_t *cmd = json_pack("{s:s, s:s}", "op", "remove_node", "node", name);
+	char *text = cmd != NULL ? json_dumps(cmd, JSON_COMPACT) : NULL;
+	json_decref(cmd);
+	if (c == NULL || text == NULL) {
+		free(c);
+		free(text);
+		agent_reply_error(a, req, 500, "internal", "out of memory");
 		return;
 	}
-	snprintf(c->node, sizeof c->node, "%s", name);
+	c->a = a;
+	c->req = req;
 	c->member_deleted = member_deleted;
-	struct ipam_request r = {.type = IPAM_REQ_REMOVE_NODE, .node = c->node};
-	propose(a, req, c, &r);
+	c->w.data = c;
+	snprintf(c->node, sizeof c->node, "%s", name);
+	struct kv_op op = {
+	    .type = KV_OP_CALL, .call = CNI_CALL, .value = {(const uint8_t *)text, strlen(text)}};
+	int rv = store_write(a->store, &c->w, &op, remove_node_done);
+	free(text);
+	if (rv != STORE_OK) {
+		agent_reply_store_error(a, req, rv, NULL);
+		free(c);
+	}
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -436,6 +436,47 @@ static void test_pool_node_selector(void **state)
 	h_close(&h);
 }
 
+static void test_review_cases(void **state)
+{
+	(void)state;
+	struct h h;
+	bool refused;
+	open_store(&h);
+	/* eth0 holds <net>.<ctr>; a DEL for an eth1 that was never added must not free it */
+	json_t *a = ok(&h, ADD, "n", "c1");
+	json_t *r = cni(&h, &refused,
+	                "{\"op\":\"del\",\"node\":\"h1\",\"network\":\"n\",\"container\":\"c1\","
+	                "\"ifname\":\"eth1\"}");
+	assert_false(refused);
+	assert_int_equal(json_integer_value(json_object_get(r, "released")), 0);
+	assert_int_equal(h_handle_count(&h, "n.c1"), 1);
+	json_decref(r);
+	/* the same interface again from another namespace: refused, not silently re-pointed */
+	r = cni(&h, &refused,
+	        "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"n\",\"container\":\"c1\","
+	        "\"ifname\":\"eth0\",\"netns\":\"/var/run/netns/other\"}");
+	assert_true(refused);
+	assert_non_null(strstr(s(r, "message"), "DEL it first"));
+	json_decref(r);
+	/* a host removed: its addresses, records and endpoints go in one command */
+	json_t *b = ok(&h, ADD, "n", "c2");
+	r = cni(&h, &refused, "{\"op\":\"remove_node\",\"node\":\"h1\"}");
+	assert_false(refused);
+	assert_int_equal(json_integer_value(json_object_get(r, "released")), 2);
+	assert_int_equal(json_integer_value(json_object_get(r, "deleted")), 2);
+	assert_null(get_res(&h, POLICY_KIND_WORKLOADENDPOINT, "h1/cni/c1/eth0"));
+	assert_null(get_res(&h, POLICY_KIND_WORKLOADENDPOINT, "h1/cni/c2/eth0"));
+	assert_int_equal(h_alloc_count(&h), 0);
+	/* and the Calico names are free for the next host of that name */
+	json_t *c = ok(&h, ADD, "n", "c1");
+	assert_string_equal(s(c, "iface"), s(a, "iface"));
+	json_decref(r);
+	json_decref(a);
+	json_decref(b);
+	json_decref(c);
+	h_close(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -445,6 +486,7 @@ int main(void)
 	    cmocka_unit_test(test_refusals_change_nothing),
 	    cmocka_unit_test(test_ipam_only_and_reap),
 	    cmocka_unit_test(test_pool_node_selector),
+	    cmocka_unit_test(test_review_cases),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
