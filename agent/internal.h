@@ -110,6 +110,10 @@ void agent_reply_json(struct agent *a, struct http_request *req, int status, jso
 void agent_reply_error(struct agent *a, struct http_request *req, int status, const char *code,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* The HTTP status of a domain command's refusal code: invalid 400, not_found 404, internal 500,
+ * anything else (conflict, exists, in_use, exhausted, ...) 409. */
+int agent_status_of(const char *code);
+
 /* Answer a store failure (STORE_E*) with its HTTP status and code; prefix (may be NULL) says what
  * was being done. */
 void agent_reply_store_error(struct agent *a, struct http_request *req, int status,

@@ -109,6 +109,20 @@ static void reply_store_error(struct agent *a, struct http_request *req, int st)
 	                  store_strerror(st));
 }
 
+int agent_status_of(const char *code)
+{
+	if (strcmp(code, "invalid") == 0) {
+		return 400;
+	}
+	if (strcmp(code, "not_found") == 0) {
+		return 404;
+	}
+	if (strcmp(code, "internal") == 0) {
+		return 500;
+	}
+	return 409;
+}
+
 void agent_reply_store_error(struct agent *a, struct http_request *req, int st, const char *prefix)
 {
 	if (prefix == NULL) {

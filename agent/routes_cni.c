@@ -71,17 +71,6 @@ static const char *jstr(const json_t *j, const char *k)
 	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int status_of(const char *code)
-{
-	if (strcmp(code, "invalid") == 0) {
-		return 400;
-	}
-	if (strcmp(code, "not_found") == 0) {
-		return 404;
-	}
-	return 409;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Proposing the command                                                                       */
 
@@ -430,7 +419,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 			          jstr(c->body, "container"), c->ifname, msg ? msg : "");
 			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->message);
 		} else {
-			agent_reply_error(a, c->req, status_of(code), code, "%s",
+			agent_reply_error(a, c->req, agent_status_of(code), code, "%s",
 			                  msg ? msg : "refused");
 		}
 		json_decref(ans);

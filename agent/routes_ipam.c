@@ -885,12 +885,8 @@ static void remove_node_done(struct store_write *w, int status, const struct kv_
 		const char *code = json_string_value(json_object_get(rep, "error"));
 		const char *msg = json_string_value(json_object_get(rep, "message"));
 		code = code ? code : "internal";
-		agent_reply_error(c->a, c->req,
-		                  strcmp(code, "invalid") == 0     ? 400
-		                  : strcmp(code, "not_found") == 0 ? 404
-		                  : strcmp(code, "internal") == 0  ? 500
-		                                                   : 409,
-		                  code, "%s", msg ? msg : (r->message ? r->message : "refused"));
+		agent_reply_error(c->a, c->req, agent_status_of(code), code, "%s",
+		                  msg ? msg : (r->message ? r->message : "refused"));
 		goto out;
 	}
 	agent_reply_json(c->a, c->req, 200,

@@ -35,17 +35,6 @@ struct rwctx {
 	struct http_request *req;
 };
 
-static int status_of(const char *code)
-{
-	if (strcmp(code, "invalid") == 0) {
-		return 400;
-	}
-	if (strcmp(code, "not_found") == 0) {
-		return 404;
-	}
-	return 409;
-}
-
 static void write_done(struct store_write *w, int status, const struct kv_result *r)
 {
 	struct rwctx *c = w->data;
@@ -68,7 +57,7 @@ static void write_done(struct store_write *w, int status, const struct kv_result
 	}
 	const char *code = json_string_value(json_object_get(rep, "error"));
 	if (code != NULL) {
-		agent_reply_error(a, c->req, status_of(code), code, "%s",
+		agent_reply_error(a, c->req, agent_status_of(code), code, "%s",
 		                  json_string_value(json_object_get(rep, "message")));
 		goto out;
 	}

@@ -1294,6 +1294,21 @@ static int begin(const struct wire_spec *s, struct cjob *j, int *fd, struct nl_s
 	return 0;
 }
 
+/* Releases what begin() set up (any of it may be missing). */
+static void finish(struct cjob *j, int fd, struct nl_sock *sk, struct rtnl_link *h)
+{
+	nl_addr_put(j->host_ll);
+	if (h != NULL) {
+		rtnl_link_put(h);
+	}
+	if (sk != NULL) {
+		nl_socket_free(sk);
+	}
+	if (fd >= 0) {
+		close(fd);
+	}
+}
+
 int wire_add(const struct wire_spec *s, char *err, size_t errlen)
 {
 	struct nl_sock *sk = NULL;
@@ -1383,14 +1398,7 @@ int wire_add(const struct wire_spec *s, char *err, size_t errlen)
 	}
 	rc = 0;
 out:
-	nl_addr_put(j.host_ll);
-	if (h != NULL) {
-		rtnl_link_put(h);
-	}
-	if (sk != NULL) {
-		nl_socket_free(sk);
-	}
-	close(fd);
+	finish(&j, fd, sk, h);
 	return rc;
 }
 
@@ -1508,14 +1516,7 @@ int wire_check(const struct wire_spec *s, char *err, size_t errlen)
 	rc = 0;
 out:
 	nl_cache_free(routes);
-	nl_addr_put(j.host_ll);
-	if (h != NULL) {
-		rtnl_link_put(h);
-	}
-	if (sk != NULL) {
-		nl_socket_free(sk);
-	}
-	close(fd);
+	finish(&j, fd, sk, h);
 	return rc;
 }
 
