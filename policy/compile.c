@@ -924,6 +924,22 @@ static int chains_init(char **namep, struct cchain chain[2], const char *name, c
 	return 0;
 }
 
+/* Name obj (whose first member is the name, the tree key), give it its two chains and insert it
+ * into tree. On failure nothing of it stays (the caller frees obj itself). */
+static int named_insert(void **tree, void *obj, char **namep, struct cchain chain[2],
+                        const char *name, const char *in, const char *out)
+{
+	if (chains_init(namep, chain, name, in, out) != 0)
+		return -ENOMEM;
+	if (tsearch(obj, tree, name_cmp) == NULL) {
+		free(chain[0].name);
+		free(chain[1].name);
+		free(*namep);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static struct cpol *pol_get(struct policy_compiler *c, const char *name)
 {
 	struct cpol *p = tree_get(&c->pols, name);
@@ -931,18 +947,11 @@ static struct cpol *pol_get(struct policy_compiler *c, const char *name)
 	if (p != NULL)
 		return p;
 	p = calloc(1, sizeof(*p));
-	if (p == NULL || chains_init(&p->name, p->chain, name, "pi", "po") != 0)
-		goto err;
-	if (tsearch(p, &c->pols, name_cmp) == NULL) {
-		free(p->chain[0].name);
-		free(p->chain[1].name);
-		free(p->name);
-		goto err;
+	if (p != NULL && named_insert(&c->pols, p, &p->name, p->chain, name, "pi", "po") != 0) {
+		free(p);
+		p = NULL;
 	}
 	return p;
-err:
-	free(p);
-	return NULL;
 }
 
 /* Record the model's policy (its order key and existence) in p. */
@@ -978,18 +987,11 @@ static struct cprof *prof_get(struct policy_compiler *c, const char *name)
 	if (p != NULL)
 		return p;
 	p = calloc(1, sizeof(*p));
-	if (p == NULL || chains_init(&p->name, p->chain, name, "pri", "pro") != 0)
-		goto err;
-	if (tsearch(p, &c->profs, name_cmp) == NULL) {
-		free(p->chain[0].name);
-		free(p->chain[1].name);
-		free(p->name);
-		goto err;
+	if (p != NULL && named_insert(&c->profs, p, &p->name, p->chain, name, "pri", "pro") != 0) {
+		free(p);
+		p = NULL;
 	}
 	return p;
-err:
-	free(p);
-	return NULL;
 }
 
 static int prof_use(struct policy_compiler *c, struct cprof *p, int delta)
