@@ -17,6 +17,9 @@
 
 struct agent_nft {
 	struct nft_ctx *ctx;
+	struct agent_nftnl *fast; /* NULL: off */
+	bool use_fast;
+	unsigned long n_fast, n_slow;
 };
 
 int agent_nft_new(struct agent_nft **out)
@@ -32,6 +35,10 @@ int agent_nft_new(struct agent_nft **out)
 	nft_ctx_output_set_flags(n->ctx, NFT_CTX_OUTPUT_JSON);
 	if (nft_ctx_buffer_output(n->ctx) != 0 || nft_ctx_buffer_error(n->ctx) != 0)
 		goto err;
+	/* Without its socket the fast path is simply off: libnftables does everything. */
+	if (agent_nftnl_new(&n->fast) != 0)
+		n->fast = NULL;
+	n->use_fast = true;
 	*out = n;
 	return 0;
 err:
@@ -45,7 +52,19 @@ void agent_nft_free(struct agent_nft *n)
 		return;
 	if (n->ctx)
 		nft_ctx_free(n->ctx);
+	agent_nftnl_free(n->fast);
 	free(n);
+}
+
+void agent_nft_use_fast_path(struct agent_nft *n, bool on)
+{
+	n->use_fast = on;
+}
+
+void agent_nft_counts(const struct agent_nft *n, unsigned long *fast, unsigned long *slow)
+{
+	*fast = n->n_fast;
+	*slow = n->n_slow;
 }
 
 /* libnftables's error text as one line: each run of newlines becomes "; ". */
@@ -87,10 +106,20 @@ int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t e
 		         "nftables commands must be a JSON object {\"nftables\": [...]}");
 		return -EINVAL;
 	}
+	if (n->fast != NULL && n->use_fast) {
+		rc = agent_nftnl_apply(n->fast, cmds, err, errlen);
+		if (rc != -ENOTSUP) {
+			n->n_fast++;
+			return rc;
+		}
+	}
+	n->n_slow++;
 	text = json_dumps(cmds, JSON_COMPACT);
 	if (!text)
 		return -ENOMEM;
 	rc = nft_run_cmd_from_buffer(n->ctx, text);
+	/* Whatever libnftables ran may have replaced sets the fast path remembers. */
+	agent_nftnl_forget(n->fast);
 	free(text);
 	/* Reading a buffer rewinds it: read both each time, keep the error text on failure. */
 	(void)nft_ctx_get_output_buffer(n->ctx);

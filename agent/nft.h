@@ -12,6 +12,7 @@
 #define TABBY_AGENT_NFT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct agent_nft;
@@ -31,8 +32,29 @@ void agent_nft_free(struct agent_nft *n);
  */
 int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen);
 
+/* Whether plain incremental batches go straight to the kernel through libnftnl (the fast path,
+ * nftnl.c) instead of through libnftables; on by default. Either way a batch is one transaction
+ * with the same effect; off serves tests and benchmarks that compare the two. */
+void agent_nft_use_fast_path(struct agent_nft *n, bool on);
+/* How many batches each path has run (successfully or not) since agent_nft_new(). */
+void agent_nft_counts(const struct agent_nft *n, unsigned long *fast, unsigned long *slow);
+
 /* Delete the inet table named table with everything in it. A table that does not exist is not
  * an error (0). Otherwise as agent_nft_apply(). */
 int agent_nft_delete_table(struct agent_nft *n, const char *table, char *err, size_t errlen);
+
+/*
+ * The fast path (nftnl.c), private to nft.c. agent_nftnl_apply() runs cmds as one transaction
+ * when every command has one of the plain shapes listed in nftnl.c, and returns 0 or, when the
+ * kernel refused, -EIO with err naming the command and the reason (nothing took effect). It
+ * returns -ENOTSUP, having sent nothing, when any command is outside those shapes; -ENOMEM.
+ * agent_nftnl_forget() drops what it remembers of sets (call it after anything else changed
+ * the ruleset).
+ */
+struct agent_nftnl;
+int agent_nftnl_new(struct agent_nftnl **out);
+void agent_nftnl_free(struct agent_nftnl *f);
+int agent_nftnl_apply(struct agent_nftnl *f, const json_t *cmds, char *err, size_t errlen);
+void agent_nftnl_forget(struct agent_nftnl *f);
 
 #endif

@@ -54,6 +54,7 @@ struct bench {
 	unsigned next_ep;     /* address counter */
 	char (*sel)[SEL_MAX]; /* each policy's selector, "" until made */
 	double *order;
+	unsigned long fast[3]; /* incremental batches through the applier's fast path, by kind */
 };
 
 static uint64_t next(struct bench *b)
@@ -283,8 +284,11 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 	double *comp = calloc(b->changes, sizeof(double));
 	size_t ncmds = 0;
 
+	unsigned long fast0 = 0, fast1 = 0, slow;
 	if (!total || !comp)
 		die("calloc", -ENOMEM, NULL);
+	if (b->kernel)
+		agent_nft_counts(b->nft, &fast0, &slow);
 	for (unsigned i = 0; i < b->changes; i++) {
 		double c = 0, l = 0, t0 = now_ms();
 		if (kind == CHANGE_POLICY)
@@ -296,6 +300,9 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 		comp[i] = c;
 		*cmds_out += ncmds;
 	}
+	if (b->kernel)
+		agent_nft_counts(b->nft, &fast1, &slow);
+	b->fast[kind] = fast1 - fast0;
 	struct dist d = dist_of(total, b->changes);
 	*compile = dist_of(comp, b->changes);
 	free(total);
@@ -345,17 +352,21 @@ static long peak_rss_kib(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: policybench [--policies N] [--endpoints N] [--local N] "
-	                "[--changes N] [--evals N] [--seed N] [--no-kernel]\n");
+	                "[--changes N] [--evals N] [--seed N] [--no-kernel] [--no-fast-path]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"policies", required_argument, NULL, 'p'}, {"endpoints", required_argument, NULL, 'e'},
-	    {"local", required_argument, NULL, 'l'},    {"changes", required_argument, NULL, 'c'},
-	    {"evals", required_argument, NULL, 'v'},    {"seed", required_argument, NULL, 's'},
-	    {"no-kernel", no_argument, NULL, 'n'},      {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"policies", required_argument, NULL, 'p'},
+	                                     {"endpoints", required_argument, NULL, 'e'},
+	                                     {"local", required_argument, NULL, 'l'},
+	                                     {"changes", required_argument, NULL, 'c'},
+	                                     {"evals", required_argument, NULL, 'v'},
+	                                     {"seed", required_argument, NULL, 's'},
+	                                     {"no-kernel", no_argument, NULL, 'n'},
+	                                     {"no-fast-path", no_argument, NULL, 'f'},
+	                                     {NULL, 0, NULL, 0}};
 	struct bench b = {.rng = 0x5eed,
 	                  .policies = 1000,
 	                  .endpoints = 10000,
@@ -366,6 +377,7 @@ int main(int argc, char **argv)
 	struct policy_compile_config cfg = {.node = NODE};
 	char err[512];
 	int opt, rc;
+	bool fast_path = true;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
@@ -390,6 +402,9 @@ int main(int argc, char **argv)
 		case 'n':
 			b.kernel = false;
 			break;
+		case 'f':
+			fast_path = false;
+			break;
 		default:
 			usage();
 		}
@@ -410,6 +425,7 @@ int main(int argc, char **argv)
 			die("agent_nft_new", rc, NULL);
 		if ((rc = agent_nft_delete_table(b.nft, "tabby", err, sizeof(err))) != 0)
 			die("agent_nft_delete_table", rc, err);
+		agent_nft_use_fast_path(b.nft, fast_path);
 	}
 
 	double t0 = now_ms();
@@ -460,9 +476,13 @@ int main(int argc, char **argv)
 	printf(
 	    "(incremental: from policy_model_put() to the kernel having the change: note, flush, "
 	    "%s; about %zu / %zu / %zu commands per change, of which the compile (flush) p50 "
-	    "%.2f / %.2f / %.2f ms; %u changes each; %llu of the evaluations matched)\n",
+	    "%.2f / %.2f / %.2f ms; %u changes each, of which %lu / %lu / %lu went through the "
+	    "applier's fast path (libnftnl), the rest through libnftables%s; %llu of the "
+	    "evaluations matched)\n",
 	    b.kernel ? "apply" : "no apply", c_pol, c_local, c_remote, k_pol.p50, k_local.p50,
-	    k_remote.p50, b.changes, (unsigned long long)matched);
+	    k_remote.p50, b.changes, b.fast[CHANGE_POLICY], b.fast[CHANGE_LOCAL_EP],
+	    b.fast[CHANGE_REMOTE_EP], fast_path ? "" : " (--no-fast-path)",
+	    (unsigned long long)matched);
 
 	if (b.kernel)
 		agent_nft_delete_table(b.nft, "tabby", err, sizeof(err));

@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 cd "$ROOT"
 
 PACKAGES=(meson ninja-build pkg-config gcc clang make libuv1-dev liblmdb-dev libjansson-dev
-	libnl-3-dev libnl-route-3-dev libnftables-dev libyaml-dev libhttp-parser-dev
+	libnl-3-dev libnl-route-3-dev libnftables-dev libnftnl-dev libmnl-dev libyaml-dev libhttp-parser-dev
 	libcmocka-dev nettle-dev nftables iproute2 curl ca-certificates dpkg-dev autoconf automake libtool
 	patch debian-archive-keyring socat iputils-ping
 	libnl-nf-3-dev containernetworking-plugins conntrack golang-go golang-github-appc-cni-dev

@@ -1273,6 +1273,17 @@ static void test_differential(void **state)
 	flush_and_apply(fx, "incremental 2");
 	bad += run_flows(fx, 250, "after incremental 2", false);
 
+	/* Round 3: the remote workload back (its addresses into the sets: a batch of plain
+	 * element commands, which goes through the applier's fast path, nftnl.c). */
+	unsigned long fast0, fast1, slow;
+	agent_nft_counts(fx->nft, &fast0, &slow);
+	put_workload(fx, PEER_NODE, "remote", "calir0", "10.65.0.1", "fd00:65::1");
+	flush_and_apply(fx, "incremental 3");
+	agent_nft_counts(fx->nft, &fast1, &slow);
+	printf("  batches through the fast path: %lu (round 3: %lu)\n", fast1, fast1 - fast0);
+	assert_true(fast1 > fast0);
+	bad += run_flows(fx, 200, "after incremental 3", false);
+
 	/* Control: without the table the same harness must see the evaluator's denials go through
 	 * (it can tell), then a reset compiler reloads everything and agrees again. */
 	char err[1024];

@@ -1,0 +1,376 @@
+/*
+ * The applier's fast path (agent/nftnl.c) against libnftables, in a real kernel.
+ *
+ * One model, two compilers that differ only in their table ("fast" and "slow"), the same random
+ * changes noted to both; each flush is applied with the fast path on for "fast" and off for
+ * "slow". After every round both tables are listed through libnftables and must read the same,
+ * handles and element order aside: whatever the fast path sends, nft reads back as what it would
+ * have sent itself. The rounds must have taken the fast path many times and libnftables some
+ * times (policies that change), or the test proves nothing and fails.
+ *
+ * Then the error path: a batch of plain commands the kernel refuses halfway (an element added,
+ * then one deleted that is not there) fails as a whole, names the refused command, and leaves
+ * the first element out.
+ *
+ * Needs root; moves itself into a private network namespace. TABBY_NFTNL_SEED=N replays a run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <nftables/libnftables.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/nft.h"
+#include "policy/policy.h"
+
+#define NODE    "this-host"
+#define ROUNDS  40
+#define APPS    6
+#define MAX_EPS 400
+
+struct fx {
+	uint64_t rng;
+	struct policy_model *m;
+	struct policy_compiler *c[2]; /* 0 fast, 1 slow */
+	struct agent_nft *nft[2];
+	struct nft_ctx *lister;
+	unsigned next_ep;
+	bool live[MAX_EPS];
+	bool local[MAX_EPS];
+};
+
+static unsigned rnd(struct fx *fx, unsigned n)
+{
+	fx->rng ^= fx->rng << 13;
+	fx->rng ^= fx->rng >> 7;
+	fx->rng ^= fx->rng << 17;
+	return (unsigned)(fx->rng % n);
+}
+
+static void put(struct fx *fx, json_t *res)
+{
+	char err[512], key[POLICY_KEY_MAX];
+	enum policy_kind kind = policy_resource_key(res, key, sizeof(key));
+
+	if (policy_model_put(fx->m, res, err, sizeof(err)) != 0)
+		fail_msg("policy_model_put: %s", err);
+	for (int i = 0; i < 2; i++)
+		policy_compiler_note(fx->c[i], kind, key);
+	json_decref(res);
+}
+
+static void put_endpoint(struct fx *fx, unsigned n)
+{
+	char a4[32], a6[48], wl[32], ifc[32], app[16];
+
+	snprintf(a4, sizeof(a4), "10.%u.%u.%u/32", 100 + n / 65536, (n / 256) % 256, n % 256);
+	snprintf(a6, sizeof(a6), "fd00:99::%x/128", n + 1);
+	snprintf(wl, sizeof(wl), "task-%u", n);
+	snprintf(ifc, sizeof(ifc), "cali%07x", n);
+	snprintf(app, sizeof(app), "app-%u", rnd(fx, APPS));
+	fx->local[n] = n % 3 == 0;
+	fx->live[n] = true;
+	json_t *md = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "name", "eth0", "workload", wl,
+	                       "orchestrator", "mesos", "node", fx->local[n] ? NODE : "other-host",
+	                       "labels", "app", app, "tier", rnd(fx, 2) ? "web" : "db");
+	json_t *spec = json_pack("{s:[s,s],s:[s],s:s}", "ipNetworks", a4, a6, "profiles", "net",
+	                         "interfaceName", ifc);
+	put(fx, json_pack("{s:s,s:s,s:o,s:o}", "apiVersion", "v1", "kind", "workloadEndpoint",
+	                  "metadata", md, "spec", spec));
+}
+
+static void remove_endpoint(struct fx *fx, unsigned n)
+{
+	char key[POLICY_KEY_MAX];
+
+	snprintf(key, sizeof(key), "%s/mesos/task-%u/eth0", fx->local[n] ? NODE : "other-host", n);
+	assert_int_equal(policy_model_remove(fx->m, POLICY_KIND_WORKLOADENDPOINT, key), 0);
+	for (int i = 0; i < 2; i++)
+		policy_compiler_note(fx->c[i], POLICY_KIND_WORKLOADENDPOINT, key);
+	fx->live[n] = false;
+}
+
+static void put_policy(struct fx *fx, unsigned i)
+{
+	char name[32], sel[64], src[64];
+	static const int ports[] = {80, 443, 6379};
+
+	snprintf(name, sizeof(name), "policy-%u", i);
+	snprintf(sel, sizeof(sel), "app == 'app-%u'", i % APPS);
+	snprintf(src, sizeof(src), "tier == '%s'", rnd(fx, 2) ? "web" : "db");
+	json_t *spec =
+	    json_pack("{s:f,s:s,s:[{s:s,s:s,s:{s:s},s:{s:[i]}}],s:[{s:s}]}", "order",
+	              (double)(i * 10), "selector", sel, "ingress", "action",
+	              rnd(fx, 3) ? "allow" : "deny", "protocol", "tcp", "source", "selector", src,
+	              "destination", "ports", ports[rnd(fx, 3)], "egress", "action", "allow");
+	put(fx, json_pack("{s:s,s:s,s:{s:s},s:o}", "apiVersion", "v1", "kind", "policy", "metadata",
+	                  "name", name, "spec", spec));
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Drop handles, name every table T, sort element lists: what must agree between the two. */
+static void normalize(json_t *j)
+{
+	if (json_is_object(j)) {
+		json_object_del(j, "handle");
+		if (json_is_string(json_object_get(j, "table")))
+			json_object_set_new(j, "table", json_string("T"));
+		const char *k;
+		json_t *v;
+		json_object_foreach (j, k, v) {
+			if (strcmp(k, "table") == 0 && json_is_object(v))
+				json_object_set_new(v, "name", json_string("T"));
+			normalize(v);
+		}
+		json_t *elem = json_object_get(j, "elem");
+		if (json_is_array(elem)) {
+			size_t n = json_array_size(elem);
+			char **s = calloc(n ? n : 1, sizeof(*s));
+			assert_non_null(s);
+			for (size_t i = 0; i < n; i++)
+				s[i] = json_dumps(json_array_get(elem, i),
+				                  JSON_COMPACT | JSON_ENCODE_ANY);
+			qsort(s, n, sizeof(*s), str_cmp);
+			json_t *sorted = json_array();
+			for (size_t i = 0; i < n; i++) {
+				json_array_append_new(sorted, json_string(s[i]));
+				free(s[i]);
+			}
+			free(s);
+			json_object_set_new(j, "elem", sorted);
+		}
+	} else if (json_is_array(j)) {
+		size_t i;
+		json_t *v;
+		json_array_foreach (j, i, v)
+			normalize(v);
+	}
+}
+
+static json_t *list_table(struct fx *fx, const char *table)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "list table inet %s", table);
+	assert_int_equal(nft_run_cmd_from_buffer(fx->lister, cmd), 0);
+	json_error_t jerr;
+	json_t *j = json_loads(nft_ctx_get_output_buffer(fx->lister), 0, &jerr);
+	assert_non_null(j);
+	json_t *list = json_incref(json_object_get(j, "nftables"));
+	json_decref(j);
+	/* drop metainfo, normalize the rest */
+	json_t *out = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach (list, i, v) {
+		if (json_object_get(v, "metainfo") == NULL)
+			json_array_append(out, v);
+	}
+	json_decref(list);
+	normalize(out);
+	return out;
+}
+
+static void flush_both(struct fx *fx, const char *what)
+{
+	char err[2048];
+
+	for (int i = 0; i < 2; i++) {
+		json_t *cmds = NULL;
+		assert_int_equal(policy_compiler_flush(fx->c[i], fx->m, &cmds), 0);
+		if (cmds == NULL)
+			continue;
+		int rc = agent_nft_apply(fx->nft[i], cmds, err, sizeof(err));
+		if (rc != 0)
+			fail_msg("%s: %s path: %d %s", what, i ? "slow" : "fast", rc, err);
+		json_decref(cmds);
+	}
+	json_t *a = list_table(fx, "fast"), *b = list_table(fx, "slow");
+	if (!json_equal(a, b)) {
+		char *sa = json_dumps(a, JSON_INDENT(1)), *sb = json_dumps(b, JSON_INDENT(1));
+		fprintf(stderr, "fast:\n%s\nslow:\n%s\n", sa, sb);
+		free(sa);
+		free(sb);
+		fail_msg("%s: the two tables differ", what);
+	}
+	json_decref(a);
+	json_decref(b);
+}
+
+static int setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+	const char *s = getenv("TABBY_NFTNL_SEED");
+
+	assert_non_null(fx);
+	fx->rng =
+	    s && *s ? strtoull(s, NULL, 0) : ((uint64_t)time(NULL) << 16) ^ (uint64_t)getpid();
+	if (fx->rng == 0)
+		fx->rng = 1;
+	printf("TABBY_NFTNL_SEED=%" PRIu64 "\n", fx->rng);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *fx = *state;
+
+	for (int i = 0; i < 2; i++) {
+		agent_nft_free(fx->nft[i]);
+		policy_compiler_free(fx->c[i]);
+	}
+	if (fx->lister)
+		nft_ctx_free(fx->lister);
+	policy_model_free(fx->m);
+	free(fx);
+	return 0;
+}
+
+static bool enter_private_netns(void)
+{
+	if (geteuid() != 0) {
+		printf("test_nftnl_kernel needs root (a network namespace, nftables): skipped\n");
+		return false;
+	}
+	if (unshare(CLONE_NEWNET) != 0)
+		fail_msg("unshare(CLONE_NEWNET): %s", strerror(errno));
+	return true;
+}
+
+static void test_same_tables(void **state)
+{
+	struct fx *fx = *state;
+	static const char *const tables[2] = {"fast", "slow"};
+	unsigned long fast, slow, f2, s2;
+
+	if (!enter_private_netns())
+		skip();
+	fx->m = policy_model_new();
+	assert_non_null(fx->m);
+	for (int i = 0; i < 2; i++) {
+		struct policy_compile_config cfg = {.node = NODE, .table = tables[i]};
+		assert_int_equal(policy_compiler_new(&cfg, &fx->c[i]), 0);
+		assert_int_equal(agent_nft_new(&fx->nft[i]), 0);
+	}
+	agent_nft_use_fast_path(fx->nft[1], false);
+	fx->lister = nft_ctx_new(NFT_CTX_DEFAULT);
+	assert_non_null(fx->lister);
+	nft_ctx_output_set_flags(fx->lister, NFT_CTX_OUTPUT_JSON);
+	assert_int_equal(nft_ctx_buffer_output(fx->lister), 0);
+	assert_int_equal(nft_ctx_buffer_error(fx->lister), 0);
+
+	put(fx, json_pack("{s:s,s:s,s:{s:s,s:{s:s}},s:{s:[{s:s,s:{s:s}}],s:[{s:s}]}}", "apiVersion",
+	                  "v1", "kind", "profile", "metadata", "name", "net", "labels", "network",
+	                  "net", "spec", "ingress", "action", "allow", "source", "tag", "net",
+	                  "egress", "action", "allow"));
+	for (unsigned i = 0; i < 60; i++)
+		put_endpoint(fx, fx->next_ep++);
+	for (unsigned i = 0; i < 8; i++)
+		put_policy(fx, i);
+	flush_both(fx, "full ruleset");
+
+	for (unsigned r = 0; r < ROUNDS; r++) {
+		char what[32];
+		snprintf(what, sizeof(what), "round %u", r);
+		unsigned k = rnd(fx, 10);
+		if (k < 4 && fx->next_ep < MAX_EPS) {
+			put_endpoint(fx, fx->next_ep++); /* local or remote */
+		} else if (k < 7) {
+			unsigned n = rnd(fx, fx->next_ep);
+			if (fx->live[n])
+				remove_endpoint(fx, n);
+			else
+				put_endpoint(fx, n);
+		} else if (k < 9) {
+			unsigned n = rnd(fx, fx->next_ep);
+			if (fx->live[n])
+				put_endpoint(fx, n); /* new labels, same addresses */
+		} else {
+			put_policy(fx, rnd(fx, 10)); /* changed or new */
+		}
+		flush_both(fx, what);
+	}
+	agent_nft_counts(fx->nft[0], &fast, &slow);
+	agent_nft_counts(fx->nft[1], &f2, &s2);
+	printf("fast table: %lu batches through libnftnl, %lu through libnftables; slow table: "
+	       "%lu and %lu\n",
+	       fast, slow, f2, s2);
+	assert_int_equal(f2, 0);
+	assert_true(fast >= ROUNDS / 4);
+	assert_true(slow >= 2);
+}
+
+static void test_refused_batch(void **state)
+{
+	struct agent_nft *n;
+
+	(void)state;
+	char err[1024];
+
+	if (!enter_private_netns())
+		skip();
+	assert_int_equal(agent_nft_new(&n), 0);
+	json_t *setup_cmds =
+	    json_pack("{s:[{s:{s:{s:s,s:s}}},{s:{s:{s:s,s:s,s:s,s:s}}}]}", "nftables", "add",
+	              "table", "family", "inet", "name", "t", "add", "set", "family", "inet",
+	              "table", "t", "name", "s", "type", "ipv4_addr");
+	assert_int_equal(agent_nft_apply(n, setup_cmds, err, sizeof(err)), 0);
+	json_decref(setup_cmds);
+
+	json_t *bad = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}},{s:{s:{s:s,s:s,s:s,s:[s]}}}]}",
+	                        "nftables", "add", "element", "family", "inet", "table", "t",
+	                        "name", "s", "elem", "10.1.1.1", "delete", "element", "family",
+	                        "inet", "table", "t", "name", "s", "elem", "10.2.2.2");
+	unsigned long f0, s0, f1, s1;
+	agent_nft_counts(n, &f0, &s0);
+	int rc = agent_nft_apply(n, bad, err, sizeof(err));
+	agent_nft_counts(n, &f1, &s1);
+	json_decref(bad);
+	printf("refused: %d %s\n", rc, err);
+	assert_int_equal(rc, -EIO);
+	assert_int_equal(f1, f0 + 1); /* it was the fast path that refused */
+	assert_non_null(strstr(err, "command 2"));
+	assert_non_null(strstr(err, "10.2.2.2"));
+
+	/* nothing took effect: the element of the first command is not there */
+	struct nft_ctx *l = nft_ctx_new(NFT_CTX_DEFAULT);
+	assert_non_null(l);
+	assert_int_equal(nft_ctx_buffer_output(l), 0);
+	assert_int_equal(nft_ctx_buffer_error(l), 0);
+	assert_int_equal(nft_run_cmd_from_buffer(l, "list set inet t s"), 0);
+	const char *text = nft_ctx_get_output_buffer(l);
+	assert_null(strstr(text, "10.1.1.1"));
+
+	/* and the same element alone goes in */
+	json_t *good = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
+	                         "family", "inet", "table", "t", "name", "s", "elem", "10.1.1.1");
+	assert_int_equal(agent_nft_apply(n, good, err, sizeof(err)), 0);
+	json_decref(good);
+	assert_int_equal(nft_run_cmd_from_buffer(l, "list set inet t s"), 0);
+	assert_non_null(strstr(nft_ctx_get_output_buffer(l), "10.1.1.1"));
+	nft_ctx_free(l);
+	agent_nft_free(n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_same_tables, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refused_batch, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
