@@ -52,6 +52,9 @@ struct cctx {
 	int work_rv;
 	char err[1024];
 	char *message; /* the wiring error kept across the rollback */
+	/* uv_hrtime() when the request arrived, the command was applied and the wiring done:
+	 * an ADD's log line says where its time went. */
+	uint64_t t_start, t_commit, t_wired;
 };
 
 static void cctx_free(struct cctx *c)
@@ -281,9 +284,14 @@ static void add_answer(struct cctx *c)
 	c->a->cni_adds++;
 	if (!c->existed) {
 		char *ips = json_dumps(json_object_get(c->reply, "ips"), JSON_COMPACT);
-		agent_log("cni: ADD %s %s on %s: %s%s%s", jstr(c->body, "container"), c->ifname,
-		          jstr(c->body, "network"), ips ? ips : "",
-		          c->wire ? " via " : " (IPAM only)", c->wire ? c->host_ifname : "");
+		uint64_t now = uv_hrtime();
+		uint64_t wired_at = c->t_wired ? c->t_wired : now;
+		agent_log("cni: ADD %s %s on %s: %s%s%s (replicated in %.2f ms, wired in %.2f ms, "
+		          "policy in the kernel %.2f ms later)",
+		          jstr(c->body, "container"), c->ifname, jstr(c->body, "network"),
+		          ips ? ips : "", c->wire ? " via " : " (IPAM only)",
+		          c->wire ? c->host_ifname : "", (double)(c->t_commit - c->t_start) / 1e6,
+		          (double)(wired_at - c->t_commit) / 1e6, (double)(now - wired_at) / 1e6);
 		free(ips);
 	}
 	agent_reply_json(c->a, c->req, 200, out);
@@ -318,6 +326,7 @@ static void wired(uv_work_t *w, int status)
 {
 	struct cctx *c = w->data;
 	struct agent *a = c->a;
+	c->t_wired = uv_hrtime();
 	if (status != 0 && c->work_rv == 0) {
 		c->work_rv = -ECANCELED;
 		snprintf(c->err, sizeof c->err, "the wiring was cancelled");
@@ -429,6 +438,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 	json_decref(c->reply);
 	c->reply = ans;
 	c->revision = r->revision;
+	c->t_commit = uv_hrtime();
 
 	if (c->rolling_back) {
 		/* The allocation is undone; now the wiring. */
@@ -613,6 +623,7 @@ bool agent_route_cni(struct agent *a, struct http_request *req)
 		return true;
 	}
 	c->a = a;
+	c->t_start = uv_hrtime();
 	c->req = req;
 	c->cmd = cmd;
 	c->body = body;

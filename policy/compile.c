@@ -4,15 +4,16 @@
  *
  * The ruleset, in table inet <table> (default "tabby"):
  *
- *   forward (hook forward, priority filter, policy accept)
- *       iifname != "cali*" oifname != "cali*" accept     not workload traffic: not ours
+ *   forward (hook forward, priority filter, policy accept): the egress side
+ *       iifname != "cali*" accept                           not from a workload: not ours
  *       ct state established,related accept               replies of allowed flows (5.5)
  *       ct state invalid drop
  *       iifname "cali*" iifname != @wl-ifaces drop          an interface we know no endpoint of:
- *       oifname "cali*" oifname != @wl-ifaces drop          fail closed (5.1)
+ *                                                           fail closed (5.1)
  *       iifname vmap @from-wl                               jump fw-IFACE: workload egress
- *       oifname vmap @to-wl                                 jump tw-IFACE: workload ingress
  *       accept
+ *   forward-in (hook forward, priority filter + 1, policy accept): the ingress side
+ *       the same for oifname, through @to-wl to tw-IFACE: workload ingress
  *   input (hook input, priority filter, policy accept)
  *       iifname != "cali*" accept
  *       icmpv6 type { 130-133, 135, 136 } accept            MLD and neighbour discovery, as Felix
@@ -24,19 +25,27 @@
  *   Host-originated traffic to a local workload passes OUTPUT, not FORWARD: it is not policed,
  *   and no rule is needed for that.
  *
+ *   Why two forward chains: an allow is an nft accept, which ends the base chain it happens in
+ *   and nothing more, so the egress side may accept and the packet still meets the ingress side
+ *   in the next base chain. Felix marks an accepted packet and returns instead (iptables has no
+ *   other way); here that cost two rules per policy and endpoint chain, most of the ruleset,
+ *   which the kernel walks whole at every commit that adds a rule (its loop and hook check).
+ *
  *   fw-IFACE / tw-IFACE: one chain per local endpoint and direction (Felix 5.3):
- *       meta mark set meta mark & ~(ACCEPT|PASS)
- *       [policies apply:] for each: mark & PASS == 0 jump pX-POLICY; mark & ACCEPT == ACCEPT return
+ *       meta mark set meta mark & ~PASS
+ *       [policies apply:] for each: jump pX-POLICY
  *                         mark & PASS == 0 drop
- *       for each profile the model holds: jump prX-PROFILE; mark & ACCEPT == ACCEPT return
+ *       for each profile the model holds: jump prX-PROFILE
  *       drop
- *   pi-/po-POLICY, pri-/pro-PROFILE: the rules of one direction (allow: set ACCEPT and return;
- *   deny: drop; log: log and go on; pass: set PASS and return).
+ *   pi-/po-POLICY: mark & PASS == PASS return (an earlier policy passed: skip the rest), then
+ *   the rules of one direction; pri-/pro-PROFILE: the rules of one direction. Actions: allow:
+ *   accept; deny: drop; log: log and go on; pass: set PASS and return (in a profile chain that
+ *   goes on to the next profile, as a rule that does not match).
  *   s4-UID / s6-UID: one plain set (no interval flag) per selector or tag used by an active rule
  *   and family; the addresses of every endpoint in the cluster whose effective labels match.
  *
- * Mark bits: ACCEPT is 0x01000000, PASS is 0x02000000 (inside Felix's default mark mask
- * 0xff000000); only these two bits are ever changed.
+ * Mark bits: PASS is 0x02000000 (inside Felix's default mark mask 0xff000000); only this bit is
+ * ever changed.
  *
  * Names. Set names come from selector UIDs (base64url: always valid). Chain names are the
  * prefix, '-' and the resource name when that name is made only of nft identifier characters
@@ -100,8 +109,7 @@
 
 #include "policy/policy.h"
 
-#define MARK_ACCEPT 0x01000000u
-#define MARK_PASS   0x02000000u
+#define MARK_PASS 0x02000000u
 
 #define MAP_FROM "from-wl"
 #define MAP_TO   "to-wl"
@@ -674,8 +682,7 @@ static int render_rule(struct policy_compiler *c, struct refs *r, const struct p
 			}
 			switch (pr->action) {
 			case POLICY_ACTION_ALLOW:
-				rb_add(&b, j_mark_set(MARK_ACCEPT, false));
-				rb_add(&b, j_verdict("return"));
+				rb_add(&b, j_verdict("accept"));
 				break;
 			case POLICY_ACTION_DENY:
 				rb_add(&b, j_verdict("drop"));
@@ -890,12 +897,22 @@ static void chain_release(struct cchain *ch)
 }
 
 /* Render a policy's or profile's rules of one direction into ch. */
+/* A policy's chain opens with "a policy before passed: return", so that the endpoint chain can
+ * jump to its policies one after the other without testing the mark between them; a profile's
+ * does not (pass in a profile goes on to the next profile, and PASS is set by then anyway). */
 static int chain_render_rules(struct policy_compiler *c, struct cchain *ch,
-                              const struct policy_rules *rules)
+                              const struct policy_rules *rules, bool policy)
 {
 	struct refs refs = {0};
 	json_t *out = render_rules(c, &refs, rules);
 
+	if (out != NULL && policy &&
+	    json_array_insert_new(
+	        out, 0, json_pack("[o,o]", j_mark_is(MARK_PASS, MARK_PASS), j_verdict("return"))) !=
+	        0) {
+		json_decref(out);
+		out = NULL;
+	}
 	if (out == NULL || refs.oom) {
 		json_decref(out);
 		free(refs.v);
@@ -1333,7 +1350,7 @@ static int render_pol(struct policy_compiler *c, const struct policy_model *m, s
 		bool want = mp != NULL && p->users[d] > 0;
 		if (want && (p->changed || p->chain[d].want == NULL))
 			rv = chain_render_rules(c, &p->chain[d],
-			                        d == DIR_IN ? &mp->ingress : &mp->egress);
+			                        d == DIR_IN ? &mp->ingress : &mp->egress, true);
 		else if (!want && p->chain[d].want != NULL)
 			rv = chain_set(c, &p->chain[d], NULL, NULL);
 		else
@@ -1353,7 +1370,7 @@ static int render_prof(struct policy_compiler *c, const struct policy_model *m, 
 		bool want = mp != NULL && p->users > 0;
 		if (want && (p->changed || p->chain[d].want == NULL))
 			rv = chain_render_rules(c, &p->chain[d],
-			                        d == DIR_IN ? &mp->ingress : &mp->egress);
+			                        d == DIR_IN ? &mp->ingress : &mp->egress, false);
 		else if (!want && p->chain[d].want != NULL)
 			rv = chain_set(c, &p->chain[d], NULL, NULL);
 		else
@@ -1387,18 +1404,15 @@ static json_t *render_endpoint(const struct policy_model *m, const struct cep *e
 
 	if (oom)
 		return NULL;
-	RULE(1, j_mark_set(MARK_ACCEPT | MARK_PASS, true), NULL);
-	for (unsigned i = 0; i < ep->n_pols[d]; i++) {
-		RULE(2, j_mark_is(MARK_PASS, 0), j_jump(ep->pols[d][i]->chain[d].name));
-		RULE(2, j_mark_is(MARK_ACCEPT, MARK_ACCEPT), j_verdict("return"));
-	}
+	RULE(1, j_mark_set(MARK_PASS, true), NULL);
+	for (unsigned i = 0; i < ep->n_pols[d]; i++)
+		RULE(1, j_jump(ep->pols[d][i]->chain[d].name), NULL);
 	if (ep->n_pols[d] > 0)
 		RULE(2, j_mark_is(MARK_PASS, 0), j_verdict("drop"));
 	for (unsigned i = 0; i < ep->n_profs; i++) {
 		if (policy_model_profile(m, ep->profs[i]->name) == NULL)
 			continue; /* matches nothing */
 		RULE(1, j_jump(ep->profs[i]->chain[d].name), NULL);
-		RULE(2, j_mark_is(MARK_ACCEPT, MARK_ACCEPT), j_verdict("return"));
 	}
 	RULE(1, j_verdict("drop"), NULL);
 #undef RULE
@@ -1621,22 +1635,27 @@ static void emit_base_rules(struct emit *e)
 	unsigned n = 0;
 
 	snprintf(wild, sizeof(wild), "%s*", P);
-	r[n++] =
-	    json_pack("[o,o,o]", j_match("!=", j_meta("iifname"), json_string(wild)),
-	              j_match("!=", j_meta("oifname"), json_string(wild)), j_verdict("accept"));
-	r[n++] = ct_rule(true);
-	r[n++] = ct_rule(false);
-	r[n++] = json_pack("[o,o,o]", j_match("==", j_meta("iifname"), json_string(wild)),
-	                   j_match("!=", j_meta("iifname"), j_setref(SET_IFS)), j_verdict("drop"));
-	r[n++] = json_pack("[o,o,o]", j_match("==", j_meta("oifname"), json_string(wild)),
-	                   j_match("!=", j_meta("oifname"), j_setref(SET_IFS)), j_verdict("drop"));
-	r[n++] = json_pack("[{s:{s:o,s:o}}]", "vmap", "key", j_meta("iifname"), "data",
-	                   j_setref(MAP_FROM));
-	r[n++] = json_pack("[{s:{s:o,s:o}}]", "vmap", "key", j_meta("oifname"), "data",
-	                   j_setref(MAP_TO));
-	r[n++] = json_pack("[o]", j_verdict("accept"));
-	for (unsigned i = 0; i < n; i++) {
-		emit(e, "add", "rule", json_pack("{s:s,s:o}", "chain", "forward", "expr", r[i]));
+	/* forward, then forward-in: the egress and the ingress side of forwarded traffic, each
+	 * in its own base chain, so that an allow in an egress policy can accept (which ends only
+	 * that base chain) and the packet still meets the ingress side. */
+	for (int side = 0; side < 2; side++) {
+		const char *key = side == 0 ? "iifname" : "oifname";
+		n = 0;
+		r[n++] = json_pack("[o,o]", j_match("!=", j_meta(key), json_string(wild)),
+		                   j_verdict("accept"));
+		r[n++] = ct_rule(true);
+		r[n++] = ct_rule(false);
+		r[n++] =
+		    json_pack("[o,o,o]", j_match("==", j_meta(key), json_string(wild)),
+		              j_match("!=", j_meta(key), j_setref(SET_IFS)), j_verdict("drop"));
+		r[n++] = json_pack("[{s:{s:o,s:o}}]", "vmap", "key", j_meta(key), "data",
+		                   j_setref(side == 0 ? MAP_FROM : MAP_TO));
+		r[n++] = json_pack("[o]", j_verdict("accept"));
+		for (unsigned i = 0; i < n; i++) {
+			emit(e, "add", "rule",
+			     json_pack("{s:s,s:o}", "chain", side == 0 ? "forward" : "forward-in",
+			               "expr", r[i]));
+		}
 	}
 	n = 0;
 	r[n++] = json_pack("[o,o]", j_match("!=", j_meta("iifname"), json_string(wild)),
@@ -1698,6 +1717,9 @@ static void emit_full(struct emit *e, struct vec *chains)
 	emit(e, "add", "chain",
 	     json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", "forward", "type", "filter", "hook",
 	               "forward", "prio", 0, "policy", "accept"));
+	emit(e, "add", "chain",
+	     json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", "forward-in", "type", "filter", "hook",
+	               "forward", "prio", 1, "policy", "accept"));
 	emit(e, "add", "chain",
 	     json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", "input", "type", "filter", "hook", "input",
 	               "prio", 0, "policy", "accept"));

@@ -152,6 +152,11 @@ struct rules {
 	unsigned n;
 };
 
+/* The first rule of every policy chain: a policy before passed, so return. */
+#define PASSED_RETURN                                                                              \
+	"[{\"match\":{\"op\":\"==\",\"left\":{\"&\":[{\"meta\":{\"key\":\"mark\"}},33554432]},"    \
+	"\"right\":33554432}},{\"return\":null}]"
+
 static void rules_of(json_t *batch, const char *chain, struct rules *r)
 {
 	size_t i;
@@ -517,16 +522,30 @@ static void test_full_structure(void **state)
 	assert_non_null(o);
 	assert_string_equal(json_string_value(json_object_get(o, "hook")), "forward");
 	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 0);
-	rules_of(b, "forward", &r);
-	assert_int_equal(r.n, 8);
+	rules_of(b, "forward", &r); /* the egress side */
+	assert_int_equal(r.n, 6);
 	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"iifname\"}},\"right\":\"cali*\"");
 	has(r.v[1], "[\"established\",\"related\"]");
 	has(r.v[1], "{\"accept\":null}");
 	has(r.v[2], "\"invalid\"");
 	has(r.v[2], "{\"drop\":null}");
 	has(r.v[3], "\"right\":\"@wl-ifaces\"");
-	has(r.v[5], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
-	has(r.v[6], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"oifname\"}},\"data\":\"@to-wl\"}}");
+	has(r.v[4], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
+	assert_string_equal(r.v[5], "[{\"accept\":null}]");
+	rules_free(&r);
+	/* The ingress side in a later base chain: an accept on the egress side ends only the
+	 * first. */
+	o = find(b, "add", "chain", "forward-in", NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "hook")), "forward");
+	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 1);
+	rules_of(b, "forward-in", &r);
+	assert_int_equal(r.n, 6);
+	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"oifname\"}},\"right\":\"cali*\"");
+	has(r.v[1], "[\"established\",\"related\"]");
+	has(r.v[2], "\"invalid\"");
+	has(r.v[3], "\"right\":\"@wl-ifaces\"");
+	has(r.v[4], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"oifname\"}},\"data\":\"@to-wl\"}}");
 	rules_free(&r);
 	rules_of(b, "input", &r);
 	assert_int_equal(r.n, 6);
@@ -582,62 +601,67 @@ static void test_full_structure(void **state)
 	free(t);
 	assert_null(find(b, "add", "set", never4, NULL)); /* remote-only is not active */
 
-	/* Endpoint chain: marks cleared, policies in order with PASS/ACCEPT checks, then
+	/* Endpoint chain: PASS cleared, a jump to each policy in order (an allow accepts, a deny
+	 * drops, a pass makes the later policies return at once), drop unless passed, then the
 	 * profiles, then drop (5.3). */
 	rules_of(b, "tw-calidb", &r);
-	assert_int_equal(r.n, 9);
-	has(r.v[0],
-	    "{\"mangle\":{\"key\":{\"meta\":{\"key\":\"mark\"}},\"value\":{\"&\":[{\"meta\":"
-	    "{\"key\":\"mark\"}},4244635647]}}}");
-	has(r.v[1], "{\"&\":[{\"meta\":{\"key\":\"mark\"}},33554432]},\"right\":0}");
-	has(r.v[1], "{\"jump\":{\"target\":\"pi-db-allow\"}}");
-	has(r.v[2], "{\"&\":[{\"meta\":{\"key\":\"mark\"}},16777216]},\"right\":16777216}");
-	has(r.v[2], "{\"return\":null}");
-	has(r.v[3], "pi-pass-all");
-	has(r.v[5], "33554432]},\"right\":0}},{\"drop\":null}");
-	has(r.v[6], "{\"jump\":{\"target\":\"pri-calico\"}}");
-	has(r.v[7], "{\"return\":null}");
-	assert_string_equal(r.v[8], "[{\"drop\":null}]");
+	assert_int_equal(r.n, 6);
+	assert_string_equal(
+	    r.v[0], "[{\"mangle\":{\"key\":{\"meta\":{\"key\":\"mark\"}},\"value\":{\"&\":[{"
+	            "\"meta\":{\"key\":\"mark\"}},4261412863]}}}]");
+	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-db-allow\"}}]");
+	assert_string_equal(r.v[2], "[{\"jump\":{\"target\":\"pi-pass-all\"}}]");
+	has(r.v[3], "33554432]},\"right\":0}},{\"drop\":null}");
+	assert_string_equal(r.v[4], "[{\"jump\":{\"target\":\"pri-calico\"}}]");
+	assert_string_equal(r.v[5], "[{\"drop\":null}]");
 	rules_free(&r);
 	rules_of(b, "fw-caliweb", &r); /* egress: only pass-all applies */
-	assert_int_equal(r.n, 7);
+	assert_int_equal(r.n, 5);
 	has(r.v[1], "po-pass-all");
-	has(r.v[4], "pro-calico");
+	has(r.v[3], "pro-calico");
 	rules_free(&r);
 
-	/* Policy chain: allow with a selector -> one rule per family; log; deny with nets. */
+	/* Policy chain: return at once after a pass; allow with a selector -> one rule per
+	 * family; log; deny with nets. */
 	rules_of(b, "pi-db-allow", &r);
-	assert_int_equal(r.n, 4);
-	has(r.v[0], "\"right\":\"ipv4\"");
-	has(r.v[0], "{\"meta\":{\"key\":\"l4proto\"}},\"right\":6}");
-	has(r.v[0], "{\"payload\":{\"protocol\":\"ip\",\"field\":\"saddr\"}},\"right\":\"@");
-	has(r.v[0], web4);
-	has(r.v[0], "{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}},\"right\":{\"set\":"
+	assert_int_equal(r.n, 5);
+	assert_string_equal(r.v[0], PASSED_RETURN);
+	has(r.v[1], "\"right\":\"ipv4\"");
+	has(r.v[1], "{\"meta\":{\"key\":\"l4proto\"}},\"right\":6}");
+	has(r.v[1], "{\"payload\":{\"protocol\":\"ip\",\"field\":\"saddr\"}},\"right\":\"@");
+	has(r.v[1], web4);
+	has(r.v[1], "{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}},\"right\":{\"set\":"
 	            "[5432]}}");
-	has(r.v[0], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},16777216]}}},{\"return\":null}]");
-	has(r.v[1], "\"right\":\"ipv6\"");
-	has(r.v[1], "{\"protocol\":\"ip6\",\"field\":\"saddr\"}");
-	has(r.v[1], web6);
-	assert_string_equal(r.v[2], "[{\"log\":{\"prefix\":\"calico-packet\"}}]");
-	has(r.v[3], "\"right\":\"ipv4\"");
-	has(r.v[3], "{\"prefix\":{\"addr\":\"192.168.0.0\",\"len\":16}}");
-	has(r.v[3], "{\"drop\":null}");
+	has(r.v[1], "[5432]}}},{\"accept\":null}]");
+	has(r.v[2], "\"right\":\"ipv6\"");
+	has(r.v[2], "{\"protocol\":\"ip6\",\"field\":\"saddr\"}");
+	has(r.v[2], web6);
+	assert_string_equal(r.v[3], "[{\"log\":{\"prefix\":\"calico-packet\"}}]");
+	has(r.v[4], "\"right\":\"ipv4\"");
+	has(r.v[4], "{\"prefix\":{\"addr\":\"192.168.0.0\",\"len\":16}}");
+	has(r.v[4], "{\"drop\":null}");
 	rules_free(&r);
 
 	/* pass and the negations. */
 	rules_of(b, "pi-pass-all", &r);
-	assert_int_equal(r.n, 1);
-	has(r.v[0], "{\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":17}");
-	has(r.v[0], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},33554432]}");
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.v[0], PASSED_RETURN);
+	has(r.v[1], "{\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":17}");
+	has(r.v[1], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},33554432]}}},{\"return\":null}]");
 	rules_free(&r);
 	rules_of(b, "po-pass-all", &r);
-	assert_int_equal(r.n, 1); /* notNets confine it to IPv4 */
-	has(r.v[0],
+	assert_int_equal(r.n, 2); /* notNets confine it to IPv4 */
+	has(r.v[1],
 	    "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
 	    "\"daddr\"}},\"right\":{\"set\":[{\"prefix\":{\"addr\":\"10.9.0.0\",\"len\":16}}]}}");
-	has(r.v[0], "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
+	has(r.v[1], "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
 	            "\"daddr\"}},\"right\":\"@");
-	has(r.v[0], db4);
+	has(r.v[1], db4);
+	rules_free(&r);
+	/* Profiles have no such first rule: a pass there goes on to the next profile. */
+	rules_of(b, "pri-calico", &r);
+	assert_true(r.n >= 1);
+	assert_string_not_equal(r.v[0], PASSED_RETURN);
 	rules_free(&r);
 
 	/* The same again: nothing changed. */
@@ -671,6 +695,12 @@ static void render_one(const char *ingress, struct rules *r)
 	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
 	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
 	rules_of(b, "pi-p", r);
+	/* the pass test every policy chain opens with; the rules of the policy follow */
+	assert_true(r->n >= 1);
+	assert_string_equal(r->v[0], PASSED_RETURN);
+	free(r->v[0]);
+	memmove(&r->v[0], &r->v[1], (r->n - 1) * sizeof(r->v[0]));
+	r->n--;
 	json_decref(b);
 	policy_compiler_free(c);
 	policy_model_free(m);
@@ -879,8 +909,8 @@ static void test_incremental(void **state)
 	b = flush_and_check(c, m, &k);
 	assert_int_equal(count(b, "flush", "chain"), 1);
 	assert_non_null(find(b, "flush", "chain", "pi-db-allow", NULL));
-	assert_int_equal(count(b, "add", "rule"), 2);
-	assert_int_equal(json_array_size(cmds_of(b)), 3);
+	assert_int_equal(count(b, "add", "rule"), 3); /* the pass test, one per family */
+	assert_int_equal(json_array_size(cmds_of(b)), 4);
 	all[n_all++] = b;
 
 	/* The last user of a selector goes: its set is deleted after the chain is replaced. */
@@ -1119,9 +1149,9 @@ static void test_empty(void **state)
 	assert_non_null(b);
 	assert_null(json_object_get(find(b, "add", "map", "from-wl", NULL), "elem"));
 	assert_null(json_object_get(find(b, "add", "set", "wl-ifaces", NULL), "elem"));
-	assert_int_equal(count(b, "add", "chain"), 2);
+	assert_int_equal(count(b, "add", "chain"), 3);
 	rules_of(b, "forward", &r);
-	assert_int_equal(r.n, 8);
+	assert_int_equal(r.n, 6);
 	rules_free(&r);
 	if (nft_usable())
 		assert_int_equal(nft_load(&b, 1), 0);
