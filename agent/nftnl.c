@@ -41,11 +41,13 @@
  * by its sequence number, which names the command in the error text.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
+#include <libnftnl/gen.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <linux/netfilter.h>
@@ -68,9 +70,14 @@
 #define TYPE_IP6ADDR 8
 #define TYPE_IFNAME  41
 
-#define ELEMS_PER_MSG 256         /* elements per NEWSETELEM message, as nft splits them */
-#define MSG_ROOM      (64 * 1024) /* the most one message of ours can need */
-#define BATCH_MAX     (4u << 20)  /* a bigger batch goes to libnftables */
+/* Bounds that keep every message under MSG_ROOM, checked before anything is built: names
+ * shorter than NFT_NAME_MAXLEN (256), at most ELEMS_PER_MSG elements of at most 48 + 256 bytes
+ * (an ifname key and a jump verdict) per message, at most STMTS_MAX statements of at most 5
+ * expressions per rule. */
+#define ELEMS_PER_MSG 128
+#define STMTS_MAX     16
+#define MSG_ROOM      (64 * 1024)
+#define BATCH_MAX     (4u << 20) /* a bigger batch goes to libnftables */
 #define ANSWER_MS     5000
 
 struct set_info {
@@ -81,18 +88,24 @@ struct set_info {
 struct agent_nftnl {
 	struct mnl_socket *nl;
 	uint32_t portid, seq;
-	void *sets; /* tsearch tree of struct set_info, by key */
+	size_t sndbuf; /* what one datagram may hold */
+	void *sets;    /* tsearch tree of struct set_info, by key */
+	/* The ruleset generation the remembered sets belong to: the kernel's after our last
+	 * batch. Another one at the next batch means someone else changed the ruleset. */
+	uint32_t gen;
+	bool have_gen;
 };
 
 /* A batch under construction. */
 struct batch {
 	char *buf;
 	size_t len, cap;
-	unsigned n;       /* messages after the batch begin */
-	unsigned *cmd_of; /* command index of each message */
-	uint32_t *seq_of; /* and its sequence number */
-	unsigned cmd;     /* command being translated */
-	size_t last;      /* offset of the last message */
+	unsigned n;         /* messages after the batch begin */
+	uint32_t begin_seq; /* the batch begin's sequence number: every later one is larger */
+	unsigned *cmd_of;   /* command index of each message */
+	uint32_t *seq_of;   /* and its sequence number */
+	unsigned cmd;       /* command being translated */
+	size_t last;        /* offset of the last message */
 };
 
 static int info_cmp(const void *a, const void *b)
@@ -114,6 +127,7 @@ void agent_nftnl_forget(struct agent_nftnl *f)
 		return;
 	tdestroy(f->sets, info_free);
 	f->sets = NULL;
+	f->have_gen = false;
 }
 
 int agent_nftnl_new(struct agent_nftnl **out)
@@ -140,6 +154,12 @@ int agent_nftnl_new(struct agent_nftnl **out)
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)) != 0)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	int got = 0;
+	socklen_t gl = sizeof(got);
+	/* netlink refuses a datagram longer than the send buffer less its own overhead */
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &gl) != 0 || got < 64 * 1024)
+		goto err;
+	f->sndbuf = (size_t)got - 4096;
 	*out = f;
 	return 0;
 err:
@@ -159,6 +179,18 @@ void agent_nftnl_free(struct agent_nftnl *f)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Reading the libnftables JSON                                                                */
+
+/* A table, chain or set name from o[key]: a string of 1..NFT_NAME_MAXLEN-1 bytes, or NULL. */
+static const char *name_of(const json_t *o, const char *key)
+{
+	const json_t *j = json_object_get(o, key);
+	size_t n = json_string_length(j);
+
+	if (!json_is_string(j) || n == 0 || n >= NFT_NAME_MAXLEN ||
+	    strlen(json_string_value(j)) != n)
+		return NULL;
+	return json_string_value(j);
+}
 
 static int family_of(const char *s)
 {
@@ -246,12 +278,10 @@ static bool verdict_of(const json_t *j, int *code, const char **chain)
 		}
 		if (strcmp(k, "jump") != 0 && strcmp(k, "goto") != 0)
 			return false;
-		const json_t *t = json_object_get(v, "target");
-		if (!json_is_object(v) || json_object_size(v) != 1 || !json_is_string(t) ||
-		    json_string_length(t) == 0 || json_string_length(t) >= NFT_CHAIN_MAXNAMELEN)
+		if (!json_is_object(v) || json_object_size(v) != 1 ||
+		    (*chain = name_of(v, "target")) == NULL)
 			return false;
 		*code = strcmp(k, "jump") == 0 ? NFT_JUMP : NFT_GOTO;
-		*chain = json_string_value(t);
 		return true;
 	}
 	return false;
@@ -298,12 +328,96 @@ static struct nlmsghdr *batch_hdr(struct agent_nftnl *f, struct batch *b, uint16
 
 static bool batch_done(struct batch *b, struct nlmsghdr *nlh)
 {
-	if (nlh->nlmsg_len > MSG_ROOM)
-		return false; /* cannot happen with ELEMS_PER_MSG; refuse rather than trust it */
+	assert(nlh->nlmsg_len <= MSG_ROOM); /* the bounds at the top of the file */
 	b->last = (size_t)((char *)nlh - b->buf);
 	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
 	b->n++;
 	return true;
+}
+
+/* Read and drop whatever is queued on the socket (answers to requests given up on). */
+static void drain(struct agent_nftnl *f)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	int fd = mnl_socket_get_fd(f->nl);
+
+	while (poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, 0) > 0 &&
+	       recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+		;
+}
+
+/* Send one request (nlh, asking for an acknowledgement) and hand each message of its answer
+ * to cb until the acknowledgement: 0, the kernel's error, or -EIO when it does not answer. */
+static int request(struct agent_nftnl *f, struct nlmsghdr *nlh,
+                   int (*cb)(const struct nlmsghdr *h, void *arg), void *arg)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	int fd = mnl_socket_get_fd(f->nl);
+	uint32_t seq = nlh->nlmsg_seq;
+
+	if (mnl_socket_sendto(f->nl, nlh, nlh->nlmsg_len) < 0)
+		return -EIO;
+	for (;;) {
+		if (poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, ANSWER_MS) <= 0)
+			return -EIO;
+		ssize_t n = mnl_socket_recvfrom(f->nl, buf, sizeof(buf));
+		if (n <= 0)
+			return -EIO;
+		const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
+		int left = (int)n;
+		for (; mnl_nlmsg_ok(h, left); h = mnl_nlmsg_next(h, &left)) {
+			if (h->nlmsg_seq != seq)
+				continue; /* a stale answer to an earlier request */
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				if (h->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nlmsgerr))
+					return -EIO;
+				return ((const struct nlmsgerr *)mnl_nlmsg_get_payload(h))->error;
+			}
+			if (cb(h, arg) != 0)
+				return -EIO;
+		}
+	}
+}
+
+static int gen_cb(const struct nlmsghdr *h, void *arg)
+{
+	struct nftnl_gen *g = nftnl_gen_alloc();
+	int rv = -1;
+
+	if (g != NULL && (h->nlmsg_type & 0xff) == NFT_MSG_NEWGEN &&
+	    nftnl_gen_nlmsg_parse(h, g) == 0 && nftnl_gen_is_set(g, NFTNL_GEN_ID)) {
+		*(uint32_t *)arg = nftnl_gen_get_u32(g, NFTNL_GEN_ID);
+		rv = 0;
+	}
+	if (g != NULL)
+		nftnl_gen_free(g);
+	return rv;
+}
+
+/* The kernel's ruleset generation. */
+static int gen_get(struct agent_nftnl *f, uint32_t *gen)
+{
+	char buf[256];
+	struct nlmsghdr *nlh =
+	    nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, f->seq++);
+	uint32_t g = 0;
+	int rv = request(f, nlh, gen_cb, &g);
+
+	if (rv == 0 && g == 0)
+		rv = -EIO;
+	*gen = g;
+	return rv;
+}
+
+static int set_cb(const struct nlmsghdr *h, void *arg)
+{
+	struct nftnl_set **out = arg;
+
+	if ((h->nlmsg_type & 0xff) != NFT_MSG_NEWSET || *out != NULL)
+		return 0;
+	if ((*out = nftnl_set_alloc()) == NULL)
+		return -1;
+	return nftnl_set_nlmsg_parse(h, *out) < 0 ? -1 : 0;
 }
 
 /* What the kernel says about one set; remembered. NULL when it has no such set (or cannot
@@ -313,8 +427,7 @@ static const struct set_info *set_lookup(struct agent_nftnl *f, int family, cons
 {
 	struct set_info probe = {0}, *info = NULL, **found;
 	char buf[MNL_SOCKET_BUFFER_SIZE];
-	struct nftnl_set *s = NULL;
-	bool got = false;
+	struct nftnl_set *s = NULL, *got = NULL;
 
 	if (asprintf(&probe.key, "%d/%s/%s", family, table, name) < 0)
 		return NULL;
@@ -327,46 +440,19 @@ static const struct set_info *set_lookup(struct agent_nftnl *f, int family, cons
 		goto out;
 	nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
 	nftnl_set_set_str(s, NFTNL_SET_NAME, name);
-	uint32_t seq = f->seq++;
 	struct nlmsghdr *nlh =
-	    nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, (uint16_t)family, NLM_F_ACK, seq);
+	    nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, (uint16_t)family, NLM_F_ACK, f->seq++);
 	nftnl_set_nlmsg_build_payload(nlh, s);
-	nftnl_set_free(s);
-	s = NULL;
-	if (mnl_socket_sendto(f->nl, nlh, nlh->nlmsg_len) < 0)
-		goto out;
-	for (;;) {
-		ssize_t n = mnl_socket_recvfrom(f->nl, buf, sizeof(buf));
-		if (n <= 0)
-			goto out;
-		const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
-		int left = (int)n;
-		for (; mnl_nlmsg_ok(h, left); h = mnl_nlmsg_next(h, &left)) {
-			if (h->nlmsg_seq != seq)
-				continue; /* a stale answer to an earlier request */
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				/* the acknowledgement ends the answer, an error included */
-				goto done;
-			}
-			if ((h->nlmsg_type & 0xff) == NFT_MSG_NEWSET && !got) {
-				if ((s = nftnl_set_alloc()) == NULL ||
-				    nftnl_set_nlmsg_parse(h, s) < 0)
-					goto out;
-				got = true;
-			}
-		}
-	}
-done:
-	if (!got)
+	if (request(f, nlh, set_cb, &got) != 0 || got == NULL)
 		goto out;
 	if ((info = calloc(1, sizeof(*info))) == NULL)
 		goto out;
-	info->key_type = nftnl_set_get_u32(s, NFTNL_SET_KEY_TYPE);
-	info->key_len = nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN);
+	info->key_type = nftnl_set_get_u32(got, NFTNL_SET_KEY_TYPE);
+	info->key_len = nftnl_set_get_u32(got, NFTNL_SET_KEY_LEN);
 	info->flags =
-	    nftnl_set_is_set(s, NFTNL_SET_FLAGS) ? nftnl_set_get_u32(s, NFTNL_SET_FLAGS) : 0;
-	info->data_type = nftnl_set_is_set(s, NFTNL_SET_DATA_TYPE)
-	                      ? nftnl_set_get_u32(s, NFTNL_SET_DATA_TYPE)
+	    nftnl_set_is_set(got, NFTNL_SET_FLAGS) ? nftnl_set_get_u32(got, NFTNL_SET_FLAGS) : 0;
+	info->data_type = nftnl_set_is_set(got, NFTNL_SET_DATA_TYPE)
+	                      ? nftnl_set_get_u32(got, NFTNL_SET_DATA_TYPE)
 	                      : 0;
 	info->key = probe.key;
 	probe.key = NULL;
@@ -377,6 +463,8 @@ done:
 out:
 	if (s != NULL)
 		nftnl_set_free(s);
+	if (got != NULL)
+		nftnl_set_free(got);
 	free(probe.key);
 	return info;
 }
@@ -397,7 +485,9 @@ static bool key_of(const struct set_info *si, const json_t *j, uint8_t *key, uin
 		return si->key_len == 16 && inet_pton(AF_INET6, s, key) == 1;
 	case TYPE_IFNAME: {
 		size_t n = json_string_length(j);
-		if (si->key_len != IFNAMSIZ || n == 0 || n >= IFNAMSIZ || strlen(s) != n)
+		/* nft reads a trailing '*' as a wildcard and '\\' as an escape: not plain keys */
+		if (si->key_len != IFNAMSIZ || n == 0 || n >= IFNAMSIZ || strlen(s) != n ||
+		    s[n - 1] == '*' || strchr(s, '\\') != NULL)
 			return false;
 		memset(key, 0, IFNAMSIZ);
 		memcpy(key, s, n);
@@ -413,8 +503,8 @@ static bool key_of(const struct set_info *si, const json_t *j, uint8_t *key, uin
 static int put_elements(struct agent_nftnl *f, struct batch *b, bool add, const json_t *o)
 {
 	static const char *const keys[] = {"family", "table", "name", "elem", NULL};
-	const char *table = json_string_value(json_object_get(o, "table"));
-	const char *name = json_string_value(json_object_get(o, "name"));
+	const char *table = name_of(o, "table");
+	const char *name = name_of(o, "name");
 	const json_t *elems = json_object_get(o, "elem");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
 
@@ -493,8 +583,8 @@ static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, c
                      const json_t *o)
 {
 	static const char *const keys[] = {"family", "table", "name", NULL};
-	const char *table = json_string_value(json_object_get(o, "table"));
-	const char *name = json_string_value(json_object_get(o, "name"));
+	const char *table = name_of(o, "table");
+	const char *name = name_of(o, "name");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
 	struct nlmsghdr *nlh;
 
@@ -655,14 +745,14 @@ static int put_stmt(struct nftnl_rule *r, const json_t *st, bool last)
 static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o)
 {
 	static const char *const keys[] = {"family", "table", "chain", "expr", NULL};
-	const char *table = json_string_value(json_object_get(o, "table"));
-	const char *chain = json_string_value(json_object_get(o, "chain"));
+	const char *table = name_of(o, "table");
+	const char *chain = name_of(o, "chain");
 	const json_t *expr = json_object_get(o, "expr");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
 	int rv = 0;
 
 	if (!only_keys(o, keys) || family < 0 || table == NULL || chain == NULL ||
-	    !json_is_array(expr) || json_array_size(expr) == 0)
+	    !json_is_array(expr) || json_array_size(expr) == 0 || json_array_size(expr) > STMTS_MAX)
 		return -ENOTSUP;
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	if (r == NULL)
@@ -711,46 +801,51 @@ static int put_cmd(struct agent_nftnl *f, struct batch *b, const json_t *cmd)
 /* ------------------------------------------------------------------------------------------ */
 /* Sending                                                                                     */
 
-/* Send the batch and read its answer: 0, or the kernel's error (err names the command). */
+/* Send the batch and read its answer: 0; -ENOTSUP when nothing reached the kernel (too big for
+ * one datagram) or the ruleset changed under us (the generation check: nothing applied); or
+ * -EIO, the kernel's refusal, with err naming the command. */
 static int talk(struct agent_nftnl *f, struct batch *b, const json_t *list, char *err,
                 size_t errlen)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *last = (struct nlmsghdr *)(b->buf + b->last);
-	uint32_t last_seq = last->nlmsg_seq;
-	int first_err = 0;
+	uint32_t last_seq = last->nlmsg_seq, end_seq = f->seq++;
+	int first_err = 0, fd = mnl_socket_get_fd(f->nl);
 	uint32_t err_seq = 0;
 	bool acked = false;
 
 	/* One acknowledgement for the batch, on its last message; errors come regardless. */
 	last->nlmsg_flags |= NLM_F_ACK;
-	nftnl_batch_end(b->buf + b->len, f->seq++);
+	nftnl_batch_end(b->buf + b->len, end_seq);
 	b->len += NLMSG_ALIGN(sizeof(struct nlmsghdr) + sizeof(struct nfgenmsg));
+	if (b->len > f->sndbuf)
+		return -ENOTSUP;
 	if (mnl_socket_sendto(f->nl, b->buf, b->len) < 0) {
+		if (errno == EMSGSIZE || errno == ENOBUFS || errno == ENOMEM)
+			return -ENOTSUP; /* refused whole, before the kernel looked at it */
 		snprintf(err, errlen, "sending %u nftables messages: %s", b->n, strerror(errno));
 		return -EIO;
 	}
-	int fd = mnl_socket_get_fd(f->nl);
-	/* Netlink answered while sendmsg() ran; the poll only guards against a kernel that
-	 * would not. After an error everything the kernel had to say is already queued. */
+	/* Netlink ran the batch while sendmsg() ran, so the answer is queued already; the poll
+	 * only guards against a kernel that would not. Only this batch's sequence numbers
+	 * count. */
 	while (!acked && first_err == 0) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int pr = poll(&p, 1, ANSWER_MS);
-		if (pr <= 0) {
+		if (poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, ANSWER_MS) <= 0) {
 			snprintf(err, errlen, "no answer from the kernel to %u nftables messages",
 			         b->n);
-			return -EIO;
+			goto fail;
 		}
 		ssize_t n = mnl_socket_recvfrom(f->nl, buf, sizeof(buf));
 		if (n < 0) {
 			snprintf(err, errlen, "reading the kernel's answer: %s", strerror(errno));
-			return -EIO;
+			goto fail;
 		}
 		const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
 		int left = (int)n;
 		for (; mnl_nlmsg_ok(h, left); h = mnl_nlmsg_next(h, &left)) {
 			if (h->nlmsg_type != NLMSG_ERROR ||
-			    h->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nlmsgerr))
+			    h->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nlmsgerr) ||
+			    h->nlmsg_seq - b->begin_seq > end_seq - b->begin_seq)
 				continue;
 			const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
 			if (e->error != 0 && first_err == 0) {
@@ -763,10 +858,9 @@ static int talk(struct agent_nftnl *f, struct batch *b, const json_t *list, char
 	}
 	if (first_err == 0)
 		return 0;
-	/* Drain what else the kernel said about this batch. */
-	while (poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, 0) > 0 &&
-	       mnl_socket_recvfrom(f->nl, buf, sizeof(buf)) > 0)
-		;
+	drain(f);
+	if (err_seq == b->begin_seq && first_err == -ERESTART)
+		return -ENOTSUP; /* another writer committed since gen_get(): nothing applied */
 	unsigned m = 0;
 	while (m < b->n && b->seq_of[m] != err_seq)
 		m++;
@@ -780,6 +874,9 @@ static int talk(struct agent_nftnl *f, struct batch *b, const json_t *list, char
 		snprintf(err, errlen, "the kernel refused the nftables batch: %s",
 		         strerror(-first_err));
 	}
+	return -EIO;
+fail:
+	drain(f);
 	return -EIO;
 }
 
@@ -797,8 +894,27 @@ int agent_nftnl_apply(struct agent_nftnl *f, const json_t *cmds, char *err, size
 		rv = -ENOMEM;
 		goto out;
 	}
-	nftnl_batch_begin(b.buf, f->seq++);
-	b.len = NLMSG_ALIGN(sizeof(struct nlmsghdr) + sizeof(struct nfgenmsg));
+	drain(f);
+	/* Set types remembered from another generation than the one our last batch left may be
+	 * stale (someone else changed the ruleset): forget them. The batch carries the
+	 * generation it was made for, so a change between here and the commit refuses it. */
+	uint32_t gen;
+	if (gen_get(f, &gen) != 0) {
+		rv = -ENOTSUP;
+		goto out;
+	}
+	if (f->have_gen && gen != f->gen)
+		agent_nftnl_forget(f);
+	struct nlmsghdr *begin = mnl_nlmsg_put_header(b.buf);
+	begin->nlmsg_type = NFNL_MSG_BATCH_BEGIN;
+	begin->nlmsg_flags = NLM_F_REQUEST;
+	begin->nlmsg_seq = b.begin_seq = f->seq++;
+	struct nfgenmsg *nfg = mnl_nlmsg_put_extra_header(begin, sizeof(*nfg));
+	nfg->nfgen_family = AF_UNSPEC;
+	nfg->version = NFNETLINK_V0;
+	nfg->res_id = htons(NFNL_SUBSYS_NFTABLES);
+	mnl_attr_put_u32(begin, NFNL_BATCH_GENID, htonl(gen));
+	b.len = NLMSG_ALIGN(begin->nlmsg_len);
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		b.cmd = (unsigned)i;
 		if ((rv = put_cmd(f, &b, json_array_get(list, i))) != 0)
@@ -809,8 +925,13 @@ int agent_nftnl_apply(struct agent_nftnl *f, const json_t *cmds, char *err, size
 		goto out;
 	}
 	rv = talk(f, &b, list, err, errlen);
-	if (rv != 0)
+	if (rv != 0) {
 		agent_nftnl_forget(f);
+	} else {
+		/* one commit: the generation moved on by one (never to 0) */
+		f->gen = gen + 1 == 0 ? 1 : gen + 1;
+		f->have_gen = true;
+	}
 out:
 	free(b.buf);
 	free(b.cmd_of);

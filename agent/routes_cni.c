@@ -55,6 +55,7 @@ struct cctx {
 	/* uv_hrtime() when the request arrived, the command was applied and the wiring done:
 	 * an ADD's log line says where its time went. */
 	uint64_t t_start, t_commit, t_wired;
+	bool policy_applied; /* the ADD waited for the policy dataplane and it came */
 };
 
 static void cctx_free(struct cctx *c)
@@ -284,14 +285,19 @@ static void add_answer(struct cctx *c)
 	c->a->cni_adds++;
 	if (!c->existed) {
 		char *ips = json_dumps(json_object_get(c->reply, "ips"), JSON_COMPACT);
-		uint64_t now = uv_hrtime();
-		uint64_t wired_at = c->t_wired ? c->t_wired : now;
-		agent_log("cni: ADD %s %s on %s: %s%s%s (replicated in %.2f ms, wired in %.2f ms, "
-		          "policy in the kernel %.2f ms later)",
-		          jstr(c->body, "container"), c->ifname, jstr(c->body, "network"),
-		          ips ? ips : "", c->wire ? " via " : " (IPAM only)",
-		          c->wire ? c->host_ifname : "", (double)(c->t_commit - c->t_start) / 1e6,
-		          (double)(wired_at - c->t_commit) / 1e6, (double)(now - wired_at) / 1e6);
+		char took[160];
+		int o = snprintf(took, sizeof took, "replicated in %.2f ms",
+		                 (double)(c->t_commit - c->t_start) / 1e6);
+		if (c->wire && c->t_wired && o > 0 && (size_t)o < sizeof took)
+			o += snprintf(took + o, sizeof took - (size_t)o, ", wired in %.2f ms",
+			              (double)(c->t_wired - c->t_commit) / 1e6);
+		if (c->policy_applied && o > 0 && (size_t)o < sizeof took)
+			snprintf(took + o, sizeof took - (size_t)o,
+			         ", policy in the kernel %.2f ms later",
+			         (double)(uv_hrtime() - c->t_wired) / 1e6);
+		agent_log("cni: ADD %s %s on %s: %s%s%s (%s)", jstr(c->body, "container"),
+		          c->ifname, jstr(c->body, "network"), ips ? ips : "",
+		          c->wire ? " via " : " (IPAM only)", c->wire ? c->host_ifname : "", took);
 		free(ips);
 	}
 	agent_reply_json(c->a, c->req, 200, out);
@@ -301,6 +307,7 @@ static void add_answer(struct cctx *c)
 static void policy_waited(struct policy_wait *w, bool applied)
 {
 	struct cctx *c = w->data;
+	c->policy_applied = applied;
 	if (!applied && !c->a->stopping) {
 		agent_log("cni: %s %s: policy not in the kernel after %d ms; answering anyway",
 		          jstr(c->body, "container"), c->ifname, POLICY_WAIT_MS);

@@ -10,7 +10,8 @@
  *
  * Then the error path: a batch of plain commands the kernel refuses halfway (an element added,
  * then one deleted that is not there) fails as a whole, names the refused command, and leaves
- * the first element out.
+ * the first element out. And a set replaced behind the fast path's back (another type, same
+ * name) is not written with the type it remembered.
  *
  * Needs root; moves itself into a private network namespace. TABBY_NFTNL_SEED=N replays a run.
  */
@@ -366,11 +367,59 @@ static void test_refused_batch(void **state)
 	agent_nft_free(n);
 }
 
+/* Someone else replaces a set the fast path has seen with an interval set of the same name: the
+ * generation check makes it forget the old type, and the element goes through libnftables as
+ * an interval (a plain key in an interval set would match every address above it). */
+static void test_foreign_change(void **state)
+{
+	struct agent_nft *n;
+	char err[1024];
+	unsigned long f0, s0, f1, s1;
+
+	(void)state;
+	if (!enter_private_netns())
+		skip();
+	assert_int_equal(agent_nft_new(&n), 0);
+	struct nft_ctx *other = nft_ctx_new(NFT_CTX_DEFAULT);
+	assert_non_null(other);
+	assert_int_equal(nft_ctx_buffer_output(other), 0);
+	assert_int_equal(nft_ctx_buffer_error(other), 0);
+	assert_int_equal(nft_run_cmd_from_buffer(other, "add table inet t; add set inet t s "
+	                                                "{ type ipv4_addr; }"),
+	                 0);
+	json_t *add1 = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
+	                         "family", "inet", "table", "t", "name", "s", "elem", "10.1.1.1");
+	json_t *add2 = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
+	                         "family", "inet", "table", "t", "name", "s", "elem", "10.2.2.2");
+	agent_nft_counts(n, &f0, &s0);
+	assert_int_equal(agent_nft_apply(n, add1, err, sizeof(err)), 0);
+	agent_nft_counts(n, &f1, &s1);
+	assert_int_equal(f1, f0 + 1); /* the fast path, which now knows s as a plain set */
+
+	assert_int_equal(nft_run_cmd_from_buffer(other, "delete set inet t s; add set inet t s "
+	                                                "{ type ipv4_addr; flags interval; }"),
+	                 0);
+	assert_int_equal(agent_nft_apply(n, add2, err, sizeof(err)), 0);
+	agent_nft_counts(n, &f0, &s0);
+	assert_int_equal(f0, f1);     /* not the fast path ... */
+	assert_int_equal(s0, s1 + 1); /* ... but libnftables */
+	assert_int_equal(nft_run_cmd_from_buffer(other, "list set inet t s"), 0);
+	const char *text = nft_ctx_get_output_buffer(other);
+	printf("%s", text);
+	assert_non_null(strstr(text, "10.2.2.2"));
+	assert_null(strstr(text, "10.2.2.2-"));
+	json_decref(add1);
+	json_decref(add2);
+	nft_ctx_free(other);
+	agent_nft_free(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_same_tables, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refused_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_foreign_change, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
