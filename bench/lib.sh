@@ -6,6 +6,10 @@
 #   bench_stop                                      # kill the members (also done on exit)
 #
 # Environment variables set before bench_cluster (TABBY_SNAPSHOT_THRESHOLD, ...) reach the agents.
+#
+# The members run with --no-routes --no-policy: these benchmarks measure the store and IPAM, and
+# the three members share this machine's own network namespace, where a dataplane would program
+# this machine's routes and nftables for three hosts at once (and leave them behind).
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TABBY=$ROOT/build/tabby
 PUTBENCH=$ROOT/build/bench/putbench
@@ -31,7 +35,8 @@ bench_cluster() {
 		fi
 		"$TABBY" agent --name "$name$i" --data-dir "$dir/d$i" --socket "$dir/s$i.sock" \
 			--peer-address "127.0.0.1:$((base + 2 * i))" \
-			--api-address "127.0.0.1:$((base + 1 + 2 * i))" "${how[@]}" "$@" \
+			--api-address "127.0.0.1:$((base + 1 + 2 * i))" --no-routes --no-policy \
+			"${how[@]}" "$@" \
 			>>"$dir/agent$i.log" 2>&1 &
 		BENCH_PIDS+=($!)
 		disown $! # no "Killed" notices when the cluster is torn down
