@@ -232,8 +232,11 @@ void ipam_default_pool(int family, struct ipam_pool *out)
 
 bool ipam_pool_validate(const struct ipam_pool *p, char *err, size_t errlen)
 {
-	struct ipam_cidr link_local4, link_local6;
-	char cidr[IPAM_CIDR_STRLEN], scratch[128];
+	/* The state machine validates every pool it reads, at every command: no string work
+	 * unless there is an error to report. */
+	static const struct ipam_cidr link_local4 = {{4, {169, 254}}, 16};
+	static const struct ipam_cidr link_local6 = {{6, {0xfe, 0x80}}, 10};
+	char cidr[IPAM_CIDR_STRLEN];
 	const struct ipam_cidr *c = &p->cidr;
 	struct ipam_addr masked;
 	unsigned bits;
@@ -244,9 +247,9 @@ bool ipam_pool_validate(const struct ipam_pool *p, char *err, size_t errlen)
 		return false;
 	}
 	bits = ipam_bits(c->addr.family);
-	ipam_cidr_format(c, cidr);
 	ipam_addr_mask(&c->addr, c->prefix, &masked);
 	if (c->prefix > bits || !ipam_addr_equal(&masked, &c->addr)) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s: not a canonical CIDR: host bits are set", cidr);
 		return false;
 	}
@@ -256,38 +259,42 @@ bool ipam_pool_validate(const struct ipam_pool *p, char *err, size_t errlen)
 	 * machine knows which, so the checks that depend on it wait for it (POOLS_PUT). */
 	bs = p->block_size != 0 ? p->block_size : hi;
 	if (p->block_size != 0 && (bs < lo || bs > hi)) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s: block size %u is out of range (IPv%u: %u to %u)",
 		         cidr, bs, c->addr.family, lo, hi);
 		return false;
 	}
 	if (c->prefix > bs) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen,
 		         "pool %s is too small: it must hold at least one /%u block (a prefix "
 		         "length of %u or lower)",
 		         cidr, bs, bs);
 		return false;
 	}
-	/* Constant strings: these parses cannot fail. */
-	(void)ipam_cidr_parse("169.254.0.0/16", &link_local4, scratch, sizeof scratch);
-	(void)ipam_cidr_parse("fe80::/10", &link_local6, scratch, sizeof scratch);
 	if (ipam_cidr_overlap(c, &link_local4) || ipam_cidr_overlap(c, &link_local6)) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s overlaps the link-local range %s", cidr,
 		         c->addr.family == 4 ? "169.254.0.0/16" : "fe80::/10");
 		return false;
 	}
 	if (p->ipip > IPAM_ENCAP_CROSS_SUBNET || p->vxlan > IPAM_ENCAP_CROSS_SUBNET) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s: unknown encapsulation mode", cidr);
 		return false;
 	}
 	if (c->addr.family == 6 && p->ipip != IPAM_ENCAP_NEVER) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s: IP in IP is not supported for IPv6 pools", cidr);
 		return false;
 	}
 	if (p->ipip != IPAM_ENCAP_NEVER && p->vxlan != IPAM_ENCAP_NEVER) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s: IP in IP and VXLAN cannot both be enabled", cidr);
 		return false;
 	}
 	if (memchr(p->node_selector, '\0', sizeof p->node_selector) == NULL) {
+		ipam_cidr_format(c, cidr);
 		snprintf(err, errlen, "pool %s: node selector too long", cidr);
 		return false;
 	}

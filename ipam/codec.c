@@ -740,7 +740,10 @@ static void *rd_array(struct ipam_rd *r, size_t n, size_t min_size, size_t size,
 		r->bad = true;
 		return NULL;
 	}
-	p = calloc(n > 0 ? n : 1, size);
+	if (n == 0) {
+		return NULL; /* most requests leave most arrays empty: no allocation for them */
+	}
+	p = calloc(n, size);
 	if (p == NULL) {
 		*oom = true;
 		r->bad = true;
