@@ -19,7 +19,7 @@ struct agent_nft {
 	struct nft_ctx *ctx;
 	struct agent_nftnl *fast; /* NULL: off */
 	bool use_fast;
-	unsigned long n_fast, n_slow;
+	unsigned long n_fast, n_split, n_slow;
 };
 
 int agent_nft_new(struct agent_nft **out)
@@ -61,10 +61,15 @@ void agent_nft_use_fast_path(struct agent_nft *n, bool on)
 	n->use_fast = on;
 }
 
+unsigned long agent_nft_splits(const struct agent_nft *n)
+{
+	return n->n_split;
+}
+
 void agent_nft_counts(const struct agent_nft *n, unsigned long *fast, unsigned long *slow)
 {
 	*fast = n->n_fast;
-	*slow = n->n_slow;
+	*slow = n->n_slow + n->n_split;
 }
 
 /* libnftables's error text as one line: each run of newlines becomes "; ". */
@@ -94,26 +99,12 @@ static void error_line(const char *text, char *err, size_t errlen)
 		snprintf(err, errlen, "libnftables refused the commands without saying why");
 }
 
-int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen)
+/* libnftables runs cmds as one transaction. */
+static int slow(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen)
 {
 	char *text;
 	int rc;
 
-	if (errlen)
-		err[0] = '\0';
-	if (!json_is_object(cmds)) {
-		snprintf(err, errlen,
-		         "nftables commands must be a JSON object {\"nftables\": [...]}");
-		return -EINVAL;
-	}
-	if (n->fast != NULL && n->use_fast) {
-		rc = agent_nftnl_apply(n->fast, cmds, err, errlen);
-		if (rc != -ENOTSUP) {
-			n->n_fast++;
-			return rc;
-		}
-	}
-	n->n_slow++;
 	text = json_dumps(cmds, JSON_COMPACT);
 	if (!text)
 		return -ENOMEM;
@@ -129,6 +120,108 @@ int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t e
 		return -EIO;
 	}
 	return 0;
+}
+
+/* "VERB WHAT" of one command, e.g. add set. */
+static bool is_cmd(const json_t *cmd, const char *verb, const char *what)
+{
+	return json_object_get(json_object_get(cmd, verb), what) != NULL;
+}
+
+/*
+ * A batch the fast path cannot take whole, split so that most of it still avoids libnftables:
+ * its new sets (with their elements, often thousands) go first through the fast path, then
+ * libnftables runs the rest, then the fast path deletes the sets no longer used. Each part is
+ * one transaction; what the kernel's packets see changes only in the middle one, since a new set
+ * is referred to by nothing before it and a deleted one by nothing after it. A failure after the
+ * first part leaves at worst unused sets, which the caller's full reload after any failure
+ * removes with the table. Only batches without table commands are split (a full load deletes
+ * and rebuilds the table: it must stay one piece). Returns -ENOTSUP, having run nothing, when
+ * splitting does not apply.
+ */
+static int split(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen)
+{
+	const json_t *list = json_object_get(cmds, "nftables");
+	json_t *first = json_array(), *middle = json_array(), *last = json_array();
+	size_t i;
+	json_t *cmd;
+	int rc = -ENOMEM;
+
+	if (first == NULL || middle == NULL || last == NULL)
+		goto out;
+	json_array_foreach (list, i, cmd) {
+		json_t *to = is_cmd(cmd, "add", "set")      ? first
+		             : is_cmd(cmd, "delete", "set") ? last
+		                                            : middle;
+		if (json_object_get(json_object_get(cmd, "add"), "table") ||
+		    json_object_get(json_object_get(cmd, "delete"), "table") ||
+		    json_object_get(json_object_get(cmd, "flush"), "table")) {
+			rc = -ENOTSUP;
+			goto out;
+		}
+		if (json_array_append(to, cmd) != 0)
+			goto out;
+	}
+	if (json_array_size(first) + json_array_size(last) == 0 || json_array_size(middle) == 0) {
+		rc = -ENOTSUP;
+		goto out;
+	}
+	json_t *part = json_pack("{s:O}", "nftables", first);
+	if (part == NULL)
+		goto out;
+	rc = json_array_size(first) > 0 ? agent_nftnl_apply(n->fast, part, err, errlen) : 0;
+	json_decref(part);
+	if (rc != 0)
+		goto out; /* -ENOTSUP: nothing ran, the caller runs it all through libnftables */
+	if ((part = json_pack("{s:O}", "nftables", middle)) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = slow(n, part, err, errlen);
+	json_decref(part);
+	if (rc != 0 || json_array_size(last) == 0)
+		goto out;
+	if ((part = json_pack("{s:O}", "nftables", last)) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = agent_nftnl_apply(n->fast, part, err, errlen);
+	if (rc == -ENOTSUP)
+		rc = slow(n, part, err, errlen);
+	json_decref(part);
+out:
+	json_decref(first);
+	json_decref(middle);
+	json_decref(last);
+	/* once anything ran, a -ENOTSUP from a later part has been dealt with above */
+	return rc;
+}
+
+int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen)
+{
+	int rc;
+
+	if (errlen)
+		err[0] = '\0';
+	if (!json_is_object(cmds)) {
+		snprintf(err, errlen,
+		         "nftables commands must be a JSON object {\"nftables\": [...]}");
+		return -EINVAL;
+	}
+	if (n->fast != NULL && n->use_fast) {
+		rc = agent_nftnl_apply(n->fast, cmds, err, errlen);
+		if (rc != -ENOTSUP) {
+			n->n_fast++;
+			return rc;
+		}
+		rc = split(n, cmds, err, errlen);
+		if (rc != -ENOTSUP) {
+			n->n_split++;
+			return rc;
+		}
+	}
+	n->n_slow++;
+	return slow(n, cmds, err, errlen);
 }
 
 int agent_nft_delete_table(struct agent_nft *n, const char *table, char *err, size_t errlen)

@@ -36,8 +36,11 @@ int agent_nft_apply(struct agent_nft *n, const json_t *cmds, char *err, size_t e
  * nftnl.c) instead of through libnftables; on by default. Either way a batch is one transaction
  * with the same effect; off serves tests and benchmarks that compare the two. */
 void agent_nft_use_fast_path(struct agent_nft *n, bool on);
-/* How many batches each path has run (successfully or not) since agent_nft_new(). */
+/* How many batches each path has run (successfully or not) since agent_nft_new(); a batch split
+ * between the two (new sets first through libnftnl) counts as a libnftables one. */
 void agent_nft_counts(const struct agent_nft *n, unsigned long *fast, unsigned long *slow);
+/* How many of the libnftables ones were split (their new sets went through libnftnl first). */
+unsigned long agent_nft_splits(const struct agent_nft *n);
 
 /* Delete the inet table named table with everything in it. A table that does not exist is not
  * an error (0). Otherwise as agent_nft_apply(). */

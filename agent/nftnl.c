@@ -19,6 +19,7 @@
  *
  *   add|delete element  on a set or verdict map whose key is ipv4_addr, ipv6_addr or ifname
  *                       (keys as strings, map data as verdicts)
+ *   add set             a plain set (no flags) of such keys, with or without its elements
  *   add chain           a regular chain: name only
  *   flush|delete chain  by name;  delete set  by name
  *   add rule            statements among: match of "meta mark" (optionally "& constant")
@@ -50,6 +51,7 @@
 #include <libnftnl/gen.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
+#include <libnftnl/udata.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -500,19 +502,12 @@ static bool key_of(const struct set_info *si, const json_t *j, uint8_t *key, uin
 }
 
 /* add|delete element: {"family", "table", "name", "elem": [KEY | [KEY, VERDICT]...]} */
-static int put_elements(struct agent_nftnl *f, struct batch *b, bool add, const json_t *o)
+/* The elements elems of set table/name, whose kernel description is si. */
+static int put_elems(struct agent_nftnl *f, struct batch *b, bool add, int family,
+                     const char *table, const char *name, const struct set_info *si,
+                     const json_t *elems)
 {
-	static const char *const keys[] = {"family", "table", "name", "elem", NULL};
-	const char *table = name_of(o, "table");
-	const char *name = name_of(o, "name");
-	const json_t *elems = json_object_get(o, "elem");
-	int family = family_of(json_string_value(json_object_get(o, "family")));
-
-	if (!only_keys(o, keys) || family < 0 || table == NULL || name == NULL ||
-	    !json_is_array(elems))
-		return -ENOTSUP;
-	const struct set_info *si = set_lookup(f, family, table, name);
-	if (si == NULL || (si->flags & (NFT_SET_INTERVAL | NFT_SET_CONCAT)) != 0)
+	if ((si->flags & (NFT_SET_INTERVAL | NFT_SET_CONCAT)) != 0)
 		return -ENOTSUP;
 	bool vmap = (si->flags & NFT_SET_MAP) != 0;
 	if (vmap && si->data_type != NFT_DATA_VERDICT)
@@ -576,6 +571,104 @@ static int put_elements(struct agent_nftnl *f, struct batch *b, bool add, const 
 		return -ENOTSUP;
 	}
 	return 0;
+}
+
+static int put_elements(struct agent_nftnl *f, struct batch *b, bool add, const json_t *o)
+{
+	static const char *const keys[] = {"family", "table", "name", "elem", NULL};
+	const char *table = name_of(o, "table");
+	const char *name = name_of(o, "name");
+	const json_t *elems = json_object_get(o, "elem");
+	int family = family_of(json_string_value(json_object_get(o, "family")));
+
+	if (!only_keys(o, keys) || family < 0 || table == NULL || name == NULL ||
+	    !json_is_array(elems))
+		return -ENOTSUP;
+	const struct set_info *si = set_lookup(f, family, table, name);
+	if (si == NULL)
+		return -ENOTSUP;
+	return put_elems(f, b, add, family, table, name, si, elems);
+}
+
+/* add set: {"family", "table", "name", "type", "elem"?}, a plain set of ipv4_addr, ipv6_addr or
+ * ifname keys (no flags, no map), made as nft makes it: the key's byte order in the set's user
+ * data, which "nft list" reads back. It is remembered at once, for the elements that follow. */
+static int put_set_add(struct agent_nftnl *f, struct batch *b, const json_t *o)
+{
+	static const char *const keys[] = {"family", "table", "name", "type", "elem", NULL};
+	static const struct {
+		const char *name;
+		uint32_t type, len, byteorder; /* nft's enum byteorder: 1 host, 2 big endian */
+	} types[] = {{"ipv4_addr", TYPE_IPADDR, 4, 2},
+	             {"ipv6_addr", TYPE_IP6ADDR, 16, 2},
+	             {"ifname", TYPE_IFNAME, IFNAMSIZ, 1}};
+	const char *table = name_of(o, "table");
+	const char *name = name_of(o, "name");
+	const char *type = json_string_value(json_object_get(o, "type"));
+	const json_t *elems = json_object_get(o, "elem");
+	int family = family_of(json_string_value(json_object_get(o, "family")));
+	unsigned t = 0;
+
+	if (!only_keys(o, keys) || family < 0 || table == NULL || name == NULL || type == NULL ||
+	    (elems != NULL && !json_is_array(elems)))
+		return -ENOTSUP;
+	while (t < sizeof(types) / sizeof(types[0]) && strcmp(types[t].name, type) != 0)
+		t++;
+	if (t == sizeof(types) / sizeof(types[0]))
+		return -ENOTSUP;
+
+	struct nftnl_set *s = nftnl_set_alloc();
+	struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN);
+	struct set_info *info = calloc(1, sizeof(*info));
+	struct nlmsghdr *nlh = NULL;
+	int rv = -ENOMEM;
+	if (s == NULL || ud == NULL || info == NULL ||
+	    !nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_KEYBYTEORDER, types[t].byteorder))
+		goto out;
+	if (asprintf(&info->key, "%d/%s/%s", family, table, name) < 0) {
+		info->key = NULL;
+		goto out;
+	}
+	nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+	nftnl_set_set_str(s, NFTNL_SET_NAME, name);
+	nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, types[t].type);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, types[t].len);
+	nftnl_set_set_u32(s, NFTNL_SET_ID, f->seq);
+	nftnl_set_set_data(s, NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud),
+	                   nftnl_udata_buf_len(ud));
+	if ((nlh = batch_hdr(f, b, NFT_MSG_NEWSET, family, NLM_F_CREATE)) == NULL) {
+		rv = -ENOTSUP;
+		goto out;
+	}
+	nftnl_set_nlmsg_build_payload(nlh, s);
+	batch_done(b, nlh);
+	/* remembered now: the elements below and later commands of the batch encode with it */
+	info->key_type = types[t].type;
+	info->key_len = types[t].len;
+	struct set_info **old = tfind(info, &f->sets, info_cmp);
+	if (old != NULL) {
+		struct set_info *o2 = *old;
+		tdelete(info, &f->sets, info_cmp);
+		info_free(o2);
+	}
+	if (tsearch(info, &f->sets, info_cmp) == NULL)
+		goto out;
+	struct set_info *si = info;
+	info = NULL;
+	rv = elems != NULL && json_array_size(elems) > 0
+	         ? put_elems(f, b, true, family, table, name, si, elems)
+	         : 0;
+out:
+	if (info != NULL) {
+		free(info->key);
+		free(info);
+	}
+	if (ud != NULL)
+		nftnl_udata_buf_free(ud);
+	if (s != NULL)
+		nftnl_set_free(s);
+	return rv;
 }
 
 /* add|flush|delete chain, delete set: {"family", "table", "name"} */
@@ -792,6 +885,8 @@ static int put_cmd(struct agent_nftnl *f, struct batch *b, const json_t *cmd)
 				return put_elements(f, b, add, o);
 			if (strcmp(what, "rule") == 0 && add)
 				return put_rule(f, b, o);
+			if (strcmp(what, "set") == 0 && add)
+				return put_set_add(f, b, o);
 			return put_named(f, b, verb, what, o);
 		}
 	}

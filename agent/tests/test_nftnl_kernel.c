@@ -305,6 +305,23 @@ static void test_same_tables(void **state)
 		}
 		flush_both(fx, what);
 	}
+	/* A policy whose rule names a selector no set exists for yet, then its removal: a batch
+	 * with a new set and a policy chain's rules (split: the set first through libnftnl), then
+	 * one that deletes the set again. */
+	unsigned long splits = agent_nft_splits(fx->nft[0]);
+	put(fx, json_pack("{s:s,s:s,s:{s:s},s:{s:f,s:s,s:[{s:s,s:s,s:{s:s},s:{s:[i]}}]}}",
+	                  "apiVersion", "v1", "kind", "policy", "metadata", "name", "fresh", "spec",
+	                  "order", 5.0, "selector", "all()", "ingress", "action", "allow",
+	                  "protocol", "udp", "source", "selector", "app == 'app-0' && tier == 'db'",
+	                  "destination", "ports", 53));
+	flush_both(fx, "a policy with a new selector");
+	assert_int_equal(agent_nft_splits(fx->nft[0]), splits + 1);
+	assert_int_equal(policy_model_remove(fx->m, POLICY_KIND_POLICY, "fresh"), 0);
+	for (int i = 0; i < 2; i++)
+		policy_compiler_note(fx->c[i], POLICY_KIND_POLICY, "fresh");
+	flush_both(fx, "that policy removed");
+	assert_int_equal(agent_nft_splits(fx->nft[1]), 0);
+
 	agent_nft_counts(fx->nft[0], &fast, &slow);
 	agent_nft_counts(fx->nft[1], &f2, &s2);
 	printf("fast table: %lu batches through libnftnl, %lu through libnftables; slow table: "
