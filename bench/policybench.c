@@ -54,7 +54,8 @@ struct bench {
 	unsigned next_ep;     /* address counter */
 	char (*sel)[SEL_MAX]; /* each policy's selector, "" until made */
 	double *order;
-	unsigned long fast[3]; /* incremental batches through the applier's fast path, by kind */
+	unsigned long fast[3];  /* incremental batches through the applier's fast path, by kind */
+	unsigned long split[3]; /* and those split (new sets first through the fast path) */
 };
 
 static uint64_t next(struct bench *b)
@@ -287,8 +288,11 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 	unsigned long fast0 = 0, fast1 = 0, slow;
 	if (!total || !comp)
 		die("calloc", -ENOMEM, NULL);
-	if (b->kernel)
+	unsigned long split0 = 0;
+	if (b->kernel) {
 		agent_nft_counts(b->nft, &fast0, &slow);
+		split0 = agent_nft_splits(b->nft);
+	}
 	for (unsigned i = 0; i < b->changes; i++) {
 		double c = 0, l = 0, t0 = now_ms();
 		if (kind == CHANGE_POLICY)
@@ -300,8 +304,10 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 		comp[i] = c;
 		*cmds_out += ncmds;
 	}
-	if (b->kernel)
+	if (b->kernel) {
 		agent_nft_counts(b->nft, &fast1, &slow);
+		b->split[kind] = agent_nft_splits(b->nft) - split0;
+	}
 	b->fast[kind] = fast1 - fast0;
 	struct dist d = dist_of(total, b->changes);
 	*compile = dist_of(comp, b->changes);
@@ -477,11 +483,14 @@ int main(int argc, char **argv)
 	    "(incremental: from policy_model_put() to the kernel having the change: note, flush, "
 	    "%s; about %zu / %zu / %zu commands per change, of which the compile (flush) p50 "
 	    "%.2f / %.2f / %.2f ms; %u changes each, of which %lu / %lu / %lu went through the "
-	    "applier's fast path (libnftnl), the rest through libnftables%s; %llu of the "
+	    "applier's fast path (libnftnl), %lu / %lu / %lu were split (new sets through "
+	    "libnftnl, "
+	    "the rest through libnftables), the rest went through libnftables%s; %llu of the "
 	    "evaluations matched)\n",
 	    b.kernel ? "apply" : "no apply", c_pol, c_local, c_remote, k_pol.p50, k_local.p50,
 	    k_remote.p50, b.changes, b.fast[CHANGE_POLICY], b.fast[CHANGE_LOCAL_EP],
-	    b.fast[CHANGE_REMOTE_EP], fast_path ? "" : " (--no-fast-path)",
+	    b.fast[CHANGE_REMOTE_EP], b.split[CHANGE_POLICY], b.split[CHANGE_LOCAL_EP],
+	    b.split[CHANGE_REMOTE_EP], fast_path ? "" : " (--no-fast-path)",
 	    (unsigned long long)matched);
 
 	if (b.kernel)
