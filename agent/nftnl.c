@@ -328,13 +328,12 @@ static struct nlmsghdr *batch_hdr(struct agent_nftnl *f, struct batch *b, uint16
 	return nftnl_nlmsg_build_hdr(b->buf + b->len, type, (uint16_t)family, flags, f->seq++);
 }
 
-static bool batch_done(struct batch *b, struct nlmsghdr *nlh)
+static void batch_done(struct batch *b, struct nlmsghdr *nlh)
 {
 	assert(nlh->nlmsg_len <= MSG_ROOM); /* the bounds at the top of the file */
 	b->last = (size_t)((char *)nlh - b->buf);
 	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
 	b->n++;
-	return true;
 }
 
 /* Read and drop whatever is queued on the socket (answers to requests given up on). */
@@ -563,8 +562,7 @@ static int put_elems(struct agent_nftnl *f, struct batch *b, bool add, int famil
 		}
 		nftnl_set_elems_nlmsg_build_payload(nlh, s);
 		nftnl_set_free(s);
-		if (!batch_done(b, nlh))
-			return -ENOTSUP;
+		batch_done(b, nlh);
 		continue;
 	unsupported:
 		nftnl_set_free(s);
@@ -696,7 +694,10 @@ static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, c
 		nftnl_set_free(s);
 		/* whatever happens to the batch, this set's type is no longer known */
 		agent_nftnl_forget(f);
-		return nlh != NULL && batch_done(b, nlh) ? 0 : -ENOTSUP;
+		if (nlh == NULL)
+			return -ENOTSUP;
+		batch_done(b, nlh);
+		return 0;
 	}
 	if (strcmp(what, "chain") != 0)
 		return -ENOTSUP;
@@ -730,7 +731,10 @@ static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, c
 			nftnl_chain_nlmsg_build_payload(nlh, c);
 		nftnl_chain_free(c);
 	}
-	return nlh != NULL && batch_done(b, nlh) ? 0 : -ENOTSUP;
+	if (nlh == NULL)
+		return -ENOTSUP;
+	batch_done(b, nlh);
+	return 0;
 }
 
 /* Expression helpers; each returns false when out of memory. */
@@ -860,7 +864,11 @@ static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o)
 		    batch_hdr(f, b, NFT_MSG_NEWRULE, family, NLM_F_CREATE | NLM_F_APPEND);
 		if (nlh != NULL)
 			nftnl_rule_nlmsg_build_payload(nlh, r);
-		rv = nlh != NULL && batch_done(b, nlh) ? 0 : -ENOTSUP;
+		rv = -ENOTSUP;
+		if (nlh != NULL) {
+			batch_done(b, nlh);
+			rv = 0;
+		}
 	}
 	nftnl_rule_free(r);
 	return rv;
