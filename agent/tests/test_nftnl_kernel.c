@@ -431,12 +431,58 @@ static void test_foreign_change(void **state)
 	agent_nft_free(n);
 }
 
+/* A batch bigger than the fast path sends in one datagram goes to libnftables instead, whole. */
+static void test_big_batch(void **state)
+{
+	struct agent_nft *n;
+	char err[1024];
+	unsigned long f0, s0, f1, s1;
+	enum { N = 300000 }; /* about 6 MB of element messages, over the 4 MiB bound */
+
+	(void)state;
+	if (!enter_private_netns())
+		skip();
+	assert_int_equal(agent_nft_new(&n), 0);
+	json_t *setup_cmds =
+	    json_pack("{s:[{s:{s:{s:s,s:s}}},{s:{s:{s:s,s:s,s:s,s:s}}}]}", "nftables", "add",
+	              "table", "family", "inet", "name", "t", "add", "set", "family", "inet",
+	              "table", "t", "name", "s", "type", "ipv4_addr");
+	assert_int_equal(agent_nft_apply(n, setup_cmds, err, sizeof(err)), 0);
+	json_decref(setup_cmds);
+	json_t *elems = json_array();
+	char a[32];
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(a, sizeof(a), "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+		json_array_append_new(elems, json_string(a));
+	}
+	json_t *big = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:o}}}]}", "nftables", "add", "element",
+	                        "family", "inet", "table", "t", "name", "s", "elem", elems);
+	agent_nft_counts(n, &f0, &s0);
+	int rc = agent_nft_apply(n, big, err, sizeof(err));
+	agent_nft_counts(n, &f1, &s1);
+	json_decref(big);
+	if (rc != 0)
+		fail_msg("the big batch: %d %s", rc, err);
+	assert_int_equal(f1, f0);     /* not through the fast path */
+	assert_int_equal(s1, s0 + 1); /* but through libnftables */
+
+	struct nft_ctx *l = nft_ctx_new(NFT_CTX_DEFAULT);
+	assert_non_null(l);
+	assert_int_equal(nft_ctx_buffer_output(l), 0);
+	assert_int_equal(nft_ctx_buffer_error(l), 0);
+	assert_int_equal(nft_run_cmd_from_buffer(l, "get element inet t s { 10.2.73.239 }"), 0);
+	assert_non_null(strstr(nft_ctx_get_output_buffer(l), "10.2.73.239"));
+	nft_ctx_free(l);
+	agent_nft_free(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_same_tables, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refused_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_foreign_change, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_batch, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
