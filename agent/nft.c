@@ -153,9 +153,8 @@ static int split(struct agent_nft *n, const json_t *cmds, char *err, size_t errl
 		json_t *to = is_cmd(cmd, "add", "set")      ? first
 		             : is_cmd(cmd, "delete", "set") ? last
 		                                            : middle;
-		if (json_object_get(json_object_get(cmd, "add"), "table") ||
-		    json_object_get(json_object_get(cmd, "delete"), "table") ||
-		    json_object_get(json_object_get(cmd, "flush"), "table")) {
+		if (is_cmd(cmd, "add", "table") || is_cmd(cmd, "delete", "table") ||
+		    is_cmd(cmd, "flush", "table")) {
 			rc = -ENOTSUP;
 			goto out;
 		}
@@ -193,7 +192,6 @@ out:
 	json_decref(first);
 	json_decref(middle);
 	json_decref(last);
-	/* once anything ran, a -ENOTSUP from a later part has been dealt with above */
 	return rc;
 }
 

@@ -132,6 +132,23 @@ void agent_nftnl_forget(struct agent_nftnl *f)
 	f->have_gen = false;
 }
 
+/* Drop what is remembered of one set (nothing when nothing is). */
+static void forget_set(struct agent_nftnl *f, int family, const char *table, const char *name)
+{
+	struct set_info probe = {0}, **found;
+
+	if (asprintf(&probe.key, "%d/%s/%s", family, table, name) < 0) {
+		agent_nftnl_forget(f); /* cannot name it: forget them all */
+		return;
+	}
+	if ((found = tfind(&probe, &f->sets, info_cmp)) != NULL) {
+		struct set_info *old = *found;
+		tdelete(&probe, &f->sets, info_cmp);
+		info_free(old);
+	}
+	free(probe.key);
+}
+
 int agent_nftnl_new(struct agent_nftnl **out)
 {
 	struct agent_nftnl *f = calloc(1, sizeof(*f));
@@ -644,12 +661,7 @@ static int put_set_add(struct agent_nftnl *f, struct batch *b, const json_t *o)
 	/* remembered now: the elements below and later commands of the batch encode with it */
 	info->key_type = types[t].type;
 	info->key_len = types[t].len;
-	struct set_info **old = tfind(info, &f->sets, info_cmp);
-	if (old != NULL) {
-		struct set_info *o2 = *old;
-		tdelete(info, &f->sets, info_cmp);
-		info_free(o2);
-	}
+	forget_set(f, family, table, name);
 	if (tsearch(info, &f->sets, info_cmp) == NULL)
 		goto out;
 	struct set_info *si = info;
@@ -693,7 +705,7 @@ static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, c
 			nftnl_set_nlmsg_build_payload(nlh, s);
 		nftnl_set_free(s);
 		/* whatever happens to the batch, this set's type is no longer known */
-		agent_nftnl_forget(f);
+		forget_set(f, family, table, name);
 		if (nlh == NULL)
 			return -ENOTSUP;
 		batch_done(b, nlh);
