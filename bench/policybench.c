@@ -15,10 +15,12 @@
  *   - peak RSS.
  *
  *   policybench [--policies N] [--endpoints N] [--local N] [--changes N] [--evals N] [--seed N]
- *               [--no-kernel]
+ *               [--no-kernel] [--no-fast-path] [--trace]
  *
  * Loads into the current network namespace's table inet "tabby": run it in a private namespace
  * (bench/policy.sh does). --no-kernel measures everything but the loads (no root needed).
+ * --trace prints one line per incremental change on stderr: what its batch held, its time and
+ * which way the applier took (fast, split, slow).
  * Prints one RESULT line and a table.
  */
 #include <errno.h>
@@ -48,6 +50,8 @@ struct bench {
 	unsigned policies, endpoints, local, changes;
 	uint64_t evals;
 	bool kernel;
+	FILE *trace;  /* --trace: one line per change */
+	bool tracing; /* in the incremental changes, where --trace prints */
 	struct policy_model *m;
 	struct policy_compiler *c;
 	struct agent_nft *nft;
@@ -230,6 +234,8 @@ static void build(struct bench *b)
 }
 
 /* Flush the compiler and load the result; adds the two durations. */
+static void trace_mix(FILE *out, const json_t *cmds);
+
 static void flush_load(struct bench *b, double *compile_ms, double *load_ms, size_t *ncmds)
 {
 	json_t *cmds = NULL;
@@ -243,6 +249,8 @@ static void flush_load(struct bench *b, double *compile_ms, double *load_ms, siz
 	*compile_ms += t1 - t0;
 	if (ncmds)
 		*ncmds = cmds ? json_array_size(json_object_get(cmds, "nftables")) : 0;
+	if (b->tracing && cmds)
+		trace_mix(b->trace, cmds);
 	if (cmds && b->kernel) {
 		rc = agent_nft_apply(b->nft, cmds, err, sizeof(err));
 		if (rc != 0)
@@ -277,6 +285,38 @@ static struct dist dist_of(double *v, unsigned n)
 
 enum change { CHANGE_POLICY, CHANGE_LOCAL_EP, CHANGE_REMOTE_EP };
 
+/* --trace: what a batch holds, as "verb what" counts (elements counted one by one). */
+static void trace_mix(FILE *out, const json_t *cmds)
+{
+	static const char *const kinds[] = {"add set", "add element", "delete element", "add chain",
+	                                    "flush chain", "delete chain", "add rule", "delete set"};
+	unsigned n[8] = {0}, other = 0;
+	size_t i;
+	const json_t *cmd;
+
+	json_array_foreach (json_object_get(cmds, "nftables"), i, cmd) {
+		const char *verb = json_object_iter_key(json_object_iter((json_t *)cmd));
+		const json_t *in = json_object_get(cmd, verb);
+		const char *what = json_object_iter_key(json_object_iter((json_t *)in));
+		char k[64];
+		unsigned j;
+		snprintf(k, sizeof(k), "%s %s", verb, what ? what : "?");
+		for (j = 0; j < 8 && strcmp(k, kinds[j]) != 0; j++)
+			;
+		if (j == 8) {
+			other++;
+			continue;
+		}
+		const json_t *elem = json_object_get(json_object_get(in, what), "elem");
+		n[j] += json_is_array(elem) ? (unsigned)json_array_size(elem) : 1;
+	}
+	for (unsigned j = 0; j < 8; j++)
+		if (n[j])
+			fprintf(out, " %s=%u", kinds[j], n[j]);
+	if (other)
+		fprintf(out, " other=%u", other);
+}
+
 /* CHANGES changes of one kind, each timed from the model put to the kernel having it. */
 static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_out,
                                struct dist *compile)
@@ -294,13 +334,35 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 		split0 = agent_nft_splits(b->nft);
 	}
 	for (unsigned i = 0; i < b->changes; i++) {
+		static const char *const names[] = {"policy", "local-ep", "remote-ep"};
+		unsigned long f0 = 0, f1 = 0, s0 = 0, s1 = 0, sp0 = 0;
 		double c = 0, l = 0, t0 = now_ms();
+		if (b->trace && b->kernel) {
+			agent_nft_counts(b->nft, &f0, &s0);
+			sp0 = agent_nft_splits(b->nft);
+		}
+		if (b->trace)
+			fprintf(b->trace, "%s %u:", names[kind], i);
+		b->tracing = b->trace != NULL;
 		if (kind == CHANGE_POLICY)
 			put_policy(b, rnd(b, b->policies));
 		else
 			put_endpoint(b, kind == CHANGE_LOCAL_EP);
 		flush_load(b, &c, &l, &ncmds);
 		total[i] = now_ms() - t0;
+		b->tracing = false;
+		if (b->trace) {
+			const char *path = "none";
+			if (b->kernel) {
+				agent_nft_counts(b->nft, &f1, &s1);
+				path = agent_nft_splits(b->nft) != sp0 ? "split"
+				       : f1 != f0                       ? "fast"
+				       : s1 != s0                       ? "slow"
+				                                        : "none";
+			}
+			fprintf(b->trace, " | %.2f ms (compile %.2f, apply %.2f) %s\n", total[i], c, l,
+			        path);
+		}
 		comp[i] = c;
 		*cmds_out += ncmds;
 	}
@@ -358,7 +420,8 @@ static long peak_rss_kib(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: policybench [--policies N] [--endpoints N] [--local N] "
-	                "[--changes N] [--evals N] [--seed N] [--no-kernel] [--no-fast-path]\n");
+	                "[--changes N] [--evals N] [--seed N] [--no-kernel] [--no-fast-path] "
+	                "[--trace]\n");
 	exit(2);
 }
 
@@ -372,6 +435,7 @@ int main(int argc, char **argv)
 	                                     {"seed", required_argument, NULL, 's'},
 	                                     {"no-kernel", no_argument, NULL, 'n'},
 	                                     {"no-fast-path", no_argument, NULL, 'f'},
+	                                     {"trace", no_argument, NULL, 't'},
 	                                     {NULL, 0, NULL, 0}};
 	struct bench b = {.rng = 0x5eed,
 	                  .policies = 1000,
@@ -410,6 +474,9 @@ int main(int argc, char **argv)
 			break;
 		case 'f':
 			fast_path = false;
+			break;
+		case 't':
+			b.trace = stderr;
 			break;
 		default:
 			usage();
