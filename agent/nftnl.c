@@ -12,8 +12,8 @@
  * of mark tests and jumps), and libnftnl builds exactly those messages without a cache.
  *
  * The contract is all or nothing, checked before anything is sent: a batch is translated whole
- * into netlink messages, and a single command outside the plain shapes below (any rule with a
- * payload match, a set being created, a base chain...) makes agent_nftnl_apply() answer
+ * into netlink messages, and a single command outside the plain shapes below (an ICMP type
+ * match, a log statement, a set with flags, a base chain...) makes agent_nftnl_apply() answer
  * -ENOTSUP without touching the kernel, so the caller hands the batch to libnftables, which
  * takes everything. The plain shapes, in libnftables JSON:
  *
@@ -24,8 +24,11 @@
  *   flush|delete chain  by name;  delete set  by name
  *   add rule            statements among: match of "meta mark" (optionally "& constant")
  *                       against a constant, "==" or "!="; mangle of meta mark to "meta mark &
- *                       constant" or "meta mark | constant"; one closing verdict (accept, drop,
- *                       return, continue, jump, goto)
+ *                       constant" or "meta mark | constant"; the matches of policy rules
+ *                       ("Matches on packet fields" below: meta nfproto and l4proto, ip and ip6
+ *                       addresses, th ports, against constants, ranges, prefixes, named and
+ *                       anonymous sets); one closing verdict (accept, drop, return, continue,
+ *                       jump, goto)
  *
  * The bytecode for these is what nft itself emits for the same text (nft --debug=netlink shows
  * it), so "nft list ruleset" reads the same whichever path loaded it; the kernel test
@@ -68,9 +71,15 @@
 
 /* nftables datatypes (nft's src/datatype.h numbering, which the kernel stores as the key type
  * and nft reads back): only these keys are encoded here. */
-#define TYPE_IPADDR  7
-#define TYPE_IP6ADDR 8
-#define TYPE_IFNAME  41
+#define TYPE_IPADDR       7
+#define TYPE_IP6ADDR      8
+#define TYPE_INET_PROTO   12
+#define TYPE_INET_SERVICE 13
+#define TYPE_IFNAME       41
+
+/* nft's enum byteorder, kept in a set's user data for "nft list" to read its keys back */
+#define BYTEORDER_HOST 1
+#define BYTEORDER_BIG  2
 
 /* Bounds that keep every message under MSG_ROOM, checked before anything is built: names
  * shorter than NFT_NAME_MAXLEN (256), at most ELEMS_PER_MSG elements of at most 48 + 256 bytes
@@ -750,19 +759,24 @@ static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, c
 }
 
 /* Expression helpers; each returns false when out of memory. */
-static bool x_meta_load(struct nftnl_rule *r)
+static bool x_meta(struct nftnl_rule *r, uint32_t key)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("meta");
 	if (e == NULL)
 		return false;
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_MARK);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
 	nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
 	nftnl_rule_add_expr(r, e);
 	return true;
 }
 
-/* reg1 = (reg1 & mask) ^ xor */
-static bool x_bitwise(struct nftnl_rule *r, uint32_t mask, uint32_t xor)
+static bool x_meta_load(struct nftnl_rule *r)
+{
+	return x_meta(r, NFT_META_MARK);
+}
+
+/* reg1 = (reg1 & mask) ^ xor, over len bytes */
+static bool x_bitwise_bytes(struct nftnl_rule *r, const void *mask, const void * xor, uint32_t len)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
 	if (e == NULL)
@@ -770,16 +784,501 @@ static bool x_bitwise(struct nftnl_rule *r, uint32_t mask, uint32_t xor)
 	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
 	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
 	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_OP, NFT_BITWISE_BOOL);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, sizeof(uint32_t));
-	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, sizeof(mask));
-	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &xor, sizeof(xor));
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, xor, len);
 	nftnl_rule_add_expr(r, e);
 	return true;
 }
 
+/* reg1 = (reg1 & mask) ^ xor, on the 32 bits of a mark */
+static bool x_bitwise(struct nftnl_rule *r, uint32_t mask, uint32_t xor)
+{
+	return x_bitwise_bytes(r, &mask, &xor, sizeof(uint32_t));
+}
+
+static bool x_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
+	if (e == NULL)
+		return false;
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+	nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+	nftnl_rule_add_expr(r, e);
+	return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Matches on packet fields                                                                    */
+
+/*
+ * The matches of policy rules: "meta nfproto", "meta l4proto", "ip|ip6 saddr|daddr" and
+ * "th sport|dport", against a constant, a range, a prefix, a named set ("@name") or an anonymous
+ * set of those. The bytecode is what nft 1.0.6 makes of the same JSON, shape by shape (nft
+ * --debug=netlink shows it), because "nft list" must read the same whichever path loaded a rule:
+ *
+ *   - a named set: load, lookup (inverted for "!=");
+ *   - one element, as a plain value or a set of one: load, cmp; a range: load, cmp gte and cmp
+ *     lte, or for "!=" one "range neq"; a prefix on a byte boundary: a load of only its bytes,
+ *     cmp; any other prefix: load, bitwise with its mask, cmp;
+ *   - two elements or more: an anonymous constant set, made in the same batch ahead of the
+ *     rule, and a lookup. Only values: a plain set. Any range or prefix: an interval set, whose
+ *     elements are the merged ranges as nft encodes them, each a start and an "end" element one
+ *     past its last key; a first range that does not start at zero is preceded by an "end"
+ *     element at zero, and a last range that reaches the largest key has no end, its start
+ *     carrying the "open interval" flag in its user data.
+ */
+struct field {
+	bool meta;          /* a meta key, or else a payload */
+	uint32_t key;       /* the meta key */
+	uint32_t base, off; /* the payload's header and offset */
+	uint32_t len;       /* bytes */
+	uint32_t type;      /* nft datatype of a set keyed by it (0: none here) */
+	uint32_t byteorder;
+	int af; /* AF_INET, AF_INET6 for addresses, else 0 */
+};
+
+/* One element: the keys lo..hi, both of the field's length, big endian. */
+struct span {
+	uint8_t lo[16], hi[16];
+	int prefix; /* the prefix length when the element was a prefix, else -1 */
+};
+
+#define SPANS_MAX 4096 /* elements of one anonymous set on this path */
+
+static bool field_of(const json_t *j, struct field *fd)
+{
+	const json_t *m;
+	const char *k, *proto, *fld;
+
+	memset(fd, 0, sizeof(*fd));
+	if (!json_is_object(j) || json_object_size(j) != 1)
+		return false;
+	if ((m = json_object_get(j, "meta")) != NULL) {
+		if (!json_is_object(m) || json_object_size(m) != 1 ||
+		    (k = json_string_value(json_object_get(m, "key"))) == NULL)
+			return false;
+		fd->meta = true;
+		fd->len = 1;
+		if (strcmp(k, "nfproto") == 0) {
+			fd->key = NFT_META_NFPROTO;
+			return true;
+		}
+		if (strcmp(k, "l4proto") == 0) {
+			fd->key = NFT_META_L4PROTO;
+			fd->type = TYPE_INET_PROTO;
+			fd->byteorder = BYTEORDER_HOST;
+			return true;
+		}
+		return false;
+	}
+	m = json_object_get(j, "payload");
+	if (!json_is_object(m) || json_object_size(m) != 2 ||
+	    (proto = json_string_value(json_object_get(m, "protocol"))) == NULL ||
+	    (fld = json_string_value(json_object_get(m, "field"))) == NULL)
+		return false;
+	bool src = strcmp(fld, "saddr") == 0, sport = strcmp(fld, "sport") == 0;
+	fd->byteorder = BYTEORDER_BIG;
+	if (strcmp(proto, "ip") == 0 && (src || strcmp(fld, "daddr") == 0)) {
+		*fd = (struct field){false,         0,      NFT_PAYLOAD_NETWORK_HEADER,
+		                     src ? 12 : 16, 4,      TYPE_IPADDR,
+		                     BYTEORDER_BIG, AF_INET};
+		return true;
+	}
+	if (strcmp(proto, "ip6") == 0 && (src || strcmp(fld, "daddr") == 0)) {
+		*fd = (struct field){false,         0,       NFT_PAYLOAD_NETWORK_HEADER,
+		                     src ? 8 : 24,  16,      TYPE_IP6ADDR,
+		                     BYTEORDER_BIG, AF_INET6};
+		return true;
+	}
+	if (strcmp(proto, "th") == 0 && (sport || strcmp(fld, "dport") == 0)) {
+		*fd = (struct field){false,         0, NFT_PAYLOAD_TRANSPORT_HEADER,
+		                     sport ? 0 : 2, 2, TYPE_INET_SERVICE,
+		                     BYTEORDER_BIG, 0};
+		return true;
+	}
+	return false;
+}
+
+/* An integer constant of the field's length into out, big endian. */
+static bool int_of(const struct field *fd, const json_t *j, uint8_t *out)
+{
+	if (!json_is_integer(j))
+		return false;
+	json_int_t v = json_integer_value(j);
+	if (v < 0 || v >= (json_int_t)1 << (8 * fd->len))
+		return false;
+	for (uint32_t i = 0; i < fd->len; i++)
+		out[fd->len - 1 - i] = (uint8_t)(v >> (8 * i));
+	return true;
+}
+
+/* One element of the field's kind; false for anything else. */
+static bool span_of(const struct field *fd, const json_t *j, struct span *sp)
+{
+	const json_t *m;
+
+	sp->prefix = -1;
+	if (fd->meta && fd->key == NFT_META_NFPROTO) {
+		const char *s = json_string_value(j);
+		if (s == NULL || (strcmp(s, "ipv4") != 0 && strcmp(s, "ipv6") != 0))
+			return false;
+		sp->lo[0] = sp->hi[0] = strcmp(s, "ipv4") == 0 ? NFPROTO_IPV4 : NFPROTO_IPV6;
+		return true;
+	}
+	if (fd->af == 0) { /* l4proto, ports: integers, and ranges of ports */
+		if (int_of(fd, j, sp->lo)) {
+			memcpy(sp->hi, sp->lo, fd->len);
+			return true;
+		}
+		m = json_object_get(j, "range");
+		return !fd->meta && json_is_object(j) && json_object_size(j) == 1 &&
+		       json_is_array(m) && json_array_size(m) == 2 &&
+		       int_of(fd, json_array_get(m, 0), sp->lo) &&
+		       int_of(fd, json_array_get(m, 1), sp->hi) &&
+		       memcmp(sp->lo, sp->hi, fd->len) <= 0;
+	}
+	/* addresses: "a.b.c.d", or {"prefix": {"addr": "a.b.c.d", "len": N}} with no host bits */
+	const char *a = json_string_value(j);
+	json_int_t plen = 8 * fd->len;
+	if (a == NULL) {
+		m = json_object_get(j, "prefix");
+		if (!json_is_object(j) || json_object_size(j) != 1 || !json_is_object(m) ||
+		    json_object_size(m) != 2 || !json_is_integer(json_object_get(m, "len")) ||
+		    (a = json_string_value(json_object_get(m, "addr"))) == NULL)
+			return false;
+		plen = json_integer_value(json_object_get(m, "len"));
+		if (plen < 0 || plen > 8 * (json_int_t)fd->len)
+			return false;
+		sp->prefix = (int)plen;
+	}
+	if (inet_pton(fd->af, a, sp->lo) != 1)
+		return false;
+	memcpy(sp->hi, sp->lo, fd->len);
+	for (uint32_t bit = (uint32_t)plen; bit < 8 * fd->len; bit++) {
+		uint8_t mbit = (uint8_t)(0x80 >> (bit % 8));
+		if (sp->lo[bit / 8] & mbit)
+			return false; /* host bits set: nft would refuse it, libnftables says so */
+		sp->hi[bit / 8] |= mbit;
+	}
+	return true;
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+	/* the keys of one set have one length: comparing all 16 bytes orders them (the rest is
+	 * zero) */
+	return memcmp(((const struct span *)a)->lo, ((const struct span *)b)->lo, 16);
+}
+
+/* k += 1 over len big-endian bytes; false when it wrapped to zero. */
+static bool key_inc(uint8_t *k, uint32_t len)
+{
+	for (uint32_t i = len; i-- > 0;)
+		if (++k[i] != 0)
+			return true;
+	return false;
+}
+
+/* Elements of an anonymous set, gathered ELEMS_PER_MSG to a message. */
+struct elems {
+	const char *table;
+	uint32_t id;
+	struct nftnl_set *s; /* the message being gathered, NULL between messages */
+	unsigned n, total;
+};
+
+static int elems_flush(struct agent_nftnl *f, struct batch *b, int family, struct elems *el)
+{
+	if (el->s == NULL)
+		return 0;
+	struct nlmsghdr *nlh = batch_hdr(f, b, NFT_MSG_NEWSETELEM, family, NLM_F_CREATE);
+	if (nlh != NULL) {
+		nftnl_set_elems_nlmsg_build_payload(nlh, el->s);
+		batch_done(b, nlh);
+	}
+	nftnl_set_free(el->s);
+	el->s = NULL;
+	el->n = 0;
+	return nlh != NULL ? 0 : -ENOTSUP;
+}
+
+static int elems_put(struct agent_nftnl *f, struct batch *b, int family, struct elems *el,
+                     const uint8_t *key, uint32_t len, bool end, bool open)
+{
+	if (el->s == NULL) {
+		/* the set named by table, name and id only: the kernel knows the rest */
+		if ((el->s = nftnl_set_alloc()) == NULL)
+			return -ENOMEM;
+		nftnl_set_set_str(el->s, NFTNL_SET_TABLE, el->table);
+		nftnl_set_set_str(el->s, NFTNL_SET_NAME, "__set%d");
+		nftnl_set_set_u32(el->s, NFTNL_SET_ID, el->id);
+	}
+	struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+	if (e == NULL)
+		return -ENOMEM;
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, len);
+	if (end)
+		nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+	if (open) {
+		struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN);
+		if (ud == NULL || !nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_ELEM_FLAGS,
+		                                       NFTNL_SET_ELEM_F_INTERVAL_OPEN)) {
+			if (ud != NULL)
+				nftnl_udata_buf_free(ud);
+			nftnl_set_elem_free(e);
+			return -ENOMEM;
+		}
+		nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, nftnl_udata_buf_data(ud),
+		                   nftnl_udata_buf_len(ud));
+		nftnl_udata_buf_free(ud);
+	}
+	nftnl_set_elem_add(el->s, e);
+	el->total++;
+	return ++el->n == ELEMS_PER_MSG ? elems_flush(f, b, family, el) : 0;
+}
+
+/* Merge sorted spans that overlap or touch (nft's automerge): the count left. */
+static unsigned spans_merge(struct span *v, unsigned n, uint32_t len)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (k > 0) {
+			uint8_t next[16];
+			memcpy(next, v[k - 1].hi, len);
+			bool room = key_inc(next, len);
+			if (!room || memcmp(v[i].lo, next, len) <= 0) {
+				if (memcmp(v[i].hi, v[k - 1].hi, len) > 0)
+					memcpy(v[k - 1].hi, v[i].hi, len);
+				continue;
+			}
+		}
+		v[k++] = v[i];
+	}
+	return k;
+}
+
+/* The anonymous set of the spans v[0..n-1] and a lookup of reg1 in it. */
+static int put_anon_set(struct agent_nftnl *f, struct batch *b, int family, const char *table,
+                        struct nftnl_rule *r, const struct field *fd, struct span *v, unsigned n,
+                        bool inv)
+{
+	bool interval = false;
+	for (unsigned i = 0; i < n && !interval; i++)
+		interval = memcmp(v[i].lo, v[i].hi, fd->len) != 0 || v[i].prefix >= 0;
+	if (fd->type == 0)
+		return -ENOTSUP;
+
+	uint32_t id = f->seq, size = 0;
+	if (interval) {
+		qsort(v, n, sizeof(*v), span_cmp);
+		n = spans_merge(v, n, fd->len);
+		static const uint8_t zero[16];
+		size = memcmp(v[0].lo, zero, fd->len) != 0 ? 1 : 0;
+		for (unsigned i = 0; i < n; i++) {
+			uint8_t end[16];
+			memcpy(end, v[i].hi, fd->len);
+			size += key_inc(end, fd->len) ? 2 : 1;
+		}
+	} else {
+		size = n;
+	}
+
+	struct nftnl_set *s = nftnl_set_alloc();
+	struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN);
+	struct elems el = {.table = table, .id = id};
+	int rv = -ENOMEM;
+	if (s == NULL || ud == NULL ||
+	    !nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_KEYBYTEORDER, fd->byteorder) ||
+	    (interval && !nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_MERGE_ELEMENTS, 1)))
+		goto out;
+	nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+	nftnl_set_set_str(s, NFTNL_SET_NAME, "__set%d");
+	nftnl_set_set_u32(s, NFTNL_SET_FLAGS,
+	                  NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | (interval ? NFT_SET_INTERVAL : 0));
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, fd->type);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, fd->len);
+	nftnl_set_set_u32(s, NFTNL_SET_ID, id);
+	nftnl_set_set_u32(s, NFTNL_SET_DESC_SIZE, size);
+	nftnl_set_set_data(s, NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud),
+	                   nftnl_udata_buf_len(ud));
+	struct nlmsghdr *nlh = batch_hdr(f, b, NFT_MSG_NEWSET, family, NLM_F_CREATE);
+	if (nlh == NULL) {
+		rv = -ENOTSUP;
+		goto out;
+	}
+	nftnl_set_nlmsg_build_payload(nlh, s);
+	batch_done(b, nlh);
+
+	rv = 0;
+	if (!interval) {
+		for (unsigned i = 0; i < n && rv == 0; i++)
+			rv = elems_put(f, b, family, &el, v[i].lo, fd->len, false, false);
+	} else {
+		static const uint8_t zero[16];
+		if (memcmp(v[0].lo, zero, fd->len) != 0)
+			rv = elems_put(f, b, family, &el, zero, fd->len, true, false);
+		for (unsigned i = 0; i < n && rv == 0; i++) {
+			uint8_t end[16];
+			memcpy(end, v[i].hi, fd->len);
+			bool closed = key_inc(end, fd->len);
+			rv = elems_put(f, b, family, &el, v[i].lo, fd->len, false, !closed);
+			if (rv == 0 && closed)
+				rv = elems_put(f, b, family, &el, end, fd->len, true, false);
+		}
+	}
+	if (rv == 0)
+		rv = elems_flush(f, b, family, &el);
+	if (rv != 0)
+		goto out;
+	assert(el.total == size);
+
+	struct nftnl_expr *e = nftnl_expr_alloc("lookup");
+	if (e == NULL) {
+		rv = -ENOMEM;
+		goto out;
+	}
+	nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+	nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, "__set%d");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, id);
+	if (inv)
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+	nftnl_rule_add_expr(r, e);
+out:
+	if (ud != NULL)
+		nftnl_udata_buf_free(ud);
+	if (s != NULL)
+		nftnl_set_free(s);
+	if (el.s != NULL)
+		nftnl_set_free(el.s);
+	return rv;
+}
+
+/* Load the field (its first len bytes) into reg1. */
+static bool x_load(struct nftnl_rule *r, const struct field *fd, uint32_t len)
+{
+	if (fd->meta)
+		return x_meta(r, fd->key);
+	struct nftnl_expr *e = nftnl_expr_alloc("payload");
+	if (e == NULL)
+		return false;
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, fd->base);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, fd->off);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+	nftnl_rule_add_expr(r, e);
+	return true;
+}
+
+/* One element, == or !=. */
+static int put_one(struct nftnl_rule *r, const struct field *fd, const struct span *sp, bool inv)
+{
+	uint32_t op = inv ? NFT_CMP_NEQ : NFT_CMP_EQ;
+
+	if (sp->prefix >= 0 && (uint32_t)sp->prefix < 8 * fd->len) {
+		if (sp->prefix > 0 && sp->prefix % 8 == 0)
+			return x_load(r, fd, (uint32_t)sp->prefix / 8) &&
+			               x_cmp(r, op, sp->lo, (uint32_t)sp->prefix / 8)
+			           ? 0
+			           : -ENOMEM;
+		uint8_t mask[16], zero[16] = {0};
+		for (uint32_t i = 0; i < fd->len; i++)
+			mask[i] = (uint8_t) ~(sp->lo[i] ^ sp->hi[i]);
+		return x_load(r, fd, fd->len) && x_bitwise_bytes(r, mask, zero, fd->len) &&
+		               x_cmp(r, op, sp->lo, fd->len)
+		           ? 0
+		           : -ENOMEM;
+	}
+	if (!x_load(r, fd, fd->len))
+		return -ENOMEM;
+	if (memcmp(sp->lo, sp->hi, fd->len) == 0)
+		return x_cmp(r, op, sp->lo, fd->len) ? 0 : -ENOMEM;
+	if (!inv)
+		return x_cmp(r, NFT_CMP_GTE, sp->lo, fd->len) &&
+		               x_cmp(r, NFT_CMP_LTE, sp->hi, fd->len)
+		           ? 0
+		           : -ENOMEM;
+	struct nftnl_expr *e = nftnl_expr_alloc("range");
+	if (e == NULL)
+		return -ENOMEM;
+	nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, NFT_RANGE_NEQ);
+	nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, sp->lo, fd->len);
+	nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, sp->hi, fd->len);
+	nftnl_rule_add_expr(r, e);
+	return 0;
+}
+
+/* A match on a packet field: {"op": "=="|"!=", "left": FIELD, "right": ...}; -ENOTSUP when the
+ * left side is not one of the fields above or the right side not of its kind. */
+static int put_field_match(struct agent_nftnl *f, struct batch *b, int family, const char *table,
+                           struct nftnl_rule *r, const json_t *m, bool inv, int *nfproto)
+{
+	struct field fd;
+	const json_t *right = json_object_get(m, "right"), *set;
+	const char *ref = json_string_value(right);
+
+	if (!field_of(json_object_get(m, "left"), &fd))
+		return -ENOTSUP;
+	/* An address match needs the rule to have tested the family first: nft would add that
+	 * test itself (a dependency), and the rule would then read differently. */
+	if (fd.af != 0 && *nfproto != (fd.af == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6))
+		return -ENOTSUP;
+	if (fd.meta && fd.key == NFT_META_NFPROTO && !inv && json_is_string(right)) {
+		struct span sp;
+		if (!span_of(&fd, right, &sp))
+			return -ENOTSUP;
+		*nfproto = sp.lo[0];
+	}
+	if (ref != NULL && ref[0] == '@' && fd.type != 0 && !fd.meta) {
+		size_t n = strlen(ref + 1);
+		if (n == 0 || n >= NFT_NAME_MAXLEN || n + 1 != json_string_length(right))
+			return -ENOTSUP;
+		if (!x_load(r, &fd, fd.len))
+			return -ENOMEM;
+		struct nftnl_expr *e = nftnl_expr_alloc("lookup");
+		if (e == NULL)
+			return -ENOMEM;
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+		nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, ref + 1);
+		if (inv)
+			nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+		nftnl_rule_add_expr(r, e);
+		return 0;
+	}
+	if ((set = json_object_get(right, "set")) == NULL || json_object_size(right) != 1) {
+		struct span sp;
+		if (!span_of(&fd, right, &sp))
+			return -ENOTSUP;
+		return put_one(r, &fd, &sp, inv);
+	}
+	size_t n = json_array_size(set);
+	if (!json_is_array(set) || n == 0 || n > SPANS_MAX)
+		return -ENOTSUP;
+	struct span *v = malloc(n * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	int rv = 0;
+	memset(v, 0, n * sizeof(*v));
+	for (size_t i = 0; i < n && rv == 0; i++)
+		if (!span_of(&fd, json_array_get(set, i), &v[i]))
+			rv = -ENOTSUP;
+	if (rv == 0 && n == 1)
+		rv = put_one(r, &fd, &v[0], inv);
+	else if (rv == 0)
+		rv = x_load(r, &fd, fd.len)
+		         ? put_anon_set(f, b, family, table, r, &fd, v, (unsigned)n, inv)
+		         : -ENOMEM;
+	free(v);
+	return rv;
+}
+
 /* One statement of an "add rule"; -ENOTSUP for anything but the plain shapes. A verdict must
  * come last (last says whether this one does). */
-static int put_stmt(struct nftnl_rule *r, const json_t *st, bool last)
+static int put_stmt(struct agent_nftnl *f, struct batch *b, int family, const char *table,
+                    struct nftnl_rule *r, const json_t *st, bool last, int *nfproto)
 {
 	const json_t *m;
 	uint32_t c, v;
@@ -792,24 +1291,18 @@ static int put_stmt(struct nftnl_rule *r, const json_t *st, bool last)
 		static const char *const keys[] = {"op", "left", "right", NULL};
 		const char *op = json_string_value(json_object_get(m, "op"));
 		const json_t *left = json_object_get(m, "left");
-		if (!json_is_object(m) || !only_keys(m, keys) || op == NULL ||
-		    (strcmp(op, "==") != 0 && strcmp(op, "!=") != 0) ||
-		    !u32_of(json_object_get(m, "right"), &v))
+		if (!json_is_object(m) || json_object_size(m) != 3 || !only_keys(m, keys) ||
+		    op == NULL || (strcmp(op, "==") != 0 && strcmp(op, "!=") != 0))
 			return -ENOTSUP;
+		bool inv = strcmp(op, "!=") == 0;
 		bool masked = mark_binop(left, "&", &c);
 		if (!masked && !is_meta_mark(left))
+			return put_field_match(f, b, family, table, r, m, inv, nfproto);
+		if (!u32_of(json_object_get(m, "right"), &v))
 			return -ENOTSUP;
 		if (!x_meta_load(r) || (masked && !x_bitwise(r, c, 0)))
 			return -ENOMEM;
-		struct nftnl_expr *e = nftnl_expr_alloc("cmp");
-		if (e == NULL)
-			return -ENOMEM;
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP,
-		                   strcmp(op, "==") == 0 ? NFT_CMP_EQ : NFT_CMP_NEQ);
-		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, &v, sizeof(v));
-		nftnl_rule_add_expr(r, e);
-		return 0;
+		return x_cmp(r, inv ? NFT_CMP_NEQ : NFT_CMP_EQ, &v, sizeof(v)) ? 0 : -ENOMEM;
 	}
 	if ((m = json_object_get(st, "mangle")) != NULL) {
 		static const char *const keys[] = {"key", "value", NULL};
@@ -858,7 +1351,7 @@ static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o)
 	const char *chain = name_of(o, "chain");
 	const json_t *expr = json_object_get(o, "expr");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
-	int rv = 0;
+	int rv = 0, nfproto = 0; /* the family the rule has tested for, so far */
 
 	if (!only_keys(o, keys) || family < 0 || table == NULL || chain == NULL ||
 	    !json_is_array(expr) || json_array_size(expr) == 0 || json_array_size(expr) > STMTS_MAX)
@@ -870,7 +1363,8 @@ static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o)
 	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
 	size_t n = json_array_size(expr);
 	for (size_t i = 0; i < n && rv == 0; i++)
-		rv = put_stmt(r, json_array_get(expr, i), i + 1 == n);
+		rv =
+		    put_stmt(f, b, family, table, r, json_array_get(expr, i), i + 1 == n, &nfproto);
 	if (rv == 0) {
 		struct nlmsghdr *nlh =
 		    batch_hdr(f, b, NFT_MSG_NEWRULE, family, NLM_F_CREATE | NLM_F_APPEND);

@@ -288,8 +288,9 @@ enum change { CHANGE_POLICY, CHANGE_LOCAL_EP, CHANGE_REMOTE_EP };
 /* --trace: what a batch holds, as "verb what" counts (elements counted one by one). */
 static void trace_mix(FILE *out, const json_t *cmds)
 {
-	static const char *const kinds[] = {"add set", "add element", "delete element", "add chain",
-	                                    "flush chain", "delete chain", "add rule", "delete set"};
+	static const char *const kinds[] = {"add set",   "add element", "delete element",
+	                                    "add chain", "flush chain", "delete chain",
+	                                    "add rule",  "delete set"};
 	unsigned n[8] = {0}, other = 0;
 	size_t i;
 	const json_t *cmd;
@@ -356,12 +357,12 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 			if (b->kernel) {
 				agent_nft_counts(b->nft, &f1, &s1);
 				path = agent_nft_splits(b->nft) != sp0 ? "split"
-				       : f1 != f0                       ? "fast"
-				       : s1 != s0                       ? "slow"
-				                                        : "none";
+				       : f1 != f0                      ? "fast"
+				       : s1 != s0                      ? "slow"
+				                                       : "none";
 			}
-			fprintf(b->trace, " | %.2f ms (compile %.2f, apply %.2f) %s\n", total[i], c, l,
-			        path);
+			fprintf(b->trace, " | %.2f ms (compile %.2f, apply %.2f) %s\n", total[i], c,
+			        l, path);
 		}
 		comp[i] = c;
 		*cmds_out += ncmds;
@@ -427,16 +428,12 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"policies", required_argument, NULL, 'p'},
-	                                     {"endpoints", required_argument, NULL, 'e'},
-	                                     {"local", required_argument, NULL, 'l'},
-	                                     {"changes", required_argument, NULL, 'c'},
-	                                     {"evals", required_argument, NULL, 'v'},
-	                                     {"seed", required_argument, NULL, 's'},
-	                                     {"no-kernel", no_argument, NULL, 'n'},
-	                                     {"no-fast-path", no_argument, NULL, 'f'},
-	                                     {"trace", no_argument, NULL, 't'},
-	                                     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"policies", required_argument, NULL, 'p'}, {"endpoints", required_argument, NULL, 'e'},
+	    {"local", required_argument, NULL, 'l'},    {"changes", required_argument, NULL, 'c'},
+	    {"evals", required_argument, NULL, 'v'},    {"seed", required_argument, NULL, 's'},
+	    {"no-kernel", no_argument, NULL, 'n'},      {"no-fast-path", no_argument, NULL, 'f'},
+	    {"trace", no_argument, NULL, 't'},          {NULL, 0, NULL, 0}};
 	struct bench b = {.rng = 0x5eed,
 	                  .policies = 1000,
 	                  .endpoints = 10000,

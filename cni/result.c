@@ -273,7 +273,8 @@ void cni_agent_error(enum cni_cmd cmd, int status, const json_t *response, struc
 
 	if (code == NULL)
 		snprintf(details, sizeof details, "HTTP %d", status);
-	if (message != NULL)
+	/* An empty message is no message: the CNI error must still say what went wrong. */
+	if (message != NULL && message[0] != '\0')
 		cni_error_set(err, cni, code != NULL ? code : details, "%s", message);
 	else
 		cni_error_set(err, cni, code != NULL ? code : details,

@@ -100,19 +100,76 @@ static void remove_endpoint(struct fx *fx, unsigned n)
 	fx->live[n] = false;
 }
 
+/* One ingress rule of a random shape: the shapes of the fast path's matches (ports, ranges,
+ * nets and prefixes of every kind, negations, protocols) and some it leaves to libnftables (ICMP
+ * types, log). */
+static json_t *random_rule(struct fx *fx)
+{
+	char src[64];
+
+	snprintf(src, sizeof(src), "tier == '%s'", rnd(fx, 2) ? "web" : "db");
+	const char *action = rnd(fx, 3) ? "allow" : "deny";
+	switch (rnd(fx, 14)) {
+	case 0:
+		return json_pack("{s:s,s:s,s:{s:s},s:{s:[i]}}", "action", action, "protocol", "tcp",
+		                 "source", "selector", src, "destination", "ports",
+		                 (int[]){80, 443, 6379}[rnd(fx, 3)]);
+	case 1:
+		return json_pack("{s:s,s:s,s:{s:s},s:{s:[i,i,s]}}", "action", action, "protocol",
+		                 "tcp", "source", "selector", src, "destination", "ports", 443, 80,
+		                 "8000:8100");
+	case 2:
+		return json_pack("{s:s,s:s,s:{s:[s]}}", "action", action, "protocol", "udp",
+		                 "destination", "ports", rnd(fx, 2) ? "5000:5100" : "60000:65535");
+	case 3:
+		return json_pack("{s:s,s:{s:[s],s:s}}", "action", action, "source", "nets",
+		                 "10.128.0.0/16", "selector", src);
+	case 4:
+		return json_pack("{s:s,s:{s:[s,s,s,s]}}", "action", action, "source", "nets",
+		                 "10.0.0.0/9", "10.128.0.0/9", "192.168.1.0/24", "172.16.5.5/32");
+	case 5: {
+		bool v4 = rnd(fx, 2);
+		return json_pack("{s:s,s:{s:[s,s]}}", "action", action, "destination", "notNets",
+		                 v4 ? "10.16.0.0/12" : "fd00::/64",
+		                 v4 ? "10.1.2.3/32" : "fd00:1::/48");
+	}
+	case 6:
+		return json_pack("{s:s,s:{s:[s]}}", "action", action, "source", "nets",
+		                 rnd(fx, 2) ? "0.0.0.0/0" : "10.16.0.0/12");
+	case 7:
+		return json_pack("{s:s,s:{s:[s,s,s]}}", "action", action, "source", "nets",
+		                 "fd00::/63", "fd00:0:0:2::/64", "::1/128");
+	case 8:
+		return json_pack("{s:s,s:{s:[i,s]}}", "action", action, "destination", "notPorts",
+		                 22, "1:10");
+	case 9:
+		return json_pack("{s:s,s:s,s:{s:[i]}}", "action", action, "notProtocol", "udp",
+		                 "source", "ports", 53);
+	case 10:
+		return json_pack("{s:s,s:s,s:{s:s}}", "action", action, "protocol", "icmp",
+		                 "source", "notSelector", src);
+	case 11: /* libnftables: an ICMP type is a concatenation */
+		return json_pack("{s:s,s:s,s:{s:i}}", "action", action, "protocol", "icmp", "icmp",
+		                 "type", 8);
+	case 12: /* libnftables: log */
+		return json_pack("{s:s,s:s}", "action", "log", "protocol", "tcp");
+	default:
+		return json_pack("{s:s,s:i,s:{s:[s,i]}}", "action", action, "protocol", 132,
+		                 "destination", "ports", "2000:2001", 2002);
+	}
+}
+
 static void put_policy(struct fx *fx, unsigned i)
 {
-	char name[32], sel[64], src[64];
-	static const int ports[] = {80, 443, 6379};
+	char name[32], sel[64];
 
 	snprintf(name, sizeof(name), "policy-%u", i);
 	snprintf(sel, sizeof(sel), "app == 'app-%u'", i % APPS);
-	snprintf(src, sizeof(src), "tier == '%s'", rnd(fx, 2) ? "web" : "db");
-	json_t *spec =
-	    json_pack("{s:f,s:s,s:[{s:s,s:s,s:{s:s},s:{s:[i]}}],s:[{s:s}]}", "order",
-	              (double)(i * 10), "selector", sel, "ingress", "action",
-	              rnd(fx, 3) ? "allow" : "deny", "protocol", "tcp", "source", "selector", src,
-	              "destination", "ports", ports[rnd(fx, 3)], "egress", "action", "allow");
+	json_t *ingress = json_array();
+	for (unsigned k = 1 + rnd(fx, 3); k > 0; k--)
+		json_array_append_new(ingress, random_rule(fx));
+	json_t *spec = json_pack("{s:f,s:s,s:o,s:[{s:s}]}", "order", (double)(i * 10), "selector",
+	                         sel, "ingress", ingress, "egress", "action", "allow");
 	put(fx, json_pack("{s:s,s:s,s:{s:s},s:o}", "apiVersion", "v1", "kind", "policy", "metadata",
 	                  "name", name, "spec", spec));
 }
@@ -305,17 +362,32 @@ static void test_same_tables(void **state)
 		}
 		flush_both(fx, what);
 	}
-	/* A policy whose rule names a selector no set exists for yet, then its removal: a batch
-	 * with a new set and a policy chain's rules (split: the set first through libnftnl), then
-	 * one that deletes the set again. */
-	unsigned long splits = agent_nft_splits(fx->nft[0]);
+	/* A policy whose rules name a selector no set exists for yet: its batch (a new set, a
+	 * policy chain's rules) goes whole through libnftnl. With an ICMP type among its rules
+	 * (libnftables' only), the batch is split: the set first through libnftnl. Then their
+	 * removal, which deletes the set again. */
+	unsigned long splits = agent_nft_splits(fx->nft[0]), fast0, slow0, fast1, slow1;
+	agent_nft_counts(fx->nft[0], &fast0, &slow0);
 	put(fx, json_pack("{s:s,s:s,s:{s:s},s:{s:f,s:s,s:[{s:s,s:s,s:{s:s},s:{s:[i]}}]}}",
 	                  "apiVersion", "v1", "kind", "policy", "metadata", "name", "fresh", "spec",
 	                  "order", 5.0, "selector", "all()", "ingress", "action", "allow",
 	                  "protocol", "udp", "source", "selector", "app == 'app-0' && tier == 'db'",
 	                  "destination", "ports", 53));
 	flush_both(fx, "a policy with a new selector");
+	agent_nft_counts(fx->nft[0], &fast1, &slow1);
+	assert_int_equal(fast1, fast0 + 1);
+	assert_int_equal(slow1, slow0);
+	put(fx,
+	    json_pack("{s:s,s:s,s:{s:s},s:{s:f,s:s,s:[{s:s,s:s,s:{s:s},s:{s:i}}]}}", "apiVersion",
+	              "v1", "kind", "policy", "metadata", "name", "fresh-icmp", "spec", "order",
+	              6.0, "selector", "all()", "ingress", "action", "allow", "protocol", "icmp",
+	              "source", "selector", "app == 'app-1' && tier == 'db'", "icmp", "type", 8));
+	flush_both(fx, "a policy with a new selector and an ICMP type");
 	assert_int_equal(agent_nft_splits(fx->nft[0]), splits + 1);
+	assert_int_equal(policy_model_remove(fx->m, POLICY_KIND_POLICY, "fresh-icmp"), 0);
+	for (int i = 0; i < 2; i++)
+		policy_compiler_note(fx->c[i], POLICY_KIND_POLICY, "fresh-icmp");
+	flush_both(fx, "that policy removed");
 	assert_int_equal(policy_model_remove(fx->m, POLICY_KIND_POLICY, "fresh"), 0);
 	for (int i = 0; i < 2; i++)
 		policy_compiler_note(fx->c[i], POLICY_KIND_POLICY, "fresh");

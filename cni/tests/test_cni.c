@@ -1068,6 +1068,10 @@ static void test_agent_errors(void **state)
 	     CNI_ERR_ALLOC, "m", "conflict"},
 	    {CNI_CMD_ADD, 409, NULL, CNI_ERR_ALLOC,
 	     "the tabby agent answered HTTP 409 without an error message", "HTTP 409"},
+	    /* found by fuzz_cni: an empty message is no message */
+	    {CNI_CMD_ADD, 409, "{\"error\": {\"code\": \"exhausted\", \"message\": \"\"}}",
+	     CNI_ERR_ALLOC, "the tabby agent answered HTTP 409 without an error message",
+	     "exhausted"},
 	    {CNI_CMD_ADD, 400,
 	     "{\"error\": {\"code\": \"invalid\", \"message\": \"node host-2 is "
 	     "not this agent's node host-1\"}}",
