@@ -843,6 +843,7 @@ struct field {
 struct span {
 	uint8_t lo[16], hi[16];
 	int prefix; /* the prefix length when the element was a prefix, else -1 */
+	bool range; /* written as a range (nft keeps "80-80" a range) */
 };
 
 #define SPANS_MAX 4096 /* elements of one anonymous set on this path */
@@ -920,6 +921,7 @@ static bool span_of(const struct field *fd, const json_t *j, struct span *sp)
 	const json_t *m;
 
 	sp->prefix = -1;
+	sp->range = false;
 	if (fd->meta && fd->key == NFT_META_NFPROTO) {
 		const char *s = json_string_value(j);
 		if (s == NULL || (strcmp(s, "ipv4") != 0 && strcmp(s, "ipv6") != 0))
@@ -933,6 +935,7 @@ static bool span_of(const struct field *fd, const json_t *j, struct span *sp)
 			return true;
 		}
 		m = json_object_get(j, "range");
+		sp->range = true;
 		return !fd->meta && json_is_object(j) && json_object_size(j) == 1 &&
 		       json_is_array(m) && json_array_size(m) == 2 &&
 		       int_of(fd, json_array_get(m, 0), sp->lo) &&
@@ -959,7 +962,7 @@ static bool span_of(const struct field *fd, const json_t *j, struct span *sp)
 	for (uint32_t bit = (uint32_t)plen; bit < 8 * fd->len; bit++) {
 		uint8_t mbit = (uint8_t)(0x80 >> (bit % 8));
 		if (sp->lo[bit / 8] & mbit)
-			return false; /* host bits set: nft would refuse it, libnftables says so */
+			return false; /* host bits set: nft masks them off; left to libnftables */
 		sp->hi[bit / 8] |= mbit;
 	}
 	return true;
@@ -1067,7 +1070,7 @@ static int put_anon_set(struct agent_nftnl *f, struct batch *b, int family, cons
 {
 	bool interval = false;
 	for (unsigned i = 0; i < n && !interval; i++)
-		interval = memcmp(v[i].lo, v[i].hi, fd->len) != 0 || v[i].prefix >= 0;
+		interval = v[i].range || v[i].prefix >= 0;
 	if (fd->type == 0)
 		return -ENOTSUP;
 
@@ -1076,12 +1079,8 @@ static int put_anon_set(struct agent_nftnl *f, struct batch *b, int family, cons
 		qsort(v, n, sizeof(*v), span_cmp);
 		n = spans_merge(v, n, fd->len);
 		static const uint8_t zero[16];
-		size = memcmp(v[0].lo, zero, fd->len) != 0 ? 1 : 0;
-		for (unsigned i = 0; i < n; i++) {
-			uint8_t end[16];
-			memcpy(end, v[i].hi, fd->len);
-			size += key_inc(end, fd->len) ? 2 : 1;
-		}
+		/* nft counts an end for every range, also the one an open last range lacks */
+		size = 2 * n + (memcmp(v[0].lo, zero, fd->len) != 0 ? 1 : 0);
 	} else {
 		size = n;
 	}
@@ -1133,7 +1132,7 @@ static int put_anon_set(struct agent_nftnl *f, struct batch *b, int family, cons
 		rv = elems_flush(f, b, family, &el);
 	if (rv != 0)
 		goto out;
-	assert(el.total == size);
+	assert(el.total == size || (interval && el.total + 1 == size));
 
 	struct nftnl_expr *e = nftnl_expr_alloc("lookup");
 	if (e == NULL) {
@@ -1193,7 +1192,7 @@ static int put_one(struct nftnl_rule *r, const struct field *fd, const struct sp
 	}
 	if (!x_load(r, fd, fd->len))
 		return -ENOMEM;
-	if (memcmp(sp->lo, sp->hi, fd->len) == 0)
+	if (!sp->range)
 		return x_cmp(r, op, sp->lo, fd->len) ? 0 : -ENOMEM;
 	if (!inv)
 		return x_cmp(r, NFT_CMP_GTE, sp->lo, fd->len) &&
@@ -1220,7 +1219,9 @@ static int put_field_match(struct agent_nftnl *f, struct batch *b, int family, c
 	const json_t *right = json_object_get(m, "right"), *set;
 	const char *ref = json_string_value(right);
 
-	if (!field_of(json_object_get(m, "left"), &fd))
+	/* inet tables only (ours): in an ip or ip6 table nft refuses "meta nfproto" and reads
+	 * addresses without the family test */
+	if (family != NFPROTO_INET || !field_of(json_object_get(m, "left"), &fd))
 		return -ENOTSUP;
 	/* An address match needs the rule to have tested the family first: nft would add that
 	 * test itself (a dependency), and the rule would then read differently. */
@@ -1235,6 +1236,11 @@ static int put_field_match(struct agent_nftnl *f, struct batch *b, int family, c
 	if (ref != NULL && ref[0] == '@' && fd.type != 0 && !fd.meta) {
 		size_t n = strlen(ref + 1);
 		if (n == 0 || n >= NFT_NAME_MAXLEN || n + 1 != json_string_length(right))
+			return -ENOTSUP;
+		/* a set of the field's type, as nft checks ("datatype mismatch" otherwise) */
+		const struct set_info *si = set_lookup(f, family, table, ref + 1);
+		if (si == NULL || si->key_type != fd.type || si->key_len != fd.len ||
+		    (si->flags & (NFT_SET_MAP | NFT_SET_OBJECT | NFT_SET_CONCAT)) != 0)
 			return -ENOTSUP;
 		if (!x_load(r, &fd, fd.len))
 			return -ENOMEM;
