@@ -848,6 +848,8 @@ struct span {
 
 #define SPANS_MAX 4096 /* elements of one anonymous set on this path */
 
+static const uint8_t zero_key[16]; /* the smallest key of every length */
+
 static bool field_of(const json_t *j, struct field *fd)
 {
 	const json_t *m;
@@ -880,7 +882,6 @@ static bool field_of(const json_t *j, struct field *fd)
 	    (fld = json_string_value(json_object_get(m, "field"))) == NULL)
 		return false;
 	bool src = strcmp(fld, "saddr") == 0, sport = strcmp(fld, "sport") == 0;
-	fd->byteorder = BYTEORDER_BIG;
 	if (strcmp(proto, "ip") == 0 && (src || strcmp(fld, "daddr") == 0)) {
 		*fd = (struct field){false,         0,      NFT_PAYLOAD_NETWORK_HEADER,
 		                     src ? 12 : 16, 4,      TYPE_IPADDR,
@@ -1078,9 +1079,8 @@ static int put_anon_set(struct agent_nftnl *f, struct batch *b, int family, cons
 	if (interval) {
 		qsort(v, n, sizeof(*v), span_cmp);
 		n = spans_merge(v, n, fd->len);
-		static const uint8_t zero[16];
 		/* nft counts an end for every range, also the one an open last range lacks */
-		size = 2 * n + (memcmp(v[0].lo, zero, fd->len) != 0 ? 1 : 0);
+		size = 2 * n + (memcmp(v[0].lo, zero_key, fd->len) != 0 ? 1 : 0);
 	} else {
 		size = n;
 	}
@@ -1116,9 +1116,8 @@ static int put_anon_set(struct agent_nftnl *f, struct batch *b, int family, cons
 		for (unsigned i = 0; i < n && rv == 0; i++)
 			rv = elems_put(f, b, family, &el, v[i].lo, fd->len, false, false);
 	} else {
-		static const uint8_t zero[16];
-		if (memcmp(v[0].lo, zero, fd->len) != 0)
-			rv = elems_put(f, b, family, &el, zero, fd->len, true, false);
+		if (memcmp(v[0].lo, zero_key, fd->len) != 0)
+			rv = elems_put(f, b, family, &el, zero_key, fd->len, true, false);
 		for (unsigned i = 0; i < n && rv == 0; i++) {
 			uint8_t end[16];
 			memcpy(end, v[i].hi, fd->len);
@@ -1182,10 +1181,10 @@ static int put_one(struct nftnl_rule *r, const struct field *fd, const struct sp
 			               x_cmp(r, op, sp->lo, (uint32_t)sp->prefix / 8)
 			           ? 0
 			           : -ENOMEM;
-		uint8_t mask[16], zero[16] = {0};
+		uint8_t mask[16];
 		for (uint32_t i = 0; i < fd->len; i++)
 			mask[i] = (uint8_t) ~(sp->lo[i] ^ sp->hi[i]);
-		return x_load(r, fd, fd->len) && x_bitwise_bytes(r, mask, zero, fd->len) &&
+		return x_load(r, fd, fd->len) && x_bitwise_bytes(r, mask, zero_key, fd->len) &&
 		               x_cmp(r, op, sp->lo, fd->len)
 		           ? 0
 		           : -ENOMEM;
@@ -1227,12 +1226,6 @@ static int put_field_match(struct agent_nftnl *f, struct batch *b, int family, c
 	 * test itself (a dependency), and the rule would then read differently. */
 	if (fd.af != 0 && *nfproto != (fd.af == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6))
 		return -ENOTSUP;
-	if (fd.meta && fd.key == NFT_META_NFPROTO && !inv && json_is_string(right)) {
-		struct span sp;
-		if (!span_of(&fd, right, &sp))
-			return -ENOTSUP;
-		*nfproto = sp.lo[0];
-	}
 	if (ref != NULL && ref[0] == '@' && fd.type != 0 && !fd.meta) {
 		size_t n = strlen(ref + 1);
 		if (n == 0 || n >= NFT_NAME_MAXLEN || n + 1 != json_string_length(right))
@@ -1258,6 +1251,8 @@ static int put_field_match(struct agent_nftnl *f, struct batch *b, int family, c
 		struct span sp;
 		if (!span_of(&fd, right, &sp))
 			return -ENOTSUP;
+		if (fd.meta && fd.key == NFT_META_NFPROTO && !inv)
+			*nfproto = sp.lo[0]; /* the family the rest of the rule may read */
 		return put_one(r, &fd, &sp, inv);
 	}
 	size_t n = json_array_size(set);
