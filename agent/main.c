@@ -263,11 +263,35 @@ static void hook_fatal(void *data, const char *msg)
 /* ------------------------------------------------------------------------------------------ */
 /* Bootstrap records and the membership reconciler                                             */
 
+static int write_file_atomic(const char *path, const char *content, mode_t mode);
+
 struct sys_put {
 	struct store_write w;
 	struct agent *a;
+	bool is_token; /* publish the join token once this write is applied */
 	char what[64];
 };
+
+/* The join-token file and the printed token appear only once the token's record is applied
+ * here: a member that joins as soon as it sees the file then always finds the token to check
+ * against. Written at startup instead, the file raced the bootstrap records by up to a reconcile
+ * period, and an early joiner was refused as if its token were wrong. */
+static void publish_join_token(struct agent *a)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/join-token", a->data_dir);
+	char line[sizeof a->token + 1];
+	size_t tl = strnlen(a->token, sizeof a->token - 1);
+	memcpy(line, a->token, tl);
+	line[tl] = '\n';
+	line[tl + 1] = 0;
+	int rv = write_file_atomic(path, line, 0600);
+	if (rv != 0) {
+		agent_log("cannot write %s: %s (the token is printed below)", path, strerror(-rv));
+	}
+	printf("join token: %s\n", a->token);
+	fflush(stdout);
+}
 
 static void sys_put_done(struct store_write *w, int status, const struct kv_result *r)
 {
@@ -276,6 +300,8 @@ static void sys_put_done(struct store_write *w, int status, const struct kv_resu
 		agent_log("writing %s failed: %s", p->what,
 		          status != STORE_OK ? store_strerror(status) : "condition failed");
 		p->a->bootstrap_pending = true; /* try again on the next reconcile */
+	} else if (p->is_token) {
+		publish_join_token(p->a);
 	}
 	free(p);
 }
@@ -288,6 +314,7 @@ static int sys_put(struct agent *a, const char *key, const char *value, bool if_
 		return STORE_ENOMEM;
 	}
 	p->a = a;
+	p->is_token = strcmp(key, SYS_TOKEN_KEY) == 0;
 	p->w.data = p;
 	snprintf(p->what, sizeof p->what, "%s", what);
 	struct kv_op op = {
@@ -907,8 +934,9 @@ static void dataplane_synced(void *data, int status)
 	}
 	if (status != STORE_OK) {
 		if (!a->dataplane_waiting_logged) {
-			agent_log("dataplane: waiting for the cluster before programming this host (%s)",
-			          store_strerror(status));
+			agent_log(
+			    "dataplane: waiting for the cluster before programming this host (%s)",
+			    store_strerror(status));
 			a->dataplane_waiting_logged = true;
 		}
 		uv_timer_start(&a->dataplane_timer, dataplane_tick, DATAPLANE_RETRY_MS, 0);
@@ -1294,22 +1322,6 @@ int agent_main(int argc, char **argv)
 		agent_log("cannot listen on %s: %s", a->api_address, uv_strerror(rv));
 		goto fail_http;
 	}
-	if (bootstrap && !restart) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof path, "%s/join-token", a->data_dir);
-		char line[sizeof a->token + 1];
-		size_t tl = strnlen(a->token, sizeof a->token - 1);
-		memcpy(line, a->token, tl);
-		line[tl] = '\n';
-		line[tl + 1] = 0;
-		if ((rv = write_file_atomic(path, line, 0600)) != 0) {
-			agent_log("cannot write %s: %s", path, strerror(-rv));
-			goto fail_http;
-		}
-		printf("join token: %s\n", a->token);
-		fflush(stdout);
-	}
-
 	uv_timer_init(a->loop, &a->reconcile);
 	a->reconcile.data = a;
 	uv_timer_start(&a->reconcile, reconcile_cb, 100, RECONCILE_MS);

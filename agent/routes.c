@@ -1100,17 +1100,20 @@ static void join_claim(struct wctx *c)
 	}
 }
 
-static bool token_matches(struct agent *a, const char *given)
+/* 1: the token is this cluster's; 0: it is not; -1: this replica holds no token yet. The first
+ * member writes its join-token file as soon as it listens, before the record that holds the
+ * token is committed, so a member that joins at once must be told to retry, not refused. */
+static int token_matches(struct agent *a, const char *given)
 {
 	struct kv_kv *kvs = NULL;
 	unsigned n = 0;
 	bool more;
 	int64_t rev;
 	struct kv_bytes key = {(const uint8_t *)SYS_TOKEN_KEY, strlen(SYS_TOKEN_KEY)};
-	if (store_range(a->store, KV_SPACE_SYS, key, false, 1, &kvs, &n, &more, &rev) != STORE_OK ||
-	    n != 1) {
+	int rv = store_range(a->store, KV_SPACE_SYS, key, false, 1, &kvs, &n, &more, &rev);
+	if (rv != STORE_OK || n != 1) {
 		kv_kvs_free(kvs, n);
-		return false;
+		return rv == STORE_OK && n == 0 ? -1 : 0;
 	}
 	size_t gl = strlen(given);
 	/* Compare in time independent of where the first difference is. */
@@ -1119,7 +1122,7 @@ static bool token_matches(struct agent *a, const char *given)
 		diff |= (unsigned char)(kvs[0].value[i] ^ (i < gl ? (unsigned char)given[i] : 0));
 	}
 	kv_kvs_free(kvs, n);
-	return diff == 0;
+	return diff == 0 ? 1 : 0;
 }
 
 static void handle_join(struct agent *a, struct http_request *req)
@@ -1139,7 +1142,15 @@ static void handle_join(struct agent *a, struct http_request *req)
 		                  "body: needs strings name, peer_address, api_address, token");
 		goto out;
 	}
-	if (!token_matches(a, token)) {
+	int match = token_matches(a, token);
+	if (match < 0) {
+		agent_reply_error(
+		    a, req, 503, "unavailable",
+		    "the cluster is still starting (its join token is not recorded yet); "
+		    "retry");
+		goto out;
+	}
+	if (match == 0) {
 		agent_reply_error(a, req, 403, "forbidden", "the join token is not this cluster's");
 		goto out;
 	}
