@@ -402,33 +402,51 @@ static bool vx_fits(struct rtnl_link *l, const struct netcalc_vxlan *vx)
 	return ok;
 }
 
-static void vx_create(struct netsync_kernel *k, const struct netcalc_vxlan *vx)
+/* The RTM_NEWLINK is put together here with libnl's attribute calls rather than by
+ * rtnl_link_vxlan_set_port() + rtnl_link_add(): libnl 3.7 (bookworm) writes IFLA_VXLAN_PORT as
+ * a 32-bit attribute where the kernel's policy says 16 bits. The kernel then logs "netlink:
+ * 'tabby': attribute type 15 has an invalid length" for every device, and takes the first two
+ * bytes, which hold the port only on a little-endian host. */
+static int vx_add(struct nl_sock *sk, const struct netcalc_vxlan *vx)
 {
-	struct rtnl_link *l = rtnl_link_vxlan_alloc();
-	struct nl_addr *local = to_nl(&vx->local, -1), *mac = mac_nl(vx->mac);
-	if (l == NULL || local == NULL || mac == NULL) {
-		k->fatal = -ENOMEM;
+	struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+	struct nl_msg *msg = nlmsg_alloc_simple(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+	struct nlattr *info, *data;
+	int rv = -NLE_NOMEM;
+	if (msg == NULL) {
+		return -NLE_NOMEM;
+	}
+	if (nlmsg_append(msg, &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 ||
+	    nla_put_string(msg, IFLA_IFNAME, vx->dev) < 0 ||
+	    nla_put_u32(msg, IFLA_MTU, vx->mtu) < 0 || nla_put(msg, IFLA_ADDRESS, 6, vx->mac) < 0 ||
+	    (info = nla_nest_start(msg, IFLA_LINKINFO)) == NULL ||
+	    nla_put_string(msg, IFLA_INFO_KIND, "vxlan") < 0 ||
+	    (data = nla_nest_start(msg, IFLA_INFO_DATA)) == NULL ||
+	    nla_put_u32(msg, IFLA_VXLAN_ID, vx->vni) < 0 ||
+	    nla_put_u16(msg, IFLA_VXLAN_PORT, htons(vx->port)) < 0 ||
+	    (vx->local.family == 4 ? nla_put(msg, IFLA_VXLAN_LOCAL, 4, vx->local.b)
+	                           : nla_put(msg, IFLA_VXLAN_LOCAL6, 16, vx->local.b)) < 0 ||
+	    nla_put_u8(msg, IFLA_VXLAN_LEARNING, 0) < 0) {
 		goto out;
 	}
-	rtnl_link_set_name(l, vx->dev);
-	rtnl_link_vxlan_set_id(l, vx->vni);
-	rtnl_link_vxlan_set_port(l, vx->port);
-	rtnl_link_vxlan_set_local(l, local);
-	rtnl_link_vxlan_disable_learning(l);
-	rtnl_link_set_mtu(l, vx->mtu);
-	rtnl_link_set_addr(l, mac);
-	rtnl_link_set_flags(l, IFF_UP);
-	int rv = rtnl_link_add(k->sk, l, NLM_F_CREATE | NLM_F_EXCL);
+	nla_nest_end(msg, data);
+	nla_nest_end(msg, info);
+	rv = nl_send_sync(sk, msg); /* frees msg */
+	msg = NULL;
+out:
+	nlmsg_free(msg);
+	return rv;
+}
+
+static void vx_create(struct netsync_kernel *k, const struct netcalc_vxlan *vx)
+{
+	int rv = vx_add(k->sk, vx);
 	if (rv < 0) {
 		problem(k, "cannot create the VXLAN device %s: %s", vx->dev, nl_geterror(rv));
 		check_fatal(k, rv);
 	} else if (k->rep) {
 		k->rep->links_changed++;
 	}
-out:
-	nl_addr_put(local);
-	nl_addr_put(mac);
-	rtnl_link_put(l);
 }
 
 /* The FDB entry (family AF_BRIDGE: mac -> node_ip) or the neighbour (vtep -> mac) of a peer. */

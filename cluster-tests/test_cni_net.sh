@@ -92,6 +92,13 @@ else
 	log "SKIP IP-in-IP: this kernel cannot make ipip links (no ipip module)"
 fi
 encap_test vx 10.71.0.0/16 --vxlan always
+# Calico's VXLAN device settings: VNI 4096, UDP port 4789, no learning (the port is written as
+# the 16-bit attribute the kernel expects; libnl 3.7's own setter writes 32 bits).
+d=$(in_host 1 ip -d link show vxlan.tabby)
+for want in "vxlan id 4096" "dstport 4789" "nolearning"; do
+	grep -q "$want" <<<"$d" || fail "vxlan.tabby lacks '$want': $d"
+done
+log "ok: vxlan.tabby has VNI 4096, port 4789, no learning"
 
 # --- NAT outgoing -------------------------------------------------------------------------------
 ip netns exec "$SW" socat "TCP-LISTEN:7000,bind=$OUTSIDE,reuseaddr,fork" 'SYSTEM:echo $SOCAT_PEERADDR' >/dev/null 2>&1 &
