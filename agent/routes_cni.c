@@ -393,9 +393,13 @@ static void del_unwired(uv_work_t *w, int status)
 	    json_object_get(c->reply, "deleted"), "revision", (json_int_t)c->revision);
 	c->a->cni_dels++;
 	if (json_is_true(json_object_get(c->reply, "deleted"))) {
-		agent_log("cni: DEL %s %s on %s: released %lld address(es)",
+		uint64_t now = uv_hrtime();
+		agent_log("cni: DEL %s %s on %s: released %lld address(es) (replicated in %.2f ms, "
+		          "unwired in %.2f ms)",
 		          jstr(c->body, "container"), c->ifname, jstr(c->body, "network"),
-		          (long long)json_integer_value(json_object_get(c->reply, "released")));
+		          (long long)json_integer_value(json_object_get(c->reply, "released")),
+		          (double)(c->t_commit - c->t_start) / 1e6,
+		          (double)(now - c->t_commit) / 1e6);
 	}
 	agent_reply_json(c->a, c->req, 200, out);
 	cctx_free(c);
