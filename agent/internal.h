@@ -37,6 +37,7 @@ struct agent {
 	char *api_address;
 	uint64_t id;
 	bool bootstrap_pending; /* write the first member record and token once leader */
+	bool token_published;   /* DATA_DIR/join-token written and the token printed */
 	char token[65];
 
 	struct store *store;
@@ -98,6 +99,11 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int agent_members(struct agent *a, struct member_rec **out, unsigned *n);
 /* The member record with this raft id, or false. */
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out);
+
+/* Whether GIVEN is the join token this replica holds: 1 yes, 0 no, -1 this replica cannot tell
+ * (it holds no token record yet: the cluster is starting or this replica has not caught up; or
+ * the read failed). Compares in time independent of where the first difference is. */
+int agent_token_matches(struct agent *a, const char *given);
 
 /* The JSON form of a member record (malloc()ed). */
 char *member_json(const struct member_rec *m);

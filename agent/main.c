@@ -278,6 +278,10 @@ struct sys_put {
  * period, and an early joiner was refused as if its token were wrong. */
 static void publish_join_token(struct agent *a)
 {
+	if (a->token_published) {
+		return;
+	}
+	a->token_published = true;
 	char path[PATH_MAX];
 	snprintf(path, sizeof path, "%s/join-token", a->data_dir);
 	char line[sizeof a->token + 1];
@@ -296,7 +300,13 @@ static void publish_join_token(struct agent *a)
 static void sys_put_done(struct store_write *w, int status, const struct kv_result *r)
 {
 	struct sys_put *p = w->data;
-	if (status != STORE_OK || r->status != KV_R_OK) {
+	/* The token is put only if absent. Absent no more on a retry means an earlier attempt was
+	 * applied after all (it timed out, or the member record beside it failed): nobody else
+	 * writes the token, so it is ours if it matches. */
+	bool ok = status == STORE_OK &&
+	          (r->status == KV_R_OK || (p->is_token && r->status == KV_R_COND_FAILED &&
+	                                    agent_token_matches(p->a, p->a->token) == 1));
+	if (!ok) {
 		agent_log("writing %s failed: %s", p->what,
 		          status != STORE_OK ? store_strerror(status) : "condition failed");
 		p->a->bootstrap_pending = true; /* try again on the next reconcile */

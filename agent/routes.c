@@ -1100,10 +1100,7 @@ static void join_claim(struct wctx *c)
 	}
 }
 
-/* 1: the token is this cluster's; 0: it is not; -1: this replica holds no token yet. The first
- * member writes its join-token file as soon as it listens, before the record that holds the
- * token is committed, so a member that joins at once must be told to retry, not refused. */
-static int token_matches(struct agent *a, const char *given)
+int agent_token_matches(struct agent *a, const char *given)
 {
 	struct kv_kv *kvs = NULL;
 	unsigned n = 0;
@@ -1113,7 +1110,7 @@ static int token_matches(struct agent *a, const char *given)
 	int rv = store_range(a->store, KV_SPACE_SYS, key, false, 1, &kvs, &n, &more, &rev);
 	if (rv != STORE_OK || n != 1) {
 		kv_kvs_free(kvs, n);
-		return rv == STORE_OK && n == 0 ? -1 : 0;
+		return -1;
 	}
 	size_t gl = strlen(given);
 	/* Compare in time independent of where the first difference is. */
@@ -1142,12 +1139,12 @@ static void handle_join(struct agent *a, struct http_request *req)
 		                  "body: needs strings name, peer_address, api_address, token");
 		goto out;
 	}
-	int match = token_matches(a, token);
+	int match = agent_token_matches(a, token);
 	if (match < 0) {
 		agent_reply_error(
 		    a, req, 503, "unavailable",
-		    "the cluster is still starting (its join token is not recorded yet); "
-		    "retry");
+		    "this member cannot check the token yet (the cluster is starting, or "
+		    "this replica has not caught up); retry");
 		goto out;
 	}
 	if (match == 0) {

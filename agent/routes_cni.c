@@ -50,6 +50,7 @@ struct cctx {
 	char ifname[16], host_ifname[16], alias[512];
 	struct wire_spec spec;
 	int work_rv;
+	bool unwire_ran; /* wire_del_work ran (DEL): the log says how long it took */
 	char err[1024];
 	char *message; /* the wiring error kept across the rollback */
 	/* uv_hrtime() when the request arrived, the command was applied and the wiring done:
@@ -140,6 +141,7 @@ static void wire_del_work(uv_work_t *w)
 	const char *netns = c->netns[0] ? c->netns : NULL;
 	c->work_rv = wire_del(netns, c->ifname, c->host_ifname[0] ? c->host_ifname : NULL, c->err,
 	                      sizeof c->err);
+	c->unwire_ran = true;
 }
 
 /* Flushing conntrack reads the whole table (libnl has no filter the kernel applies), which takes
@@ -378,6 +380,7 @@ static void wired(uv_work_t *w, int status)
 static void del_unwired(uv_work_t *w, int status)
 {
 	struct cctx *c = w->data;
+	uint64_t t_done = uv_hrtime();
 	(void)status;
 	if (c->work_rv != 0) {
 		/* The addresses are released already; a leftover interface is removed by the next
@@ -393,13 +396,16 @@ static void del_unwired(uv_work_t *w, int status)
 	    json_object_get(c->reply, "deleted"), "revision", (json_int_t)c->revision);
 	c->a->cni_dels++;
 	if (json_is_true(json_object_get(c->reply, "deleted"))) {
-		uint64_t now = uv_hrtime();
-		agent_log("cni: DEL %s %s on %s: released %lld address(es) (replicated in %.2f ms, "
-		          "unwired in %.2f ms)",
+		char took[96];
+		int o = snprintf(took, sizeof took, "replicated in %.2f ms",
+		                 (double)(c->t_commit - c->t_start) / 1e6);
+		if (c->unwire_ran && c->work_rv == 0 && o > 0 && (size_t)o < sizeof took)
+			snprintf(took + o, sizeof took - (size_t)o, ", unwired in %.2f ms",
+			         (double)(t_done - c->t_commit) / 1e6);
+		agent_log("cni: DEL %s %s on %s: released %lld address(es) (%s)",
 		          jstr(c->body, "container"), c->ifname, jstr(c->body, "network"),
 		          (long long)json_integer_value(json_object_get(c->reply, "released")),
-		          (double)(c->t_commit - c->t_start) / 1e6,
-		          (double)(now - c->t_commit) / 1e6);
+		          took);
 	}
 	agent_reply_json(c->a, c->req, 200, out);
 	cctx_free(c);

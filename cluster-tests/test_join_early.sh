@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A member that joins the moment the first member's join-token file appears gets in at once, and a
-# join the cluster cannot check yet is told to retry rather than refused.
+# A member that joins the moment the first member's join-token file appears gets in at once.
 #
 # The first member used to write the file as soon as it listened, while the record that holds the
 # token was committed only at its first reconcile after its election: up to a second later. A
 # joiner inside that window was refused as if its token were wrong, and gave up (the benchmarks'
 # clusters failed to form about one time in eight). Now the file appears only once the record is
 # applied. Three rounds, each joining the instant the file exists: every join must succeed on
-# its first attempt.
+# its first attempt, neither refused nor told to retry. (Against the old agent about one run in
+# three failed: the window is not always hit.)
 source "$(dirname "$0")/lib.sh"
 hosts_up 2
 for round in 1 2 3; do
