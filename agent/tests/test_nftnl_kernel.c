@@ -298,6 +298,13 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* One "add element inet t s { ADDR }" command, as the applier takes it. */
+static json_t *add_elem_cmd(const char *addr)
+{
+	return json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
+	                 "family", "inet", "table", "t", "name", "s", "elem", addr);
+}
+
 static bool enter_private_netns(void)
 {
 	if (geteuid() != 0) {
@@ -446,8 +453,7 @@ static void test_refused_batch(void **state)
 	assert_null(strstr(text, "10.1.1.1"));
 
 	/* and the same element alone goes in */
-	json_t *good = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
-	                         "family", "inet", "table", "t", "name", "s", "elem", "10.1.1.1");
+	json_t *good = add_elem_cmd("10.1.1.1");
 	assert_int_equal(agent_nft_apply(n, good, err, sizeof(err)), 0);
 	json_decref(good);
 	assert_int_equal(nft_run_cmd_from_buffer(l, "list set inet t s"), 0);
@@ -476,10 +482,8 @@ static void test_foreign_change(void **state)
 	assert_int_equal(nft_run_cmd_from_buffer(other, "add table inet t; add set inet t s "
 	                                                "{ type ipv4_addr; }"),
 	                 0);
-	json_t *add1 = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
-	                         "family", "inet", "table", "t", "name", "s", "elem", "10.1.1.1");
-	json_t *add2 = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}}]}", "nftables", "add", "element",
-	                         "family", "inet", "table", "t", "name", "s", "elem", "10.2.2.2");
+	json_t *add1 = add_elem_cmd("10.1.1.1");
+	json_t *add2 = add_elem_cmd("10.2.2.2");
 	agent_nft_counts(n, &f0, &s0);
 	assert_int_equal(agent_nft_apply(n, add1, err, sizeof(err)), 0);
 	agent_nft_counts(n, &f1, &s1);
