@@ -15,12 +15,13 @@
  *   - peak RSS.
  *
  *   policybench [--policies N] [--endpoints N] [--local N] [--changes N] [--evals N] [--seed N]
- *               [--no-kernel] [--no-fast-path] [--trace]
+ *               [--no-kernel] [--no-fast-path] [--trace] [--keep-table]
  *
  * Loads into the current network namespace's table inet "tabby": run it in a private namespace
  * (bench/policy.sh does). --no-kernel measures everything but the loads (no root needed).
  * --trace prints one line per incremental change on stderr: what its batch held, its time and
- * which way the applier took (fast, split, slow).
+ * which way the applier took (fast, split, slow). --keep-table leaves the table in the kernel at
+ * the end, to be looked at with nft in the same namespace.
  * Prints one RESULT line and a table.
  */
 #include <errno.h>
@@ -422,18 +423,23 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: policybench [--policies N] [--endpoints N] [--local N] "
 	                "[--changes N] [--evals N] [--seed N] [--no-kernel] [--no-fast-path] "
-	                "[--trace]\n");
+	                "[--trace] [--keep-table]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"policies", required_argument, NULL, 'p'}, {"endpoints", required_argument, NULL, 'e'},
-	    {"local", required_argument, NULL, 'l'},    {"changes", required_argument, NULL, 'c'},
-	    {"evals", required_argument, NULL, 'v'},    {"seed", required_argument, NULL, 's'},
-	    {"no-kernel", no_argument, NULL, 'n'},      {"no-fast-path", no_argument, NULL, 'f'},
-	    {"trace", no_argument, NULL, 't'},          {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"policies", required_argument, NULL, 'p'},
+	                                     {"endpoints", required_argument, NULL, 'e'},
+	                                     {"local", required_argument, NULL, 'l'},
+	                                     {"changes", required_argument, NULL, 'c'},
+	                                     {"evals", required_argument, NULL, 'v'},
+	                                     {"seed", required_argument, NULL, 's'},
+	                                     {"no-kernel", no_argument, NULL, 'n'},
+	                                     {"no-fast-path", no_argument, NULL, 'f'},
+	                                     {"trace", no_argument, NULL, 't'},
+	                                     {"keep-table", no_argument, NULL, 'k'},
+	                                     {NULL, 0, NULL, 0}};
 	struct bench b = {.rng = 0x5eed,
 	                  .policies = 1000,
 	                  .endpoints = 10000,
@@ -444,7 +450,7 @@ int main(int argc, char **argv)
 	struct policy_compile_config cfg = {.node = NODE};
 	char err[512];
 	int opt, rc;
-	bool fast_path = true;
+	bool fast_path = true, keep_table = false;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
@@ -474,6 +480,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			b.trace = stderr;
+			break;
+		case 'k':
+			keep_table = true;
 			break;
 		default:
 			usage();
@@ -557,7 +566,7 @@ int main(int argc, char **argv)
 	    b.split[CHANGE_REMOTE_EP], fast_path ? "" : " (--no-fast-path)",
 	    (unsigned long long)matched);
 
-	if (b.kernel)
+	if (b.kernel && !keep_table)
 		agent_nft_delete_table(b.nft, "tabby", err, sizeof(err));
 	agent_nft_free(b.nft);
 	policy_compiler_free(b.c);

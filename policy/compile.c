@@ -186,8 +186,9 @@ struct cprof {
 struct cif;
 
 struct cep {
-	char *key; /* tree key, with kind */
+	char *key; /* with kind, the key of policy_compiler.ep_tab */
 	enum policy_kind kind;
+	uint64_t hash;
 	struct ipam_addr *addrs;
 	unsigned n_addrs;
 	struct cif *cif; /* when local */
@@ -196,6 +197,10 @@ struct cep {
 	struct cprof **profs;
 	unsigned n_profs;
 	unsigned lidx; /* in policy_compiler.locals */
+	/* the selectors (not fresh) whose members include it, ascending by address: the question
+	 * "was it a member" is asked of every selector at every change of the endpoint */
+	struct csel **msel;
+	unsigned n_msel, cap_msel;
 };
 
 struct cif {
@@ -210,7 +215,10 @@ struct policy_compiler {
 	char *node, *table, *prefix, *log_prefix;
 	bool full;
 	void *notes; /* "K:key" strings, K the kind number */
-	void *eps, *sels, *pols, *profs, *ifs;
+	void *sels, *pols, *profs, *ifs;
+	/* every endpoint, by kind and key: open addressing, linear probing, at most half full */
+	struct cep **ep_tab;
+	unsigned ep_tab_n, ep_tab_cap;
 	struct vec selv, locals;
 	struct vec t_sels, t_chains, t_pols, t_profs, t_ifs; /* touched in this flush */
 };
@@ -765,6 +773,138 @@ static int touch_if(struct policy_compiler *c, struct cif *f)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Endpoints by key, and the selectors each belongs to                                        */
+
+static uint64_t ep_hash(enum policy_kind kind, const char *key)
+{
+	uint64_t h = 14695981039346656037ULL ^ (uint64_t)kind;
+
+	for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	return h ^ (h >> 29);
+}
+
+/* The slot holding the endpoint of kind and key, or the empty slot where it would go. */
+static struct cep **ep_slot(const struct policy_compiler *c, uint64_t h, enum policy_kind kind,
+                            const char *key)
+{
+	unsigned mask = c->ep_tab_cap - 1;
+
+	for (unsigned i = (unsigned)h & mask;; i = (i + 1) & mask) {
+		struct cep *e = c->ep_tab[i];
+		if (e == NULL || (e->hash == h && e->kind == kind && strcmp(e->key, key) == 0))
+			return &c->ep_tab[i];
+	}
+}
+
+static struct cep *ep_find(struct policy_compiler *c, enum policy_kind kind, const char *key)
+{
+	return c->ep_tab_cap > 0 ? *ep_slot(c, ep_hash(kind, key), kind, key) : NULL;
+}
+
+/* Add ep (not there yet; ep->hash set). */
+static int ep_tab_insert(struct policy_compiler *c, struct cep *ep)
+{
+	if (2 * (c->ep_tab_n + 1) > c->ep_tab_cap) {
+		unsigned cap = c->ep_tab_cap > 0 ? 2 * c->ep_tab_cap : 64;
+		struct cep **old = c->ep_tab, **nt = calloc(cap, sizeof(*nt));
+		unsigned ocap = c->ep_tab_cap;
+		if (nt == NULL)
+			return -ENOMEM;
+		c->ep_tab = nt;
+		c->ep_tab_cap = cap;
+		for (unsigned i = 0; i < ocap; i++)
+			if (old[i] != NULL)
+				*ep_slot(c, old[i]->hash, old[i]->kind, old[i]->key) = old[i];
+		free(old);
+	}
+	*ep_slot(c, ep->hash, ep->kind, ep->key) = ep;
+	c->ep_tab_n++;
+	return 0;
+}
+
+/* Take ep out, moving back the entries after it that probed past its slot (no tombstones). */
+static void ep_tab_remove(struct policy_compiler *c, struct cep *ep)
+{
+	unsigned mask = c->ep_tab_cap - 1;
+	unsigned i = (unsigned)(ep_slot(c, ep->hash, ep->kind, ep->key) - c->ep_tab);
+
+	if (c->ep_tab[i] != ep)
+		return;
+	for (unsigned j = (i + 1) & mask; c->ep_tab[j] != NULL; j = (j + 1) & mask) {
+		unsigned home = (unsigned)c->ep_tab[j]->hash & mask;
+		/* j's entry may move to i when its home is not cyclically within (i, j] */
+		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			c->ep_tab[i] = c->ep_tab[j];
+			i = j;
+		}
+	}
+	c->ep_tab[i] = NULL;
+	c->ep_tab_n--;
+}
+
+/* The index of s in ep->msel, or where it would go. */
+static unsigned msel_pos(const struct cep *ep, const struct csel *s, bool *found)
+{
+	unsigned lo = 0, hi = ep->n_msel;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		if (ep->msel[mid] == s) {
+			*found = true;
+			return mid;
+		}
+		if ((uintptr_t)ep->msel[mid] < (uintptr_t)s)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+static bool msel_has(const struct cep *ep, const struct csel *s)
+{
+	bool found;
+
+	msel_pos(ep, s, &found);
+	return found;
+}
+
+static int msel_add(struct cep *ep, struct csel *s)
+{
+	bool found;
+	unsigned at = msel_pos(ep, s, &found);
+
+	if (found)
+		return 0;
+	if (ep->n_msel == ep->cap_msel) {
+		unsigned cap = ep->cap_msel > 0 ? 2 * ep->cap_msel : 8;
+		struct csel **v = realloc(ep->msel, cap * sizeof(*v));
+		if (v == NULL)
+			return -ENOMEM;
+		ep->msel = v;
+		ep->cap_msel = cap;
+	}
+	memmove(ep->msel + at + 1, ep->msel + at, (ep->n_msel - at) * sizeof(*ep->msel));
+	ep->msel[at] = s;
+	ep->n_msel++;
+	return 0;
+}
+
+static void msel_del(struct cep *ep, const struct csel *s)
+{
+	bool found;
+	unsigned at = msel_pos(ep, s, &found);
+
+	if (!found)
+		return;
+	memmove(ep->msel + at, ep->msel + at + 1, (ep->n_msel - at - 1) * sizeof(*ep->msel));
+	ep->n_msel--;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Selectors and their sets                                                                    */
 
 static struct csel *sel_get(struct policy_compiler *c, const struct policy_selector *sel)
@@ -840,12 +980,13 @@ static bool addrs_equal(const struct ipam_addr *a, unsigned na, const struct ipa
 	return na == nb && (na == 0 || memcmp(a, b, na * sizeof(*a)) == 0);
 }
 
-/* Bring s's membership of ep up to date: mep is the model's endpoint (NULL when gone). */
-static int sel_update_member(struct policy_compiler *c, const struct policy_model *m,
-                             struct csel *s, struct cep *ep, const struct policy_endpoint *mep)
+/* Bring s's membership of ep up to date: mep is the model's endpoint (NULL when gone) and l its
+ * labels. */
+static int sel_update_member(struct policy_compiler *c, struct csel *s, struct cep *ep,
+                             const struct policy_endpoint *mep, struct policy_ep_labels *l)
 {
-	bool was = tfind(ep, &s->members, ptr_cmp) != NULL;
-	bool now = mep != NULL && policy_endpoint_matches(m, mep, s->sel);
+	bool was = msel_has(ep, s);
+	bool now = mep != NULL && policy_ep_labels_match(l, s->sel);
 	int rv;
 
 	if (was && now && addrs_equal(ep->addrs, ep->n_addrs, mep->addrs, mep->n_addrs))
@@ -854,10 +995,18 @@ static int sel_update_member(struct policy_compiler *c, const struct policy_mode
 		return rv;
 	if (now && (rv = sel_addrs(c, s, mep->addrs, mep->n_addrs, 1)) != 0)
 		return rv;
-	if (was && !now)
+	if (was && !now) {
 		tdelete(ep, &s->members, ptr_cmp);
-	if (!was && now && tsearch(ep, &s->members, ptr_cmp) == NULL)
-		return -ENOMEM;
+		msel_del(ep, s);
+	}
+	if (!was && now) {
+		if (tsearch(ep, &s->members, ptr_cmp) == NULL)
+			return -ENOMEM;
+		if (msel_add(ep, s) != 0) {
+			tdelete(ep, &s->members, ptr_cmp);
+			return -ENOMEM;
+		}
+	}
 	return 0;
 }
 
@@ -1087,14 +1236,13 @@ err:
 	return NULL;
 }
 
-static bool policy_applies(const struct policy_model *m, const struct policy_policy *mp,
-                           const struct policy_endpoint *mep, unsigned dir)
+static bool policy_applies(const struct policy_policy *mp, struct policy_ep_labels *l, unsigned dir)
 {
 	if (mp == NULL || mp->do_not_track || mp->pre_dnat)
 		return false;
 	if (!(dir == DIR_IN ? mp->ingress_type : mp->egress_type))
 		return false;
-	return policy_endpoint_matches(m, mep, mp->selector);
+	return policy_ep_labels_match(l, mp->selector);
 }
 
 /* Stop ep being local: release its policies, profiles and interface claim. */
@@ -1134,7 +1282,7 @@ static int ep_unlocal(struct policy_compiler *c, struct cep *ep)
 
 /* Recompute a local endpoint's policy and profile lists from the model. */
 static int ep_local_lists(struct policy_compiler *c, const struct policy_model *m, struct cep *ep,
-                          const struct policy_endpoint *mep)
+                          const struct policy_endpoint *mep, struct policy_ep_labels *l)
 {
 	unsigned np;
 	struct policy_policy *const *pv = policy_model_policies(m, &np);
@@ -1146,7 +1294,7 @@ static int ep_local_lists(struct policy_compiler *c, const struct policy_model *
 	for (unsigned d = 0; d < 2; d++) {
 		for (unsigned i = 0; i < np; i++) {
 			struct cpol *p;
-			if (!policy_applies(m, pv[i], mep, d))
+			if (!policy_applies(pv[i], l, d))
 				continue;
 			if (n[d] % 16 == 0) {
 				struct cpol **nl = realloc(lists[d], (n[d] + 16) * sizeof(*nl));
@@ -1198,16 +1346,13 @@ err:
 	return rv;
 }
 
-static struct cep *ep_find(struct policy_compiler *c, enum policy_kind kind, const char *key)
-{
-	struct cep k = {.key = (char *)key, .kind = kind};
-	void **node = tfind(&k, &c->eps, cep_cmp);
-
-	return node != NULL ? *node : NULL;
-}
-
 static void ep_free(struct cep *ep)
 {
+	/* Normally a departing endpoint has left every selector already (ep_update); when the
+	 * whole state goes, the selectors go after the endpoints. */
+	for (unsigned i = 0; i < ep->n_msel; i++)
+		tdelete(ep, &ep->msel[i]->members, ptr_cmp);
+	free(ep->msel);
 	free(ep->key);
 	free(ep->addrs);
 	free(ep->pols[0]);
@@ -1223,6 +1368,7 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 	const struct policy_endpoint *mep = policy_model_endpoint(m, kind, key);
 	struct cep *ep = ep_find(c, kind, key);
 	const char *iface = NULL;
+	struct policy_ep_labels labels;
 	int rv;
 
 	if (mep == NULL && ep == NULL)
@@ -1234,14 +1380,17 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 			return -ENOMEM;
 		}
 		ep->kind = kind;
-		if (tsearch(ep, &c->eps, cep_cmp) == NULL) {
+		ep->hash = ep_hash(kind, key);
+		if (ep_tab_insert(c, ep) != 0) {
 			ep_free(ep);
 			return -ENOMEM;
 		}
 	}
+	if (mep != NULL)
+		policy_ep_labels_init(&labels, m, mep);
 	for (unsigned i = 0; i < c->selv.n; i++) {
 		struct csel *s = c->selv.v[i];
-		if (!s->fresh && (rv = sel_update_member(c, m, s, ep, mep)) != 0)
+		if (!s->fresh && (rv = sel_update_member(c, s, ep, mep, &labels)) != 0)
 			return rv;
 	}
 	if (mep != NULL && !addrs_equal(ep->addrs, ep->n_addrs, mep->addrs, mep->n_addrs)) {
@@ -1272,11 +1421,11 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 			}
 			ep->cif = f;
 		}
-		if ((rv = ep_local_lists(c, m, ep, mep)) != 0)
+		if ((rv = ep_local_lists(c, m, ep, mep, &labels)) != 0)
 			return rv;
 	}
 	if (mep == NULL) {
-		tdelete(ep, &c->eps, cep_cmp);
+		ep_tab_remove(c, ep);
 		ep_free(ep);
 	}
 	return 0;
@@ -1315,12 +1464,14 @@ static int pol_insert(struct policy_compiler *c, const struct policy_model *m, s
 	for (unsigned l = 0; l < c->locals.n && mp != NULL; l++) {
 		struct cep *ep = c->locals.v[l];
 		const struct policy_endpoint *mep = policy_model_endpoint(m, ep->kind, ep->key);
+		struct policy_ep_labels labels;
 		if (mep == NULL)
 			continue;
+		policy_ep_labels_init(&labels, m, mep);
 		for (unsigned d = 0; d < 2; d++) {
 			unsigned i = 0;
 			struct cpol **nl;
-			if (!policy_applies(m, mp, mep, d))
+			if (!policy_applies(mp, &labels, d))
 				continue;
 			nl = realloc(ep->pols[d], (ep->n_pols[d] + 1) * sizeof(*nl));
 			if (nl == NULL)
@@ -1457,14 +1608,20 @@ static int fill_fresh(struct policy_compiler *c, const struct policy_model *m)
 	}
 	for (unsigned e = 0; e < n && fresh.n > 0; e++) {
 		struct cep *ep = NULL;
+		struct policy_ep_labels labels;
+		policy_ep_labels_init(&labels, m, eps[e]);
 		for (unsigned i = 0; i < fresh.n; i++) {
 			struct csel *s = fresh.v[i];
-			if (!policy_endpoint_matches(m, eps[e], s->sel))
+			if (!policy_ep_labels_match(&labels, s->sel))
 				continue;
 			if (ep == NULL && (ep = ep_find(c, eps[e]->kind, eps[e]->key)) == NULL)
 				break; /* not noted: it will be when it is */
 			if (tsearch(ep, &s->members, ptr_cmp) == NULL) {
 				rv = -ENOMEM;
+				goto out;
+			}
+			if ((rv = msel_add(ep, s)) != 0) {
+				tdelete(ep, &s->members, ptr_cmp);
 				goto out;
 			}
 			if ((rv = sel_addrs(c, s, ep->addrs, ep->n_addrs, 1)) != 0)
@@ -1881,9 +2038,17 @@ static void noop_free(void *p)
 	(void)p;
 }
 
+static void msel_unlink(const void *node, VISIT which, void *ctx)
+{
+	if (which == postorder || which == leaf)
+		msel_del(*(struct cep *const *)node, ctx);
+}
+
+/* Free s, which its member endpoints stop listing. */
 static void sel_destroy(struct csel *s)
 {
 	policy_selector_free(s->sel);
+	twalk_r(s->members, msel_unlink, s);
 	tdestroy(s->members, noop_free);
 	tdestroy(s->addrs, free);
 	free(s->dirty.v);
@@ -1894,11 +2059,6 @@ static void sel_destroy(struct csel *s)
 static void sel_destroy_v(void *p)
 {
 	sel_destroy(p);
-}
-
-static void ep_free_v(void *p)
-{
-	ep_free(p);
 }
 
 static void commit(struct policy_compiler *c)
@@ -1981,12 +2141,17 @@ static void commit(struct policy_compiler *c)
 static void state_clear(struct policy_compiler *c)
 {
 	tdestroy(c->notes, free);
-	tdestroy(c->eps, ep_free_v);
+	for (unsigned i = 0; i < c->ep_tab_cap; i++)
+		if (c->ep_tab[i] != NULL)
+			ep_free(c->ep_tab[i]);
+	free(c->ep_tab);
+	c->ep_tab = NULL;
+	c->ep_tab_n = c->ep_tab_cap = 0;
 	tdestroy(c->sels, sel_destroy_v);
 	tdestroy(c->pols, pol_free);
 	tdestroy(c->profs, prof_free);
 	tdestroy(c->ifs, if_free);
-	c->notes = c->eps = c->sels = c->pols = c->profs = c->ifs = NULL;
+	c->notes = c->sels = c->pols = c->profs = c->ifs = NULL;
 	free(c->selv.v);
 	free(c->locals.v);
 	free(c->t_sels.v);

@@ -1446,15 +1446,30 @@ const struct policy_node *policy_model_node_by_addr(const struct policy_model *m
 /* ------------------------------------------------------------------------------------------ */
 /* Effective labels                                                                            */
 
-const char *policy_endpoint_label(const struct policy_model *m, const struct policy_endpoint *ep,
-                                  const char *key)
+void policy_ep_labels_init(struct policy_ep_labels *l, const struct policy_model *m,
+                           const struct policy_endpoint *ep)
 {
+	l->m = m;
+	l->ep = ep;
+	l->resolved = false;
+}
+
+const char *policy_ep_labels_get(struct policy_ep_labels *l, const char *key)
+{
+	const struct policy_endpoint *ep = l->ep;
 	const char *v = policy_labels_get(&ep->labels, key);
 
-	if (v != NULL)
+	if (v != NULL || ep->n_profiles == 0)
 		return v;
+	if (!l->resolved) {
+		for (unsigned i = 0; i < ep->n_profiles && i < POLICY_EP_LABELS_PROFILES; i++)
+			l->prof[i] = policy_model_profile(l->m, ep->profiles[i]);
+		l->resolved = true;
+	}
 	for (unsigned i = 0; i < ep->n_profiles; i++) {
-		const struct policy_profile *p = policy_model_profile(m, ep->profiles[i]);
+		const struct policy_profile *p = i < POLICY_EP_LABELS_PROFILES
+		                                     ? l->prof[i]
+		                                     : policy_model_profile(l->m, ep->profiles[i]);
 		if (p == NULL)
 			continue;
 		v = policy_labels_get(&p->labels, key);
@@ -1467,24 +1482,32 @@ const char *policy_endpoint_label(const struct policy_model *m, const struct pol
 	return NULL;
 }
 
-struct label_ctx {
-	const struct policy_model *m;
-	const struct policy_endpoint *ep;
-};
-
-static const char *effective_label(void *ctx, const char *key)
+static const char *ep_labels_get(void *ctx, const char *key)
 {
-	const struct label_ctx *c = ctx;
+	return policy_ep_labels_get(ctx, key);
+}
 
-	return policy_endpoint_label(c->m, c->ep, key);
+bool policy_ep_labels_match(struct policy_ep_labels *l, const struct policy_selector *sel)
+{
+	return policy_selector_match(sel, ep_labels_get, l);
+}
+
+const char *policy_endpoint_label(const struct policy_model *m, const struct policy_endpoint *ep,
+                                  const char *key)
+{
+	struct policy_ep_labels l;
+
+	policy_ep_labels_init(&l, m, ep);
+	return policy_ep_labels_get(&l, key);
 }
 
 bool policy_endpoint_matches(const struct policy_model *m, const struct policy_endpoint *ep,
                              const struct policy_selector *sel)
 {
-	struct label_ctx c = {m, ep};
+	struct policy_ep_labels l;
 
-	return policy_selector_match(sel, effective_label, &c);
+	policy_ep_labels_init(&l, m, ep);
+	return policy_ep_labels_match(&l, sel);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -320,6 +320,26 @@ const char *policy_endpoint_label(const struct policy_model *m, const struct pol
 bool policy_endpoint_matches(const struct policy_model *m, const struct policy_endpoint *ep,
                              const struct policy_selector *sel);
 
+/* ep's effective labels with its profiles looked up once, at the first read that needs them, for
+ * matching many selectors against one endpoint (policy_endpoint_matches() looks the profiles up
+ * by name at every label it reads that the endpoint lacks, and the compiler matches each changed
+ * endpoint against every selector in use). Plain data on the caller's stack: nothing to release.
+ * Valid while the model changes neither ep nor any profile; the same answers as
+ * policy_endpoint_label() and policy_endpoint_matches(). */
+#define POLICY_EP_LABELS_PROFILES 8
+struct policy_ep_labels {
+	const struct policy_model *m;
+	const struct policy_endpoint *ep;
+	bool resolved; /* prof[] filled */
+	/* ep->profiles[i] for i < POLICY_EP_LABELS_PROFILES, NULL where the model lacks it; any
+	 * further profile is looked up at each read */
+	const struct policy_profile *prof[POLICY_EP_LABELS_PROFILES];
+};
+void policy_ep_labels_init(struct policy_ep_labels *l, const struct policy_model *m,
+                           const struct policy_endpoint *ep);
+const char *policy_ep_labels_get(struct policy_ep_labels *l, const char *key);
+bool policy_ep_labels_match(struct policy_ep_labels *l, const struct policy_selector *sel);
+
 /* ------------------------------------------------------------------------------------------ */
 /* The evaluator                                                                               */
 

@@ -1074,6 +1074,76 @@ static void test_random_changes(void **state)
 	policy_model_free(m);
 }
 
+/* Hundreds of endpoints come and go in random order, most of them remote, while selectors are
+ * in use: the compiler's endpoint table grows and takes entries out from the middle of probe
+ * runs, and each endpoint's list of the selectors it belongs to must follow its labels, its
+ * profile's labels and the selectors that come and go. After every flush the incremental state
+ * must equal the full ruleset. */
+static void test_endpoint_churn(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	struct sim k;
+	unsigned seed = 777;
+	bool live[400] = {false};
+	(void)state;
+
+	sim_init(&k);
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	put(m, c, profile("pr", "{`team`:`x`}", "[`t`]", "[]", "[]"));
+	put(m, c,
+	    policy("p0", "1", "app == 'a0'", "[`ingress`,`egress`]",
+	           "[{`action`:`allow`,`source`:{`selector`:`app == 'a1' && team == 'x'`}}]",
+	           "[{`action`:`deny`,`destination`:{`tag`:`t`}}]"));
+	json_decref(flush_and_check(c, m, &k));
+	for (int step = 0; step < 1500; step++) {
+		unsigned r = (unsigned)rand_r(&seed);
+		unsigned i = r % 400;
+		char key[64];
+		snprintf(key, sizeof(key), "%s/mesos/w%u/eth0", i < 20 ? "n1" : "n2", i);
+		if (live[i] && (r / 400) % 3 == 0) {
+			del(m, c, POLICY_KIND_WORKLOADENDPOINT, key);
+			live[i] = false;
+		} else {
+			char wl[16], iface[16], ip[64], labels[64];
+			snprintf(wl, sizeof(wl), "w%u", i);
+			snprintf(iface, sizeof(iface), "cali%u", i);
+			snprintf(ip, sizeof(ip), "[`10.3.%u.%u/32`]", i / 256, i % 256);
+			snprintf(labels, sizeof(labels), "{`app`:`a%u`}", (r / 1200) % 3);
+			put(m, c,
+			    wep(i < 20 ? "n1" : "n2", wl, iface, ip, labels,
+			        (r / 3600) % 2 ? "[`pr`]" : "[]"));
+			live[i] = true;
+		}
+		if (step % 97 == 0) /* selectors come and go with a second policy */
+			put(m, c,
+			    policy("p1", "2", (r / 7) % 2 ? "app == 'a1'" : "app == 'a0'",
+			           "[`ingress`]",
+			           (r / 11) % 2
+			               ? "[{`action`:`allow`,`source`:{`selector`:`app == 'a2'`}}]"
+			               : "[{`action`:`allow`,`source`:{`selector`:`has(team)`}}]",
+			           "[]"));
+		if (step % 50 == 0)
+			put(m, c,
+			    profile("pr", (r / 13) % 2 ? "{`team`:`x`}" : "{}", "[`t`]", "[]",
+			            "[]"));
+		if ((r / 17) % 8 != 0)
+			continue; /* batch several changes */
+		json_decref(flush_and_check(c, m, &k));
+	}
+	for (unsigned i = 0; i < 400; i++) {
+		char key[64];
+		if (!live[i])
+			continue;
+		snprintf(key, sizeof(key), "%s/mesos/w%u/eth0", i < 20 ? "n1" : "n2", i);
+		del(m, c, POLICY_KIND_WORKLOADENDPOINT, key);
+	}
+	json_decref(flush_and_check(c, m, &k));
+	sim_free(&k);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
 /* The same model gives the same JSON, whatever the order it was built in. */
 static void test_determinism(void **state)
 {
@@ -1268,8 +1338,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_full_structure), cmocka_unit_test(test_rule_rendering),
 	    cmocka_unit_test(test_names),          cmocka_unit_test(test_incremental),
-	    cmocka_unit_test(test_random_changes), cmocka_unit_test(test_determinism),
-	    cmocka_unit_test(test_empty),          cmocka_unit_test(test_scale),
+	    cmocka_unit_test(test_random_changes), cmocka_unit_test(test_endpoint_churn),
+	    cmocka_unit_test(test_determinism),    cmocka_unit_test(test_empty),
+	    cmocka_unit_test(test_scale),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
