@@ -1346,11 +1346,12 @@ err:
 	return rv;
 }
 
-static void ep_free(struct cep *ep)
+/* Free ep; with unlink, take it out of the member trees of the selectors it belongs to
+ * (normally it left them all in ep_update already; when the whole state goes, nothing needs
+ * to be taken out of anything). */
+static void ep_free(struct cep *ep, bool unlink)
 {
-	/* Normally a departing endpoint has left every selector already (ep_update); when the
-	 * whole state goes, the selectors go after the endpoints. */
-	for (unsigned i = 0; i < ep->n_msel; i++)
+	for (unsigned i = 0; unlink && i < ep->n_msel; i++)
 		tdelete(ep, &ep->msel[i]->members, ptr_cmp);
 	free(ep->msel);
 	free(ep->key);
@@ -1382,7 +1383,7 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 		ep->kind = kind;
 		ep->hash = ep_hash(kind, key);
 		if (ep_tab_insert(c, ep) != 0) {
-			ep_free(ep);
+			ep_free(ep, false);
 			return -ENOMEM;
 		}
 	}
@@ -1426,7 +1427,7 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 	}
 	if (mep == NULL) {
 		ep_tab_remove(c, ep);
-		ep_free(ep);
+		ep_free(ep, true);
 	}
 	return 0;
 }
@@ -2044,11 +2045,12 @@ static void msel_unlink(const void *node, VISIT which, void *ctx)
 		msel_del(*(struct cep *const *)node, ctx);
 }
 
-/* Free s, which its member endpoints stop listing. */
-static void sel_destroy(struct csel *s)
+/* Free s; with unlink, its member endpoints stop listing it. */
+static void sel_destroy(struct csel *s, bool unlink)
 {
 	policy_selector_free(s->sel);
-	twalk_r(s->members, msel_unlink, s);
+	if (unlink)
+		twalk_r(s->members, msel_unlink, s);
 	tdestroy(s->members, noop_free);
 	tdestroy(s->addrs, free);
 	free(s->dirty.v);
@@ -2058,7 +2060,7 @@ static void sel_destroy(struct csel *s)
 
 static void sel_destroy_v(void *p)
 {
-	sel_destroy(p);
+	sel_destroy(p, false);
 }
 
 static void commit(struct policy_compiler *c)
@@ -2102,7 +2104,7 @@ static void commit(struct policy_compiler *c)
 			last->idx = s->idx;
 			c->selv.v[s->idx] = last;
 			tdelete(s, &c->sels, name_cmp);
-			sel_destroy(s);
+			sel_destroy(s, true);
 		}
 	}
 	for (unsigned i = 0; i < c->t_ifs.n; i++) {
@@ -2143,7 +2145,7 @@ static void state_clear(struct policy_compiler *c)
 	tdestroy(c->notes, free);
 	for (unsigned i = 0; i < c->ep_tab_cap; i++)
 		if (c->ep_tab[i] != NULL)
-			ep_free(c->ep_tab[i]);
+			ep_free(c->ep_tab[i], false);
 	free(c->ep_tab);
 	c->ep_tab = NULL;
 	c->ep_tab_n = c->ep_tab_cap = 0;
