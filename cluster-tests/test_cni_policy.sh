@@ -104,9 +104,10 @@ log "ok: frontend takes tcp 80 from anyone, reaches the database on 6379; all el
 
 # --- Agents restarted under traffic -----------------------------------------------------------
 # An established connection fe -> db:6379, through both policies and across hosts 1 and 2: a line
-# every 50 ms, each echoed back. The client records the longest wait for an echo.
+# every 50 ms, each echoed back. The client records the longest wait for an echo, replacing the
+# file whole each time (a reader of a file being rewritten in place may find it empty).
 cat >"$WORK/stream.py" <<'EOF'
-import socket, sys, time
+import os, socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
 f = s.makefile("rwb", buffering=0)
 assert f.readline().strip() == b"db"
@@ -118,8 +119,9 @@ while True:
         raise SystemExit("bad echo")
     worst = max(worst, time.monotonic() - t)
     n += 1
-    with open(out, "w") as o:
+    with open(out + ".tmp", "w") as o:
         o.write("%d %.3f\n" % (n, worst))
+    os.replace(out + ".tmp", out)
     time.sleep(0.05)
 EOF
 ip netns exec "$(cnt_ns fe)" python3 "$WORK/stream.py" "$DB" 6379 "$WORK/stream" 2>"$WORK/stream.err" &
