@@ -209,7 +209,7 @@ static void set_name(const char *selector, int family, char *out)
 	char err[128];
 
 	assert_int_equal(policy_selector_parse(selector, &s, NULL, err, sizeof(err)), 0);
-	sprintf(out, "s%d-%s", family, policy_selector_uid(s) + 2);
+	sprintf(out, "s%d-%.16s", family, policy_selector_uid(s) + 2);
 	policy_selector_free(s);
 }
 
