@@ -70,9 +70,10 @@
  * those ports), which never both match one packet.
  *
  * The incremental algorithm. The compiler keeps, besides the notes of what changed:
- *   - per endpoint of the cluster (cep): its addresses as the sets hold them; when it is local,
- *     the interface it claims and the policies (per direction, in evaluation order) and profiles
- *     its chains jump to;
+ *   - per endpoint of the cluster (cep, in a hash table by kind and key): its addresses as the
+ *     sets hold them, the selectors it is a member of (sorted, so that "was it a member" costs a
+ *     binary search); when it is local, the interface it claims and the policies (per
+ *     direction, in evaluation order) and profiles its chains jump to;
  *   - per selector in use (csel): its parsed copy, how many rendered rules refer to its v4 and
  *     v6 sets, its member endpoints and a count per address (two endpoints may share one);
  *   - per policy and profile (cpol, cprof): how many local endpoints jump to each direction, and
@@ -986,7 +987,7 @@ static bool addrs_equal(const struct ipam_addr *a, unsigned na, const struct ipa
 }
 
 /* Bring s's membership of ep up to date: mep is the model's endpoint (NULL when gone) and l its
- * labels. */
+ * labels (not read when mep is NULL). */
 static int sel_update_member(struct policy_compiler *c, struct csel *s, struct cep *ep,
                              const struct policy_endpoint *mep, struct policy_ep_labels *l)
 {
@@ -1396,7 +1397,8 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 		policy_ep_labels_init(&labels, m, mep);
 	for (unsigned i = 0; i < c->selv.n; i++) {
 		struct csel *s = c->selv.v[i];
-		if (!s->fresh && (rv = sel_update_member(c, s, ep, mep, &labels)) != 0)
+		if (!s->fresh &&
+		    (rv = sel_update_member(c, s, ep, mep, mep != NULL ? &labels : NULL)) != 0)
 			return rv;
 	}
 	if (mep != NULL && !addrs_equal(ep->addrs, ep->n_addrs, mep->addrs, mep->n_addrs)) {

@@ -321,9 +321,9 @@ bool policy_endpoint_matches(const struct policy_model *m, const struct policy_e
                              const struct policy_selector *sel);
 
 /* ep's effective labels with its profiles looked up once, at the first read that needs them, for
- * matching many selectors against one endpoint (policy_endpoint_matches() looks the profiles up
- * by name at every label it reads that the endpoint lacks, and the compiler matches each changed
- * endpoint against every selector in use). Plain data on the caller's stack: nothing to release.
+ * matching many selectors against one endpoint (policy_endpoint_matches() looks them up again at
+ * every call, and the compiler matches each changed endpoint against every selector in use).
+ * Plain data on the caller's stack: nothing to release.
  * Valid while the model changes neither ep nor any profile; the same answers as
  * policy_endpoint_label() and policy_endpoint_matches(). */
 #define POLICY_EP_LABELS_PROFILES 8

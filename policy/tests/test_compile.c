@@ -1110,9 +1110,14 @@ static void test_endpoint_churn(void **state)
 			snprintf(iface, sizeof(iface), "cali%u", i);
 			snprintf(ip, sizeof(ip), "[`10.3.%u.%u/32`]", i / 256, i % 256);
 			snprintf(labels, sizeof(labels), "{`app`:`a%u`}", (r / 1200) % 3);
+			/* No profile, the one profile, one the model lacks first, or the profile
+			 * tenth (past the ones policy_ep_labels keeps looked up). */
+			static const char *const profs[] = {
+			    "[]", "[`pr`]", "[`gone`,`pr`]",
+			    "[`g1`,`g2`,`g3`,`g4`,`g5`,`g6`,`g7`,`g8`,`g9`,`pr`]"};
 			put(m, c,
 			    wep(i < 20 ? "n1" : "n2", wl, iface, ip, labels,
-			        (r / 3600) % 2 ? "[`pr`]" : "[]"));
+			        profs[(r / 3600) % 4]));
 			live[i] = true;
 		}
 		if (step % 97 == 0) /* selectors come and go with a second policy */

@@ -368,6 +368,30 @@ static void test_effective_labels(void **state)
 	assert_string_equal(policy_selector_canonical(pr->ingress.v[0].src.not_tag_sel), "has(db)");
 	assert_true(policy_endpoint_matches(m, ep, pr->ingress.v[0].src.tag_sel));
 	assert_false(policy_endpoint_matches(m, ep, pr->ingress.v[0].src.not_tag_sel));
+
+	/* Beyond the profiles a policy_ep_labels keeps looked up (POLICY_EP_LABELS_PROFILES), one
+	 * the model lacks among them: the same order, read through a view and without one. */
+	put_wep(m, "h", "many", "e", "[`10.0.0.2/32`]", "{}",
+	        "[`g1`,`g2`,`g3`,`g4`,`g5`,`g6`,`g7`,`g8`,`g9`,`tenth`,`eleventh`]");
+	put_profile(m, "g2", "{`early`:`g2`}", "[]");
+	put_profile(m, "tenth", "{`late`:`tenth`}", "[`tag10`]");
+	put_profile(m, "eleventh", "{`late`:`eleventh`,`tag10`:`label`}", "[]");
+	ep = policy_model_endpoint(m, POLICY_KIND_WORKLOADENDPOINT, "h/cni/many/e");
+	assert_non_null(ep);
+	struct policy_ep_labels l;
+	policy_ep_labels_init(&l, m, ep);
+	assert_string_equal(policy_ep_labels_get(&l, "early"), "g2");
+	assert_string_equal(policy_ep_labels_get(&l, "late"), "tenth");
+	assert_string_equal(policy_ep_labels_get(&l, "tag10"), "");
+	assert_null(policy_ep_labels_get(&l, "nothing"));
+	assert_string_equal(policy_endpoint_label(m, ep, "late"), "tenth");
+	assert_string_equal(policy_endpoint_label(m, ep, "tag10"), "");
+	assert_int_equal(
+	    policy_selector_parse("late == 'tenth' && has(early)", &sel, NULL, err, sizeof(err)),
+	    0);
+	assert_true(policy_ep_labels_match(&l, sel));
+	assert_true(policy_endpoint_matches(m, ep, sel));
+	policy_selector_free(sel);
 	policy_model_free(m);
 }
 
