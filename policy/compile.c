@@ -986,6 +986,18 @@ static bool addrs_equal(const struct ipam_addr *a, unsigned na, const struct ipa
 	return na == nb && (na == 0 || memcmp(a, b, na * sizeof(*a)) == 0);
 }
 
+/* Make ep a member of s: in s's member tree and in ep's list of selectors, both or neither. */
+static int sel_join(struct csel *s, struct cep *ep)
+{
+	if (tsearch(ep, &s->members, ptr_cmp) == NULL)
+		return -ENOMEM;
+	if (msel_add(ep, s) != 0) {
+		tdelete(ep, &s->members, ptr_cmp);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* Bring s's membership of ep up to date: mep is the model's endpoint (NULL when gone) and l its
  * labels (not read when mep is NULL). */
 static int sel_update_member(struct policy_compiler *c, struct csel *s, struct cep *ep,
@@ -1005,15 +1017,7 @@ static int sel_update_member(struct policy_compiler *c, struct csel *s, struct c
 		tdelete(ep, &s->members, ptr_cmp);
 		msel_del(ep, s);
 	}
-	if (!was && now) {
-		if (tsearch(ep, &s->members, ptr_cmp) == NULL)
-			return -ENOMEM;
-		if (msel_add(ep, s) != 0) {
-			tdelete(ep, &s->members, ptr_cmp);
-			return -ENOMEM;
-		}
-	}
-	return 0;
+	return !was && now ? sel_join(s, ep) : 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1624,15 +1628,8 @@ static int fill_fresh(struct policy_compiler *c, const struct policy_model *m)
 				continue;
 			if (ep == NULL && (ep = ep_find(c, eps[e]->kind, eps[e]->key)) == NULL)
 				break; /* not noted: it will be when it is */
-			if (tsearch(ep, &s->members, ptr_cmp) == NULL) {
-				rv = -ENOMEM;
-				goto out;
-			}
-			if ((rv = msel_add(ep, s)) != 0) {
-				tdelete(ep, &s->members, ptr_cmp);
-				goto out;
-			}
-			if ((rv = sel_addrs(c, s, ep->addrs, ep->n_addrs, 1)) != 0)
+			if ((rv = sel_join(s, ep)) != 0 ||
+			    (rv = sel_addrs(c, s, ep->addrs, ep->n_addrs, 1)) != 0)
 				goto out;
 		}
 	}

@@ -305,6 +305,29 @@ static json_t *add_elem_cmd(const char *addr)
 	                 "family", "inet", "table", "t", "name", "s", "elem", addr);
 }
 
+/* Table inet t with the plain set s of IPv4 addresses, through n. */
+static void make_plain_set(struct agent_nft *n)
+{
+	char err[1024];
+	json_t *cmds = json_pack("{s:[{s:{s:{s:s,s:s}}},{s:{s:{s:s,s:s,s:s,s:s}}}]}", "nftables",
+	                         "add", "table", "family", "inet", "name", "t", "add", "set",
+	                         "family", "inet", "table", "t", "name", "s", "type", "ipv4_addr");
+	if (agent_nft_apply(n, cmds, err, sizeof(err)) != 0)
+		fail_msg("making table t and set s: %s", err);
+	json_decref(cmds);
+}
+
+/* A libnftables context of its own whose output and errors are read back as text. */
+static struct nft_ctx *text_ctx(void)
+{
+	struct nft_ctx *l = nft_ctx_new(NFT_CTX_DEFAULT);
+
+	assert_non_null(l);
+	assert_int_equal(nft_ctx_buffer_output(l), 0);
+	assert_int_equal(nft_ctx_buffer_error(l), 0);
+	return l;
+}
+
 static bool enter_private_netns(void)
 {
 	if (geteuid() != 0) {
@@ -421,12 +444,7 @@ static void test_refused_batch(void **state)
 	if (!enter_private_netns())
 		skip();
 	assert_int_equal(agent_nft_new(&n), 0);
-	json_t *setup_cmds =
-	    json_pack("{s:[{s:{s:{s:s,s:s}}},{s:{s:{s:s,s:s,s:s,s:s}}}]}", "nftables", "add",
-	              "table", "family", "inet", "name", "t", "add", "set", "family", "inet",
-	              "table", "t", "name", "s", "type", "ipv4_addr");
-	assert_int_equal(agent_nft_apply(n, setup_cmds, err, sizeof(err)), 0);
-	json_decref(setup_cmds);
+	make_plain_set(n);
 
 	json_t *bad = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:[s]}}},{s:{s:{s:s,s:s,s:s,s:[s]}}}]}",
 	                        "nftables", "add", "element", "family", "inet", "table", "t",
@@ -444,10 +462,7 @@ static void test_refused_batch(void **state)
 	assert_non_null(strstr(err, "10.2.2.2"));
 
 	/* nothing took effect: the element of the first command is not there */
-	struct nft_ctx *l = nft_ctx_new(NFT_CTX_DEFAULT);
-	assert_non_null(l);
-	assert_int_equal(nft_ctx_buffer_output(l), 0);
-	assert_int_equal(nft_ctx_buffer_error(l), 0);
+	struct nft_ctx *l = text_ctx();
 	assert_int_equal(nft_run_cmd_from_buffer(l, "list set inet t s"), 0);
 	const char *text = nft_ctx_get_output_buffer(l);
 	assert_null(strstr(text, "10.1.1.1"));
@@ -475,10 +490,7 @@ static void test_foreign_change(void **state)
 	if (!enter_private_netns())
 		skip();
 	assert_int_equal(agent_nft_new(&n), 0);
-	struct nft_ctx *other = nft_ctx_new(NFT_CTX_DEFAULT);
-	assert_non_null(other);
-	assert_int_equal(nft_ctx_buffer_output(other), 0);
-	assert_int_equal(nft_ctx_buffer_error(other), 0);
+	struct nft_ctx *other = text_ctx();
 	assert_int_equal(nft_run_cmd_from_buffer(other, "add table inet t; add set inet t s "
 	                                                "{ type ipv4_addr; }"),
 	                 0);
@@ -519,12 +531,7 @@ static void test_big_batch(void **state)
 	if (!enter_private_netns())
 		skip();
 	assert_int_equal(agent_nft_new(&n), 0);
-	json_t *setup_cmds =
-	    json_pack("{s:[{s:{s:{s:s,s:s}}},{s:{s:{s:s,s:s,s:s,s:s}}}]}", "nftables", "add",
-	              "table", "family", "inet", "name", "t", "add", "set", "family", "inet",
-	              "table", "t", "name", "s", "type", "ipv4_addr");
-	assert_int_equal(agent_nft_apply(n, setup_cmds, err, sizeof(err)), 0);
-	json_decref(setup_cmds);
+	make_plain_set(n);
 	json_t *elems = json_array();
 	char a[32];
 	for (unsigned i = 0; i < N; i++) {
@@ -542,10 +549,7 @@ static void test_big_batch(void **state)
 	assert_int_equal(f1, f0);     /* not through the fast path */
 	assert_int_equal(s1, s0 + 1); /* but through libnftables */
 
-	struct nft_ctx *l = nft_ctx_new(NFT_CTX_DEFAULT);
-	assert_non_null(l);
-	assert_int_equal(nft_ctx_buffer_output(l), 0);
-	assert_int_equal(nft_ctx_buffer_error(l), 0);
+	struct nft_ctx *l = text_ctx();
 	assert_int_equal(nft_run_cmd_from_buffer(l, "get element inet t s { 10.2.73.239 }"), 0);
 	assert_non_null(strstr(nft_ctx_get_output_buffer(l), "10.2.73.239"));
 	nft_ctx_free(l);
