@@ -10,12 +10,16 @@
 # Then: the time and memory to fill a /16 pool completely (65,536 addresses) through the three
 # hosts, 64 clients, until the pool is exhausted; `tabby ipam check` must be clean afterwards.
 #
-# Env: CLIENTS="1 16 64"  TOTAL=20000  SKIP_ETCD=1 (Tabby only)  SKIP_FILL=1
+# Both sides run ROUNDS times, alternately (tabby, etcd, tabby, ...); each prints the round with
+# its median rate (bench/lib.sh says why).
+#
+# Env: CLIENTS="1 16 64"  TOTAL=20000  ROUNDS=3  SKIP_ETCD=1 (Tabby only)  SKIP_FILL=1
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 TOOLS=${TOOLS:-$ROOT/../shared/tools}
 CLIENTS=${CLIENTS:-"1 16 64"}
 TOTAL=${TOTAL:-20000}
+ROUNDS=${ROUNDS:-3}
 VAL=256 # the anchor's puts carry 256-byte values, as in bench/run.sh
 "$ROOT/scripts/setup.sh" >/dev/null
 source "$ROOT/bench/lib.sh"
@@ -32,24 +36,29 @@ assign_args() { # the three members' API addresses, each with its own node name
 	done
 }
 
-# A large pool so that no run comes near exhaustion.
-bench_cluster a 27880 --no-default-pools
-api "$BENCH_DIR/s1.sock" POST /v1/ippools '{"pools": [{"cidr": "10.0.0.0/8"}]}' >/dev/null
-echo "tabby: 3 members on 127.0.0.1, pool 10.0.0.0/8 (/26 blocks)"
 declare -A T_RPS T_P50 T_P99 E_RPS E_P50 E_P99
-for c in $CLIENTS; do
-	# shellcheck disable=SC2046 # the addresses and nodes are words
-	line=$("$PUTBENCH" --mode assign $(assign_args a 27880) --clients "$c" --total "$TOTAL")
-	echo "$line"
-	T_RPS[$c]=$(sed -n 's/.* assigns\/s=\([0-9.]*\).*/\1/p' <<<"$line")
-	T_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
-	T_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+for ((round = 1; round <= ROUNDS; round++)); do
+	# A fresh cluster per round, as etcd-bench.sh starts a fresh etcd cluster; a large pool so
+	# that no run comes near exhaustion.
+	base=$((27700 + 40 * round))
+	bench_cluster "a$round" "$base" --no-default-pools
+	api "$BENCH_DIR/s1.sock" POST /v1/ippools '{"pools": [{"cidr": "10.0.0.0/8"}]}' >/dev/null
+	echo "round $round of $ROUNDS: tabby, 3 members on 127.0.0.1, pool 10.0.0.0/8 (/26 blocks)"
+	for c in $CLIENTS; do
+		# shellcheck disable=SC2046 # the addresses and nodes are words
+		line=$("$PUTBENCH" --mode assign $(assign_args "a$round" "$base") --clients "$c" --total "$TOTAL")
+		echo "$line"
+		T_RPS[$c]=$(sed -n 's/.* assigns\/s=\([0-9.]*\).*/\1/p' <<<"$line")
+		T_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+		T_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+	done
+	"$TABBY" ipam check --socket "$BENCH_DIR/s1.sock" >"$BENCH_WORK/check-a.out" 2>&1 ||
+		{ echo "ipam check after the runs:"; cat "$BENCH_WORK/check-a.out"; exit 1; }
+	bench_stop
+	bench_etcd
+	bench_round_keep
 done
-"$TABBY" ipam check --socket "$BENCH_DIR/s1.sock" >"$BENCH_WORK/check-a.out" 2>&1 ||
-	{ echo "ipam check after the runs:"; cat "$BENCH_WORK/check-a.out"; exit 1; }
-bench_stop
-
-bench_etcd
+bench_round_median
 bench_table "tabby assigns/s  p50  p99"
 
 [ "${SKIP_FILL:-0}" = 1 ] && exit 0

@@ -75,6 +75,31 @@ bench_etcd() {
 	done < <(grep "^RESULT etcd nodes=3" "$BENCH_WORK/etcd.out")
 }
 
+# Rounds: this machine's speed drifts by tens of percent over minutes (other tenants share its
+# disk and CPUs), so a benchmark alternates the two sides ROUNDS times and reports, per side and
+# client count, the round with the median rate: a drift then moves both sides alike instead of
+# deciding the ratio. bench_round_keep remembers a round's T_* and E_* figures; bench_round_median
+# sets T_* and E_* to each side's median round.
+declare -A BR_T BR_E
+bench_round_keep() {
+	local c
+	for c in $CLIENTS; do
+		BR_T[$c]+="${T_RPS[$c]:-0} ${T_P50[$c]:-?} ${T_P99[$c]:-?};"
+		[ -z "${E_RPS[$c]:-}" ] || BR_E[$c]+="${E_RPS[$c]} ${E_P50[$c]} ${E_P99[$c]};"
+	done
+}
+bench_median_of() { # "rate p50 p99;..." -> the entry with the median rate (the lower one of two)
+	tr ';' '\n' <<<"$1" | awk 'NF' | sort -n -k1,1 | awk '{a[NR] = $0} END {print a[int((NR + 1) / 2)]}'
+}
+bench_round_median() {
+	local c
+	for c in $CLIENTS; do
+		read -r "T_RPS[$c]" "T_P50[$c]" "T_P99[$c]" <<<"$(bench_median_of "${BR_T[$c]}")"
+		[ -z "${BR_E[$c]:-}" ] ||
+			read -r "E_RPS[$c]" "E_P50[$c]" "E_P99[$c]" <<<"$(bench_median_of "${BR_E[$c]}")"
+	done
+}
+
 # bench_table TABBY_HEADER: Tabby's figures (T_RPS, T_P50, T_P99) beside etcd's, one line per
 # client count, with the ratio of the rates.
 bench_table() {
@@ -86,4 +111,5 @@ bench_table() {
 		printf "%-8s | %8s/s %7sms %7sms   | %8s/s %7sms %7sms | %s\n" "$c" "${T_RPS[$c]:-?}" "${T_P50[$c]:-?}" \
 			"${T_P99[$c]:-?}" "${E_RPS[$c]:-n/a}" "${E_P50[$c]:-}" "${E_P99[$c]:-}" "$ratio"
 	done
+	[ "${ROUNDS:-1}" -le 1 ] || echo "(each side: its round with the median rate of $ROUNDS; the sides ran alternately)"
 }
