@@ -55,7 +55,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	"$TABBY" ipam check --socket "$BENCH_DIR/s1.sock" >"$BENCH_WORK/check-a.out" 2>&1 ||
 		{ echo "ipam check after the runs:"; cat "$BENCH_WORK/check-a.out"; exit 1; }
 	bench_stop
-	E_RPS=() E_P50=() E_P99=() # a round whose etcd run failed keeps no figure of the last
 	bench_etcd
 	bench_round_keep
 done

@@ -60,6 +60,7 @@ sys.exit(0 if ok and all(m["healthy"] and m["role"] == "voter" for m in d["membe
 # E_P50, E_P99 (declared by the caller) by client count. Skipped with SKIP_ETCD=1.
 bench_etcd() {
 	[ "${SKIP_ETCD:-0}" = 1 ] && return 0
+	E_RPS=() E_P50=() E_P99=() # a run that fails leaves no figure of an earlier one
 	if ! command -v etcd >/dev/null; then
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq etcd-server etcd-client >/dev/null
 	fi
