@@ -83,17 +83,25 @@
 
 /* Bounds that keep every message under MSG_ROOM, checked before anything is built: names
  * shorter than NFT_NAME_MAXLEN (256), at most ELEMS_PER_MSG elements of at most 48 + 256 bytes
- * (an ifname key and a jump verdict) per message, at most STMTS_MAX statements of at most 5
+ * (an ifname key and a jump verdict) per message of map elements and PLAIN_ELEMS_PER_MSG of at
+ * most 32 bytes per message of plain set elements, at most STMTS_MAX statements of at most 5
  * expressions per rule. */
 #define ELEMS_PER_MSG 128
-#define STMTS_MAX     16
-#define MSG_ROOM      (64 * 1024)
-#define BATCH_MAX     (4u << 20) /* a bigger batch goes to libnftables */
-#define ANSWER_MS     5000
+/* Elements of a plain set (no map data) are at most 32 bytes (a 16-byte key in its nests):
+ * 1,024 take 32 KiB. Fewer messages, fewer lookups of the set by the kernel. */
+#define PLAIN_ELEMS_PER_MSG 1024
+#define STMTS_MAX           16
+#define MSG_ROOM            (64 * 1024)
+#define BATCH_MAX           (4u << 20) /* a bigger batch goes to libnftables */
+#define ANSWER_MS           5000
 
 struct set_info {
 	char *key; /* "family/table/name" */
 	uint32_t key_type, key_len, flags, data_type;
+	/* Made by the batch that began with sequence number made_in (when made_here), as set ID
+	 * id: that batch's element messages name it by ID alone (see put_elems). */
+	bool made_here;
+	uint32_t made_in, id;
 };
 
 struct agent_nftnl {
@@ -538,14 +546,23 @@ static int put_elems(struct agent_nftnl *f, struct batch *b, bool add, int famil
 	if (vmap && si->data_type != NFT_DATA_VERDICT)
 		return -ENOTSUP;
 
-	size_t n = json_array_size(elems);
-	for (size_t at = 0; at < n; at += ELEMS_PER_MSG) {
+	size_t n = json_array_size(elems), per_msg = vmap ? ELEMS_PER_MSG : PLAIN_ELEMS_PER_MSG;
+	for (size_t at = 0; at < n; at += per_msg) {
 		struct nftnl_set *s = nftnl_set_alloc();
 		if (s == NULL)
 			return -ENOMEM;
 		nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
-		nftnl_set_set_str(s, NFTNL_SET_NAME, name);
-		for (size_t i = at; i < n && i < at + ELEMS_PER_MSG; i++) {
+		/* The kernel finds a set named in an element message by walking the table's list of
+		 * sets, comparing names, and a set made in this batch is at the end of that list:
+		 * with a thousand sets that walk was most of what a message of new elements cost. A
+		 * set of this batch is named by the ID it was made with instead, which the kernel
+		 * looks up among this batch's own new sets (it tries a name first only when one is
+		 * given). */
+		if (add && si->made_here && si->made_in == b->begin_seq)
+			nftnl_set_set_u32(s, NFTNL_SET_ID, si->id);
+		else
+			nftnl_set_set_str(s, NFTNL_SET_NAME, name);
+		for (size_t i = at; i < n && i < at + per_msg; i++) {
 			const json_t *it = json_array_get(elems, i), *kj = it, *vj = NULL;
 			uint8_t key[16];
 			uint32_t klen;
@@ -658,7 +675,10 @@ static int put_set_add(struct agent_nftnl *f, struct batch *b, const json_t *o)
 	nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
 	nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, types[t].type);
 	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, types[t].len);
-	nftnl_set_set_u32(s, NFTNL_SET_ID, f->seq);
+	info->made_here = true;
+	info->made_in = b->begin_seq;
+	info->id = f->seq;
+	nftnl_set_set_u32(s, NFTNL_SET_ID, info->id);
 	nftnl_set_set_data(s, NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud),
 	                   nftnl_udata_buf_len(ud));
 	if ((nlh = batch_hdr(f, b, NFT_MSG_NEWSET, family, NLM_F_CREATE)) == NULL) {

@@ -171,7 +171,8 @@ struct csel {
 };
 
 struct cpol {
-	char *name; /* tree key */
+	char *name;  /* tree key */
+	uint64_t id; /* unique in the compiler's life: a freed one's address may come back */
 	bool exists, has_order, changed;
 	double order;
 	unsigned users[2];
@@ -181,6 +182,7 @@ struct cpol {
 
 struct cprof {
 	char *name;  /* tree key */
+	uint64_t id; /* as cpol's */
 	char *fp;    /* labels and tags; NULL when the model lacks it */
 	bool synced; /* fp is known: endpoints were evaluated with those labels */
 	bool changed;
@@ -213,6 +215,13 @@ struct cif {
 	char *name;       /* tree key */
 	struct vec claim; /* local endpoints naming this interface; the least key owns it */
 	struct cchain chain[2];
+	/* What each chain was last rendered from (render_if): its owner's policy and profile
+	 * lists as ids, or nothing when it had no owner; valid once rendered. */
+	struct {
+		uint64_t *v;
+		unsigned n;
+		bool valid;
+	} drawn[2];
 	bool kernel; /* map and set elements present */
 	bool listed;
 };
@@ -226,6 +235,7 @@ struct policy_compiler {
 	struct cep **ep_tab;
 	unsigned ep_tab_n, ep_tab_cap;
 	struct vec selv, locals;
+	uint64_t next_id;                                    /* of the next cpol or cprof */
 	struct vec t_sels, t_chains, t_pols, t_profs, t_ifs; /* touched in this flush */
 };
 
@@ -1127,6 +1137,8 @@ static struct cpol *pol_get(struct policy_compiler *c, const char *name)
 		free(p);
 		p = NULL;
 	}
+	if (p != NULL)
+		p->id = ++c->next_id;
 	return p;
 }
 
@@ -1167,6 +1179,8 @@ static struct cprof *prof_get(struct policy_compiler *c, const char *name)
 		free(p);
 		p = NULL;
 	}
+	if (p != NULL)
+		p->id = ++c->next_id;
 	return p;
 }
 
@@ -1586,6 +1600,33 @@ static json_t *render_endpoint(const struct policy_model *m, const struct cep *e
 	return rules;
 }
 
+/* What an endpoint chain renders from (render_endpoint): the owner's policies of direction d and
+ * its profiles, each profile with whether the model has it; [0] for no owner. Into *out
+ * (malloc'd, *n entries), or -ENOMEM. */
+static int drawn_from(const struct policy_model *m, const struct cep *owner, unsigned d,
+                      uint64_t **out, unsigned *n)
+{
+	unsigned k = owner != NULL ? 1 + owner->n_pols[d] + owner->n_profs : 1;
+	uint64_t *v = malloc(k * sizeof(*v));
+
+	if (v == NULL)
+		return -ENOMEM;
+	v[0] = owner != NULL ? 1 + (uint64_t)owner->n_pols[d] : 0;
+	for (unsigned i = 0; owner != NULL && i < owner->n_pols[d]; i++)
+		v[1 + i] = owner->pols[d][i]->id;
+	for (unsigned i = 0; owner != NULL && i < owner->n_profs; i++)
+		v[1 + owner->n_pols[d] + i] =
+		    owner->profs[i]->id * 2 +
+		    (policy_model_profile(m, owner->profs[i]->name) != NULL);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+/* An interface's two endpoint chains. A changed policy touches every local endpoint it applied
+ * to or applies to now, and most of those keep the lists they had (its rules changed, not its
+ * selector): a chain whose inputs are the ones it was last rendered from is left alone, which
+ * spares building, comparing and freeing the JSON of a few hundred rules per change. */
 static int render_if(struct policy_compiler *c, const struct policy_model *m, struct cif *f)
 {
 	struct cep *owner = NULL;
@@ -1597,10 +1638,24 @@ static int render_if(struct policy_compiler *c, const struct policy_model *m, st
 	for (unsigned d = 0; d < 2; d++) {
 		json_t *rules = NULL;
 		struct refs none = {0};
+		uint64_t *v;
+		unsigned n;
+		if ((rv = drawn_from(m, owner, d, &v, &n)) != 0)
+			return rv;
+		if (f->drawn[d].valid && f->drawn[d].n == n &&
+		    memcmp(f->drawn[d].v, v, n * sizeof(*v)) == 0) {
+			free(v);
+			continue;
+		}
+		free(f->drawn[d].v);
+		f->drawn[d].v = v;
+		f->drawn[d].n = n;
+		f->drawn[d].valid = false;
 		if (owner != NULL && (rules = render_endpoint(m, owner, d)) == NULL)
 			return -ENOMEM;
 		if ((rv = chain_set(c, &f->chain[d], rules, &none)) != 0)
 			return rv;
+		f->drawn[d].valid = true;
 	}
 	return 0;
 }
@@ -2033,6 +2088,8 @@ static void if_free(void *p)
 
 	chain_release(&x->chain[0]);
 	chain_release(&x->chain[1]);
+	free(x->drawn[0].v);
+	free(x->drawn[1].v);
 	free(x->claim.v);
 	free(x->name);
 	free(x);
