@@ -3,30 +3,35 @@
 # public API, beside etcd 3.4 measured in the same run with etcd's own benchmark tool
 # (../shared/tools/etcd-bench.sh). 20,000 writes of 256-byte values at 1, 16 and 64 clients; all
 # clients talk to the leader, as etcd's --target-leader does. Prints one line per configuration
-# with writes/s, p50 and p99 for both and the ratio.
+# with writes/s, p50 and p99 for both and the ratio. Both sides run ROUNDS times, alternately
+# (tabby, etcd, tabby, ...), each round on a fresh cluster; each prints the round with its median
+# rate (bench/lib.sh says why).
 #
-# Env: CLIENTS="1 16 64"  TOTAL=20000  VAL=256  SKIP_ETCD=1 (Tabby only)
+# Env: CLIENTS="1 16 64"  TOTAL=20000  VAL=256  ROUNDS=3  SKIP_ETCD=1 (Tabby only)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 TOOLS=${TOOLS:-$ROOT/../shared/tools}
 CLIENTS=${CLIENTS:-"1 16 64"}
 TOTAL=${TOTAL:-20000}
 VAL=${VAL:-256}
+ROUNDS=${ROUNDS:-3}
 "$ROOT/scripts/setup.sh" >/dev/null
 source "$ROOT/bench/lib.sh"
-bench_cluster b 27780
-leader_api=$LEADER_API
-echo "tabby: 3 members on 127.0.0.1, leader API $leader_api"
 
 declare -A T_RPS T_P50 T_P99 E_RPS E_P50 E_P99
-for c in $CLIENTS; do
-	line=$("$PUTBENCH" --address "$leader_api" --clients "$c" --total "$TOTAL" --val-size "$VAL")
-	echo "$line"
-	T_RPS[$c]=$(sed -n 's/.* puts\/s=\([0-9.]*\).*/\1/p' <<<"$line")
-	T_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
-	T_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+for ((round = 1; round <= ROUNDS; round++)); do
+	bench_cluster "b$round" $((28020 + 40 * round))
+	echo "round $round of $ROUNDS: tabby, 3 members on 127.0.0.1, leader API $LEADER_API"
+	for c in $CLIENTS; do
+		line=$("$PUTBENCH" --address "$LEADER_API" --clients "$c" --total "$TOTAL" --val-size "$VAL")
+		echo "$line"
+		T_RPS[$c]=$(sed -n 's/.* puts\/s=\([0-9.]*\).*/\1/p' <<<"$line")
+		T_P50[$c]=$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+		T_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
+	done
+	bench_stop
+	bench_etcd
+	bench_round_keep
 done
-bench_stop
-
-bench_etcd
+bench_round_median
 bench_table "tabby writes/s  p50  p99"
