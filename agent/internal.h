@@ -38,6 +38,7 @@ struct agent {
 	uint64_t id;
 	bool bootstrap_pending; /* write the first member record and token once leader */
 	bool token_published;   /* DATA_DIR/join-token written and the token printed */
+	bool token_check; /* restarted first member: repair a bootstrap cut short (reconcile) */
 	char token[65];
 
 	struct store *store;

@@ -351,6 +351,59 @@ char *member_json(const struct member_rec *m)
 	return s;
 }
 
+/* A fresh join token: 128 random bits as hex. */
+static int new_token(struct agent *a)
+{
+	uint8_t rnd[16];
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+		return -errno;
+	}
+	for (int i = 0; i < 16; i++) {
+		snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
+	}
+	return 0;
+}
+
+/* A first member killed between saving its identity and the commit of its bootstrap records
+ * (its first election, up to an election timeout) restarts as a cluster with no member record
+ * and no join token, which nobody could join. Restarted, it checks once it leads: no token in
+ * the replica means the records were never written, and it writes them now, with a new token
+ * (the old one was never published, so nobody holds it). A token whose file is missing (killed
+ * after the commit, before the file was written) is published again. */
+static void check_bootstrap(struct agent *a)
+{
+	struct kv_kv *kvs = NULL;
+	unsigned n = 0;
+	bool more;
+	int64_t rev;
+	struct kv_bytes key = {(const uint8_t *)SYS_TOKEN_KEY, strlen(SYS_TOKEN_KEY)};
+	char path[PATH_MAX];
+
+	if (store_range(a->store, KV_SPACE_SYS, key, false, 1, &kvs, &n, &more, &rev) != STORE_OK) {
+		return; /* asked again at the next reconcile */
+	}
+	a->token_check = false;
+	if (n == 0) {
+		int rv = new_token(a);
+		if (rv != 0) {
+			agent_log("getrandom: %s", strerror(-rv));
+			a->token_check = true;
+			return;
+		}
+		agent_log("this cluster's bootstrap was cut short before its first records were "
+		          "written: writing them now, with a new join token");
+		a->bootstrap_pending = true;
+	} else if (kvs[0].value_len < sizeof a->token) {
+		memcpy(a->token, kvs[0].value, kvs[0].value_len);
+		a->token[kvs[0].value_len] = 0;
+		snprintf(path, sizeof path, "%s/join-token", a->data_dir);
+		if (access(path, F_OK) != 0 && errno == ENOENT) {
+			publish_join_token(a);
+		}
+	}
+	kv_kvs_free(kvs, n);
+}
+
 static void write_bootstrap_records(struct agent *a)
 {
 	struct member_rec m = {.id = a->id};
@@ -496,6 +549,9 @@ static void reconcile(struct agent *a)
 		a->stopping = true;
 		uv_stop(a->loop);
 		return;
+	}
+	if (st.ready && a->token_check) {
+		check_bootstrap(a);
 	}
 	bool bootstrapping = st.ready && a->bootstrap_pending;
 	if (bootstrapping) {
@@ -1243,16 +1299,13 @@ int agent_main(int argc, char **argv)
 			goto fail;
 		}
 		a->ipam_init_pending = a->id == 1; /* see init_ipam */
+		a->token_check = a->id == 1;       /* see check_bootstrap */
 	} else if (bootstrap) {
 		a->id = 1;
 		a->ipam_init_pending = true;
-		uint8_t rnd[16];
-		if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-			agent_log("getrandom: %s", strerror(errno));
+		if ((rv = new_token(a)) != 0) {
+			agent_log("getrandom: %s", strerror(-rv));
 			goto fail;
-		}
-		for (int i = 0; i < 16; i++) {
-			snprintf(a->token + 2 * i, 3, "%02x", rnd[i]);
 		}
 		a->bootstrap_pending = true;
 	} else if (join[0] != 0) {
