@@ -1782,22 +1782,55 @@ static json_t *elem_array(struct vec *v)
 	return a;
 }
 
-static void emit_set_add(struct emit *e, struct csel *s, unsigned fam)
+/* "add set" for family fam of s, with the elements v (sorted, as sel_elements gives them). */
+static void emit_set_elems(struct emit *e, struct csel *s, unsigned fam, struct vec *v)
 {
-	struct vec v = {0};
 	json_t *set = json_pack("{s:s,s:s}", "name", s->name[fam], "type",
 	                        fam == 0 ? "ipv4_addr" : "ipv6_addr");
 
-	if (set == NULL || sel_elements(s, fam == 0 ? 4 : 6, false, &v) != 0) {
-		json_decref(set);
-		free(v.v);
+	if (set == NULL) {
 		e->oom = true;
 		return;
 	}
-	if (v.n > 0 && json_object_set_new(set, "elem", elem_array(&v)) != 0)
+	if (v->n > 0 && json_object_set_new(set, "elem", elem_array(v)) != 0)
 		e->oom = true;
-	free(v.v);
 	emit(e, "add", "set", set);
+}
+
+static void emit_set_add(struct emit *e, struct csel *s, unsigned fam)
+{
+	struct vec v = {0};
+
+	if (sel_elements(s, fam == 0 ? 4 : 6, false, &v) != 0)
+		e->oom = true;
+	else
+		emit_set_elems(e, s, fam, &v);
+	free(v.v);
+}
+
+/* A set of the full load, with its elements. */
+struct full_set {
+	struct csel *s;
+	unsigned fam;
+	struct vec v;
+};
+
+/* The order the full load makes the selectors' sets in: IPv4 first, then the larger first, then
+ * by name. The kernel finds the set an element message names by walking the table's sets in the
+ * order they were made, comparing names, and with a thousand sets that walk was a large part of
+ * adding an endpoint (its address goes into some thirty sets). A new endpoint joins a set with a
+ * chance that grows with the set's share of the cluster's endpoints, so the large sets go first;
+ * and an IPv4-only cluster never updates an IPv6 set, so those go last. The verdict maps and the
+ * interface set, touched at every local endpoint change, are made before all of them. */
+static int full_set_order(const void *a, const void *b)
+{
+	const struct full_set *x = a, *y = b;
+
+	if (x->fam != y->fam)
+		return (int)x->fam - (int)y->fam;
+	if (x->v.n != y->v.n)
+		return x->v.n > y->v.n ? -1 : 1;
+	return strcmp(x->s->uid, y->s->uid);
 }
 
 static int ptr_name_order(const void *a, const void *b)
@@ -1917,19 +1950,36 @@ static void emit_full(struct emit *e, struct vec *chains)
 	emit(e, "add", "table", json_object());
 	emit(e, "delete", "table", json_object());
 	emit(e, "add", "table", json_object());
+	/* The maps and the interface set first, empty: their elements jump to endpoint chains,
+	 * added below once the chains exist. */
+	emit(e, "add", "map",
+	     json_pack("{s:s,s:s,s:s}", "name", MAP_FROM, "type", "ifname", "map", "verdict"));
+	emit(e, "add", "map",
+	     json_pack("{s:s,s:s,s:s}", "name", MAP_TO, "type", "ifname", "map", "verdict"));
+	emit(e, "add", "set", json_pack("{s:s,s:s}", "name", SET_IFS, "type", "ifname"));
 	{
-		struct vec sels = {0};
-		for (unsigned i = 0; i < c->selv.n; i++)
-			if (vec_push(&sels, c->selv.v[i]) != 0)
-				e->oom = true;
-		vec_sort(&sels, ptr_name_order);
-		for (unsigned i = 0; i < sels.n; i++) {
-			struct csel *s = sels.v[i];
-			for (unsigned f = 0; f < 2; f++)
-				if (s->refs[f] > 0)
-					emit_set_add(e, s, f);
+		struct full_set *fs = calloc(2 * (size_t)c->selv.n + 1, sizeof(*fs));
+		unsigned n = 0;
+		if (fs == NULL)
+			e->oom = true;
+		for (unsigned i = 0; fs != NULL && i < c->selv.n; i++) {
+			struct csel *s = c->selv.v[i];
+			for (unsigned f = 0; f < 2; f++) {
+				if (s->refs[f] == 0)
+					continue;
+				fs[n] = (struct full_set){s, f, {0}};
+				if (sel_elements(s, f == 0 ? 4 : 6, false, &fs[n].v) != 0)
+					e->oom = true;
+				n++;
+			}
 		}
-		free(sels.v);
+		if (fs != NULL)
+			qsort(fs, n, sizeof(*fs), full_set_order);
+		for (unsigned i = 0; i < n; i++) {
+			emit_set_elems(e, fs[i].s, fs[i].fam, &fs[i].v);
+			free(fs[i].v.v);
+		}
+		free(fs);
 	}
 	emit(e, "add", "chain",
 	     json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", "forward", "type", "filter", "hook",
@@ -1959,20 +2009,14 @@ static void emit_full(struct emit *e, struct vec *chains)
 			e->oom = true;
 	}
 	free(ifs.v.v);
-	json_t *m1 =
-	    json_pack("{s:s,s:s,s:s}", "name", MAP_FROM, "type", "ifname", "map", "verdict");
-	json_t *m2 = json_pack("{s:s,s:s,s:s}", "name", MAP_TO, "type", "ifname", "map", "verdict");
-	json_t *s1 = json_pack("{s:s,s:s}", "name", SET_IFS, "type", "ifname");
-	if (json_array_size(names) > 0 &&
-	    (json_object_set(m1, "elem", from) != 0 || json_object_set(m2, "elem", to) != 0 ||
-	     json_object_set(s1, "elem", names) != 0))
-		e->oom = true;
+	if (json_array_size(names) > 0) {
+		emit(e, "add", "element", json_pack("{s:s,s:O}", "name", MAP_FROM, "elem", from));
+		emit(e, "add", "element", json_pack("{s:s,s:O}", "name", MAP_TO, "elem", to));
+		emit(e, "add", "element", json_pack("{s:s,s:O}", "name", SET_IFS, "elem", names));
+	}
 	json_decref(from);
 	json_decref(to);
 	json_decref(names);
-	emit(e, "add", "map", m1);
-	emit(e, "add", "map", m2);
-	emit(e, "add", "set", s1);
 	emit_base_rules(e);
 }
 

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "policy/policy.h"
+
+#define SET_IFS_NAME "wl-ifaces"
 #include "policy/tests/fixture.h"
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
@@ -554,16 +556,20 @@ static void test_full_structure(void **state)
 	has(r.v[5], "\"@from-wl\"");
 	rules_free(&r);
 
-	/* Dispatch maps: the local endpoints only. */
-	t = elems(find(b, "add", "map", "from-wl", NULL));
+	/* Dispatch maps: the local endpoints only, added once the chains they jump to exist. */
+	int at_map = -1, at_elems = -1, at_chain = -1;
+	assert_non_null(find(b, "add", "map", "from-wl", &at_map));
+	assert_non_null(find(b, "add", "chain", "fw-calidb", &at_chain));
+	t = elems(find(b, "add", "element", "from-wl", &at_elems));
+	assert_true(at_map < at_chain && at_chain < at_elems);
 	assert_string_equal(t, "[[\"calidb\",{\"jump\":{\"target\":\"fw-calidb\"}}],"
 	                       "[\"caliweb\",{\"jump\":{\"target\":\"fw-caliweb\"}}]]");
 	free(t);
-	t = elems(find(b, "add", "map", "to-wl", NULL));
+	t = elems(find(b, "add", "element", "to-wl", NULL));
 	assert_string_equal(t, "[[\"calidb\",{\"jump\":{\"target\":\"tw-calidb\"}}],"
 	                       "[\"caliweb\",{\"jump\":{\"target\":\"tw-caliweb\"}}]]");
 	free(t);
-	t = elems(find(b, "add", "set", "wl-ifaces", NULL));
+	t = elems(find(b, "add", "element", "wl-ifaces", NULL));
 	assert_string_equal(t, "[\"calidb\",\"caliweb\"]");
 	free(t);
 
@@ -600,6 +606,18 @@ static void test_full_structure(void **state)
 	assert_string_equal(t, "[\"10.0.0.2\",\"10.0.7.2\"]");
 	free(t);
 	assert_null(find(b, "add", "set", never4, NULL)); /* remote-only is not active */
+	/* The order the kernel walks them in to find a set by name: the interface set (with the
+	 * maps) first, every IPv4 set before any IPv6 one, the larger first. */
+	{
+		int at_ifs = -1, at_web4 = -1, at_web6 = -1, at_tag4 = -1, at_db4 = -1;
+		assert_non_null(find(b, "add", "set", SET_IFS_NAME, &at_ifs));
+		assert_non_null(find(b, "add", "set", web4, &at_web4));
+		assert_non_null(find(b, "add", "set", web6, &at_web6));
+		assert_non_null(find(b, "add", "set", tag4, &at_tag4));
+		assert_non_null(find(b, "add", "set", db4, &at_db4));
+		assert_true(at_ifs < at_web4 && at_ifs < at_tag4 && at_ifs < at_db4);
+		assert_true(at_web4 < at_web6 && at_tag4 < at_web6 && at_db4 < at_web6);
+	}
 
 	/* Endpoint chain: PASS cleared, a jump to each policy in order (an allow accepts, a deny
 	 * drops, a pass makes the later policies return at once), drop unless passed, then the
@@ -669,12 +687,13 @@ static void test_full_structure(void **state)
 	assert_int_equal(policy_compiler_flush(c, m, &b), 0);
 	assert_null(b);
 
-	/* Sets come before the rules that use them, chains before the maps that jump to them. */
+	/* Sets come before the rules that use them, chains before the map elements that jump to
+	 * them. */
 	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
 	find(b, "add", "set", web4, &i1);
 	find(b, "add", "chain", "pi-db-allow", &i2);
 	assert_true(i1 < i2);
-	find(b, "add", "map", "from-wl", &i1);
+	find(b, "add", "element", "from-wl", &i1);
 	find(b, "add", "chain", "fw-caliweb", &i2);
 	assert_true(i2 < i1);
 	json_decref(b);
