@@ -8,6 +8,9 @@
  * have sent itself. The rounds must have taken the fast path many times and libnftables some
  * times (policies that change), or the test proves nothing and fails.
  *
+ * A set made and filled in one batch (its elements named by the set's ID, over several messages)
+ * reads back whole.
+ *
  * Then the error path: a batch of plain commands the kernel refuses halfway (an element added,
  * then one deleted that is not there) fails as a whole, names the refused command, and leaves
  * the first element out. And a set replaced behind the fast path's back (another type, same
@@ -556,6 +559,59 @@ static void test_big_batch(void **state)
 	agent_nft_free(n);
 }
 
+/* A set made and filled in one batch: its element messages (three of them, at most 1,024
+ * elements each) name it by the ID it was made with, and an element for an older set in the same
+ * batch names that one by name. All of it through the fast path; nft reads every element back. */
+static void test_new_set_batch(void **state)
+{
+	struct agent_nft *n;
+	char err[1024], a[32];
+	unsigned long f0, s0, f1, s1;
+	enum { N = 3000 };
+
+	(void)state;
+	if (!enter_private_netns())
+		skip();
+	assert_int_equal(agent_nft_new(&n), 0);
+	make_plain_set(n);
+	json_t *elems = json_array();
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(a, sizeof(a), "10.%u.%u.%u", 100 + (i >> 16), (i >> 8) & 255, i & 255);
+		json_array_append_new(elems, json_string(a));
+	}
+	json_t *cmds = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:s,s:o}}},{s:{s:{s:s,s:s,s:s,s:[s]}}}]}",
+	                         "nftables", "add", "set", "family", "inet", "table", "t", "name",
+	                         "big", "type", "ipv4_addr", "elem", elems, "add", "element",
+	                         "family", "inet", "table", "t", "name", "s", "elem", "10.9.9.9");
+	agent_nft_counts(n, &f0, &s0);
+	int rc = agent_nft_apply(n, cmds, err, sizeof(err));
+	agent_nft_counts(n, &f1, &s1);
+	json_decref(cmds);
+	if (rc != 0)
+		fail_msg("the batch: %d %s", rc, err);
+	assert_int_equal(f1, f0 + 1); /* through the fast path */
+	assert_int_equal(s1, s0);
+
+	struct nft_ctx *l = text_ctx();
+	nft_ctx_output_set_flags(l, NFT_CTX_OUTPUT_JSON);
+	assert_int_equal(nft_run_cmd_from_buffer(l, "list set inet t big"), 0);
+	json_t *got = json_loads(nft_ctx_get_output_buffer(l), 0, NULL);
+	assert_non_null(got);
+	json_t *set = NULL, *it;
+	size_t i;
+	json_array_foreach (json_object_get(got, "nftables"), i, it)
+		if (json_object_get(it, "set") != NULL)
+			set = json_object_get(it, "set");
+	assert_non_null(set);
+	assert_int_equal(json_array_size(json_object_get(set, "elem")), N);
+	json_decref(got);
+	nft_ctx_output_set_flags(l, 0);
+	assert_int_equal(nft_run_cmd_from_buffer(l, "get element inet t s { 10.9.9.9 }"), 0);
+	assert_non_null(strstr(nft_ctx_get_output_buffer(l), "10.9.9.9"));
+	nft_ctx_free(l);
+	agent_nft_free(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -563,6 +619,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_refused_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_foreign_change, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_new_set_batch, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
