@@ -320,6 +320,19 @@ static void make_plain_set(struct agent_nft *n)
 	json_decref(cmds);
 }
 
+/* n IPv4 addresses from 10.first.0.0 up, as JSON strings. */
+static json_t *addresses(unsigned n, unsigned first)
+{
+	json_t *elems = json_array();
+	char a[32];
+
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(a, sizeof(a), "10.%u.%u.%u", first + (i >> 16), (i >> 8) & 255, i & 255);
+		json_array_append_new(elems, json_string(a));
+	}
+	return elems;
+}
+
 /* A libnftables context of its own whose output and errors are read back as text. */
 static struct nft_ctx *text_ctx(void)
 {
@@ -535,12 +548,7 @@ static void test_big_batch(void **state)
 		skip();
 	assert_int_equal(agent_nft_new(&n), 0);
 	make_plain_set(n);
-	json_t *elems = json_array();
-	char a[32];
-	for (unsigned i = 0; i < N; i++) {
-		snprintf(a, sizeof(a), "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
-		json_array_append_new(elems, json_string(a));
-	}
+	json_t *elems = addresses(N, 0);
 	json_t *big = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:o}}}]}", "nftables", "add", "element",
 	                        "family", "inet", "table", "t", "name", "s", "elem", elems);
 	agent_nft_counts(n, &f0, &s0);
@@ -565,7 +573,7 @@ static void test_big_batch(void **state)
 static void test_new_set_batch(void **state)
 {
 	struct agent_nft *n;
-	char err[1024], a[32];
+	char err[1024];
 	unsigned long f0, s0, f1, s1;
 	enum { N = 3000 };
 
@@ -574,11 +582,7 @@ static void test_new_set_batch(void **state)
 		skip();
 	assert_int_equal(agent_nft_new(&n), 0);
 	make_plain_set(n);
-	json_t *elems = json_array();
-	for (unsigned i = 0; i < N; i++) {
-		snprintf(a, sizeof(a), "10.%u.%u.%u", 100 + (i >> 16), (i >> 8) & 255, i & 255);
-		json_array_append_new(elems, json_string(a));
-	}
+	json_t *elems = addresses(N, 100);
 	json_t *cmds = json_pack("{s:[{s:{s:{s:s,s:s,s:s,s:s,s:o}}},{s:{s:{s:s,s:s,s:s,s:[s]}}}]}",
 	                         "nftables", "add", "set", "family", "inet", "table", "t", "name",
 	                         "big", "type", "ipv4_addr", "elem", elems, "add", "element",
