@@ -231,11 +231,10 @@ struct cif {
 	struct vec claim; /* local endpoints naming this interface; the least key owns it */
 	struct cchain chain[2];
 	/* What each chain was last rendered from (render_if): its owner's policy and profile
-	 * lists as ids, or nothing when it had no owner; valid once rendered. */
+	 * lists as ids, or [0] when it had no owner; v NULL until rendered. */
 	struct {
 		uint64_t *v;
 		unsigned n;
-		bool valid;
 	} drawn[2];
 	bool kernel; /* map and set elements present */
 	bool listed;
@@ -1012,9 +1011,12 @@ static int sel_addrs(struct policy_compiler *c, struct csel *s, const struct ipa
 			ca = *node;
 		}
 		bool had = ca->count > 0;
+		unsigned *live = &s->live[a[i].family == 4 ? 0 : 1];
 		ca->count += (unsigned)delta;
-		if (had != (ca->count > 0))
-			s->live[a[i].family == 4 ? 0 : 1] += had ? (unsigned)-1 : 1u;
+		if (had && ca->count == 0)
+			(*live)--;
+		else if (!had && ca->count > 0)
+			(*live)++;
 		if (!ca->dirty) {
 			if (vec_push(&s->dirty, ca) != 0)
 				return -ENOMEM;
@@ -1682,20 +1684,19 @@ static int render_if(struct policy_compiler *c, const struct policy_model *m, st
 		unsigned n;
 		if ((rv = drawn_from(m, owner, d, &v, &n)) != 0)
 			return rv;
-		if (f->drawn[d].valid && f->drawn[d].n == n &&
+		if (f->drawn[d].v != NULL && f->drawn[d].n == n &&
 		    memcmp(f->drawn[d].v, v, n * sizeof(*v)) == 0) {
 			free(v);
 			continue;
 		}
+		if ((owner != NULL && (rules = render_endpoint(m, owner, d)) == NULL) ||
+		    (rv = chain_set(c, &f->chain[d], rules, &none)) != 0) {
+			free(v);
+			return rv != 0 ? rv : -ENOMEM;
+		}
 		free(f->drawn[d].v);
 		f->drawn[d].v = v;
 		f->drawn[d].n = n;
-		f->drawn[d].valid = false;
-		if (owner != NULL && (rules = render_endpoint(m, owner, d)) == NULL)
-			return -ENOMEM;
-		if ((rv = chain_set(c, &f->chain[d], rules, &none)) != 0)
-			return rv;
-		f->drawn[d].valid = true;
 	}
 	return 0;
 }

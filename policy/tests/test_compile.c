@@ -27,7 +27,6 @@
 
 #include "policy/policy.h"
 
-#define SET_IFS_NAME "wl-ifaces"
 #include "policy/tests/fixture.h"
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
@@ -610,7 +609,7 @@ static void test_full_structure(void **state)
 	 * maps) first, every IPv4 set before any IPv6 one, the larger first. */
 	{
 		int at_ifs = -1, at_web4 = -1, at_web6 = -1, at_tag4 = -1, at_db4 = -1;
-		assert_non_null(find(b, "add", "set", SET_IFS_NAME, &at_ifs));
+		assert_non_null(find(b, "add", "set", "wl-ifaces", &at_ifs));
 		assert_non_null(find(b, "add", "set", web4, &at_web4));
 		assert_non_null(find(b, "add", "set", web6, &at_web6));
 		assert_non_null(find(b, "add", "set", tag4, &at_tag4));
