@@ -1297,7 +1297,7 @@ static void test_differential(void **state)
 	/* Round 3: the remote workload back. Its addresses go into the sets its labels select, and
 	 * a set that was empty may now hold one, which renders again the rules that name it. */
 	json_t *labels = gen_labels(&fx->rng, 60), *profiles = gen_profile_list(&fx->rng);
-	json_incref(labels);
+	json_incref(labels); /* a second reference each, for round 4's twin */
 	json_incref(profiles);
 	put_workload_as(fx, PEER_NODE, "remote", "calir0", "10.65.0.1", "fd00:65::1", labels,
 	                profiles);
