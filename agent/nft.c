@@ -102,10 +102,15 @@ static void error_line(const char *text, char *err, size_t errlen)
 /* libnftables runs cmds as one transaction. */
 static int slow(struct agent_nft *n, const json_t *cmds, char *err, size_t errlen)
 {
+	json_t *resolved = NULL;
 	char *text;
 	int rc;
 
-	text = json_dumps(cmds, JSON_COMPACT);
+	/* libnftables knows rules by handle, the compiler by position */
+	if ((rc = agent_nftnl_resolve(n->fast, cmds, &resolved, err, errlen)) != 0)
+		return rc;
+	text = json_dumps(resolved != NULL ? resolved : cmds, JSON_COMPACT);
+	json_decref(resolved);
 	if (!text)
 		return -ENOMEM;
 	rc = nft_run_cmd_from_buffer(n->ctx, text);

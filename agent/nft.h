@@ -51,13 +51,18 @@ int agent_nft_delete_table(struct agent_nft *n, const char *table, char *err, si
  * when every command has one of the plain shapes listed in nftnl.c, and returns 0 or, when the
  * kernel refused, -EIO with err naming the command and the reason (nothing took effect). It
  * returns -ENOTSUP, having sent nothing, when any command is outside those shapes; -ENOMEM.
- * agent_nftnl_forget() drops what it remembers of sets (call it after anything else changed
- * the ruleset).
+ * agent_nftnl_forget() drops what it remembers of sets and chains (call it after anything else
+ * changed the ruleset). agent_nftnl_resolve() answers in *out a copy of cmds for libnftables in
+ * which every rule by position (policy.h: "delete rule" and "insert rule" with an "index") names
+ * the kernel's rule by "handle" instead, or NULL when cmds has none; -EINVAL or -EIO with err
+ * set when a position names no rule the chain held before the batch, -ENOMEM.
  */
 struct agent_nftnl;
 int agent_nftnl_new(struct agent_nftnl **out);
 void agent_nftnl_free(struct agent_nftnl *f);
 int agent_nftnl_apply(struct agent_nftnl *f, const json_t *cmds, char *err, size_t errlen);
 void agent_nftnl_forget(struct agent_nftnl *f);
+int agent_nftnl_resolve(struct agent_nftnl *f, const json_t *cmds, json_t **out, char *err,
+                        size_t errlen);
 
 #endif

@@ -22,13 +22,23 @@
  *   add set             a plain set (no flags) of such keys, with or without its elements
  *   add chain           a regular chain: name only
  *   flush|delete chain  by name;  delete set  by name
+ *   delete rule         by "index" (the compiler's rules by position, policy.h)
  *   add rule            statements among: match of "meta mark" (optionally "& constant")
  *                       against a constant, "==" or "!="; mangle of meta mark to "meta mark &
  *                       constant" or "meta mark | constant"; the matches of policy rules
  *                       ("Matches on packet fields" below: meta nfproto and l4proto, ip and ip6
  *                       addresses, th ports, against constants, ranges, prefixes, named and
  *                       anonymous sets); one closing verdict (accept, drop, return, continue,
- *                       jump, goto)
+ *                       jump, goto); "insert rule" the same with an "index"
+ *
+ * Rules by position. The compiler names a rule to delete, or to insert before, by its index in
+ * the chain; the kernel names it by handle. The handles of a chain's rules, in order, are
+ * remembered from a dump of the chain (one GETRULE, the first time a position in it is needed)
+ * and kept up to date through the batches sent here: a batch asks the kernel to echo each rule
+ * it adds to a remembered chain, and the echo (which carries the adding message's sequence
+ * number) gives the new rule's handle. A batch works on copies of the lists it touches, which
+ * replace the remembered ones only once the kernel has taken it. agent_nftnl_resolve() turns
+ * the indexes of a batch for libnftables into handles the same way.
  *
  * The bytecode for these is what nft itself emits for the same text (nft --debug=netlink shows
  * it), so "nft list ruleset" reads the same whichever path loaded it; the kernel test
@@ -46,6 +56,7 @@
  */
 #include <arpa/inet.h>
 #include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
@@ -104,11 +115,22 @@ struct set_info {
 	uint32_t made_in, id;
 };
 
+/* The handles of a chain's rules in the kernel, in order. In a batch's copy, an entry with
+ * PENDING set stands for a rule the batch adds: the rest is its message's index in the batch. */
+#define PENDING (UINT64_C(1) << 63)
+struct chain_rules {
+	char *key; /* "family/table/chain" */
+	uint64_t *h;
+	unsigned n, cap;
+	bool gone; /* a batch's copy: the batch deletes the chain */
+};
+
 struct agent_nftnl {
 	struct mnl_socket *nl;
 	uint32_t portid, seq;
 	size_t sndbuf; /* what one datagram may hold */
 	void *sets;    /* tsearch tree of struct set_info, by key */
+	void *chains;  /* tsearch tree of struct chain_rules, by key: the chains known by handle */
 	/* The ruleset generation the remembered sets belong to: the kernel's after our last
 	 * batch. Another one at the next batch means someone else changed the ruleset. */
 	uint32_t gen;
@@ -125,6 +147,12 @@ struct batch {
 	uint32_t *seq_of;   /* and its sequence number */
 	unsigned cmd;       /* command being translated */
 	size_t last;        /* offset of the last message */
+	/* The batch's copies of the chains whose rules it adds or moves (see the head). */
+	struct chain_rules **work;
+	unsigned n_work, cap_work, last_work;
+	uint64_t *echo; /* per message: the handle the kernel echoed for the rule it added, or 0 */
+	char *err;      /* a refused position is named here */
+	size_t errlen;
 };
 
 static int info_cmp(const void *a, const void *b)
@@ -140,12 +168,30 @@ static void info_free(void *p)
 	free(i);
 }
 
+static int rules_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct chain_rules *)a)->key, ((const struct chain_rules *)b)->key);
+}
+
+static void rules_free(void *p)
+{
+	struct chain_rules *r = p;
+
+	if (r == NULL)
+		return;
+	free(r->key);
+	free(r->h);
+	free(r);
+}
+
 void agent_nftnl_forget(struct agent_nftnl *f)
 {
 	if (f == NULL)
 		return;
 	tdestroy(f->sets, info_free);
 	f->sets = NULL;
+	tdestroy(f->chains, rules_free);
+	f->chains = NULL;
 	f->have_gen = false;
 }
 
@@ -710,6 +756,284 @@ out:
 	return rv;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Chains known by handle (see the head)                                                       */
+
+static int rule_attr_cb(const struct nlattr *a, void *data)
+{
+	const struct nlattr **tb = data;
+	int type = mnl_attr_get_type(a);
+
+	if (type >= 0 && type <= NFTA_RULE_MAX)
+		tb[type] = a;
+	return MNL_CB_OK;
+}
+
+/* The handle of the rule a NEWRULE message describes (0 when it has none), and its chain. */
+static uint64_t rule_handle(const struct nlmsghdr *h, const char **chain)
+{
+	const struct nlattr *tb[NFTA_RULE_MAX + 1] = {0};
+
+	*chain = NULL;
+	if (mnl_attr_parse(h, sizeof(struct nfgenmsg), rule_attr_cb, tb) < 0 ||
+	    tb[NFTA_RULE_HANDLE] == NULL ||
+	    mnl_attr_validate(tb[NFTA_RULE_HANDLE], MNL_TYPE_U64) < 0)
+		return 0;
+	if (tb[NFTA_RULE_CHAIN] != NULL &&
+	    mnl_attr_validate(tb[NFTA_RULE_CHAIN], MNL_TYPE_NUL_STRING) == 0)
+		*chain = mnl_attr_get_str(tb[NFTA_RULE_CHAIN]);
+	return be64toh(mnl_attr_get_u64(tb[NFTA_RULE_HANDLE]));
+}
+
+static bool rules_push(struct chain_rules *r, unsigned at, uint64_t h)
+{
+	if (r->n == r->cap) {
+		unsigned cap = r->cap ? r->cap * 2 : 16;
+		uint64_t *v = realloc(r->h, cap * sizeof(*v));
+		if (v == NULL)
+			return false;
+		r->h = v;
+		r->cap = cap;
+	}
+	memmove(r->h + at + 1, r->h + at, (r->n - at) * sizeof(*r->h));
+	r->h[at] = h;
+	r->n++;
+	return true;
+}
+
+struct dump_ctx {
+	struct chain_rules *r;
+	const char *chain;
+	bool bad;
+};
+
+static int dump_cb(const struct nlmsghdr *h, void *arg)
+{
+	struct dump_ctx *d = arg;
+	const char *chain;
+	uint64_t handle;
+
+	if ((h->nlmsg_type & 0xff) != NFT_MSG_NEWRULE)
+		return 0;
+	handle = rule_handle(h, &chain);
+	if (handle == 0 || handle & PENDING || chain == NULL || strcmp(chain, d->chain) != 0 ||
+	    !rules_push(d->r, d->r->n, handle))
+		d->bad = true;
+	return 0;
+}
+
+/* The handles of a chain's rules, in order, from a dump of the chain: a new chain_rules
+ * (*out), or -ENOENT when the kernel has no such chain, -EIO, -ENOMEM. */
+static int chain_dump(struct agent_nftnl *f, int family, const char *table, const char *chain,
+                      struct chain_rules **out)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct chain_rules *r = calloc(1, sizeof(*r));
+	struct nftnl_rule *q = nftnl_rule_alloc();
+	struct dump_ctx d = {r, chain, false};
+	int rv = -ENOMEM, fd = mnl_socket_get_fd(f->nl);
+
+	*out = NULL;
+	if (r == NULL || q == NULL)
+		goto out;
+	nftnl_rule_set_str(q, NFTNL_RULE_TABLE, table);
+	nftnl_rule_set_str(q, NFTNL_RULE_CHAIN, chain);
+	uint32_t seq = f->seq++;
+	struct nlmsghdr *nlh =
+	    nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, (uint16_t)family, NLM_F_DUMP, seq);
+	nftnl_rule_nlmsg_build_payload(nlh, q);
+	rv = -EIO;
+	if (mnl_socket_sendto(f->nl, nlh, nlh->nlmsg_len) < 0)
+		goto out;
+	/* A dump ends with NLMSG_DONE, whose payload is its error code. */
+	for (bool done = false; !done;) {
+		if (poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, ANSWER_MS) <= 0)
+			goto out;
+		ssize_t n = mnl_socket_recvfrom(f->nl, buf, sizeof(buf));
+		if (n <= 0)
+			goto out;
+		const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
+		int left = (int)n;
+		for (; mnl_nlmsg_ok(h, left) && !done; h = mnl_nlmsg_next(h, &left)) {
+			if (h->nlmsg_seq != seq)
+				continue;
+			if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+				int e = -EIO;
+				if (h->nlmsg_len >= NLMSG_HDRLEN + sizeof(int))
+					e = *(const int *)mnl_nlmsg_get_payload(h);
+				if (e != 0) {
+					rv = e == -ENOENT ? -ENOENT : -EIO;
+					goto out;
+				}
+				done = true;
+				continue;
+			}
+			dump_cb(h, &d);
+		}
+	}
+	if (d.bad)
+		goto out;
+	if (asprintf(&r->key, "%d/%s/%s", family, table, chain) < 0) {
+		r->key = NULL;
+		rv = -ENOMEM;
+		goto out;
+	}
+	*out = r;
+	r = NULL;
+	rv = 0;
+out:
+	if (q != NULL)
+		nftnl_rule_free(q);
+	rules_free(r);
+	return rv;
+}
+
+/* A new, empty copy named key among the batch's copies; NULL when out of memory. */
+static struct chain_rules *work_add(struct batch *b, const char *key)
+{
+	struct chain_rules *w;
+
+	if (b->n_work == b->cap_work) {
+		unsigned cap = b->cap_work ? b->cap_work * 2 : 16;
+		struct chain_rules **v = realloc(b->work, cap * sizeof(*v));
+		if (v == NULL)
+			return NULL;
+		b->work = v;
+		b->cap_work = cap;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL || (w->key = strdup(key)) == NULL) {
+		free(w);
+		return NULL;
+	}
+	b->last_work = b->n_work;
+	b->work[b->n_work++] = w;
+	return w;
+}
+
+/* The batch's copy of a chain's handles. When the chain is not known by handle: with need, it
+ * is dumped first (and remembered as it is before the batch); without, NULL and 0 (its rules
+ * are not followed). A chain the batch deletes has a copy with gone set. */
+static struct chain_rules *work_get(struct agent_nftnl *f, struct batch *b, int family,
+                                    const char *table, const char *chain, bool need, int *rv)
+{
+	char key[16 + 2 * NFT_NAME_MAXLEN];
+	struct chain_rules probe = {.key = key}, *w, *base;
+	void *found;
+
+	snprintf(key, sizeof(key), "%d/%s/%s", family, table, chain);
+	*rv = 0;
+	/* a batch adds the rules of one chain one after the other */
+	if (b->last_work < b->n_work && strcmp(b->work[b->last_work]->key, key) == 0)
+		return b->work[b->last_work];
+	for (unsigned i = 0; i < b->n_work; i++)
+		if (strcmp(b->work[i]->key, key) == 0) {
+			b->last_work = i;
+			return b->work[i];
+		}
+	if ((found = tfind(&probe, &f->chains, rules_cmp)) != NULL) {
+		base = *(struct chain_rules **)found;
+	} else if (!need) {
+		return NULL;
+	} else {
+		if ((*rv = chain_dump(f, family, table, chain, &base)) != 0)
+			return NULL;
+		if (tsearch(base, &f->chains, rules_cmp) == NULL) {
+			rules_free(base);
+			*rv = -ENOMEM;
+			return NULL;
+		}
+	}
+	*rv = -ENOMEM;
+	if ((w = work_add(b, key)) == NULL)
+		return NULL;
+	if (base->n > 0 && (w->h = malloc(base->n * sizeof(*w->h))) == NULL)
+		return NULL; /* freed with the batch's copies */
+	if (base->n > 0)
+		memcpy(w->h, base->h, base->n * sizeof(*w->h));
+	w->n = w->cap = base->n;
+	*rv = 0;
+	return w;
+}
+
+/* The batch empties (flush) or deletes (gone) a chain: it is known by handle from here on (as
+ * empty), or gone. */
+static int work_reset(struct agent_nftnl *f, struct batch *b, int family, const char *table,
+                      const char *chain, bool gone)
+{
+	int rv;
+	struct chain_rules *w = work_get(f, b, family, table, chain, false, &rv);
+
+	if (rv != 0)
+		return rv;
+	if (w == NULL) {
+		char key[16 + 2 * NFT_NAME_MAXLEN];
+		snprintf(key, sizeof(key), "%d/%s/%s", family, table, chain);
+		if ((w = work_add(b, key)) == NULL)
+			return -ENOMEM;
+	}
+	w->n = 0;
+	w->gone = gone;
+	return 0;
+}
+
+static void work_discard(struct batch *b)
+{
+	for (unsigned i = 0; i < b->n_work; i++)
+		rules_free(b->work[i]);
+	free(b->work);
+	b->work = NULL;
+	b->n_work = b->cap_work = 0;
+}
+
+/* The kernel took the batch: its copies, their added rules given the handles the kernel echoed,
+ * replace what was remembered. A copy with a rule whose echo is missing is dropped (its chain
+ * is dumped again when next needed). */
+static void work_commit(struct agent_nftnl *f, struct batch *b)
+{
+	for (unsigned i = 0; i < b->n_work; i++) {
+		struct chain_rules *w = b->work[i];
+		void *found = tfind(w, &f->chains, rules_cmp);
+		bool ok = !w->gone;
+
+		if (found != NULL) {
+			struct chain_rules *old = *(struct chain_rules **)found;
+			tdelete(w, &f->chains, rules_cmp);
+			rules_free(old);
+		}
+		for (unsigned k = 0; ok && k < w->n; k++) {
+			if (!(w->h[k] & PENDING))
+				continue;
+			uint64_t m = w->h[k] & ~PENDING;
+			w->h[k] = m < b->n && b->echo != NULL ? b->echo[m] : 0;
+			ok = w->h[k] != 0;
+		}
+		if (!ok || tsearch(w, &f->chains, rules_cmp) == NULL)
+			rules_free(w);
+		b->work[i] = NULL;
+	}
+	b->n_work = 0;
+}
+
+/* The handle of the rule at position index of a batch's copy: a rule the chain held before
+ * the batch. 0 with b->err set otherwise. */
+static uint64_t work_handle(struct batch *b, const struct chain_rules *w, const char *chain,
+                            json_int_t index)
+{
+	if (index < 0 || (uint64_t)index >= w->n) {
+		snprintf(b->err, b->errlen,
+		         "command %u: chain %s holds %u rules at that point, no rule at index %lld",
+		         b->cmd + 1, chain, w->n, (long long)index);
+		return 0;
+	}
+	if (w->h[index] & PENDING) {
+		snprintf(b->err, b->errlen,
+		         "command %u: index %lld of chain %s is a rule the same batch adds",
+		         b->cmd + 1, (long long)index, chain);
+		return 0;
+	}
+	return w->h[index];
+}
+
 /* add|flush|delete chain, delete set: {"family", "table", "name"} */
 static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, const char *what,
                      const json_t *o)
@@ -752,6 +1076,12 @@ static int put_named(struct agent_nftnl *f, struct batch *b, const char *verb, c
 		type = NFT_MSG_DELRULE; /* every rule of the chain, as nft flushes one */
 	} else {
 		return -ENOTSUP;
+	}
+	if (type != NFT_MSG_NEWCHAIN) {
+		/* flushed: known by handle from here on, as empty; deleted: gone */
+		int rv = work_reset(f, b, family, table, name, type == NFT_MSG_DELCHAIN);
+		if (rv != 0)
+			return rv;
 	}
 	if (type == NFT_MSG_DELRULE) {
 		struct nftnl_rule *r = nftnl_rule_alloc();
@@ -1364,41 +1694,106 @@ static int put_stmt(struct agent_nftnl *f, struct batch *b, int family, const ch
 	return 0;
 }
 
-/* add rule: {"family", "table", "chain", "expr": [...]} */
-static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o)
+/* add rule: {"family", "table", "chain", "expr": [...]}, appended; insert rule: the same with
+ * "index", before the rule there. */
+static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o, bool insert)
 {
 	static const char *const keys[] = {"family", "table", "chain", "expr", NULL};
+	static const char *const ins_keys[] = {"family", "table", "chain", "index", "expr", NULL};
 	const char *table = name_of(o, "table");
 	const char *chain = name_of(o, "chain");
 	const json_t *expr = json_object_get(o, "expr");
+	const json_t *index = json_object_get(o, "index");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
 	int rv = 0, nfproto = 0; /* the family the rule has tested for, so far */
+	uint16_t flags = NLM_F_CREATE | NLM_F_APPEND;
+	uint64_t at = 0;
 
-	if (!only_keys(o, keys) || family < 0 || table == NULL || chain == NULL ||
-	    !json_is_array(expr) || json_array_size(expr) == 0 || json_array_size(expr) > STMTS_MAX)
+	if (!only_keys(o, insert ? ins_keys : keys) || family < 0 || table == NULL ||
+	    chain == NULL || !json_is_array(expr) || json_array_size(expr) == 0 ||
+	    json_array_size(expr) > STMTS_MAX || (insert && !json_is_integer(index)))
 		return -ENOTSUP;
+	struct chain_rules *w = work_get(f, b, family, table, chain, insert, &rv);
+	if (rv != 0)
+		return rv == -ENOENT ? -ENOTSUP : rv; /* no such chain: libnftables says so */
+	if (w != NULL && w->gone)
+		w = NULL; /* the kernel refuses a rule in a chain the batch deleted */
+	if (insert) {
+		if (w == NULL)
+			return -ENOTSUP;
+		at = (uint64_t)json_integer_value(index);
+		if (work_handle(b, w, chain, json_integer_value(index)) == 0)
+			return -EINVAL;
+		flags = NLM_F_CREATE; /* before the rule at the position */
+	}
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	if (r == NULL)
 		return -ENOMEM;
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
 	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+	if (insert)
+		nftnl_rule_set_u64(r, NFTNL_RULE_POSITION, w->h[at]);
 	size_t n = json_array_size(expr);
 	for (size_t i = 0; i < n && rv == 0; i++)
 		rv =
 		    put_stmt(f, b, family, table, r, json_array_get(expr, i), i + 1 == n, &nfproto);
 	if (rv == 0) {
+		/* A rule in a chain known by handle is echoed, for its handle. */
+		unsigned m = b->n;
 		struct nlmsghdr *nlh =
-		    batch_hdr(f, b, NFT_MSG_NEWRULE, family, NLM_F_CREATE | NLM_F_APPEND);
+		    batch_hdr(f, b, NFT_MSG_NEWRULE, family, flags | (w != NULL ? NLM_F_ECHO : 0));
 		if (nlh != NULL)
 			nftnl_rule_nlmsg_build_payload(nlh, r);
 		rv = -ENOTSUP;
 		if (nlh != NULL) {
 			batch_done(b, nlh);
 			rv = 0;
+			if (w != NULL && !rules_push(w, insert ? (unsigned)at : w->n, PENDING | m))
+				rv = -ENOMEM;
 		}
 	}
 	nftnl_rule_free(r);
 	return rv;
+}
+
+/* delete rule: {"family", "table", "chain", "index"} */
+static int put_rule_delete(struct agent_nftnl *f, struct batch *b, const json_t *o)
+{
+	static const char *const keys[] = {"family", "table", "chain", "index", NULL};
+	const char *table = name_of(o, "table");
+	const char *chain = name_of(o, "chain");
+	const json_t *index = json_object_get(o, "index");
+	int family = family_of(json_string_value(json_object_get(o, "family")));
+	int rv;
+
+	if (!only_keys(o, keys) || family < 0 || table == NULL || chain == NULL ||
+	    !json_is_integer(index))
+		return -ENOTSUP;
+	struct chain_rules *w = work_get(f, b, family, table, chain, true, &rv);
+	if (rv != 0)
+		return rv == -ENOENT ? -ENOTSUP : rv;
+	if (w == NULL || w->gone)
+		return -ENOTSUP;
+	uint64_t h = work_handle(b, w, chain, json_integer_value(index));
+	if (h == 0)
+		return -EINVAL;
+	struct nftnl_rule *r = nftnl_rule_alloc();
+	if (r == NULL)
+		return -ENOMEM;
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+	nftnl_rule_set_u64(r, NFTNL_RULE_HANDLE, h);
+	struct nlmsghdr *nlh = batch_hdr(f, b, NFT_MSG_DELRULE, family, 0);
+	if (nlh != NULL)
+		nftnl_rule_nlmsg_build_payload(nlh, r);
+	nftnl_rule_free(r);
+	if (nlh == NULL)
+		return -ENOTSUP;
+	batch_done(b, nlh);
+	unsigned at = (unsigned)json_integer_value(index);
+	memmove(w->h + at, w->h + at + 1, (w->n - at - 1) * sizeof(*w->h));
+	w->n--;
+	return 0;
 }
 
 /* One command: {"VERB": {"WHAT": {...}}}. */
@@ -1418,8 +1813,10 @@ static int put_cmd(struct agent_nftnl *f, struct batch *b, const json_t *cmd)
 			bool add = strcmp(verb, "add") == 0;
 			if (strcmp(what, "element") == 0 && (add || strcmp(verb, "delete") == 0))
 				return put_elements(f, b, add, o);
-			if (strcmp(what, "rule") == 0 && add)
-				return put_rule(f, b, o);
+			if (strcmp(what, "rule") == 0 && (add || strcmp(verb, "insert") == 0))
+				return put_rule(f, b, o, !add);
+			if (strcmp(what, "rule") == 0 && strcmp(verb, "delete") == 0)
+				return put_rule_delete(f, b, o);
 			if (strcmp(what, "set") == 0 && add)
 				return put_set_add(f, b, o);
 			return put_named(f, b, verb, what, o);
@@ -1430,6 +1827,27 @@ static int put_cmd(struct agent_nftnl *f, struct batch *b, const json_t *cmd)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Sending                                                                                     */
+
+/* The echo of a rule the batch added: its handle, by the adding message's sequence number. */
+static void echoed(struct batch *b, const struct nlmsghdr *h)
+{
+	const char *chain;
+	uint32_t rel = h->nlmsg_seq - b->begin_seq;
+	unsigned lo = 0, hi = b->n;
+
+	if (b->echo == NULL)
+		return;
+	/* seq_of[] grows with the message index (other requests may take numbers in between) */
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		if (b->seq_of[mid] - b->begin_seq < rel)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < b->n && b->seq_of[lo] == h->nlmsg_seq)
+		b->echo[lo] = rule_handle(h, &chain);
+}
 
 /* Send the batch and read its answer: 0; -ENOTSUP when nothing reached the kernel (too big for
  * one datagram) or the ruleset changed under us (the generation check: nothing applied); or
@@ -1473,9 +1891,14 @@ static int talk(struct agent_nftnl *f, struct batch *b, const json_t *list, char
 		const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
 		int left = (int)n;
 		for (; mnl_nlmsg_ok(h, left); h = mnl_nlmsg_next(h, &left)) {
+			if (h->nlmsg_seq - b->begin_seq > end_seq - b->begin_seq)
+				continue;
+			if (h->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)) {
+				echoed(b, h); /* an added rule, with its handle */
+				continue;
+			}
 			if (h->nlmsg_type != NLMSG_ERROR ||
-			    h->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nlmsgerr) ||
-			    h->nlmsg_seq - b->begin_seq > end_seq - b->begin_seq)
+			    h->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nlmsgerr))
 				continue;
 			const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
 			if (e->error != 0 && first_err == 0) {
@@ -1518,6 +1941,8 @@ int agent_nftnl_apply(struct agent_nftnl *f, const json_t *cmds, char *err, size
 
 	if (errlen)
 		err[0] = '\0';
+	b.err = err;
+	b.errlen = errlen;
 	if (!json_is_array(list) || json_array_size(list) == 0)
 		return -ENOTSUP;
 	if (!batch_room(&b)) {
@@ -1554,17 +1979,136 @@ int agent_nftnl_apply(struct agent_nftnl *f, const json_t *cmds, char *err, size
 		rv = -ENOTSUP;
 		goto out;
 	}
+	if (b.n_work > 0 && (b.echo = calloc(b.n, sizeof(*b.echo))) == NULL) {
+		rv = -ENOMEM;
+		goto out;
+	}
 	rv = talk(f, &b, list, err, errlen);
 	if (rv != 0) {
+		work_discard(&b);
 		agent_nftnl_forget(f);
 	} else {
+		work_commit(f, &b);
 		/* one commit: the generation moved on by one (never to 0) */
 		f->gen = gen + 1 == 0 ? 1 : gen + 1;
 		f->have_gen = true;
 	}
 out:
+	work_discard(&b);
+	free(b.echo);
 	free(b.buf);
 	free(b.cmd_of);
 	free(b.seq_of);
+	return rv;
+}
+
+int agent_nftnl_resolve(struct agent_nftnl *f, const json_t *cmds, json_t **out, char *err,
+                        size_t errlen)
+{
+	const json_t *list = json_object_get(cmds, "nftables");
+	struct batch b = {.err = err, .errlen = errlen};
+	json_t *copy = NULL, *cmd;
+	uint32_t gen;
+	size_t i;
+	int rv = 0;
+
+	*out = NULL;
+	if (errlen)
+		err[0] = '\0';
+	json_array_foreach (list, i, cmd) {
+		if (json_object_get(json_object_get(json_object_get(cmd, "delete"), "rule"),
+		                    "index") != NULL ||
+		    json_object_get(json_object_get(json_object_get(cmd, "insert"), "rule"),
+		                    "index") != NULL)
+			break;
+	}
+	if (i == json_array_size(list))
+		return 0; /* nothing by position */
+	if (f == NULL) {
+		snprintf(err, errlen, "rules by position need the netlink socket of the fast path");
+		return -EIO;
+	}
+	drain(f);
+	if ((rv = gen_get(f, &gen)) != 0) {
+		snprintf(err, errlen, "asking the kernel for the ruleset generation failed");
+		return -EIO;
+	}
+	if (f->have_gen && gen != f->gen)
+		agent_nftnl_forget(f);
+	if ((copy = json_array()) == NULL)
+		return -ENOMEM;
+	json_array_foreach (list, i, cmd) {
+		const char *verb = json_object_iter_key(json_object_iter((json_t *)cmd));
+		json_t *inner = json_object_iter_value(json_object_iter((json_t *)cmd));
+		const char *what = json_object_iter_key(json_object_iter(inner));
+		json_t *o = json_object_iter_value(json_object_iter(inner));
+		json_t *index = json_object_get(o, "index");
+		const char *table = name_of(o, "table");
+		const char *chain =
+		    name_of(o, strcmp(what ? what : "", "chain") == 0 ? "name" : "chain");
+		int family = family_of(json_string_value(json_object_get(o, "family")));
+		json_t *c = NULL;
+
+		b.cmd = (unsigned)i;
+		if (verb == NULL || what == NULL || table == NULL || chain == NULL || family < 0 ||
+		    (strcmp(what, "chain") != 0 && strcmp(what, "rule") != 0)) {
+			/* not about a chain's rules (or not for us to judge): as it is */
+		} else if (strcmp(what, "chain") == 0) {
+			if (strcmp(verb, "flush") == 0 || strcmp(verb, "delete") == 0)
+				rv = work_reset(f, &b, family, table, chain, verb[0] == 'd');
+		} else if (index == NULL) {
+			struct chain_rules *w = work_get(f, &b, family, table, chain, false, &rv);
+			if (rv == 0 && w != NULL && !w->gone && strcmp(verb, "add") == 0 &&
+			    !rules_push(w, w->n, PENDING))
+				rv = -ENOMEM;
+		} else {
+			struct chain_rules *w = work_get(f, &b, family, table, chain, true, &rv);
+			uint64_t h = 0;
+			if (rv == -ENOENT) {
+				snprintf(err, errlen, "command %zu: no chain %s in table %s", i + 1,
+				         chain, table);
+				rv = -EIO;
+			} else if (rv == 0 && (w == NULL || w->gone || !json_is_integer(index))) {
+				snprintf(err, errlen,
+				         "command %zu: no rule by position in chain %s", i + 1,
+				         chain);
+				rv = -EIO;
+			} else if (rv == 0 && (h = work_handle(&b, w, chain,
+			                                       json_integer_value(index))) == 0) {
+				rv = -EINVAL;
+			} else if (rv == 0) {
+				unsigned at = (unsigned)json_integer_value(index);
+				if (strcmp(verb, "delete") == 0) {
+					memmove(w->h + at, w->h + at + 1,
+					        (w->n - at - 1) * sizeof(*w->h));
+					w->n--;
+				} else if (!rules_push(w, at, PENDING)) {
+					rv = -ENOMEM;
+				}
+				/* libnftables: "handle" names the rule to delete, or to insert
+				 * before */
+				json_t *r = json_deep_copy(o);
+				if (r == NULL || json_object_del(r, "index") != 0 ||
+				    json_object_set_new(r, "handle", json_integer((json_int_t)h)) !=
+				        0 ||
+				    (c = json_pack("{s:{s:o}}", verb, "rule", r)) == NULL)
+					rv = -ENOMEM;
+			}
+		}
+		if (rv != 0) {
+			json_decref(c);
+			break;
+		}
+		if (c != NULL ? json_array_append_new(copy, c) != 0
+		              : json_array_append(copy, cmd) != 0) {
+			rv = -ENOMEM;
+			break;
+		}
+	}
+	work_discard(&b);
+	if (rv == 0 && (*out = json_pack("{s:o}", "nftables", copy)) == NULL)
+		rv = -ENOMEM;
+	else if (rv != 0)
+		json_decref(copy);
 	return rv;
 }

@@ -289,10 +289,11 @@ enum change { CHANGE_POLICY, CHANGE_LOCAL_EP, CHANGE_REMOTE_EP };
 /* --trace: what a batch holds, as "verb what" counts (elements counted one by one). */
 static void trace_mix(FILE *out, const json_t *cmds)
 {
-	static const char *const kinds[] = {"add set",   "add element", "delete element",
-	                                    "add chain", "flush chain", "delete chain",
-	                                    "add rule",  "delete set"};
-	unsigned n[8] = {0}, other = 0;
+	static const char *const kinds[] = {
+	    "add set",      "add element", "delete element", "add chain",   "flush chain",
+	    "delete chain", "add rule",    "insert rule",    "delete rule", "delete set"};
+	enum { KINDS = sizeof(kinds) / sizeof(kinds[0]) };
+	unsigned n[KINDS] = {0}, other = 0;
 	size_t i;
 	const json_t *cmd;
 
@@ -303,16 +304,16 @@ static void trace_mix(FILE *out, const json_t *cmds)
 		char k[64];
 		unsigned j;
 		snprintf(k, sizeof(k), "%s %s", verb, what ? what : "?");
-		for (j = 0; j < 8 && strcmp(k, kinds[j]) != 0; j++)
+		for (j = 0; j < KINDS && strcmp(k, kinds[j]) != 0; j++)
 			;
-		if (j == 8) {
+		if (j == KINDS) {
 			other++;
 			continue;
 		}
 		const json_t *elem = json_object_get(json_object_get(in, what), "elem");
 		n[j] += json_is_array(elem) ? (unsigned)json_array_size(elem) : 1;
 	}
-	for (unsigned j = 0; j < 8; j++)
+	for (unsigned j = 0; j < KINDS; j++)
 		if (n[j])
 			fprintf(out, " %s=%u", kinds[j], n[j]);
 	if (other)

@@ -5,9 +5,11 @@
  * name. Needs root (the namespace); the kernel's state is rebuilt every RESET_EVERY runs, so what
  * earlier inputs added cannot pile up.
  *
- * What must hold (a violation aborts): the answer is 0, -ENOTSUP (nothing was sent), -EIO with a
- * non-empty error text, or -ENOMEM; and the translator never touches memory it does not own
- * (AddressSanitizer), whatever the JSON.
+ * What must hold (a violation aborts): the answer is 0, -ENOTSUP (nothing was sent), -EIO or
+ * -EINVAL (a rule position that names no rule) with a non-empty error text, or -ENOMEM; the
+ * same for agent_nftnl_resolve(), which turns rule positions into handles for libnftables and
+ * never answers -ENOTSUP; and neither touches memory it does not own (AddressSanitizer),
+ * whatever the JSON.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -73,10 +75,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (++runs % RESET_EVERY == 0)
 		reset();
+	json_t *resolved = NULL;
 	memset(err, 0, sizeof(err));
-	int rc = agent_nftnl_apply(fast, j, err, sizeof(err));
+	int rc = agent_nftnl_resolve(fast, j, &resolved, err, sizeof(err));
+	json_decref(resolved);
+	if (rc != 0 && rc != -ENOMEM && !((rc == -EIO || rc == -EINVAL) && err[0] != '\0')) {
+		fprintf(stderr, "fuzz_nftnl: resolve answered %d, error text \"%s\"\n", rc, err);
+		abort();
+	}
+	if (memchr(err, '\0', sizeof(err)) == NULL)
+		abort();
+	memset(err, 0, sizeof(err));
+	rc = agent_nftnl_apply(fast, j, err, sizeof(err));
 	json_decref(j);
-	if (rc != 0 && rc != -ENOTSUP && rc != -ENOMEM && !(rc == -EIO && err[0] != '\0')) {
+	if (rc != 0 && rc != -ENOTSUP && rc != -ENOMEM &&
+	    !((rc == -EIO || rc == -EINVAL) && err[0] != '\0')) {
 		fprintf(stderr, "fuzz_nftnl: answer %d, error text \"%s\"\n", rc, err);
 		abort();
 	}

@@ -101,9 +101,11 @@
  *      has the policy and profile chains that name it rendered again;
  *   7. the difference between wanted and kernel state of everything touched is emitted as one
  *      batch, ordered so that nothing is referred to before it exists or deleted while referred
- *      to: new sets (with elements), element changes, new chains, changed chains (flush and add
- *      rules; policy and profile chains before the endpoint chains that jump to them), map
- *      elements, then chains no longer wanted (all flushed, then deleted), then sets.
+ *      to: new sets (with elements), element changes, new chains, changed chains (the rules
+ *      between the common head and tail replaced by position, or flush and add rules when
+ *      that is shorter: emit_chain_change; policy and profile chains before the endpoint chains
+ *      that jump to them), map elements, then chains no longer wanted (all flushed, then
+ *      deleted), then sets.
  * So one new endpoint costs one evaluation per selector in use (and, when local, one per
  * policy); one changed policy costs one evaluation per local endpoint, plus one per endpoint of
  * the cluster for each selector it uses that was not in use. The first flush (and the next after
@@ -1866,6 +1868,53 @@ static void emit_rules(struct emit *e, const char *chain, json_t *rules)
 	}
 }
 
+/*
+ * A chain the kernel holds with other rules than wanted: its rules are edited in place when that
+ * takes fewer rule messages than flushing it and adding every wanted rule again. The usual
+ * change to an endpoint chain is one jump more or less among forty (a policy that starts or
+ * stops applying to it): edited, that is one message per chain instead of a flush and forty
+ * rules, for each of the tens of endpoint chains one policy change can touch.
+ *
+ * The edit keeps the longest common head and tail of the two rule lists and replaces what lies
+ * between: "delete rule" at the head's length once per old rule there, then each new rule
+ * "insert"ed before the first rule of the tail, or "add"ed (appended) when the tail is empty. An
+ * index counts the rules the chain holds at that point of the batch, and the applier turns it
+ * into the kernel's handle of that rule (agent/nftnl.c); an insert's index always names a rule
+ * that was in the chain before the batch (one of the tail), never one the batch adds.
+ */
+static void emit_chain_change(struct emit *e, const struct cchain *ch)
+{
+	size_t nk = json_array_size(ch->kernel), nw = json_array_size(ch->want);
+	size_t head = 0, tail = 0;
+
+	while (head < nk && head < nw &&
+	       json_equal(json_array_get(ch->kernel, head), json_array_get(ch->want, head)))
+		head++;
+	while (tail < nk - head && tail < nw - head &&
+	       json_equal(json_array_get(ch->kernel, nk - 1 - tail),
+	                  json_array_get(ch->want, nw - 1 - tail)))
+		tail++;
+	size_t dels = nk - head - tail, ins = nw - head - tail;
+	if (dels + ins >= nw) {
+		emit(e, "flush", "chain", named("name", ch->name));
+		emit_rules(e, ch->name, ch->want);
+		return;
+	}
+	for (size_t k = 0; k < dels; k++)
+		emit(e, "delete", "rule",
+		     json_pack("{s:s,s:I}", "chain", ch->name, "index", (json_int_t)head));
+	for (size_t k = 0; k < ins; k++) {
+		json_t *expr = json_array_get(ch->want, head + k);
+		if (tail > 0)
+			emit(e, "insert", "rule",
+			     json_pack("{s:s,s:I,s:O}", "chain", ch->name, "index",
+			               (json_int_t)(head + k), "expr", expr));
+		else
+			emit(e, "add", "rule",
+			     json_pack("{s:s,s:O}", "chain", ch->name, "expr", expr));
+	}
+}
+
 struct collect {
 	struct vec *out;
 	int family;
@@ -2198,8 +2247,9 @@ static void emit_delta(struct emit *e, struct vec *chains)
 		if (ch->want == NULL || (ch->kernel != NULL && json_equal(ch->want, ch->kernel)))
 			continue;
 		if (ch->kernel != NULL)
-			emit(e, "flush", "chain", named("name", ch->name));
-		emit_rules(e, ch->name, ch->want);
+			emit_chain_change(e, ch);
+		else
+			emit_rules(e, ch->name, ch->want);
 	}
 	/* Interfaces: dispatch elements. */
 	for (int add = 0; add <= 1; add++) {

@@ -445,8 +445,14 @@ void policy_compiler_note(struct policy_compiler *c, enum policy_kind kind, cons
  * JSON ({"nftables": [...]}) that moves the kernel from the last flushed ruleset to it, as one
  * transaction: on the first flush (or after policy_compiler_reset()) the whole table (deleted
  * and re-created in the same transaction, so there is never a moment without policy); after
- * that only what changed (set elements, verdict map elements, replaced chains). *cmds is NULL
- * when nothing changed.
+ * that only what changed (set elements, verdict map elements, replaced chains, rules deleted
+ * and inserted by position). *cmds is NULL when nothing changed.
+ *
+ * Rules by position: {"delete": {"rule": {"family", "table", "chain", "index": N}}} deletes the
+ * rule at 0-based position N of the chain, and {"insert": {"rule": {..., "index": N, "expr"}}}
+ * inserts before it, N counting the rules the chain holds at that point of the batch. libnftables
+ * knows rules by handle, so the applier turns each index into the handle of the rule there
+ * (agent/nft.h); an insert's index names a rule that the chain held before the batch.
  */
 int policy_compiler_flush(struct policy_compiler *c, const struct policy_model *m, json_t **cmds);
 /* Forget what the kernel holds: the next flush emits the whole table. */

@@ -11,6 +11,9 @@
  * A set made and filled in one batch (its elements named by the set's ID, over several messages)
  * reads back whole.
  *
+ * Rules by position (policy.h) through both paths: handles learned by a dump, then from the
+ * kernel's echoes of the fast path's own batches, after another writer's change by a dump again.
+ *
  * Then the error path: a batch of plain commands the kernel refuses halfway (an element added,
  * then one deleted that is not there) fails as a whole, names the refused command, and leaves
  * the first element out. And a set replaced behind the fast path's back (another type, same
@@ -50,6 +53,7 @@ struct fx {
 	unsigned next_ep;
 	bool live[MAX_EPS];
 	bool local[MAX_EPS];
+	unsigned positional[2]; /* rules by position each table's batches had */
 };
 
 static unsigned rnd(struct fx *fx, unsigned n)
@@ -245,6 +249,22 @@ static json_t *list_table(struct fx *fx, const char *table)
 	return out;
 }
 
+/* Rules by position in a batch (policy.h): "delete rule" and "insert rule" with an index. */
+static unsigned positional(const json_t *cmds)
+{
+	size_t i;
+	json_t *cmd;
+	unsigned n = 0;
+
+	json_array_foreach (json_object_get(cmds, "nftables"), i, cmd) {
+		n += json_object_get(json_object_get(json_object_get(cmd, "delete"), "rule"),
+		                     "index") != NULL;
+		n += json_object_get(json_object_get(json_object_get(cmd, "insert"), "rule"),
+		                     "index") != NULL;
+	}
+	return n;
+}
+
 static void flush_both(struct fx *fx, const char *what)
 {
 	char err[2048];
@@ -254,6 +274,7 @@ static void flush_both(struct fx *fx, const char *what)
 		assert_int_equal(policy_compiler_flush(fx->c[i], fx->m, &cmds), 0);
 		if (cmds == NULL)
 			continue;
+		fx->positional[i] += positional(cmds);
 		int rc = agent_nft_apply(fx->nft[i], cmds, err, sizeof(err));
 		if (rc != 0)
 			fail_msg("%s: %s path: %d %s", what, i ? "slow" : "fast", rc, err);
@@ -464,6 +485,11 @@ static void test_same_tables(void **state)
 	assert_int_equal(f2, 0);
 	assert_true(fast >= ROUNDS / 4);
 	assert_true(slow >= 2);
+	/* and rules by position went through both paths (libnftables by handle) */
+	printf("rules by position: %u in the fast table's batches, %u in the slow one's\n",
+	       fx->positional[0], fx->positional[1]);
+	assert_true(fx->positional[0] > 0);
+	assert_true(fx->positional[1] > 0);
 }
 
 static void test_refused_batch(void **state)
@@ -623,6 +649,143 @@ static void test_new_set_batch(void **state)
 	agent_nft_free(n);
 }
 
+/* A rule of chain c: meta mark == mark accept, as the compiler writes it. */
+static json_t *mark_rule(const char *verb, int index, unsigned mark)
+{
+	json_t *o = json_pack("{s:s,s:s,s:s,s:[{s:{s:s,s:{s:{s:s}},s:i}},{s:n}]}", "family", "inet",
+	                      "table", "t", "chain", "c", "expr", "match", "op", "==", "left",
+	                      "meta", "key", "mark", "right", mark, "accept");
+	if (index >= 0)
+		json_object_set_new(o, "index", json_integer(index));
+	return json_pack("{s:{s:o}}", verb, "rule", o);
+}
+
+static json_t *delete_at(int index)
+{
+	return json_pack("{s:{s:{s:s,s:s,s:s,s:i}}}", "delete", "rule", "family", "inet", "table",
+	                 "t", "chain", "c", "index", index);
+}
+
+/* The marks of chain c's rules, in order, as "1 2 3". */
+static void chain_marks(struct nft_ctx *l, char *out, size_t len)
+{
+	const char *p;
+	size_t o = 0;
+
+	assert_int_equal(nft_run_cmd_from_buffer(l, "list chain inet t c"), 0);
+	p = nft_ctx_get_output_buffer(l);
+	out[0] = '\0';
+	while ((p = strstr(p, "meta mark 0x")) != NULL) {
+		unsigned long v = strtoul(p + strlen("meta mark 0x"), NULL, 16);
+		o += (size_t)snprintf(out + o, len - o, "%s%lu", o ? " " : "", v);
+		p++;
+	}
+}
+
+static json_t *batch_of(json_t *a, json_t *b, json_t *c)
+{
+	json_t *list = json_array();
+
+	json_array_append_new(list, a);
+	if (b != NULL)
+		json_array_append_new(list, b);
+	if (c != NULL)
+		json_array_append_new(list, c);
+	return json_pack("{s:o}", "nftables", list);
+}
+
+/*
+ * Rules by position, through both paths. The fast path learns chain c by a dump the first time
+ * it needs a position in it, then follows it through its own batches by the handles the kernel
+ * echoes: the second batch deletes the rule the first one inserted, by position, which only
+ * the echoed handle can name. A position that names a rule the same batch adds is refused,
+ * with nothing applied. libnftables takes the same commands by handle.
+ */
+static void test_rules_by_position(void **state)
+{
+	struct agent_nft *n;
+	struct nft_ctx *l;
+	char err[1024], marks[256];
+	unsigned long fast, slow;
+
+	(void)state;
+	if (!enter_private_netns())
+		skip();
+	assert_int_equal(agent_nft_new(&n), 0);
+	l = text_ctx();
+	assert_int_equal(nft_run_cmd_from_buffer(l, "add table inet t; add chain inet t c; "
+	                                            "add rule inet t c meta mark 1 accept; "
+	                                            "add rule inet t c meta mark 2 accept; "
+	                                            "add rule inet t c meta mark 3 accept; "
+	                                            "add rule inet t c meta mark 4 accept"),
+	                 0);
+
+	/* delete 2, then insert 10 before 4 (index 2 of 1 3 4) */
+	assert_int_equal(apply_counted(n, batch_of(delete_at(1), mark_rule("insert", 2, 10), NULL),
+	                               err, sizeof(err), &fast, &slow),
+	                 0);
+	assert_int_equal(fast, 1);
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "1 3 10 4");
+
+	/* the fast path's own batch told it 10's handle: delete it, insert 11 first, append 12 */
+	assert_int_equal(apply_counted(n,
+	                               batch_of(delete_at(2), mark_rule("insert", 0, 11),
+	                                        mark_rule("add", -1, 12)),
+	                               err, sizeof(err), &fast, &slow),
+	                 0);
+	assert_int_equal(fast, 1);
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "11 1 3 4 12");
+	/* and 12's too: insert before it */
+	assert_int_equal(apply_counted(n, batch_of(mark_rule("insert", 4, 13), NULL, NULL), err,
+	                               sizeof(err), &fast, &slow),
+	                 0);
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "11 1 3 4 13 12");
+
+	/* a position naming a rule of the same batch: refused, nothing applied */
+	int rc =
+	    apply_counted(n, batch_of(mark_rule("add", -1, 14), mark_rule("insert", 6, 15), NULL),
+	                  err, sizeof(err), &fast, &slow);
+	printf("refused: %d %s\n", rc, err);
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "command 2"));
+	assert_non_null(strstr(err, "same batch"));
+	rc = apply_counted(n, batch_of(delete_at(9), NULL, NULL), err, sizeof(err), &fast, &slow);
+	printf("refused: %d %s\n", rc, err);
+	assert_int_equal(rc, -EINVAL);
+	assert_non_null(strstr(err, "no rule at index 9"));
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "11 1 3 4 13 12");
+
+	/* someone else inserts a rule: the generation check makes the fast path dump c again */
+	assert_int_equal(nft_run_cmd_from_buffer(l, "insert rule inet t c meta mark 20 accept"), 0);
+	assert_int_equal(
+	    apply_counted(n, batch_of(delete_at(1), NULL, NULL), err, sizeof(err), &fast, &slow),
+	    0);
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "20 1 3 4 13 12");
+
+	/* libnftables, by handle */
+	agent_nft_use_fast_path(n, false);
+	assert_int_equal(apply_counted(n,
+	                               batch_of(delete_at(0), mark_rule("insert", 2, 21),
+	                                        mark_rule("add", -1, 22)),
+	                               err, sizeof(err), &fast, &slow),
+	                 0);
+	assert_int_equal(slow, 1);
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "1 3 21 4 13 12 22");
+	rc = apply_counted(n, batch_of(mark_rule("add", -1, 23), mark_rule("insert", 7, 24), NULL),
+	                   err, sizeof(err), &fast, &slow);
+	assert_int_equal(rc, -EINVAL);
+	chain_marks(l, marks, sizeof(marks));
+	assert_string_equal(marks, "1 3 21 4 13 12 22");
+	nft_ctx_free(l);
+	agent_nft_free(n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -631,6 +794,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_foreign_change, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_new_set_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rules_by_position, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
