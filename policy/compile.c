@@ -95,7 +95,9 @@
  *   4. rendering: policy and profile chains whose rules changed or that became (in)active, and
  *      endpoint chains whose lists changed, are rendered; the selectors their rules use are
  *      counted, and a selector not in use before is created "fresh";
- *   5. fresh selectors are evaluated against every endpoint (one pass for all of them);
+ *   5. fresh selectors are evaluated against the endpoints with a label they require (the
+ *      label index, label_index.h: "app == 'web' && ..." is evaluated only where app is web),
+ *      or, when they require none, against every endpoint (one pass for all of those);
  *   6. a selector whose set of a family became empty or stopped being empty (phase 2 moved its
  *      members, or phase 5 filled it: new selectors are rendered as if their sets had members)
  *      has the policy and profile chains that name it rendered again;
@@ -107,13 +109,15 @@
  *      that jump to them), map elements, then chains no longer wanted (all flushed, then
  *      deleted), then sets.
  * So one new endpoint costs one evaluation per selector in use (and, when local, one per
- * policy); one changed policy costs one evaluation per local endpoint, plus one per endpoint of
- * the cluster for each selector it uses that was not in use. The first flush (and the next after
+ * policy); one changed policy costs one evaluation per local endpoint, plus, for each selector
+ * it uses that was not in use, one per endpoint carrying its rarest required label (or per
+ * endpoint of the cluster). The first flush (and the next after
  * a reset, or after an error) clears the state, runs the same phases over the whole model and
  * emits the whole table after "add table; delete table", so the kernel swaps atomically from
  * whatever it had.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <search.h>
 #include <stdio.h>
@@ -123,6 +127,7 @@
 #include <nettle/base64.h>
 #include <nettle/sha2.h>
 
+#include "policy/label_index.h"
 #include "policy/policy.h"
 
 #define MARK_PASS 0x02000000u
@@ -226,6 +231,7 @@ struct cep {
 	 * "was it a member" is asked of every selector at every change of the endpoint */
 	struct csel **msel;
 	unsigned n_msel, cap_msel;
+	struct label_refs lrefs; /* where policy_compiler.labels files it */
 };
 
 struct cif {
@@ -253,6 +259,7 @@ struct policy_compiler {
 	struct vec selv, locals;
 	uint64_t next_id;                                    /* of the next cpol or cprof */
 	struct vec t_sels, t_chains, t_pols, t_profs, t_ifs; /* touched in this flush */
+	struct label_index *labels; /* every endpoint by effective label, for fresh selectors */
 };
 
 static int vec_push(struct vec *v, void *p)
@@ -1422,6 +1429,7 @@ static void ep_free(struct cep *ep, bool unlink)
 	for (unsigned i = 0; unlink && i < ep->n_msel; i++)
 		tdelete(ep, &ep->msel[i]->members, ptr_cmp);
 	free(ep->msel);
+	label_refs_free(&ep->lrefs);
 	free(ep->key);
 	free(ep->addrs);
 	free(ep->pols[0]);
@@ -1494,6 +1502,8 @@ static int ep_update(struct policy_compiler *c, const struct policy_model *m, en
 		if ((rv = ep_local_lists(c, m, ep, mep, &labels)) != 0)
 			return rv;
 	}
+	if ((rv = label_index_set(c->labels, ep, &ep->lrefs, m, mep)) != 0)
+		return rv;
 	if (mep == NULL) {
 		ep_tab_remove(c, ep);
 		ep_free(ep, true);
@@ -1703,32 +1713,77 @@ static int render_if(struct policy_compiler *c, const struct policy_model *m, st
 	return 0;
 }
 
-/* Phase 5: members of the selectors first used in this flush, in one pass over the endpoints. */
+/* Phase 5: members of the selectors first used in this flush. A selector that requires a label
+ * (policy_selector_requires) is evaluated against the endpoints filed under it, the fewest
+ * among its required labels; the others in one pass over every endpoint. */
+static int fresh_join(struct policy_compiler *c, struct csel *s, struct cep *ep)
+{
+	int rv = sel_join(s, ep);
+
+	return rv != 0 ? rv : sel_addrs(c, s, ep->addrs, ep->n_addrs, 1);
+}
+
+/* Evaluate s against the endpoints filed under its rarest required label: 1 when it has none
+ * (or the index cannot say), 0 done, or an error. */
+static int fill_indexed(struct policy_compiler *c, const struct policy_model *m, struct csel *s)
+{
+	const char *keys[8], *values[8];
+	unsigned k = policy_selector_requires(s->sel, keys, values, 8), best = UINT_MAX;
+	void *const *cand = NULL;
+
+	for (unsigned i = 0; i < k; i++) {
+		void *const *v;
+		unsigned n;
+		if (label_index_get(c->labels, keys[i], values[i], &v, &n) != 0)
+			return 1;
+		if (n < best) {
+			best = n;
+			cand = v;
+		}
+	}
+	if (k == 0)
+		return 1;
+	/* joining does not file anything, so cand stays valid */
+	for (unsigned i = 0; i < best; i++) {
+		struct cep *ep = cand[i];
+		const struct policy_endpoint *mep = policy_model_endpoint(m, ep->kind, ep->key);
+		struct policy_ep_labels labels;
+		int rv;
+		if (mep == NULL)
+			continue;
+		policy_ep_labels_init(&labels, m, mep);
+		if (policy_ep_labels_match(&labels, s->sel) && (rv = fresh_join(c, s, ep)) != 0)
+			return rv;
+	}
+	return 0;
+}
+
 static int fill_fresh(struct policy_compiler *c, const struct policy_model *m)
 {
-	struct vec fresh = {0};
+	struct vec fresh = {0}, scan = {0};
 	unsigned n;
 	struct policy_endpoint *const *eps = policy_model_endpoints(m, &n);
 	int rv = 0;
 
 	for (unsigned i = 0; i < c->t_sels.n; i++) {
 		struct csel *s = c->t_sels.v[i];
-		if (s->fresh && s->refs[0] + s->refs[1] + s->deps > 0 &&
-		    (rv = vec_push(&fresh, s)) != 0)
+		if (!s->fresh || s->refs[0] + s->refs[1] + s->deps == 0)
+			continue;
+		if ((rv = vec_push(&fresh, s)) != 0 ||
+		    ((rv = fill_indexed(c, m, s)) == 1 && (rv = vec_push(&scan, s)) != 0) || rv < 0)
 			goto out;
 	}
-	for (unsigned e = 0; e < n && fresh.n > 0; e++) {
+	for (unsigned e = 0; e < n && scan.n > 0; e++) {
 		struct cep *ep = NULL;
 		struct policy_ep_labels labels;
 		policy_ep_labels_init(&labels, m, eps[e]);
-		for (unsigned i = 0; i < fresh.n; i++) {
-			struct csel *s = fresh.v[i];
+		for (unsigned i = 0; i < scan.n; i++) {
+			struct csel *s = scan.v[i];
 			if (!policy_ep_labels_match(&labels, s->sel))
 				continue;
 			if (ep == NULL && (ep = ep_find(c, eps[e]->kind, eps[e]->key)) == NULL)
 				break; /* not noted: it will be when it is */
-			if ((rv = sel_join(s, ep)) != 0 ||
-			    (rv = sel_addrs(c, s, ep->addrs, ep->n_addrs, 1)) != 0)
+			if ((rv = fresh_join(c, s, ep)) != 0)
 				goto out;
 		}
 	}
@@ -1736,6 +1791,7 @@ static int fill_fresh(struct policy_compiler *c, const struct policy_model *m)
 		((struct csel *)fresh.v[i])->fresh = false;
 out:
 	free(fresh.v);
+	free(scan.v);
 	return rv;
 }
 
@@ -2431,6 +2487,7 @@ static void state_clear(struct policy_compiler *c)
 	free(c->ep_tab);
 	c->ep_tab = NULL;
 	c->ep_tab_n = c->ep_tab_cap = 0;
+	label_index_clear(c->labels);
 	tdestroy(c->sels, sel_destroy_v);
 	tdestroy(c->pols, pol_free);
 	tdestroy(c->profs, prof_free);
@@ -2470,7 +2527,9 @@ int policy_compiler_new(const struct policy_compile_config *cfg, struct policy_c
 	c->prefix = strdup(cfg->iface_prefix != NULL ? cfg->iface_prefix : "cali");
 	c->log_prefix = strdup(cfg->log_prefix != NULL ? cfg->log_prefix : "calico-packet");
 	c->full = true;
-	if (c->node == NULL || c->table == NULL || c->prefix == NULL || c->log_prefix == NULL) {
+	c->labels = label_index_new();
+	if (c->node == NULL || c->table == NULL || c->prefix == NULL || c->log_prefix == NULL ||
+	    c->labels == NULL) {
 		policy_compiler_free(c);
 		return -ENOMEM;
 	}
@@ -2483,6 +2542,7 @@ void policy_compiler_free(struct policy_compiler *c)
 	if (c == NULL)
 		return;
 	state_clear(c);
+	label_index_free(c->labels);
 	free(c->node);
 	free(c->table);
 	free(c->prefix);

@@ -73,6 +73,12 @@ bool policy_selector_match(const struct policy_selector *s, policy_label_fn get,
 /* The same over a plain label set. */
 bool policy_selector_match_labels(const struct policy_selector *s, const struct policy_labels *l);
 
+/* Label tests that every set of labels s matches passes: the root, or the operands of a root
+ * "&&", that are "key == value" or has(key) (value NULL), at most max of them into keys[] and
+ * values[] (strings of s); how many. 0 says nothing (all(), "||", "!", ...). */
+unsigned policy_selector_requires(const struct policy_selector *s, const char **keys,
+                                  const char **values, unsigned max);
+
 /* The canonical form (section 4.4); the string belongs to s and lives as long as s. */
 const char *policy_selector_canonical(const struct policy_selector *s);
 /* The UID of the canonical form, "s:" + base64url(SHA-224("s:" + canonical)). */

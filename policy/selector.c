@@ -1118,3 +1118,26 @@ bool policy_selector_match_labels(const struct policy_selector *s, const struct 
 {
 	return eval(s->nodes, labels_get, (void *)l);
 }
+
+unsigned policy_selector_requires(const struct policy_selector *s, const char **keys,
+                                  const char **values, unsigned max)
+{
+	const struct snode *root = s->nodes;
+	unsigned got = 0;
+	uint32_t first = 0, end = 1;
+
+	/* the operands of a top-level and, or the root alone */
+	if (root->op == OP_AND) {
+		first = 1;
+		end = root->size;
+	}
+	for (uint32_t i = first; i < end && got < max; i += s->nodes[i].size) {
+		const struct snode *t = &s->nodes[i];
+		if (t->op != OP_EQ && t->op != OP_HAS)
+			continue;
+		keys[got] = t->key;
+		values[got] = t->op == OP_EQ ? t->val : NULL;
+		got++;
+	}
+	return got;
+}

@@ -1184,6 +1184,51 @@ static void test_random_changes(void **state)
 	policy_model_free(m);
 }
 
+/* Every set of sel that the simulated kernel holds has exactly the addresses of the endpoints
+ * the evaluator says sel matches (the compiler finds a new selector's members through its label
+ * index, the evaluator by reading each endpoint's labels); how many sets were checked. */
+static unsigned check_members(struct sim *k, const struct policy_model *m, const char *sel)
+{
+	struct policy_selector *ps;
+	unsigned n, checked = 0;
+	struct policy_endpoint *const *eps = policy_model_endpoints(m, &n);
+
+	assert_int_equal(policy_selector_parse(sel, &ps, NULL, NULL, 0), 0);
+	for (int fam = 4; fam <= 6; fam += 2) {
+		char name[64];
+		snprintf(name, sizeof(name), "s%d-%.16s", fam, policy_selector_uid(ps) + 2);
+		json_t *set = json_object_get(k->sets, name), *want = json_object();
+		if (set == NULL) {
+			json_decref(want);
+			continue;
+		}
+		for (unsigned e = 0; e < n; e++) {
+			if (!policy_endpoint_matches(m, eps[e], ps))
+				continue;
+			for (unsigned a = 0; a < eps[e]->n_addrs; a++) {
+				char text[64], *t;
+				if (eps[e]->addrs[a].family != fam)
+					continue;
+				ipam_addr_format(&eps[e]->addrs[a], text);
+				json_t *j = json_string(text);
+				t = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+				json_decref(j);
+				json_object_set_new(want, t, json_true());
+				free(t);
+			}
+		}
+		if (!json_equal(want, set)) {
+			char *w = json_dumps(want, JSON_SORT_KEYS),
+			     *g = json_dumps(set, JSON_SORT_KEYS);
+			fail_msg("set %s of %s: want %s, got %s", name, sel, w, g);
+		}
+		json_decref(want);
+		checked++;
+	}
+	policy_selector_free(ps);
+	return checked;
+}
+
 /* Hundreds of endpoints come and go in random order, most of them remote, while selectors are
  * in use: the compiler's endpoint table grows and takes entries out from the middle of probe
  * runs, and each endpoint's list of the selectors it belongs to must follow its labels, its
@@ -1194,7 +1239,7 @@ static void test_endpoint_churn(void **state)
 	struct policy_model *m = policy_model_new();
 	struct policy_compiler *c;
 	struct sim k;
-	unsigned seed = 777;
+	unsigned seed = 777, checked = 0;
 	bool live[400] = {false};
 	(void)state;
 
@@ -1245,7 +1290,11 @@ static void test_endpoint_churn(void **state)
 		if ((r / 17) % 8 != 0)
 			continue; /* batch several changes */
 		json_decref(flush_and_check(c, m, &k));
+		checked += check_members(&k, m, "app == 'a1' && team == 'x'") +
+		           check_members(&k, m, "has(t)") + check_members(&k, m, "app == 'a2'") +
+		           check_members(&k, m, "has(team)");
 	}
+	assert_true(checked > 100);
 	for (unsigned i = 0; i < 400; i++) {
 		char key[64];
 		if (!live[i])
