@@ -61,7 +61,7 @@ void label_refs_free(struct label_refs *r)
 {
 	free(r->v);
 	r->v = NULL;
-	r->n = 0;
+	r->n = r->cap = 0;
 }
 
 static struct label_entry *find(const struct label_index *x, const char *key, size_t len,
@@ -143,9 +143,13 @@ static int file(struct label_index *x, void *owner, struct label_refs *r, const 
 			e->v = v;
 			e->cap = cap;
 		}
-		if ((rv2 = realloc(r->v, (r->n + 1) * sizeof(*r->v))) == NULL)
-			goto out;
-		r->v = rv2;
+		if (r->n == r->cap) {
+			unsigned cap = r->cap ? r->cap * 2 : 8;
+			if ((rv2 = realloc(r->v, cap * sizeof(*r->v))) == NULL)
+				goto out;
+			r->v = rv2;
+			r->cap = cap;
+		}
 		e->v[e->n++] = owner;
 		r->v[r->n++] = e;
 	}

@@ -19,7 +19,7 @@ struct label_entry;
 /* What an owner is filed under: its entries, for label_index_set() to take it out of. */
 struct label_refs {
 	struct label_entry **v;
-	unsigned n;
+	unsigned n, cap;
 };
 
 struct label_index *label_index_new(void);
