@@ -852,11 +852,59 @@ static void test_scale(void **state)
 	policy_model_free(m);
 }
 
+/* Endpoints by key through many puts, replacements and removals: every lookup answers the
+ * endpoint the sorted array holds, or none. */
+static void test_endpoint_lookup_churn(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	bool live[600] = {false};
+	unsigned seed = 41;
+	(void)state;
+
+	assert_non_null(m);
+	for (int step = 0; step < 4000; step++) {
+		unsigned r = (unsigned)rand_r(&seed), i = r % 600;
+		char name[16], key[64], ip[32];
+		snprintf(name, sizeof(name), "w%u", i);
+		snprintf(key, sizeof(key), "h/cni/%s/eth0", name);
+		if (live[i] && (r / 600) % 3 == 0) {
+			assert_int_equal(policy_model_remove(m, POLICY_KIND_WORKLOADENDPOINT, key),
+			                 0);
+			live[i] = false;
+		} else {
+			snprintf(ip, sizeof(ip), "[`10.9.%u.%u/32`]", i / 256, i % 256);
+			put_wep(m, "h", name, "eth0", ip, (r / 7) % 2 ? "{`a`:`b`}" : "{}", "[]");
+			live[i] = true;
+		}
+		if (step % 250 != 0)
+			continue;
+		unsigned n;
+		struct policy_endpoint *const *eps = policy_model_endpoints(m, &n);
+		unsigned nlive = 0;
+		for (unsigned k = 0; k < 600; k++) {
+			snprintf(key, sizeof(key), "h/cni/w%u/eth0", k);
+			const struct policy_endpoint *e =
+			    policy_model_endpoint(m, POLICY_KIND_WORKLOADENDPOINT, key);
+			assert_true((e != NULL) == live[k]);
+			assert_null(policy_model_endpoint(m, POLICY_KIND_HOSTENDPOINT, key));
+			if (e != NULL)
+				assert_string_equal(e->key, key);
+			nlive += live[k];
+		}
+		assert_int_equal(n, nlive);
+		for (unsigned k = 0; k < n; k++)
+			assert_ptr_equal(policy_model_endpoint(m, eps[k]->kind, eps[k]->key),
+			                 eps[k]);
+	}
+	policy_model_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_policy_put_replace_remove),
 	    cmocka_unit_test(test_profile_endpoint_node_put_replace_remove),
+	    cmocka_unit_test(test_endpoint_lookup_churn),
 	    cmocka_unit_test(test_policy_order),
 	    cmocka_unit_test(test_effective_labels),
 	    cmocka_unit_test(test_rule_fields),
