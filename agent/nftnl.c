@@ -427,8 +427,10 @@ static void drain(struct agent_nftnl *f)
 		;
 }
 
-/* Send one request (nlh, asking for an acknowledgement) and hand each message of its answer
- * to cb until the acknowledgement: 0, the kernel's error, or -EIO when it does not answer. */
+/* Send one request (nlh, asking for an acknowledgement, or a dump) and hand each message of its
+ * answer to cb until the acknowledgement or, for a dump, NLMSG_DONE (which carries the dump's
+ * error code as an acknowledgement does): 0, the kernel's error, or -EIO when it does not
+ * answer. */
 static int request(struct agent_nftnl *f, struct nlmsghdr *nlh,
                    int (*cb)(const struct nlmsghdr *h, void *arg), void *arg)
 {
@@ -449,10 +451,11 @@ static int request(struct agent_nftnl *f, struct nlmsghdr *nlh,
 		for (; mnl_nlmsg_ok(h, left); h = mnl_nlmsg_next(h, &left)) {
 			if (h->nlmsg_seq != seq)
 				continue; /* a stale answer to an earlier request */
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				if (h->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nlmsgerr))
+			if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_DONE) {
+				if (h->nlmsg_len < NLMSG_HDRLEN + sizeof(int))
 					return -EIO;
-				return ((const struct nlmsgerr *)mnl_nlmsg_get_payload(h))->error;
+				return *(const int *)mnl_nlmsg_get_payload(
+				    h); /* nlmsgerr's first */
 			}
 			if (cb(h, arg) != 0)
 				return -EIO;
@@ -831,51 +834,26 @@ static int chain_dump(struct agent_nftnl *f, int family, const char *table, cons
 	struct chain_rules *r = calloc(1, sizeof(*r));
 	struct nftnl_rule *q = nftnl_rule_alloc();
 	struct dump_ctx d = {r, chain, false};
-	int rv = -ENOMEM, fd = mnl_socket_get_fd(f->nl);
+	int rv = -ENOMEM;
 
 	*out = NULL;
 	if (r == NULL || q == NULL)
 		goto out;
 	nftnl_rule_set_str(q, NFTNL_RULE_TABLE, table);
 	nftnl_rule_set_str(q, NFTNL_RULE_CHAIN, chain);
-	uint32_t seq = f->seq++;
 	struct nlmsghdr *nlh =
-	    nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, (uint16_t)family, NLM_F_DUMP, seq);
+	    nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, (uint16_t)family, NLM_F_DUMP, f->seq++);
 	nftnl_rule_nlmsg_build_payload(nlh, q);
-	rv = -EIO;
-	if (mnl_socket_sendto(f->nl, nlh, nlh->nlmsg_len) < 0)
+	if ((rv = request(f, nlh, dump_cb, &d)) != 0) {
+		rv = rv == -ENOENT ? -ENOENT : -EIO;
 		goto out;
-	/* A dump ends with NLMSG_DONE, whose payload is its error code. */
-	for (bool done = false; !done;) {
-		if (poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, ANSWER_MS) <= 0)
-			goto out;
-		ssize_t n = mnl_socket_recvfrom(f->nl, buf, sizeof(buf));
-		if (n <= 0)
-			goto out;
-		const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
-		int left = (int)n;
-		for (; mnl_nlmsg_ok(h, left) && !done; h = mnl_nlmsg_next(h, &left)) {
-			if (h->nlmsg_seq != seq)
-				continue;
-			if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
-				int e = -EIO;
-				if (h->nlmsg_len >= NLMSG_HDRLEN + sizeof(int))
-					e = *(const int *)mnl_nlmsg_get_payload(h);
-				if (e != 0) {
-					rv = e == -ENOENT ? -ENOENT : -EIO;
-					goto out;
-				}
-				done = true;
-				continue;
-			}
-			dump_cb(h, &d);
-		}
 	}
+	rv = -EIO;
 	if (d.bad)
 		goto out;
+	rv = -ENOMEM;
 	if (asprintf(&r->key, "%d/%s/%s", family, table, chain) < 0) {
 		r->key = NULL;
-		rv = -ENOMEM;
 		goto out;
 	}
 	*out = r;
@@ -1032,6 +1010,41 @@ static uint64_t work_handle(struct batch *b, const struct chain_rules *w, const 
 		return 0;
 	}
 	return w->h[index];
+}
+
+/*
+ * One rule command on the batch's copies, the same for both paths: verb "add" (index NULL: an
+ * append), "insert" or "delete" (index: a position). A position becomes the handle of the rule
+ * there (*handle; 0 for an append). The copy then follows the command, a rule the batch adds
+ * standing as PENDING | m (m: the index of the message that adds it). *followed says whether
+ * the chain is known by handle (an added rule must then be echoed). -ENOENT when a position
+ * names a chain the kernel lacks or the batch deleted, -EINVAL with b->err set when it names
+ * no rule the chain held before the batch, -EIO, -ENOMEM.
+ */
+static int rule_step(struct agent_nftnl *f, struct batch *b, const char *verb, const json_t *index,
+                     int family, const char *table, const char *chain, uint64_t m, uint64_t *handle,
+                     bool *followed)
+{
+	int rv;
+	struct chain_rules *w = work_get(f, b, family, table, chain, index != NULL, &rv);
+
+	*handle = 0;
+	*followed = false;
+	if (rv != 0)
+		return rv;
+	if (w == NULL || w->gone)
+		return index != NULL ? -ENOENT : 0; /* an append the kernel judges */
+	*followed = true;
+	if (index == NULL)
+		return rules_push(w, w->n, PENDING | m) ? 0 : -ENOMEM;
+	if ((*handle = work_handle(b, w, chain, json_integer_value(index))) == 0)
+		return -EINVAL;
+	unsigned at = (unsigned)json_integer_value(index);
+	if (strcmp(verb, "delete") != 0)
+		return rules_push(w, at, PENDING | m) ? 0 : -ENOMEM;
+	memmove(w->h + at, w->h + at + 1, (w->n - at - 1) * sizeof(*w->h));
+	w->n--;
+	return 0;
 }
 
 /* add|flush|delete chain, delete set: {"family", "table", "name"} */
@@ -1706,50 +1719,42 @@ static int put_rule(struct agent_nftnl *f, struct batch *b, const json_t *o, boo
 	const json_t *index = json_object_get(o, "index");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
 	int rv = 0, nfproto = 0; /* the family the rule has tested for, so far */
-	uint16_t flags = NLM_F_CREATE | NLM_F_APPEND;
-	uint64_t at = 0;
+	uint64_t at;
+	bool followed;
 
 	if (!only_keys(o, insert ? ins_keys : keys) || family < 0 || table == NULL ||
 	    chain == NULL || !json_is_array(expr) || json_array_size(expr) == 0 ||
 	    json_array_size(expr) > STMTS_MAX || (insert && !json_is_integer(index)))
 		return -ENOTSUP;
-	struct chain_rules *w = work_get(f, b, family, table, chain, insert, &rv);
-	if (rv != 0)
-		return rv == -ENOENT ? -ENOTSUP : rv; /* no such chain: libnftables says so */
-	if (w != NULL && w->gone)
-		w = NULL; /* the kernel refuses a rule in a chain the batch deleted */
-	if (insert) {
-		if (w == NULL)
-			return -ENOTSUP;
-		at = (uint64_t)json_integer_value(index);
-		if (work_handle(b, w, chain, json_integer_value(index)) == 0)
-			return -EINVAL;
-		flags = NLM_F_CREATE; /* before the rule at the position */
-	}
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	if (r == NULL)
 		return -ENOMEM;
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
 	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
-	if (insert)
-		nftnl_rule_set_u64(r, NFTNL_RULE_POSITION, w->h[at]);
 	size_t n = json_array_size(expr);
 	for (size_t i = 0; i < n && rv == 0; i++)
 		rv =
 		    put_stmt(f, b, family, table, r, json_array_get(expr, i), i + 1 == n, &nfproto);
+	/* after the statements, which may add messages of their own (anonymous sets) */
+	if (rv == 0)
+		rv = rule_step(f, b, insert ? "insert" : "add", insert ? index : NULL, family,
+		               table, chain, b->n, &at, &followed);
+	if (rv == -ENOENT)
+		rv = -ENOTSUP; /* no such chain: libnftables says so */
 	if (rv == 0) {
-		/* A rule in a chain known by handle is echoed, for its handle. */
-		unsigned m = b->n;
+		/* Before the rule at the position, or appended; echoed when the chain is known by
+		 * handle, for the new rule's handle. */
+		uint16_t flags = insert ? NLM_F_CREATE : NLM_F_CREATE | NLM_F_APPEND;
+		if (insert)
+			nftnl_rule_set_u64(r, NFTNL_RULE_POSITION, at);
 		struct nlmsghdr *nlh =
-		    batch_hdr(f, b, NFT_MSG_NEWRULE, family, flags | (w != NULL ? NLM_F_ECHO : 0));
+		    batch_hdr(f, b, NFT_MSG_NEWRULE, family, flags | (followed ? NLM_F_ECHO : 0));
 		if (nlh != NULL)
 			nftnl_rule_nlmsg_build_payload(nlh, r);
 		rv = -ENOTSUP;
 		if (nlh != NULL) {
 			batch_done(b, nlh);
 			rv = 0;
-			if (w != NULL && !rules_push(w, insert ? (unsigned)at : w->n, PENDING | m))
-				rv = -ENOMEM;
 		}
 	}
 	nftnl_rule_free(r);
@@ -1764,19 +1769,15 @@ static int put_rule_delete(struct agent_nftnl *f, struct batch *b, const json_t 
 	const char *chain = name_of(o, "chain");
 	const json_t *index = json_object_get(o, "index");
 	int family = family_of(json_string_value(json_object_get(o, "family")));
+	uint64_t h;
+	bool followed;
 	int rv;
 
 	if (!only_keys(o, keys) || family < 0 || table == NULL || chain == NULL ||
 	    !json_is_integer(index))
 		return -ENOTSUP;
-	struct chain_rules *w = work_get(f, b, family, table, chain, true, &rv);
-	if (rv != 0)
+	if ((rv = rule_step(f, b, "delete", index, family, table, chain, 0, &h, &followed)) != 0)
 		return rv == -ENOENT ? -ENOTSUP : rv;
-	if (w == NULL || w->gone)
-		return -ENOTSUP;
-	uint64_t h = work_handle(b, w, chain, json_integer_value(index));
-	if (h == 0)
-		return -EINVAL;
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	if (r == NULL)
 		return -ENOMEM;
@@ -1790,9 +1791,6 @@ static int put_rule_delete(struct agent_nftnl *f, struct batch *b, const json_t 
 	if (nlh == NULL)
 		return -ENOTSUP;
 	batch_done(b, nlh);
-	unsigned at = (unsigned)json_integer_value(index);
-	memmove(w->h + at, w->h + at + 1, (w->n - at - 1) * sizeof(*w->h));
-	w->n--;
 	return 0;
 }
 
@@ -2056,44 +2054,24 @@ int agent_nftnl_resolve(struct agent_nftnl *f, const json_t *cmds, json_t **out,
 		} else if (strcmp(what, "chain") == 0) {
 			if (strcmp(verb, "flush") == 0 || strcmp(verb, "delete") == 0)
 				rv = work_reset(f, &b, family, table, chain, verb[0] == 'd');
-		} else if (index == NULL) {
-			struct chain_rules *w = work_get(f, &b, family, table, chain, false, &rv);
-			if (rv == 0 && w != NULL && !w->gone && strcmp(verb, "add") == 0 &&
-			    !rules_push(w, w->n, PENDING))
-				rv = -ENOMEM;
-		} else {
-			struct chain_rules *w = work_get(f, &b, family, table, chain, true, &rv);
-			uint64_t h = 0;
+		} else if (index != NULL
+		               ? strcmp(verb, "insert") == 0 || strcmp(verb, "delete") == 0
+		               : strcmp(verb, "add") == 0) {
+			uint64_t h;
+			bool followed;
+			rv = rule_step(f, &b, verb, index, family, table, chain, 0, &h, &followed);
 			if (rv == -ENOENT) {
 				snprintf(err, errlen, "command %zu: no chain %s in table %s", i + 1,
 				         chain, table);
 				rv = -EIO;
-			} else if (rv == 0 && (w == NULL || w->gone || !json_is_integer(index))) {
-				snprintf(err, errlen,
-				         "command %zu: no rule by position in chain %s", i + 1,
-				         chain);
-				rv = -EIO;
-			} else if (rv == 0 && (h = work_handle(&b, w, chain,
-			                                       json_integer_value(index))) == 0) {
-				rv = -EINVAL;
-			} else if (rv == 0) {
-				unsigned at = (unsigned)json_integer_value(index);
-				if (strcmp(verb, "delete") == 0) {
-					memmove(w->h + at, w->h + at + 1,
-					        (w->n - at - 1) * sizeof(*w->h));
-					w->n--;
-				} else if (!rules_push(w, at, PENDING)) {
-					rv = -ENOMEM;
-				}
-				/* libnftables: "handle" names the rule to delete, or to insert
-				 * before */
-				json_t *r = json_deep_copy(o);
-				if (r == NULL || json_object_del(r, "index") != 0 ||
-				    json_object_set_new(r, "handle", json_integer((json_int_t)h)) !=
-				        0 ||
-				    (c = json_pack("{s:{s:o}}", verb, "rule", r)) == NULL)
-					rv = -ENOMEM;
 			}
+			/* libnftables: "handle" names the rule to delete, or to insert before */
+			json_t *r = NULL;
+			if (rv == 0 && index != NULL &&
+			    ((r = json_deep_copy(o)) == NULL || json_object_del(r, "index") != 0 ||
+			     json_object_set_new(r, "handle", json_integer((json_int_t)h)) != 0 ||
+			     (c = json_pack("{s:{s:o}}", verb, "rule", r)) == NULL))
+				rv = -ENOMEM;
 		}
 		if (rv != 0) {
 			json_decref(c);

@@ -1731,6 +1731,8 @@ static int fill_indexed(struct policy_compiler *c, const struct policy_model *m,
 	unsigned k = policy_selector_requires(s->sel, keys, values, 8), best = UINT_MAX;
 	void *const *cand = NULL;
 
+	if (k == 0)
+		return 1;
 	for (unsigned i = 0; i < k; i++) {
 		void *const *v;
 		unsigned n;
@@ -1741,8 +1743,6 @@ static int fill_indexed(struct policy_compiler *c, const struct policy_model *m,
 			cand = v;
 		}
 	}
-	if (k == 0)
-		return 1;
 	/* joining does not file anything, so cand stays valid */
 	for (unsigned i = 0; i < best; i++) {
 		struct cep *ep = cand[i];
@@ -1769,8 +1769,9 @@ static int fill_fresh(struct policy_compiler *c, const struct policy_model *m)
 		struct csel *s = c->t_sels.v[i];
 		if (!s->fresh || s->refs[0] + s->refs[1] + s->deps == 0)
 			continue;
-		if ((rv = vec_push(&fresh, s)) != 0 ||
-		    ((rv = fill_indexed(c, m, s)) == 1 && (rv = vec_push(&scan, s)) != 0) || rv < 0)
+		if ((rv = vec_push(&fresh, s)) != 0 || (rv = fill_indexed(c, m, s)) < 0)
+			goto out;
+		if (rv == 1 && (rv = vec_push(&scan, s)) != 0) /* no required label: scanned */
 			goto out;
 	}
 	for (unsigned e = 0; e < n && scan.n > 0; e++) {

@@ -117,21 +117,38 @@ static void leave(struct label_entry *e, const void *owner)
 		}
 }
 
-/* File owner under key (klen bytes) = value, and under key alone; 0 or -ENOMEM. */
-static int file(struct label_index *x, void *owner, struct label_refs *r, const char *key,
-                size_t klen, const char *value)
+/* The entry key of key = value (value NULL: of key alone), *len bytes, in stack (STACK_KEY
+ * bytes) when it fits, else malloc'd (free it when it is not stack); NULL when out of memory. */
+#define STACK_KEY 256
+static char *entry_key(const char *key, const char *value, char *stack, size_t *len)
 {
-	size_t vlen = strlen(value);
-	char *k = malloc(klen + 1 + vlen);
+	size_t klen = strlen(key), vlen = value != NULL ? strlen(value) : 0;
+	char *k;
+
+	*len = value != NULL ? klen + 1 + vlen : klen;
+	if ((k = *len <= STACK_KEY ? stack : malloc(*len)) == NULL)
+		return NULL;
+	memcpy(k, key, klen);
+	if (value != NULL) {
+		k[klen] = '\0';
+		memcpy(k + klen + 1, value, vlen);
+	}
+	return k;
+}
+
+/* File owner under key alone and under key = value; 0 or -ENOMEM. */
+static int file(struct label_index *x, void *owner, struct label_refs *r, const char *key,
+                const char *value)
+{
+	char stack[STACK_KEY];
+	size_t len, klen = strlen(key);
+	char *k = entry_key(key, value, stack, &len);
 	int rv = -ENOMEM;
 
 	if (k == NULL)
 		return -ENOMEM;
-	memcpy(k, key, klen);
-	k[klen] = '\0';
-	memcpy(k + klen + 1, value, vlen);
 	for (int pass = 0; pass < 2; pass++) {
-		struct label_entry *e = entry(x, k, pass == 0 ? klen : klen + 1 + vlen);
+		struct label_entry *e = entry(x, k, pass == 0 ? klen : len);
 		struct label_entry **rv2;
 		if (e == NULL)
 			goto out;
@@ -155,7 +172,8 @@ static int file(struct label_index *x, void *owner, struct label_refs *r, const 
 	}
 	rv = 0;
 out:
-	free(k);
+	if (k != stack)
+		free(k);
 	return rv;
 }
 
@@ -237,7 +255,7 @@ int label_index_set(struct label_index *x, void *owner, struct label_refs *r,
 	r->n = 0;
 	rv = 0;
 	for (unsigned i = 0; i < n && rv == 0; i++)
-		rv = file(x, owner, r, v[i].key, strlen(v[i].key), v[i].value);
+		rv = file(x, owner, r, v[i].key, v[i].value);
 	if (rv != 0) {
 		for (unsigned i = 0; i < r->n; i++)
 			leave(r->v[i], owner);
@@ -267,20 +285,15 @@ void label_index_clear(struct label_index *x)
 int label_index_get(const struct label_index *x, const char *key, const char *value,
                     void *const **owners, unsigned *n)
 {
-	size_t klen = strlen(key), vlen = value != NULL ? strlen(value) : 0;
-	size_t len = value != NULL ? klen + 1 + vlen : klen;
-	char stack[256], *k = len <= sizeof(stack) ? stack : malloc(len);
+	char stack[STACK_KEY];
+	size_t len;
+	char *k = entry_key(key, value, stack, &len);
 	struct label_entry *e;
 
 	*owners = NULL;
 	*n = 0;
 	if (k == NULL)
 		return -ENOMEM;
-	memcpy(k, key, klen);
-	if (value != NULL) {
-		k[klen] = '\0';
-		memcpy(k + klen + 1, value, vlen);
-	}
 	e = find(x, k, len, fnv(k, len));
 	if (k != stack)
 		free(k);

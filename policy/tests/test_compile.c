@@ -372,13 +372,33 @@ static json_t *own_string(char *p)
 /* Apply batch to s. When loadable is not NULL, append to it the commands that nft -j -f takes
  * for the same steps: nft knows rules only by handle, so a rule deleted or inserted by position
  * becomes a flush of its chain and the chain's rules as they are after that step. */
+/* Which rules of chain (its rules ch) the batch so far has added, as an array of booleans
+ * parallel to ch, made on first use. */
+static json_t *added_of(json_t *added, const char *chain, json_t *ch)
+{
+	json_t *a = json_object_get(added, chain);
+
+	if (a == NULL) {
+		a = json_array();
+		for (size_t k = 0; k < json_array_size(ch); k++)
+			json_array_append_new(a, json_false());
+		json_object_set_new(added, chain, a);
+	}
+	return a;
+}
+
 static void sim_step(struct sim *s, json_t *batch, json_t *loadable)
 {
 	size_t i;
 	json_t *cmd;
+	/* the applier turns a position into the handle of a rule the chain held before the batch
+	 * (policy.h): a position naming a rule the batch added is a compiler bug */
+	json_t *added = json_object();
 
-	if (batch == NULL)
+	if (batch == NULL) {
+		json_decref(added);
 		return;
+	}
 	json_array_foreach (cmds_of(batch), i, cmd) {
 		const char *verb = json_object_iter_key(json_object_iter(cmd));
 		json_t *body = json_object_iter_value(json_object_iter(cmd));
@@ -401,11 +421,13 @@ static void sim_step(struct sim *s, json_t *batch, json_t *loadable)
 				fail_msg("%s of missing chain %s", verb, name);
 			} else if (strcmp(verb, "flush") == 0) {
 				json_array_clear(ch);
+				json_array_clear(added_of(added, name, ch));
 			} else {
 				assert_string_equal(verb, "delete");
 				if (referenced(s, name, true))
 					fail_msg("chain %s deleted while referenced", name);
 				json_object_del(s->chains, name);
+				json_object_del(added, name);
 			}
 		} else if (strcmp(what, "set") == 0 || strcmp(what, "map") == 0) {
 			if (strcmp(verb, "add") == 0) {
@@ -440,18 +462,28 @@ static void sim_step(struct sim *s, json_t *batch, json_t *loadable)
 				assert_in_range(json_integer_value(index), 0,
 				                (long)json_array_size(ch) - 1);
 			}
+			json_t *fresh = added_of(added, chain, ch);
+			if (index != NULL &&
+			    json_is_true(json_array_get(fresh, (size_t)json_integer_value(index))))
+				fail_msg("%s rule at index %lld of %s: a rule the same batch added",
+				         verb, (long long)json_integer_value(index), chain);
 			if (strcmp(verb, "delete") == 0) {
 				assert_null(json_object_get(o, "expr"));
 				json_array_remove(ch, (size_t)json_integer_value(index));
+				json_array_remove(fresh, (size_t)json_integer_value(index));
 			} else {
 				check_refs(s, json_object_get(o, "expr"));
 				json_t *text = own_string(
 				    json_dumps(json_object_get(o, "expr"), JSON_COMPACT));
-				if (index != NULL)
+				if (index != NULL) {
 					json_array_insert_new(ch, (size_t)json_integer_value(index),
 					                      text);
-				else
+					json_array_insert_new(
+					    fresh, (size_t)json_integer_value(index), json_true());
+				} else {
 					json_array_append_new(ch, text);
+					json_array_append_new(fresh, json_true());
+				}
 			}
 			if (loadable != NULL && index != NULL) {
 				size_t r;
@@ -478,6 +510,7 @@ static void sim_step(struct sim *s, json_t *batch, json_t *loadable)
 		if (loadable != NULL)
 			json_array_append(loadable, cmd);
 	}
+	json_decref(added);
 }
 
 static void sim_apply(struct sim *s, json_t *batch)
