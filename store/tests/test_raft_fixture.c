@@ -880,6 +880,45 @@ static void test_node_restart(void **state)
 	expect(c, leader(c) == 0, "leadership changed during the test");
 }
 
+/*
+ * Followers learn a commit without waiting for a heartbeat (deps/raft-patches/0006). On an idle
+ * cluster a write's AppendEntries goes out, the followers persist and acknowledge it, and the
+ * leader commits; a follower only learns the commit index from the next message the leader
+ * sends it, which used to be the next heartbeat, one to two heartbeat timeouts later. A write a
+ * follower forwarded completes only when that follower applies it, so each such write waited for
+ * that heartbeat. With a heartbeat timeout of 500 ms here (fixture network latency 15 ms, disk
+ * 10 ms), every follower must apply each of a few spaced-out writes within 100 ms of the leader
+ * applying it, and no heartbeat can be what told it.
+ */
+#define SLOW_HEARTBEAT 500
+
+static void test_commit_reaches_followers(void **state)
+{
+	struct cluster *c = *state;
+	unsigned i;
+	unsigned k;
+
+	for (i = 0; i < c->n; i++) {
+		raft_set_heartbeat_timeout(srv(c, i), SLOW_HEARTBEAT);
+	}
+	start(c, NULL);
+	settle_with_leader(c, 0);
+	for (k = 0; k < 4; k++) {
+		step_for(c, 3 * SLOW_HEARTBEAT); /* idle: nothing is in flight */
+		raft_index last = propose(c, 0, 0x700 + k);
+		struct index_arg leader_applied = {0, last};
+		expect(c, step_until(c, has_applied, &leader_applied, ELECTION_TIMEOUT),
+		       "write %u not committed", k);
+		expect(c, step_until(c, all_applied, &last, SLOW_HEARTBEAT / 5),
+		       "write %u at index %llu: the leader applied it, a follower did not within "
+		       "%u ms (heartbeat timeout %u ms)",
+		       k, (unsigned long long)last, SLOW_HEARTBEAT / 5, SLOW_HEARTBEAT);
+		assert_converged(c, last);
+	}
+	expect(c, assert_acknowledged_applied(c) == 4, "not all 4 writes were acknowledged");
+	expect(c, leader(c) == 0, "leadership changed during the test");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -887,6 +926,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_leader_crash_mid_write, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_partition_and_heal, setup5, teardown),
 	    cmocka_unit_test_setup_teardown(test_node_restart, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_reaches_followers, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
