@@ -91,6 +91,12 @@ struct agent {
 	uv_timer_t cni_gc_timer;
 	bool cni_gc_started;
 	uint64_t cni_adds, cni_add_failures, cni_dels;
+
+	/* Conntrack flushes (routes_cni.c): addresses waiting for the next listing of the table,
+	 * while at most one listing runs */
+	struct ipam_addr *ct_pending;
+	unsigned ct_n, ct_cap;
+	bool ct_running;
 };
 
 /* Log a line to stderr with a timestamp. */
@@ -144,9 +150,11 @@ void agent_cni_gc_start(struct agent *a);
 void agent_cni_gc_stop(struct agent *a);
 
 /* Delete the conntrack entries of a removed workload address on a worker thread (routes_cni.c);
- * the outcome is logged. */
+ * the outcome is logged. Addresses that come while a flush runs wait for the next one, which
+ * takes them all. agent_flush_conntrack_free releases what still waits (at exit). */
 struct ipam_addr;
 void agent_flush_conntrack(struct agent *a, const struct ipam_addr *addr);
+void agent_flush_conntrack_free(struct agent *a);
 
 /* Second half of DELETE /v1/cluster/members/NAME, after the member record's deletion (which
  * deleted it if member_deleted): release the node's addresses and block affinities and answer

@@ -1434,6 +1434,7 @@ int agent_main(int argc, char **argv)
 	}
 	uv_run(a->loop, UV_RUN_NOWAIT);
 	uv_loop_close(a->loop);
+	agent_flush_conntrack_free(a);
 	leaks_free(a);
 	policy_sync_free(a);
 	netsync_free(a);

@@ -1628,7 +1628,19 @@ out:
 	return rc;
 }
 
-int wire_flush_conntrack(const struct ipam_addr *addr, unsigned *deleted, char *err, size_t errlen)
+/* The index of a among the n addresses addrs, or -1. */
+static int addr_among(struct nl_addr *a, const struct ipam_addr *addrs, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (nl_same(a, af_of(&addrs[i]), addrs[i].b)) {
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, unsigned *deleted, char *err,
+                         size_t errlen)
 {
 	struct nl_sock *sk = NULL;
 	struct nl_cache *cache = NULL;
@@ -1636,10 +1648,15 @@ int wire_flush_conntrack(const struct ipam_addr *addr, unsigned *deleted, char *
 	int rc, e;
 
 	*deleted = 0;
-	if (addr == NULL || (addr->family != 4 && addr->family != 6)) {
-		return fail(err, errlen, -EINVAL, "no address to flush conntrack entries for");
+	if (n == 0) {
+		return 0;
 	}
-	int fam = af_of(addr);
+	for (unsigned i = 0; i < n; i++) {
+		if (addrs[i].family != 4 && addrs[i].family != 6) {
+			return fail(err, errlen, -EINVAL,
+			            "no address to flush conntrack entries for");
+		}
+	}
 	if ((sk = nl_socket_alloc()) == NULL) {
 		return fail(err, errlen, -ENOMEM, "cannot allocate a netlink socket");
 	}
@@ -1659,8 +1676,8 @@ int wire_flush_conntrack(const struct ipam_addr *addr, unsigned *deleted, char *
 	}
 	for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
 		struct nfnl_ct *ct = (struct nfnl_ct *)o;
-		struct nl_addr *src = nfnl_ct_get_src(ct, 0), *dst = nfnl_ct_get_dst(ct, 0);
-		if (!nl_same(src, fam, addr->b) && !nl_same(dst, fam, addr->b)) {
+		int k = addr_among(nfnl_ct_get_src(ct, 0), addrs, n);
+		if (k < 0 && (k = addr_among(nfnl_ct_get_dst(ct, 0), addrs, n)) < 0) {
 			continue;
 		}
 		e = nfnl_ct_del(sk, ct, 0);
@@ -1669,7 +1686,7 @@ int wire_flush_conntrack(const struct ipam_addr *addr, unsigned *deleted, char *
 		}
 		if (e < 0) {
 			rc = nlfail(err, errlen, e, "cannot delete a conntrack entry of %s",
-			            ipam_addr_format(addr, buf));
+			            ipam_addr_format(&addrs[k], buf));
 			goto out;
 		}
 		(*deleted)++;

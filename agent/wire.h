@@ -102,9 +102,11 @@ struct wire_link {
 int wire_list(struct wire_link **out, unsigned *n, char *err, size_t errlen);
 
 /* Delete the conntrack entries (both families' tables, any zone) whose original source or
- * destination is addr, so a recycled address does not inherit the flows of the container that had
- * it (calico-behaviour.md 5.5). *deleted counts them. Returns 0 or a negative errno with one line
- * in err. */
-int wire_flush_conntrack(const struct ipam_addr *addr, unsigned *deleted, char *err, size_t errlen);
+ * destination is one of the n addresses addrs, so a recycled address does not inherit the flows of
+ * the container that had it (calico-behaviour.md 5.5). One listing of the table serves them all:
+ * it is what the call costs, whatever n is. *deleted counts the entries deleted. Returns 0 or a
+ * negative errno with one line in err (naming the address whose entry could not be deleted). */
+int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, unsigned *deleted, char *err,
+                         size_t errlen);
 
 #endif

@@ -555,23 +555,31 @@ static void test_flush_conntrack(void **state)
 	assert_true(v6 >= 1);
 	assert_true(other >= 1);
 
-	assert_int_equal(wire_flush_conntrack(&f->s[0].addrs[0], &deleted, f->err, sizeof f->err),
-	                 0);
+	assert_int_equal(
+	    wire_flush_conntrack(&f->s[0].addrs[0], 1, &deleted, f->err, sizeof f->err), 0);
 	assert_int_equal(deleted, from + to);
 	assert_int_equal(ct_count("-s 10.64.0.5"), 0);
 	assert_int_equal(ct_count("-d 10.64.0.5"), 0);
 	assert_int_equal(ct_count("-f ipv6 -s fd00:64::5"), v6);
 	assert_int_equal(ct_count("-s 127.0.0.1"), other);
 
-	assert_int_equal(wire_flush_conntrack(&f->s[0].addrs[1], &deleted, f->err, sizeof f->err),
-	                 0);
-	assert_int_equal(deleted, v6);
+	/* Two addresses in one listing, the IPv6 one first: new IPv4 flows and the IPv6 ones go,
+	 * someone else's stay. */
+	assert_true(ping(f->c[0].path, "10.99.0.1"));
+	unsigned again = ct_count("-s 10.64.0.5");
+	assert_true(again >= 1);
+	struct ipam_addr both[2] = {f->s[0].addrs[1], f->s[0].addrs[0]};
+	assert_int_equal(wire_flush_conntrack(both, 2, &deleted, f->err, sizeof f->err), 0);
+	assert_int_equal(deleted, v6 + again);
+	assert_int_equal(ct_count("-s 10.64.0.5"), 0);
 	assert_int_equal(ct_count("-f ipv6 -s fd00:64::5"), 0);
 	assert_int_equal(ct_count("-s 127.0.0.1"), other);
 
-	/* nothing left: nothing deleted */
-	assert_int_equal(wire_flush_conntrack(&f->s[0].addrs[0], &deleted, f->err, sizeof f->err),
-	                 0);
+	/* nothing left: nothing deleted; no address: nothing asked */
+	assert_int_equal(
+	    wire_flush_conntrack(&f->s[0].addrs[0], 1, &deleted, f->err, sizeof f->err), 0);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(wire_flush_conntrack(both, 0, &deleted, f->err, sizeof f->err), 0);
 	assert_int_equal(deleted, 0);
 	SH("nft delete table inet tabbywiretest");
 }
