@@ -93,7 +93,6 @@ struct netsync_kernel {
 	char *nat; /* the NAT commands last applied (compact JSON), NULL: no table */
 	bool nat_known;
 	/* per apply */
-	struct nl_cache *links;
 	struct nl_cache *kroutes; /* lazily, when a route add meets one it does not know */
 	struct netsync_report *rep;
 	int fatal; /* the socket failed */
@@ -166,16 +165,23 @@ static bool addr_eq(const struct ipam_addr *a, const struct ipam_addr *b)
 	return a->family == b->family && memcmp(a->b, b->b, sizeof a->b) == 0;
 }
 
-static int refill_links(struct netsync_kernel *k)
+/* The link named name (ifindex 0) or with index ifindex, asked of the kernel one at a time:
+ * *out, or NULL when there is none. Listing every link instead costs milliseconds on a host
+ * with hundreds of workload veths, since each one's peer namespace is looked up among all the
+ * namespaces the host knows, and an apply used to list them twice after every change. Returns 0,
+ * or the netlink error (reported, and fatal to this apply). */
+static int link_lookup(struct netsync_kernel *k, int ifindex, const char *name,
+                       struct rtnl_link **out)
 {
-	if (k->links != NULL) {
-		nl_cache_free(k->links);
-		k->links = NULL;
+	*out = NULL;
+	int rv = rtnl_link_get_kernel(k->sk, ifindex, name, out);
+	if (rv == -NLE_OBJ_NOTFOUND || rv == -NLE_NODEV) {
+		*out = NULL;
+		return 0;
 	}
-	int rv = rtnl_link_alloc_cache(k->sk, AF_UNSPEC, &k->links);
 	if (rv < 0) {
-		problem(k, "cannot list the network interfaces: %s", nl_geterror(rv));
-		k->links = NULL;
+		problem(k, "cannot look up the network interface %s: %s",
+		        name != NULL ? name : "by index", nl_geterror(rv));
 		k->fatal = rv == -NLE_NOMEM ? -ENOMEM : -EIO;
 	}
 	return rv;
@@ -318,7 +324,10 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 		return; /* never configured by this agent and not wanted: a full apply checks */
 	}
 	k->ipip_known = false;
-	struct rtnl_link *l = rtnl_link_get_by_name(k->links, NETCALC_IPIP_DEV);
+	struct rtnl_link *l;
+	if (link_lookup(k, 0, NETCALC_IPIP_DEV, &l) < 0) {
+		return;
+	}
 	if (!ip->wanted) {
 		if (l != NULL) {
 			sync_addrs(k, rtnl_link_get_ifindex(l), 4, NULL, want->all_pools,
@@ -348,10 +357,9 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 			check_fatal(k, rv);
 			return;
 		}
-		if (refill_links(k) < 0) {
+		if (link_lookup(k, 0, NETCALC_IPIP_DEV, &l) < 0) {
 			return;
 		}
-		l = rtnl_link_get_by_name(k->links, NETCALC_IPIP_DEV);
 		if (l == NULL) {
 			problem(k, "%s did not appear after creating it", NETCALC_IPIP_DEV);
 			return;
@@ -561,7 +569,10 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 		return;
 	}
 	m->known = false;
-	struct rtnl_link *l = rtnl_link_get_by_name(k->links, vx->dev);
+	struct rtnl_link *l;
+	if (link_lookup(k, 0, vx->dev, &l) < 0) {
+		return;
+	}
 	if (l != NULL && (!vx->wanted || !vx_fits(l, vx))) {
 		int rv = rtnl_link_delete(k->sk, l);
 		rtnl_link_put(l);
@@ -577,10 +588,9 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 	}
 	if (vx->wanted && l == NULL) {
 		vx_create(k, vx);
-		if (k->fatal != 0 || refill_links(k) < 0) {
+		if (k->fatal != 0 || link_lookup(k, 0, vx->dev, &l) < 0) {
 			return;
 		}
-		l = rtnl_link_get_by_name(k->links, vx->dev);
 		if (l == NULL) {
 			return; /* creation failed: reported */
 		}
@@ -645,8 +655,16 @@ static bool from_kernel(struct netsync_kernel *k, struct rtnl_route *kr, struct 
 	out->type = NETCALC_UNICAST;
 	struct rtnl_nexthop *nh = rtnl_route_nexthop_n(kr, 0);
 	int ifindex = rtnl_route_nh_get_ifindex(nh);
-	if (ifindex > 0 && rtnl_link_i2name(k->links, ifindex, out->dev, sizeof out->dev) == NULL) {
-		return false;
+	if (ifindex > 0) {
+		struct rtnl_link *l;
+		const char *name;
+		if (link_lookup(k, ifindex, NULL, &l) < 0 || l == NULL ||
+		    (name = rtnl_link_get_name(l)) == NULL || strlen(name) >= sizeof out->dev) {
+			rtnl_link_put(l);
+			return false;
+		}
+		strcpy(out->dev, name);
+		rtnl_link_put(l);
 	}
 	struct nl_addr *gw = rtnl_route_nh_get_gateway(nh);
 	if (gw != NULL && !from_nl(gw, &out->gw)) {
@@ -767,24 +785,24 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 	int ifindex = 0;
 	netcalc_route_format(r, what, sizeof what);
 	if (r->dev[0] != 0) {
-		ifindex = rtnl_link_name2i(k->links, r->dev);
-		if (ifindex <= 0) {
+		struct rtnl_link *l;
+		if (link_lookup(k, 0, r->dev, &l) < 0) {
+			return INST_FAILED;
+		}
+		if (l == NULL) {
 			if (r->kind == NETCALC_R_WORKLOAD) {
 				return INST_SKIPPED; /* the wiring has not made the veth yet */
 			}
 			problem(k, "cannot add route %s: device %s does not exist", what, r->dev);
 			return INST_FAILED;
 		}
-		if (r->kind == NETCALC_R_WORKLOAD) {
-			/* A veth that is not up yet is still being wired, and the wiring adds this
-			 * route itself once it is; the kernel refuses routes through a down link.
-			 */
-			struct rtnl_link *l = rtnl_link_get(k->links, ifindex);
-			bool up = l != NULL && (rtnl_link_get_flags(l) & IFF_UP);
-			rtnl_link_put(l);
-			if (!up) {
-				return INST_SKIPPED;
-			}
+		ifindex = rtnl_link_get_ifindex(l);
+		/* A workload veth that is not up yet is still being wired, and the wiring adds this
+		 * route itself once it is; the kernel refuses routes through a down link. */
+		bool up = (rtnl_link_get_flags(l) & IFF_UP) != 0;
+		rtnl_link_put(l);
+		if (r->kind == NETCALC_R_WORKLOAD && !up) {
+			return INST_SKIPPED;
 		}
 	}
 	struct rtnl_route *kr = build_route(r, ifindex, false);
@@ -1274,25 +1292,19 @@ int netsync_kernel_apply(struct netsync_kernel *k, const struct netcalc_state *w
 	}
 	k->rep = rep;
 	k->fatal = 0;
-	if (refill_links(k) >= 0) {
-		/* Devices first: the routes through them need them. */
-		sync_ipip(k, want, full);
-		sync_vxlan(k, &want->vxlan[0], full);
-		sync_vxlan(k, &want->vxlan[1], full);
-		if (k->fatal == 0 && refill_links(k) >= 0) {
-			sync_routes(k, want, full);
-		}
-		if (k->fatal == 0) {
-			sync_nat(k, want, full);
-		}
+	/* Devices first: the routes through them need them. */
+	sync_ipip(k, want, full);
+	sync_vxlan(k, &want->vxlan[0], full);
+	sync_vxlan(k, &want->vxlan[1], full);
+	if (k->fatal == 0) {
+		sync_routes(k, want, full);
+	}
+	if (k->fatal == 0) {
+		sync_nat(k, want, full);
 	}
 	if (k->kroutes != NULL) {
 		nl_cache_free(k->kroutes);
 		k->kroutes = NULL;
-	}
-	if (k->links != NULL) {
-		nl_cache_free(k->links);
-		k->links = NULL;
 	}
 	k->rep = NULL;
 	if (k->fatal != 0) {
