@@ -180,8 +180,13 @@ static int link_lookup(struct netsync_kernel *k, int ifindex, const char *name,
 		return 0;
 	}
 	if (rv < 0) {
-		problem(k, "cannot look up the network interface %s: %s",
-		        name != NULL ? name : "by index", nl_geterror(rv));
+		if (name != NULL) {
+			problem(k, "cannot look up the network interface %s: %s", name,
+			        nl_geterror(rv));
+		} else {
+			problem(k, "cannot look up the network interface with index %d: %s",
+			        ifindex, nl_geterror(rv));
+		}
 		k->fatal = rv == -NLE_NOMEM ? -ENOMEM : -EIO;
 	}
 	return rv;
