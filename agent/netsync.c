@@ -6,14 +6,15 @@
  * that input from the local replica (node resources, IPAM pools, blocks and allocations, this
  * host's workload endpoints), runs the calculation, and makes the kernel hold the result.
  *
- * When. Watches on "ipam/", "res/nodes/" and "res/workloadendpoints/" only say that something
- * changed; a zero-delay timer gathers every change of one loop iteration (one raft batch can
- * carry hundreds) into one recompute, which reads a fresh view (cheap next to one netlink round
- * trip) and applies the difference between the new desired state and what the last apply left.
- * At start and every 90 s (Felix's RouteRefreshInterval) the apply is full: it reads what the
- * kernel holds of ours and fixes everything, so a route deleted by hand or a device changed
- * under us comes back, and a restarted agent, which has no memory, finds its old routes equal to
- * the ones it wants and leaves them alone: established traffic never sees a route disappear.
+ * When. Watches on "ipam/", "res/nodes/" and this host's "res/workloadendpoints/<node>/" say
+ * that something changed; a zero-delay timer gathers every change of one loop iteration (one raft
+ * batch can carry hundreds) into one recompute, which reads a fresh view (cheap next to one
+ * netlink round trip; this host's endpoints are kept decoded between recomputes) and applies the
+ * difference between the new desired state and what the last apply left. At start and every 90 s
+ * (Felix's RouteRefreshInterval) the apply is full: it reads what the kernel holds of ours and
+ * fixes everything, so a route deleted by hand or a device changed under us comes back, and a
+ * restarted agent, which has no memory, finds its old routes equal to the ones it wants and leaves
+ * them alone: established traffic never sees a route disappear.
  *
  * Where. The kernel work runs on the loop thread with one libnl-route socket opened at start.
  * Routes are few (a block per host, a /32 per borrowed address or local workload), a netlink
@@ -1353,9 +1354,214 @@ int netsync_kernel_forwarding(char *err, size_t errlen)
 /* ========================================================================================== */
 /* The glue: the replicated state in, the applier driven                                       */
 
+/* ------------------------------------------------------------------------------------------ */
+/* This host's workload endpoints, kept decoded                                                */
+
+/*
+ * The endpoints of other hosts never matter here, and this host's change one at a time, so the
+ * decoded endpoints are kept between recomputes and changed by the watch's events: one decode per
+ * change instead of one per endpoint per change (which made starting n containers on a host cost
+ * n^2 decodes). The watch covers only this host's keys, "res/workloadendpoints/<node>/..." (a
+ * node name has no '/'), so containers starting elsewhere wake nothing here.
+ *
+ * The cache is loaded from the view of a recompute and then holds the state at that view's
+ * revision (rev); an event at or below rev is already in it, which is what makes the events the
+ * watch delivered between its start and the load harmless. Whenever the watch stops or an event
+ * cannot be decoded, the cache is dropped and the next recompute loads it again.
+ */
+struct wl {
+	char *key; /* after the watch prefix */
+	char iface[IFNAMSIZ];
+	struct ipam_cidr *addrs;
+	unsigned n_addrs;
+};
+
+struct wl_cache {
+	bool valid;
+	int64_t rev;
+	struct wl *v; /* by key */
+	unsigned n, cap;
+};
+
+static void wl_clear(struct wl *w)
+{
+	free(w->key);
+	free(w->addrs);
+}
+
+static void wl_cache_drop(struct wl_cache *c)
+{
+	for (unsigned i = 0; i < c->n; i++) {
+		wl_clear(&c->v[i]);
+	}
+	free(c->v);
+	*c = (struct wl_cache){0};
+}
+
+/* Decode an endpoint's stored form into *out (key not set). Returns 0, -ENOENT for an endpoint
+ * that needs no route (no interface: wired by nothing this host runs), -EINVAL for a record that
+ * is not JSON, -ENOMEM. */
+static int wl_decode(const uint8_t *value, size_t len, struct wl *out)
+{
+	size_t k;
+	json_t *net;
+	*out = (struct wl){0};
+	json_t *j = json_loadb((const char *)value, len, 0, NULL);
+	if (j == NULL) {
+		return -EINVAL;
+	}
+	json_t *spec = json_object_get(j, "spec");
+	const char *iface = json_string_value(json_object_get(spec, "interfaceName"));
+	json_t *nets = json_object_get(spec, "ipNetworks");
+	int rv = -ENOENT;
+	if (iface == NULL || strlen(iface) >= sizeof out->iface) {
+		goto out;
+	}
+	strcpy(out->iface, iface);
+	rv = -ENOMEM;
+	out->addrs = calloc(json_array_size(nets) ? json_array_size(nets) : 1, sizeof *out->addrs);
+	if (out->addrs == NULL) {
+		goto out;
+	}
+	json_array_foreach (nets, k, net) {
+		char why[128];
+		if (json_string_value(net) != NULL &&
+		    ipam_cidr_parse(json_string_value(net), &out->addrs[out->n_addrs], why,
+		                    sizeof why)) {
+			out->n_addrs++;
+		}
+	}
+	rv = 0;
+out:
+	json_decref(j);
+	if (rv != 0) {
+		free(out->addrs);
+		out->addrs = NULL;
+	}
+	return rv;
+}
+
+/* Where key is, or would be inserted. */
+static unsigned wl_find(const struct wl_cache *c, const char *key, size_t len, bool *found)
+{
+	unsigned lo = 0, hi = c->n;
+	*found = false;
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		size_t ml = strlen(c->v[mid].key);
+		int d = memcmp(c->v[mid].key, key, ml < len ? ml : len);
+		if (d == 0) {
+			d = ml < len ? -1 : ml > len ? 1 : 0;
+		}
+		if (d == 0) {
+			*found = true;
+			return mid;
+		}
+		if (d < 0) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	return lo;
+}
+
+/* Put (value != NULL) or delete key. Returns 0 or a negative errno (then the cache is unchanged).
+ */
+static int wl_set(struct wl_cache *c, const char *key, size_t key_len, const uint8_t *value,
+                  size_t value_len)
+{
+	bool found;
+	unsigned at = wl_find(c, key, key_len, &found);
+	struct wl w;
+	int rv = value != NULL ? wl_decode(value, value_len, &w) : -ENOENT;
+	if (rv == -ENOENT) { /* deleted, or no longer routed */
+		if (found) {
+			wl_clear(&c->v[at]);
+			memmove(&c->v[at], &c->v[at + 1], (c->n - at - 1) * sizeof *c->v);
+			c->n--;
+		}
+		return 0;
+	}
+	if (rv != 0) {
+		return rv;
+	}
+	if (found) {
+		w.key = c->v[at].key;
+		free(c->v[at].addrs);
+		c->v[at] = w;
+		return 0;
+	}
+	if (c->n == c->cap) {
+		unsigned cap = c->cap ? 2 * c->cap : 32;
+		struct wl *v = realloc(c->v, cap * sizeof *v);
+		if (v == NULL) {
+			free(w.addrs);
+			return -ENOMEM;
+		}
+		c->v = v;
+		c->cap = cap;
+	}
+	w.key = strndup(key, key_len);
+	if (w.key == NULL) {
+		free(w.addrs);
+		return -ENOMEM;
+	}
+	memmove(&c->v[at + 1], &c->v[at], (c->n - at) * sizeof *c->v);
+	c->v[at] = w;
+	c->n++;
+	return 0;
+}
+
+struct wl_load {
+	struct wl_cache *c;
+	size_t skip; /* the prefix's length */
+	int err;
+};
+
+static int wl_load_one(void *arg, struct kv_bytes key, struct kv_bytes value)
+{
+	struct wl_load *l = arg;
+	/* In key order: each one goes at the end. */
+	int rv = wl_set(l->c, (const char *)key.data + l->skip, key.len - l->skip, value.data,
+	                value.len);
+	if (rv != 0) {
+		l->err = rv == -ENOMEM ? -ENOMEM : -EIO;
+		return 2;
+	}
+	return 0;
+}
+
+static int wl_cache_load(struct wl_cache *c, struct kv_tx *tx, const char *prefix)
+{
+	wl_cache_drop(c);
+	struct wl_load l = {c, strlen(prefix), 0};
+	int rv = kv_tx_scan(tx, KV_SPACE_DOMAIN,
+	                    (struct kv_bytes){(const uint8_t *)prefix, strlen(prefix)},
+	                    (struct kv_bytes){NULL, 0}, wl_load_one, &l);
+	if (rv != KV_OK || l.err != 0) {
+		wl_cache_drop(c);
+		return l.err != 0 ? l.err : -EIO;
+	}
+	c->valid = true;
+	c->rev = kv_tx_revision(tx);
+	return 0;
+}
+
+/* One event of the watch on this host's endpoints. */
+static void wl_cache_event(struct wl_cache *c, const struct kv_event *ev, size_t skip)
+{
+	if (!c->valid || ev->kv.mod_revision <= c->rev || ev->kv.key_len < skip) {
+		return;
+	}
+	bool put = ev->type == KV_EV_PUT;
+	if (wl_set(c, (const char *)ev->kv.key + skip, ev->kv.key_len - skip,
+	           put ? ev->kv.value : NULL, put ? ev->kv.value_len : 0) != 0) {
+		wl_cache_drop(c); /* loaded afresh by the recompute the event schedules */
+	}
+}
+
 enum { W_IPAM, W_NODES, W_WEPS, N_WATCHES };
-static const char *const watch_prefix[N_WATCHES] = {"ipam/", "res/nodes/",
-                                                    "res/workloadendpoints/"};
 
 enum { REQ_IPIP, REQ_VXLAN4, REQ_VXLAN6, N_REQS };
 
@@ -1375,7 +1581,9 @@ struct netsync {
 	char **cur; /* being collected by the running recompute */
 	unsigned n_cur, cap_cur;
 	bool req_inflight[N_REQS];
-	uint64_t req_after[N_REQS]; /* uv_now() before which no new request is made */
+	uint64_t req_after[N_REQS];            /* uv_now() before which no new request is made */
+	char weps_prefix[POLICY_KEY_MAX + 64]; /* "res/workloadendpoints/<this node>/" */
+	struct wl_cache wl;
 };
 
 static uint64_t now_us(void)
@@ -1459,20 +1667,18 @@ static void on_gone(void *arg, const struct ipam_addr *addr)
 
 struct input {
 	struct netcalc_input in;
-	json_t *nodes_json, *weps_json;
+	json_t *nodes_json;
 	struct netcalc_node *nodes;
 	struct ipam_pool *pools;
 	struct ipam_block_info *blocks;
 	struct netcalc_alloc *allocs;
 	unsigned cap_allocs;
-	struct netcalc_workload *weps;
-	struct ipam_cidr *wep_addrs;
+	struct netcalc_workload *weps; /* pointing into the cache */
 };
 
 static void input_free(struct input *x)
 {
 	json_decref(x->nodes_json);
-	json_decref(x->weps_json);
 	free(x->nodes);
 	free(x->pools);
 	free(x->blocks);
@@ -1481,7 +1687,6 @@ static void input_free(struct input *x)
 	}
 	free(x->allocs);
 	free(x->weps);
-	free(x->wep_addrs);
 }
 
 static bool parse_hostaddr(json_t *v, struct netcalc_hostaddr *out)
@@ -1587,46 +1792,25 @@ static int collect_alloc(void *arg, const struct ipam_alloc *al)
 	return 0;
 }
 
-static int read_workloads(struct kv_tx *tx, const char *self, struct input *x)
+/* This host's endpoints, from the cache (loaded from tx when it has none). */
+static int read_workloads(struct kv_tx *tx, struct netsync *ns, struct input *x)
 {
-	size_t i, k, total = 0;
-	json_t *item, *net;
-	int rv = resources_list(tx, POLICY_KIND_WORKLOADENDPOINT, &x->weps_json);
-	if (rv != 0) {
-		return rv;
+	struct wl_cache *c = &ns->wl;
+	if (!c->valid) {
+		int rv = wl_cache_load(c, tx, ns->weps_prefix);
+		if (rv != 0) {
+			return rv;
+		}
 	}
-	json_array_foreach (x->weps_json, i, item) {
-		total +=
-		    json_array_size(json_object_get(json_object_get(item, "spec"), "ipNetworks"));
-	}
-	size_t n = json_array_size(x->weps_json);
-	x->weps = calloc(n ? n : 1, sizeof *x->weps);
-	x->wep_addrs = calloc(total ? total : 1, sizeof *x->wep_addrs);
-	if (x->weps == NULL || x->wep_addrs == NULL) {
+	x->weps = calloc(c->n ? c->n : 1, sizeof *x->weps);
+	if (x->weps == NULL) {
 		return -ENOMEM;
 	}
-	size_t used = 0;
-	json_array_foreach (x->weps_json, i, item) {
-		json_t *md = json_object_get(item, "metadata"),
-		       *spec = json_object_get(item, "spec");
-		const char *node = json_string_value(json_object_get(md, "node"));
-		const char *iface = json_string_value(json_object_get(spec, "interfaceName"));
-		if (node == NULL || strcmp(node, self) != 0 || iface == NULL) {
-			continue;
-		}
-		struct netcalc_workload *w = &x->weps[x->in.n_workloads++];
-		w->iface = iface;
-		w->addrs = &x->wep_addrs[used];
-		json_array_foreach (json_object_get(spec, "ipNetworks"), k, net) {
-			char why[128];
-			struct ipam_cidr c;
-			if (json_string_value(net) != NULL &&
-			    ipam_cidr_parse(json_string_value(net), &c, why, sizeof why)) {
-				x->wep_addrs[used++] = c;
-				w->n_addrs++;
-			}
-		}
+	for (unsigned i = 0; i < c->n; i++) {
+		x->weps[i] =
+		    (struct netcalc_workload){c->v[i].iface, c->v[i].addrs, c->v[i].n_addrs};
 	}
+	x->in.n_workloads = c->n;
 	return 0;
 }
 
@@ -1649,7 +1833,7 @@ static int read_input(struct netsync *ns, struct input *x)
 		rv = ipam_foreach_alloc(tx, collect_alloc, x);
 	}
 	if (rv == 0) {
-		rv = read_workloads(tx, ns->a->name, x);
+		rv = read_workloads(tx, ns, x);
 	}
 	store_view_end(tx);
 	x->in.nodes = x->nodes;
@@ -1763,8 +1947,14 @@ static void start_watches(struct netsync *ns)
 		if (ns->watching[i]) {
 			continue;
 		}
+		const char *prefix = i == W_IPAM    ? "ipam/"
+		                     : i == W_NODES ? "res/nodes/"
+		                                    : ns->weps_prefix;
 		ns->watch[i].data = ns;
-		struct kv_bytes key = {(const uint8_t *)watch_prefix[i], strlen(watch_prefix[i])};
+		struct kv_bytes key = {(const uint8_t *)prefix, strlen(prefix)};
+		if (i == W_WEPS) {
+			wl_cache_drop(&ns->wl); /* it may have missed events: loaded again below */
+		}
 		/* Only future changes: each recompute reads the whole state from a view taken
 		 * after the watch started, so nothing before it can be missed. */
 		if (store_watch_start(ns->a->store, &ns->watch[i], KV_SPACE_DOMAIN, key, true, 0,
@@ -1849,6 +2039,8 @@ static void watch_cb(struct store_watch *w, const struct kv_event *ev, int statu
 		if (status == STORE_ESHUTDOWN) {
 			return;
 		}
+	} else if (w == &ns->watch[W_WEPS]) {
+		wl_cache_event(&ns->wl, ev, strlen(ns->weps_prefix));
 	}
 	schedule(ns);
 }
@@ -1861,6 +2053,14 @@ int netsync_start(struct agent *a)
 		return -ENOMEM;
 	}
 	ns->a = a;
+	if (resources_store_key(POLICY_KIND_WORKLOADENDPOINT, "", ns->weps_prefix,
+	                        sizeof ns->weps_prefix) != 0 ||
+	    strlen(ns->weps_prefix) + strlen(a->name) + 2 > sizeof ns->weps_prefix) {
+		free(ns);
+		return -EINVAL;
+	}
+	strcat(ns->weps_prefix, a->name);
+	strcat(ns->weps_prefix, "/");
 	if (netsync_kernel_forwarding(err, sizeof err) != 0) {
 		agent_log("routes: cannot turn on forwarding: %s", err);
 	}
@@ -1911,6 +2111,7 @@ void netsync_free(struct agent *a)
 		return;
 	}
 	netsync_kernel_free(ns->k);
+	wl_cache_drop(&ns->wl);
 	free_lines(ns->logged, ns->n_logged);
 	free_lines(ns->cur, ns->n_cur);
 	free(ns);
