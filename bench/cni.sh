@@ -4,12 +4,17 @@
 # start many containers across the three hosts.
 #
 # The hosts are network namespaces on a bridge, as in the cluster tests (cluster-tests/lib.sh),
-# so nothing touches this machine's own network. Both plugins are driven by cnitool (libcni
-# 1.1.2, what containerd, cri-o and podman use) inside host 1, on the same container namespaces;
-# each figure is the wall clock of one whole cnitool process (the method of
-# ../shared/tools/cni-addel-bench.sh): Tabby's plugin with the seeds' calico config (replicated
-# allocation, endpoint, profile, veth, routes, policy), the reference with bridge + host-local
-# (cniVersion 1.0.0, a local file per address).
+# so nothing touches this machine's own network. Both plugins are driven the same way inside
+# host 1, on the same container namespaces, by two runtimes in turn: Tabby's plugin with the seeds'
+# calico config (replicated allocation, endpoint, profile, veth, routes, policy), the reference
+# with bridge + host-local (cniVersion 1.0.0, a local file per address).
+#
+#   cnitool    libcni 1.1.2, what containerd, cri-o and podman use: each figure is the wall clock
+#              of one whole cnitool process (the method of ../shared/tools/cni-addel-bench.sh),
+#              a Go program whose own start and result cache cost several milliseconds
+#   mesos      bench/cni_exec.c, which runs the plugin as Mesos's CNI isolator does: a plain
+#              child process with the CNI variables, the configuration with the task's
+#              NetworkInfo on stdin; each figure is one plugin process, fork to exit
 #
 #   sequential   N cycles of ADD then DEL on one container; Tabby's also through host 2, a
 #                follower's host
@@ -21,6 +26,8 @@
 #
 # Prints p50 and p99 per figure with the ratio Tabby / reference (the goal: ADD p50 at most
 # 0.33), and the start time beside Calico's published 322 s for 1,000 pods on 10 nodes.
+#
+# The start of many containers uses cnitool.
 #
 # Env: N=200 PAR=16 START=1000
 #      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by
@@ -51,6 +58,8 @@ NOOP=${NOOP:-$(dirname "$TABBY")/bench/cni_noop}
 [ -x "$NOOP" ] || { log "no $NOOP (ninja -C build builds it)"; exit 1; }
 ln -sfn "$NOOP" "$CNI_BIN/noop"
 echo '{"cniVersion": "1.0.0", "name": "noop-net", "type": "noop"}' >"$WORK/net.d/1/noop-net.conf"
+CNI_EXEC=${CNI_EXEC:-$(dirname "$TABBY")/bench/cni_exec}
+[ -x "$CNI_EXEC" ] || { log "no $CNI_EXEC (ninja -C build builds it)"; exit 1; }
 log "tabby: $("$TABBY" version 2>/dev/null | head -1); plugins in $CNI_BIN; cnitool $CNITOOL"
 
 # The worker runs inside a host namespace, so only cnitool's own run is timed.
@@ -84,20 +93,30 @@ worker() {
 		NETCONFPATH="$WORK/net.d/$i" bash "$WORK/worker.sh" "$out" "$net" "$cycles" "${paths[@]}"
 }
 
+# worker_mesos I OUT NET CYCLES CONTAINER...: the same through cni_exec, the Mesos-style runtime.
+worker_mesos() {
+	local i=$1 out=$2 net=$3 cycles=$4 c paths=()
+	shift 4
+	for c in "$@"; do paths+=("/var/run/netns/$(cnt_ns "$c")"); done
+	ip netns exec "$(host_ns "$i")" "$CNI_EXEC" "$CNI_BIN" "$WORK/net.d/$i/$net.conf" "$out" \
+		"$cycles" "${paths[@]}"
+}
+
 # pct FILE P: the P-th percentile (nearest rank) of the microseconds in FILE, in ms.
 pct() { sort -n "$1" | awk -v p="$2" '{a[NR] = $1} END {
 	r = int(p / 100 * NR + 0.999999); if (r < 1) r = 1; printf "%.1f", a[r] / 1000 }'; }
 errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 
 declare -A P50 P99
-# measure NAME NET: the sequential and parallel figures for network NET.
+# measure NAME NET [WORKER]: the sequential and parallel figures for network NET, driven by
+# WORKER (worker: cnitool, worker_mesos: cni_exec).
 measure() {
-	local name=$1 net=$2 w cycles pids=()
-	worker 1 "$WORK/warm-$name" "$net" 3 seq0 # not recorded: first-run costs
-	worker 1 "$WORK/r-$name-seq" "$net" "$N" seq0
+	local name=$1 net=$2 drv=${3:-worker} w cycles pids=()
+	$drv 1 "$WORK/warm-$name" "$net" 3 seq0 # not recorded: first-run costs
+	$drv 1 "$WORK/r-$name-seq" "$net" "$N" seq0
 	cycles=$(((N + PAR - 1) / PAR))
 	for ((w = 1; w <= PAR; w++)); do
-		worker 1 "$WORK/r-$name-par-$w" "$net" "$cycles" "par$w" &
+		$drv 1 "$WORK/r-$name-par-$w" "$net" "$cycles" "par$w" &
 		pids+=($!)
 	done
 	for w in "${pids[@]}"; do wait "$w"; done
@@ -128,7 +147,12 @@ done
 leader=$(tctl 1 cluster status -o json | json 'd["leader"]')
 measure ref ref-net
 measure noop noop-net
-[ "$(errors tabby)" = 0 ] || { log "tabby's plugin failed: $(sort -u "$WORK"/r-tabby*.err | head -5)"; }
+measure tabby-m calico-net-1 worker_mesos
+measure ref-m ref-net worker_mesos
+measure noop-m noop-net worker_mesos
+for k in tabby ref noop; do
+	[ "$(errors "$k")" = 0 ] || log "$k: $(errors "$k") calls failed: $(sort -u "$WORK"/r-"$k"*.err | head -5)"
+done
 [ "$(in_use 1)" = 0 ] || log "warning: $(in_use 1) addresses still in use after the ADD/DEL cycles"
 
 # --- Start many containers across the three hosts -----------------------------------------------
@@ -174,21 +198,31 @@ eps=$(tctl 1 get workloadendpoint -o json | json 'len(d)')
 
 # --- Report ---------------------------------------------------------------------------------------
 echo
-echo "CNI through cnitool on a 3-member cluster (hosts are network namespaces), ms per call"
-printf "%-22s | %-18s | %-22s | %-13s | %s\n" "" "tabby p50    p99" "bridge+host-local p50 p99" \
-	"floor p50" "ratio p50  p99  above floor"
-for k in seq par; do
-	for op in add del; do
-		label="${op^^} $([ $k = seq ] && echo sequential || echo "$PAR in parallel")"
-		r50=$(awk -v a="${P50[tabby-$k-$op]}" -v b="${P50[ref-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
-		r99=$(awk -v a="${P99[tabby-$k-$op]}" -v b="${P99[ref-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
-		rf=$(awk -v a="${P50[tabby-$k-$op]}" -v b="${P50[ref-$k-$op]}" -v f="${P50[noop-$k-$op]}" \
-			'BEGIN {d = b - f; if (d <= 0) print "-"; else printf "%.2f", (a - f > 0 ? a - f : 0) / d}')
-		printf "%-22s | %7s %8s  | %9s %9s    | %9s     | %5s %6s  %6s\n" "$label" "${P50[tabby-$k-$op]}" \
-			"${P99[tabby-$k-$op]}" "${P50[ref-$k-$op]}" "${P99[ref-$k-$op]}" "${P50[noop-$k-$op]}" \
-			"$r50" "$r99" "$rf"
+# table SUFFIX: the ADD and DEL rows of one driver (runs tabby$SUFFIX, ref$SUFFIX, noop$SUFFIX).
+table() {
+	local x=$1 k op label r50 r99 rf
+	printf "%-22s | %-18s | %-22s | %-13s | %s\n" "" "tabby p50    p99" "bridge+host-local p50 p99" \
+		"floor p50" "ratio p50  p99  above floor"
+	for k in seq par; do
+		for op in add del; do
+			label="${op^^} $([ $k = seq ] && echo sequential || echo "$PAR in parallel")"
+			r50=$(awk -v a="${P50[tabby$x-$k-$op]}" -v b="${P50[ref$x-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
+			r99=$(awk -v a="${P99[tabby$x-$k-$op]}" -v b="${P99[ref$x-$k-$op]}" 'BEGIN {printf "%.2f", a / b}')
+			rf=$(awk -v a="${P50[tabby$x-$k-$op]}" -v b="${P50[ref$x-$k-$op]}" -v f="${P50[noop$x-$k-$op]}" \
+				'BEGIN {d = b - f; if (d <= 0) print "-"; else printf "%.2f", (a - f > 0 ? a - f : 0) / d}')
+			printf "%-22s | %7s %8s  | %9s %9s    | %9s     | %5s %6s  %6s\n" "$label" \
+				"${P50[tabby$x-$k-$op]}" "${P99[tabby$x-$k-$op]}" "${P50[ref$x-$k-$op]}" \
+				"${P99[ref$x-$k-$op]}" "${P50[noop$x-$k-$op]}" "$r50" "$r99" "$rf"
+		done
 	done
-done
+}
+# goal SUFFIX: whether the sequential ADD p50 is at most a third of the reference's.
+goal() {
+	awk -v a="${P50[tabby$1-seq-add]}" -v b="${P50[ref$1-seq-add]}" \
+		'BEGIN {printf "%.2f of the reference: %s", a / b, (a <= b / 3) ? "met" : "NOT met"}'
+}
+echo "CNI through cnitool on a 3-member cluster (hosts are network namespaces), ms per call"
+table ""
 for op in add del; do
 	printf "%-22s | %7s %8s  | %9s %9s    | %9s     | %5s\n" "${op^^} seq., on host 2" \
 		"${P50[tabbyf-seq-$op]}" "${P99[tabbyf-seq-$op]}" "${P50[ref-seq-$op]}" "${P99[ref-seq-$op]}" \
@@ -196,10 +230,15 @@ for op in add del; do
 			'BEGIN {printf "%.2f", a / b}')"
 done
 echo "host 2: a follower's host (the leader is $leader); the reference has no cluster, its figure is host 1's"
-echo "floor: cnitool running a plugin that does nothing (bench/cni_noop.c); \"above floor\" compares"
+echo "floor: the runtime running a plugin that does nothing (bench/cni_noop.c); \"above floor\" compares"
 echo "what each plugin adds to it: (tabby - floor) / (reference - floor)"
-goal=$(awk -v a="${P50[tabby-seq-add]}" -v b="${P50[ref-seq-add]}" 'BEGIN {print (a <= b / 3) ? "met" : "NOT met"}')
-echo "goal (sequential ADD p50 at most a third of the reference): $goal"
+echo
+echo "CNI as Mesos runs plugins (bench/cni_exec.c: one child process per call), ms per call"
+table -m
+echo
+echo "goal, sequential ADD p50 at most a third of the reference's:"
+echo "  through cnitool: $(goal "")"
+echo "  as Mesos runs it: $(goal -m)"
 echo
 printf "start %d containers on 3 hosts, %d workers: %d started (%d endpoints with the probe), all ADDs back in %.1f s (%.0f/s),\n" \
 	"$START" "$PAR" "$started" "$eps" "$(awk -v t="$t_add" 'BEGIN {print t / 1e6}')" \
