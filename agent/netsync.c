@@ -777,6 +777,71 @@ static struct rtnl_route *kernel_route_for(struct netsync_kernel *k, const struc
 	return NULL;
 }
 
+static int fib_match_valid(struct nl_msg *msg, void *arg)
+{
+	struct rtnl_route **out = arg;
+	struct rtnl_route *kr = NULL;
+	if (*out == NULL && rtnl_route_parse(nlmsg_hdr(msg), &kr) >= 0) {
+		*out = kr;
+	}
+	return NL_OK;
+}
+
+/*
+ * The kernel's route for exactly r's destination, when r is a host route (/32, /128, what
+ * workloads get): one RTM_GETROUTE with RTM_F_FIB_MATCH answers with the FIB entry a lookup of
+ * the address finds, and the most specific entry for an address is its host route when there is
+ * one. The full listing (kernel_route_for) costs in proportion to the host's routes, and a host
+ * with hundreds of containers met it once per new container, because the CNI wiring adds a
+ * workload's route a moment before the recompute does. NULL: no answer, or an answer about some
+ * other route (a policy rule sent the lookup to another table): the caller lists the table.
+ */
+static struct rtnl_route *kernel_host_route(struct netsync_kernel *k, const struct netcalc_route *r)
+{
+	struct rtnl_route *kr = NULL;
+	struct rtmsg rtm = {.rtm_family = (unsigned char)nl_family(r->dst.addr.family),
+	                    .rtm_dst_len = r->dst.prefix,
+	                    .rtm_flags = RTM_F_FIB_MATCH};
+	if (r->dst.prefix != (r->dst.addr.family == 4 ? 32 : 128)) {
+		return NULL;
+	}
+	struct nl_msg *msg = nlmsg_alloc_simple(RTM_GETROUTE, NLM_F_REQUEST);
+	struct nl_addr *dst = to_nl(&r->dst.addr, r->dst.prefix);
+	struct nl_cb *cb = nl_cb_alloc(NL_CB_DEFAULT);
+	int e = msg == NULL || dst == NULL || cb == NULL ? -NLE_NOMEM : 0;
+	if (e == 0) {
+		e = nlmsg_append(msg, &rtm, sizeof rtm, NLMSG_ALIGNTO);
+	}
+	if (e == 0) {
+		e = nla_put_addr(msg, RTA_DST, dst);
+	}
+	if (e == 0) {
+		nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, fib_match_valid, &kr);
+		e = nl_send_auto(k->sk, msg);
+	}
+	/* The answer, then the ACK nl_send_auto asked for. No route at all is an error answer
+	 * (ENETUNREACH), which ends the exchange without an ACK. */
+	if (e >= 0) {
+		e = nl_recvmsgs(k->sk, cb);
+	}
+	if (e >= 0) {
+		e = nl_wait_for_ack(k->sk);
+	}
+	nlmsg_free(msg);
+	nl_addr_put(dst);
+	nl_cb_put(cb);
+	struct ipam_addr d;
+	if (e < 0 || kr == NULL || rtnl_route_get_table(kr) != RT_TABLE_MAIN || !default_prio(kr) ||
+	    !from_nl(rtnl_route_get_dst(kr), &d) || !addr_eq(&d, &r->dst.addr) ||
+	    nl_addr_get_prefixlen(rtnl_route_get_dst(kr)) != r->dst.prefix) {
+		if (kr != NULL) {
+			rtnl_route_put(kr);
+		}
+		return NULL;
+	}
+	return kr;
+}
+
 enum install { INST_OK, INST_SKIPPED, INST_FAILED };
 
 /*
@@ -818,8 +883,14 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 	}
 	int rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | (ours ? NLM_F_REPLACE : NLM_F_EXCL));
 	if (rv == -NLE_EXIST && !ours) {
-		struct rtnl_route *cur = kernel_route_for(k, r);
-		if (cur != NULL && rtnl_route_get_protocol(cur) == TABBY_RTPROT) {
+		struct rtnl_route *own = kernel_host_route(k, r);
+		struct rtnl_route *cur = own != NULL ? own : kernel_route_for(k, r);
+		bool is_ours = cur != NULL && rtnl_route_get_protocol(cur) == TABBY_RTPROT;
+		unsigned proto = cur != NULL ? rtnl_route_get_protocol(cur) : 0;
+		if (own != NULL) {
+			rtnl_route_put(own); /* the listing's routes belong to its cache */
+		}
+		if (is_ours) {
 			ours = true;
 			rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | NLM_F_REPLACE);
 		} else if (cur != NULL) {
@@ -827,7 +898,7 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 			        "cannot add route %s: a route for the same destination with "
 			        "protocol %u (not Tabby's) "
 			        "is in the way; leaving it",
-			        what, rtnl_route_get_protocol(cur));
+			        what, proto);
 			rtnl_route_put(kr);
 			if (k->rep) {
 				k->rep->routes_failed++;

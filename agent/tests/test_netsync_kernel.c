@@ -166,8 +166,8 @@ struct cluster {
 	unsigned n_blocks;
 	struct netcalc_alloc allocs[4];
 	unsigned n_allocs;
-	struct netcalc_workload weps[2];
-	struct ipam_cidr wep_addrs[4];
+	struct netcalc_workload weps[3];
+	struct ipam_cidr wep_addrs[5];
 	unsigned n_weps;
 };
 
@@ -240,6 +240,8 @@ static void cluster_init(struct cluster *c)
 	c->wep_addrs[0] = C("10.64.0.2/32");
 	c->wep_addrs[1] = C("fd80::2/128");
 	c->wep_addrs[2] = C("10.64.0.3/32");
+	c->wep_addrs[3] = C("fd80::3/128");
+	c->wep_addrs[4] = C("10.64.0.4/32");
 	c->weps[0] = (struct netcalc_workload){"cali0001", &c->wep_addrs[0], 2};
 	c->weps[1] = (struct netcalc_workload){"cali0002", &c->wep_addrs[2], 1}; /* no veth */
 	c->n_weps = 2;
@@ -549,6 +551,30 @@ static void test_applier(void **state)
 	apply(k, &c, false, &rep);
 	assert_int_equal(seen.n_problems, 0);
 	assert_int_equal(rep.routes_replaced, 1);
+	/* The same for an IPv6 workload route; and a foreign host route holding a workload's
+	 * address is reported and left. (Host routes in the way are looked up one at a time; the
+	 * check that they are ours must still hold.) */
+	assert_int_equal(sh("ip link add cali0003 type veth peer name wl0003 && "
+	                    "ip link set cali0003 up && "
+	                    "ip -6 route add fd80::3/128 dev cali0003 proto %d && "
+	                    "ip route add 10.64.0.4/32 dev cali0003 scope link proto static",
+	                    TABBY_RTPROT),
+	                 0);
+	c.weps[2] = (struct netcalc_workload){"cali0003", &c.wep_addrs[3], 2};
+	c.n_weps = 3;
+	seen.n_problems = 0;
+	apply(k, &c, false, &rep);
+	assert_int_equal(rep.routes_replaced, 1);
+	assert_int_equal(rep.routes_failed, 1);
+	assert_true(problem_has(&seen, "10.64.0.4"));
+	assert_true(problem_has(&seen, "not Tabby's"));
+	r4 = out("ip route show 10.64.0.4/32; ip -6 route show fd80::3/128");
+	assert_true(has_line(r4, "10.64.0.4 dev cali0003", "proto static", NULL));
+	assert_true(has_line(r4, "fd80::3 dev cali0003", "proto 116", NULL));
+	free(r4);
+	c.n_weps = 2;
+	assert_int_equal(sh("ip link del cali0003"), 0);
+	apply(k, &c, false, &rep);
 
 	/* IP-in-IP, when the kernel has it. */
 	c.pools[0].vxlan = IPAM_ENCAP_NEVER;
