@@ -143,11 +143,12 @@ static long long call(struct run *r, const char *cmd, const char *netns, const c
 	}
 	close(out[0]);
 	buf[len] = 0;
-	int status;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	int status = 0;
+	pid_t got;
+	while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
 	}
 	long long dt = now_us() - t0;
-	bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+	bool failed = got != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 	if (!failed && strcmp(cmd, "ADD") == 0) {
 		/* An ADD must answer with a result that holds an address. */
 		json_t *res = json_loads(buf, 0, NULL);
