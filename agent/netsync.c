@@ -752,6 +752,16 @@ err:
 	return NULL;
 }
 
+/* Whether kr is the main table's default-priority route for r's destination, the one an add of r
+ * collides with. */
+static bool holds_dest(struct rtnl_route *kr, const struct netcalc_route *r)
+{
+	struct ipam_addr d;
+	return rtnl_route_get_table(kr) == RT_TABLE_MAIN && default_prio(kr) &&
+	       from_nl(rtnl_route_get_dst(kr), &d) && addr_eq(&d, &r->dst.addr) &&
+	       nl_addr_get_prefixlen(rtnl_route_get_dst(kr)) == r->dst.prefix;
+}
+
 /* The kernel's route for r's destination in the main table (default priority), from a dump
  * made once per apply when needed. */
 static struct rtnl_route *kernel_route_for(struct netsync_kernel *k, const struct netcalc_route *r)
@@ -766,13 +776,9 @@ static struct rtnl_route *kernel_route_for(struct netsync_kernel *k, const struc
 	}
 	for (struct nl_object *o = nl_cache_get_first(k->kroutes); o; o = nl_cache_get_next(o)) {
 		struct rtnl_route *kr = (struct rtnl_route *)o;
-		struct ipam_addr d;
-		if (rtnl_route_get_table(kr) != RT_TABLE_MAIN || !default_prio(kr) ||
-		    !from_nl(rtnl_route_get_dst(kr), &d) || !addr_eq(&d, &r->dst.addr) ||
-		    nl_addr_get_prefixlen(rtnl_route_get_dst(kr)) != r->dst.prefix) {
-			continue;
+		if (holds_dest(kr, r)) {
+			return kr;
 		}
-		return kr;
 	}
 	return NULL;
 }
@@ -830,10 +836,7 @@ static struct rtnl_route *kernel_host_route(struct netsync_kernel *k, const stru
 	nlmsg_free(msg);
 	nl_addr_put(dst);
 	nl_cb_put(cb);
-	struct ipam_addr d;
-	if (e < 0 || kr == NULL || rtnl_route_get_table(kr) != RT_TABLE_MAIN || !default_prio(kr) ||
-	    !from_nl(rtnl_route_get_dst(kr), &d) || !addr_eq(&d, &r->dst.addr) ||
-	    nl_addr_get_prefixlen(rtnl_route_get_dst(kr)) != r->dst.prefix) {
+	if (e < 0 || kr == NULL || !holds_dest(kr, r)) {
 		if (kr != NULL) {
 			rtnl_route_put(kr);
 		}
