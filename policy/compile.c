@@ -128,6 +128,7 @@
 #include <nettle/sha2.h>
 
 #include "policy/label_index.h"
+#include "policy/ptrtab.h"
 #include "policy/policy.h"
 
 #define MARK_PASS 0x02000000u
@@ -184,9 +185,9 @@ struct csel {
 	bool empty[2];    /* what the chains naming it were rendered with (false until filled) */
 	bool flipped;     /* empty[] changed in this flush */
 	bool kernel[2];
-	bool fresh;    /* members not computed yet */
-	void *members; /* tree of struct cep *, by pointer */
-	void *addrs;   /* tree of struct caddr * */
+	bool fresh;            /* members not computed yet */
+	struct ptrtab members; /* of struct cep * */
+	struct ptrtab addrs;   /* of struct caddr *, by address */
 	struct vec dirty;
 	unsigned idx; /* in policy_compiler.selv */
 	bool listed;
@@ -286,11 +287,6 @@ static void vec_sort(struct vec *v, int (*cmp)(const void *, const void *))
 static int name_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int ptr_cmp(const void *a, const void *b)
-{
-	return a < b ? -1 : a > b;
 }
 
 static int cep_cmp(const void *a, const void *b)
@@ -433,7 +429,8 @@ static json_t *j_addr(const struct ipam_addr *a)
 {
 	char buf[IPAM_ADDR_STRLEN];
 
-	return json_string(ipam_addr_format(a, buf));
+	ipam_addr_format(a, buf);
+	return json_stringn_nocheck(buf, strlen(buf)); /* digits, dots and colons */
 }
 
 static int cidr_order(const void *a, const void *b)
@@ -973,6 +970,8 @@ static struct csel *sel_get(struct policy_compiler *c, const struct policy_selec
 	s = calloc(1, sizeof(*s));
 	if (s == NULL || (s->uid = strdup(uid)) == NULL)
 		goto err;
+	ptrtab_init(&s->members, 0);
+	ptrtab_init(&s->addrs, sizeof(struct ipam_addr)); /* caddr starts with its address */
 	/* The model's selector dies with its policy; the set lives on, so it has its own copy. */
 	if (policy_selector_parse(policy_selector_canonical(sel), &s->sel, NULL, err,
 	                          sizeof(err)) != 0)
@@ -1004,20 +1003,16 @@ static int sel_addrs(struct policy_compiler *c, struct csel *s, const struct ipa
                      unsigned n, int delta)
 {
 	for (unsigned i = 0; i < n; i++) {
-		struct caddr key = {.a = a[i]};
-		void **node = tfind(&key, &s->addrs, caddr_cmp);
-		struct caddr *ca;
-		if (node == NULL) {
+		struct caddr *ca = ptrtab_get(&s->addrs, &a[i]);
+		if (ca == NULL) {
 			ca = calloc(1, sizeof(*ca));
 			if (ca == NULL)
 				return -ENOMEM;
 			ca->a = a[i];
-			if (tsearch(ca, &s->addrs, caddr_cmp) == NULL) {
+			if (ptrtab_add(&s->addrs, ca) != 0) {
 				free(ca);
 				return -ENOMEM;
 			}
-		} else {
-			ca = *node;
 		}
 		bool had = ca->count > 0;
 		unsigned *live = &s->live[a[i].family == 4 ? 0 : 1];
@@ -1044,10 +1039,10 @@ static bool addrs_equal(const struct ipam_addr *a, unsigned na, const struct ipa
 /* Make ep a member of s: in s's member tree and in ep's list of selectors, both or neither. */
 static int sel_join(struct csel *s, struct cep *ep)
 {
-	if (tsearch(ep, &s->members, ptr_cmp) == NULL)
+	if (ptrtab_get(&s->members, ep) == NULL && ptrtab_add(&s->members, ep) != 0)
 		return -ENOMEM;
 	if (msel_add(ep, s) != 0) {
-		tdelete(ep, &s->members, ptr_cmp);
+		ptrtab_del(&s->members, ep);
 		return -ENOMEM;
 	}
 	return 0;
@@ -1069,7 +1064,7 @@ static int sel_update_member(struct policy_compiler *c, struct csel *s, struct c
 	if (now && (rv = sel_addrs(c, s, mep->addrs, mep->n_addrs, 1)) != 0)
 		return rv;
 	if (was && !now) {
-		tdelete(ep, &s->members, ptr_cmp);
+		ptrtab_del(&s->members, ep);
 		msel_del(ep, s);
 	}
 	return !was && now ? sel_join(s, ep) : 0;
@@ -1427,7 +1422,7 @@ err:
 static void ep_free(struct cep *ep, bool unlink)
 {
 	for (unsigned i = 0; unlink && i < ep->n_msel; i++)
-		tdelete(ep, &ep->msel[i]->members, ptr_cmp);
+		ptrtab_del(&ep->msel[i]->members, ep);
 	free(ep->msel);
 	label_refs_free(&ep->lrefs);
 	free(ep->key);
@@ -1972,34 +1967,44 @@ static void emit_chain_change(struct emit *e, const struct cchain *ch)
 	}
 }
 
-struct collect {
-	struct vec *out;
-	int family;
-	bool all; /* also those with count 0 */
-	bool oom;
-};
-
-static void collect_addr(const void *node, VISIT which, void *ctx)
+/* Sort v (struct caddr *, all of one family) by address: a byte at a time from the last, each
+ * pass a stable counting sort. A new selector's set can hold thousands of addresses, and this
+ * is a few passes over them where a comparison sort calls its comparator a dozen times each. */
+static int caddr_radix_sort(struct vec *v, int family)
 {
-	struct collect *k = ctx;
-	struct caddr *ca = *(struct caddr *const *)node;
+	unsigned nb = family == 4 ? 4 : 16;
+	void **tmp;
 
-	if (which != postorder && which != leaf)
-		return;
-	if (ca->a.family != k->family || (!k->all && ca->count == 0))
-		return;
-	if (vec_push(k->out, ca) != 0)
-		k->oom = true;
+	if (v->n < 2)
+		return 0;
+	if ((tmp = malloc(v->n * sizeof(*tmp))) == NULL)
+		return -ENOMEM;
+	for (unsigned byte = nb; byte-- > 0;) {
+		unsigned count[257] = {0};
+		for (unsigned i = 0; i < v->n; i++)
+			count[((struct caddr *)v->v[i])->a.b[byte] + 1]++;
+		for (unsigned k = 1; k < 257; k++)
+			count[k] += count[k - 1];
+		for (unsigned i = 0; i < v->n; i++)
+			tmp[count[((struct caddr *)v->v[i])->a.b[byte]]++] = v->v[i];
+		memcpy(v->v, tmp, v->n * sizeof(*tmp));
+	}
+	free(tmp);
+	return 0;
 }
 
 /* The elements of one family of s, sorted; all: also those no member has any more. */
 static int sel_elements(struct csel *s, int family, bool all, struct vec *out)
 {
-	struct collect k = {out, family, all, false};
-
 	out->n = 0;
-	twalk_r(s->addrs, collect_addr, &k);
-	return k.oom ? -ENOMEM : 0;
+	for (unsigned i = 0; i < s->addrs.cap; i++) {
+		struct caddr *ca = s->addrs.slot[i];
+		if (!ptrtab_live(ca) || ca->a.family != family || (!all && ca->count == 0))
+			continue;
+		if (vec_push(out, ca) != 0)
+			return -ENOMEM;
+	}
+	return caddr_radix_sort(out, family);
 }
 
 static json_t *elem_array(struct vec *v)
@@ -2373,25 +2378,18 @@ static void if_free(void *p)
 	free(x);
 }
 
-static void noop_free(void *p)
-{
-	(void)p;
-}
-
-static void msel_unlink(const void *node, VISIT which, void *ctx)
-{
-	if (which == postorder || which == leaf)
-		msel_del(*(struct cep *const *)node, ctx);
-}
-
 /* Free s; with unlink, its member endpoints stop listing it. */
 static void sel_destroy(struct csel *s, bool unlink)
 {
 	policy_selector_free(s->sel);
-	if (unlink)
-		twalk_r(s->members, msel_unlink, s);
-	tdestroy(s->members, noop_free);
-	tdestroy(s->addrs, free);
+	for (unsigned i = 0; unlink && i < s->members.cap; i++)
+		if (ptrtab_live(s->members.slot[i]))
+			msel_del(s->members.slot[i], s);
+	ptrtab_free(&s->members);
+	for (unsigned i = 0; i < s->addrs.cap; i++)
+		if (ptrtab_live(s->addrs.slot[i]))
+			free(s->addrs.slot[i]);
+	ptrtab_free(&s->addrs);
 	free(s->dirty.v);
 	free(s->uid);
 	free(s);
@@ -2412,27 +2410,24 @@ static void commit(struct policy_compiler *c)
 	}
 	for (unsigned i = 0; i < c->t_sels.n; i++) {
 		struct csel *s = c->t_sels.v[i];
-		struct vec all = {0};
 		for (unsigned f = 0; f < 2; f++) {
 			bool want = s->refs[f] > 0;
 			if (want == s->kernel[f])
 				continue;
 			/* Created or deleted: every address of the family changes. */
-			if (sel_elements(s, f == 0 ? 4 : 6, true, &all) != 0)
-				continue; /* the dirty ones below still settle */
-			for (unsigned k = 0; k < all.n; k++) {
-				struct caddr *ca = all.v[k];
-				ca->kernel = want && ca->count > 0;
+			for (unsigned k = 0; k < s->addrs.cap; k++) {
+				struct caddr *ca = s->addrs.slot[k];
+				if (ptrtab_live(ca) && ca->a.family == (f == 0 ? 4 : 6))
+					ca->kernel = want && ca->count > 0;
 			}
 			s->kernel[f] = want;
 		}
-		free(all.v);
 		for (unsigned k = 0; k < s->dirty.n; k++) {
 			struct caddr *ca = s->dirty.v[k];
 			ca->dirty = false;
 			ca->kernel = s->kernel[ca->a.family == 4 ? 0 : 1] && ca->count > 0;
 			if (ca->count == 0) {
-				tdelete(ca, &s->addrs, caddr_cmp);
+				ptrtab_del(&s->addrs, &ca->a);
 				free(ca);
 			}
 		}

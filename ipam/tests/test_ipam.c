@@ -7,6 +7,7 @@
  * revision), that assignments carry their command's revision as generation and aligned blocks,
  * and that ipam_check() is clean; the tests below state what each command must do.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +96,17 @@ static void test_addr_parse_format(void **state)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		if (ipam_addr_parse(bad[i], &a)) {
 			fail_msg("\"%s\" parsed as an address", bad[i]);
+		}
+	}
+	/* IPv4 is formatted by hand: every byte value in every position reads as inet_ntop's. */
+	for (unsigned v = 0; v < 256; v++) {
+		for (unsigned pos = 0; pos < 4; pos++) {
+			char mine[IPAM_ADDR_STRLEN], ref[INET_ADDRSTRLEN];
+			a = (struct ipam_addr){.family = 4, .b = {7, 77, 177, 0}};
+			a.b[pos] = (uint8_t)v;
+			ipam_addr_format(&a, mine);
+			assert_non_null(inet_ntop(AF_INET, a.b, ref, sizeof ref));
+			assert_string_equal(mine, ref);
 		}
 	}
 }
