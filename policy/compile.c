@@ -1036,7 +1036,7 @@ static bool addrs_equal(const struct ipam_addr *a, unsigned na, const struct ipa
 	return na == nb && (na == 0 || memcmp(a, b, na * sizeof(*a)) == 0);
 }
 
-/* Make ep a member of s: in s's member tree and in ep's list of selectors, both or neither. */
+/* Make ep a member of s: in s's members and in ep's list of selectors, both or neither. */
 static int sel_join(struct csel *s, struct cep *ep)
 {
 	if (ptrtab_get(&s->members, ep) == NULL && ptrtab_add(&s->members, ep) != 0)
@@ -1416,7 +1416,7 @@ err:
 	return rv;
 }
 
-/* Free ep; with unlink, take it out of the member trees of the selectors it belongs to
+/* Free ep; with unlink, take it out of the members of the selectors it belongs to
  * (normally it left them all in ep_update already; when the whole state goes, nothing needs
  * to be taken out of anything). */
 static void ep_free(struct cep *ep, bool unlink)
@@ -1993,13 +1993,13 @@ static int caddr_radix_sort(struct vec *v, int family)
 	return 0;
 }
 
-/* The elements of one family of s, sorted; all: also those no member has any more. */
-static int sel_elements(struct csel *s, int family, bool all, struct vec *out)
+/* The elements of one family of s (the addresses some member has), sorted. */
+static int sel_elements(struct csel *s, int family, struct vec *out)
 {
 	out->n = 0;
 	for (unsigned i = 0; i < s->addrs.cap; i++) {
 		struct caddr *ca = s->addrs.slot[i];
-		if (!ptrtab_live(ca) || ca->a.family != family || (!all && ca->count == 0))
+		if (!ptrtab_live(ca) || ca->a.family != family || ca->count == 0)
 			continue;
 		if (vec_push(out, ca) != 0)
 			return -ENOMEM;
@@ -2039,7 +2039,7 @@ static void emit_set_add(struct emit *e, struct csel *s, unsigned fam)
 {
 	struct vec v = {0};
 
-	if (sel_elements(s, fam == 0 ? 4 : 6, false, &v) != 0)
+	if (sel_elements(s, fam == 0 ? 4 : 6, &v) != 0)
 		e->oom = true;
 	else
 		emit_set_elems(e, s, fam, &v);
@@ -2206,7 +2206,7 @@ static void emit_full(struct emit *e, struct vec *chains)
 				if (s->refs[f] == 0)
 					continue;
 				fs[n] = (struct full_set){s, f, {0}};
-				if (sel_elements(s, f == 0 ? 4 : 6, false, &fs[n].v) != 0)
+				if (sel_elements(s, f == 0 ? 4 : 6, &fs[n].v) != 0)
 					e->oom = true;
 				n++;
 			}
