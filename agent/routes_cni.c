@@ -139,8 +139,8 @@ static void wire_del_work(uv_work_t *w)
 {
 	struct cctx *c = w->data;
 	const char *netns = c->netns[0] ? c->netns : NULL;
-	c->work_rv = wire_del(netns, c->ifname, c->host_ifname[0] ? c->host_ifname : NULL, c->err,
-	                      sizeof c->err);
+	c->work_rv = wire_del(netns, c->ifname, c->host_ifname[0] ? c->host_ifname : NULL, c->alias,
+	                      c->err, sizeof c->err);
 	c->unwire_ran = true;
 }
 
@@ -527,6 +527,9 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		const char *iface = jstr(ans, "iface");
 		bool deleted = json_is_true(json_object_get(ans, "deleted")) && iface != NULL;
 		snprintf(c->host_ifname, sizeof c->host_ifname, "%s", iface ? iface : "");
+		const char *ctr = jstr(c->body, "container");
+		snprintf(c->alias, sizeof c->alias, WIRE_ALIAS_PREFIX "%s/%s", ctr ? ctr : "",
+		         c->ifname);
 		if (!c->wire || !deleted || queue(c, wire_del_work, del_unwired) != 0) {
 			c->work.data = c;
 			del_unwired(&c->work, 0);
@@ -783,7 +786,8 @@ struct gc_job {
 	uv_work_t work;
 	struct agent *a;
 	char **stale; /* host end names, found on the loop thread */
-	int *ifindex; /* and their indexes then: a name with another index was rebuilt since */
+	char **alias; /* and their aliases then */
+	int *ifindex; /* and their indexes: a name with another index was rebuilt since */
 	unsigned n;
 	unsigned removed;
 };
@@ -803,10 +807,22 @@ static void gc_del_work(uv_work_t *w)
 	char err[256];
 	for (unsigned i = 0; i < j->n; i++) {
 		if ((int)if_nametoindex(j->stale[i]) == j->ifindex[i] &&
-		    wire_del(NULL, NULL, j->stale[i], err, sizeof err) == 0) {
+		    wire_del(NULL, NULL, j->stale[i], j->alias[i], err, sizeof err) == 0) {
 			j->removed++;
 		}
 	}
+}
+
+static void gc_job_free(struct gc_job *j)
+{
+	for (unsigned i = 0; i < j->n; i++) {
+		free(j->stale[i]);
+		free(j->alias[i]);
+	}
+	free(j->stale);
+	free(j->alias);
+	free(j->ifindex);
+	free(j);
 }
 
 static void gc_del_done(uv_work_t *w, int status)
@@ -817,12 +833,7 @@ static void gc_del_done(uv_work_t *w, int status)
 		agent_log("cni: removed %u stale container interface(s) no endpoint wants",
 		          j->removed);
 	}
-	for (unsigned i = 0; i < j->n; i++) {
-		free(j->stale[i]);
-	}
-	free(j->stale);
-	free(j->ifindex);
-	free(j);
+	gc_job_free(j);
 }
 
 static void gc_list_work(uv_work_t *w)
@@ -845,6 +856,7 @@ static void gc_list_done(uv_work_t *w, int status)
 	}
 	if ((j = calloc(1, sizeof *j)) == NULL ||
 	    (j->stale = calloc(g->n + 1, sizeof *j->stale)) == NULL ||
+	    (j->alias = calloc(g->n + 1, sizeof *j->alias)) == NULL ||
 	    (j->ifindex = calloc(g->n + 1, sizeof *j->ifindex)) == NULL ||
 	    store_view_begin(a->store, &tx) != STORE_OK) {
 		tx = NULL;
@@ -865,7 +877,14 @@ static void gc_list_done(uv_work_t *w, int status)
 		    rec != NULL && json_is_string(json_object_get(rec, "iface")) &&
 		    strcmp(json_string_value(json_object_get(rec, "iface")), g->links[i].name) == 0;
 		json_decref(rec);
+		char alias[sizeof g->links[i].alias + sizeof WIRE_ALIAS_PREFIX];
+		snprintf(alias, sizeof alias, WIRE_ALIAS_PREFIX "%s/%s", g->links[i].alias,
+		         slash + 1);
 		if (!wanted && (j->stale[j->n] = strdup(g->links[i].name)) != NULL) {
+			if ((j->alias[j->n] = strdup(alias)) == NULL) {
+				free(j->stale[j->n]);
+				continue;
+			}
 			j->ifindex[j->n++] = g->links[i].ifindex;
 		}
 	}
@@ -883,12 +902,7 @@ out:
 		store_view_end(tx);
 	}
 	if (j != NULL) {
-		for (unsigned i = 0; i < j->n; i++) {
-			free(j->stale[i]);
-		}
-		free(j->stale);
-		free(j->ifindex);
-		free(j);
+		gc_job_free(j);
 	}
 	free(g->links);
 	free(g);

@@ -315,10 +315,15 @@ static const char *link_mac(struct rtnl_link *l, char *buf, size_t len)
 	return fmt_mac(nl_addr_get_binary_addr(a), buf, len);
 }
 
+static bool alias_prefixed(const char *a)
+{
+	return strncmp(a, WIRE_ALIAS_PREFIX, strlen(WIRE_ALIAS_PREFIX)) == 0;
+}
+
 static bool alias_ours(struct rtnl_link *l)
 {
 	const char *a = rtnl_link_get_ifalias(l);
-	return a != NULL && strncmp(a, WIRE_ALIAS_PREFIX, strlen(WIRE_ALIAS_PREFIX)) == 0;
+	return a != NULL && alias_prefixed(a);
 }
 
 static const char *link_kind(struct rtnl_link *l)
@@ -1543,8 +1548,8 @@ out:
 	return rc;
 }
 
-int wire_del(const char *netns, const char *ifname, const char *host_ifname, char *err,
-             size_t errlen)
+int wire_del(const char *netns, const char *ifname, const char *host_ifname, const char *alias,
+             char *err, size_t errlen)
 {
 	struct nl_sock *sk = NULL;
 	struct rtnl_link *h = NULL;
@@ -1552,6 +1557,11 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, cha
 
 	if ((host_ifname != NULL && !name_ok(host_ifname)) || (netns != NULL && !name_ok(ifname))) {
 		return fail(err, errlen, -EINVAL, "interface name is not 1..15 bytes");
+	}
+	if (host_ifname != NULL && (alias == NULL || !alias_prefixed(alias))) {
+		return fail(err, errlen, -EINVAL,
+		            "host end alias \"%s\" does not start with \"" WIRE_ALIAS_PREFIX "\"",
+		            alias ? alias : "");
 	}
 	if (netns != NULL && netns[0] != '\0') {
 		struct wire_spec s = {.netns = netns, .ifname = ifname};
@@ -1583,8 +1593,12 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, cha
 		rc = nlfail(err, errlen, e, "cannot look up %s", host_ifname);
 		goto out;
 	}
-	/* A veth without a peer index is one whose peer is being torn down. */
-	if (h != NULL && (alias_ours(h) || (rtnl_link_is_veth(h) && rtnl_link_get_link(h) == 0))) {
+	/* Another alias: the name went to another container after this one's record was deleted
+	 * (its ADD replaced the stale pair). No alias and no peer index: a veth whose peer is
+	 * being torn down, or one an ADD made and could not finish. */
+	const char *has = h != NULL ? rtnl_link_get_ifalias(h) : NULL;
+	if (h != NULL && ((has != NULL && strcmp(has, alias) == 0) ||
+	                  (has == NULL && rtnl_link_is_veth(h) && rtnl_link_get_link(h) == 0))) {
 		e = rtnl_link_delete(sk, h);
 		if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NODEV) {
 			rc = nlfail(err, errlen, e, "cannot delete %s", host_ifname);

@@ -84,11 +84,14 @@ int wire_check(const struct wire_spec *s, char *err, size_t errlen);
  * Remove the wiring: the host end host_ifname (which removes its peer and the host routes
  * through it; NULL when it is not known), and, when netns is not NULL and still exists, the
  * interface ifname inside it if it is a veth. Missing namespace, interfaces and routes are not
- * errors. host_ifname is deleted only if its alias starts with WIRE_ALIAS_PREFIX or it is a veth
- * whose peer is gone. Returns 0 or a negative errno with one line in err.
+ * errors. host_ifname is deleted only if its alias is alias (the one wire_add() gave it, of this
+ * container and interface), or it has no alias and is a veth whose peer is gone. A host end name
+ * is free for another container once the record holding it is deleted, which happens before this
+ * call: by then the name may be another container's new interface, and that one carries another
+ * alias. Returns 0 or a negative errno with one line in err.
  */
-int wire_del(const char *netns, const char *ifname, const char *host_ifname, char *err,
-             size_t errlen);
+int wire_del(const char *netns, const char *ifname, const char *host_ifname, const char *alias,
+             char *err, size_t errlen);
 
 /* One host end found by wire_list(). */
 struct wire_link {

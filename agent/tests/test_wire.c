@@ -437,7 +437,8 @@ static void test_foreign_container_interface(void **state)
 	CONTAINS(true, "bridge", "ip -n %s -d link show eth0", f->c[0].name);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 	/* DEL leaves it too */
-	assert_int_equal(wire_del(f->c[0].path, "eth0", "calitest0", f->err, sizeof f->err), 0);
+	assert_int_equal(
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
 	CONTAINS(true, "bridge", "ip -n %s -d link show eth0", f->c[0].name);
 
 	/* a veth with the name that is not our peer is replaced */
@@ -457,7 +458,8 @@ static void test_del(void **state)
 	/* each address has a rule into the interface's own table; they go with the interface */
 	CONTAINS(true, "from 10.64.0.5 lookup 1", "ip -n %s rule show", f->c[0].name);
 	CONTAINS(true, "from fd00:64::5 lookup 1", "ip -n %s -6 rule show", f->c[0].name);
-	assert_int_equal(wire_del(f->c[0].path, "eth0", "calitest0", f->err, sizeof f->err), 0);
+	assert_int_equal(
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
 	CONTAINS(false, "10.64.0.5", "ip -n %s rule show", f->c[0].name);
 	CONTAINS(false, "fd00:64::5", "ip -n %s -6 rule show", f->c[0].name);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
@@ -465,15 +467,19 @@ static void test_del(void **state)
 	CONTAINS(false, "10.64.0.5", "ip route");
 	CONTAINS(false, "fd00:64::5", "ip -6 route");
 	/* twice, without the namespace, with a namespace path that is gone */
-	assert_int_equal(wire_del(f->c[0].path, "eth0", "calitest0", f->err, sizeof f->err), 0);
-	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->err, sizeof f->err), 0);
 	assert_int_equal(
-	    wire_del("/run/netns/tabbywire-none", "eth0", "calitest0", f->err, sizeof f->err), 0);
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
+	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err),
+	                 0);
+	assert_int_equal(wire_del("/run/netns/tabbywire-none", "eth0", "calitest0", f->alias[0],
+	                          f->err, sizeof f->err),
+	                 0);
 	check_fails(f, 0, -ENOENT, "host end calitest0 does not exist");
 
 	/* netns NULL: the aliased host end alone, its peer goes with it */
 	add_ok(f, 0);
-	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->err, sizeof f->err), 0);
+	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err),
+	                 0);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 	CONTAINS(true, "does not exist", "ip -n %s link show eth0", f->c[0].name);
 
@@ -481,14 +487,60 @@ static void test_del(void **state)
 	add_ok(f, 0);
 	SH("ip netns del %s", f->c[0].name);
 	f->c[0].made = false;
-	assert_int_equal(wire_del(f->c[0].path, "eth0", "calitest0", f->err, sizeof f->err), 0);
+	assert_int_equal(
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 
 	/* a veth with a live peer and no alias is not Tabby's: left alone */
 	SH("ip link add calitest1 type veth peer name calitestq");
-	assert_int_equal(wire_del(NULL, "eth0", "calitest1", f->err, sizeof f->err), 0);
+	assert_int_equal(wire_del(NULL, "eth0", "calitest1", WIRE_ALIAS_PREFIX "ctr1/eth0", f->err,
+	                          sizeof f->err),
+	                 0);
 	assert_true(if_nametoindex("calitest1") > 0);
 	SH("ip link del calitest1");
+}
+
+/* A host end name goes to another container once the record that held it is deleted, which is
+ * before the first container's wiring is removed: the second ADD replaces the stale pair, and the
+ * first container's late removal must then leave the second one's pair alone (the parallel CNI
+ * benchmark hit this with container ids sharing their first 11 characters). */
+static void test_del_after_name_reused(void **state)
+{
+	struct fx *f = *state;
+	for (int i = 0; i < 2; i++) {
+		ctr_make(&f->c[i], i);
+		spec_make(f, i, false);
+	}
+	snprintf(f->host_if[1], sizeof f->host_if[1], "calitest0");
+	add_ok(f, 0);
+	add_ok(f, 1); /* the name's stale pair, container 0's, is replaced */
+	CONTAINS(true, "does not exist", "ip -n %s link show eth0", f->c[0].name);
+	CONTAINS(true, "alias tabby:ctr1/eth0", "ip link show calitest0");
+	unsigned idx = if_nametoindex("calitest0");
+
+	/* container 0's DEL, late: nothing of container 1 goes */
+	assert_int_equal(
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
+	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err),
+	                 0);
+	assert_int_equal(if_nametoindex("calitest0"), idx);
+	assert_int_equal(wire_check(&f->s[1], f->err, sizeof f->err), 0);
+	assert_true(ping(NULL, "10.64.0.6"));
+
+	/* container 1's own DEL removes it */
+	assert_int_equal(
+	    wire_del(f->c[1].path, "eth0", "calitest0", f->alias[1], f->err, sizeof f->err), 0);
+	assert_int_equal(if_nametoindex("calitest0"), 0);
+
+	/* an alias without the prefix is refused, and nothing is touched */
+	add_ok(f, 1);
+	f->err[0] = '\0';
+	assert_int_equal(wire_del(NULL, "eth0", "calitest0", "ctr1/eth0", f->err, sizeof f->err),
+	                 -EINVAL);
+	if (strstr(f->err, "does not start with") == NULL) {
+		fail_msg("unclear error: %s", f->err);
+	}
+	assert_true(if_nametoindex("calitest0") > 0);
 }
 
 static void test_list(void **state)
@@ -638,6 +690,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stale_host_interface, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_foreign_container_interface, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_del, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_del_after_name_reused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_conntrack, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_spec, setup, teardown),
