@@ -165,6 +165,8 @@ struct cchain {
 	unsigned n_refs;
 	unsigned rank; /* 0 policy or profile chain, 1 endpoint chain (jumps to rank 0) */
 	bool listed;
+	/* "jump <name>", one object that every endpoint chain jumping here holds (chain_jump) */
+	json_t *jump;
 };
 
 /* One address of a selector's set. */
@@ -261,6 +263,8 @@ struct policy_compiler {
 	uint64_t next_id;                                    /* of the next cpol or cprof */
 	struct vec t_sels, t_chains, t_pols, t_profs, t_ifs; /* touched in this flush */
 	struct label_index *labels; /* every endpoint by effective label, for fresh selectors */
+	/* The endpoint chains' other rules, shared as chain.jump is (render_endpoint). */
+	json_t *r_clear, *r_passdrop, *r_drop;
 };
 
 static int vec_push(struct vec *v, void *p)
@@ -1109,6 +1113,18 @@ static void chain_release(struct cchain *ch)
 	free(ch->refs);
 	json_decref(ch->want);
 	json_decref(ch->kernel);
+	json_decref(ch->jump);
+}
+
+/* The rule "jump ch", made once. Endpoint chains are lists of these: a policy that starts or
+ * stops applying to tens of endpoints re-renders their chains, and with the rules shared that
+ * allocates no rule, and comparing the chain with what the kernel holds (json_equal) finds the
+ * unchanged rules identical by address. Nothing may change a rule once made. */
+static json_t *chain_jump(struct cchain *ch)
+{
+	if (ch->jump == NULL)
+		ch->jump = json_pack("[o]", j_jump(ch->name));
+	return ch->jump;
 }
 
 /* Render a policy's or profile's rules of one direction into ch. */
@@ -1608,40 +1624,38 @@ static int render_prof(struct policy_compiler *c, const struct policy_model *m, 
 }
 
 /* One endpoint chain (section 5.3). */
-static json_t *render_endpoint(const struct policy_model *m, const struct cep *ep, unsigned d)
+static json_t *render_endpoint(struct policy_compiler *c, const struct policy_model *m,
+                               const struct cep *ep, unsigned d)
 {
 	json_t *rules = json_array();
 	bool oom = rules == NULL;
-	struct rb b;
 
-/* A rule of n statements (1 or 2): a, then z. */
-#define RULE(n, a, z)                                                                              \
-	do {                                                                                       \
-		b.expr = json_array();                                                             \
-		b.oom = b.expr == NULL;                                                            \
-		rb_add(&b, (a));                                                                   \
-		if ((n) > 1)                                                                       \
-			rb_add(&b, (z));                                                           \
-		if (b.oom || json_array_append_new(rules, b.expr) != 0) {                          \
-			json_decref(b.expr);                                                       \
-			oom = true;                                                                \
-		}                                                                                  \
-	} while (0)
-
-	if (oom)
+	if (c->r_clear == NULL)
+		c->r_clear = json_pack("[o]", j_mark_set(MARK_PASS, true));
+	if (c->r_passdrop == NULL)
+		c->r_passdrop = json_pack("[o,o]", j_mark_is(MARK_PASS, 0), j_verdict("drop"));
+	if (c->r_drop == NULL)
+		c->r_drop = json_pack("[o]", j_verdict("drop"));
+	if (oom || c->r_clear == NULL || c->r_passdrop == NULL || c->r_drop == NULL) {
+		json_decref(rules);
 		return NULL;
-	RULE(1, j_mark_set(MARK_PASS, true), NULL);
-	for (unsigned i = 0; i < ep->n_pols[d]; i++)
-		RULE(1, j_jump(ep->pols[d][i]->chain[d].name), NULL);
-	if (ep->n_pols[d] > 0)
-		RULE(2, j_mark_is(MARK_PASS, 0), j_verdict("drop"));
-	for (unsigned i = 0; i < ep->n_profs; i++) {
+	}
+	/* json_array_append() takes a reference: the rules stay shared */
+	oom = json_array_append(rules, c->r_clear) != 0;
+	for (unsigned i = 0; i < ep->n_pols[d] && !oom; i++) {
+		json_t *r = chain_jump(&ep->pols[d][i]->chain[d]);
+		oom = r == NULL || json_array_append(rules, r) != 0;
+	}
+	if (ep->n_pols[d] > 0 && !oom)
+		oom = json_array_append(rules, c->r_passdrop) != 0;
+	for (unsigned i = 0; i < ep->n_profs && !oom; i++) {
 		if (policy_model_profile(m, ep->profs[i]->name) == NULL)
 			continue; /* matches nothing */
-		RULE(1, j_jump(ep->profs[i]->chain[d].name), NULL);
+		json_t *r = chain_jump(&ep->profs[i]->chain[d]);
+		oom = r == NULL || json_array_append(rules, r) != 0;
 	}
-	RULE(1, j_verdict("drop"), NULL);
-#undef RULE
+	if (!oom)
+		oom = json_array_append(rules, c->r_drop) != 0;
 	if (oom) {
 		json_decref(rules);
 		return NULL;
@@ -1696,7 +1710,7 @@ static int render_if(struct policy_compiler *c, const struct policy_model *m, st
 			free(v);
 			continue;
 		}
-		if ((owner != NULL && (rules = render_endpoint(m, owner, d)) == NULL) ||
+		if ((owner != NULL && (rules = render_endpoint(c, m, owner, d)) == NULL) ||
 		    (rv = chain_set(c, &f->chain[d], rules, &none)) != 0) {
 			free(v);
 			return rv != 0 ? rv : -ENOMEM;
@@ -2539,6 +2553,9 @@ void policy_compiler_free(struct policy_compiler *c)
 		return;
 	state_clear(c);
 	label_index_free(c->labels);
+	json_decref(c->r_clear);
+	json_decref(c->r_passdrop);
+	json_decref(c->r_drop);
 	free(c->node);
 	free(c->table);
 	free(c->prefix);
