@@ -627,41 +627,41 @@ static void test_full_structure(void **state)
 	assert_int_equal(count(b, "delete", "table"), 1);
 
 	/* Base chains: conntrack first, then fail-closed, then dispatch. */
+	o = find(b, "add", "chain", "prerouting", NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "hook")), "prerouting");
+	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 0);
+	rules_of(b, "prerouting", &r); /* the egress side: all a workload sends */
+	assert_int_equal(r.n, 7);
+	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"iifname\"}},\"right\":\"cali*\"");
+	has(r.v[1], "\"set\":[130,131,132,133,135,136]");
+	has(r.v[1], "{\"accept\":null}");
+	has(r.v[2], "[\"established\",\"related\"]");
+	has(r.v[2], "{\"accept\":null}");
+	has(r.v[3], "\"invalid\"");
+	has(r.v[3], "{\"drop\":null}");
+	has(r.v[4], "\"right\":\"@wl-ifaces\"");
+	has(r.v[5], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
+	assert_string_equal(r.v[6], "[{\"accept\":null}]");
+	rules_free(&r);
+	/* The ingress side in a later base chain: an accept on the egress side ends only the
+	 * first. */
 	o = find(b, "add", "chain", "forward", NULL);
 	assert_non_null(o);
 	assert_string_equal(json_string_value(json_object_get(o, "hook")), "forward");
 	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 0);
-	rules_of(b, "forward", &r); /* the egress side */
-	assert_int_equal(r.n, 6);
-	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"iifname\"}},\"right\":\"cali*\"");
-	has(r.v[1], "[\"established\",\"related\"]");
-	has(r.v[1], "{\"accept\":null}");
-	has(r.v[2], "\"invalid\"");
-	has(r.v[2], "{\"drop\":null}");
-	has(r.v[3], "\"right\":\"@wl-ifaces\"");
-	has(r.v[4], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
-	assert_string_equal(r.v[5], "[{\"accept\":null}]");
-	rules_free(&r);
-	/* The ingress side in a later base chain: an accept on the egress side ends only the
-	 * first. */
-	o = find(b, "add", "chain", "forward-in", NULL);
-	assert_non_null(o);
-	assert_string_equal(json_string_value(json_object_get(o, "hook")), "forward");
-	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 1);
-	rules_of(b, "forward-in", &r);
+	rules_of(b, "forward", &r);
 	assert_int_equal(r.n, 6);
 	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"oifname\"}},\"right\":\"cali*\"");
 	has(r.v[1], "[\"established\",\"related\"]");
 	has(r.v[2], "\"invalid\"");
 	has(r.v[3], "\"right\":\"@wl-ifaces\"");
 	has(r.v[4], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"oifname\"}},\"data\":\"@to-wl\"}}");
+	assert_string_equal(r.v[5], "[{\"accept\":null}]");
 	rules_free(&r);
-	rules_of(b, "input", &r);
-	assert_int_equal(r.n, 6);
-	has(r.v[2], "[\"established\",\"related\"]");
-	has(r.v[3], "\"invalid\"");
-	has(r.v[5], "\"@from-wl\"");
-	rules_free(&r);
+	/* nothing hooks input: what goes to the host met its egress side in prerouting */
+	assert_null(find(b, "add", "chain", "input", NULL));
+	assert_null(find(b, "add", "chain", "forward-in", NULL));
 
 	/* Dispatch maps: the local endpoints only, added once the chains they jump to exist. */
 	int at_map = -1, at_elems = -1, at_chain = -1;
@@ -1416,7 +1416,10 @@ static void test_empty(void **state)
 	assert_non_null(b);
 	assert_null(json_object_get(find(b, "add", "map", "from-wl", NULL), "elem"));
 	assert_null(json_object_get(find(b, "add", "set", "wl-ifaces", NULL), "elem"));
-	assert_int_equal(count(b, "add", "chain"), 3);
+	assert_int_equal(count(b, "add", "chain"), 2);
+	rules_of(b, "prerouting", &r);
+	assert_int_equal(r.n, 7);
+	rules_free(&r);
 	rules_of(b, "forward", &r);
 	assert_int_equal(r.n, 6);
 	rules_free(&r);
