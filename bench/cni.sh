@@ -156,56 +156,59 @@ done
 [ "$(in_use 1)" = 0 ] || log "warning: $(in_use 1) addresses still in use after the ADD/DEL cycles"
 
 # --- Start many containers across the three hosts -----------------------------------------------
-log "starting $START containers over 3 hosts with $PAR workers"
-declare -a on1=() on2=() on3=()
-for ((k = 0; k < START; k++)); do
-	cnt_new "s$k"
-	case $((k % 3)) in 0) on1+=("s$k") ;; 1) on2+=("s$k") ;; 2) on3+=("s$k") ;; esac
-done
-cnt_new probe
-# Each host gets about a third of the workers; each worker a slice of that host's containers.
-spread() { # spread I WORKERS CONTAINER...: start WORKERS workers on host I
-	local i=$1 nw=$2 w k
-	shift 2
-	local all=("$@")
-	for ((w = 0; w < nw; w++)); do
-		local mine=()
-		for ((k = w; k < ${#all[@]}; k += nw)); do mine+=("${all[$k]}"); done
-		[ ${#mine[@]} -gt 0 ] || continue
-		worker "$i" "$WORK/r-start-$i-$w" calico-net-1 0 "${mine[@]}" &
-		STARTERS+=($!)
+# (START=0 skips this part)
+if ((START > 0)); then
+	log "starting $START containers over 3 hosts with $PAR workers"
+	declare -a on1=() on2=() on3=()
+	for ((k = 0; k < START; k++)); do
+		cnt_new "s$k"
+		case $((k % 3)) in 0) on1+=("s$k") ;; 1) on2+=("s$k") ;; 2) on3+=("s$k") ;; esac
 	done
-}
-# agents_cpu: the CPU time (user + system, clock ticks) the three agents have used so far.
-agents_cpu() {
-	local i sum=0 f
-	for i in 1 2 3; do
-		read -ra f <"/proc/${PIDS[$i]}/stat"
-		sum=$((sum + f[13] + f[14])) # utime, stime (the name field holds no space)
+	cnt_new probe
+	# Each host gets about a third of the workers; each worker a slice of that host's containers.
+	spread() { # spread I WORKERS CONTAINER...: start WORKERS workers on host I
+		local i=$1 nw=$2 w k
+		shift 2
+		local all=("$@")
+		for ((w = 0; w < nw; w++)); do
+			local mine=()
+			for ((k = w; k < ${#all[@]}; k += nw)); do mine+=("${all[$k]}"); done
+			[ ${#mine[@]} -gt 0 ] || continue
+			worker "$i" "$WORK/r-start-$i-$w" calico-net-1 0 "${mine[@]}" &
+			STARTERS+=($!)
+		done
+	}
+	# agents_cpu: the CPU time (user + system, clock ticks) the three agents have used so far.
+	agents_cpu() {
+		local i sum=0 f
+		for i in 1 2 3; do
+			read -ra f <"/proc/${PIDS[$i]}/stat"
+			sum=$((sum + f[13] + f[14])) # utime, stime (the name field holds no space)
+		done
+		echo $sum
+	}
+	STARTERS=()
+	cpu0=$(agents_cpu)
+	t0=${EPOCHREALTIME/./}
+	spread 1 $(((PAR + 2) / 3)) "${on1[@]}"
+	spread 2 $(((PAR + 1) / 3)) "${on2[@]}"
+	spread 3 $((PAR / 3)) "${on3[@]}"
+	for p in "${STARTERS[@]}"; do wait "$p"; done # (a bare wait would wait for the agents too)
+	t_add=$((${EPOCHREALTIME/./} - t0))
+	CNT_HOST[probe]=3
+	cnitool_run 3 add probe calico-net-1 || log "probe ADD failed: $(cat "$WORK/err")"
+	last=s$((START - 1))
+	addr=$(cnt_ip "$last")
+	until cnt_ping probe "$addr"; do
+		(((${EPOCHREALTIME/./} - t0) < 120000000)) || { log "the last container never answered"; break; }
 	done
-	echo $sum
-}
-STARTERS=()
-cpu0=$(agents_cpu)
-t0=${EPOCHREALTIME/./}
-spread 1 $(((PAR + 2) / 3)) "${on1[@]}"
-spread 2 $(((PAR + 1) / 3)) "${on2[@]}"
-spread 3 $((PAR / 3)) "${on3[@]}"
-for p in "${STARTERS[@]}"; do wait "$p"; done # (a bare wait would wait for the agents too)
-t_add=$((${EPOCHREALTIME/./} - t0))
-CNT_HOST[probe]=3
-cnitool_run 3 add probe calico-net-1 || log "probe ADD failed: $(cat "$WORK/err")"
-last=${on1[-1]}
-addr=$(cnt_ip "$last")
-until cnt_ping probe "$addr"; do
-	(((${EPOCHREALTIME/./} - t0) < 120000000)) || { log "the last container never answered"; break; }
-done
-t_ping=$((${EPOCHREALTIME/./} - t0))
-cpu_start=$(($(agents_cpu) - cpu0))
-cat "$WORK"/r-start-*.add >"$WORK/r-start.add"
-started=$(($(wc -l <"$WORK/r-start.add") - $(errors start)))
-catch_up
-eps=$(tctl 1 get workloadendpoint -o json | json 'len(d)')
+	t_ping=$((${EPOCHREALTIME/./} - t0))
+	cpu_start=$(($(agents_cpu) - cpu0))
+	cat "$WORK"/r-start-*.add >"$WORK/r-start.add"
+	started=$(($(wc -l <"$WORK/r-start.add") - $(errors start)))
+	catch_up
+	eps=$(tctl 1 get workloadendpoint -o json | json 'len(d)')
+fi
 
 # --- Report ---------------------------------------------------------------------------------------
 echo
@@ -251,12 +254,14 @@ echo "goal, sequential ADD p50 at most a third of the reference's:"
 echo "  through cnitool: $(goal "")"
 echo "  as Mesos runs it: $(goal -m)"
 echo
-printf "start %d containers on 3 hosts, %d workers: %d started (%d endpoints with the probe), all ADDs back in %.1f s (%.0f/s),\n" \
-	"$START" "$PAR" "$started" "$eps" "$(awk -v t="$t_add" 'BEGIN {print t / 1e6}')" \
-	"$(awk -v t="$t_add" -v n="$started" 'BEGIN {print n / (t / 1e6)}')"
-printf "  the last one reachable from host 3 after %.1f s; ADD p50 %s ms, p99 %s ms under this load\n" \
-	"$(awk -v t="$t_ping" 'BEGIN {print t / 1e6}')" "$(pct "$WORK/r-start.add" 50)" "$(pct "$WORK/r-start.add" 99)"
-printf "  the three agents used %.2f s of CPU for it (%.1f ms per container)\n" \
-	"$(awk -v c="$cpu_start" -v h="$(getconf CLK_TCK)" 'BEGIN {print c / h}')" \
-	"$(awk -v c="$cpu_start" -v h="$(getconf CLK_TCK)" -v n="$START" 'BEGIN {print c / h * 1000 / n}')"
-echo "  (Calico, public test: 322 s for 1,000 pods on 10 nodes)"
+if ((START > 0)); then
+	printf "start %d containers on 3 hosts, %d workers: %d started (%d endpoints with the probe), all ADDs back in %.1f s (%.0f/s),\n" \
+		"$START" "$PAR" "$started" "$eps" "$(awk -v t="$t_add" 'BEGIN {print t / 1e6}')" \
+		"$(awk -v t="$t_add" -v n="$started" 'BEGIN {print n / (t / 1e6)}')"
+	printf "  the last one reachable from host 3 after %.1f s; ADD p50 %s ms, p99 %s ms under this load\n" \
+		"$(awk -v t="$t_ping" 'BEGIN {print t / 1e6}')" "$(pct "$WORK/r-start.add" 50)" "$(pct "$WORK/r-start.add" 99)"
+	printf "  the three agents used %.2f s of CPU for it (%.1f ms per container)\n" \
+		"$(awk -v c="$cpu_start" -v h="$(getconf CLK_TCK)" 'BEGIN {print c / h}')" \
+		"$(awk -v c="$cpu_start" -v h="$(getconf CLK_TCK)" -v n="$START" 'BEGIN {print c / h * 1000 / n}')"
+	echo "  (Calico, public test: 322 s for 1,000 pods on 10 nodes)"
+fi
