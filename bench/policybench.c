@@ -8,9 +8,15 @@
  *   - compile the whole ruleset of this host (the first policy_compiler_flush()) and load it into
  *     the kernel (agent_nft_apply(), one transaction);
  *   - incremental: CHANGES times, one policy's rules changed, one new local endpoint, one new
- * remote endpoint, each from policy_model_put() to the kernel having it (note, flush, apply): p50,
- *     p90 and max. The issue's goal: within 10 ms of reaching the agent (Felix, healthy, takes
- *     about 1.7 s at p90: a quoted figure, not measured here);
+ *     remote endpoint, each from policy_model_put() to the kernel having it (note, flush, apply):
+ *     p50, p90, p95 and max. Each new endpoint is removed again once measured (not timed), so
+ *     every one meets the host at the size asked for (200 local endpoints, not 200 plus those
+ *     added before it: each local one makes the table the kernel checks at every commit larger).
+ *     The issue's goal: within 10 ms of reaching the agent (Felix, healthy, takes about 1.7 s at
+ *     p90: a quoted figure, not measured here). The default of 200 changes each puts 20 changes
+ *     above the p90: with 50, five decided it, and the few changes that bring a selector of
+ *     thousands of endpoints into use (about 8 % of policy changes) made it swing by 10 ms from
+ *     run to run;
  *   - selector evaluations per second: every policy selector against endpoint label sets;
  *   - peak RSS.
  *
@@ -56,8 +62,10 @@ struct bench {
 	struct policy_model *m;
 	struct policy_compiler *c;
 	struct agent_nft *nft;
-	unsigned next_ep;     /* address counter */
-	char (*sel)[SEL_MAX]; /* each policy's selector, "" until made */
+	unsigned next_ep;              /* address counter */
+	char (*sel)[SEL_MAX];          /* each policy's selector, "" until made */
+	char last_key[POLICY_KEY_MAX]; /* of the last resource put */
+	enum policy_kind last_kind;
 	double *order;
 	unsigned long fast[3];  /* incremental batches through the applier's fast path, by kind */
 	unsigned long split[3]; /* and those split (new sets first through the fast path) */
@@ -100,6 +108,8 @@ static void put(struct bench *b, json_t *res)
 	if (rc != 0)
 		die("policy_model_put", rc, err);
 	policy_compiler_note(b->c, kind, key);
+	snprintf(b->last_key, sizeof(b->last_key), "%s", key);
+	b->last_kind = kind;
 	json_decref(res);
 }
 
@@ -268,18 +278,19 @@ static int cmp_double(const void *a, const void *b)
 }
 
 struct dist {
-	double p50, p90, max;
+	double p50, p90, p95, max;
 };
 
 static struct dist dist_of(double *v, unsigned n)
 {
-	struct dist d = {0, 0, 0};
+	struct dist d = {0, 0, 0, 0};
 
 	if (!n)
 		return d;
 	qsort(v, n, sizeof(*v), cmp_double);
 	d.p50 = v[n / 2];
 	d.p90 = v[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1];
+	d.p95 = v[(n * 19) / 20 < n ? (n * 19) / 20 : n - 1];
 	d.max = v[n - 1];
 	return d;
 }
@@ -368,6 +379,15 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 		}
 		comp[i] = c;
 		*cmds_out += ncmds;
+		if (kind != CHANGE_POLICY) {
+			/* back to the size asked for, untimed */
+			double u = 0;
+			int rc = policy_model_remove(b->m, b->last_kind, b->last_key);
+			if (rc != 0)
+				die("policy_model_remove", rc, b->last_key);
+			policy_compiler_note(b->c, b->last_kind, b->last_key);
+			flush_load(b, &u, &u, NULL);
+		}
 	}
 	if (b->kernel) {
 		agent_nft_counts(b->nft, &fast1, &slow);
@@ -445,7 +465,7 @@ int main(int argc, char **argv)
 	                  .policies = 1000,
 	                  .endpoints = 10000,
 	                  .local = 200,
-	                  .changes = 50,
+	                  .changes = 200,
 	                  .evals = 5000000,
 	                  .kernel = true};
 	struct policy_compile_config cfg = {.node = NODE};
@@ -527,12 +547,12 @@ int main(int argc, char **argv)
 	long rss = peak_rss_kib();
 
 	printf("RESULT policies=%u endpoints=%u local=%u build_ms=%.1f compile_ms=%.1f "
-	       "load_ms=%.1f commands=%zu policy_p50=%.2fms policy_p90=%.2fms local_ep_p50=%.2fms "
-	       "local_ep_p90=%.2fms remote_ep_p50=%.2fms remote_ep_p90=%.2fms evals/s=%.0f "
-	       "rss=%.1fMiB kernel=%s\n",
+	       "load_ms=%.1f commands=%zu policy_p50=%.2fms policy_p90=%.2fms policy_p95=%.2fms "
+	       "local_ep_p50=%.2fms local_ep_p90=%.2fms local_ep_p95=%.2fms remote_ep_p50=%.2fms "
+	       "remote_ep_p90=%.2fms remote_ep_p95=%.2fms evals/s=%.0f rss=%.1fMiB kernel=%s\n",
 	       b.policies, b.endpoints, b.local, build_ms, full_compile, full_load, full_cmds,
-	       d_pol.p50, d_pol.p90, d_local.p50, d_local.p90, d_remote.p50, d_remote.p90, rate,
-	       (double)rss / 1024, b.kernel ? "yes" : "no");
+	       d_pol.p50, d_pol.p90, d_pol.p95, d_local.p50, d_local.p90, d_local.p95, d_remote.p50,
+	       d_remote.p90, d_remote.p95, rate, (double)rss / 1024, b.kernel ? "yes" : "no");
 
 	const char *goal = "goal 10 ms; Felix p90 1.7 s (quoted)";
 	printf("\n%-44s | %-24s | %s\n", "figure", "tabby", "anchor");
@@ -545,12 +565,15 @@ int main(int argc, char **argv)
 	       full_load, "-");
 	printf("%-44s | %21zu    | %s\n", "  nftables commands in the full ruleset", full_cmds,
 	       "-");
-	printf("%-44s | %7.2f / %6.2f / %6.2f | %s\n", "changed policy, p50 / p90 / max ms",
-	       d_pol.p50, d_pol.p90, d_pol.max, goal);
-	printf("%-44s | %7.2f / %6.2f / %6.2f | %s\n", "new local endpoint, p50 / p90 / max ms",
-	       d_local.p50, d_local.p90, d_local.max, goal);
-	printf("%-44s | %7.2f / %6.2f / %6.2f | %s\n", "new remote endpoint, p50 / p90 / max ms",
-	       d_remote.p50, d_remote.p90, d_remote.max, goal);
+	printf("%-44s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	       "changed policy, p50 / p90 / p95 / max ms", d_pol.p50, d_pol.p90, d_pol.p95,
+	       d_pol.max, goal);
+	printf("%-44s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	       "new local endpoint, p50 / p90 / p95 / max ms", d_local.p50, d_local.p90,
+	       d_local.p95, d_local.max, goal);
+	printf("%-44s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	       "new remote endpoint, p50 / p90 / p95 / max ms", d_remote.p50, d_remote.p90,
+	       d_remote.p95, d_remote.max, goal);
 	printf("%-44s | %21.2e /s | %s\n", "selector evaluations", rate, "-");
 	printf("%-44s | %21.1f MiB| %s\n", "peak RSS", (double)rss / 1024, "-");
 	printf(
