@@ -195,6 +195,9 @@ struct csel {
 	struct vec dirty;
 	unsigned idx; /* in policy_compiler.selv */
 	bool listed;
+	/* No rule uses it, but its sets stay in the kernel, kept up to date (idle_update()). */
+	bool idle;
+	struct csel *idle_prev, *idle_next; /* policy_compiler.idle, oldest first */
 };
 
 struct cpol {
@@ -267,6 +270,10 @@ struct policy_compiler {
 	struct label_index *labels; /* every endpoint by effective label, for fresh selectors */
 	/* The endpoint chains' other rules, shared as chain.jump is (render_endpoint). */
 	json_t *r_clear, *r_passdrop, *r_drop;
+	struct {
+		struct csel *head, *tail;
+		unsigned n;
+	} idle;
 };
 
 static int vec_push(struct vec *v, void *p)
@@ -804,6 +811,13 @@ static int touch_sel(struct policy_compiler *c, struct csel *s)
 {
 	TOUCH(c, t_sels, s);
 	return 0;
+}
+
+/* Whether the kernel should hold s's set of family f: a rule names it, or s is idle, the set
+ * is there already and not empty. */
+static bool sel_want(const struct csel *s, unsigned f)
+{
+	return s->refs[f] > 0 || (s->idle && s->kernel[f] && s->live[f] > 0);
 }
 
 static int touch_chain(struct policy_compiler *c, struct cchain *ch)
@@ -2282,9 +2296,9 @@ static void emit_delta(struct emit *e, struct vec *chains)
 	for (unsigned i = 0; i < sels.n; i++) {
 		struct csel *s = sels.v[i];
 		for (unsigned f = 0; f < 2; f++) {
-			if (s->refs[f] > 0 && !s->kernel[f])
+			if (sel_want(s, f) && !s->kernel[f])
 				emit_set_add(e, s, f);
-			if (s->refs[f] == 0 || !s->kernel[f] || s->dirty.n == 0)
+			if (!sel_want(s, f) || !s->kernel[f] || s->dirty.n == 0)
 				continue;
 			vec_sort(&s->dirty, caddr_ptr_order);
 			for (int add = 1; add >= 0; add--) {
@@ -2338,12 +2352,87 @@ static void emit_delta(struct emit *e, struct vec *chains)
 	for (unsigned i = 0; i < sels.n; i++) {
 		struct csel *s = sels.v[i];
 		for (unsigned f = 0; f < 2; f++)
-			if (s->refs[f] == 0 && s->kernel[f])
+			if (!sel_want(s, f) && s->kernel[f])
 				emit(e, "delete", "set", named("name", s->name[f]));
 	}
 	free(sels.v);
 	free(ifs.v);
 	free(v.v);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Idle selectors                                                                              */
+
+/*
+ * A selector no rule uses any more keeps its sets in the kernel, and its members up to date, for
+ * a while: a local endpoint that comes and goes (a task restarted on this host) makes the
+ * policies that apply only to it active and inactive again, and a policy edited back and forth
+ * names the same selectors again; without this each return would build the set afresh, the
+ * slowest change there is (finding thousands of members, and the kernel taking about 2 us per
+ * element of a new set). At most IDLE_MAX selectors, holding at most IDLE_ELEMS addresses in all,
+ * are kept; the one idle longest goes first. The cost: each endpoint change is also checked against
+ * them, and the kernel walks their sets when it looks one up by name.
+ */
+#define IDLE_MAX   POLICY_IDLE_SETS
+#define IDLE_ELEMS POLICY_IDLE_ELEMS
+
+static void idle_add(struct policy_compiler *c, struct csel *s)
+{
+	s->idle = true;
+	s->idle_next = NULL;
+	s->idle_prev = c->idle.tail;
+	if (c->idle.tail != NULL)
+		c->idle.tail->idle_next = s;
+	else
+		c->idle.head = s;
+	c->idle.tail = s;
+	c->idle.n++;
+}
+
+static void idle_del(struct policy_compiler *c, struct csel *s)
+{
+	if (s->idle_prev != NULL)
+		s->idle_prev->idle_next = s->idle_next;
+	else
+		c->idle.head = s->idle_next;
+	if (s->idle_next != NULL)
+		s->idle_next->idle_prev = s->idle_prev;
+	else
+		c->idle.tail = s->idle_prev;
+	s->idle_prev = s->idle_next = NULL;
+	s->idle = false;
+	c->idle.n--;
+}
+
+/* Before an incremental emit: selectors touched in this flush become idle when no rule uses
+ * them and they have a set in the kernel, or stop being idle when a rule uses them again; then
+ * the oldest idle ones go until the rest fit. A selector let go is touched, so that the emit
+ * deletes its sets and the commit frees it. */
+static int idle_update(struct policy_compiler *c)
+{
+	unsigned n = c->t_sels.n;
+	unsigned long elems = 0;
+	int rv;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct csel *s = c->t_sels.v[i];
+		bool unused = s->refs[0] + s->refs[1] + s->deps == 0;
+		if (unused && !s->idle && !s->fresh &&
+		    ((s->kernel[0] && s->live[0] > 0) || (s->kernel[1] && s->live[1] > 0)))
+			idle_add(c, s);
+		else if (!unused && s->idle)
+			idle_del(c, s);
+	}
+	for (struct csel *s = c->idle.head; s != NULL; s = s->idle_next)
+		elems += (unsigned long)s->live[0] + s->live[1];
+	while (c->idle.head != NULL && (c->idle.n > IDLE_MAX || elems > IDLE_ELEMS)) {
+		struct csel *s = c->idle.head;
+		elems -= (unsigned long)s->live[0] + s->live[1];
+		idle_del(c, s);
+		if ((rv = touch_sel(c, s)) != 0)
+			return rv;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2416,7 +2505,7 @@ static void commit(struct policy_compiler *c)
 	for (unsigned i = 0; i < c->t_sels.n; i++) {
 		struct csel *s = c->t_sels.v[i];
 		for (unsigned f = 0; f < 2; f++) {
-			bool want = s->refs[f] > 0;
+			bool want = sel_want(s, f);
 			if (want == s->kernel[f])
 				continue;
 			/* Created or deleted: every address of the family changes. */
@@ -2438,7 +2527,7 @@ static void commit(struct policy_compiler *c)
 		}
 		s->dirty.n = 0;
 		s->listed = false;
-		if (s->refs[0] + s->refs[1] + s->deps == 0) {
+		if (s->refs[0] + s->refs[1] + s->deps == 0 && !s->idle) {
 			struct csel *last = c->selv.v[--c->selv.n];
 			last->idx = s->idx;
 			c->selv.v[s->idx] = last;
@@ -2508,6 +2597,7 @@ static void state_clear(struct policy_compiler *c)
 	memset(&c->t_pols, 0, sizeof(c->t_pols));
 	memset(&c->t_profs, 0, sizeof(c->t_profs));
 	memset(&c->t_ifs, 0, sizeof(c->t_ifs));
+	memset(&c->idle, 0, sizeof(c->idle)); /* its selectors went with c->sels */
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2761,6 +2851,8 @@ int policy_compiler_flush(struct policy_compiler *c, const struct policy_model *
 		rv = -ENOMEM;
 		goto err;
 	}
+	if (!full && (rv = idle_update(c)) != 0)
+		goto err;
 	if (full)
 		emit_full(&e, &chains);
 	else

@@ -454,6 +454,11 @@ void policy_compiler_note(struct policy_compiler *c, enum policy_kind kind, cons
  * that only what changed (set elements, verdict map elements, replaced chains, rules deleted
  * and inserted by position). *cmds is NULL when nothing changed.
  *
+ * An incremental flush may leave sets no rule names in the kernel: those of the last
+ * POLICY_IDLE_SETS selectors that stopped being used (together at most POLICY_IDLE_ELEMS
+ * addresses), kept with their members up to date so that using one again costs no new set. The
+ * whole table has none.
+ *
  * Rules by position: {"delete": {"rule": {"family", "table", "chain", "index": N}}} deletes the
  * rule at 0-based position N of the chain, and {"insert": {"rule": {..., "index": N, "expr"}}}
  * inserts before it, N counting the rules the chain holds at that point of the batch. libnftables
@@ -461,6 +466,8 @@ void policy_compiler_note(struct policy_compiler *c, enum policy_kind kind, cons
  * (agent/nft.h); an insert's index names a rule that the chain held before the batch.
  */
 int policy_compiler_flush(struct policy_compiler *c, const struct policy_model *m, json_t **cmds);
+#define POLICY_IDLE_SETS  64
+#define POLICY_IDLE_ELEMS 100000
 /* Forget what the kernel holds: the next flush emits the whole table. */
 void policy_compiler_reset(struct policy_compiler *c);
 /* The whole desired ruleset as libnftables JSON commands, regardless of what was flushed (for
