@@ -339,19 +339,14 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 	double *comp = calloc(b->changes, sizeof(double));
 	size_t ncmds = 0;
 
-	unsigned long fast0 = 0, fast1 = 0, slow;
 	if (!total || !comp)
 		die("calloc", -ENOMEM, NULL);
-	unsigned long split0 = 0;
-	if (b->kernel) {
-		agent_nft_counts(b->nft, &fast0, &slow);
-		split0 = agent_nft_splits(b->nft);
-	}
+	b->fast[kind] = b->split[kind] = 0;
 	for (unsigned i = 0; i < b->changes; i++) {
 		static const char *const names[] = {"policy", "local-ep", "remote-ep"};
 		unsigned long f0 = 0, f1 = 0, s0 = 0, s1 = 0, sp0 = 0;
 		double c = 0, l = 0, t0 = now_ms();
-		if (b->trace && b->kernel) {
+		if (b->kernel) {
 			agent_nft_counts(b->nft, &f0, &s0);
 			sp0 = agent_nft_splits(b->nft);
 		}
@@ -365,15 +360,19 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 		flush_load(b, &c, &l, &ncmds);
 		total[i] = now_ms() - t0;
 		b->tracing = false;
+		if (b->kernel) {
+			/* the timed change only, not the removal below */
+			agent_nft_counts(b->nft, &f1, &s1);
+			b->fast[kind] += f1 - f0;
+			b->split[kind] += agent_nft_splits(b->nft) - sp0;
+		}
 		if (b->trace) {
 			const char *path = "none";
-			if (b->kernel) {
-				agent_nft_counts(b->nft, &f1, &s1);
+			if (b->kernel)
 				path = agent_nft_splits(b->nft) != sp0 ? "split"
 				       : f1 != f0                      ? "fast"
 				       : s1 != s0                      ? "slow"
 				                                       : "none";
-			}
 			fprintf(b->trace, " | %.2f ms (compile %.2f, apply %.2f) %s\n", total[i], c,
 			        l, path);
 		}
@@ -389,11 +388,6 @@ static struct dist incremental(struct bench *b, enum change kind, size_t *cmds_o
 			flush_load(b, &u, &u, NULL);
 		}
 	}
-	if (b->kernel) {
-		agent_nft_counts(b->nft, &fast1, &slow);
-		b->split[kind] = agent_nft_splits(b->nft) - split0;
-	}
-	b->fast[kind] = fast1 - fast0;
 	struct dist d = dist_of(total, b->changes);
 	*compile = dist_of(comp, b->changes);
 	free(total);
@@ -555,27 +549,27 @@ int main(int argc, char **argv)
 	       d_remote.p90, d_remote.p95, rate, (double)rss / 1024, b.kernel ? "yes" : "no");
 
 	const char *goal = "goal 10 ms; Felix p90 1.7 s (quoted)";
-	printf("\n%-44s | %-24s | %s\n", "figure", "tabby", "anchor");
-	printf("%-44s | %21.1f ms | %s\n", "model build (put every resource)", build_ms, "-");
-	printf("%-44s | %21.1f ms | %s\n", "full compile of this host's ruleset", full_compile,
+	printf("\n%-46s | %-29s | %s\n", "figure", "tabby", "anchor");
+	printf("%-46s | %26.1f ms | %s\n", "model build (put every resource)", build_ms, "-");
+	printf("%-46s | %26.1f ms | %s\n", "full compile of this host's ruleset", full_compile,
 	       "-");
-	printf("%-44s | %21.1f ms | %s\n",
+	printf("%-46s | %26.1f ms | %s\n",
 	       b.kernel ? "full load into the kernel (one transaction)"
 	                : "full load into the kernel: not run",
 	       full_load, "-");
-	printf("%-44s | %21zu    | %s\n", "  nftables commands in the full ruleset", full_cmds,
+	printf("%-46s | %26zu    | %s\n", "  nftables commands in the full ruleset", full_cmds,
 	       "-");
-	printf("%-44s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
 	       "changed policy, p50 / p90 / p95 / max ms", d_pol.p50, d_pol.p90, d_pol.p95,
 	       d_pol.max, goal);
-	printf("%-44s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
 	       "new local endpoint, p50 / p90 / p95 / max ms", d_local.p50, d_local.p90,
 	       d_local.p95, d_local.max, goal);
-	printf("%-44s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
 	       "new remote endpoint, p50 / p90 / p95 / max ms", d_remote.p50, d_remote.p90,
 	       d_remote.p95, d_remote.max, goal);
-	printf("%-44s | %21.2e /s | %s\n", "selector evaluations", rate, "-");
-	printf("%-44s | %21.1f MiB| %s\n", "peak RSS", (double)rss / 1024, "-");
+	printf("%-46s | %26.2e /s | %s\n", "selector evaluations", rate, "-");
+	printf("%-46s | %26.1f MiB| %s\n", "peak RSS", (double)rss / 1024, "-");
 	printf(
 	    "(incremental: from policy_model_put() to the kernel having the change: note, flush, "
 	    "%s; about %zu / %zu / %zu commands per change, of which the compile (flush) p50 "
