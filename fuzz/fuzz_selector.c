@@ -41,6 +41,33 @@ static struct policy_selector *must_parse(const char *text)
 	return s;
 }
 
+/* A conjunction's literals (policy_selector_literals()) are selectors in canonical form that
+ * do not split again, and decide as s does: every positive one matches and no negated one. */
+static void check_literals(const struct policy_selector *s, const struct policy_labels *sets,
+                           size_t n_sets)
+{
+	const struct policy_selector_literal *lit, *sub;
+	unsigned n = policy_selector_literals(s, &lit);
+	bool all[8];
+
+	for (size_t i = 0; i < n_sets && i < 8; i++)
+		all[i] = true;
+	for (unsigned k = 0; k < n; k++) {
+		struct policy_selector *l = must_parse(lit[k].canonical);
+		if (strcmp(policy_selector_canonical(l), lit[k].canonical) != 0 ||
+		    strcmp(policy_selector_uid(l), lit[k].uid) != 0 ||
+		    policy_selector_literals(l, &sub) != 0)
+			abort();
+		for (size_t i = 0; i < n_sets && i < 8; i++)
+			all[i] =
+			    all[i] && policy_selector_match_labels(l, &sets[i]) != lit[k].negated;
+		policy_selector_free(l);
+	}
+	for (size_t i = 0; n > 0 && i < n_sets && i < 8; i++)
+		if (all[i] != policy_selector_match_labels(s, &sets[i]))
+			abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const struct policy_labels sets[] = {
@@ -87,6 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (policy_selector_is_all(s) && !policy_selector_match_labels(s, &sets[1]))
 		abort();
+	check_literals(s, sets, sizeof sets / sizeof sets[0]);
 	policy_selector_free(s3);
 	policy_selector_free(s2);
 	policy_selector_free(s);

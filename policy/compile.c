@@ -45,6 +45,13 @@
  *   goes on to the next profile, as a rule that does not match).
  *   s4-ID / s6-ID: one plain set (no interval flag) per selector or tag used by an active rule
  *   and family; the addresses of every endpoint in the cluster whose effective labels match.
+ *   A selector that is a conjunction of tests ("app == 'a' && tier != 'db'", see
+ *   policy_selector_literals()) has no set of its own: each test has one, and the rule tests
+ *   the address against each, "==" for a test and "!=" for a negated one (with all() first when
+ *   every test is negated, so that the address is an endpoint's). Selectors that share a test
+ *   share its set, so a new selector mostly finds its sets made and filled: a set of its own
+ *   for thousands of endpoints took 5 ms to fill and 4 ms for the kernel to load. A negated
+ *   selector (notSelector) keeps one set: the negation of a conjunction is none.
  *
  * Mark bits: PASS is 0x02000000 (inside Felix's default mark mask 0xff000000); only this bit is
  * ever changed.
@@ -98,8 +105,9 @@
  *      endpoint chains whose lists changed, are rendered; the selectors their rules use are
  *      counted, and a selector not in use before is created "fresh";
  *   5. fresh selectors are evaluated against the endpoints with a label they require (the
- *      label index, label_index.h: "app == 'web' && ..." is evaluated only where app is web),
- *      or, when they require none, against every endpoint (one pass for all of those);
+ *      label index, label_index.h: "app == 'web' && ..." is evaluated only where app is web;
+ *      "app in {'a', 'b'}" where app is a or b), or, when they require none, against every
+ *      endpoint (one pass for all of those);
  *   6. a selector whose set of a family became empty or stopped being empty (phase 2 moved its
  *      members, or phase 5 filled it: new selectors are rendered as if their sets had members)
  *      has the policy and profile chains that name it rendered again;
@@ -588,13 +596,14 @@ struct refs {
 	bool oom;
 };
 
-static struct csel *sel_get(struct policy_compiler *c, const struct policy_selector *sel);
+static struct csel *sel_get(struct policy_compiler *c, const char *uid, const char *canonical);
 
-/* The name of sel's set of family index fam, recorded as used. NULL on allocation failure. */
-static const char *ref_set(struct policy_compiler *c, struct refs *r,
-                           const struct policy_selector *sel, unsigned fam)
+/* The name of the set of family index fam of the selector with this UID and canonical text,
+ * recorded as used. NULL on allocation failure. */
+static const char *ref_set(struct policy_compiler *c, struct refs *r, const char *uid,
+                           const char *canonical, unsigned fam)
 {
-	struct csel *s = sel_get(c, sel);
+	struct csel *s = sel_get(c, uid, canonical);
 
 	if (s == NULL)
 		goto oom;
@@ -620,11 +629,32 @@ static void render_sel(struct policy_compiler *c, struct refs *r, struct rb *b, 
                        json_t *(*left)(const char *, const char *), const char *proto,
                        const char *field, const struct policy_selector *sel, unsigned fam)
 {
+	const struct policy_selector_literal *lit;
+	unsigned n_lits;
 	const char *name;
 
 	if (sel == NULL)
 		return;
-	name = ref_set(c, r, sel, fam);
+	/* A conjunction of tests is tested as one set per test (policy_selector_literals()):
+	 * "app == 'a' && tier == 'db'" and "app == 'b' && tier == 'db'" share the set of
+	 * tier == "db", so a rule with a new selector of thousands of endpoints mostly finds its
+	 * sets in the kernel already, where a set of its own would have to be filled first (the
+	 * slowest policy changes: 2,500 addresses cost 5 ms of compile and 4 ms of kernel). A
+	 * negated selector (notSelector) stays one set: its negation is no conjunction. */
+	n_lits = strcmp(op, "==") == 0 ? policy_selector_literals(sel, &lit) : 0;
+	for (unsigned i = 0; i < n_lits; i++) {
+		if ((name = ref_set(c, r, lit[i].uid, lit[i].canonical, fam)) == NULL) {
+			b->oom = true;
+			return;
+		}
+		if (!lit[i].negated && r->v[r->n - 1].s->empty[fam])
+			b->dead = true;
+		rb_add(b,
+		       j_match(lit[i].negated ? "!=" : "==", left(proto, field), j_setref(name)));
+	}
+	if (n_lits > 0)
+		return;
+	name = ref_set(c, r, policy_selector_uid(sel), policy_selector_canonical(sel), fam);
 	if (name == NULL) {
 		b->oom = true;
 		return;
@@ -979,9 +1009,8 @@ static void msel_del(struct cep *ep, const struct csel *s)
 /* ------------------------------------------------------------------------------------------ */
 /* Selectors and their sets                                                                    */
 
-static struct csel *sel_get(struct policy_compiler *c, const struct policy_selector *sel)
+static struct csel *sel_get(struct policy_compiler *c, const char *uid, const char *canonical)
 {
-	const char *uid = policy_selector_uid(sel);
 	struct csel *s = tree_get(&c->sels, uid);
 	char err[128];
 
@@ -993,8 +1022,7 @@ static struct csel *sel_get(struct policy_compiler *c, const struct policy_selec
 	ptrtab_init(&s->members, 0);
 	ptrtab_init(&s->addrs, sizeof(struct ipam_addr)); /* caddr starts with its address */
 	/* The model's selector dies with its policy; the set lives on, so it has its own copy. */
-	if (policy_selector_parse(policy_selector_canonical(sel), &s->sel, NULL, err,
-	                          sizeof(err)) != 0)
+	if (policy_selector_parse(canonical, &s->sel, NULL, err, sizeof(err)) != 0)
 		goto err;
 	snprintf(s->name[0], sizeof(s->name[0]), "s4-%.16s", uid + 2);
 	snprintf(s->name[1], sizeof(s->name[1]), "s6-%.16s", uid + 2);
@@ -1748,6 +1776,25 @@ static int fresh_join(struct policy_compiler *c, struct csel *s, struct cep *ep)
 	return rv != 0 ? rv : sel_addrs(c, s, ep->addrs, ep->n_addrs, 1);
 }
 
+/* Join s the candidates (of the label index) that match it. */
+static int join_matching(struct policy_compiler *c, const struct policy_model *m, struct csel *s,
+                         void *const *cand, unsigned n)
+{
+	/* joining does not file anything, so cand stays valid */
+	for (unsigned i = 0; i < n; i++) {
+		struct cep *ep = cand[i];
+		const struct policy_endpoint *mep = policy_model_endpoint(m, ep->kind, ep->key);
+		struct policy_ep_labels labels;
+		int rv;
+		if (mep == NULL)
+			continue;
+		policy_ep_labels_init(&labels, m, mep);
+		if (policy_ep_labels_match(&labels, s->sel) && (rv = fresh_join(c, s, ep)) != 0)
+			return rv;
+	}
+	return 0;
+}
+
 /* Evaluate s against the endpoints filed under its rarest required label: 1 when it has none
  * (or the index cannot say), 0 done, or an error. */
 static int fill_indexed(struct policy_compiler *c, const struct policy_model *m, struct csel *s)
@@ -1755,7 +1802,24 @@ static int fill_indexed(struct policy_compiler *c, const struct policy_model *m,
 	const char *keys[8], *values[8];
 	unsigned k = policy_selector_requires(s->sel, keys, values, 8), best = UINT_MAX;
 	void *const *cand = NULL;
+	const char *in_key;
+	const char *const *in_values;
+	unsigned n_in;
 
+	/* "key in {...}", as conjunctions of tests bring it (from "app not in {...}"): the
+	 * endpoints filed under each value; one endpoint has one value of key, so each is seen
+	 * once. */
+	if (k == 0 && (n_in = policy_selector_in_values(s->sel, &in_key, &in_values)) > 0) {
+		for (unsigned v = 0; v < n_in; v++) {
+			unsigned n;
+			int rv;
+			if (label_index_get(c->labels, in_key, in_values[v], &cand, &n) != 0)
+				return 1;
+			if ((rv = join_matching(c, m, s, cand, n)) != 0)
+				return rv;
+		}
+		return 0;
+	}
 	if (k == 0)
 		return 1;
 	for (unsigned i = 0; i < k; i++) {
@@ -1768,19 +1832,7 @@ static int fill_indexed(struct policy_compiler *c, const struct policy_model *m,
 			cand = v;
 		}
 	}
-	/* joining does not file anything, so cand stays valid */
-	for (unsigned i = 0; i < best; i++) {
-		struct cep *ep = cand[i];
-		const struct policy_endpoint *mep = policy_model_endpoint(m, ep->kind, ep->key);
-		struct policy_ep_labels labels;
-		int rv;
-		if (mep == NULL)
-			continue;
-		policy_ep_labels_init(&labels, m, mep);
-		if (policy_ep_labels_match(&labels, s->sel) && (rv = fresh_join(c, s, ep)) != 0)
-			return rv;
-	}
-	return 0;
+	return join_matching(c, m, s, cand, best);
 }
 
 static int fill_fresh(struct policy_compiler *c, const struct policy_model *m)

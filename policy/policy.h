@@ -79,12 +79,37 @@ bool policy_selector_match_labels(const struct policy_selector *s, const struct 
 unsigned policy_selector_requires(const struct policy_selector *s, const char **keys,
                                   const char **values, unsigned max);
 
+/* When s is "key in {...}" alone: its key (*key) and values (*values, sorted), and how many
+ * values; 0 otherwise. Strings of s. The endpoints it matches are those labelled key with one of
+ * the values: the compiler's label index finds them without evaluating every endpoint. */
+unsigned policy_selector_in_values(const struct policy_selector *s, const char **key,
+                                   const char *const **values);
+
 /* The canonical form (section 4.4); the string belongs to s and lives as long as s. */
 const char *policy_selector_canonical(const struct policy_selector *s);
 /* The UID of the canonical form, "s:" + base64url(SHA-224("s:" + canonical)). */
 const char *policy_selector_uid(const struct policy_selector *s);
 /* True when the selector is all() (or global()) alone. */
 bool policy_selector_is_all(const struct policy_selector *s);
+
+/* One test of a conjunction (policy_selector_literals()): a selector of its own, always in the
+ * positive form ("tier == \"db\"" for the operand tier != 'db', "has(app)" for !has(app)), and
+ * whether the operand is its negation. Both strings belong to the selector it came from. */
+struct policy_selector_literal {
+	const char *canonical; /* policy_selector_canonical() of the positive form */
+	const char *uid;       /* policy_selector_uid() of it */
+	bool negated;
+};
+
+/* When s is an "&&" whose operands (nested "&&" included) are each a comparison, has() or the
+ * negation of one, or when s is one such negated test: the tests, *out pointing into s, and how
+ * many; 0 otherwise (a single positive test, "||", a negated group, global(), ...). all()
+ * operands are dropped; when every remaining test is negated, the first literal is all(), so
+ * that there is always one that is not. An endpoint matches s exactly when it matches every
+ * positive literal and no negated one: that lets the compiler test an address against one
+ * shared set per test instead of a set per selector. */
+unsigned policy_selector_literals(const struct policy_selector *s,
+                                  const struct policy_selector_literal **out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Documents: the text of a resource file                                                      */

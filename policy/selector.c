@@ -66,6 +66,9 @@ struct policy_selector {
 	uint32_t n;
 	char *canonical;
 	char uid[POLICY_UID_LEN];
+	/* policy_selector_literals(): the tests of a conjunction, their strings in one block */
+	struct policy_selector_literal *lits;
+	unsigned n_lits;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -902,6 +905,108 @@ static void make_uid(const char *canonical, char *uid)
 	uid[n < POLICY_UID_LEN - 3 ? n + 2 : POLICY_UID_LEN - 1] = '\0';
 }
 
+/* Whether n is one test ("key == v", has(key), ...): a literal of a conjunction. */
+static bool is_test(const struct snode *n)
+{
+	return n->op == OP_HAS || n->op == OP_EQ || n->op == OP_NE || n->op == OP_CONTAINS ||
+	       n->op == OP_STARTS || n->op == OP_ENDS || n->op == OP_IN || n->op == OP_NOTIN;
+}
+
+struct lit_list {
+	const struct snode *v[64];
+	bool neg[64];
+	unsigned n;
+};
+
+/* Collect the operands of the conjunction at n into l; false when one is not a (negated) test
+ * or there are more than l holds. */
+static bool collect_literals(const struct snode *n, struct lit_list *l)
+{
+	bool neg = false;
+
+	if (n->op == OP_AND) {
+		const struct snode *c = n + 1;
+		for (uint32_t i = 0; i < n->n; i++, c += c->size)
+			if (!collect_literals(c, l))
+				return false;
+		return true;
+	}
+	if (n->op == OP_ALL)
+		return true; /* true in a conjunction */
+	if (n->op == OP_NOT) {
+		neg = true;
+		n++;
+	}
+	if (!is_test(n) || l->n == sizeof(l->v) / sizeof(l->v[0]))
+		return false;
+	/* "!=" and "not in" are the negations of "==" and "in", absent labels included: a != 'x'
+	 * holds for an endpoint without a exactly when a == 'x' does not. */
+	if (n->op == OP_NE || n->op == OP_NOTIN)
+		neg = !neg;
+	l->v[l->n] = n;
+	l->neg[l->n] = neg;
+	l->n++;
+	return true;
+}
+
+/* Fill s->lits when s is a conjunction of tests (policy_selector_literals()). 0 or -ENOMEM. */
+static int split_literals(struct policy_selector *s)
+{
+	struct lit_list l = {.n = 0};
+	struct strbuf text = {0};
+	size_t *off = NULL;
+	unsigned n, all = 0;
+	char *block;
+
+	if (s->nodes[0].op != OP_AND && !(s->nodes[0].op == OP_NOT && is_test(&s->nodes[1])) &&
+	    s->nodes[0].op != OP_NE && s->nodes[0].op != OP_NOTIN)
+		return 0;
+	if (!collect_literals(s->nodes, &l) || l.n == 0)
+		return 0;
+	for (unsigned i = 0; i < l.n; i++)
+		all += !l.neg[i];
+	all = all == 0;
+	n = all + l.n;
+	if ((off = malloc(n * sizeof(*off))) == NULL)
+		return -ENOMEM;
+	/* The positive texts, NUL-separated, then parsed nowhere: a test's canonical text is
+	 * print_node() of the test with its operator made positive. */
+	for (unsigned i = 0; i < n; i++) {
+		off[i] = text.len;
+		if (all && i == 0) {
+			puts_(&text, "all()");
+		} else {
+			struct snode t = *l.v[i - all];
+			if (t.op == OP_NE)
+				t.op = OP_EQ;
+			else if (t.op == OP_NOTIN)
+				t.op = OP_IN;
+			print_node(&text, &t);
+		}
+		put(&text, "", 1); /* keep the NUL */
+	}
+	block = text.nomem ? NULL : malloc(n * sizeof(*s->lits) + n * POLICY_UID_LEN + text.len);
+	if (block == NULL) {
+		free(off);
+		free(text.s);
+		return -ENOMEM;
+	}
+	s->lits = (struct policy_selector_literal *)block;
+	char *uids = block + n * sizeof(*s->lits);
+	char *texts = uids + n * POLICY_UID_LEN;
+	memcpy(texts, text.s, text.len);
+	for (unsigned i = 0; i < n; i++) {
+		s->lits[i].canonical = texts + off[i];
+		make_uid(texts + off[i], uids + i * POLICY_UID_LEN);
+		s->lits[i].uid = uids + i * POLICY_UID_LEN;
+		s->lits[i].negated = !(all && i == 0) && l.neg[i - all];
+	}
+	s->n_lits = n;
+	free(off);
+	free(text.s);
+	return 0;
+}
+
 static size_t align8(size_t n)
 {
 	return (n + 7) & ~(size_t)7;
@@ -942,6 +1047,11 @@ static struct policy_selector *build(const struct parser *p, uint32_t root)
 	}
 	s->canonical = canon.s;
 	make_uid(s->canonical, s->uid);
+	if (split_literals(s) != 0) {
+		free(s->canonical);
+		free(block);
+		return NULL;
+	}
 	return s;
 }
 
@@ -1005,6 +1115,7 @@ void policy_selector_free(struct policy_selector *s)
 	if (s == NULL)
 		return;
 	free(s->canonical);
+	free(s->lits);
 	free(s);
 }
 
@@ -1021,6 +1132,13 @@ const char *policy_selector_uid(const struct policy_selector *s)
 bool policy_selector_is_all(const struct policy_selector *s)
 {
 	return s->n == 1 && (s->nodes[0].op == OP_ALL || s->nodes[0].op == OP_GLOBAL);
+}
+
+unsigned policy_selector_literals(const struct policy_selector *s,
+                                  const struct policy_selector_literal **out)
+{
+	*out = s->lits;
+	return s->n_lits;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1140,4 +1258,14 @@ unsigned policy_selector_requires(const struct policy_selector *s, const char **
 		got++;
 	}
 	return got;
+}
+
+unsigned policy_selector_in_values(const struct policy_selector *s, const char **key,
+                                   const char *const **values)
+{
+	if (s->nodes[0].op != OP_IN)
+		return 0;
+	*key = s->nodes[0].key;
+	*values = s->nodes[0].set;
+	return s->nodes[0].n;
 }

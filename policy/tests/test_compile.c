@@ -911,6 +911,33 @@ static void test_rule_rendering(void **state)
 	has(r.v[2], "{\"set\":[{\"prefix\":{\"addr\":\"fd00::\",\"len\":48}}]}"); /* /64 inside */
 	rules_free(&r);
 
+	/* A conjunction of tests: one set per test, "!=" for a negated one; all of them with
+	 * only negated tests. The first rule not in IPv6: no IPv6 endpoint has app w. */
+	render_one("[{`action`:`allow`,`source`:{`selector`:`app == 'w' && x != 'y'`}},"
+	           "{`action`:`deny`,`source`:{`selector`:`!has(x)`}}]",
+	           &r);
+	{
+		char app[32], xy[32], all[32], hasx[32], want[256];
+		static const char *const test = "\"op\":\"%s\",\"left\":{\"payload\":{\"protocol\":"
+		                                "\"ip\",\"field\":\"saddr\"}},\"right\":\"@%s\"";
+		set_name("app == 'w'", 4, app);
+		set_name("x == 'y'", 4, xy);
+		set_name("all()", 4, all);
+		set_name("has(x)", 4, hasx);
+		assert_int_equal(r.n, 3);
+		snprintf(want, sizeof(want), test, "==", app);
+		has(r.v[0], want);
+		snprintf(want, sizeof(want), test, "!=", xy);
+		has(r.v[0], want);
+		snprintf(want, sizeof(want), test, "==", all);
+		has(r.v[1], want);
+		snprintf(want, sizeof(want), test, "!=", hasx);
+		has(r.v[1], want);
+		hasnt(r.v[0], "ipv6");
+		has(r.v[2], "ipv6");
+	}
+	rules_free(&r);
+
 	/* Ports on a protocol without ports never match: no rule. */
 	render_one("[{`action`:`allow`,`protocol`:1,`destination`:{`ports`:[80]}},"
 	           "{`action`:`deny`,`protocol`:1,`destination`:{`notPorts`:[80]}}]",
@@ -1343,10 +1370,17 @@ static unsigned check_members(struct sim *k, const struct policy_model *m, const
 	struct policy_endpoint *const *eps = policy_model_endpoints(m, &n);
 
 	assert_int_equal(policy_selector_parse(sel, &ps, NULL, NULL, 0), 0);
+	/* A conjunction has no set of its own: its tests have theirs (render_sel). */
+	const struct policy_selector_literal *lit;
+	unsigned n_lits = policy_selector_literals(ps, &lit);
+	for (unsigned i = 0; i < n_lits; i++)
+		checked += check_members(k, m, lit[i].canonical);
 	for (int fam = 4; fam <= 6; fam += 2) {
 		char name[64];
 		snprintf(name, sizeof(name), "s%d-%.16s", fam, policy_selector_uid(ps) + 2);
 		json_t *set = json_object_get(k->sets, name), *want = json_object();
+		if (n_lits > 0 && set != NULL)
+			fail_msg("%s: a conjunction with a set of its own", sel);
 		if (set == NULL) {
 			json_decref(want);
 			continue;
@@ -1424,13 +1458,18 @@ static void test_endpoint_churn(void **state)
 			        profs[(r / 3600) % 4]));
 			live[i] = true;
 		}
-		if (step % 97 == 0) /* selectors come and go with a second policy */
+		/* Selectors come and go with a second policy; the third one's test app in {...}
+		 * is filled through the label index value by value. */
+		if (step % 97 == 0)
 			put(m, c,
 			    policy("p1", "2", (r / 7) % 2 ? "app == 'a1'" : "app == 'a0'",
 			           "[`ingress`]",
-			           (r / 11) % 2
+			           (r / 11) % 3 == 0
 			               ? "[{`action`:`allow`,`source`:{`selector`:`app == 'a2'`}}]"
-			               : "[{`action`:`allow`,`source`:{`selector`:`has(team)`}}]",
+			           : (r / 11) % 3 == 1
+			               ? "[{`action`:`allow`,`source`:{`selector`:`has(team)`}}]"
+			               : "[{`action`:`allow`,`source`:{`selector`:"
+			                 "`app not in {'a2', 'a1'} && has(team)`}}]",
 			           "[]"));
 		if (step % 50 == 0)
 			put(m, c,
@@ -1441,7 +1480,8 @@ static void test_endpoint_churn(void **state)
 		json_decref(flush_and_check(c, m, &k));
 		checked += check_members(&k, m, "app == 'a1' && team == 'x'") +
 		           check_members(&k, m, "has(t)") + check_members(&k, m, "app == 'a2'") +
-		           check_members(&k, m, "has(team)");
+		           check_members(&k, m, "has(team)") +
+		           check_members(&k, m, "app not in {'a2', 'a1'} && has(team)");
 	}
 	assert_true(checked > 100);
 	for (unsigned i = 0; i < 400; i++) {

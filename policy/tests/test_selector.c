@@ -983,8 +983,28 @@ static void test_generated(void **state)
 			fail_msg("[%s]: canonical [%s], want [%s]", t.src,
 			         policy_selector_canonical(s), t.canon);
 		check_canonical_stable(s, t.src);
+		const struct policy_selector_literal *lit;
+		unsigned n_lits = policy_selector_literals(s, &lit);
+		struct policy_selector *ls[64];
+		assert_true(n_lits <= 64);
+		for (unsigned k = 0; k < n_lits; k++) {
+			ls[k] = parse_ok(lit[k].canonical);
+			assert_string_equal(policy_selector_canonical(ls[k]), lit[k].canonical);
+			assert_string_equal(policy_selector_uid(ls[k]), lit[k].uid);
+			/* a test is its own literal: it does not split again */
+			const struct policy_selector_literal *sub;
+			assert_int_equal(policy_selector_literals(ls[k], &sub), 0);
+		}
 		for (int i = 0; i < NSETS; i++) {
 			struct gen_ctx c = {&g, i};
+			/* the literals decide as the selector does: every positive one matches and
+			 * no negated one */
+			bool all_lits = true;
+			for (unsigned k = 0; k < n_lits; k++)
+				all_lits = all_lits && policy_selector_match(ls[k], gen_label,
+				                                             &c) != lit[k].negated;
+			if (n_lits > 0 && all_lits != (bool)((want >> i) & 1))
+				fail_msg("[%s] label set %d: literals say %d", t.src, i, all_lits);
 			json_t *obj = json_object();
 			struct policy_labels l;
 			char err[64];
@@ -1000,9 +1020,52 @@ static void test_generated(void **state)
 			policy_labels_free(&l);
 			json_decref(obj);
 		}
+		for (unsigned k = 0; k < n_lits; k++)
+			policy_selector_free(ls[k]);
 		policy_selector_free(s);
 		free(t.src);
 		free(t.canon);
+	}
+}
+
+/* A conjunction of tests splits into its tests, each in its positive form; anything else does
+ * not split. Expected: the literals as "canonical" or "!canonical", joined by " ; ". */
+static void test_literals(void **state)
+{
+	static const char *const cases[][2] = {
+	    {"a == 'x' && b != 'y'", "a == \"x\" ; !b == \"y\""},
+	    {"a == 'x' && (b == 'y' && has(c))", "a == \"x\" ; b == \"y\" ; has(c)"},
+	    {"!has(a)", "all() ; !has(a)"},
+	    {"a != 'x'", "all() ; !a == \"x\""},
+	    {"a not in {'y', 'x'}", "all() ; !a in {\"x\", \"y\"}"},
+	    {"!(a not in {'x'}) && b starts with 'p'", "a in {\"x\"} ; b starts with \"p\""},
+	    {"all() && a == 'x'", "a == \"x\""},
+	    {"!(a == 'x') && !(b contains 'q')", "all() ; !a == \"x\" ; !b contains \"q\""},
+	    {"has(a) && a ends with 'z' && a != 'z'", "has(a) ; a ends with \"z\" ; !a == \"z\""},
+	    {"a == 'x'", ""},
+	    {"has(a)", ""},
+	    {"all()", ""},
+	    {"", ""},
+	    {"!(a != 'x')", "a == \"x\""},
+	    {"a == 'x' || b == 'y'", ""},
+	    {"a == 'x' && (b == 'y' || c == 'z')", ""},
+	    {"a == 'x' && !(b == 'y' && c == 'z')", ""},
+	    {"a == 'x' && global()", ""},
+	    {"!all()", ""},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct policy_selector *s = parse_ok(cases[i][0]);
+		const struct policy_selector_literal *lit;
+		unsigned n = policy_selector_literals(s, &lit);
+		char got[512] = "";
+		for (unsigned k = 0; k < n; k++)
+			snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s%s",
+			         k > 0 ? " ; " : "", lit[k].negated ? "!" : "", lit[k].canonical);
+		if (strcmp(got, cases[i][1]) != 0)
+			fail_msg("[%s]: literals [%s], want [%s]", cases[i][0], got, cases[i][1]);
+		policy_selector_free(s);
 	}
 }
 
@@ -1376,7 +1439,7 @@ int main(void)
 	    cmocka_unit_test(test_errors),    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_big_set),   cmocka_unit_test(test_uids),
 	    cmocka_unit_test(test_is_all),    cmocka_unit_test(test_match_callback),
-	    cmocka_unit_test(test_labels),
+	    cmocka_unit_test(test_labels),    cmocka_unit_test(test_literals),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
