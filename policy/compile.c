@@ -34,15 +34,17 @@
  *   which the kernel walks whole at every commit that adds a rule.
  *
  *   fw-IFACE / tw-IFACE: one chain per local endpoint and direction (Felix 5.3):
- *       meta mark set meta mark & ~PASS
- *       [policies apply:] for each: jump pX-POLICY
- *                         mark & PASS == 0 drop
- *       for each profile the model holds: jump prX-PROFILE
- *       drop
- *   pi-/po-POLICY: mark & PASS == PASS return (an earlier policy passed: skip the rest), then
- *   the rules of one direction; pri-/pro-PROFILE: the rules of one direction. Actions: allow:
- *   accept; deny: drop; log: log and go on; pass: set PASS and return (in a profile chain that
- *   goes on to the next profile, as a rule that does not match).
+ *       [a policy that applies can pass:]  meta mark set meta mark & ~PASS
+ *       [policies apply:] for each, up to the first that can pass: jump pX-POLICY
+ *                         for each after it: mark & PASS == 0 jump pX-POLICY
+ *                         [one can pass:] mark & PASS == 0 drop; [none can:] drop
+ *       [no policy applies, or one can pass:]
+ *                         for each profile the model holds: jump prX-PROFILE
+ *                         drop
+ *   (render_endpoint() says why the mark is only touched where a policy can pass.)
+ *   pi-/po-POLICY, pri-/pro-PROFILE: the rules of one direction. Actions: allow: accept; deny:
+ *   drop; log: log and go on; pass: set PASS and return (in a profile chain that goes on to the
+ *   next profile, as a rule that does not match).
  *   s4-ID / s6-ID: one plain set (no interval flag) per selector or tag used by an active rule
  *   and family; the addresses of every endpoint in the cluster whose effective labels match.
  *   A selector that is a conjunction of tests ("app == 'a' && tier != 'db'", see
@@ -177,6 +179,7 @@ struct cchain {
 	bool listed;
 	/* "jump <name>", one object that every endpoint chain jumping here holds (chain_jump) */
 	json_t *jump;
+	json_t *cjump; /* "no pass yet: jump <name>" (chain_cjump) */
 };
 
 /* One address of a selector's set. */
@@ -212,6 +215,7 @@ struct cpol {
 	char *name;  /* tree key */
 	uint64_t id; /* unique in the compiler's life: a freed one's address may come back */
 	bool exists, has_order, changed;
+	bool pass[2]; /* a rule of the direction passes */
 	double order;
 	unsigned users[2];
 	struct cchain chain[2];
@@ -1158,6 +1162,7 @@ static void chain_release(struct cchain *ch)
 	json_decref(ch->want);
 	json_decref(ch->kernel);
 	json_decref(ch->jump);
+	json_decref(ch->cjump);
 }
 
 /* The rule "jump ch", made once. Endpoint chains are lists of these: a policy that starts or
@@ -1171,23 +1176,21 @@ static json_t *chain_jump(struct cchain *ch)
 	return ch->jump;
 }
 
+/* The rule "PASS not set: jump ch", made once, shared as chain_jump()'s. */
+static json_t *chain_cjump(struct cchain *ch)
+{
+	if (ch->cjump == NULL)
+		ch->cjump = json_pack("[o,o]", j_mark_is(MARK_PASS, 0), j_jump(ch->name));
+	return ch->cjump;
+}
+
 /* Render a policy's or profile's rules of one direction into ch. */
-/* A policy's chain opens with "a policy before passed: return", so that the endpoint chain can
- * jump to its policies one after the other without testing the mark between them; a profile's
- * does not (pass in a profile goes on to the next profile, and PASS is set by then anyway). */
 static int chain_render_rules(struct policy_compiler *c, struct cchain *ch,
-                              const struct policy_rules *rules, bool policy)
+                              const struct policy_rules *rules)
 {
 	struct refs refs = {0};
 	json_t *out = render_rules(c, &refs, rules);
 
-	if (out != NULL && policy &&
-	    json_array_insert_new(
-	        out, 0, json_pack("[o,o]", j_mark_is(MARK_PASS, MARK_PASS), j_verdict("return"))) !=
-	        0) {
-		json_decref(out);
-		out = NULL;
-	}
 	if (out == NULL || refs.oom) {
 		json_decref(out);
 		free(refs.v);
@@ -1254,6 +1257,14 @@ static void pol_sync(struct cpol *p, const struct policy_policy *mp)
 	p->exists = mp != NULL;
 	p->has_order = mp != NULL && mp->has_order;
 	p->order = mp != NULL ? mp->order : 0;
+	for (unsigned d = 0; d < 2; d++) {
+		const struct policy_rules *r = mp == NULL    ? NULL
+		                               : d == DIR_IN ? &mp->ingress
+		                                             : &mp->egress;
+		p->pass[d] = false;
+		for (unsigned i = 0; r != NULL && i < r->n; i++)
+			p->pass[d] = p->pass[d] || r->v[i].action == POLICY_ACTION_PASS;
+	}
 }
 
 /* Evaluation order, as the model's (ordered first, ascending, then by name). */
@@ -1636,7 +1647,7 @@ static int render_pol(struct policy_compiler *c, const struct policy_model *m, s
 		bool want = mp != NULL && p->users[d] > 0;
 		if (want && (p->changed || p->chain[d].want == NULL))
 			rv = chain_render_rules(c, &p->chain[d],
-			                        d == DIR_IN ? &mp->ingress : &mp->egress, true);
+			                        d == DIR_IN ? &mp->ingress : &mp->egress);
 		else if (!want && p->chain[d].want != NULL)
 			rv = chain_set(c, &p->chain[d], NULL, NULL);
 		else
@@ -1656,7 +1667,7 @@ static int render_prof(struct policy_compiler *c, const struct policy_model *m, 
 		bool want = mp != NULL && p->users > 0;
 		if (want && (p->changed || p->chain[d].want == NULL))
 			rv = chain_render_rules(c, &p->chain[d],
-			                        d == DIR_IN ? &mp->ingress : &mp->egress, false);
+			                        d == DIR_IN ? &mp->ingress : &mp->egress);
 		else if (!want && p->chain[d].want != NULL)
 			rv = chain_set(c, &p->chain[d], NULL, NULL);
 		else
@@ -1667,12 +1678,26 @@ static int render_prof(struct policy_compiler *c, const struct policy_model *m, 
 	return 0;
 }
 
-/* One endpoint chain (section 5.3). */
+/* One endpoint chain (section 5.3):
+ *
+ *   policies apply, none can pass:  jump pX ... drop
+ *   policies apply, some can pass:  clear PASS; jump pX up to the first that can pass; then
+ *                                   "PASS not set: jump pX" for the rest; PASS not set: drop;
+ *                                   the profiles; drop
+ *   no policy applies:              the profiles; drop
+ *
+ * Once a policy applies and none passes, the verdict is deny and the profiles are never
+ * reached, so they are left out; and the mark is cleared and tested only where a policy can set
+ * it. Every commit that adds a rule has the kernel walk each rule reachable from the hooks
+ * (its loop check): the PASS tests that every policy chain opened with and the clear, pass test
+ * and profile jumps of every endpoint chain were a fifth of the rules it walked, in a ruleset
+ * whose policies never pass. */
 static json_t *render_endpoint(struct policy_compiler *c, const struct policy_model *m,
                                const struct cep *ep, unsigned d)
 {
 	json_t *rules = json_array();
 	bool oom = rules == NULL;
+	unsigned first_pass = ep->n_pols[d];
 
 	if (c->r_clear == NULL)
 		c->r_clear = json_pack("[o]", j_mark_set(MARK_PASS, true));
@@ -1684,15 +1709,21 @@ static json_t *render_endpoint(struct policy_compiler *c, const struct policy_mo
 		json_decref(rules);
 		return NULL;
 	}
+	for (unsigned i = 0; i < ep->n_pols[d] && first_pass == ep->n_pols[d]; i++)
+		if (ep->pols[d][i]->pass[d])
+			first_pass = i;
 	/* json_array_append() takes a reference: the rules stay shared */
-	oom = json_array_append(rules, c->r_clear) != 0;
+	if (first_pass < ep->n_pols[d])
+		oom = json_array_append(rules, c->r_clear) != 0;
 	for (unsigned i = 0; i < ep->n_pols[d] && !oom; i++) {
-		json_t *r = chain_jump(&ep->pols[d][i]->chain[d]);
+		struct cchain *ch = &ep->pols[d][i]->chain[d];
+		json_t *r = i <= first_pass ? chain_jump(ch) : chain_cjump(ch);
 		oom = r == NULL || json_array_append(rules, r) != 0;
 	}
-	if (ep->n_pols[d] > 0 && !oom)
+	if (first_pass < ep->n_pols[d] && !oom)
 		oom = json_array_append(rules, c->r_passdrop) != 0;
-	for (unsigned i = 0; i < ep->n_profs && !oom; i++) {
+	for (unsigned i = 0;
+	     i < ep->n_profs && !oom && (ep->n_pols[d] == 0 || first_pass < ep->n_pols[d]); i++) {
 		if (policy_model_profile(m, ep->profs[i]->name) == NULL)
 			continue; /* matches nothing */
 		json_t *r = chain_jump(&ep->profs[i]->chain[d]);
@@ -1720,7 +1751,7 @@ static int drawn_from(const struct policy_model *m, const struct cep *owner, uns
 		return -ENOMEM;
 	v[0] = owner != NULL ? 1 + (uint64_t)owner->n_pols[d] : 0;
 	for (unsigned i = 0; owner != NULL && i < owner->n_pols[d]; i++)
-		v[1 + i] = owner->pols[d][i]->id;
+		v[1 + i] = owner->pols[d][i]->id * 2 + owner->pols[d][i]->pass[d];
 	for (unsigned i = 0; owner != NULL && i < owner->n_profs; i++)
 		v[1 + owner->n_pols[d] + i] =
 		    owner->profs[i]->id * 2 +
@@ -1906,13 +1937,13 @@ static void flip_visit(const void *node, VISIT which, void *ctx)
 
 /* Render the wanted ones of a policy's or profile's pair of chains again (in: ingress rules). */
 static int rerender(struct policy_compiler *c, struct cchain ch[2], const struct policy_rules *in,
-                    const struct policy_rules *out, bool policy)
+                    const struct policy_rules *out)
 {
 	int rv = 0;
 
 	for (unsigned d = 0; d < 2 && rv == 0; d++)
 		if (ch[d].want != NULL)
-			rv = chain_render_rules(c, &ch[d], d == DIR_IN ? in : out, policy);
+			rv = chain_render_rules(c, &ch[d], d == DIR_IN ? in : out);
 	return rv;
 }
 
@@ -1943,13 +1974,13 @@ static int settle_empty(struct policy_compiler *c, const struct policy_model *m)
 		struct cpol *p = pols.v.v[i];
 		const struct policy_policy *mp = policy_model_policy(m, p->name);
 		if (mp != NULL)
-			rv = rerender(c, p->chain, &mp->ingress, &mp->egress, true);
+			rv = rerender(c, p->chain, &mp->ingress, &mp->egress);
 	}
 	for (unsigned i = 0; i < profs.v.n && rv == 0; i++) {
 		struct cprof *p = profs.v.v[i];
 		const struct policy_profile *mp = policy_model_profile(m, p->name);
 		if (mp != NULL)
-			rv = rerender(c, p->chain, &mp->ingress, &mp->egress, false);
+			rv = rerender(c, p->chain, &mp->ingress, &mp->egress);
 	}
 	for (unsigned i = 0; i < c->t_sels.n; i++)
 		((struct csel *)c->t_sels.v[i])->flipped = false;

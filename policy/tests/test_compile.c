@@ -171,11 +171,6 @@ struct rules {
 	unsigned n;
 };
 
-/* The first rule of every policy chain: a policy before passed, so return. */
-#define PASSED_RETURN                                                                              \
-	"[{\"match\":{\"op\":\"==\",\"left\":{\"&\":[{\"meta\":{\"key\":\"mark\"}},33554432]},"    \
-	"\"right\":33554432}},{\"return\":null}]"
-
 static void rules_of(json_t *batch, const char *chain, struct rules *r)
 {
 	size_t i;
@@ -727,8 +722,8 @@ static void test_full_structure(void **state)
 	}
 
 	/* Endpoint chain: PASS cleared, a jump to each policy in order (an allow accepts, a deny
-	 * drops, a pass makes the later policies return at once), drop unless passed, then the
-	 * profiles, then drop (5.3). */
+	 * drops), those after the first that can pass only while none has, drop unless passed,
+	 * then the profiles, then drop (5.3). */
 	rules_of(b, "tw-calidb", &r);
 	assert_int_equal(r.n, 6);
 	assert_string_equal(
@@ -740,53 +735,48 @@ static void test_full_structure(void **state)
 	assert_string_equal(r.v[4], "[{\"jump\":{\"target\":\"pri-calico\"}}]");
 	assert_string_equal(r.v[5], "[{\"drop\":null}]");
 	rules_free(&r);
-	rules_of(b, "fw-caliweb", &r); /* egress: only pass-all applies */
-	assert_int_equal(r.n, 5);
-	has(r.v[1], "po-pass-all");
-	has(r.v[3], "pro-calico");
+	/* Egress: only pass-all applies, and its egress rule does not pass: the profiles can
+	 * never be reached, and PASS is neither cleared nor tested. */
+	rules_of(b, "fw-caliweb", &r);
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.v[0], "[{\"jump\":{\"target\":\"po-pass-all\"}}]");
+	assert_string_equal(r.v[1], "[{\"drop\":null}]");
 	rules_free(&r);
 
-	/* Policy chain: return at once after a pass; allow with a selector -> one rule per
-	 * family; log; deny with nets. */
+	/* Policy chain: allow with a selector -> one rule per family; log; deny with nets. No
+	 * test of the mark: the endpoint chain skips the policies after a pass. */
 	rules_of(b, "pi-db-allow", &r);
-	assert_int_equal(r.n, 5);
-	assert_string_equal(r.v[0], PASSED_RETURN);
-	has(r.v[1], "\"right\":\"ipv4\"");
-	has(r.v[1], "{\"meta\":{\"key\":\"l4proto\"}},\"right\":6}");
-	has(r.v[1], "{\"payload\":{\"protocol\":\"ip\",\"field\":\"saddr\"}},\"right\":\"@");
-	has(r.v[1], web4);
-	has(r.v[1], "{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}},\"right\":{\"set\":"
+	assert_int_equal(r.n, 4);
+	has(r.v[0], "\"right\":\"ipv4\"");
+	has(r.v[0], "{\"meta\":{\"key\":\"l4proto\"}},\"right\":6}");
+	has(r.v[0], "{\"payload\":{\"protocol\":\"ip\",\"field\":\"saddr\"}},\"right\":\"@");
+	has(r.v[0], web4);
+	has(r.v[0], "{\"payload\":{\"protocol\":\"th\",\"field\":\"dport\"}},\"right\":{\"set\":"
 	            "[5432]}}");
-	has(r.v[1], "[5432]}}},{\"accept\":null}]");
-	has(r.v[2], "\"right\":\"ipv6\"");
-	has(r.v[2], "{\"protocol\":\"ip6\",\"field\":\"saddr\"}");
-	has(r.v[2], web6);
-	assert_string_equal(r.v[3], "[{\"log\":{\"prefix\":\"calico-packet\"}}]");
-	has(r.v[4], "\"right\":\"ipv4\"");
-	has(r.v[4], "{\"prefix\":{\"addr\":\"192.168.0.0\",\"len\":16}}");
-	has(r.v[4], "{\"drop\":null}");
+	has(r.v[0], "[5432]}}},{\"accept\":null}]");
+	has(r.v[1], "\"right\":\"ipv6\"");
+	has(r.v[1], "{\"protocol\":\"ip6\",\"field\":\"saddr\"}");
+	has(r.v[1], web6);
+	assert_string_equal(r.v[2], "[{\"log\":{\"prefix\":\"calico-packet\"}}]");
+	has(r.v[3], "\"right\":\"ipv4\"");
+	has(r.v[3], "{\"prefix\":{\"addr\":\"192.168.0.0\",\"len\":16}}");
+	has(r.v[3], "{\"drop\":null}");
 	rules_free(&r);
 
 	/* pass and the negations. */
 	rules_of(b, "pi-pass-all", &r);
-	assert_int_equal(r.n, 2);
-	assert_string_equal(r.v[0], PASSED_RETURN);
-	has(r.v[1], "{\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":17}");
-	has(r.v[1], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},33554432]}}},{\"return\":null}]");
+	assert_int_equal(r.n, 1);
+	has(r.v[0], "{\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"l4proto\"}},\"right\":17}");
+	has(r.v[0], "{\"|\":[{\"meta\":{\"key\":\"mark\"}},33554432]}}},{\"return\":null}]");
 	rules_free(&r);
 	rules_of(b, "po-pass-all", &r);
-	assert_int_equal(r.n, 2); /* notNets confine it to IPv4 */
-	has(r.v[1],
+	assert_int_equal(r.n, 1); /* notNets confine it to IPv4 */
+	has(r.v[0],
 	    "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
 	    "\"daddr\"}},\"right\":{\"set\":[{\"prefix\":{\"addr\":\"10.9.0.0\",\"len\":16}}]}}");
-	has(r.v[1], "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
+	has(r.v[0], "{\"op\":\"!=\",\"left\":{\"payload\":{\"protocol\":\"ip\",\"field\":"
 	            "\"daddr\"}},\"right\":\"@");
-	has(r.v[1], db4);
-	rules_free(&r);
-	/* Profiles have no such first rule: a pass there goes on to the next profile. */
-	rules_of(b, "pri-calico", &r);
-	assert_true(r.n >= 1);
-	assert_string_not_equal(r.v[0], PASSED_RETURN);
+	has(r.v[0], db4);
 	rules_free(&r);
 
 	/* The same again: nothing changed. */
@@ -826,12 +816,6 @@ static void render_one(const char *ingress, struct rules *r)
 	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
 	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
 	rules_of(b, "pi-p", r);
-	/* the pass test every policy chain opens with; the rules of the policy follow */
-	assert_true(r->n >= 1);
-	assert_string_equal(r->v[0], PASSED_RETURN);
-	free(r->v[0]);
-	memmove(&r->v[0], &r->v[1], (r->n - 1) * sizeof(r->v[0]));
-	r->n--;
 	json_decref(b);
 	policy_compiler_free(c);
 	policy_model_free(m);
@@ -1091,8 +1075,8 @@ static void test_incremental(void **state)
 	b = flush_and_check(c, m, &k);
 	assert_int_equal(count(b, "flush", "chain"), 1);
 	assert_non_null(find(b, "flush", "chain", "pi-db-allow", NULL));
-	assert_int_equal(count(b, "add", "rule"), 3); /* the pass test, one per family */
-	assert_int_equal(json_array_size(cmds_of(b)), 4);
+	assert_int_equal(count(b, "add", "rule"), 2); /* one per family */
+	assert_int_equal(json_array_size(cmds_of(b)), 3);
 	all[n_all++] = b;
 
 	/* The last user of a selector goes: its set stays, idle (test_idle_sets). */
@@ -1105,7 +1089,9 @@ static void test_incremental(void **state)
 	/* nobody has app == 'other': the rule could never match, so it is left out, and its set
 	 * is not made */
 	assert_null(find(b, "add", "set", other4, NULL));
-	assert_int_equal(count(b, "add", "rule"), 1); /* the pass test alone */
+	assert_int_equal(count(b, "add", "rule"), 0); /* the chain is left empty */
+	assert_int_equal(json_array_size(json_object_get(k.chains, "pi-db-allow")), 0);
+	assert_non_null(json_object_get(k.chains, "pi-db-allow"));
 	all[n_all++] = b;
 
 	/* A label change moves an address between sets: the first member of app == 'other' brings
@@ -1117,8 +1103,7 @@ static void test_incremental(void **state)
 	t = elems(o);
 	assert_string_equal(t, "[\"10.0.1.1\"]");
 	free(t);
-	/* the chain holds the pass test, and the IPv4 rule is appended to it after the set */
-	assert_null(find(b, "flush", "chain", "pi-db-allow", NULL));
+	/* the empty chain gets the IPv4 rule, after the set */
 	assert_non_null(find_rule(b, "add", "pi-db-allow", &i2));
 	assert_true(i1 < i2);
 	assert_int_equal(count(b, "add", "rule"), 1);
@@ -1497,6 +1482,83 @@ static void test_endpoint_churn(void **state)
 	policy_model_free(m);
 }
 
+/* Endpoint chains test and clear the PASS mark only where a policy can pass: the policies
+ * after the first that can are jumped to only while none has passed, and the profiles are
+ * reached only through a pass or when no policy applies. A policy that starts or stops passing
+ * has the chains of its endpoints rendered again. */
+static void test_pass_chains(void **state)
+{
+	struct policy_model *m = policy_model_new();
+	struct policy_compiler *c;
+	struct sim k;
+	struct rules r;
+	json_t *b;
+	static const char *const allow = "[{`action`:`allow`,`protocol`:`tcp`}]";
+	static const char *const pass = "[{`action`:`pass`,`protocol`:`udp`}]";
+	static const char *const clear =
+	    "[{\"mangle\":{\"key\":{\"meta\":{\"key\":\"mark\"}},\"value\":{\"&\":[{"
+	    "\"meta\":{\"key\":\"mark\"}},4261412863]}}}]";
+	static const char *const cjump =
+	    "[{\"match\":{\"op\":\"==\",\"left\":{\"&\":[{\"meta\":{\"key\":\"mark\"}},"
+	    "33554432]},\"right\":0}},{\"jump\":{\"target\":\"pi-c\"}}]";
+	(void)state;
+
+	sim_init(&k);
+	assert_int_equal(policy_compiler_new(&cfg, &c), 0);
+	put(m, c, profile("pr", "{}", "[]", "[{`action`:`allow`}]", "[{`action`:`allow`}]"));
+	put(m, c, wep("n1", "w", "caliw", "[`10.0.0.1/32`]", "{`app`:`w`}", "[`pr`]"));
+	put(m, c, wep("n1", "v", "caliv", "[`10.0.0.2/32`]", "{`app`:`v`}", "[`pr`]"));
+	put(m, c, policy("a", "1", "app == 'w'", "[`ingress`]", allow, "[]"));
+	put(m, c, policy("b", "2", "app == 'w'", "[`ingress`]", pass, "[]"));
+	put(m, c, policy("c", "3", "app == 'w'", "[`ingress`]", allow, "[]"));
+	json_decref(flush_and_check(c, m, &k));
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	rules_of(b, "tw-caliw", &r);
+	assert_int_equal(r.n, 7);
+	assert_string_equal(r.v[0], clear);
+	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-a\"}}]");
+	assert_string_equal(r.v[2], "[{\"jump\":{\"target\":\"pi-b\"}}]");
+	assert_string_equal(r.v[3], cjump);
+	has(r.v[4], "33554432]},\"right\":0}},{\"drop\":null}");
+	assert_string_equal(r.v[5], "[{\"jump\":{\"target\":\"pri-pr\"}}]");
+	assert_string_equal(r.v[6], "[{\"drop\":null}]");
+	rules_free(&r);
+	/* no policy: the profiles */
+	rules_of(b, "tw-caliv", &r);
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.v[0], "[{\"jump\":{\"target\":\"pri-pr\"}}]");
+	assert_string_equal(r.v[1], "[{\"drop\":null}]");
+	rules_free(&r);
+	json_decref(b);
+
+	/* b stops passing: plain jumps, then drop; no mark, no profiles */
+	put(m, c, policy("b", "2", "app == 'w'", "[`ingress`]", allow, "[]"));
+	json_decref(flush_and_check(c, m, &k));
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	rules_of(b, "tw-caliw", &r);
+	assert_int_equal(r.n, 4);
+	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-b\"}}]");
+	assert_string_equal(r.v[3], "[{\"drop\":null}]");
+	rules_free(&r);
+	json_decref(b);
+
+	/* a starts passing: every later policy only while none has passed */
+	put(m, c, policy("a", "1", "app == 'w'", "[`ingress`]", pass, "[]"));
+	json_decref(flush_and_check(c, m, &k));
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	rules_of(b, "tw-caliw", &r);
+	assert_int_equal(r.n, 7);
+	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-a\"}}]");
+	has(r.v[2], "\"right\":0}},{\"jump\":{\"target\":\"pi-b\"}}]");
+	assert_string_equal(r.v[3], cjump);
+	rules_free(&r);
+	json_decref(b);
+
+	sim_free(&k);
+	policy_compiler_free(c);
+	policy_model_free(m);
+}
+
 /* The same model gives the same JSON, whatever the order it was built in. */
 static void test_determinism(void **state)
 {
@@ -1695,8 +1757,9 @@ int main(void)
 	    cmocka_unit_test(test_full_structure), cmocka_unit_test(test_rule_rendering),
 	    cmocka_unit_test(test_names),          cmocka_unit_test(test_incremental),
 	    cmocka_unit_test(test_idle_sets),      cmocka_unit_test(test_random_changes),
-	    cmocka_unit_test(test_endpoint_churn), cmocka_unit_test(test_determinism),
-	    cmocka_unit_test(test_empty),          cmocka_unit_test(test_scale),
+	    cmocka_unit_test(test_endpoint_churn), cmocka_unit_test(test_pass_chains),
+	    cmocka_unit_test(test_determinism),    cmocka_unit_test(test_empty),
+	    cmocka_unit_test(test_scale),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
