@@ -1482,6 +1482,18 @@ static void test_endpoint_churn(void **state)
 	policy_model_free(m);
 }
 
+/* Flush (checked against the simulated kernel), then the rules of chain in the full ruleset. */
+static void chain_after_flush(struct policy_compiler *c, struct policy_model *m, struct sim *k,
+                              const char *chain, struct rules *r)
+{
+	json_t *b;
+
+	json_decref(flush_and_check(c, m, k));
+	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
+	rules_of(b, chain, r);
+	json_decref(b);
+}
+
 /* Endpoint chains test and clear the PASS mark only where a policy can pass: the policies
  * after the first that can are jumped to only while none has passed, and the profiles are
  * reached only through a pass or when no policy applies. A policy that starts or stops passing
@@ -1492,7 +1504,6 @@ static void test_pass_chains(void **state)
 	struct policy_compiler *c;
 	struct sim k;
 	struct rules r;
-	json_t *b;
 	static const char *const allow = "[{`action`:`allow`,`protocol`:`tcp`}]";
 	static const char *const pass = "[{`action`:`pass`,`protocol`:`udp`}]";
 	static const char *const clear =
@@ -1511,9 +1522,7 @@ static void test_pass_chains(void **state)
 	put(m, c, policy("a", "1", "app == 'w'", "[`ingress`]", allow, "[]"));
 	put(m, c, policy("b", "2", "app == 'w'", "[`ingress`]", pass, "[]"));
 	put(m, c, policy("c", "3", "app == 'w'", "[`ingress`]", allow, "[]"));
-	json_decref(flush_and_check(c, m, &k));
-	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
-	rules_of(b, "tw-caliw", &r);
+	chain_after_flush(c, m, &k, "tw-caliw", &r);
 	assert_int_equal(r.n, 7);
 	assert_string_equal(r.v[0], clear);
 	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-a\"}}]");
@@ -1524,35 +1533,28 @@ static void test_pass_chains(void **state)
 	assert_string_equal(r.v[6], "[{\"drop\":null}]");
 	rules_free(&r);
 	/* no policy: the profiles */
-	rules_of(b, "tw-caliv", &r);
+	chain_after_flush(c, m, &k, "tw-caliv", &r);
 	assert_int_equal(r.n, 2);
 	assert_string_equal(r.v[0], "[{\"jump\":{\"target\":\"pri-pr\"}}]");
 	assert_string_equal(r.v[1], "[{\"drop\":null}]");
 	rules_free(&r);
-	json_decref(b);
 
 	/* b stops passing: plain jumps, then drop; no mark, no profiles */
 	put(m, c, policy("b", "2", "app == 'w'", "[`ingress`]", allow, "[]"));
-	json_decref(flush_and_check(c, m, &k));
-	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
-	rules_of(b, "tw-caliw", &r);
+	chain_after_flush(c, m, &k, "tw-caliw", &r);
 	assert_int_equal(r.n, 4);
 	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-b\"}}]");
 	assert_string_equal(r.v[3], "[{\"drop\":null}]");
 	rules_free(&r);
-	json_decref(b);
 
 	/* a starts passing: every later policy only while none has passed */
 	put(m, c, policy("a", "1", "app == 'w'", "[`ingress`]", pass, "[]"));
-	json_decref(flush_and_check(c, m, &k));
-	assert_int_equal(policy_compiler_ruleset(c, m, &b), 0);
-	rules_of(b, "tw-caliw", &r);
+	chain_after_flush(c, m, &k, "tw-caliw", &r);
 	assert_int_equal(r.n, 7);
 	assert_string_equal(r.v[1], "[{\"jump\":{\"target\":\"pi-a\"}}]");
 	has(r.v[2], "\"right\":0}},{\"jump\":{\"target\":\"pi-b\"}}]");
 	assert_string_equal(r.v[3], cjump);
 	rules_free(&r);
-	json_decref(b);
 
 	sim_free(&k);
 	policy_compiler_free(c);
