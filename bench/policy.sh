@@ -3,8 +3,8 @@
 # (bench/policybench.c says what each figure is): compile and load time of the ruleset for 1,000
 # policies and 10,000 endpoints cluster-wide with 200 on this host; the time from a changed
 # policy, a new local endpoint and a new remote endpoint reaching the agent to the kernel having
-# it (p50, p90, p95, max over CHANGES changes each), beside the goal of 10 ms and Felix's quoted p90 of
-# about 1.7 s; selector evaluations per second; peak RSS.
+# it (p50, p90, p95, p99, max over CHANGES changes each), beside the goal of 10 ms and Felix's
+# quoted p90 of about 1.7 s; selector evaluations per second; peak RSS.
 #
 # Env: POLICIES=1000 ENDPOINTS=10000 LOCAL=200 CHANGES=200 EVALS=5000000
 #      BUILD_DIR=dir  a configured release build tree to use (built here) instead of build/

@@ -9,7 +9,7 @@
  *     the kernel (agent_nft_apply(), one transaction);
  *   - incremental: CHANGES times, one policy's rules changed, one new local endpoint, one new
  *     remote endpoint, each from policy_model_put() to the kernel having it (note, flush, apply):
- *     p50, p90, p95 and max. Each new endpoint is removed again once measured (not timed), so
+ *     p50, p90, p95, p99 and max. Each new endpoint is removed again once measured (not timed), so
  *     every one meets the host at the size asked for (200 local endpoints, not 200 plus those
  *     added before it: each local one makes the table the kernel checks at every commit larger).
  *     The issue's goal: within 10 ms of reaching the agent (Felix, healthy, takes about 1.7 s at
@@ -278,12 +278,12 @@ static int cmp_double(const void *a, const void *b)
 }
 
 struct dist {
-	double p50, p90, p95, max;
+	double p50, p90, p95, p99, max;
 };
 
 static struct dist dist_of(double *v, unsigned n)
 {
-	struct dist d = {0, 0, 0, 0};
+	struct dist d = {0, 0, 0, 0, 0};
 
 	if (!n)
 		return d;
@@ -291,6 +291,7 @@ static struct dist dist_of(double *v, unsigned n)
 	d.p50 = v[n / 2];
 	d.p90 = v[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1];
 	d.p95 = v[(n * 19) / 20 < n ? (n * 19) / 20 : n - 1];
+	d.p99 = v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
 	d.max = v[n - 1];
 	return d;
 }
@@ -542,34 +543,36 @@ int main(int argc, char **argv)
 
 	printf("RESULT policies=%u endpoints=%u local=%u build_ms=%.1f compile_ms=%.1f "
 	       "load_ms=%.1f commands=%zu policy_p50=%.2fms policy_p90=%.2fms policy_p95=%.2fms "
-	       "local_ep_p50=%.2fms local_ep_p90=%.2fms local_ep_p95=%.2fms remote_ep_p50=%.2fms "
-	       "remote_ep_p90=%.2fms remote_ep_p95=%.2fms evals/s=%.0f rss=%.1fMiB kernel=%s\n",
+	       "policy_p99=%.2fms local_ep_p50=%.2fms local_ep_p90=%.2fms local_ep_p95=%.2fms "
+	       "local_ep_p99=%.2fms remote_ep_p50=%.2fms remote_ep_p90=%.2fms remote_ep_p95=%.2fms "
+	       "remote_ep_p99=%.2fms evals/s=%.0f rss=%.1fMiB kernel=%s\n",
 	       b.policies, b.endpoints, b.local, build_ms, full_compile, full_load, full_cmds,
-	       d_pol.p50, d_pol.p90, d_pol.p95, d_local.p50, d_local.p90, d_local.p95, d_remote.p50,
-	       d_remote.p90, d_remote.p95, rate, (double)rss / 1024, b.kernel ? "yes" : "no");
+	       d_pol.p50, d_pol.p90, d_pol.p95, d_pol.p99, d_local.p50, d_local.p90, d_local.p95,
+	       d_local.p99, d_remote.p50, d_remote.p90, d_remote.p95, d_remote.p99, rate,
+	       (double)rss / 1024, b.kernel ? "yes" : "no");
 
 	const char *goal = "goal 10 ms; Felix p90 1.7 s (quoted)";
-	printf("\n%-46s | %-29s | %s\n", "figure", "tabby", "anchor");
-	printf("%-46s | %26.1f ms | %s\n", "model build (put every resource)", build_ms, "-");
-	printf("%-46s | %26.1f ms | %s\n", "full compile of this host's ruleset", full_compile,
+	printf("\n%-46s | %-37s | %s\n", "figure", "tabby", "anchor");
+	printf("%-46s | %34.1f ms | %s\n", "model build (put every resource)", build_ms, "-");
+	printf("%-46s | %34.1f ms | %s\n", "full compile of this host's ruleset", full_compile,
 	       "-");
-	printf("%-46s | %26.1f ms | %s\n",
+	printf("%-46s | %34.1f ms | %s\n",
 	       b.kernel ? "full load into the kernel (one transaction)"
 	                : "full load into the kernel: not run",
 	       full_load, "-");
-	printf("%-46s | %26zu    | %s\n", "  nftables commands in the full ruleset", full_cmds,
+	printf("%-46s | %34zu    | %s\n", "  nftables commands in the full ruleset", full_cmds,
 	       "-");
-	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
-	       "changed policy, p50 / p90 / p95 / max ms", d_pol.p50, d_pol.p90, d_pol.p95,
+	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	       "changed policy, p50/p90/p95/p99/max ms", d_pol.p50, d_pol.p90, d_pol.p95, d_pol.p99,
 	       d_pol.max, goal);
-	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
-	       "new local endpoint, p50 / p90 / p95 / max ms", d_local.p50, d_local.p90,
-	       d_local.p95, d_local.max, goal);
-	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
-	       "new remote endpoint, p50 / p90 / p95 / max ms", d_remote.p50, d_remote.p90,
-	       d_remote.p95, d_remote.max, goal);
-	printf("%-46s | %26.2e /s | %s\n", "selector evaluations", rate, "-");
-	printf("%-46s | %26.1f MiB| %s\n", "peak RSS", (double)rss / 1024, "-");
+	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	       "new local endpoint, p50/p90/p95/p99/max ms", d_local.p50, d_local.p90, d_local.p95,
+	       d_local.p99, d_local.max, goal);
+	printf("%-46s | %5.2f / %5.2f / %5.2f / %5.2f / %5.2f | %s\n",
+	       "new remote endpoint, p50/p90/p95/p99/max ms", d_remote.p50, d_remote.p90,
+	       d_remote.p95, d_remote.p99, d_remote.max, goal);
+	printf("%-46s | %34.2e /s | %s\n", "selector evaluations", rate, "-");
+	printf("%-46s | %34.1f MiB| %s\n", "peak RSS", (double)rss / 1024, "-");
 	printf(
 	    "(incremental: from policy_model_put() to the kernel having the change: note, flush, "
 	    "%s; about %zu / %zu / %zu commands per change, of which the compile (flush) p50 "
