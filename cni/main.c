@@ -152,15 +152,12 @@ static int run(struct plugin *p, const char *input, size_t len)
 
 	if (cni_parse(cni_mode_from_argv0(p->name), &p->env, input, len, &p->call, &p->err) != 0)
 		return fail(p);
-	if (p->call.ignored[0] != '\0')
-		logf_(p, CNI_LOG_WARNING,
-		      "ignoring %s: tabby keeps its state in the agents' replicated store",
-		      p->call.ignored);
 	if (p->call.cmd == CNI_CMD_VERSION) {
 		result = cni_version_answer(p->call.version);
 		rc = print_json(result);
 		json_decref(result);
-		return rc == 0 ? 0 : 1;
+		exit_status = rc == 0 ? 0 : 1;
+		goto warn;
 	}
 
 	if (p->call.log_level >= CNI_LOG_DEBUG) {
@@ -218,6 +215,15 @@ out:
 	json_decref(answer);
 	free(errmsg);
 	api_client_close(client);
+warn:
+	/* Last, once the answer is out: a runtime written in Go (cnitool, containerd) reads the
+	 * plugin's stderr through a pipe, and a line written while the plugin still works had its
+	 * reader woken in the middle of the ADD, competing for the CPU with the agent: 2.6 ms of a
+	 * 17 ms cnitool ADD on a 2-core machine. */
+	if (p->call.ignored[0] != '\0')
+		logf_(p, CNI_LOG_WARNING,
+		      "ignoring %s: tabby keeps its state in the agents' replicated store",
+		      p->call.ignored);
 	return exit_status;
 }
 
