@@ -1839,15 +1839,16 @@ static int fill_indexed(struct policy_compiler *c, const struct policy_model *m,
 
 	/* "key in {...}", as conjunctions of tests bring it (from "app not in {...}"): the
 	 * endpoints filed under each value; one endpoint has one value of key, so each is seen
-	 * once. */
+	 * once. A failure after some have joined is an error, not a fall back to the scan, which
+	 * would join them twice. */
 	if (k == 0 && (n_in = policy_selector_in_values(s->sel, &in_key, &in_values)) > 0) {
 		for (unsigned v = 0; v < n_in; v++) {
 			unsigned n;
 			int rv;
-			if (label_index_get(c->labels, in_key, in_values[v], &cand, &n) != 0)
-				return 1;
-			if ((rv = join_matching(c, m, s, cand, n)) != 0)
-				return rv;
+			if ((rv = label_index_get(c->labels, in_key, in_values[v], &cand, &n)) !=
+			        0 ||
+			    (rv = join_matching(c, m, s, cand, n)) != 0)
+				return rv < 0 ? rv : -ENOMEM;
 		}
 		return 0;
 	}
