@@ -1844,10 +1844,10 @@ static int fill_indexed(struct policy_compiler *c, const struct policy_model *m,
 	if (k == 0 && (n_in = policy_selector_in_values(s->sel, &in_key, &in_values)) > 0) {
 		for (unsigned v = 0; v < n_in; v++) {
 			unsigned n;
-			int rv;
-			if ((rv = label_index_get(c->labels, in_key, in_values[v], &cand, &n)) !=
-			        0 ||
-			    (rv = join_matching(c, m, s, cand, n)) != 0)
+			int rv = label_index_get(c->labels, in_key, in_values[v], &cand, &n);
+			if (rv == 0)
+				rv = join_matching(c, m, s, cand, n);
+			if (rv != 0)
 				return rv < 0 ? rv : -ENOMEM;
 		}
 		return 0;
