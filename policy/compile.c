@@ -1712,18 +1712,19 @@ static json_t *render_endpoint(struct policy_compiler *c, const struct policy_mo
 	for (unsigned i = 0; i < ep->n_pols[d] && first_pass == ep->n_pols[d]; i++)
 		if (ep->pols[d][i]->pass[d])
 			first_pass = i;
+	bool can_pass = first_pass < ep->n_pols[d];
+	bool profiles = ep->n_pols[d] == 0 || can_pass; /* reachable */
 	/* json_array_append() takes a reference: the rules stay shared */
-	if (first_pass < ep->n_pols[d])
+	if (can_pass)
 		oom = json_array_append(rules, c->r_clear) != 0;
 	for (unsigned i = 0; i < ep->n_pols[d] && !oom; i++) {
 		struct cchain *ch = &ep->pols[d][i]->chain[d];
 		json_t *r = i <= first_pass ? chain_jump(ch) : chain_cjump(ch);
 		oom = r == NULL || json_array_append(rules, r) != 0;
 	}
-	if (first_pass < ep->n_pols[d] && !oom)
+	if (can_pass && !oom)
 		oom = json_array_append(rules, c->r_passdrop) != 0;
-	for (unsigned i = 0;
-	     i < ep->n_profs && !oom && (ep->n_pols[d] == 0 || first_pass < ep->n_pols[d]); i++) {
+	for (unsigned i = 0; i < ep->n_profs && !oom && profiles; i++) {
 		if (policy_model_profile(m, ep->profs[i]->name) == NULL)
 			continue; /* matches nothing */
 		json_t *r = chain_jump(&ep->profs[i]->chain[d]);

@@ -912,9 +912,11 @@ static bool is_test(const struct snode *n)
 	       n->op == OP_STARTS || n->op == OP_ENDS || n->op == OP_IN || n->op == OP_NOTIN;
 }
 
+#define LITS_MAX 64 /* a longer conjunction keeps one set */
+
 struct lit_list {
-	const struct snode *v[64];
-	bool neg[64];
+	const struct snode *v[LITS_MAX];
+	bool neg[LITS_MAX];
 	unsigned n;
 };
 
@@ -937,7 +939,7 @@ static bool collect_literals(const struct snode *n, struct lit_list *l)
 		neg = true;
 		n++;
 	}
-	if (!is_test(n) || l->n == sizeof(l->v) / sizeof(l->v[0]))
+	if (!is_test(n) || l->n == LITS_MAX)
 		return false;
 	/* "!=" and "not in" are the negations of "==" and "in", absent labels included: a != 'x'
 	 * holds for an endpoint without a exactly when a == 'x' does not. */
@@ -954,12 +956,12 @@ static int split_literals(struct policy_selector *s)
 {
 	struct lit_list l = {.n = 0};
 	struct strbuf text = {0};
-	size_t *off = NULL;
+	size_t off[LITS_MAX + 1];
 	unsigned n, all = 0;
 	char *block;
 
-	if (s->nodes[0].op != OP_AND && !(s->nodes[0].op == OP_NOT && is_test(&s->nodes[1])) &&
-	    s->nodes[0].op != OP_NE && s->nodes[0].op != OP_NOTIN)
+	/* A test alone that is not negated is its own literal: nothing to split. */
+	if (is_test(s->nodes) && s->nodes[0].op != OP_NE && s->nodes[0].op != OP_NOTIN)
 		return 0;
 	if (!collect_literals(s->nodes, &l) || l.n == 0)
 		return 0;
@@ -967,10 +969,8 @@ static int split_literals(struct policy_selector *s)
 		all += !l.neg[i];
 	all = all == 0;
 	n = all + l.n;
-	if ((off = malloc(n * sizeof(*off))) == NULL)
-		return -ENOMEM;
-	/* The positive texts, NUL-separated, then parsed nowhere: a test's canonical text is
-	 * print_node() of the test with its operator made positive. */
+	/* The positive texts, NUL-separated: a test's canonical text is print_node() of the test
+	 * with its operator made positive. */
 	for (unsigned i = 0; i < n; i++) {
 		off[i] = text.len;
 		if (all && i == 0) {
@@ -987,7 +987,6 @@ static int split_literals(struct policy_selector *s)
 	}
 	block = text.nomem ? NULL : malloc(n * sizeof(*s->lits) + n * POLICY_UID_LEN + text.len);
 	if (block == NULL) {
-		free(off);
 		free(text.s);
 		return -ENOMEM;
 	}
@@ -1002,7 +1001,6 @@ static int split_literals(struct policy_selector *s)
 		s->lits[i].negated = !(all && i == 0) && l.neg[i - all];
 	}
 	s->n_lits = n;
-	free(off);
 	free(text.s);
 	return 0;
 }
