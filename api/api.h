@@ -37,6 +37,10 @@ struct api_client;
  * Returns API_OK and sets *out, or API_EINVAL / API_ECONNECT / API_ENOMEM. */
 int api_client_open(const char *address, int timeout_ms, struct api_client **out, char **errmsg);
 
+/* api_client_open() for the unix socket path, which needs no resolver: a program that calls only
+ * this links none (the statically linked CNI plugin). */
+int api_client_open_unix(const char *path, int timeout_ms, struct api_client **out, char **errmsg);
+
 /* Close the connection, if any, and free the client. NULL is allowed. */
 void api_client_close(struct api_client *c);
 

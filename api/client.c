@@ -1,9 +1,9 @@
 #include "api/api.h"
+#include "api/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -22,9 +23,10 @@
 #define API_MAX_BODY (256u * 1024 * 1024)
 
 struct api_client {
-	char *address;       /* as given, for messages */
-	char *host;          /* Host header value */
-	struct addrinfo *ai; /* TCP candidates; NULL for a unix socket */
+	char *address;            /* as given, for messages */
+	char *host;               /* Host header value */
+	struct api_endpoint *eps; /* TCP candidates; NULL for a unix socket */
+	size_t n_eps;
 	struct sockaddr_un sun;
 	int timeout_ms;
 	int fd; /* -1 while not connected */
@@ -50,10 +52,7 @@ struct response {
 	char *errmsg;
 };
 
-static int set_error(char **errmsg, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int set_error(char **errmsg, int code, const char *fmt, ...)
+int api_set_error(char **errmsg, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -121,101 +120,61 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-int api_client_open(const char *address, int timeout_ms, struct api_client **out, char **errmsg)
+int api_client_new(const char *address, const char *host, const char *path,
+                   const struct api_endpoint *eps, size_t n_eps, int timeout_ms,
+                   struct api_client **out, char **errmsg)
 {
-	struct addrinfo hints = {
-	    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-	struct api_client *c;
-	const char *path = NULL;
-	char *host = NULL;
-	const char *port;
+	struct api_client *c = calloc(1, sizeof(*c));
 	int rv;
 
-	if (address == NULL || address[0] == '\0')
-		return set_error(errmsg, API_EINVAL, "empty agent address");
-	if (strncmp(address, "unix:", 5) == 0)
-		path = address + 5;
-	else if (strchr(address, '/') != NULL)
-		path = address;
-
-	c = calloc(1, sizeof(*c));
 	if (c == NULL)
-		return set_error(errmsg, API_ENOMEM, "out of memory");
+		return api_set_error(errmsg, API_ENOMEM, "out of memory");
 	c->fd = -1;
 	c->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
 	c->address = strdup(address);
-	if (c->address == NULL)
+	c->host = strdup(host);
+	if (c->address == NULL || c->host == NULL)
 		goto oom;
-
 	if (path != NULL) {
 		if (path[0] == '\0') {
-			rv = set_error(errmsg, API_EINVAL, "empty unix socket path in '%s'",
-			               address);
+			rv = api_set_error(errmsg, API_EINVAL, "empty unix socket path in '%s'",
+			                   address);
 			goto err;
 		}
 		if (strlen(path) >= sizeof(c->sun.sun_path)) {
-			rv = set_error(errmsg, API_EINVAL, "unix socket path too long: %s", path);
+			rv = api_set_error(errmsg, API_EINVAL, "unix socket path too long: %s",
+			                   path);
 			goto err;
 		}
 		c->sun.sun_family = AF_UNIX;
 		strcpy(c->sun.sun_path, path);
-		c->host = strdup("localhost");
-		if (c->host == NULL)
-			goto oom;
-		*out = c;
-		return API_OK;
-	}
-
-	/* HOST:PORT, with an IPv6 literal in brackets so that its colons are not the separator. */
-	if (address[0] == '[') {
-		const char *end = strchr(address, ']');
-		if (end == NULL || end[1] != ':') {
-			rv = set_error(errmsg, API_EINVAL, "bad address '%s' (want [IPv6]:PORT)",
-			               address);
-			goto err;
-		}
-		host = strndup(address + 1, (size_t)(end - address - 1));
-		port = end + 2;
 	} else {
-		const char *colon = strchr(address, ':');
-		if (colon == NULL || strchr(colon + 1, ':') != NULL) {
-			rv = set_error(
-			    errmsg, API_EINVAL,
-			    "bad address '%s' (want IP:PORT, [IPv6]:PORT or a socket path)",
-			    address);
+		if (n_eps == 0) {
+			rv = api_set_error(errmsg, API_ECONNECT, "%s resolves to no address",
+			                   address);
 			goto err;
 		}
-		host = strndup(address, (size_t)(colon - address));
-		port = colon + 1;
-	}
-	if (host == NULL)
-		goto oom;
-	if (host[0] == '\0' || port[0] == '\0') {
-		rv = set_error(errmsg, API_EINVAL, "bad address '%s' (want IP:PORT)", address);
-		goto err;
-	}
-	rv = getaddrinfo(host, port, &hints, &c->ai);
-	if (rv != 0) {
-		c->ai = NULL;
-		rv = set_error(errmsg, rv == EAI_MEMORY ? API_ENOMEM : API_ECONNECT,
-		               "cannot resolve %s: %s", address, gai_strerror(rv));
-		goto err;
-	}
-	free(host);
-	c->host = strdup(address);
-	if (c->host == NULL) {
-		host = NULL;
-		goto oom;
+		c->eps = calloc(n_eps, sizeof(*c->eps));
+		if (c->eps == NULL)
+			goto oom;
+		memcpy(c->eps, eps, n_eps * sizeof(*eps));
+		c->n_eps = n_eps;
 	}
 	*out = c;
 	return API_OK;
 
 oom:
-	rv = set_error(errmsg, API_ENOMEM, "out of memory");
+	rv = api_set_error(errmsg, API_ENOMEM, "out of memory");
 err:
-	free(host);
 	api_client_close(c);
 	return rv;
+}
+
+int api_client_open_unix(const char *path, int timeout_ms, struct api_client **out, char **errmsg)
+{
+	if (path == NULL)
+		return api_set_error(errmsg, API_EINVAL, "empty agent socket path");
+	return api_client_new(path, "localhost", path, NULL, 0, timeout_ms, out, errmsg);
 }
 
 static void disconnect(struct api_client *c)
@@ -231,8 +190,7 @@ void api_client_close(struct api_client *c)
 	if (c == NULL)
 		return;
 	disconnect(c);
-	if (c->ai != NULL)
-		freeaddrinfo(c->ai);
+	free(c->eps);
 	free(c->host);
 	free(c->address);
 	free(c);
@@ -306,24 +264,24 @@ err:
 
 static int do_connect(struct api_client *c, int64_t deadline, char **errmsg)
 {
-	struct addrinfo *ai;
 	int rv = -ENOENT;
 
-	if (c->ai == NULL) {
+	if (c->eps == NULL) {
 		rv = connect_addr((struct sockaddr *)&c->sun, sizeof(c->sun), deadline);
 	} else {
-		for (ai = c->ai; ai != NULL; ai = ai->ai_next) {
-			rv = connect_addr(ai->ai_addr, ai->ai_addrlen, deadline);
+		for (size_t i = 0; i < c->n_eps; i++) {
+			rv =
+			    connect_addr((struct sockaddr *)&c->eps[i].sa, c->eps[i].len, deadline);
 			if (rv >= 0 || rv == -ETIMEDOUT)
 				break;
 		}
 	}
 	if (rv == -ETIMEDOUT)
-		return set_error(errmsg, API_ETIMEDOUT, "cannot connect to %s: timed out",
-		                 c->address);
+		return api_set_error(errmsg, API_ETIMEDOUT, "cannot connect to %s: timed out",
+		                     c->address);
 	if (rv < 0)
-		return set_error(errmsg, API_ECONNECT, "cannot connect to %s: %s", c->address,
-		                 strerror(-rv));
+		return api_set_error(errmsg, API_ECONNECT, "cannot connect to %s: %s", c->address,
+		                     strerror(-rv));
 	c->fd = rv;
 	return API_OK;
 }
@@ -360,13 +318,13 @@ static int send_all(struct api_client *c, const char *buf, size_t len, int64_t d
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN)
-			return set_error(errmsg, API_EIO, "cannot send to %s: %s", c->address,
-			                 strerror(errno));
+			return api_set_error(errmsg, API_EIO, "cannot send to %s: %s", c->address,
+			                     strerror(errno));
 		rv = wait_fd(c->fd, POLLOUT, deadline);
 		if (rv == API_ETIMEDOUT)
-			return set_error(errmsg, rv, "timed out sending to %s", c->address);
+			return api_set_error(errmsg, rv, "timed out sending to %s", c->address);
 		if (rv != 0)
-			return set_error(errmsg, API_EIO, "poll: %s", strerror(-rv));
+			return api_set_error(errmsg, API_EIO, "poll: %s", strerror(-rv));
 	}
 	return API_OK;
 }
@@ -547,12 +505,12 @@ static enum read_result read_response(struct api_client *c, struct response *r, 
 		/* A stream may idle indefinitely once its head has arrived. */
 		w = wait_fd(c->fd, POLLIN, r->lines ? -1 : deadline);
 		if (w == API_ETIMEDOUT) {
-			*rv = set_error(errmsg, w, "no answer from %s within %d ms", c->address,
-			                c->timeout_ms);
+			*rv = api_set_error(errmsg, w, "no answer from %s within %d ms", c->address,
+			                    c->timeout_ms);
 			return READ_FAILED;
 		}
 		if (w != 0) {
-			*rv = set_error(errmsg, API_EIO, "poll: %s", strerror(-w));
+			*rv = api_set_error(errmsg, API_EIO, "poll: %s", strerror(-w));
 			return READ_FAILED;
 		}
 		n = recv(c->fd, buf, sizeof(buf), 0);
@@ -561,8 +519,8 @@ static enum read_result read_response(struct api_client *c, struct response *r, 
 				continue;
 			if (received == 0 && (errno == ECONNRESET || errno == EPIPE))
 				return READ_NOTHING;
-			*rv = set_error(errmsg, API_EIO, "cannot read from %s: %s", c->address,
-			                strerror(errno));
+			*rv = api_set_error(errmsg, API_EIO, "cannot read from %s: %s", c->address,
+			                    strerror(errno));
 			return READ_FAILED;
 		}
 		if (n == 0 && received == 0)
@@ -571,21 +529,21 @@ static enum read_result read_response(struct api_client *c, struct response *r, 
 		/* n == 0 tells http-parser about EOF, which ends a close-delimited body. */
 		parsed = http_parser_execute(&r->parser, &parser_settings, buf, (size_t)n);
 		if (r->err != 0) {
-			*rv = set_error(errmsg, r->err, "%s: %s", c->address,
-			                r->errmsg != NULL ? r->errmsg : api_strerror(r->err));
+			*rv = api_set_error(errmsg, r->err, "%s: %s", c->address,
+			                    r->errmsg != NULL ? r->errmsg : api_strerror(r->err));
 			return READ_FAILED;
 		}
 		if (r->stopped)
 			break;
 		if (n == 0 && !r->complete) {
-			*rv = set_error(errmsg, API_EIO, "%s closed the connection mid-response",
-			                c->address);
+			*rv = api_set_error(errmsg, API_EIO,
+			                    "%s closed the connection mid-response", c->address);
 			return READ_FAILED;
 		}
 		herr = HTTP_PARSER_ERRNO(&r->parser);
 		if (herr != HPE_OK && herr != HPE_PAUSED) {
-			*rv = set_error(errmsg, API_EPROTO, "bad HTTP response from %s: %s",
-			                c->address, http_errno_description(herr));
+			*rv = api_set_error(errmsg, API_EPROTO, "bad HTTP response from %s: %s",
+			                    c->address, http_errno_description(herr));
 			return READ_FAILED;
 		}
 		if (r->complete && parsed < (size_t)n)
@@ -630,13 +588,13 @@ static int exchange(struct api_client *c, const char *method, const char *path,
 	int rv;
 
 	if (!valid_token(method))
-		return set_error(errmsg, API_EINVAL, "bad method '%s'", method);
+		return api_set_error(errmsg, API_EINVAL, "bad method '%s'", method);
 	if (!valid_target(path))
-		return set_error(errmsg, API_EINVAL,
-		                 "bad request path (must start with '/', no spaces or control "
-		                 "characters)");
+		return api_set_error(errmsg, API_EINVAL,
+		                     "bad request path (must start with '/', no spaces or control "
+		                     "characters)");
 	if (content_type != NULL && strpbrk(content_type, "\r\n") != NULL)
-		return set_error(errmsg, API_EINVAL, "bad content type");
+		return api_set_error(errmsg, API_EINVAL, "bad content type");
 
 	head_len =
 	    asprintf(&req,
@@ -645,7 +603,7 @@ static int exchange(struct api_client *c, const char *method, const char *path,
 	             method, path, c->host, content_type != NULL ? "Content-Type: " : "",
 	             content_type != NULL ? content_type : "", content_type != NULL ? "\r\n" : "");
 	if (head_len < 0)
-		return set_error(errmsg, API_ENOMEM, "out of memory");
+		return api_set_error(errmsg, API_ENOMEM, "out of memory");
 	{
 		char lenline[48];
 		int ll = sends_body ? snprintf(lenline, sizeof(lenline),
@@ -654,7 +612,7 @@ static int exchange(struct api_client *c, const char *method, const char *path,
 		char *p = realloc(req, (size_t)head_len + (size_t)ll + body_len + 1);
 		if (p == NULL) {
 			free(req);
-			return set_error(errmsg, API_ENOMEM, "out of memory");
+			return api_set_error(errmsg, API_ENOMEM, "out of memory");
 		}
 		req = p;
 		memcpy(req + head_len, lenline, (size_t)ll);
@@ -694,8 +652,9 @@ static int exchange(struct api_client *c, const char *method, const char *path,
 			disconnect(c);
 			if (reused && idempotent && attempt == 0)
 				continue;
-			rv = set_error(errmsg, API_EIO,
-			               "%s closed the connection without answering", c->address);
+			rv =
+			    api_set_error(errmsg, API_EIO,
+			                  "%s closed the connection without answering", c->address);
 			goto out;
 		}
 		if (res == READ_FAILED) {
@@ -736,7 +695,7 @@ int api_request_raw(struct api_client *c, const char *method, const char *path,
 	if (r.body == NULL) {
 		r.body = strdup("");
 		if (r.body == NULL) {
-			rv = set_error(errmsg, API_ENOMEM, "out of memory");
+			rv = api_set_error(errmsg, API_ENOMEM, "out of memory");
 			goto out;
 		}
 	}
@@ -759,8 +718,8 @@ static int parse_body(struct api_client *c, struct response *r, json_t **respons
 		return API_OK;
 	*response = json_loadb(r->body, r->len, 0, &jerr);
 	if (*response == NULL && r->status / 100 == 2)
-		return set_error(errmsg, API_EPROTO, "invalid JSON from %s: %s", c->address,
-		                 jerr.text);
+		return api_set_error(errmsg, API_EPROTO, "invalid JSON from %s: %s", c->address,
+		                     jerr.text);
 	return API_OK;
 }
 
@@ -772,7 +731,7 @@ static int encode_body(json_t *body, char **out, size_t *len, char **errmsg)
 		return API_OK;
 	*out = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (*out == NULL)
-		return set_error(errmsg, API_EINVAL, "request body cannot be encoded as JSON");
+		return api_set_error(errmsg, API_EINVAL, "request body cannot be encoded as JSON");
 	*len = strlen(*out);
 	return API_OK;
 }

@@ -123,13 +123,12 @@ static void rollback(struct plugin *p, const json_t *answer)
 {
 	struct api_client *c = NULL;
 	json_t *resp = NULL;
-	char *errmsg = NULL, address[128];
+	char *errmsg = NULL;
 	int status = 0;
 
 	if (json_is_true(json_object_get(answer, "existed")))
 		return;
-	snprintf(address, sizeof address, "unix:%s", p->call.socket);
-	if (api_client_open(address, ROLLBACK_TIMEOUT_MS, &c, &errmsg) != API_OK ||
+	if (api_client_open_unix(p->call.socket, ROLLBACK_TIMEOUT_MS, &c, &errmsg) != API_OK ||
 	    api_request(c, "POST", cni_request_path(CNI_CMD_DEL), p->call.request, &status, &resp,
 	                &errmsg) != API_OK ||
 	    status / 100 != 2)
@@ -147,7 +146,7 @@ static int run(struct plugin *p, const char *input, size_t len)
 {
 	struct api_client *client = NULL;
 	json_t *answer = NULL, *result = NULL;
-	char address[128], *errmsg = NULL, *text;
+	char *errmsg = NULL, *text;
 	int status = 0, rc, exit_status = 1;
 
 	if (cni_parse(cni_mode_from_argv0(p->name), &p->env, input, len, &p->call, &p->err) != 0)
@@ -166,8 +165,7 @@ static int run(struct plugin *p, const char *input, size_t len)
 		      text != NULL ? text : "?", p->call.socket);
 		free(text);
 	}
-	snprintf(address, sizeof address, "unix:%s", p->call.socket);
-	rc = api_client_open(address, CNI_TIMEOUT_MS, &client, &errmsg);
+	rc = api_client_open_unix(p->call.socket, CNI_TIMEOUT_MS, &client, &errmsg);
 	if (rc == API_OK)
 		rc = api_request(client, "POST", cni_request_path(p->call.cmd), p->call.request,
 		                 &status, &answer, &errmsg);
