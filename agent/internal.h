@@ -93,10 +93,13 @@ struct agent {
 	uint64_t cni_adds, cni_add_failures, cni_dels;
 
 	/* Conntrack flushes (routes_cni.c): addresses waiting for the next listing of the table,
-	 * while at most one listing runs */
+	 * while at most one listing runs and none while a CNI DEL removes an interface (unless
+	 * the oldest address has waited ct_since + CT_DEFER_MAX_MS) */
 	struct ipam_addr *ct_pending;
 	unsigned ct_n, ct_cap;
 	bool ct_running;
+	uint64_t ct_since; /* uv_now() when the oldest waiting address came */
+	unsigned unwiring; /* CNI interface removals on the worker threads now */
 };
 
 /* Log a line to stderr with a timestamp. */

@@ -51,6 +51,7 @@ struct cctx {
 	struct wire_spec spec;
 	int work_rv;
 	bool unwire_ran; /* wire_del_work ran (DEL): the log says how long it took */
+	bool unwiring;   /* counted in a->unwiring until its after-work callback */
 	char err[1024];
 	char *message; /* the wiring error kept across the rollback */
 	/* uv_hrtime() when the request arrived, the command was applied and the wiring done:
@@ -144,16 +145,25 @@ static void wire_del_work(uv_work_t *w)
 	c->unwire_ran = true;
 }
 
-/* Flushing conntrack lists the whole table: the kernel walks every bucket of the hash table that
- * all namespaces share (262,144 of them on a 24 GiB machine), about 10 ms of kernel time even when
- * it is empty, and libnl has no filter the kernel applies. So it runs on a worker after the
- * answer, like any other cleanup, one listing at a time: the addresses released meanwhile (16
- * DELs at once, or a node's routes going) wait and share the next listing. */
+/* The conntrack entries of released addresses are flushed on a worker after the answer, like any
+ * other cleanup (wire_flush_conntrack(): a filtered flush in the kernel, about 0.5 ms per address
+ * and direction, or on kernels without it one listing of the whole table, about 10 ms even when
+ * it is empty). One job at a time: the addresses released meanwhile (16 DELs at once, or a node's
+ * routes going) wait and share the next one.
+ *
+ * A job waits while a CNI DEL removes an interface. The order is the better one: the flush then
+ * comes after the last packet the old interface could bring, so no entry it made survives. And a
+ * listing holds softirqs off for its whole walk, which holds up the RCU grace periods that taking
+ * a veth down waits for: a listing that overlapped a DEL's removal made the DEL 40 ms instead of 24
+ * (bench/cni.sh). Under a steady stream of DELs the wait ends after CT_DEFER_MAX_MS, so a flush is
+ * never put off for long. */
+#define CT_DEFER_MAX_MS 1000
+
 struct ct_job {
 	uv_work_t work;
 	struct agent *a;
 	struct ipam_addr *addrs;
-	unsigned n, deleted;
+	unsigned n;
 	int rv;
 	char err[256];
 };
@@ -163,22 +173,17 @@ static void ct_start(struct agent *a);
 static void ct_work(uv_work_t *w)
 {
 	struct ct_job *j = w->data;
-	j->rv = wire_flush_conntrack(j->addrs, j->n, &j->deleted, j->err, sizeof j->err);
+	j->rv = wire_flush_conntrack(j->addrs, j->n, false, j->err, sizeof j->err);
 }
 
 static void ct_done(uv_work_t *w, int status)
 {
 	struct ct_job *j = w->data;
 	struct agent *a = j->a;
-	char ip[IPAM_ADDR_STRLEN];
 	if (status == 0 && j->rv != 0) {
 		agent_log(
 		    "cannot flush the conntrack entries of %u removed workload address(es): %s",
 		    j->n, j->err);
-	} else if (status == 0 && j->deleted > 0) {
-		agent_log("flushed %u conntrack entries of removed workload address%s %s%s",
-		          j->deleted, j->n > 1 ? "es" : "", ipam_addr_format(&j->addrs[0], ip),
-		          j->n > 1 ? " and others" : "");
 	}
 	free(j->addrs);
 	free(j);
@@ -186,11 +191,14 @@ static void ct_done(uv_work_t *w, int status)
 	ct_start(a);
 }
 
-/* Hands every waiting address to one job, unless one runs. */
+/* Hands every waiting address to one job, unless one runs or an interface is being removed. */
 static void ct_start(struct agent *a)
 {
 	if (a->ct_running || a->ct_n == 0) {
 		return;
+	}
+	if (a->unwiring > 0 && uv_now(a->loop) - a->ct_since < CT_DEFER_MAX_MS) {
+		return; /* the removal's end starts it */
 	}
 	struct ct_job *j = calloc(1, sizeof *j);
 	if (j == NULL) {
@@ -230,6 +238,9 @@ void agent_flush_conntrack(struct agent *a, const struct ipam_addr *addr)
 		}
 		a->ct_pending = v;
 		a->ct_cap = cap;
+	}
+	if (a->ct_n == 0) {
+		a->ct_since = uv_now(a->loop);
 	}
 	a->ct_pending[a->ct_n++] = *addr;
 	ct_start(a);
@@ -372,10 +383,32 @@ static void policy_waited(struct policy_wait *w, bool applied)
 	add_answer(c);
 }
 
+/* Queue a CNI interface removal; conntrack listings wait for it (see CT_DEFER_MAX_MS). */
+static int queue_unwire(struct cctx *c, uv_after_work_cb after)
+{
+	int rv = queue(c, wire_del_work, after);
+	if (rv == 0) {
+		c->unwiring = true;
+		c->a->unwiring++;
+	}
+	return rv;
+}
+
+/* The removal queued by queue_unwire() is over: a listing that waited may start. */
+static void unwire_over(struct cctx *c)
+{
+	if (c->unwiring) {
+		c->unwiring = false;
+		c->a->unwiring--;
+		ct_start(c->a);
+	}
+}
+
 static void rollback_unwired(uv_work_t *w, int status)
 {
 	struct cctx *c = w->data;
 	(void)status;
+	unwire_over(c);
 	if (c->work_rv != 0) {
 		agent_log("cni: %s %s: cleaning up after a failed ADD: %s",
 		          jstr(c->body, "container"), c->ifname, c->err);
@@ -437,6 +470,7 @@ static void del_unwired(uv_work_t *w, int status)
 	struct cctx *c = w->data;
 	uint64_t t_done = uv_hrtime();
 	(void)status;
+	unwire_over(c);
 	if (c->work_rv != 0) {
 		/* The addresses are released already; a leftover interface is removed by the next
 		 * start's reconcile, so DEL still succeeds, as Calico's does. */
@@ -514,7 +548,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 
 	if (c->rolling_back) {
 		/* The allocation is undone; now the wiring. */
-		if (queue(c, wire_del_work, rollback_unwired) != 0) {
+		if (queue_unwire(c, rollback_unwired) != 0) {
 			agent_reply_error(a, c->req, 500, "wiring_failed", "%s", c->message);
 			cctx_free(c);
 		}
@@ -530,7 +564,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		const char *ctr = jstr(c->body, "container");
 		snprintf(c->alias, sizeof c->alias, WIRE_ALIAS_PREFIX "%s/%s", ctr ? ctr : "",
 		         c->ifname);
-		if (!c->wire || !deleted || queue(c, wire_del_work, del_unwired) != 0) {
+		if (!c->wire || !deleted || queue_unwire(c, del_unwired) != 0) {
 			c->work.data = c;
 			del_unwired(&c->work, 0);
 		}

@@ -53,6 +53,8 @@
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
 #include <linux/fib_rules.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <netlink/netfilter/nfnl.h>
 #include <netlink/netfilter/ct.h>
 
@@ -1685,40 +1687,67 @@ static int addr_among(struct nl_addr *a, const struct ipam_addr *addrs, unsigned
 	return -1;
 }
 
-int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, unsigned *deleted, char *err,
-                         size_t errlen)
+/*
+ * One flush the kernel filters: the entries whose original source (or, with dst, destination) is
+ * a. The kernel walks its table under one bucket lock at a time and copies nothing out, where a
+ * listing holds softirqs off for the whole walk and so holds up RCU grace periods (which taking a
+ * veth down waits for). A request with a tuple and no CTA_FILTER is the deletion of one exact
+ * entry, so a kernel that does not know filtered flushes refuses this one (the tuple has no
+ * protocol) rather than flush everything.
+ */
+static int ct_flush_filtered(struct nl_sock *sk, const struct ipam_addr *a, bool dst)
 {
-	struct nl_sock *sk = NULL;
+	bool v4 = a->family == 4;
+	struct nl_msg *m =
+	    nfnlmsg_alloc_simple(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE,
+	                         NLM_F_REQUEST | NLM_F_ACK, v4 ? AF_INET : AF_INET6, 0);
+	struct nlattr *tuple, *ip, *filter;
+	int e = -NLE_NOMEM;
+
+	if (m == NULL) {
+		return e;
+	}
+	int attr =
+	    v4 ? (dst ? CTA_IP_V4_DST : CTA_IP_V4_SRC) : (dst ? CTA_IP_V6_DST : CTA_IP_V6_SRC);
+	if ((tuple = nla_nest_start(m, CTA_TUPLE_ORIG)) == NULL ||
+	    (ip = nla_nest_start(m, CTA_TUPLE_IP)) == NULL ||
+	    nla_put(m, attr, v4 ? 4 : 16, a->b) < 0) {
+		goto out;
+	}
+	nla_nest_end(m, ip);
+	nla_nest_end(m, tuple);
+	/* The flags say which tuple fields count: the kernel's CTA_FILTER_FLAG(CTA_IP_SRC) is bit
+	 * 0, CTA_IP_DST bit 1 (not in the uapi header), in host order. */
+	if ((filter = nla_nest_start(m, CTA_FILTER)) == NULL ||
+	    nla_put_u32(m, CTA_FILTER_ORIG_FLAGS, dst ? 1u << 1 : 1u << 0) < 0 ||
+	    nla_put_u32(m, CTA_FILTER_REPLY_FLAGS, 0) < 0) {
+		goto out;
+	}
+	nla_nest_end(m, filter);
+	e = nl_send_auto(sk, m);
+	if (e >= 0) {
+		e = nl_wait_for_ack(sk);
+	}
+out:
+	nlmsg_free(m);
+	return e < 0 ? e : 0;
+}
+
+/* The fallback: list the table once and delete what matches. */
+static int ct_flush_listing(struct nl_sock *sk, const struct ipam_addr *addrs, unsigned n,
+                            char *err, size_t errlen)
+{
 	struct nl_cache *cache = NULL;
 	char buf[IPAM_ADDR_STRLEN];
 	int rc, e;
 
-	*deleted = 0;
-	if (n == 0) {
-		return 0;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		if (addrs[i].family != 4 && addrs[i].family != 6) {
-			return fail(err, errlen, -EINVAL,
-			            "no address to flush conntrack entries for");
-		}
-	}
-	if ((sk = nl_socket_alloc()) == NULL) {
-		return fail(err, errlen, -ENOMEM, "cannot allocate a netlink socket");
-	}
-	if ((e = nfnl_connect(sk)) < 0) {
-		rc = nlfail(err, errlen, e, "cannot open a netfilter netlink socket");
-		goto out;
-	}
 	/* The dump asks for AF_UNSPEC: both families, every zone. Without conntrack in this
 	 * namespace there is nothing to flush. */
 	if ((e = nfnl_ct_alloc_cache(sk, &cache)) < 0) {
 		if (e == -NLE_OPNOTSUPP || e == -NLE_OBJ_NOTFOUND) {
-			rc = 0;
-			goto out;
+			return 0;
 		}
-		rc = nlfail(err, errlen, e, "cannot list conntrack entries");
-		goto out;
+		return nlfail(err, errlen, e, "cannot list conntrack entries");
 	}
 	for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
 		struct nfnl_ct *ct = (struct nfnl_ct *)o;
@@ -1735,11 +1764,54 @@ int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, unsigned *de
 			            ipam_addr_format(&addrs[k], buf));
 			goto out;
 		}
-		(*deleted)++;
 	}
 	rc = 0;
 out:
 	nl_cache_free(cache);
+	return rc;
+}
+
+int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, bool listing, char *err,
+                         size_t errlen)
+{
+	struct nl_sock *sk = NULL;
+	char buf[IPAM_ADDR_STRLEN];
+	int rc, e;
+
+	if (n == 0) {
+		return 0;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (addrs[i].family != 4 && addrs[i].family != 6) {
+			return fail(err, errlen, -EINVAL,
+			            "no address to flush conntrack entries for");
+		}
+	}
+	if ((sk = nl_socket_alloc()) == NULL) {
+		return fail(err, errlen, -ENOMEM, "cannot allocate a netlink socket");
+	}
+	if ((e = nfnl_connect(sk)) < 0) {
+		rc = nlfail(err, errlen, e, "cannot open a netfilter netlink socket");
+		goto out;
+	}
+	for (unsigned i = 0; !listing && i < n; i++) {
+		for (int dst = 0; dst < 2; dst++) {
+			e = ct_flush_filtered(sk, &addrs[i], dst);
+			if (e == 0) {
+				continue;
+			}
+			if (i == 0 && dst == 0 &&
+			    (e == -NLE_INVAL || e == -NLE_OPNOTSUPP || e == -NLE_OBJ_NOTFOUND)) {
+				listing = true; /* this kernel cannot filter a flush */
+				break;
+			}
+			rc = nlfail(err, errlen, e, "cannot flush the conntrack entries of %s",
+			            ipam_addr_format(&addrs[i], buf));
+			goto out;
+		}
+	}
+	rc = listing ? ct_flush_listing(sk, addrs, n, err, errlen) : 0;
+out:
 	nl_socket_free(sk);
 	return rc;
 }

@@ -2,8 +2,8 @@
 # A removed container's connection tracking goes with it: after a DEL, the host holds no conntrack
 # entry to or from the released address (a container that gets the address next must not inherit
 # its flows, calico-behaviour.md 5.5), and entries of other addresses stay; also when two
-# containers go at once (the agent lists the conntrack table once for all the addresses that wait
-# while a listing runs, which may or may not take both here).
+# containers go at once (the addresses released while a flush runs wait and share the next one,
+# which may or may not take both here).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cni-lib.sh"
 hosts_up 1
@@ -47,7 +47,6 @@ flushed() {
 # ICMP entries live 30 s: gone within 10 means they were deleted.
 wait_for "no conntrack entry of a or b in host 1" 10 flushed
 [ "$(ct_n -d "$ipc")" = "$others" ] || fail "c's entries went too: $(ct_n -d "$ipc") of $others left"
-grep -q "flushed .* conntrack entries of removed workload address" "$WORK/agent1.log" ||
-	fail "the agent did not say it flushed anything"
-log "$(grep "flushed .* conntrack entries" "$WORK/agent1.log" | sed 's/^[^ ]* //' | tr '\n' ';')"
+! grep -q "cannot flush the conntrack entries" "$WORK/agent1.log" ||
+	fail "the agent could not flush: $(grep "cannot flush the conntrack" "$WORK/agent1.log")"
 pass
