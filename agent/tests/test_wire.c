@@ -286,6 +286,11 @@ static void test_add_and_read_back(void **state)
 	add_ok(f, 0);
 	sysctl_is(ns, "/proc/sys/net/ipv4/ip_forward", "1");
 	sysctl_is(ns, "/proc/sys/net/ipv6/conf/all/forwarding", "1");
+	/* and a repeated ADD without it turns it off again */
+	f->s[0].allow_ip_forwarding = false;
+	add_ok(f, 0);
+	sysctl_is(ns, "/proc/sys/net/ipv4/ip_forward", "0");
+	sysctl_is(ns, "/proc/sys/net/ipv6/conf/all/forwarding", "0");
 }
 
 /* A repeated ADD keeps both ends (same ifindexes) and leaves a working pair working. */
