@@ -1282,8 +1282,11 @@ static int proxy_delay_zero(struct nl_sock *sk, int ifindex, const char *name, c
 }
 
 /* Host end sysctls and settings, then up. */
-static int host_configure(struct nl_sock *sk, const struct cjob *j, struct rtnl_link *h, char *err,
-                          size_t errlen)
+/* Host end settings. The caller's thread is in the container's namespace (ct_fd); the IPv6
+ * knobs of the host end are /proc/sys files of the host's (host_fd), so the thread steps over
+ * for them and back. */
+static int host_configure(struct nl_sock *sk, const struct cjob *j, struct rtnl_link *h,
+                          int host_fd, int ct_fd, char *err, size_t errlen)
 {
 	const struct wire_spec *s = j->s;
 	const char *n = s->host_ifname;
@@ -1293,6 +1296,10 @@ static int host_configure(struct nl_sock *sk, const struct cjob *j, struct rtnl_
 		return rc;
 	}
 	if (j->has6) {
+		if (setns(host_fd, CLONE_NEWNET) != 0) {
+			return sysfail(err, errlen, errno,
+			               "cannot return to this host's network namespace");
+		}
 		static const struct {
 			const char *key, *value;
 		} v6[] = {{"accept_dad", "0"},
@@ -1300,12 +1307,16 @@ static int host_configure(struct nl_sock *sk, const struct cjob *j, struct rtnl_
 		          {"proxy_ndp", "1"},
 		          {"forwarding", "1"},
 		          {"accept_ra", "0"}};
-		for (size_t i = 0; i < sizeof v6 / sizeof v6[0]; i++) {
+		for (size_t i = 0; i < sizeof v6 / sizeof v6[0] && rc == 0; i++) {
 			rc = sysctl_setf(err, errlen, v6[i].value, "/proc/sys/net/ipv6/conf/%s/%s",
 			                 n, v6[i].key);
-			if (rc < 0) {
-				return rc;
-			}
+		}
+		if (setns(ct_fd, CLONE_NEWNET) != 0 && rc == 0) {
+			rc = sysfail(err, errlen, errno, "cannot enter network namespace %s",
+			             s->netns);
+		}
+		if (rc < 0) {
+			return rc;
 		}
 	}
 	return link_converge(sk, h, host_mac, j->mtu, s->alias, true, "", err, errlen);
@@ -1375,96 +1386,120 @@ static void finish(struct cjob *j, int fd, struct nl_sock *sk, struct rtnl_link 
 	}
 }
 
-int wire_add(const struct wire_spec *s, char *err, size_t errlen)
+/* What wire_add()'s steps share: the host's route socket and host end (sk, h), the container's
+ * namespace (fd) and, with IPv6, the host's (host_fd, for the host end's /proc/sys knobs). */
+struct addjob {
+	struct cjob j;
+	struct nl_sock *sk;
+	struct rtnl_link *h;
+	int fd, host_fd;
+};
+
+/*
+ * wire_add()'s steps, on one thread inside the container's namespace: csk is a route socket
+ * there, a->sk one in the host's (a netlink socket stays in the namespace it was made in,
+ * whichever thread uses it). Starting a thread per visit to the container's namespace cost about
+ * 0.1 ms a visit; the /proc/sys writes for the host end are the only step that leaves it.
+ */
+static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 {
-	struct nl_sock *sk = NULL;
-	struct rtnl_link *h = NULL;
-	struct cjob j = {.s = s};
+	struct addjob *a = arg;
+	struct cjob *j = &a->j;
+	const struct wire_spec *s = j->s;
 	char buf[IPAM_ADDR_STRLEN];
 	bool complete = false;
-	int fd = -1, rc, e;
+	int rc, e;
 
-	if ((rc = begin(s, &j, &fd, &sk, &h, err, errlen)) < 0) {
-		goto out;
+	if ((rc = c_inspect(csk, j, err, errlen)) < 0) {
+		return rc;
 	}
-	if ((rc = in_netns(fd, s->netns, c_inspect, &j, NULL, err, errlen)) < 0) {
-		goto out;
+	if (j->exists && !j->veth) {
+		return fail(err, errlen, -EEXIST,
+		            "%s in %s is a %s interface, not a veth: refusing to replace it",
+		            s->ifname, s->netns, j->kind);
 	}
-	if (j.exists && !j.veth) {
-		rc = fail(err, errlen, -EEXIST,
-		          "%s in %s is a %s interface, not a veth: refusing to replace it",
-		          s->ifname, s->netns, j.kind);
-		goto out;
-	}
-	if (h != NULL && j.exists && (e = is_peer(sk, h, fd, j.ifindex, &complete)) < 0) {
-		rc = nlfail(err, errlen, e, "cannot identify network namespace %s", s->netns);
-		goto out;
+	if (a->h != NULL && j->exists &&
+	    (e = is_peer(a->sk, a->h, a->fd, j->ifindex, &complete)) < 0) {
+		return nlfail(err, errlen, e, "cannot identify network namespace %s", s->netns);
 	}
 
 	if (!complete) {
-		if (h != NULL) {
+		if (a->h != NULL) {
 			/* A stale host end (its peer elsewhere or gone): ours by alias, or a veth.
 			 * Anything else with the name is someone else's device. */
-			if (!alias_ours(h) && !rtnl_link_is_veth(h)) {
-				rc = fail(
+			if (!alias_ours(a->h) && !rtnl_link_is_veth(a->h)) {
+				return fail(
 				    err, errlen, -EEXIST,
-				    "host interface %s exists and is a %s interface that is not "
-				    "Tabby's: refusing to replace it",
-				    s->host_ifname, link_kind(h));
-				goto out;
+				    "host interface %s exists and is a %s interface that is "
+				    "not Tabby's: refusing to replace it",
+				    s->host_ifname, link_kind(a->h));
 			}
-			e = rtnl_link_delete(sk, h);
+			e = rtnl_link_delete(a->sk, a->h);
 			if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NODEV) {
-				rc = nlfail(err, errlen, e, "cannot delete stale %s",
-				            s->host_ifname);
-				goto out;
+				return nlfail(err, errlen, e, "cannot delete stale %s",
+				              s->host_ifname);
 			}
-			rtnl_link_put(h);
-			h = NULL;
+			rtnl_link_put(a->h);
+			a->h = NULL;
 		}
-		if (j.exists) {
-			j.strict = true;
-			if ((rc = in_netns(fd, s->netns, c_remove, &j, NULL, err, errlen)) < 0) {
-				goto out;
+		if (j->exists) {
+			j->strict = true;
+			if ((rc = c_remove(csk, j, err, errlen)) < 0) {
+				return rc;
 			}
 		}
-		if ((rc = pair_create(sk, s, j.mtu, fd, err, errlen)) < 0) {
-			goto out;
+		if ((rc = pair_create(a->sk, s, j->mtu, a->fd, err, errlen)) < 0) {
+			return rc;
 		}
-		if ((e = link_get(sk, s->host_ifname, &h)) < 0 || h == NULL) {
-			rc = e < 0 ? nlfail(err, errlen, e, "cannot look up %s", s->host_ifname)
-			           : fail(err, errlen, -ENOENT, "%s vanished after it was created",
-			                  s->host_ifname);
-			goto out;
+		if ((e = link_get(a->sk, s->host_ifname, &a->h)) < 0 || a->h == NULL) {
+			return e < 0 ? nlfail(err, errlen, e, "cannot look up %s", s->host_ifname)
+			             : fail(err, errlen, -ENOENT,
+			                    "%s vanished after it was created", s->host_ifname);
 		}
 	}
 
-	if ((rc = host_configure(sk, &j, h, err, errlen)) < 0) {
-		goto out;
+	if ((rc = host_configure(a->sk, j, a->h, a->host_fd, a->fd, err, errlen)) < 0 ||
+	    (rc = c_setup(csk, j, err, errlen)) < 0) {
+		return rc;
 	}
-	if ((rc = in_netns(fd, s->netns, c_setup, &j, NULL, err, errlen)) < 0) {
-		goto out;
-	}
-	int hidx = rtnl_link_get_ifindex(h);
-	if (j.has6) {
-		if ((rc = host_ll_wait(sk, s->host_ifname, hidx, &j.host_ll, err, errlen)) < 0 ||
-		    (rc = in_netns(fd, s->netns, c_route6, &j, NULL, err, errlen)) < 0) {
-			goto out;
+	int hidx = rtnl_link_get_ifindex(a->h);
+	if (j->has6) {
+		if ((rc = host_ll_wait(a->sk, s->host_ifname, hidx, &j->host_ll, err, errlen)) <
+		        0 ||
+		    (rc = c_route6(csk, j, err, errlen)) < 0) {
+			return rc;
 		}
 	}
 	for (unsigned i = 0; i < s->n_addrs; i++) {
 		const struct ipam_addr *ip = &s->addrs[i];
-		e = route_put(sk, af_of(ip), ip->b, len_of(ip) * 8, NULL, hidx,
+		e = route_put(a->sk, af_of(ip), ip->b, len_of(ip) * 8, NULL, hidx,
 		              ip->family == 4 ? RT_SCOPE_LINK : -1);
 		if (e < 0) {
-			rc = nlfail(err, errlen, e, "cannot add route %s/%u dev %s",
-			            ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
-			goto out;
+			return nlfail(err, errlen, e, "cannot add route %s/%u dev %s",
+			              ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
 		}
 	}
-	rc = 0;
+	return 0;
+}
+
+int wire_add(const struct wire_spec *s, char *err, size_t errlen)
+{
+	struct addjob a = {.j = {.s = s}, .fd = -1, .host_fd = -1};
+	int rc;
+
+	if ((rc = begin(s, &a.j, &a.fd, &a.sk, &a.h, err, errlen)) < 0) {
+		goto out;
+	}
+	if (a.j.has6 && (a.host_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0) {
+		rc = sysfail(err, errlen, errno, "cannot open this host's network namespace");
+		goto out;
+	}
+	rc = in_netns(a.fd, s->netns, add_steps, &a, NULL, err, errlen);
 out:
-	finish(&j, fd, sk, h);
+	if (a.host_fd >= 0) {
+		close(a.host_fd);
+	}
+	finish(&a.j, a.fd, a.sk, a.h);
 	return rc;
 }
 
