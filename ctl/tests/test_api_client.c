@@ -481,6 +481,42 @@ static void test_open_addresses(void **state)
 	free(msg);
 }
 
+/* api_client_open_unix(): the socket path as it is, the same checks, the same requests. */
+static void test_open_unix(void **state)
+{
+	struct peer *p = peer_start(respond_echo, false);
+	struct api_client *c = NULL;
+	json_t *resp = NULL;
+	char longpath[200], *msg = NULL;
+	int status = 0;
+	(void)state;
+
+	assert_int_equal(api_client_open_unix(NULL, 0, &c, &msg), API_EINVAL);
+	assert_null(c);
+	free(msg);
+	msg = NULL;
+	assert_int_equal(api_client_open_unix("", 0, &c, &msg), API_EINVAL);
+	assert_non_null(strstr(msg, "empty"));
+	free(msg);
+	msg = NULL;
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	assert_int_equal(api_client_open_unix(longpath, 0, &c, &msg), API_EINVAL);
+	assert_non_null(strstr(msg, "too long"));
+	free(msg);
+	msg = NULL;
+
+	assert_int_equal(api_client_open_unix(p->address, 5000, &c, &msg), API_OK);
+	assert_string_equal(api_client_address(c), p->address);
+	assert_int_equal(api_request(c, "GET", "/v1/kv/x", NULL, &status, &resp, &msg), API_OK);
+	assert_int_equal(status, 200);
+	assert_string_equal(json_string_value(json_object_get(resp, "url")), "/v1/kv/x");
+	json_decref(resp);
+	api_client_close(c);
+	peer_stop(p);
+}
+
 static void test_connect_failure(void **state)
 {
 	struct api_client *c = NULL;
@@ -842,6 +878,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_path_escape),
 	    cmocka_unit_test(test_open_addresses),
+	    cmocka_unit_test(test_open_unix),
 	    cmocka_unit_test(test_connect_failure),
 	    cmocka_unit_test(test_request_unix),
 	    cmocka_unit_test(test_request_tcp),
