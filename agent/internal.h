@@ -92,9 +92,9 @@ struct agent {
 	bool cni_gc_started;
 	uint64_t cni_adds, cni_add_failures, cni_dels;
 
-	/* Conntrack flushes (routes_cni.c): addresses waiting for the next listing of the table,
-	 * while at most one listing runs and none while a CNI DEL removes an interface (unless
-	 * the oldest address has waited ct_since + CT_DEFER_MAX_MS) */
+	/* Conntrack flushes (routes_cni.c): addresses waiting for the next flush, while at most
+	 * one runs, and none while a CNI DEL removes an interface (until the oldest address has
+	 * waited CT_DEFER_MAX_MS) */
 	struct ipam_addr *ct_pending;
 	unsigned ct_n, ct_cap;
 	bool ct_running;
