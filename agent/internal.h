@@ -98,8 +98,9 @@ struct agent {
 	struct ipam_addr *ct_pending;
 	unsigned ct_n, ct_cap;
 	bool ct_running;
-	uint64_t ct_since; /* uv_now() when the oldest waiting address came */
-	unsigned unwiring; /* CNI interface removals on the worker threads now */
+	uint64_t ct_since;      /* uv_now() when the oldest waiting address came */
+	unsigned unwiring;      /* CNI interface removals on the worker threads now */
+	bool ct_listing_logged; /* said once that this kernel cannot filter a flush */
 };
 
 /* Log a line to stderr with a timestamp. */

@@ -164,6 +164,7 @@ struct ct_job {
 	struct agent *a;
 	struct ipam_addr *addrs;
 	unsigned n;
+	bool listed; /* the kernel refused a filtered flush */
 	int rv;
 	char err[256];
 };
@@ -173,7 +174,7 @@ static void ct_start(struct agent *a);
 static void ct_work(uv_work_t *w)
 {
 	struct ct_job *j = w->data;
-	j->rv = wire_flush_conntrack(j->addrs, j->n, false, j->err, sizeof j->err);
+	j->rv = wire_flush_conntrack(j->addrs, j->n, false, &j->listed, j->err, sizeof j->err);
 }
 
 static void ct_done(uv_work_t *w, int status)
@@ -184,6 +185,11 @@ static void ct_done(uv_work_t *w, int status)
 		agent_log(
 		    "cannot flush the conntrack entries of %u removed workload address(es): %s",
 		    j->n, j->err);
+	}
+	if (status == 0 && j->listed && !a->ct_listing_logged) {
+		a->ct_listing_logged = true;
+		agent_log("this kernel cannot filter a conntrack flush: each flush lists the whole "
+		          "table instead (about 10 ms of kernel time)");
 	}
 	free(j->addrs);
 	free(j);

@@ -1833,13 +1833,16 @@ out:
 	return rc;
 }
 
-int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, bool listing, char *err,
-                         size_t errlen)
+int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, bool listing, bool *listed,
+                         char *err, size_t errlen)
 {
 	struct nl_sock *sk = NULL;
 	char buf[IPAM_ADDR_STRLEN];
 	int rc, e;
 
+	if (listed != NULL) {
+		*listed = false;
+	}
 	if (n == 0) {
 		return 0;
 	}
@@ -1872,7 +1875,13 @@ int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, bool listing
 			goto out;
 		}
 	}
-	rc = listing ? ct_flush_listing(sk, addrs, n, err, errlen) : 0;
+	rc = 0;
+	if (listing) {
+		if (listed != NULL) {
+			*listed = true;
+		}
+		rc = ct_flush_listing(sk, addrs, n, err, errlen);
+	}
 out:
 	nl_socket_free(sk);
 	return rc;

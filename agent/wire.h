@@ -109,9 +109,10 @@ int wire_list(struct wire_link **out, unsigned *n, char *err, size_t errlen);
  * the container that had it (calico-behaviour.md 5.5). The kernel does the filtering where it can
  * (a flush with CTA_FILTER, two requests per address, about 0.5 ms each here); a kernel that
  * refuses a filtered flush gets one listing of the whole table for all n, about 10 ms of kernel
- * time even when the table is empty. listing forces the listing (for tests). Returns 0 or a
- * negative errno with one line in err (naming the address whose entries could not be deleted). */
-int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, bool listing, char *err,
-                         size_t errlen);
+ * time even when the table is empty. listing forces the listing (for tests); *listed (may be
+ * NULL) says whether the table was listed. Returns 0 or a negative errno with one line in err
+ * (naming the address whose entries could not be deleted). */
+int wire_flush_conntrack(const struct ipam_addr *addrs, unsigned n, bool listing, bool *listed,
+                         char *err, size_t errlen);
 
 #endif
