@@ -136,7 +136,8 @@ for ((w = 1; w <= PAR; w++)); do cnt_new "par$w"; done
 measure tabby calico-net-1
 # Tabby's sequential cycles again through host 2, whose agent is a follower: its writes go to the
 # leader and complete when host 2's own replica applies them, which used to wait for the leader's
-# next heartbeat (deps/raft-patches/0006). Hosts 2 and 3 are where most containers of a cluster run.
+# next heartbeat (deps/raft-patches/0006, store/node.c send_commit()). Hosts 2 and 3 are where
+# most containers of a cluster run.
 cnt_new seqf
 worker 2 "$WORK/warm-tabbyf" calico-net-1 3 seqf
 worker 2 "$WORK/r-tabbyf-seq" calico-net-1 "$N" seqf

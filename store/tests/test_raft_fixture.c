@@ -881,14 +881,17 @@ static void test_node_restart(void **state)
 }
 
 /*
- * Followers learn a commit without waiting for a heartbeat (deps/raft-patches/0006). On an idle
- * cluster a write's AppendEntries goes out, the followers persist and acknowledge it, and the
- * leader commits; a follower only learns the commit index from the next message the leader
- * sends it, which used to be the next heartbeat, one to two heartbeat timeouts later. A write a
- * follower forwarded completes only when that follower applies it, so each such write waited for
- * that heartbeat. With a heartbeat timeout of 500 ms here (fixture network latency 15 ms, disk
- * 10 ms), every follower must apply each of a few spaced-out writes within 100 ms of the leader
- * applying it, and no heartbeat can be what told it.
+ * Followers learn a commit when the leader's application asks, without waiting for a heartbeat
+ * (deps/raft-patches/0006). On an idle cluster a write's AppendEntries goes out, the followers
+ * persist and acknowledge it, and the leader commits; a follower only learns the commit index
+ * from the next message the leader sends it. The commit itself sends nothing (while writes keep
+ * coming, the next write's entries carry it), so without raft_send_commit() that is the next
+ * heartbeat, one to two heartbeat timeouts later; the store calls raft_send_commit() when the
+ * commit index rests or a follower waits. With a heartbeat timeout of 500 ms here (fixture
+ * network latency 15 ms, disk 10 ms), no follower may apply a spaced-out write within 100 ms of
+ * the leader applying it until raft_send_commit() is called, and every follower must apply it
+ * within 100 ms after the call, so no heartbeat can be what told it. raft_send_commit() on a
+ * follower, or on a leader with uncommitted entries, sends nothing.
  */
 #define SLOW_HEARTBEAT 500
 
@@ -906,12 +909,25 @@ static void test_commit_reaches_followers(void **state)
 	for (k = 0; k < 4; k++) {
 		step_for(c, 3 * SLOW_HEARTBEAT); /* idle: nothing is in flight */
 		raft_index last = propose(c, 0, 0x700 + k);
+		/* Asked before the commit: there is nothing to send yet, and a follower asking
+		 * sends nothing either. */
+		expect(c, raft_send_commit(srv(c, 0)) == 0,
+		       "raft_send_commit() failed on the leader");
+		expect(c, raft_send_commit(srv(c, 1)) == 0,
+		       "raft_send_commit() failed on a follower");
 		struct index_arg leader_applied = {0, last};
 		expect(c, step_until(c, has_applied, &leader_applied, ELECTION_TIMEOUT),
 		       "write %u not committed", k);
+		expect(
+		    c, !step_until(c, all_applied, &last, SLOW_HEARTBEAT / 5),
+		    "write %u at index %llu: the followers applied it within %u ms without being "
+		    "told the commit index (heartbeat timeout %u ms)",
+		    k, (unsigned long long)last, SLOW_HEARTBEAT / 5, SLOW_HEARTBEAT);
+		expect(c, raft_send_commit(srv(c, 0)) == 0,
+		       "raft_send_commit() failed on the leader");
 		expect(c, step_until(c, all_applied, &last, SLOW_HEARTBEAT / 5),
 		       "write %u at index %llu: the leader applied it, a follower did not within "
-		       "%u ms (heartbeat timeout %u ms)",
+		       "%u ms of raft_send_commit() (heartbeat timeout %u ms)",
 		       k, (unsigned long long)last, SLOW_HEARTBEAT / 5, SLOW_HEARTBEAT);
 		assert_converged(c, last);
 	}
