@@ -7,14 +7,19 @@
 # (tabby, etcd, tabby, ...), each round on a fresh cluster; each prints the round with its median
 # rate (bench/lib.sh says why).
 #
-# Env: CLIENTS="1 16 64"  TOTAL=20000  VAL=256  ROUNDS=3  SKIP_ETCD=1 (Tabby only)
+# Five rounds by default: a Tabby round at one client lasts about 14 s against etcd's 45 s, so a
+# stretch of stolen CPU (this machine's steal time reaches a quarter of its CPUs) can take a
+# Tabby round down to 60 % of its rate while etcd's longer rounds average it out; with three
+# rounds one such round moved the one-client median by 20 %, with five it no longer decides it.
+#
+# Env: CLIENTS="1 16 64"  TOTAL=20000  VAL=256  ROUNDS=5  SKIP_ETCD=1 (Tabby only)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 TOOLS=${TOOLS:-$ROOT/../shared/tools}
 CLIENTS=${CLIENTS:-"1 16 64"}
 TOTAL=${TOTAL:-20000}
 VAL=${VAL:-256}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 "$ROOT/scripts/setup.sh" >/dev/null
 source "$ROOT/bench/lib.sh"
 
