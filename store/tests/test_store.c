@@ -1,7 +1,8 @@
 /*
  * The store node with real raft (libuv backend, TCP on 127.0.0.1) and real LMDB: single-node
  * reads, writes, watches and restart; and three nodes in one loop, where the forward and
- * read-index hooks call the leader's store directly (the agent does the same over HTTP).
+ * read-index hooks call the leader's store directly (the agent does the same over HTTP), and
+ * where followers learn of commits without waiting for a heartbeat.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -36,6 +37,7 @@ struct cluster {
 	unsigned n;
 	char root[128];
 	int port_base;
+	unsigned heartbeat_ms; /* 0: 30 ms, with a 300 ms election timeout */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -178,8 +180,8 @@ static void node_open(struct cluster *c, unsigned i)
 	    .id = n->id,
 	    .data_dir = n->dir,
 	    .peer_address = n->addr,
-	    .election_timeout_ms = 300,
-	    .heartbeat_timeout_ms = 30,
+	    .election_timeout_ms = c->heartbeat_ms ? 5 * c->heartbeat_ms : 300,
+	    .heartbeat_timeout_ms = c->heartbeat_ms ? c->heartbeat_ms : 30,
 	    .snapshot_threshold = 32,
 	    .snapshot_trailing = 8,
 	    .forward = hook_forward,
@@ -586,6 +588,80 @@ static void test_three_nodes(void **state)
 	cluster_close(&c);
 }
 
+/* The leader tells idle followers its commit index without waiting for a heartbeat: a write on
+ * the leader reaches both followers' replicas, a write through a follower is answered, and a
+ * linearizable read on a follower finishes, each well within a heartbeat timeout (1 s here; the
+ * store sends the commit index 1-2 ms after the commit index rests, or at once when a follower
+ * waits for it). Each round starts from an idle cluster, so no later write carries the commit
+ * index along, and ends long before the next heartbeat could. */
+#define LONG_HEARTBEAT_MS 1000
+
+static double since_ms(uint64_t t0)
+{
+	return (double)(uv_hrtime() - t0) / 1e6;
+}
+
+static void test_followers_learn_commit(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(&c, 3);
+	c.heartbeat_ms = LONG_HEARTBEAT_MS;
+	for (unsigned i = 0; i < 3; i++) {
+		node_open(&c, i);
+	}
+	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
+	}
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(leader, 0);
+	add_voter(&c, 0, 1);
+	add_voter(&c, 0, 2);
+
+	for (int round = 0; round < 3; round++) {
+		char k[32];
+		run_for(&c, 50);
+		snprintf(k, sizeof k, "leader/%d", round);
+		uint64_t t0 = uv_hrtime();
+		struct put p = do_put(&c, 0, k, "on the leader", false, 0);
+		assert_int_equal(p.status, STORE_OK);
+		run_until(&c, all_have_pred, k, 5000);
+		double took = since_ms(t0);
+		if (took >= LONG_HEARTBEAT_MS / 4) {
+			fail_msg(
+			    "round %d: a write on the leader reached the followers after %.1f ms",
+			    round, took);
+		}
+
+		run_for(&c, 50);
+		snprintf(k, sizeof k, "follower/%d", round);
+		t0 = uv_hrtime();
+		p = do_put(&c, 1 + round % 2, k, "through a follower", false, 0);
+		assert_int_equal(p.status, STORE_OK);
+		took = since_ms(t0);
+		if (took >= LONG_HEARTBEAT_MS / 4) {
+			fail_msg("round %d: a write through a follower was answered after %.1f ms",
+			         round, took);
+		}
+
+		run_for(&c, 50);
+		struct syncw sw = {0};
+		t0 = uv_hrtime();
+		assert_int_equal(store_sync(c.nodes[2 - round % 2].s, sync_cb, &sw), STORE_OK);
+		run_until(&c, sync_done_pred, &sw, 5000);
+		assert_int_equal(sw.status, STORE_OK);
+		took = since_ms(t0);
+		if (took >= LONG_HEARTBEAT_MS / 4) {
+			fail_msg("round %d: a linearizable read on a follower took %.1f ms", round,
+			         took);
+		}
+	}
+	cluster_close(&c);
+}
+
 int main(void)
 {
 	/* libuv writes to sockets with write(2): a peer that went away must be an error, not a
@@ -594,6 +670,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_single_node),
 	    cmocka_unit_test(test_three_nodes),
+	    cmocka_unit_test(test_followers_learn_commit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
