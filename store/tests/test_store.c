@@ -490,6 +490,26 @@ static bool sync_done_pred(struct cluster *c, void *arg)
 	return ((struct syncw *)arg)->done;
 }
 
+/* Three voters, node 1 bootstrapped and leading; heartbeat_ms 0 is the default 30 ms. */
+static void three_voters(struct cluster *c, unsigned heartbeat_ms)
+{
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(c, 3);
+	c->heartbeat_ms = heartbeat_ms;
+	for (unsigned i = 0; i < 3; i++) {
+		node_open(c, i);
+	}
+	assert_int_equal(store_bootstrap(c->nodes[0].s, &err), STORE_OK);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(store_start(c->nodes[i].s, &err), STORE_OK);
+	}
+	run_until(c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(leader, 0);
+	add_voter(c, 0, 1);
+	add_voter(c, 0, 2);
+}
+
 /* Three nodes: writes through a follower are forwarded and answered after the follower's own
  * replica applied them; linearizable sync on a follower; the leader goes away and the others go
  * on; every replica ends with the same hash. */
@@ -499,18 +519,7 @@ static void test_three_nodes(void **state)
 	struct cluster c;
 	char *err = NULL;
 	unsigned leader;
-	cluster_init(&c, 3);
-	for (unsigned i = 0; i < 3; i++) {
-		node_open(&c, i);
-	}
-	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
-	for (unsigned i = 0; i < 3; i++) {
-		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
-	}
-	run_until(&c, leader_ready_pred, &leader, 5000);
-	assert_int_equal(leader, 0);
-	add_voter(&c, 0, 1);
-	add_voter(&c, 0, 2);
+	three_voters(&c, 0);
 	unsigned n = 0;
 	struct store_member *m = config_of(&c, 0, &n);
 	assert_int_equal(n, 3);
@@ -605,21 +614,7 @@ static void test_followers_learn_commit(void **state)
 {
 	(void)state;
 	struct cluster c;
-	char *err = NULL;
-	unsigned leader;
-	cluster_init(&c, 3);
-	c.heartbeat_ms = LONG_HEARTBEAT_MS;
-	for (unsigned i = 0; i < 3; i++) {
-		node_open(&c, i);
-	}
-	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
-	for (unsigned i = 0; i < 3; i++) {
-		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
-	}
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	assert_int_equal(leader, 0);
-	add_voter(&c, 0, 1);
-	add_voter(&c, 0, 2);
+	three_voters(&c, LONG_HEARTBEAT_MS);
 
 	for (int round = 0; round < 3; round++) {
 		char k[32];
