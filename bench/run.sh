@@ -8,9 +8,10 @@
 # rate (bench/lib.sh says why).
 #
 # Five rounds by default: a Tabby round at one client lasts about 14 s against etcd's 45 s, so a
-# stretch of stolen CPU (this machine's steal time reaches a quarter of its CPUs) can take a
-# Tabby round down to 60 % of its rate while etcd's longer rounds average it out; with three
-# rounds one such round moved the one-client median by 20 %, with five it no longer decides it.
+# stretch of stolen CPU (this machine's steal time reaches a quarter to a third of its CPUs) can
+# take a Tabby round down to 60 % of its rate while etcd's longer rounds average it out. With
+# three rounds a single slow one moves the median (seen: 863/s beside 1,227 and 1,514, median
+# 1,227); with five it takes three slow rounds, which a long noisy stretch still brings.
 #
 # Env: CLIENTS="1 16 64"  TOTAL=20000  VAL=256  ROUNDS=5  SKIP_ETCD=1 (Tabby only)
 set -euo pipefail
