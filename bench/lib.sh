@@ -1,7 +1,9 @@
-# Shared by the benchmarks: a three-member Tabby cluster on 127.0.0.1, cleaned up on exit.
+# Shared by the benchmarks: a Tabby cluster on 127.0.0.1 (three members unless BENCH_MEMBERS says
+# otherwise), cleaned up on exit.
 #
 #   source bench/lib.sh
 #   bench_cluster NAME BASEPORT [agent flags...]   # member i: peer BASE+2i, API BASE+1+2i
+#   BENCH_MEMBERS=1 bench_cluster ...                # a cluster of one member (default 3)
 #   ... "$LEADER_API" ...                           # member 1 bootstraps and leads
 #   bench_stop                                      # kill the members (also done on exit)
 #
@@ -23,11 +25,11 @@ bench_stop() {
 trap 'bench_stop; [ "${KEEP:-0}" = 1 ] || rm -rf "$BENCH_WORK"' EXIT
 
 bench_cluster() {
-	local name=$1 base=$2 dir i
+	local name=$1 base=$2 dir i n=${BENCH_MEMBERS:-3}
 	shift 2
 	dir=$BENCH_WORK/$name
 	mkdir -p "$dir"
-	for i in 1 2 3; do
+	for ((i = 1; i <= n; i++)); do
 		local how=(--bootstrap)
 		if [ "$i" != 1 ]; then
 			for _ in $(seq 1 100); do [ -s "$dir/d1/join-token" ] && break; sleep 0.1; done
@@ -46,8 +48,8 @@ bench_cluster() {
 		"$TABBY" cluster status -o json --socket "$dir/s1.sock" 2>/dev/null |
 			python3 -c 'import json, sys
 d = json.load(sys.stdin)
-ok = d["leader"] == sys.argv[1] + "1" and len(d["members"]) == 3
-sys.exit(0 if ok and all(m["healthy"] and m["role"] == "voter" for m in d["members"]) else 1)' "$name" &&
+ok = d["leader"] == sys.argv[1] + "1" and len(d["members"]) == int(sys.argv[2])
+sys.exit(0 if ok and all(m["healthy"] and m["role"] == "voter" for m in d["members"]) else 1)' "$name" "$n" &&
 			break
 		sleep 0.1
 	done

@@ -13,6 +13,10 @@
 # three rounds a single slow one moves the median (seen: 863/s beside 1,227 and 1,514, median
 # 1,227); with five it takes three slow rounds, which a long noisy stretch still brings.
 #
+# With 1 among the clients, each round also times one client on a cluster of a single member
+# (no replication at all) and prints its median beside the table: the ceiling of any replicated
+# write on this machine, to read the one-client ratio against.
+#
 # Env: CLIENTS="1 16 64"  TOTAL=20000  VAL=256  ROUNDS=5  SKIP_ETCD=1 (Tabby only)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -25,6 +29,7 @@ ROUNDS=${ROUNDS:-5}
 source "$ROOT/bench/lib.sh"
 
 declare -A T_RPS T_P50 T_P99 E_RPS E_P50 E_P99
+SOLO=""
 for ((round = 1; round <= ROUNDS; round++)); do
 	bench_cluster "b$round" $((28020 + 40 * round))
 	echo "round $round of $ROUNDS: tabby, 3 members on 127.0.0.1, leader API $LEADER_API"
@@ -36,8 +41,27 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		T_P99[$c]=$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$line")
 	done
 	bench_stop
+	if [[ " $CLIENTS " == *" 1 "* ]]; then
+		# The same writes at one client on a cluster of one member: no follower, no network
+		# hop, only the leader's own durable append and apply. No replicated write can be
+		# faster on this machine, so this bounds the one-client ratio from above.
+		BENCH_MEMBERS=1 bench_cluster "s$round" $((28020 + 40 * round + 20))
+		line=$("$PUTBENCH" --address "$LEADER_API" --clients 1 --total "$TOTAL" --val-size "$VAL")
+		echo "one member: $line"
+		SOLO+="$(sed -n 's/.* puts\/s=\([0-9.]*\).* p50=\([0-9.]*\)ms.* p99=\([0-9.]*\)ms.*/\1 \2 \3/p' <<<"$line");"
+		bench_stop
+	fi
 	bench_etcd
 	bench_round_keep
 done
 bench_round_median
 bench_table "tabby writes/s  p50  p99"
+if [ -n "${SOLO:-}" ]; then
+	read -r s_rps s_p50 s_p99 <<<"$(bench_median_of "$SOLO")"
+	printf "%-8s | %8s/s %7sms %7sms   | one member, no replication: the ceiling for 1 client here" \
+		"1 (solo)" "$s_rps" "$s_p50" "$s_p99"
+	if [ -n "${E_RPS[1]:-}" ]; then
+		awk -v s="$s_rps" -v e="${E_RPS[1]}" 'BEGIN {printf " (%.2fx etcd; 3x etcd is %.0f/s)", s / e, 3 * e}'
+	fi
+	echo
+fi
