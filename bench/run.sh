@@ -43,8 +43,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	bench_stop
 	if [[ " $CLIENTS " == *" 1 "* ]]; then
 		# The same writes at one client on a cluster of one member: no follower, no network
-		# hop, only the leader's own durable append and apply. No replicated write can be
-		# faster on this machine, so this bounds the one-client ratio from above.
+		# hop, only the leader's own durable append and apply. A replicated write needs the
+		# same append on a second member after a network hop, so it cannot be faster here:
+		# this bounds the one-client ratio from above.
 		BENCH_MEMBERS=1 bench_cluster "s$round" $((28020 + 40 * round + 20))
 		line=$("$PUTBENCH" --address "$LEADER_API" --clients 1 --total "$TOTAL" --val-size "$VAL")
 		echo "one member: $line"
@@ -56,7 +57,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 bench_round_median
 bench_table "tabby writes/s  p50  p99"
-if [ -n "${SOLO:-}" ]; then
+if [ -n "$SOLO" ]; then
 	read -r s_rps s_p50 s_p99 <<<"$(bench_median_of "$SOLO")"
 	printf "%-8s | %8s/s %7sms %7sms   | one member, no replication: the ceiling for 1 client here" \
 		"1 (solo)" "$s_rps" "$s_p50" "$s_p99"
