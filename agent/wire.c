@@ -1281,10 +1281,9 @@ static int proxy_delay_zero(struct nl_sock *sk, int ifindex, const char *name, c
 	return e < 0 ? nlfail(err, errlen, e, "cannot set proxy_delay 0 on %s", name) : 0;
 }
 
-/* Host end sysctls and settings, then up. */
-/* Host end settings. The caller's thread is in the container's namespace (ct_fd); the IPv6
- * knobs of the host end are /proc/sys files of the host's (host_fd), so the thread steps over
- * for them and back. */
+/* Host end sysctls and settings, then up. The caller's thread is in the container's namespace
+ * (ct_fd); the IPv6 knobs of the host end are /proc/sys files of the host's (host_fd), so the
+ * thread steps over for them and back. */
 static int host_configure(struct nl_sock *sk, const struct cjob *j, struct rtnl_link *h,
                           int host_fd, int ct_fd, char *err, size_t errlen)
 {

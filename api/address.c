@@ -51,12 +51,12 @@ int api_client_open(const char *address, int timeout_ms, struct api_client **out
 
 	if (address == NULL || address[0] == '\0')
 		return api_set_error(errmsg, API_EINVAL, "empty agent address");
-	if (strncmp(address, "unix:", 5) == 0)
-		return api_client_new(address, "localhost", address + 5, NULL, 0, timeout_ms, out,
-		                      errmsg);
-	if (strchr(address, '/') != NULL)
-		return api_client_new(address, "localhost", address, NULL, 0, timeout_ms, out,
-		                      errmsg);
+	/* "unix:PATH", or anything with a slash: a socket path. */
+	const char *path = strncmp(address, "unix:", 5) == 0 ? address + 5
+	                   : strchr(address, '/') != NULL    ? address
+	                                                     : NULL;
+	if (path != NULL)
+		return api_client_new(address, "localhost", path, NULL, 0, timeout_ms, out, errmsg);
 
 	/* HOST:PORT, with an IPv6 literal in brackets so that its colons are not the separator. */
 	if (address[0] == '[') {
