@@ -101,6 +101,9 @@ struct agent {
 	uint64_t ct_since;      /* uv_now() when the oldest waiting address came */
 	unsigned unwiring;      /* CNI interface removals on the worker threads now */
 	bool ct_listing_logged; /* said once that this kernel cannot filter a flush */
+
+	/* Link removals announced in this host's namespace (linkwatch.c); NULL without */
+	struct linkwatch *linkwatch;
 };
 
 /* Log a line to stderr with a timestamp. */
@@ -165,6 +168,28 @@ void agent_flush_conntrack_free(struct agent *a);
  * {"removed", "released"}; without a record and without IPAM state for the node, a 404. */
 void agent_ipam_remove_node(struct agent *a, struct http_request *req, const char *name,
                             bool member_deleted);
+
+/* A wait for the kernel to announce (RTM_DELLINK) the removal of the link named name whose alias
+ * is alias (NULL: one without an alias), in this host's network namespace (linkwatch.c). The
+ * caller owns the struct and keeps it alive until cb runs or it cancels the wait. */
+struct link_gone {
+	char name[16];
+	const char *alias;
+	void (*cb)(struct link_gone *g);
+	void *data;
+	struct link_gone *next; /* private */
+};
+/* linkwatch_start() subscribes to this namespace's link announcements and sets a->linkwatch
+ * (returns 0, -ENOMEM or -EIO; the agent runs without, and every wait is then refused);
+ * linkwatch_stop() closes it and drops the waits left, whose callbacks never run. */
+int linkwatch_start(struct agent *a);
+void linkwatch_stop(struct agent *a);
+/* Registers g; cb runs once, on the loop thread, when the announcement comes. Returns false
+ * (cb will never run) when no watch runs or g->name is empty. Register before the removal
+ * starts: an announcement that came before is not remembered. */
+bool linkwatch_wait(struct agent *a, struct link_gone *g);
+/* Takes g off the list if it is still there (its cb then never runs). */
+void linkwatch_cancel(struct agent *a, struct link_gone *g);
 
 /* The leak reconciler (leaks.c). leaks_start() sets a->leaks and starts its timer on a->loop
  * (returns 0 or -ENOMEM); leaks_stop() closes the timer; leaks_free() frees it, after the loop

@@ -1041,11 +1041,20 @@ static void dataplane_tick(uv_timer_t *t)
 	a->dataplane_sync_inflight = true;
 }
 
+/* libuv's default of 4 worker threads is too few here. A CNI DEL's worker waits about 20 ms in
+ * the kernel (RCU) after the interface is already gone and the DEL answered (linkwatch.c), while
+ * the next ADDs need a worker for their wiring: with 4, a steady ADD/DEL stream kept most of them
+ * asleep and the ADDs queued behind. Sleeping threads cost nothing. An operator's own
+ * UV_THREADPOOL_SIZE wins. */
+#define AGENT_THREADPOOL_SIZE "32"
+
 int agent_main(int argc, char **argv)
 {
 	struct agent agent = {0};
 	struct agent *a = &agent;
 	char hostname[256] = "tabby";
+	/* before anything queues work: libuv reads it when it starts its pool */
+	setenv("UV_THREADPOOL_SIZE", AGENT_THREADPOOL_SIZE, 0);
 	gethostname(hostname, sizeof hostname - 1);
 	a->name = env_or("TABBY_NAME", hostname);
 	a->data_dir = env_or("TABBY_DATA_DIR", "/var/lib/tabby");
@@ -1405,6 +1414,11 @@ int agent_main(int argc, char **argv)
 		a->exit_code = 1;
 		uv_stop(a->loop);
 	}
+	if (!a->stopping && (rv = linkwatch_start(a)) != 0) {
+		agent_log("cannot watch this host's link announcements (%s); CNI DELs answer when "
+		          "the kernel has freed the interface",
+		          strerror(-rv));
+	}
 	uv_timer_init(a->loop, &a->dataplane_timer);
 	a->dataplane_timer.data = a;
 	uv_timer_start(&a->dataplane_timer, dataplane_tick, 0, 0);
@@ -1420,6 +1434,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
 	uv_close((uv_handle_t *)&a->dataplane_timer, NULL);
 	agent_cni_gc_stop(a);
+	linkwatch_stop(a);
 	leaks_stop(a);
 	policy_sync_stop(a);
 	netsync_stop(a);

@@ -12,9 +12,12 @@
  * wiring again, which repairs whatever is missing.
  *
  * DEL is one entry that releases and deletes, then the interface goes and the conntrack entries
- * of the released addresses are flushed. CHECK reads the local replica and verifies the kernel.
+ * of the released addresses are flushed. DEL answers as soon as the kernel announces the
+ * interface's removal (linkwatch.c), long before the delete returns. CHECK reads the local replica
+ * and verifies the kernel.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,8 +53,12 @@ struct cctx {
 	char ifname[16], host_ifname[16], alias[512];
 	struct wire_spec spec;
 	int work_rv;
-	bool unwire_ran; /* wire_del_work ran (DEL): the log says how long it took */
-	bool unwiring;   /* counted in a->unwiring until its after-work callback */
+	bool unwire_ran;        /* wire_del_work ran (DEL): the log says how long it took */
+	bool unwiring;          /* counted in a->unwiring until its after-work callback */
+	struct link_gone gone;  /* DEL: the wait for the host end's removal (linkwatch.c) */
+	bool watching;          /* gone is registered */
+	atomic_bool identified; /* DEL: wire_del() named what it deletes (set on the worker) */
+	bool answered;          /* DEL: answered before its removal returned */
 	char err[1024];
 	char *message; /* the wiring error kept across the rollback */
 	/* uv_hrtime() when the request arrived, the command was applied and the wiring done:
@@ -141,7 +148,7 @@ static void wire_del_work(uv_work_t *w)
 	struct cctx *c = w->data;
 	const char *netns = c->netns[0] ? c->netns : NULL;
 	c->work_rv = wire_del(netns, c->ifname, c->host_ifname[0] ? c->host_ifname : NULL, c->alias,
-	                      c->err, sizeof c->err);
+	                      &c->identified, c->err, sizeof c->err);
 	c->unwire_ran = true;
 }
 
@@ -471,21 +478,11 @@ static void wired(uv_work_t *w, int status)
 /* ------------------------------------------------------------------------------------------ */
 /* The command's answer                                                                        */
 
-static void del_unwired(uv_work_t *w, int status)
+/* DEL's answer, once the interface is gone (t_gone; 0 when none was removed) or its removal
+ * failed. A failure is only logged: the addresses are released already and a leftover interface
+ * is removed by the sweep of stale interfaces, so DEL still succeeds, as Calico's does. */
+static void del_answer(struct cctx *c, uint64_t t_gone)
 {
-	struct cctx *c = w->data;
-	uint64_t t_done = uv_hrtime();
-	(void)status;
-	unwire_over(c);
-	if (c->work_rv != 0) {
-		/* The addresses are released already; a leftover interface is removed by the next
-		 * start's reconcile, so DEL still succeeds, as Calico's does. */
-		agent_log("cni: DEL %s %s: %s", jstr(c->body, "container"), c->ifname, c->err);
-	}
-	if (c->a->netsync != NULL) {
-		netsync_kick(c->a);
-	}
-	flush_released(c);
 	json_t *out = json_pack(
 	    "{s:O, s:O, s:I}", "released", json_object_get(c->reply, "released"), "deleted",
 	    json_object_get(c->reply, "deleted"), "revision", (json_int_t)c->revision);
@@ -494,15 +491,53 @@ static void del_unwired(uv_work_t *w, int status)
 		char took[96];
 		int o = snprintf(took, sizeof took, "replicated in %.2f ms",
 		                 (double)(c->t_commit - c->t_start) / 1e6);
-		if (c->unwire_ran && c->work_rv == 0 && o > 0 && (size_t)o < sizeof took)
+		if (t_gone != 0 && o > 0 && (size_t)o < sizeof took)
 			snprintf(took + o, sizeof took - (size_t)o, ", unwired in %.2f ms",
-			         (double)(t_done - c->t_commit) / 1e6);
+			         (double)(t_gone - c->t_commit) / 1e6);
 		agent_log("cni: DEL %s %s on %s: released %lld address(es) (%s)",
 		          jstr(c->body, "container"), c->ifname, jstr(c->body, "network"),
 		          (long long)json_integer_value(json_object_get(c->reply, "released")),
 		          took);
 	}
 	agent_reply_json(c->a, c->req, 200, out);
+	c->answered = true;
+}
+
+/* The kernel announced the host end's removal: both ends are out of its tables, with their
+ * routes and addresses, and the names are free (linkwatch.c says why this comes long before the
+ * delete returns). The worker still owns c. */
+static void del_gone(struct link_gone *g)
+{
+	struct cctx *c = g->data;
+	c->watching = false;
+	/* Before the worker has named the interfaces, the announcement is of another removal
+	 * (the sweep of stale interfaces, say): answering now would let this container's next ADD
+	 * make interfaces that the worker would then find by name. It answers when it returns. */
+	if (atomic_load(&c->identified)) {
+		del_answer(c, uv_hrtime());
+	}
+}
+
+static void del_unwired(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	uint64_t t_done = uv_hrtime();
+	(void)status;
+	unwire_over(c);
+	if (c->watching) {
+		linkwatch_cancel(c->a, &c->gone);
+		c->watching = false;
+	}
+	if (c->work_rv != 0) {
+		agent_log("cni: DEL %s %s: %s", jstr(c->body, "container"), c->ifname, c->err);
+	}
+	if (c->a->netsync != NULL) {
+		netsync_kick(c->a);
+	}
+	flush_released(c);
+	if (!c->answered) {
+		del_answer(c, c->unwire_ran && c->work_rv == 0 ? t_done : 0);
+	}
 	cctx_free(c);
 }
 
@@ -570,6 +605,15 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		const char *ctr = jstr(c->body, "container");
 		snprintf(c->alias, sizeof c->alias, WIRE_ALIAS_PREFIX "%s/%s", ctr ? ctr : "",
 		         c->ifname);
+		/* The answer goes when the kernel announces the host end's removal, or when the
+		 * removal returns if no announcement is watched for (or it was lost). */
+		if (c->wire && deleted) {
+			snprintf(c->gone.name, sizeof c->gone.name, "%s", c->host_ifname);
+			c->gone.alias = c->alias;
+			c->gone.cb = del_gone;
+			c->gone.data = c;
+			c->watching = linkwatch_wait(a, &c->gone);
+		}
 		if (!c->wire || !deleted || queue_unwire(c, del_unwired) != 0) {
 			c->work.data = c;
 			del_unwired(&c->work, 0);
@@ -847,7 +891,7 @@ static void gc_del_work(uv_work_t *w)
 	char err[256];
 	for (unsigned i = 0; i < j->n; i++) {
 		if ((int)if_nametoindex(j->stale[i]) == j->ifindex[i] &&
-		    wire_del(NULL, NULL, j->stale[i], j->alias[i], err, sizeof err) == 0) {
+		    wire_del(NULL, NULL, j->stale[i], j->alias[i], NULL, err, sizeof err) == 0) {
 			j->removed++;
 		}
 	}

@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -801,6 +802,8 @@ struct cjob {
 	struct nl_addr *host_ll;
 	/* c_remove(): whether a non-veth interface is an error (wire_add) or left alone */
 	bool strict;
+	/* c_remove() (wire_del): set once the interface is identified, before it is deleted */
+	atomic_bool *identified;
 };
 
 static int c_inspect(struct nl_sock *sk, void *arg, char *err, size_t errlen)
@@ -829,6 +832,9 @@ static int c_remove(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 	int e = link_get(sk, j->s->ifname, &l);
 	if (e < 0) {
 		return nlfail(err, errlen, e, "cannot look up %s in %s", j->s->ifname, j->s->netns);
+	}
+	if (j->identified != NULL) {
+		atomic_store(j->identified, true); /* from here on, by index only */
 	}
 	if (l == NULL) {
 		return 0;
@@ -1621,11 +1627,11 @@ out:
 }
 
 int wire_del(const char *netns, const char *ifname, const char *host_ifname, const char *alias,
-             char *err, size_t errlen)
+             atomic_bool *identified, char *err, size_t errlen)
 {
 	struct nl_sock *sk = NULL;
 	struct rtnl_link *h = NULL;
-	int rc, e;
+	int hidx = 0, rc, e;
 
 	if ((host_ifname != NULL && !name_ok(host_ifname)) || (netns != NULL && !name_ok(ifname))) {
 		return fail(err, errlen, -EINVAL, "interface name is not 1..15 bytes");
@@ -1635,14 +1641,35 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 		            "host end alias \"%s\" does not start with \"" WIRE_ALIAS_PREFIX "\"",
 		            alias ? alias : "");
 	}
+	/* Both ends are named first and then deleted by index: once the kernel has announced the
+	 * removal, the names are free and the same container's next ADD may make new interfaces
+	 * with them while this call still waits for the kernel, and those must not be touched. */
+	if (host_ifname != NULL) {
+		if ((rc = route_socket(&sk, err, errlen)) < 0) {
+			return rc;
+		}
+		if ((e = link_get(sk, host_ifname, &h)) < 0) {
+			rc = nlfail(err, errlen, e, "cannot look up %s", host_ifname);
+			goto out;
+		}
+		/* Another alias: the name went to another container after this one's record was
+		 * deleted (its ADD replaced the stale pair). No alias and no peer index: a veth
+		 * whose peer is being torn down, or one an ADD made and could not finish. */
+		const char *has = h != NULL ? rtnl_link_get_ifalias(h) : NULL;
+		if (h != NULL &&
+		    ((has != NULL && strcmp(has, alias) == 0) ||
+		     (has == NULL && rtnl_link_is_veth(h) && rtnl_link_get_link(h) == 0))) {
+			hidx = rtnl_link_get_ifindex(h);
+		}
+	}
 	if (netns != NULL && netns[0] != '\0') {
 		struct wire_spec s = {.netns = netns, .ifname = ifname};
-		struct cjob j = {.s = &s};
+		struct cjob j = {.s = &s, .identified = identified};
 		bool entered = false;
 		int fd = open(netns, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 && errno != ENOENT && errno != ENOTDIR) {
-			return sysfail(err, errlen, errno, "cannot open network namespace %s",
-			               netns);
+			rc = sysfail(err, errlen, errno, "cannot open network namespace %s", netns);
+			goto out;
 		}
 		if (fd >= 0) {
 			rc = in_netns(fd, netns, c_remove, &j, &entered, err, errlen);
@@ -1650,34 +1677,28 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 			/* A path that is no namespace any more (the bind mount is gone, the
 			 * file left behind) is a missing namespace. */
 			if (rc < 0 && entered) {
-				return rc;
+				goto out;
 			}
 		}
 	}
-	if (host_ifname == NULL) {
-		return 0; /* no record named the host end: only the container side was ours to find
-		           */
-	}
-	if ((rc = route_socket(&sk, err, errlen)) < 0) {
-		return rc;
-	}
-	if ((e = link_get(sk, host_ifname, &h)) < 0) {
-		rc = nlfail(err, errlen, e, "cannot look up %s", host_ifname);
-		goto out;
-	}
-	/* Another alias: the name went to another container after this one's record was deleted
-	 * (its ADD replaced the stale pair). No alias and no peer index: a veth whose peer is
-	 * being torn down, or one an ADD made and could not finish. */
-	const char *has = h != NULL ? rtnl_link_get_ifalias(h) : NULL;
-	if (h != NULL && ((has != NULL && strcmp(has, alias) == 0) ||
-	                  (has == NULL && rtnl_link_is_veth(h) && rtnl_link_get_link(h) == 0))) {
-		e = rtnl_link_delete(sk, h);
-		if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NODEV) {
-			rc = nlfail(err, errlen, e, "cannot delete %s", host_ifname);
-			goto out;
-		}
+	if (identified != NULL) {
+		atomic_store(identified, true);
 	}
 	rc = 0;
+	if (hidx > 0) {
+		/* Usually gone already, with its peer in the container. */
+		struct rtnl_link *byidx = rtnl_link_alloc();
+		if (byidx == NULL) {
+			rc = fail(err, errlen, -ENOMEM, "out of memory");
+			goto out;
+		}
+		rtnl_link_set_ifindex(byidx, hidx);
+		e = rtnl_link_delete(sk, byidx);
+		rtnl_link_put(byidx);
+		if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NODEV) {
+			rc = nlfail(err, errlen, e, "cannot delete %s", host_ifname);
+		}
+	}
 out:
 	if (h != NULL) {
 		rtnl_link_put(h);

@@ -16,6 +16,7 @@
 #ifndef TABBY_AGENT_WIRE_H
 #define TABBY_AGENT_WIRE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,10 +89,15 @@ int wire_check(const struct wire_spec *s, char *err, size_t errlen);
  * container and interface), or it has no alias and is a veth whose peer is gone. A host end name
  * is free for another container once the record holding it is deleted, which happens before this
  * call: by then the name may be another container's new interface, and that one carries another
- * alias. Returns 0 or a negative errno with one line in err.
+ * alias. Both ends are looked up before anything is deleted, and deleted by index: the kernel
+ * frees the names (and announces the removal) about 20 ms before the delete returns, and an ADD of
+ * the same container that comes meanwhile makes new interfaces with the same names and alias,
+ * which this call never touches. identified (may be NULL) is set, from this thread, once both
+ * ends are known, so that a caller acting on the announcement can tell its own removal from an
+ * earlier one. Returns 0 or a negative errno with one line in err.
  */
 int wire_del(const char *netns, const char *ifname, const char *host_ifname, const char *alias,
-             char *err, size_t errlen);
+             atomic_bool *identified, char *err, size_t errlen);
 
 /* One host end found by wire_list(). */
 struct wire_link {

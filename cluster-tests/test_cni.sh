@@ -322,6 +322,28 @@ ip -n "$(host_ns 1)" -o link show | grep -q 'alias tabby:foreign-eth0/' && fail 
 ip -n "$(cnt_ns foreign)" link show eth0 | grep -q . || fail "the container's own eth0 was removed"
 log "ok: a failed wiring is undone (address, endpoint, host end), the container's bridge untouched"
 
+# --- DEL answers once the interface is gone; the same container's next ADD survives the rest -------
+# The agent answers a DEL when the kernel announces the host end's removal, about 20 ms before the
+# delete returns (agent/linkwatch.c). A runtime that ADDs the same container at once (a retry)
+# gets new interfaces with the same names and alias while the old removal still waits in the
+# kernel, and that removal must leave them alone. cni_exec runs the plugin as Mesos does: 50
+# cycles of DEL then ADD back to back, then a last ADD.
+CNI_EXEC=$(dirname "$TABBY")/bench/cni_exec
+[ -x "$CNI_EXEC" ] || fail "no $CNI_EXEC (ninja -C build builds it)"
+cnt_new again
+CNT_HOST[again]=1
+again_ns=/var/run/netns/$(cnt_ns again)
+in_host 1 "$CNI_EXEC" "$CNI_BIN" "$WORK/net.d/1/calico-net-1.conf" "$WORK/again-cycles" 50 "$again_ns" 2>/dev/null
+in_host 1 "$CNI_EXEC" "$CNI_BIN" "$WORK/net.d/1/calico-net-1.conf" "$WORK/again-add" 0 "$again_ns" 2>/dev/null
+for r in again-cycles again-add; do
+	[ "$(cat "$WORK/$r.errs")" = 0 ] || fail "$r: calls failed: $(head -c 800 "$WORK/$r.err")"
+done
+sleep 0.2 # the last removal's wait in the kernel is over
+must_be_wired again
+[ "$(ip -n "$(host_ns 1)" -o link show | grep -c "alias tabby:$(cnt_ns again)/eth0")" = 1 ] ||
+	fail "not exactly one host end for the container: $(ip -n "$(host_ns 1)" -o link show | grep "$(cnt_ns again)")"
+log "ok: 50 DEL/ADD cycles back to back on one container; the last ADD's interfaces are whole"
+
 # --- A restarted agent removes its stale interfaces, and nothing else ------------------------------
 # A host end whose container was deleted while the agent was down (the DEL never came): made by
 # hand with Tabby's alias; and a veth without the alias that must stay.

@@ -443,7 +443,8 @@ static void test_foreign_container_interface(void **state)
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 	/* DEL leaves it too */
 	assert_int_equal(
-	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err),
+	    0);
 	CONTAINS(true, "bridge", "ip -n %s -d link show eth0", f->c[0].name);
 
 	/* a veth with the name that is not our peer is replaced */
@@ -464,7 +465,8 @@ static void test_del(void **state)
 	CONTAINS(true, "from 10.64.0.5 lookup 1", "ip -n %s rule show", f->c[0].name);
 	CONTAINS(true, "from fd00:64::5 lookup 1", "ip -n %s -6 rule show", f->c[0].name);
 	assert_int_equal(
-	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err),
+	    0);
 	CONTAINS(false, "10.64.0.5", "ip -n %s rule show", f->c[0].name);
 	CONTAINS(false, "fd00:64::5", "ip -n %s -6 rule show", f->c[0].name);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
@@ -473,18 +475,19 @@ static void test_del(void **state)
 	CONTAINS(false, "fd00:64::5", "ip -6 route");
 	/* twice, without the namespace, with a namespace path that is gone */
 	assert_int_equal(
-	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
-	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err),
-	                 0);
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err),
+	    0);
+	assert_int_equal(
+	    wire_del(NULL, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err), 0);
 	assert_int_equal(wire_del("/run/netns/tabbywire-none", "eth0", "calitest0", f->alias[0],
-	                          f->err, sizeof f->err),
+	                          NULL, f->err, sizeof f->err),
 	                 0);
 	check_fails(f, 0, -ENOENT, "host end calitest0 does not exist");
 
 	/* netns NULL: the aliased host end alone, its peer goes with it */
 	add_ok(f, 0);
-	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err),
-	                 0);
+	assert_int_equal(
+	    wire_del(NULL, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err), 0);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 	CONTAINS(true, "does not exist", "ip -n %s link show eth0", f->c[0].name);
 
@@ -493,13 +496,14 @@ static void test_del(void **state)
 	SH("ip netns del %s", f->c[0].name);
 	f->c[0].made = false;
 	assert_int_equal(
-	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err),
+	    0);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 
 	/* a veth with a live peer and no alias is not Tabby's: left alone */
 	SH("ip link add calitest1 type veth peer name calitestq");
-	assert_int_equal(wire_del(NULL, "eth0", "calitest1", WIRE_ALIAS_PREFIX "ctr1/eth0", f->err,
-	                          sizeof f->err),
+	assert_int_equal(wire_del(NULL, "eth0", "calitest1", WIRE_ALIAS_PREFIX "ctr1/eth0", NULL,
+	                          f->err, sizeof f->err),
 	                 0);
 	assert_true(if_nametoindex("calitest1") > 0);
 	SH("ip link del calitest1");
@@ -525,23 +529,25 @@ static void test_del_after_name_reused(void **state)
 
 	/* container 0's DEL, late: nothing of container 1 goes */
 	assert_int_equal(
-	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err), 0);
-	assert_int_equal(wire_del(NULL, "eth0", "calitest0", f->alias[0], f->err, sizeof f->err),
-	                 0);
+	    wire_del(f->c[0].path, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err),
+	    0);
+	assert_int_equal(
+	    wire_del(NULL, "eth0", "calitest0", f->alias[0], NULL, f->err, sizeof f->err), 0);
 	assert_int_equal(if_nametoindex("calitest0"), idx);
 	assert_int_equal(wire_check(&f->s[1], f->err, sizeof f->err), 0);
 	assert_true(ping(NULL, "10.64.0.6"));
 
 	/* container 1's own DEL removes it */
 	assert_int_equal(
-	    wire_del(f->c[1].path, "eth0", "calitest0", f->alias[1], f->err, sizeof f->err), 0);
+	    wire_del(f->c[1].path, "eth0", "calitest0", f->alias[1], NULL, f->err, sizeof f->err),
+	    0);
 	assert_int_equal(if_nametoindex("calitest0"), 0);
 
 	/* an alias without the prefix is refused, and nothing is touched */
 	add_ok(f, 1);
 	f->err[0] = '\0';
-	assert_int_equal(wire_del(NULL, "eth0", "calitest0", "ctr1/eth0", f->err, sizeof f->err),
-	                 -EINVAL);
+	assert_int_equal(
+	    wire_del(NULL, "eth0", "calitest0", "ctr1/eth0", NULL, f->err, sizeof f->err), -EINVAL);
 	if (strstr(f->err, "does not start with") == NULL) {
 		fail_msg("unclear error: %s", f->err);
 	}
