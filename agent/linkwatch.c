@@ -35,7 +35,6 @@
 #define LINKWATCH_MSGBUF 32768
 
 struct linkwatch {
-	struct agent *a;
 	struct nl_sock *sk;
 	struct nl_cb *cb; /* the socket's, referenced once for nl_recvmsgs_report() */
 	uv_poll_t poll;
@@ -112,7 +111,6 @@ int linkwatch_start(struct agent *a)
 	if (lw == NULL) {
 		return -ENOMEM;
 	}
-	lw->a = a;
 	if ((lw->sk = nl_socket_alloc()) == NULL) {
 		goto err;
 	}
