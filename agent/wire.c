@@ -1630,7 +1630,6 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
              atomic_bool *identified, char *err, size_t errlen)
 {
 	struct nl_sock *sk = NULL;
-	struct rtnl_link *h = NULL;
 	int hidx = 0, rc, e;
 
 	if ((host_ifname != NULL && !name_ok(host_ifname)) || (netns != NULL && !name_ok(ifname))) {
@@ -1648,6 +1647,7 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 		if ((rc = route_socket(&sk, err, errlen)) < 0) {
 			return rc;
 		}
+		struct rtnl_link *h;
 		if ((e = link_get(sk, host_ifname, &h)) < 0) {
 			rc = nlfail(err, errlen, e, "cannot look up %s", host_ifname);
 			goto out;
@@ -1660,6 +1660,9 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 		    ((has != NULL && strcmp(has, alias) == 0) ||
 		     (has == NULL && rtnl_link_is_veth(h) && rtnl_link_get_link(h) == 0))) {
 			hidx = rtnl_link_get_ifindex(h);
+		}
+		if (h != NULL) {
+			rtnl_link_put(h);
 		}
 	}
 	if (netns != NULL && netns[0] != '\0') {
@@ -1682,7 +1685,8 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 		}
 	}
 	if (identified != NULL) {
-		atomic_store(identified, true);
+		atomic_store(identified,
+		             true); /* also when there was no container side to look up */
 	}
 	rc = 0;
 	if (hidx > 0) {
@@ -1700,9 +1704,6 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 		}
 	}
 out:
-	if (h != NULL) {
-		rtnl_link_put(h);
-	}
 	nl_socket_free(sk);
 	return rc;
 }
