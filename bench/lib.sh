@@ -13,14 +13,17 @@
 # the three members share this machine's own network namespace, where a dataplane would program
 # this machine's routes and nftables for three hosts at once (and leave them behind).
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TABBY=$ROOT/build/tabby
+TABBY=${TABBY_BIN:-$ROOT/build/tabby}
 PUTBENCH=$ROOT/build/bench/putbench
-BENCH_WORK=$(mktemp -d /tmp/tabby-bench.XXXXXX)
+BENCH_WORK=$(mktemp -d ${BENCH_TMP:-/tmp}/tabby-bench.XXXXXX)
 BENCH_PIDS=()
 
 bench_stop() {
 	for p in "${BENCH_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	BENCH_PIDS=()
+	# The members' LMDB maps leave up to hundreds of MB of dirty pages that the kernel writes
+	# back within the next 30 s: the next configuration measured would pay for them.
+	sync
 }
 trap 'bench_stop; [ "${KEEP:-0}" = 1 ] || rm -rf "$BENCH_WORK"' EXIT
 

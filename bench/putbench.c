@@ -6,12 +6,16 @@
  *
  *   putbench --address IP:PORT [--address ...] [--clients N] [--total N] [--val-size N]
  *            [--key-size N] [--mode put|assign] [--node NAME ...] [--until-full]
+ *            [--trace FILE]
  *
  * --mode assign measures IPAM instead: each request is POST /v1/ipam/assign for one IPv4
  * address with its own handle, for the node named by the --node given at the same position as
  * the client's --address (a host's CNI plugin asks its own agent for its own node). With
  * --until-full the clients keep assigning until the agent answers 409 (the pools are exhausted);
  * --total is then only an upper bound, and the line reports how many addresses were assigned.
+ *
+ * --trace FILE writes each request's latency in ms, one line per request in the order they were
+ * issued, to see when in a run the slow ones came (a fresh cluster, a snapshot, a noisy stretch).
  *
  * One thread and one libuv loop drive every client, as etcd's tool drives its clients from a few
  * goroutines: on a two-core machine a thread per client would spend the cores that the cluster
@@ -200,16 +204,14 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"address", required_argument, NULL, 'a'},
-	                                     {"clients", required_argument, NULL, 'c'},
-	                                     {"total", required_argument, NULL, 't'},
-	                                     {"val-size", required_argument, NULL, 'v'},
-	                                     {"key-size", required_argument, NULL, 'k'},
-	                                     {"mode", required_argument, NULL, 'm'},
-	                                     {"node", required_argument, NULL, 'n'},
-	                                     {"until-full", no_argument, NULL, 'u'},
-	                                     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"address", required_argument, NULL, 'a'},  {"clients", required_argument, NULL, 'c'},
+	    {"total", required_argument, NULL, 't'},    {"val-size", required_argument, NULL, 'v'},
+	    {"key-size", required_argument, NULL, 'k'}, {"mode", required_argument, NULL, 'm'},
+	    {"node", required_argument, NULL, 'n'},     {"until-full", no_argument, NULL, 'u'},
+	    {"trace", required_argument, NULL, 'T'},    {0, 0, 0, 0}};
 	int n_nodes = 0;
+	const char *trace = NULL;
 	struct bench b = {.total = 20000, .val_size = 256, .key_size = 8, .n_clients = 1};
 	struct sockaddr_storage addrs[16];
 	int n_addrs = 0, c;
@@ -258,11 +260,14 @@ int main(int argc, char **argv)
 		case 'u':
 			b.until_full = true;
 			break;
+		case 'T':
+			trace = optarg;
+			break;
 		default:
 			fprintf(stderr,
 			        "usage: putbench --address IP:PORT [--address ...] [--clients "
 			        "N] [--total N] [--val-size N] [--key-size N] [--mode put|assign] "
-			        "[--node NAME ...] [--until-full]\n");
+			        "[--node NAME ...] [--until-full] [--trace FILE]\n");
 			return 2;
 		}
 	}
@@ -315,6 +320,17 @@ int main(int argc, char **argv)
 	if (n == 0) {
 		fprintf(stderr, "putbench: no write completed\n");
 		return 1;
+	}
+	if (trace != NULL) {
+		FILE *f = fopen(trace, "w");
+		if (f == NULL) {
+			perror(trace);
+			return 1;
+		}
+		for (int i = 0; i < b.total; i++) {
+			fprintf(f, "%.3f\n", b.lat_ms[i]);
+		}
+		fclose(f);
 	}
 	/* Unsent slots stay 0 only if the run failed; sort what completed. */
 	qsort(b.lat_ms, (size_t)b.total, sizeof *b.lat_ms, cmp_double);

@@ -669,11 +669,13 @@ static void leader_flush_one(struct store *s)
 	s->applies_inflight++;
 	int rv = raft_apply(&s->raft, &b->req, &rb, 1, batch_cb);
 	if (rv != 0) {
-		/* raft takes the buffer as soon as it appends it to its in-memory log, which it
-		 * does unless it is not the leader: only then is the buffer still ours. Either way
+		/* raft takes the buffer as soon as it appends it to its in-memory log. It refuses
+		 * before that when it is not the leader, or when a majority of the voters lack 4
+		 * MiB of prepared log segments (RAFT_NOSPACE: right after start, or while preparing
+		 * segments lags behind the writes): then the buffer is still ours. Either way
 		 * everything goes back to the head of its queue, in order, and the prepare handle
 		 * re-routes it. */
-		if (rv == RAFT_NOTLEADER) {
+		if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE) {
 			raft_free(rb.base);
 		}
 		s->applies_inflight--;
