@@ -321,16 +321,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "putbench: no write completed\n");
 		return 1;
 	}
+	bool trace_failed = false;
 	if (trace != NULL) {
 		FILE *f = fopen(trace, "w");
-		if (f == NULL) {
-			perror(trace);
-			return 1;
-		}
-		for (int i = 0; i < b.total; i++) {
+		for (int i = 0; f != NULL && i < b.total; i++) {
 			fprintf(f, "%.3f\n", b.lat_ms[i]);
 		}
-		fclose(f);
+		if (f == NULL || ferror(f) | fclose(f)) {
+			perror(trace);
+			trace_failed = true;
+		}
 	}
 	/* Unsent slots stay 0 only if the run failed; sort what completed. */
 	qsort(b.lat_ms, (size_t)b.total, sizeof *b.lat_ms, cmp_double);
@@ -355,7 +355,7 @@ int main(int argc, char **argv)
 	free(b.body);
 	uv_loop_close(b.loop);
 	if (b.until_full) {
-		return b.errors || b.full == 0 ? 1 : 0;
+		return b.errors || b.full == 0 || trace_failed ? 1 : 0;
 	}
-	return b.errors || n != b.total ? 1 : 0;
+	return b.errors || n != b.total || trace_failed ? 1 : 0;
 }
