@@ -1684,9 +1684,9 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 			}
 		}
 	}
+	/* Also when there was no container side to look up. */
 	if (identified != NULL) {
-		atomic_store(identified,
-		             true); /* also when there was no container side to look up */
+		atomic_store(identified, true);
 	}
 	rc = 0;
 	if (hidx > 0) {

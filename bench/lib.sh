@@ -8,6 +8,8 @@
 #   bench_stop                                      # kill the members (also done on exit)
 #
 # Environment variables set before bench_cluster (TABBY_SNAPSHOT_THRESHOLD, ...) reach the agents.
+# TABBY_BIN runs another tabby binary (an A/B against an earlier build); BENCH_TMP puts the data
+# directories elsewhere than /tmp (/dev/shm: the same path without the disk).
 #
 # The members run with --no-routes --no-policy: these benchmarks measure the store and IPAM, and
 # the three members share this machine's own network namespace, where a dataplane would program
