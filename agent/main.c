@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,7 @@ static void forward_reply(int status, const uint8_t *body, size_t len, void *dat
 	(void)len;
 	int st = status == 200                 ? STORE_OK
 	         : status == 503 || status < 0 ? STORE_ENOLEADER
+	         : status == 507               ? STORE_ENOSPC
 	                                       : STORE_ENOTLEADER;
 	c->fdone(c->done_data, st);
 	free(c);
@@ -251,10 +253,56 @@ static void hook_readindex(void *data, uint64_t leader_id, store_readindex_done 
 	}
 }
 
+static void hook_space(void *data, int err, const char *dir)
+{
+	(void)data;
+	if (err != 0) {
+		agent_log(
+		    "data directory full: cannot reserve space for the state in %s (%s); this "
+		    "member hands leadership to another and, if it must keep it, refuses writes; "
+		    "it "
+		    "stops when its reserve is used up. Free space on that file system.",
+		    dir, strerror(err));
+	} else {
+		agent_log("data directory has space again: the state's reserve in %s is renewed",
+		          dir);
+	}
+}
+
+/* The last line of defence of kv.c's disk reserve: a store into the state's map that finds no
+ * disk block behind it raises SIGBUS. Say so before dying, with what was prepared at start
+ * (nothing here may allocate or take a lock); the handler is reset, so returning refaults and
+ * the default action ends the process with the same signal. */
+static char sigbus_msg[PATH_MAX + 256];
+static size_t sigbus_len;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	ssize_t n = write(STDERR_FILENO, sigbus_msg, sigbus_len);
+	(void)n;
+}
+
+static void install_sigbus(const char *data_dir)
+{
+	int n =
+	    snprintf(sigbus_msg, sizeof sigbus_msg,
+	             "fatal: SIGBUS: a write into a mapped file found no disk space or a failing "
+	             "device; the state lives in %s/state. Free space on that file system and "
+	             "start the agent again.\n",
+	             data_dir);
+	sigbus_len = n < 0 ? 0 : (size_t)n < sizeof sigbus_msg ? (size_t)n : sizeof sigbus_msg - 1;
+	struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_RESETHAND};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
 static void hook_fatal(void *data, const char *msg)
 {
 	(void)data;
-	agent_log("fatal: the state machine cannot apply a committed entry: %s", msg);
+	agent_log("fatal: this replica cannot go on: %s", msg);
 	/* Continuing would let this replica diverge; raft and the snapshot rebuild it on
 	 * restart. */
 	abort();
@@ -1283,6 +1331,7 @@ int agent_main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	install_sigbus(a->data_dir);
 	a->loop = uv_default_loop();
 	a->started_ms = uv_now(a->loop);
 	int rv = mkdirs(a->data_dir, 0700);
@@ -1354,6 +1403,7 @@ int agent_main(int argc, char **argv)
 	    .forward = hook_forward,
 	    .readindex = hook_readindex,
 	    .fatal = hook_fatal,
+	    .space = hook_space,
 	    .hook_data = a,
 	    .handlers = handlers,
 	    .n_handlers = sizeof handlers / sizeof handlers[0],

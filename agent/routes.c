@@ -79,6 +79,8 @@ static int store_status_http(int st)
 		return 400;
 	case STORE_ECOMPACTED:
 		return 410;
+	case STORE_ENOSPC:
+		return 507;
 	default:
 		return 500;
 	}
@@ -98,6 +100,8 @@ static const char *store_status_code(int st)
 		return "bad_request";
 	case STORE_ECOMPACTED:
 		return "compacted";
+	case STORE_ENOSPC:
+		return "no_space";
 	default:
 		return "internal";
 	}
@@ -1055,13 +1059,20 @@ static void hash_done(struct fanout *f)
 		struct fanout_slot *s = &f->slots[i];
 		const char *h = NULL;
 		json_t *m = json_pack("{s:s}", "name", s->m.name);
+		const char *why = NULL;
 		if (s->body != NULL && json_unpack(s->body, "{s:s}", "hash", &h) == 0) {
 			json_object_set_new(m, "hash", json_string(h));
 		} else {
 			json_object_set_new(m, "hash", json_null());
+			/* The member's own reason when it gave one (not caught up in time, no
+			 * leader, ...). */
+			if (s->body != NULL) {
+				json_unpack(s->body, "{s:{s:s}}", "error", "message", &why);
+			}
 			json_object_set_new(m, "error",
-			                    json_string(s->status < 0
-			                                    ? uv_strerror(s->status)
+			                    json_string(s->status < 0 ? uv_strerror(s->status)
+			                                : why != NULL
+			                                    ? why
 			                                    : "no hash at that revision"));
 		}
 		json_array_append_new(members, m);

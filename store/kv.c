@@ -39,6 +39,7 @@
  * or ended promptly, and before kv_close().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,13 +59,30 @@ static const char *const db_names[DB_COUNT] = {"meta",    "user",  "sys",       
                                                "history", "dedup", "dedup_expiry"};
 
 #define DEFAULT_MAP_SIZE ((size_t)16 << 30)
-#define DEFAULT_HISTORY  100000
-#define ENTRY_HDR        24 /* create, mod, version */
-#define HIST_KEY_LEN     12
-#define HIST_HDR         (1 + 1 + 8 + 8 + 4)
-#define REQID_LEN        16
-#define DEXP_KEY_LEN     (8 + REQID_LEN)
-#define PRUNE_BASE       64
+
+/* Disk space. The map is a sparse file written through MDB_WRITEMAP, so a page gets its disk
+ * block when a store into the map first dirties it; on a full file system that store raises
+ * SIGBUS in the middle of a transaction, and the agent would die without a word. So blocks are
+ * allocated (fallocate) ahead of LMDB's high-water mark: RESERVE_AHEAD beyond it, renewed
+ * whenever less than RESERVE_RENEW is left, so about every 16 MiB of growth. A write transaction
+ * starts only when the reserve holds RESERVE_MIN plus three times the batch (a value is stored in
+ * its key's record and again in the history, and copy-on-write rewrites the branch pages above
+ * them); a restore, twice the snapshot. When the file system cannot renew the reserve,
+ * kv_space_check() says so and the store stops proposing writes once less than
+ * KV_SPACE_WRITES_MIN is left, so that what remains carries the entries already in flight; if
+ * a batch still does not fit, kv_apply() and kv_restore() fail with KV_ENOSPC and a message
+ * naming the directory before LMDB touches a page. A file system without fallocate gets no
+ * reserve. */
+#define RESERVE_AHEAD   ((size_t)64 << 20)
+#define RESERVE_RENEW   ((size_t)48 << 20)
+#define RESERVE_MIN     ((size_t)8 << 20)
+#define DEFAULT_HISTORY 100000
+#define ENTRY_HDR       24 /* create, mod, version */
+#define HIST_KEY_LEN    12
+#define HIST_HDR        (1 + 1 + 8 + 8 + 4)
+#define REQID_LEN       16
+#define DEXP_KEY_LEN    (8 + REQID_LEN)
+#define PRUNE_BASE      64
 
 #define SNAP_MAGIC   "TBKS"
 #define SNAP_VERSION 2
@@ -100,6 +118,13 @@ struct kv {
 	unsigned snapshots_busy;
 	struct kv_handler *handlers; /* sorted by call id */
 	unsigned n_handlers;
+	/* Disk space reserved for the map file (see space_reserve()). */
+	char *dir;
+	int fd;
+	size_t psize;
+	size_t
+	    reserved; /* bytes from the file's start with blocks allocated; SIZE_MAX: no reserve */
+	int reserve_error; /* errno of the last failed renewal, 0 when the last one succeeded */
 	char errmsg[256];
 };
 
@@ -329,6 +354,75 @@ static int grow_map(struct kv *kv)
 	return rc == 0 ? KV_OK : fail(kv, rc, "growing the LMDB map");
 }
 
+/* Make sure disk blocks back the map from its start to LMDB's high-water mark plus need (see
+ * RESERVE_AHEAD above). */
+static int space_reserve(struct kv *kv, size_t need)
+{
+	MDB_envinfo info;
+	int rc;
+
+	if (kv->reserved == SIZE_MAX) {
+		return KV_OK;
+	}
+	if ((rc = mdb_env_info(kv->env, &info)) != 0) {
+		return fail(kv, rc, "reading the map's high-water mark");
+	}
+	size_t used = ((size_t)info.me_last_pgno + 1) * kv->psize;
+	/* Beyond the map a transaction stops at MDB_MAP_FULL, and the map grows before the retry
+	 * comes back here. */
+	size_t end = used + need < info.me_mapsize ? used + need : info.me_mapsize;
+	if (end <= kv->reserved && kv->reserved - used >= RESERVE_RENEW) {
+		return KV_OK;
+	}
+	size_t target = end + RESERVE_AHEAD;
+	if (target > info.me_mapsize) {
+		target = info.me_mapsize;
+	}
+	if (target > kv->reserved) {
+		if (fallocate(kv->fd, FALLOC_FL_KEEP_SIZE, (off_t)kv->reserved,
+		              (off_t)(target - kv->reserved)) == 0) {
+			kv->reserved = target;
+			kv->reserve_error = 0;
+		} else if (errno == EOPNOTSUPP || errno == ENOSYS) {
+			kv->reserved = SIZE_MAX;
+			kv->reserve_error = 0;
+			return KV_OK;
+		} else {
+			kv->reserve_error = errno;
+		}
+	}
+	if (end <= kv->reserved) {
+		return KV_OK;
+	}
+	snprintf(kv->errmsg, sizeof kv->errmsg,
+	         "no space for the state database in %s: %s (it needs %zu MiB more; free space on "
+	         "that file system, then start the agent again)",
+	         kv->dir, strerror(kv->reserve_error), (end - kv->reserved + (1u << 20) - 1) >> 20);
+	return KV_ENOSPC;
+}
+
+int kv_space_check(struct kv *kv, size_t *left)
+{
+	MDB_envinfo info;
+
+	if (kv->reserve_error != 0) {
+		space_reserve(kv, 0);
+	}
+	if (left != NULL) {
+		*left = SIZE_MAX;
+		if (kv->reserved != SIZE_MAX && mdb_env_info(kv->env, &info) == 0) {
+			size_t used = ((size_t)info.me_last_pgno + 1) * kv->psize;
+			*left = kv->reserved > used ? kv->reserved - used : 0;
+		}
+	}
+	return kv->reserve_error;
+}
+
+const char *kv_dir(const struct kv *kv)
+{
+	return kv->dir;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Freeing                                                                                     */
 
@@ -444,9 +538,15 @@ int kv_open(struct kv **out, const char *dir, const struct kv_config *cfg)
 	kv->history = history;
 	kv->revision = 0;
 	kv->compact = 1;
+	kv->fd = -1;
+	if ((kv->dir = strdup(dir)) == NULL) {
+		free(kv);
+		return KV_ENOMEM;
+	}
 	if (cfg != NULL && cfg->n_handlers > 0) {
 		kv->handlers = malloc(cfg->n_handlers * sizeof *kv->handlers);
 		if (kv->handlers == NULL) {
+			free(kv->dir);
 			free(kv);
 			return KV_ENOMEM;
 		}
@@ -455,12 +555,14 @@ int kv_open(struct kv **out, const char *dir, const struct kv_config *cfg)
 	}
 	if (pthread_mutex_init(&kv->mu, NULL) != 0) {
 		free(kv->handlers);
+		free(kv->dir);
 		free(kv);
 		return KV_ENOMEM;
 	}
 	if (pthread_cond_init(&kv->cv, NULL) != 0) {
 		pthread_mutex_destroy(&kv->mu);
 		free(kv->handlers);
+		free(kv->dir);
 		free(kv);
 		return KV_ENOMEM;
 	}
@@ -476,6 +578,16 @@ int kv_open(struct kv **out, const char *dir, const struct kv_config *cfg)
 		goto err;
 	}
 	if (mdb_env_get_maxkeysize(kv->env) < KV_KEY_MAX) {
+		goto err;
+	}
+	MDB_stat st;
+	if ((rc = mdb_env_stat(kv->env, &st)) != 0 ||
+	    (rc = mdb_env_get_fd(kv->env, &kv->fd)) != 0) {
+		goto err;
+	}
+	kv->psize = st.ms_psize;
+	if (space_reserve(kv, RESERVE_MIN) != KV_OK) {
+		rc = kv->reserve_error != 0 ? kv->reserve_error : EIO;
 		goto err;
 	}
 	if ((rc = mdb_txn_begin(kv->env, NULL, 0, &txn)) != 0) {
@@ -511,6 +623,7 @@ err:
 	pthread_cond_destroy(&kv->cv);
 	pthread_mutex_destroy(&kv->mu);
 	free(kv->handlers);
+	free(kv->dir);
 	free(kv);
 	return rv;
 }
@@ -524,6 +637,7 @@ void kv_close(struct kv *kv)
 	pthread_cond_destroy(&kv->cv);
 	pthread_mutex_destroy(&kv->mu);
 	free(kv->handlers);
+	free(kv->dir);
 	free(kv);
 }
 
@@ -1540,7 +1654,8 @@ int kv_apply(struct kv *kv, const void *buf, size_t len, struct kv_apply_out *ou
 		out->revision = kv->revision;
 		return KV_OK;
 	}
-	while ((rv = apply_batch(kv, cmds, n, time_ms, out)) == KV_EMAPFULL) {
+	while ((rv = space_reserve(kv, RESERVE_MIN + 3 * len)) == KV_OK &&
+	       (rv = apply_batch(kv, cmds, n, time_ms, out)) == KV_EMAPFULL) {
 		if ((rv = grow_map(kv)) != KV_OK) {
 			break;
 		}
@@ -1971,7 +2086,8 @@ int kv_restore(struct kv *kv, const void *buf, size_t len)
 		}
 		return rv == KV_ENOMEM ? oom(kv, "validating a snapshot") : rv;
 	}
-	while ((rv = restore_once(kv, &sv)) == KV_EMAPFULL) {
+	while ((rv = space_reserve(kv, RESERVE_MIN + 2 * len)) == KV_OK &&
+	       (rv = restore_once(kv, &sv)) == KV_EMAPFULL) {
 		if ((rv = grow_map(kv)) != KV_OK) {
 			return rv;
 		}

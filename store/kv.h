@@ -29,6 +29,7 @@ enum {
 	KV_EFUTURE = 5,    /* the requested revision has not been applied yet */
 	KV_ENOTFOUND = 6,  /* kv_tx_get: no such key */
 	KV_EREADONLY = 7,  /* a write through a read-only view */
+	KV_ENOSPC = 8,     /* the file system cannot hold the state; message in kv_errmsg() */
 };
 
 /* Keyspaces. USER is what the /v1/kv API reads and writes; SYS holds cluster records (members,
@@ -296,11 +297,23 @@ void kv_close(struct kv *kv);
 /* The last error message (KV_EIO and friends). Never NULL. */
 const char *kv_errmsg(const struct kv *kv);
 
+/* The directory kv_open() was given. */
+const char *kv_dir(const struct kv *kv);
+
+/* Disk space for the state is reserved ahead of its use (see kv.c). Returns 0, or the errno
+ * (ENOSPC, EDQUOT, ...) with which the file system refused to renew that reserve; *left (if not
+ * NULL) gets the bytes of reserve still unused (SIZE_MAX on a file system without fallocate).
+ * When the last renewal failed it tries again first, so calling this now and then notices that
+ * space was freed. With less than KV_SPACE_WRITES_MIN left the caller should propose no more
+ * writes: kv_apply() and kv_restore() fail with KV_ENOSPC once the reserve cannot hold a batch. */
+#define KV_SPACE_WRITES_MIN ((size_t)32 << 20)
+int kv_space_check(struct kv *kv, size_t *left);
+
 /* Apply one batch in a single LMDB write transaction. Every command gets a result; a command that
  * cannot be decoded gets KV_R_INVALID and the rest of the batch still applies (if the batch header
  * itself is malformed, every command is reported as one KV_R_INVALID result and nothing changes).
- * Returns KV_OK, or KV_ENOMEM / KV_EIO when the host itself failed: then nothing was applied and
- * the replica must stop, because retrying or skipping would make it diverge. */
+ * Returns KV_OK, or KV_ENOMEM / KV_EIO / KV_ENOSPC when the host itself failed: then nothing was
+ * applied and the replica must stop, because retrying or skipping would make it diverge. */
 int kv_apply(struct kv *kv, const void *buf, size_t len, struct kv_apply_out *out);
 
 int64_t kv_revision(const struct kv *kv);

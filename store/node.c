@@ -18,6 +18,7 @@
  * commands are its own, and a restarted node never reuses an id the state machine remembers.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@
  * 2 ms means between 1 and 2. */
 #define COMMIT_SEND_DELAY_MS 2
 #define HASH_RING            64
+#define SPACE_RETRY_MS       1000 /* how often a short reserve is retried */
+#define SPACE_TRANSFER_MS    5000 /* how often a member short of space hands leadership over */
 
 enum { W_QUEUED = 1, W_SENT = 2 };
 
@@ -206,6 +209,14 @@ struct store {
 	bool barrier_inflight;
 	uint64_t leader_term;
 
+	/* Disk space (space_check()). */
+	int space_err;           /* kv_space_check()'s last answer */
+	bool space_refuse;       /* leader: writes are refused with STORE_ENOSPC */
+	uint64_t space_checked;  /* when the reserve was last retried, loop ms */
+	uint64_t space_transfer; /* when leadership may next be handed over, loop ms */
+	bool space_transferring;
+	struct raft_transfer space_xfer;
+
 	struct store_list syncs;
 	struct store_list revwaits;
 	struct store_list watches;
@@ -249,6 +260,8 @@ const char *store_strerror(int code)
 		return "the requested revision has been compacted";
 	case STORE_ENOTLEADER:
 		return "this member is not the leader";
+	case STORE_ENOSPC:
+		return "no space left for the replicated state on the leader's disk";
 	}
 	return code < 0 ? strerror(-code) : "unknown error";
 }
@@ -545,6 +558,13 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
 	struct store *s = fsm->data;
 	int rv = kv_restore(s->kv, buf->base, buf->len);
+	if (rv == KV_ENOSPC || rv == KV_EIO) {
+		/* The snapshot is fine; this host cannot hold it. */
+		if (s->cfg.fatal != NULL) {
+			s->cfg.fatal(s->cfg.hook_data, kv_errmsg(s->kv));
+		}
+		return RAFT_IOERR;
+	}
 	if (rv != KV_OK) {
 		return RAFT_CORRUPT;
 	}
@@ -704,7 +724,16 @@ static void forward_done(void *data, int status)
 	struct fwd *f = data;
 	struct store *s = f->s;
 	s->forwards_inflight--;
-	if (status != STORE_OK) {
+	if (status == STORE_ENOSPC) {
+		/* The leader keeps the lead only when no other member could take it: retrying
+		 * cannot help until space is freed. */
+		for (unsigned i = 0; i < f->n_seqs; i++) {
+			struct store_write *w = writes_take(s, f->seqs[i]);
+			if (w != NULL) {
+				write_finish(s, w, STORE_ENOSPC, NULL);
+			}
+		}
+	} else if (status != STORE_OK) {
 		for (unsigned i = 0; i < f->n_seqs; i++) {
 			write_requeue(s, f->seqs[i]);
 		}
@@ -974,6 +1003,55 @@ static void send_commit(struct store *s)
 	}
 }
 
+static void space_transfer_cb(struct raft_transfer *req)
+{
+	struct store *s = req->data;
+	s->space_transferring = false;
+}
+
+/* A member whose disk cannot renew the state's reserve (kv_space_check()) says so once through
+ * the space hook and, while it leads, hands leadership to another voter (raft picks the most
+ * up to date), every SPACE_TRANSFER_MS at most: another member's disk may well have room, and
+ * the reserve this member still holds carries what it applies as a follower. If it keeps the
+ * lead (no other voter, or every disk is full) it refuses new writes with STORE_ENOSPC once less
+ * than KV_SPACE_WRITES_MIN is left, so the cluster turns read-only rather than losing members.
+ * While short, the reserve is retried every SPACE_RETRY_MS; freeing space ends it all. */
+static void space_check(struct store *s, bool leader)
+{
+	uint64_t now = uv_now(s->loop);
+	if (s->space_err != 0 && now < s->space_checked + SPACE_RETRY_MS) {
+		return;
+	}
+	size_t left = SIZE_MAX;
+	int err = kv_space_check(s->kv, s->space_err != 0 || leader ? &left : NULL);
+	if (err != 0) {
+		s->space_checked = now;
+	}
+	if (err != s->space_err && s->cfg.space != NULL) {
+		s->cfg.space(s->cfg.hook_data, err, kv_dir(s->kv));
+	}
+	s->space_err = err;
+	s->space_refuse = leader && err != 0 && left < KV_SPACE_WRITES_MIN;
+	if (leader && err != 0 && !s->space_transferring && now >= s->space_transfer) {
+		s->space_transfer = now + SPACE_TRANSFER_MS;
+		s->space_xfer.data = s;
+		if (raft_transfer(&s->raft, &s->space_xfer, 0, space_transfer_cb) == 0) {
+			s->space_transferring = true;
+		}
+	}
+}
+
+/* Leader short of space: refuse what waits to be proposed. */
+static void space_refuse_pending(struct store *s)
+{
+	while (!list_empty(&s->pending)) {
+		struct store_write *w = CONTAINER_OF(s->pending.next, struct store_write, link);
+		writes_take(s, w->id.seq);
+		write_finish(s, w, STORE_ENOSPC, NULL);
+	}
+	fpending_fail_all(s, STORE_ENOSPC);
+}
+
 static void drive(struct store *s)
 {
 	if (!s->started || s->closing) {
@@ -981,9 +1059,12 @@ static void drive(struct store *s)
 	}
 	track_leadership(s);
 	uint64_t leader = current_leader(s);
+	space_check(s, leader == s->cfg.id && s->ready);
 	if (leader == s->cfg.id) {
 		send_commit(s);
-		if (s->ready) {
+		if (s->ready && s->space_refuse) {
+			space_refuse_pending(s);
+		} else if (s->ready) {
 			while (s->applies_inflight < MAX_INFLIGHT_APPLIES &&
 			       (!list_empty(&s->pending) || !list_empty(&s->fpending))) {
 				unsigned before = s->applies_inflight;
@@ -1132,7 +1213,14 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	    .history = cfg->history, .handlers = cfg->handlers, .n_handlers = cfg->n_handlers};
 	rv = kv_open(&s->kv, s->state_dir, &kc);
 	if (rv != KV_OK) {
-		set_err(errmsg, "open state machine", "LMDB failed");
+		char what[PATH_MAX + 64];
+		snprintf(what, sizeof what, "open the state database in %s", s->state_dir);
+		set_err(errmsg, what,
+		        rv == -ENOSPC ? "no space left on that file system (free some, then start "
+		                        "the agent again)"
+		        : rv < 0      ? strerror(-rv)
+		        : rv == KV_ENOMEM ? "out of memory"
+		                          : "LMDB failed");
 		rv = STORE_EIO;
 		goto err;
 	}

@@ -42,6 +42,7 @@ enum {
 	STORE_EIO = 6,        /* raft or LMDB failed on this host */
 	STORE_ECOMPACTED = 7, /* watch: the start revision is older than the history */
 	STORE_ENOTLEADER = 8, /* a forwarded batch reached a node that is not the ready leader */
+	STORE_ENOSPC = 9,     /* the leader's disk has no room for more state (see space hook) */
 };
 
 const char *store_strerror(int code);
@@ -79,6 +80,11 @@ struct store_config {
 	/* The host failed in a way that makes this replica unable to continue without diverging
 	 * (LMDB write failure, out of memory while applying). The agent logs and exits. */
 	void (*fatal)(void *data, const char *msg);
+	/* This member's disk could not renew the state's reserve (err: ENOSPC, EDQUOT, ...), or
+	 * can again (err 0); dir is the state's directory. Called on each change. While short, a
+	 * leader hands leadership over and at last refuses writes with STORE_ENOSPC; a follower
+	 * keeps applying from the reserve and reaches fatal() if that runs out. */
+	void (*space)(void *data, int err, const char *dir);
 	void *hook_data;
 	/* Domain command handlers (kv.h); every member must register the same ones. */
 	const struct kv_handler *handlers;

@@ -1,9 +1,12 @@
 /*
  * The state machine against real LMDB in a temporary directory: revisions, conditional writes,
  * deletes, transactions, history and compaction, de-duplication and its expiry, the state hash,
- * snapshots, malformed input, the codec, a large batch and map growth.
+ * snapshots, malformed input, the codec, a large batch, map growth and a file system that fills up.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1763,6 +1767,91 @@ static void test_map_growth(void **state)
 	free(value);
 }
 
+/* The disk reserve on a real file system that fills up: a 128 MiB tmpfs in a private mount
+ * namespace (root only; skipped otherwise). After the disk is full, the reserve still carries
+ * some batches; then kv_space_check() reports ENOSPC and kv_apply() refuses with KV_ENOSPC and a
+ * message naming the directory, instead of LMDB dirtying a page with no block behind it (SIGBUS,
+ * which would end this test). The state stays as it was, and freeing space makes it writable. */
+static void test_disk_full(void **state)
+{
+	(void)state;
+	char root[] = "/tmp/test_kv_full.XXXXXX", dir[64], filler[64];
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+		skip();
+	}
+	assert_non_null(mkdtemp(root));
+	if (mount("tmpfs", root, "tmpfs", 0, "size=128m") != 0) {
+		rmdir(root);
+		skip();
+	}
+	snprintf(dir, sizeof dir, "%s/state", root);
+	snprintf(filler, sizeof filler, "%s/filler", root);
+
+	struct kv *kv;
+	size_t left;
+	assert_int_equal(kv_open(&kv, dir, NULL), KV_OK);
+	assert_int_equal(kv_space_check(kv, &left), 0);
+	assert_true(left >= (size_t)64 << 20);
+
+	/* Take every free block. */
+	int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	static char chunk[1 << 20];
+	memset(chunk, 'f', sizeof chunk);
+	while (write(fd, chunk, sizeof chunk) > 0) {
+	}
+	assert_int_equal(errno, ENOSPC);
+
+	/* 1 MiB batches: 16 values of 64 KiB. */
+	static char value[64 << 10];
+	memset(value, 'v', sizeof value - 1);
+	char keys[16][32];
+	struct kv_cmd cmds[16];
+	int rv = KV_OK, applied = 0;
+	int64_t rev = kv_revision(kv);
+	for (int b = 0; b < 128 && rv == KV_OK; b++) {
+		for (int i = 0; i < 16; i++) {
+			memset(&cmds[i], 0, sizeof cmds[i]);
+			snprintf(keys[i], sizeof keys[i], "full/%d/%d", b, i);
+			cmds[i].op = op_put(keys[i], value);
+		}
+		void *buf;
+		size_t len;
+		struct kv_apply_out out;
+		assert_int_equal(kv_encode_batch(cmds, 16, T0, &buf, &len), KV_OK);
+		rv = kv_apply(kv, buf, len, &out);
+		raft_free(buf);
+		if (rv == KV_OK) {
+			applied++;
+			rev = out.revision;
+			kv_apply_out_free(&out);
+		}
+	}
+	assert_int_equal(rv, KV_ENOSPC);
+	assert_true(applied >= 4); /* the reserve carried the first batches */
+	assert_non_null(strstr(kv_errmsg(kv), dir));
+	assert_non_null(strstr(kv_errmsg(kv), "No space left on device"));
+	assert_int_equal(kv_space_check(kv, &left), ENOSPC);
+	assert_int_equal(kv_revision(kv), rev);
+	struct kv_kv *kvs;
+	unsigned n;
+	bool more;
+	range(kv, KV_SPACE_USER, "full/", true, 0, &kvs, &n, &more);
+	assert_int_equal(n, applied * 16);
+	kv_kvs_free(kvs, n);
+
+	/* Space freed: the reserve renews and writes go on. */
+	close(fd);
+	assert_int_equal(unlink(filler), 0);
+	assert_int_equal(kv_space_check(kv, &left), 0);
+	assert_true(left >= (size_t)64 << 20);
+	apply_ok(kv, op_put("after", "1"));
+
+	kv_close(kv);
+	assert_int_equal(umount2(root, MNT_DETACH), 0);
+	assert_int_equal(rmdir(root), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1787,6 +1876,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_codec_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_large_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_map_growth, setup, teardown),
+	    cmocka_unit_test(test_disk_full),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

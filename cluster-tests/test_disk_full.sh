@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A member whose data directory's file system fills up says so in its log and stays up: as
+# leader it hands leadership over and the cluster keeps taking writes; a member that cannot hand
+# it over (a cluster of one) refuses writes with a clear error and keeps serving reads; freeing
+# space brings both back without a restart, and no acknowledged write is lost. Before the state's
+# disk reserve existed, the member died of SIGBUS without a word.
+source "$(dirname "$0")/lib.sh"
+
+# small_fs DIR: a fresh 256 MiB ext4 file system mounted at DIR.
+MOUNTS=()
+small_fs() {
+	mkdir -p "$1"
+	truncate -s 256M "$1.img"
+	mkfs.ext4 -q -F "$1.img" || fail "mkfs.ext4 $1.img"
+	mount -o loop "$1.img" "$1" || fail "mount -o loop $1.img"
+	MOUNTS+=("$1")
+}
+# fill DIR: take every free block of DIR's file system.
+fill() { dd if=/dev/zero of="$1/filler" bs=1M 2>/dev/null || true; sync; }
+# The agents go first (their files keep the mounts busy), then the mounts, then lib.sh's cleanup.
+cleanup_fs() {
+	for i in "${!PIDS[@]}"; do kill -9 "${PIDS[$i]}" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; rm -f "$m.img"; done
+	cleanup
+}
+trap cleanup_fs EXIT
+
+# value N: an 80 KB value, different for every N.
+value() { head -c 60000 /dev/urandom | base64 -w0; }
+
+hosts_up 4
+small_fs "$WORK/data1"
+bootstrap_cluster 3
+[ "$(leader_index 2)" = 1 ] || fail "agent1 should lead after bootstrap"
+fill "$WORK/data1"
+log "agent1's (the leader's) file system is full; 600 writes of 80 KB through agent2"
+for ((k = 0; k < 600; k++)); do
+	tctl 2 store put "full/$k" "$(value)" >/dev/null || fail "write full/$k was refused"
+done
+agent_exited 1 && fail "agent1 died (exit status $(wait "${PIDS[1]}"; echo $?))"
+grep -q "data directory full: cannot reserve space for the state in $WORK/data1/state (No space left on device)" \
+	"$WORK/agent1.log" || fail "agent1 did not log that its data directory is full"
+l=$(leader_index 2)
+[ -n "$l" ] && [ "$l" != 1 ] || fail "agent1 should have handed leadership over, leader is '$l'"
+tctl 1 store get full/0 -o json >/dev/null || fail "agent1 stopped serving reads"
+
+log "freeing space on agent1's file system"
+rm -f "$WORK/data1/filler"
+wait_for "agent1 to renew its reserve" 20 grep -q "data directory has space again" "$WORK/agent1.log"
+wait_for "agent1 to apply every write" 60 bash -c "\"$TABBY\" store get full/599 --socket $(sock 1) -o json | grep -q full/599"
+wait_for "equal state hashes" 30 hash_agrees 1
+n=$(tctl 1 store get full/ --prefix -o json | json 'len(d)')
+[ "$n" = 600 ] || fail "agent1 holds $n of the 600 acknowledged writes"
+
+# A cluster of one cannot hand leadership to anyone: it refuses writes instead.
+log "a single-member cluster (agent4) whose file system fills up"
+small_fs "$WORK/data4"
+start_agent 4 --bootstrap
+wait_for "agent4 to lead" 15 bash -c "[ \"\$(\"$TABBY\" cluster status -o json --socket $(sock 4) | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"leader\"])')\" = agent4 ]"
+fill "$WORK/data4"
+refusal=""
+for ((k = 0; k < 600; k++)); do
+	if ! out=$(tctl 4 store put "solo/$k" "$(value)" 2>&1 >/dev/null); then
+		refusal=$out
+		break
+	fi
+done
+[ -n "$refusal" ] || fail "600 writes of 80 KB fitted into a full file system"
+log "write solo/$k refused: $refusal"
+case $refusal in
+*"no space left for the replicated state on the leader's disk"*) ;;
+*) fail "the refusal does not say the disk is full: $refusal" ;;
+esac
+code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$(sock 4)" -X PUT \
+	--data-binary '{"value": "x"}' -H 'Content-Type: application/json' "http://tabby/v1/kv/solo/http") || true
+[ "$code" = 507 ] || fail "the API answered $code to a write on a full disk, not 507"
+agent_exited 4 && fail "agent4 died"
+got=$(tctl 4 store get solo/0 -o json | json 'd[0]["key"]')
+[ "$got" = solo/0 ] || fail "agent4 stopped serving reads"
+rm -f "$WORK/data4/filler"
+wait_for "agent4 to take writes again" 20 tctl 4 store put solo/after ok
+pass
