@@ -1041,11 +1041,22 @@ static void space_check(struct store *s, bool leader)
 	}
 }
 
-/* Leader short of space: refuse what waits to be proposed. */
+/* Leader short of space: refuse what waits to be proposed. Only the writes queued now: one that
+ * a callback submits again waits for the next loop turn, so a caller that retries at once
+ * cannot keep this loop going. */
 static void space_refuse_pending(struct store *s)
 {
-	while (!list_empty(&s->pending)) {
-		struct store_write *w = CONTAINER_OF(s->pending.next, struct store_write, link);
+	struct store_list now;
+	list_init(&now);
+	if (!list_empty(&s->pending)) {
+		now.next = s->pending.next;
+		now.prev = s->pending.prev;
+		now.next->prev = &now;
+		now.prev->next = &now;
+		list_init(&s->pending);
+	}
+	while (!list_empty(&now)) {
+		struct store_write *w = CONTAINER_OF(now.next, struct store_write, link);
 		writes_take(s, w->id.seq);
 		write_finish(s, w, STORE_ENOSPC, NULL);
 	}
