@@ -26,7 +26,7 @@ cleanup_fs() {
 }
 trap cleanup_fs EXIT
 
-# value N: an 80 KB value, different for every N.
+# value: an 80 KB value, random every time.
 value() { head -c 60000 /dev/urandom | base64 -w0; }
 
 hosts_up 4

@@ -122,8 +122,8 @@ struct kv {
 	char *dir;
 	int fd;
 	size_t psize;
-	size_t
-	    reserved; /* bytes from the file's start with blocks allocated; SIZE_MAX: no reserve */
+	/* Bytes from the file's start with blocks allocated; SIZE_MAX: no reserve. */
+	size_t reserved;
 	int reserve_error; /* errno of the last failed renewal, 0 when the last one succeeded */
 	char errmsg[256];
 };
@@ -354,6 +354,12 @@ static int grow_map(struct kv *kv)
 	return rc == 0 ? KV_OK : fail(kv, rc, "growing the LMDB map");
 }
 
+/* The bytes of the map LMDB has used so far: its high-water mark. */
+static size_t map_used(const struct kv *kv, const MDB_envinfo *info)
+{
+	return ((size_t)info->me_last_pgno + 1) * kv->psize;
+}
+
 /* Make sure disk blocks back the map from its start to LMDB's high-water mark plus need (see
  * RESERVE_AHEAD above). */
 static int space_reserve(struct kv *kv, size_t need)
@@ -367,7 +373,7 @@ static int space_reserve(struct kv *kv, size_t need)
 	if ((rc = mdb_env_info(kv->env, &info)) != 0) {
 		return fail(kv, rc, "reading the map's high-water mark");
 	}
-	size_t used = ((size_t)info.me_last_pgno + 1) * kv->psize;
+	size_t used = map_used(kv, &info);
 	/* Beyond the map a transaction stops at MDB_MAP_FULL, and the map grows before the retry
 	 * comes back here. */
 	size_t end = used + need < info.me_mapsize ? used + need : info.me_mapsize;
@@ -405,22 +411,19 @@ int kv_space_check(struct kv *kv, size_t *left)
 {
 	MDB_envinfo info;
 
-	if (kv->reserve_error != 0) {
-		space_reserve(kv, 0);
+	/* Nothing to ask the file system or LMDB while the last renewal worked: this runs on every
+	 * loop turn of the store. */
+	if (kv->reserve_error == 0) {
+		return 0;
 	}
-	if (left != NULL) {
-		*left = SIZE_MAX;
-		if (kv->reserved != SIZE_MAX && mdb_env_info(kv->env, &info) == 0) {
-			size_t used = ((size_t)info.me_last_pgno + 1) * kv->psize;
-			*left = kv->reserved > used ? kv->reserved - used : 0;
+	space_reserve(kv, 0);
+	if (left != NULL && kv->reserve_error != 0) {
+		*left = 0;
+		if (mdb_env_info(kv->env, &info) == 0 && kv->reserved > map_used(kv, &info)) {
+			*left = kv->reserved - map_used(kv, &info);
 		}
 	}
 	return kv->reserve_error;
-}
-
-const char *kv_dir(const struct kv *kv)
-{
-	return kv->dir;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -297,15 +297,12 @@ void kv_close(struct kv *kv);
 /* The last error message (KV_EIO and friends). Never NULL. */
 const char *kv_errmsg(const struct kv *kv);
 
-/* The directory kv_open() was given. */
-const char *kv_dir(const struct kv *kv);
-
 /* Disk space for the state is reserved ahead of its use (see kv.c). Returns 0, or the errno
- * (ENOSPC, EDQUOT, ...) with which the file system refused to renew that reserve; *left (if not
- * NULL) gets the bytes of reserve still unused (SIZE_MAX on a file system without fallocate).
- * When the last renewal failed it tries again first, so calling this now and then notices that
- * space was freed. With less than KV_SPACE_WRITES_MIN left the caller should propose no more
- * writes: kv_apply() and kv_restore() fail with KV_ENOSPC once the reserve cannot hold a batch. */
+ * (ENOSPC, EDQUOT, ...) with which the file system refused to renew that reserve; then *left (if
+ * not NULL) gets the bytes of reserve still unused. When the last renewal failed it tries again
+ * first, so calling this now and then notices that space was freed; otherwise it costs nothing.
+ * With less than KV_SPACE_WRITES_MIN left the caller should propose no more writes: kv_apply() and
+ * kv_restore() fail with KV_ENOSPC once the reserve cannot hold a batch. */
 #define KV_SPACE_WRITES_MIN ((size_t)32 << 20)
 int kv_space_check(struct kv *kv, size_t *left);
 

@@ -1023,12 +1023,12 @@ static void space_check(struct store *s, bool leader)
 		return;
 	}
 	size_t left = SIZE_MAX;
-	int err = kv_space_check(s->kv, s->space_err != 0 || leader ? &left : NULL);
+	int err = kv_space_check(s->kv, &left);
 	if (err != 0) {
 		s->space_checked = now;
 	}
 	if (err != s->space_err && s->cfg.space != NULL) {
-		s->cfg.space(s->cfg.hook_data, err, kv_dir(s->kv));
+		s->cfg.space(s->cfg.hook_data, err, s->state_dir);
 	}
 	s->space_err = err;
 	s->space_refuse = leader && err != 0 && left < KV_SPACE_WRITES_MIN;
@@ -1227,9 +1227,7 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 		char what[PATH_MAX + 64];
 		snprintf(what, sizeof what, "open the state database in %s", s->state_dir);
 		set_err(errmsg, what,
-		        rv == -ENOSPC ? "no space left on that file system (free some, then start "
-		                        "the agent again)"
-		        : rv < 0      ? strerror(-rv)
+		        rv < 0            ? strerror(-rv)
 		        : rv == KV_ENOMEM ? "out of memory"
 		                          : "LMDB failed");
 		rv = STORE_EIO;
