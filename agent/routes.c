@@ -1001,6 +1001,35 @@ static const char *role_name(int role)
 	return "none";
 }
 
+/* A member that has lacked committed entries this long is not healthy: a healthy one has them
+ * within a round trip, and replication's own retries and a snapshot install of a fresh member
+ * take a second or two here. What holds one back longer (a full disk, a link that drops the
+ * raft port only, a disk far slower than the others) is worth an operator's look. */
+#define BEHIND_UNHEALTHY_MS 5000
+
+/* The leader's record of member id, from the answer of whichever member claims to lead in the
+ * highest term (two may claim it for a moment, across a partition). */
+static json_t *leader_view(struct fanout *f, json_int_t *commit)
+{
+	json_t *best = NULL;
+	json_int_t best_term = -1;
+	for (unsigned i = 0; i < f->n; i++) {
+		json_t *b = f->slots[i].body;
+		const char *state = NULL;
+		json_int_t term = -1, ci = 0;
+		json_t *rep = NULL;
+		if (b != NULL &&
+		    json_unpack(b, "{s:s, s:I, s:I, s:o}", "state", &state, "term", &term,
+		                "commit_index", &ci, "replication", &rep) == 0 &&
+		    strcmp(state, "leader") == 0 && json_is_array(rep) && term > best_term) {
+			best = rep;
+			best_term = term;
+			*commit = ci;
+		}
+	}
+	return best;
+}
+
 static void cluster_done(struct fanout *f)
 {
 	struct agent *a = f->a;
@@ -1009,6 +1038,8 @@ static void cluster_done(struct fanout *f)
 	struct store_member *cf = NULL;
 	unsigned nc = 0;
 	store_configuration(a->store, &cf, &nc);
+	json_int_t commit = 0;
+	json_t *replication = leader_view(f, &commit);
 	json_t *members = json_array();
 	const char *leader = NULL;
 	for (unsigned i = 0; i < f->n; i++) {
@@ -1021,12 +1052,44 @@ static void cluster_done(struct fanout *f)
 		}
 		json_int_t applied = -1;
 		json_t *lid = NULL;
+		const char *space = NULL;
 		if (s->body != NULL) {
 			json_unpack(s->body, "{s:I}", "revision", &applied);
+			json_unpack(s->body, "{s:s}", "space_error", &space);
 			lid = json_object_get(s->body, "leader_id");
 		}
-		bool healthy = s->status == 200 && s->body != NULL && json_is_integer(lid) &&
-		               json_integer_value(lid) != 0;
+		json_int_t match = 0, behind = 0;
+		for (size_t k = 0; k < json_array_size(replication); k++) {
+			json_int_t id = 0;
+			if (json_unpack(json_array_get(replication, k), "{s:I, s:I, s:I}", "id",
+			                &id, "match_index", &match, "behind_ms", &behind) == 0 &&
+			    (uint64_t)id == s->m.id) {
+				break;
+			}
+			behind = 0;
+		}
+		char why[256] = "";
+		if (s->status < 0) {
+			snprintf(why, sizeof why, "%s", uv_strerror(s->status));
+		} else if (s->status != 200 || s->body == NULL) {
+			snprintf(why, sizeof why, "unexpected answer");
+		} else if (!json_is_integer(lid) || json_integer_value(lid) == 0) {
+			snprintf(why, sizeof why, "no leader known");
+		} else {
+			int w = 0;
+			if (space != NULL) {
+				w = snprintf(why, sizeof why, "data directory full (%s)", space);
+			}
+			if (behind >= BEHIND_UNHEALTHY_MS && w >= 0 && (size_t)w < sizeof why) {
+				snprintf(why + w, sizeof why - (size_t)w,
+				         "%sbehind the leader for %" PRId64
+				         " s: stored the log up to "
+				         "index %" PRId64 ", the leader has committed %" PRId64,
+				         w > 0 ? "; " : "", (int64_t)(behind / 1000),
+				         (int64_t)match, (int64_t)commit);
+			}
+		}
+		bool healthy = why[0] == '\0';
 		if (s->m.id == st.leader_id) {
 			leader = s->m.name;
 		}
@@ -1037,10 +1100,7 @@ static void cluster_done(struct fanout *f)
 		json_object_set_new(m, "applied_revision",
 		                    applied >= 0 ? json_integer(applied) : json_null());
 		if (!healthy) {
-			json_object_set_new(m, "error",
-			                    json_string(s->status < 0      ? uv_strerror(s->status)
-			                                : s->status != 200 ? "unexpected answer"
-			                                                   : "no leader known"));
+			json_object_set_new(m, "error", json_string(why));
 		}
 		json_array_append_new(members, m);
 	}
@@ -1257,17 +1317,39 @@ static const char *state_name(int state)
 	return "unavailable";
 }
 
+/* A member's own view, for `tabby cluster status` (cluster_done()). A leader adds how far each
+ * member it replicates to trails, which only it can see. */
 static void internal_status(struct agent *a, struct http_request *req)
 {
 	struct store_status st;
 	store_get_status(a->store, &st);
-	agent_reply_json(a, req, 200,
-	                 json_pack("{s:s, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "name", a->name,
-	                           "id", (json_int_t)st.id, "state", state_name(st.state), "ready",
-	                           st.ready, "leader_id", (json_int_t)st.leader_id, "term",
-	                           (json_int_t)st.term, "commit_index", (json_int_t)st.commit_index,
-	                           "applied_index", (json_int_t)st.applied_index, "revision",
-	                           (json_int_t)st.revision));
+	json_t *out =
+	    json_pack("{s:s, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "name", a->name, "id",
+	              (json_int_t)st.id, "state", state_name(st.state), "ready", st.ready,
+	              "leader_id", (json_int_t)st.leader_id, "term", (json_int_t)st.term,
+	              "commit_index", (json_int_t)st.commit_index, "applied_index",
+	              (json_int_t)st.applied_index, "revision", (json_int_t)st.revision);
+	if (out == NULL) {
+		agent_reply_error(a, req, 500, "internal", "out of memory");
+		return;
+	}
+	if (st.space_err != 0) {
+		json_object_set_new(out, "space_error", json_string(strerror(st.space_err)));
+	}
+	struct store_progress *ps = NULL;
+	unsigned n = 0;
+	if (store_replication(a->store, &ps, &n) == STORE_OK) {
+		json_t *list = json_array();
+		for (unsigned i = 0; i < n; i++) {
+			json_array_append_new(
+			    list, json_pack("{s:I, s:I, s:I}", "id", (json_int_t)ps[i].id,
+			                    "match_index", (json_int_t)ps[i].match_index,
+			                    "behind_ms", (json_int_t)ps[i].behind_ms));
+		}
+		json_object_set_new(out, "replication", list);
+	}
+	free(ps);
+	agent_reply_json(a, req, 200, out);
 }
 
 struct hwait {

@@ -44,12 +44,25 @@ grep -q "data directory full: cannot reserve space for the state in $WORK/data1/
 l=$(leader_index 2)
 [ -n "$l" ] && [ "$l" != 1 ] || fail "agent1 should have handed leadership over, leader is '$l'"
 tctl 1 store get full/0 -o json >/dev/null || fail "agent1 stopped serving reads"
+# The cluster's status names the member in trouble and why: its disk is full, and its raft log,
+# which has no room for new segments, has stopped taking entries, so it falls behind.
+member_error() { status_json "$1" | json "[m.get('error', '') for m in d['members'] if m['name'] == '$2'][0]"; }
+reported_behind() { member_error "$1" "$2" | grep -q 'behind the leader for'; }
+wait_for "agent1 to be reported behind the leader" 20 reported_behind 2 agent1
+err=$(member_error 2 agent1)
+log "cluster status on agent1: $err"
+case $err in
+"data directory full (No space left on device); behind the leader for "*" s: stored the log up to index "*", the leader has committed "*) ;;
+*) fail "cluster status does not say what is wrong with agent1: '$err'" ;;
+esac
+tctl 2 cluster status | grep -q "^agent1: data directory full" || fail "the status table does not say what is wrong with agent1"
 
 log "freeing space on agent1's file system"
 rm -f "$WORK/data1/filler"
 wait_for "agent1 to renew its reserve" 20 grep -q "data directory has space again" "$WORK/agent1.log"
 wait_for "agent1 to apply every write" 60 bash -c "\"$TABBY\" store get full/599 --socket $(sock 1) -o json | grep -q full/599"
 wait_for "equal state hashes" 30 hash_agrees 1
+wait_for "agent1 to be healthy again" 15 members_healthy 2 3
 n=$(tctl 1 store get full/ --prefix -o json | json 'len(d)')
 [ "$n" = 600 ] || fail "agent1 holds $n of the 600 acknowledged writes"
 

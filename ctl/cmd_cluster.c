@@ -94,6 +94,17 @@ static int run_status(struct ctl_ctx *ctx)
 		format_cell(buf, sizeof(buf), resp, "revision");
 		fprintf(ctx->out, "revision: %s\n\n", buf);
 		print_table(ctx->out, cols, (int)(sizeof(cols) / sizeof(cols[0])), members);
+		/* Why a member is not healthy, one line each under the table. */
+		bool first = true;
+		for (i = 0; i < json_array_size(members); i++) {
+			m = json_array_get(members, i);
+			if (json_is_string(json_object_get(m, "error"))) {
+				fprintf(ctx->out, "%s%s: %s\n", first ? "\n" : "",
+				        json_string_value(json_object_get(m, "name")),
+				        json_string_value(json_object_get(m, "error")));
+				first = false;
+			}
+		}
 		goto out;
 	}
 
@@ -111,6 +122,9 @@ static int run_status(struct ctl_ctx *ctx)
 		              field(m, "role"), "peer_address", field(m, "peer_address"),
 		              "api_address", field(m, "api_address"), "applied_revision",
 		              field(m, "applied_revision"), "healthy", field(m, "healthy"));
+		if (o != NULL && json_object_get(m, "error") != NULL) {
+			json_object_set(o, "error", json_object_get(m, "error"));
+		}
 		if (o == NULL || json_array_append_new(list, o) != 0) {
 			rv = ctl_fail(ctx, "out of memory");
 			goto out;

@@ -46,8 +46,17 @@
 #define HASH_RING            64
 #define SPACE_RETRY_MS       1000 /* how often a short reserve is retried */
 #define SPACE_TRANSFER_MS    5000 /* how often a member short of space hands leadership over */
+#define LAG_SAMPLE_MS        500  /* how often the leader samples its followers' progress */
 
 enum { W_QUEUED = 1, W_SENT = 2 };
+
+/* One replicated member as the leader tracks it: it has lacked index `mark`, an index the
+ * leader had committed, since `since`. */
+struct lag {
+	uint64_t id;
+	uint64_t mark;
+	uint64_t since; /* loop ms */
+};
 
 /* ------------------------------------------------------------------------------------------ */
 /* Lists                                                                                       */
@@ -216,6 +225,12 @@ struct store {
 	uint64_t space_transfer; /* when leadership may next be handed over, loop ms */
 	bool space_transferring;
 	struct raft_transfer space_xfer;
+
+	/* Leader: how far each replicated member trails (lag_sample()). */
+	struct lag *lags;
+	unsigned n_lags;
+	uint64_t lag_term;    /* the term the records belong to */
+	uint64_t lag_sampled; /* loop ms */
 
 	struct store_list syncs;
 	struct store_list revwaits;
@@ -1100,6 +1115,60 @@ static void prepare_cb(uv_prepare_t *h)
 	drive(h->data);
 }
 
+/* How long has each follower lacked what the leader committed? A member's match index alone
+ * cannot say: under load a healthy follower trails by an entry or two at any instant, and an
+ * idle one that is stuck looks the same as one that is done. So every LAG_SAMPLE_MS the leader
+ * gives each replicated member (voters and standbys; spares get no entries) a mark, the commit
+ * index of that moment, once the member has reached its previous mark. A healthy member reaches
+ * each mark within a round trip; one whose disk is full, or that a slow link or a snapshot
+ * install holds back, keeps the old mark, and how long it has kept it is how long it has been
+ * behind (store_replication()). Records start afresh with each term. */
+static void lag_sample(struct store *s)
+{
+	if (raft_state(&s->raft) != RAFT_LEADER) {
+		s->n_lags = 0;
+		return;
+	}
+	uint64_t now = uv_now(s->loop);
+	uint64_t term = raft_current_term(&s->raft);
+	if (term != s->lag_term) {
+		s->lag_term = term;
+		s->n_lags = 0;
+	} else if (now < s->lag_sampled + LAG_SAMPLE_MS) {
+		return;
+	}
+	s->lag_sampled = now;
+	const struct raft_configuration *c = &s->raft.configuration;
+	raft_index commit = raft_commit_index(&s->raft);
+	struct lag *next = calloc(c->n ? c->n : 1, sizeof *next);
+	if (next == NULL) {
+		return; /* keep the old records; the next sample tries again */
+	}
+	unsigned n = 0;
+	for (unsigned i = 0; i < c->n; i++) {
+		const struct raft_server *sv = &c->servers[i];
+		raft_index match;
+		if (sv->id == s->cfg.id || sv->role == RAFT_SPARE ||
+		    raft_match_index(&s->raft, sv->id, &match) != 0) {
+			continue;
+		}
+		struct lag l = {sv->id, commit, now};
+		for (unsigned k = 0; k < s->n_lags; k++) {
+			if (s->lags[k].id == sv->id) {
+				l = s->lags[k];
+			}
+		}
+		if (match >= l.mark) {
+			l.mark = commit;
+			l.since = now;
+		}
+		next[n++] = l;
+	}
+	free(s->lags);
+	s->lags = next;
+	s->n_lags = n;
+}
+
 static void tick_cb(uv_timer_t *t)
 {
 	struct store *s = t->data;
@@ -1126,6 +1195,7 @@ static void tick_cb(uv_timer_t *t)
 		expired = w->next_in_bucket;
 		write_finish(s, w, STORE_ETIMEDOUT, NULL);
 	}
+	lag_sample(s);
 	drive(s);
 }
 
@@ -1336,6 +1406,7 @@ static void store_free(struct store *s)
 	void *data = s->close_data;
 	kv_close(s->kv);
 	free(s->buckets);
+	free(s->lags);
 	free(s->data_dir);
 	free(s->raft_dir);
 	free(s->state_dir);
@@ -1633,6 +1704,34 @@ void store_get_status(struct store *s, struct store_status *st)
 	st->commands_applied = s->commands_applied;
 	st->snapshots_taken = s->snapshots_taken;
 	st->snapshots_restored = s->snapshots_restored;
+	st->space_err = s->space_err;
+}
+
+int store_replication(struct store *s, struct store_progress **members, unsigned *n)
+{
+	*members = NULL;
+	*n = 0;
+	if (!s->started || s->closing || raft_state(&s->raft) != RAFT_LEADER) {
+		return STORE_ENOTLEADER;
+	}
+	lag_sample(s); /* a new term's records, at least */
+	*members = calloc(s->n_lags ? s->n_lags : 1, sizeof **members);
+	if (*members == NULL) {
+		return STORE_ENOMEM;
+	}
+	uint64_t now = uv_now(s->loop);
+	for (unsigned i = 0; i < s->n_lags; i++) {
+		const struct lag *l = &s->lags[i];
+		raft_index match = 0;
+		if (raft_match_index(&s->raft, l->id, &match) != 0) {
+			continue; /* left the configuration since the last sample */
+		}
+		struct store_progress *p = &(*members)[(*n)++];
+		p->id = l->id;
+		p->match_index = match;
+		p->behind_ms = match >= l->mark ? 0 : now - l->since;
+	}
+	return STORE_OK;
 }
 
 void store_get_latency(struct store *s, struct store_latency *lat)

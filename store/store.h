@@ -211,9 +211,23 @@ struct store_status {
 	uint64_t commands_applied; /* commands applied since start */
 	uint64_t snapshots_taken;
 	uint64_t snapshots_restored; /* installed from the leader, or loaded at start */
+	int space_err; /* errno: this member cannot reserve disk space for its state (space hook) */
 };
 
 void store_get_status(struct store *s, struct store_status *st);
+
+/* One replicated member as the leader sees it. behind_ms: how long the member has lacked an
+ * entry the leader had committed, 0 when it has all of them, give or take LAG_SAMPLE_MS (half a
+ * second); a healthy member never comes near a second. */
+struct store_progress {
+	uint64_t id;
+	uint64_t match_index; /* the highest log index the member has stored */
+	uint64_t behind_ms;
+};
+
+/* On the leader: every member that is replicated to (voters and standbys, not this node and not
+ * spares). *members is malloc()ed, owned by the caller. Returns STORE_ENOTLEADER elsewhere. */
+int store_replication(struct store *s, struct store_progress **members, unsigned *n);
 
 /* Apply-latency histogram (proposal to local apply, for commands proposed by this node), in
  * microseconds: bucket upper bounds and cumulative counts, Prometheus style. */

@@ -4,6 +4,7 @@
  * read-index hooks call the leader's store directly (the agent does the same over HTTP), and
  * where followers learn of commits without waiting for a heartbeat.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -657,6 +658,71 @@ static void test_followers_learn_commit(void **state)
 	cluster_close(&c);
 }
 
+static const struct store_progress *progress_of(const struct store_progress *ps, unsigned n,
+                                                uint64_t id)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (ps[i].id == id) {
+			return &ps[i];
+		}
+	}
+	fail_msg("no replication record for member %" PRIu64, id);
+	return NULL;
+}
+
+/* The leader's view of how far each member trails: nobody while all keep up; a member that
+ * stops storing entries is behind from the first commit it misses, for as long as it stays
+ * away; back and caught up, it is behind no more. Followers have no such view. */
+static void test_replication_lag(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	struct store_progress *ps = NULL;
+	unsigned n = 0;
+	struct store_status st;
+	three_voters(&c, 0);
+
+	assert_int_equal(do_put(&c, 0, "lag/a", "1", false, 0).status, STORE_OK);
+	run_for(&c, 1200);
+	assert_int_equal(store_replication(c.nodes[1].s, &ps, &n), STORE_ENOTLEADER);
+	assert_null(ps);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_replication(c.nodes[0].s, &ps, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	store_get_status(c.nodes[0].s, &st);
+	for (uint64_t id = 2; id <= 3; id++) {
+		assert_int_equal(progress_of(ps, n, id)->behind_ms, 0);
+		assert_int_equal(progress_of(ps, n, id)->match_index, st.commit_index);
+	}
+	free(ps);
+
+	/* Node 3 stops; one write commits without it. */
+	node_close(&c, 2);
+	assert_int_equal(do_put(&c, 0, "lag/b", "2", false, 0).status, STORE_OK);
+	run_for(&c, 2500);
+	assert_int_equal(store_replication(c.nodes[0].s, &ps, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(progress_of(ps, n, 2)->behind_ms, 0);
+	const struct store_progress *p3 = progress_of(ps, n, 3);
+	if (p3->behind_ms < 1000 || p3->behind_ms > 3500) {
+		fail_msg("node 3, away for 2.5 s, is behind for %" PRIu64 " ms", p3->behind_ms);
+	}
+	assert_true(p3->match_index < st.commit_index);
+	free(ps);
+
+	/* Back, it catches up and is behind no more. */
+	node_open(&c, 2);
+	assert_int_equal(store_start(c.nodes[2].s, &err), STORE_OK);
+	run_until(&c, all_have_pred, "lag/b", 10000);
+	run_for(&c, 1200);
+	assert_int_equal(store_replication(c.nodes[0].s, &ps, &n), STORE_OK);
+	assert_int_equal(progress_of(ps, n, 3)->behind_ms, 0);
+	free(ps);
+	cluster_close(&c);
+}
+
 int main(void)
 {
 	/* libuv writes to sockets with write(2): a peer that went away must be an error, not a
@@ -666,6 +732,7 @@ int main(void)
 	    cmocka_unit_test(test_single_node),
 	    cmocka_unit_test(test_three_nodes),
 	    cmocka_unit_test(test_followers_learn_commit),
+	    cmocka_unit_test(test_replication_lag),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
