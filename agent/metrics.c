@@ -53,6 +53,67 @@ static void counter(struct buf *b, const char *name, const char *help, double v)
 	put(b, "# HELP %s %s\n# TYPE %s counter\n%s %.17g\n", name, help, name, name, v);
 }
 
+/* A label value as the exposition format wants it: backslash, quote and newline escaped. */
+static void put_label(struct buf *b, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"') {
+			put(b, "\\%c", *v);
+		} else if (*v == '\n') {
+			put(b, "\\n");
+		} else {
+			put(b, "%c", *v);
+		}
+	}
+}
+
+/* On the leader only: how far each member it replicates to trails. Alert on behind_seconds; a
+ * healthy member stays at 0 (it is sampled every half second). */
+static void replication(struct buf *b, struct agent *a)
+{
+	struct store_progress *ps = NULL;
+	unsigned n = 0;
+	struct member_rec *ms = NULL;
+	unsigned nm = 0;
+	if (store_replication(a->store, &ps, &n) != STORE_OK) {
+		return;
+	}
+	if (agent_members(a, &ms, &nm) != STORE_OK) {
+		ms = NULL;
+		nm = 0;
+	}
+	static const struct {
+		const char *name, *help;
+	} series[] = {
+	    {"tabby_raft_member_behind_seconds",
+	     "Leader only: how long a member has lacked entries the leader committed."},
+	    {"tabby_raft_member_match_index",
+	     "Leader only: the highest log index a member has stored."},
+	};
+	for (size_t k = 0; k < sizeof series / sizeof series[0]; k++) {
+		put(b, "# HELP %s %s\n# TYPE %s gauge\n", series[k].name, series[k].help,
+		    series[k].name);
+		for (unsigned i = 0; i < n; i++) {
+			const char *name = NULL;
+			for (unsigned j = 0; j < nm; j++) {
+				if (ms[j].id == ps[i].id) {
+					name = ms[j].name;
+				}
+			}
+			put(b, "%s{member_id=\"%llu\",member=\"", series[k].name,
+			    (unsigned long long)ps[i].id);
+			put_label(b, name != NULL ? name : "");
+			if (k == 0) {
+				put(b, "\"} %.3f\n", (double)ps[i].behind_ms / 1000);
+			} else {
+				put(b, "\"} %llu\n", (unsigned long long)ps[i].match_index);
+			}
+		}
+	}
+	free(ms);
+	free(ps);
+}
+
 char *agent_metrics_text(struct agent *a, size_t *len)
 {
 	struct buf b = {0};
@@ -95,6 +156,11 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	        "Snapshots restored into the state machine (installed by the leader or loaded at "
 	        "start).",
 	        (double)st.snapshots_restored);
+
+	gauge(&b, "tabby_store_disk_full",
+	      "1 while this member cannot reserve disk space for its state (see the log).",
+	      st.space_err != 0);
+	replication(&b, a);
 
 	put(&b, "# HELP tabby_apply_latency_seconds From proposal to local apply, for commands "
 	        "this member proposed.\n# TYPE tabby_apply_latency_seconds histogram\n");
