@@ -253,19 +253,17 @@ static void hook_readindex(void *data, uint64_t leader_id, store_readindex_done 
 	}
 }
 
-static void hook_space(void *data, int err, const char *dir)
+static void hook_space(void *data, int err, const char *what)
 {
 	(void)data;
 	if (err != 0) {
 		agent_log(
-		    "data directory full: cannot reserve space for the state in %s (%s); this "
-		    "member hands leadership to another and, if it must keep it, refuses writes; "
-		    "it "
-		    "stops when its reserve is used up. Free space on that file system.",
-		    dir, strerror(err));
+		    "data directory full: %s (%s); this member hands leadership to another and, "
+		    "if it must keep it, refuses writes; as a follower it falls behind, and it "
+		    "stops if the state's reserve runs out. Free space on that file system.",
+		    what, strerror(err));
 	} else {
-		agent_log("data directory has space again: the state's reserve in %s is renewed",
-		          dir);
+		agent_log("data directory has space again: %s", what);
 	}
 }
 

@@ -18,12 +18,14 @@
  * commands are its own, and a restarted node never reuses an id the state machine remembers.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,7 +48,15 @@
 #define HASH_RING            64
 #define SPACE_RETRY_MS       1000 /* how often a short reserve is retried */
 #define SPACE_TRANSFER_MS    5000 /* how often a member short of space hands leadership over */
-#define LAG_SAMPLE_MS        500  /* how often the leader samples its followers' progress */
+/* How long a leader whose log is short goes on proposing, so that the hand-over, not a refusal,
+ * is what writes meet when another voter can take the lead (raft keeps segments ready ahead). */
+#define SPACE_REFUSE_MS 2000
+#define LAG_SAMPLE_MS   500 /* how often the leader samples its followers' progress */
+/* Free space the raft log needs: two of raft's 8 MiB segments, the one it prepares next and the
+ * one after (raft keeps that many ready). */
+#define RAFT_LOG_ROOM (16u << 20)
+
+enum { SPACE_STATE = 1, SPACE_LOG = 2 };
 
 enum { W_QUEUED = 1, W_SENT = 2 };
 
@@ -219,7 +229,10 @@ struct store {
 	uint64_t leader_term;
 
 	/* Disk space (space_check()). */
-	int space_err;           /* kv_space_check()'s last answer */
+	int space_err;           /* errno: kv_space_check()'s last answer, or ENOSPC for the log */
+	int space_kind;          /* what is short: 0, SPACE_STATE or SPACE_LOG */
+	uint64_t log_free;       /* free bytes for the raft log, at the last check */
+	uint64_t space_since;    /* when this member became short, loop ms */
 	bool space_refuse;       /* leader: writes are refused with STORE_ENOSPC */
 	uint64_t space_checked;  /* when the reserve was last retried, loop ms */
 	uint64_t space_transfer; /* when leadership may next be handed over, loop ms */
@@ -1024,29 +1037,71 @@ static void space_transfer_cb(struct raft_transfer *req)
 	s->space_transferring = false;
 }
 
-/* A member whose disk cannot renew the state's reserve (kv_space_check()) says so once through
- * the space hook and, while it leads, hands leadership to another voter (raft picks the most
- * up to date), every SPACE_TRANSFER_MS at most: another member's disk may well have room, and
- * the reserve this member still holds carries what it applies as a follower. If it keeps the
- * lead (no other voter, or every disk is full) it refuses new writes with STORE_ENOSPC once less
- * than KV_SPACE_WRITES_MIN is left, so the cluster turns read-only rather than losing members.
- * While short, the reserve is retried every SPACE_RETRY_MS; freeing space ends it all. */
+/* Free bytes on the file system that holds dir, as this process may use them (root may use
+ * the blocks ext4 keeps back for it); UINT64_MAX when statvfs() cannot say. */
+static uint64_t fs_free(const char *dir)
+{
+	struct statvfs v;
+	if (statvfs(dir, &v) != 0) {
+		return UINT64_MAX;
+	}
+	return (uint64_t)(geteuid() == 0 ? v.f_bfree : v.f_bavail) * v.f_frsize;
+}
+
+/* A member short of disk space, for either of its two consumers, says so through the space hook
+ * on each change and, while it leads, hands leadership to another voter (raft picks the most up
+ * to date), every SPACE_TRANSFER_MS at most: another member's disk may well have room.
+ *
+ * - The state: kv_space_check() cannot renew the reserve ahead of LMDB's map. The reserve still
+ *   held carries what the member applies as a follower.
+ * - The raft log: less than RAFT_LOG_ROOM is free for its segments. raft retries a segment it
+ *   cannot create and meanwhile stores no entries: a follower falls behind (the leader's
+ *   store_replication() shows it), a leader commits nothing. Checked every SPACE_RETRY_MS.
+ *
+ * A member that keeps the lead (no other voter, or every disk is full) refuses new writes with
+ * STORE_ENOSPC once its log has been short for SPACE_REFUSE_MS or less than KV_SPACE_WRITES_MIN
+ * of its state's reserve is left, so the cluster turns read-only, with a clear error, rather than
+ * losing members or leaving writes to time out. While short, both are retried every SPACE_RETRY_MS;
+ * freeing space ends it all. */
 static void space_check(struct store *s, bool leader)
 {
 	uint64_t now = uv_now(s->loop);
-	if (s->space_err != 0 && now < s->space_checked + SPACE_RETRY_MS) {
+	bool due = now >= s->space_checked + SPACE_RETRY_MS;
+	if (s->space_err != 0 && !due) {
 		return;
 	}
 	size_t left = SIZE_MAX;
 	int err = kv_space_check(s->kv, &left);
-	if (err != 0) {
+	if (due) {
 		s->space_checked = now;
+		s->log_free = fs_free(s->raft_dir);
 	}
-	if (err != s->space_err && s->cfg.space != NULL) {
-		s->cfg.space(s->cfg.hook_data, err, s->state_dir);
+	int kind = err != 0 ? SPACE_STATE : s->log_free < RAFT_LOG_ROOM ? SPACE_LOG : 0;
+	if (kind == SPACE_LOG) {
+		err = ENOSPC;
 	}
+	if (kind != s->space_kind && s->cfg.space != NULL) {
+		char what[PATH_MAX + 128];
+		if (kind == SPACE_STATE) {
+			snprintf(what, sizeof what, "cannot reserve space for the state in %s",
+			         s->state_dir);
+		} else if (kind == SPACE_LOG) {
+			snprintf(what, sizeof what,
+			         "%" PRIu64 " MiB free for the raft log in %s, which needs %u MiB",
+			         s->log_free >> 20, s->raft_dir, RAFT_LOG_ROOM >> 20);
+		} else {
+			snprintf(what, sizeof what, "%s", s->data_dir);
+		}
+		s->cfg.space(s->cfg.hook_data, err, what);
+	}
+	if (kind != 0 && s->space_kind == 0) {
+		s->space_since = now;
+	}
+	s->space_kind = kind;
 	s->space_err = err;
-	s->space_refuse = leader && err != 0 && left < KV_SPACE_WRITES_MIN;
+	s->space_refuse =
+	    leader && ((kind == SPACE_LOG && now >= s->space_since + SPACE_REFUSE_MS) ||
+	               (kind == SPACE_STATE && left < KV_SPACE_WRITES_MIN));
 	if (leader && err != 0 && !s->space_transferring && now >= s->space_transfer) {
 		s->space_transfer = now + SPACE_TRANSFER_MS;
 		s->space_xfer.data = s;
@@ -1245,6 +1300,7 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	}
 	s->loop = loop;
 	s->cfg = *cfg;
+	s->log_free = UINT64_MAX; /* until space_check() looks */
 	if (s->cfg.election_timeout_ms == 0) {
 		s->cfg.election_timeout_ms = 1000;
 	}

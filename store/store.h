@@ -80,11 +80,13 @@ struct store_config {
 	/* The host failed in a way that makes this replica unable to continue without diverging
 	 * (LMDB write failure, out of memory while applying). The agent logs and exits. */
 	void (*fatal)(void *data, const char *msg);
-	/* This member's disk could not renew the state's reserve (err: ENOSPC, EDQUOT, ...), or
-	 * can again (err 0); dir is the state's directory. Called on each change. While short, a
-	 * leader hands leadership over and at last refuses writes with STORE_ENOSPC; a follower
-	 * keeps applying from the reserve and reaches fatal() if that runs out. */
-	void (*space)(void *data, int err, const char *dir);
+	/* This member is short of disk space (err: ENOSPC, EDQUOT, ...), or no longer (err 0).
+	 * what says what is short and where ("cannot reserve space for the state in DIR", "N MiB
+	 * free for the raft log in DIR, which needs M MiB"); with err 0 it is the data directory.
+	 * Called on each change. While short, a leader hands leadership over and at last refuses
+	 * writes with STORE_ENOSPC; a follower keeps applying what its log holds and reaches
+	 * fatal() if the state's reserve runs out. */
+	void (*space)(void *data, int err, const char *what);
 	void *hook_data;
 	/* Domain command handlers (kv.h); every member must register the same ones. */
 	const struct kv_handler *handlers;
