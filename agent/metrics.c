@@ -158,7 +158,8 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	        (double)st.snapshots_restored);
 
 	gauge(&b, "tabby_store_disk_full",
-	      "1 while this member cannot reserve disk space for its state (see the log).",
+	      "1 while this member is short of disk space for its state or its raft log (see "
+	      "the log).",
 	      st.space_err != 0);
 	replication(&b, a);
 

@@ -1060,13 +1060,12 @@ static void cluster_done(struct fanout *f)
 		}
 		json_int_t match = 0, behind = 0;
 		for (size_t k = 0; k < json_array_size(replication); k++) {
+			json_t *rec = json_array_get(replication, k);
 			json_int_t id = 0;
-			if (json_unpack(json_array_get(replication, k), "{s:I, s:I, s:I}", "id",
-			                &id, "match_index", &match, "behind_ms", &behind) == 0 &&
-			    (uint64_t)id == s->m.id) {
-				break;
+			if (json_unpack(rec, "{s:I}", "id", &id) == 0 && (uint64_t)id == s->m.id) {
+				json_unpack(rec, "{s:I, s:I}", "match_index", &match, "behind_ms",
+				            &behind);
 			}
-			behind = 0;
 		}
 		char why[256] = "";
 		if (s->status < 0) {

@@ -57,8 +57,10 @@ case $err in
 *) fail "cluster status does not say what is wrong with agent1: '$err'" ;;
 esac
 tctl 2 cluster status | grep -q "^agent1: data directory full" || fail "the status table does not say what is wrong with agent1"
-curl -s --unix-socket "$(sock 1)" http://tabby/metrics | grep -qx 'tabby_store_disk_full 1' ||
-	fail "agent1's metrics do not say its disk is full"
+# (Into a variable first: grep -q would stop reading early, and pipefail would count curl's
+# SIGPIPE as a failure.)
+m=$(curl -s --unix-socket "$(sock 1)" http://tabby/metrics)
+grep -qx 'tabby_store_disk_full 1' <<<"$m" || fail "agent1's metrics do not say its disk is full"
 behind=$(curl -s --unix-socket "$(sock "$l")" http://tabby/metrics |
 	sed -n 's/^tabby_raft_member_behind_seconds{member_id="1",member="agent1"} //p')
 log "the leader's metrics: agent1 behind for ${behind}s"
