@@ -1390,6 +1390,14 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	}
 	s->raft.data = s;
 	s->raft_inited = true;
+	/* raft formats each of its trace messages with snprintf() before its default tracer
+	 * looks whether LIBRAFT_TRACE asked for them: six to ten messages per write on every
+	 * member, formatted to be thrown away. Without a tracer it skips the formatting; with
+	 * LIBRAFT_TRACE set, raft's own stderr tracing stays as it was. */
+	if (getenv("LIBRAFT_TRACE") == NULL) {
+		s->raft.tracer = NULL;
+		raft_uv_set_tracer(&s->io, NULL);
+	}
 	raft_set_election_timeout(&s->raft, s->cfg.election_timeout_ms);
 	raft_set_heartbeat_timeout(&s->raft, s->cfg.heartbeat_timeout_ms);
 	/* Members that took snapshots at the same index would write them at the same moment, and
