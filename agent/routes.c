@@ -1007,8 +1007,9 @@ static const char *role_name(int role)
  * raft port only, a disk far slower than the others) is worth an operator's look. */
 #define BEHIND_UNHEALTHY_MS 5000
 
-/* The leader's record of member id, from the answer of whichever member claims to lead in the
- * highest term (two may claim it for a moment, across a partition). */
+/* The leader's records of the members it replicates to (its "replication" array) and its commit
+ * index, from the answer of whichever member claims to lead in the highest term (two may claim
+ * it for a moment, across a partition); NULL when no leader answered. */
 static json_t *leader_view(struct fanout *f, json_int_t *commit)
 {
 	json_t *best = NULL;
@@ -1065,6 +1066,7 @@ static void cluster_done(struct fanout *f)
 			if (json_unpack(rec, "{s:I}", "id", &id) == 0 && (uint64_t)id == s->m.id) {
 				json_unpack(rec, "{s:I, s:I}", "match_index", &match, "behind_ms",
 				            &behind);
+				break;
 			}
 		}
 		char why[256] = "";
