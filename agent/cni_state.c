@@ -1094,14 +1094,16 @@ int cni_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_c
 		}
 	}
 	if (rv == -EBADMSG) {
-		/* A record this code did not write (or a name space that is full): refuse the
-		 * command on every replica alike rather than stop them all on a log entry they
-		 * would meet again at every replay. */
+		/* A record this code did not write (a CNI record, an IPAM handle, a profile) or a
+		 * name space that is full: refuse the command on every replica alike rather than
+		 * stop them all on a log entry they would meet again at every replay. */
 		json_decref(reply);
 		reply = NULL;
-		rv =
-		    refuse(&c, "internal", "a CNI record of node %s is not what this agent expects",
-		           c.node ? c.node : "?");
+		rv = refuse(
+		    &c, "internal",
+		    "a record this command needs (a CNI record of node %s, its address handle "
+		    "or its network's profile) is corrupt or full; nothing was changed",
+		    c.node ? c.node : "?");
 	}
 	if (rv < 0) {
 		json_decref(j);

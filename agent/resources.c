@@ -74,7 +74,8 @@ struct item {
 	enum policy_kind kind;
 	char key[POLICY_KEY_MAX];
 	json_t *res;     /* normalized (NULL for a delete by reference) */
-	json_t *current; /* the stored form before the command, NULL when absent */
+	json_t *current; /* the stored form before the command, NULL when absent; a JSON string
+	                  * when what is stored does not decode */
 	const char *outcome;
 };
 
@@ -142,7 +143,7 @@ static int current_stored(struct kv_tx *tx, enum policy_kind kind, const char *k
 		return -EIO;
 	}
 	*out = json_loadb((const char *)v.data, v.len, 0, NULL);
-	return *out == NULL ? -EIO : 0;
+	return *out == NULL ? -EBADMSG : 0;
 }
 
 /* Read one entry of the batch into it. Returns 0, 1 (refused: b says why) or -errno. */
@@ -281,11 +282,8 @@ static int apply_pools(struct batch *b, struct kv_tx *tx)
 		if (rv != 0) {
 			goto out;
 		}
-		const char *code = rep.error == IPAM_E_NOTFOUND  ? "not_found"
-		                   : rep.error == IPAM_E_INUSE   ? "in_use"
-		                   : rep.error == IPAM_E_INVALID ? "invalid"
-		                                                 : "conflict";
-		rv = refuse(b, code, "%s", rep.message ? rep.message : "ipPool refused");
+		rv = refuse(b, ipam_error_code(rep.error), "%s",
+		            rep.message ? rep.message : "ipPool refused");
 	}
 out:
 	ipam_reply_free(&rep);
@@ -382,6 +380,14 @@ static int run_batch(struct batch *b, struct kv_tx *tx, json_t *cmd)
 			rv = current_pool(pools, np, it->key, &it->current);
 		} else {
 			rv = current_stored(tx, it->kind, it->key, &it->current);
+			if (rv == -EBADMSG) {
+				/* A stored form that does not decode: present, equal to nothing. So
+				 * apply, replace and delete overwrite or remove it, which is how an
+				 * operator repairs it, and create or a compare-and-swap is refused.
+				 */
+				it->current = json_string("(corrupt)");
+				rv = it->current == NULL ? -ENOMEM : 0;
+			}
 		}
 		if (rv != 0) {
 			goto out;
@@ -414,6 +420,13 @@ int resources_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struc
 		rv = run_batch(&b, tx, cmd);
 	}
 	json_decref(cmd);
+	if (rv == -EBADMSG) {
+		/* A stored record that does not decode is in every replica alike: refuse the batch
+		 * on all of them rather than stop them all on an entry they would meet again at
+		 * every replay. */
+		rv = refuse(&b, "internal",
+		            "a stored resource this request needs is corrupt; nothing was changed");
+	}
 	if (rv < 0) {
 		batch_free(&b);
 		return rv == -ENOMEM ? KV_ENOMEM : KV_EIO;
@@ -457,7 +470,7 @@ static int list_one(void *arg, struct kv_bytes key, struct kv_bytes value)
 	struct list_ctx *c = arg;
 	json_t *j = json_loadb((const char *)value.data, value.len, 0, NULL);
 	if (j == NULL) {
-		c->error = -EIO;
+		c->error = -EBADMSG;
 		return 2;
 	}
 	if (c->items != NULL) {
@@ -470,7 +483,7 @@ static int list_one(void *arg, struct kv_bytes key, struct kv_bytes value)
 	if (rv != 0) {
 		/* Only what the normalizer accepted is stored; a record the model refuses is a bug
 		 * or a corrupt store. */
-		c->error = rv == -ENOMEM ? -ENOMEM : -EIO;
+		c->error = rv == -ENOMEM ? -ENOMEM : -EBADMSG;
 		return 2;
 	}
 	return 0;

@@ -29,7 +29,8 @@ int resources_store_key(enum policy_kind kind, const char *key, char *out, size_
 int resources_list(struct kv_tx *tx, enum policy_kind kind, json_t **items);
 /* One resource by key; -ENOENT when absent. */
 int resources_get(struct kv_tx *tx, enum policy_kind kind, const char *key, json_t **res);
-/* A model of every stored resource (ipPools excepted). -EIO for a record the model refuses. */
+/* A model of every stored resource (ipPools excepted). -EBADMSG for a record that does not decode
+ * or that the model refuses, -EIO when the store fails. */
 int resources_model(struct kv_tx *tx, struct policy_model **out);
 
 #endif

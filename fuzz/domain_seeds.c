@@ -11,7 +11,7 @@
 
 #include "ipam/ipam.h"
 
-enum { IPAM = 0, RES = 1, CNI = 2, UNKNOWN = 3, SAME_BATCH = 4 };
+enum { IPAM = 0, RES = 1, CNI = 2, UNKNOWN = 3, SAME_BATCH = 4, RAW = 3 | 8 };
 
 struct seed {
 	unsigned char buf[8192];
@@ -34,6 +34,16 @@ static void add(struct seed *s, unsigned sel, const void *payload, size_t len)
 static void text(struct seed *s, unsigned sel, const char *t)
 {
 	add(s, sel, t, strlen(t));
+}
+
+/* A raw record: "KEY\0VALUE" */
+static void raw(struct seed *s, const char *key, const char *value)
+{
+	char buf[1024];
+	size_t k = strlen(key), v = strlen(value);
+	memcpy(buf, key, k + 1);
+	memcpy(buf + k + 1, value, v);
+	add(s, RAW, buf, k + 1 + v);
 }
 
 static void ipam(struct seed *s, unsigned sel, const struct ipam_request *req)
@@ -238,5 +248,29 @@ int main(int argc, char **argv)
 	text(&s, CNI, "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"n e t\"}");
 	text(&s, UNKNOWN, "{}");
 	save(dir, "cni-reap-remove-bad", &s);
+
+	/* records the handlers did not write */
+	memset(&s, 0, sizeof s);
+	raw(&s, "cni/h1/c0/eth0", "{\"networks\":5,\"handle\":[],\"ips\":{}}");
+	text(&s, CNI, DEL_C0);
+	text(&s, CNI,
+	     "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"net1\",\"container\":\"c0\",\"ifname\":"
+	     "\"eth0\",\"netns\":\"/var/run/netns/c0\"}");
+	text(&s, CNI, "{\"op\":\"remove_node\",\"node\":\"h1\"}");
+	save(dir, "raw-cni-record", &s);
+
+	memset(&s, 0, sizeof s);
+	raw(&s, "cni-if/h1/calic1", "[]");
+	raw(&s, "res/profiles/net1", "{");
+	text(&s, CNI, ADD_C1);
+	raw(&s, "ipam/handle/net1.c0", "\x01\x02");
+	text(&s, CNI, DEL_C0);
+	ipam(&s, IPAM,
+	     &(struct ipam_request){.type = IPAM_REQ_RELEASE_HANDLE, .handle = "net1.c0"});
+	raw(&s, "ipam/config", "x");
+	ipam(&s, IPAM,
+	     &(struct ipam_request){
+	         .type = IPAM_REQ_ASSIGN, .node = "h1", .handle = "h", .num4 = 1});
+	save(dir, "raw-other-records", &s);
 	return 0;
 }

@@ -28,11 +28,14 @@
 
 #include "ipam/internal.h"
 
-/* Return values inside this file: 0 done, REFUSED (the reply says why), or a negative host
- * failure (-KV_ENOMEM, -KV_EIO). */
+/* Return values inside this file: 0 done, REFUSED (the reply says why), a negative host failure
+ * (-KV_ENOMEM, -KV_EIO), or CORRUPT: a stored record does not decode. CORRUPT travels like a
+ * failure, so every path gives up at once, and ipam_apply() turns it into a refusal: the same
+ * record is in every replica, and a replica that stopped on it would stop again at each replay. */
 #define REFUSED 1
 #define NOMEM   (-KV_ENOMEM)
 #define EIOERR  (-KV_EIO)
+#define CORRUPT (-1000)
 
 struct bentry {
 	struct ipam_addr base;
@@ -112,7 +115,7 @@ static const char *family_name(uint8_t fam)
 	return fam == 4 ? "IPv4" : "IPv6";
 }
 
-/* kv_tx_scan over the DOMAIN keyspace. The callbacks here return 0, 1 (stop), NOMEM or EIOERR;
+/* kv_tx_scan over the DOMAIN keyspace. The callbacks here return 0, 1 (stop), NOMEM or CORRUPT;
  * those pass through, and a store failure (a positive KV_ code) becomes one of them. */
 static int scan(struct ctx *c, struct kv_bytes prefix, struct kv_bytes from, kv_scan_fn fn,
                 void *arg)
@@ -135,7 +138,7 @@ static int pools_scan_cb(void *arg, struct kv_bytes key, struct kv_bytes value)
 	p = &c->pools[c->n_pools];
 	memset(p, 0, sizeof *p);
 	if (!ipam_pool_decode(value.data, value.len, &p->rec)) {
-		return EIOERR;
+		return CORRUPT;
 	}
 	p->existed = true;
 	c->n_pools++;
@@ -226,13 +229,13 @@ static int cache_block(struct ctx *c, const struct ipam_addr *base, struct kv_by
 	struct ipam_block *blk = ipam_block_decode(value.data, value.len, &oom);
 
 	if (blk == NULL) {
-		return oom ? NOMEM : EIOERR;
+		return oom ? NOMEM : CORRUPT;
 	}
 	if (!ipam_addr_equal(&blk->cidr.addr, base) ||
 	    !ipam_grow((void **)&c->blocks, &c->cap_blocks, c->n_blocks, sizeof *c->blocks)) {
 		bool bad = !ipam_addr_equal(&blk->cidr.addr, base);
 		ipam_block_free(blk);
-		return bad ? EIOERR : NOMEM;
+		return bad ? CORRUPT : NOMEM;
 	}
 	e = &c->blocks[c->n_blocks];
 	memset(e, 0, sizeof *e);
@@ -340,7 +343,7 @@ static int get_handle(struct ctx *c, const char *handle, struct hentry **out)
 	rc = kv_tx_get(c->tx, KV_SPACE_DOMAIN, kb(k, ipam_key_handle(k, handle)), &v);
 	if (rc == KV_OK) {
 		if (!ipam_handle_decode(v.data, v.len, &h->e, &h->n, &oom)) {
-			return oom ? NOMEM : EIOERR;
+			return oom ? NOMEM : CORRUPT;
 		}
 		h->cap = h->n;
 	} else if (rc != KV_ENOTFOUND) {
@@ -637,7 +640,7 @@ static int collect_cb(void *arg, struct kv_bytes key, struct kv_bytes value)
 	struct ipam_addr a;
 	(void)value;
 	if (!ipam_key_tail_addr(key.data, key.len, &a)) {
-		return EIOERR;
+		return CORRUPT;
 	}
 	if (l->pool != NULL && !ipam_cidr_contains(&l->pool->cidr, &a)) {
 		return 1;
@@ -1436,7 +1439,9 @@ int ipam_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_
 		goto done;
 	}
 	if ((rv = ipam_get_config(tx, &c.cfg)) != 0 || (rv = load_pools(&c)) != 0) {
-		rv = rv == -ENOMEM || rv == NOMEM ? NOMEM : EIOERR;
+		rv = rv == -ENOMEM || rv == NOMEM      ? NOMEM
+		     : rv == -EBADMSG || rv == CORRUPT ? CORRUPT
+		                                       : EIOERR;
 		goto done;
 	}
 	switch (d.req.type) {
@@ -1474,6 +1479,12 @@ int ipam_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_
 		rv = flush(&c);
 	}
 done:
+	if (rv == CORRUPT) {
+		rv = refuse(
+		    &c, IPAM_E_CORRUPT,
+		    "an IPAM record this request needs is corrupt; nothing was changed (tabby "
+		    "ipam check names it)");
+	}
 	ipam_request_decoded_free(&d);
 	if (rv < 0) {
 		ctx_free(&c);

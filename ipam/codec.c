@@ -890,7 +890,7 @@ int ipam_decode_reply(const uint8_t *p, size_t len, struct ipam_reply *out)
 	out->message = ipam_rd_str(&r, 4096, true, &oom);
 	out->count = ipam_rd_u64(&r);
 	n = ipam_rd_u32(&r);
-	if (r.bad || out->error > IPAM_E_CONFLICT) {
+	if (r.bad || out->error > IPAM_E_CORRUPT) {
 		goto bad;
 	}
 	if (out->message != NULL && out->message[0] == '\0') {

@@ -203,6 +203,10 @@ enum ipam_error {
 	IPAM_E_INUSE = 3,     /* address already assigned, pool still in use (409) */
 	IPAM_E_EXHAUSTED = 4, /* not enough free addresses (409) */
 	IPAM_E_CONFLICT = 5,  /* overlap with another pool, strict affinity, stale gen (409) */
+	/* A record the command needs does not decode (500). Every replica meets the same record,
+	 * so the command is refused on all of them alike; stopping instead would stop every member
+	 * again at each replay of the entry. `tabby ipam check` names the record. */
+	IPAM_E_CORRUPT = 6,
 };
 
 const char *ipam_error_code(uint8_t error); /* "invalid", "not_found", "in_use", ... */
@@ -243,8 +247,9 @@ int ipam_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_
 
 /* ------------------------------------------------------------------------------------------ */
 /* Queries over a read-only view (or inside a command)                                          */
-/* All return 0, -ENOMEM, or -EIO (the store failed or a record is corrupt). Output arrays are
- * malloc()ed; free them with the matching function. */
+/* All return 0, -ENOMEM, -EIO (the store failed) or -EBADMSG (a record does not decode: a
+ * command that meets one refuses, it must not stop the replica). Output arrays are malloc()ed;
+ * free them with the matching function. */
 
 /* Every pool (removing ones included), IPv4 first, each family in address order. */
 int ipam_list_pools(struct kv_tx *tx, struct ipam_pool **pools, unsigned *n);

@@ -44,7 +44,7 @@ static int pool_cb(void *arg, struct kv_bytes key, struct kv_bytes value)
 		return -ENOMEM;
 	}
 	if (!ipam_pool_decode(value.data, value.len, &l->p[l->n])) {
-		return -EIO;
+		return -EBADMSG;
 	}
 	l->n++;
 	return 0;
@@ -109,7 +109,7 @@ int ipam_get_config(struct kv_tx *tx, struct ipam_config *cfg)
 	if (rc != KV_OK) {
 		return kv_err(rc);
 	}
-	return ipam_config_decode(v.data, v.len, cfg) ? 0 : -EIO;
+	return ipam_config_decode(v.data, v.len, cfg) ? 0 : -EBADMSG;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -131,7 +131,7 @@ static int block_walk_cb(void *arg, struct kv_bytes key, struct kv_bytes value)
 	int rv;
 
 	if (b == NULL) {
-		return oom ? -ENOMEM : -EIO;
+		return oom ? -ENOMEM : -EBADMSG;
 	}
 	rv = w->fn(w->arg, key, b);
 	ipam_block_free(b);
@@ -236,7 +236,7 @@ static int block_affinity(struct kv_tx *tx, const struct ipam_addr *base, char *
 	}
 	b = ipam_block_decode(v.data, v.len, &oom);
 	if (b == NULL) {
-		return oom ? -ENOMEM : -EIO;
+		return oom ? -ENOMEM : -EBADMSG;
 	}
 	*out = b->affinity; /* taken over from the block */
 	b->affinity = NULL;
@@ -266,7 +266,7 @@ static int foreach_cb(void *arg, struct kv_bytes key, struct kv_bytes value)
 
 	if (!ipam_key_tail_addr(key.data, key.len, &addr) ||
 	    !ipam_ip_decode(value.data, value.len, &rec, &oom)) {
-		return oom ? -ENOMEM : -EIO;
+		return oom ? -ENOMEM : -EBADMSG;
 	}
 	ipam_addr_mask(&addr, rec.block_prefix, &base);
 	if (!ipam_addr_equal(&base, &f->last_block)) {
@@ -329,7 +329,7 @@ int ipam_lookup_ip(struct kv_tx *tx, const struct ipam_addr *a, bool *found, str
 	}
 	if (!ipam_ip_decode(v.data, v.len, &m->rec, &oom)) {
 		free(m);
-		return oom ? -ENOMEM : -EIO;
+		return oom ? -ENOMEM : -EBADMSG;
 	}
 	ipam_addr_mask(a, m->rec.block_prefix, &base);
 	if ((rc = block_affinity(tx, &base, &m->affinity)) != 0) {
@@ -378,7 +378,7 @@ int ipam_handle_addrs(struct kv_tx *tx, const char *handle, struct ipam_assigned
 		return kv_err(rc);
 	}
 	if (!ipam_handle_decode(v.data, v.len, &e, &count, &oom)) {
-		return oom ? -ENOMEM : -EIO;
+		return oom ? -ENOMEM : -EBADMSG;
 	}
 	if ((rc = load_pool_list(tx, &pools)) != 0) {
 		free(e);
@@ -750,7 +750,7 @@ int ipam_check(struct kv_tx *tx, ipam_problem_fn fn, void *arg, unsigned *proble
 
 	*problems = 0;
 	if ((rv = load_pool_list(tx, &c.pools)) != 0) {
-		if (rv != -EIO) {
+		if (rv != -EBADMSG) {
 			return rv;
 		}
 		problem(&c, "a pool record is corrupt");

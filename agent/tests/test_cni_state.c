@@ -18,13 +18,28 @@
 
 #include "agent/cni.h"
 #include "agent/resources.h"
+#include "ipam/internal.h" /* the key of a handle record, to damage it */
 #include "ipam/tests/harness.h"
+
+/* A handler only these tests register: writes one raw record ("KEY\0VALUE") into the domain
+ * keyspace, as a bug or a damaged store would leave it. */
+#define RAW_CALL 99
+static int raw_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_call_out *out)
+{
+	(void)data;
+	(void)out;
+	size_t k = strlen((const char *)payload.data);
+	assert_true(k < payload.len);
+	return kv_tx_put(tx, KV_SPACE_DOMAIN, (struct kv_bytes){payload.data, k},
+	                 (struct kv_bytes){payload.data + k + 1, payload.len - k - 1});
+}
 
 static void open_store(struct h *h)
 {
 	const struct kv_handler extra[] = {{RES_CALL, resources_apply, NULL},
-	                                   {CNI_CALL, cni_apply, NULL}};
-	h_open(h, extra, 2);
+	                                   {CNI_CALL, cni_apply, NULL},
+	                                   {RAW_CALL, raw_apply, NULL}};
+	h_open(h, extra, 3);
 	h->check_each = false;
 	assert_int_equal(h_put_pool(h, "10.1.0.0/16", 26), IPAM_OK);
 }
@@ -57,8 +72,31 @@ static json_t *call_text(struct h *h, uint16_t call, bool *refused, const char *
 		assert_true(h_hash(h) == hash0);
 	}
 	kv_apply_out_free(&out);
-	h_check_clean(h);
+	if (call != RAW_CALL) {
+		h_check_clean(h);
+	}
 	return rep;
+}
+
+/* Writes a raw record (the value must not hold a NUL). */
+static void raw(struct h *h, const char *key, const void *value, size_t len)
+{
+	uint8_t buf[1024];
+	size_t k = strlen(key);
+	assert_true(k + 1 + len <= sizeof buf);
+	memcpy(buf, key, k + 1);
+	memcpy(buf + k + 1, value, len);
+	struct kv_cmd cmd = {
+	    .op = {.type = KV_OP_CALL, .call = RAW_CALL, .value = {buf, k + 1 + len}}};
+	struct kv_apply_out out;
+	void *batch;
+	size_t blen;
+	assert_int_equal(kv_encode_batch(&cmd, 1, h->time_ms, &batch, &blen), KV_OK);
+	h->time_ms += 1000;
+	assert_int_equal(kv_apply(h->kv, batch, blen, &out), KV_OK);
+	raft_free(batch);
+	assert_int_equal(out.results[0].status, KV_R_OK);
+	kv_apply_out_free(&out);
 }
 
 static json_t *cni(struct h *h, bool *refused, const char *fmt, ...)
@@ -477,6 +515,79 @@ static void test_review_cases(void **state)
 	h_close(&h);
 }
 
+/* A record that does not decode is in every replica alike: a command that needs it is refused
+ * (and changes nothing), never a stopped replica, which every member would repeat at each replay
+ * of the entry; and the operator can repair a resource by applying or deleting it. */
+static void test_corrupt_records(void **state)
+{
+	(void)state;
+	struct h h;
+	bool refused;
+	open_store(&h);
+	json_t *a = ok(&h, ADD, "n", "c1");
+	json_decref(a);
+
+	/* the network's profile: an ADD that would check it is refused... */
+	raw(&h, "res/profiles/n", "{", 1);
+	json_t *r = cni(&h, &refused, ADD, "n", "c2");
+	assert_true(refused);
+	assert_string_equal(s(r, "error"), "internal");
+	json_decref(r);
+	/* ...create is refused, as is a compare-and-swap against any form... */
+	const char *profile = "{\"apiVersion\":\"v1\",\"kind\":\"profile\",\"metadata\":{\"name\":"
+	                      "\"n\"},\"spec\":{\"egress\":[{\"action\":\"allow\"}]}}";
+	char text[1024];
+	snprintf(text, sizeof text, "{\"op\":\"create\",\"resources\":[%s]}", profile);
+	r = call_text(&h, RES_CALL, &refused, text);
+	assert_true(refused);
+	assert_string_equal(s(r, "error"), "exists");
+	json_decref(r);
+	snprintf(text, sizeof text, "{\"op\":\"apply\",\"resources\":[%s],\"expect\":[%s]}",
+	         profile, profile);
+	r = call_text(&h, RES_CALL, &refused, text);
+	assert_true(refused);
+	assert_string_equal(s(r, "error"), "conflict");
+	json_decref(r);
+	/* ...and apply overwrites it: the network works again */
+	snprintf(text, sizeof text, "{\"op\":\"apply\",\"resources\":[%s]}", profile);
+	res_ok(&h, text);
+	json_t *p = get_res(&h, POLICY_KIND_PROFILE, "n");
+	assert_non_null(p);
+	json_decref(p);
+	json_decref(ok(&h, ADD, "n", "c2"));
+	/* delete removes one as well */
+	raw(&h, "res/policies/broken", "[", 1);
+	res_ok(&h, "{\"op\":\"delete\",\"resources\":[{\"kind\":\"policy\",\"key\":\"broken\"}]}");
+
+	/* an IPAM handle record under a CNI DEL, through IPAM's own command */
+	uint8_t key[IPAM_KEY_MAX];
+	size_t kl = ipam_key_handle(key, "n.c1");
+	char kz[IPAM_KEY_MAX + 1];
+	memcpy(kz, key, kl);
+	kz[kl] = '\0';
+	assert_int_equal(strlen(kz), kl);
+	raw(&h, kz, "\x01", 1);
+	uint64_t hash0 = h_hash(&h);
+	int64_t rev0 = kv_revision(h.kv);
+	struct kv_cmd cmd = {.op = {.type = KV_OP_CALL, .call = CNI_CALL}};
+	snprintf(text, sizeof text, DEL, "n", "c1");
+	cmd.op.value = (struct kv_bytes){(const uint8_t *)text, strlen(text)};
+	struct kv_apply_out out;
+	void *batch;
+	size_t blen;
+	assert_int_equal(kv_encode_batch(&cmd, 1, h.time_ms, &batch, &blen), KV_OK);
+	assert_int_equal(kv_apply(h.kv, batch, blen, &out), KV_OK);
+	raft_free(batch);
+	assert_int_equal(out.results[0].status, KV_R_REFUSED);
+	r = json_loadb((const char *)out.results[0].reply, out.results[0].reply_len, 0, NULL);
+	assert_string_equal(s(r, "error"), "internal");
+	json_decref(r);
+	kv_apply_out_free(&out);
+	assert_true(h_hash(&h) == hash0);
+	assert_int_equal(kv_revision(h.kv), rev0);
+	h_close(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -487,6 +598,7 @@ int main(void)
 	    cmocka_unit_test(test_ipam_only_and_reap),
 	    cmocka_unit_test(test_pool_node_selector),
 	    cmocka_unit_test(test_review_cases),
+	    cmocka_unit_test(test_corrupt_records),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,9 +74,8 @@ unsigned h_check(struct h *h, bool print)
 	rv = ipam_check(tx, print_problem, print ? h : NULL, &problems);
 	kv_view_end(tx);
 	if (rv != 0) {
-		/* A record the check cannot decode is a problem too (ipam.h: -EIO, record corrupt).
-		 */
-		assert_int_equal(rv, -EIO);
+		/* A record the check cannot decode is a problem too (ipam.h: -EBADMSG). */
+		assert_int_equal(rv, -EBADMSG);
 		problems++;
 	}
 	return problems;
@@ -94,7 +93,7 @@ static void check_reply(const struct ipam_request *req, const struct kv_result *
 	assert_true(res->status == KV_R_OK || res->status == KV_R_REFUSED);
 	assert_non_null(res->reply);
 	assert_int_equal(ipam_decode_reply(res->reply, res->reply_len, rep), 0);
-	assert_true(rep->error <= IPAM_E_CONFLICT);
+	assert_true(rep->error <= IPAM_E_CORRUPT);
 	assert_int_equal(rep->error == IPAM_OK, res->status == KV_R_OK);
 	if (rep->error != IPAM_OK) {
 		assert_non_null(rep->message);

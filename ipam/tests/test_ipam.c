@@ -2008,6 +2008,36 @@ static void test_check_detects(void **state)
 		inject_add(&in, 'p', cur->key, cur->key_len, cur->value, cur->value_len - 1);
 		inject_run(&h, &in);
 		expect_problems(&h, "truncated handle record");
+		/* A command that needs the record is refused, changing nothing; it must not stop
+		 * the replica (kv.h: only a host failure may), or every member would stop on this
+		 * entry at each replay of the log. Commands that do not need it go on. */
+		uint64_t hash0 = h_hash(&h);
+		h.check_each = false;
+		assert_int_equal(h_release_handle(&h, "h1", NULL), IPAM_E_CORRUPT);
+		assert_int_equal(h_assign(&h, "n1", "h1", 1, 0, NULL, NULL), IPAM_E_CORRUPT);
+		assert_true(h_hash(&h) == hash0);
+		assert_int_equal(h_assign(&h, "n1", "h3", 1, 0, NULL, NULL), IPAM_OK);
+		h.check_each = true;
+		restore(&h, &clean);
+
+		/* A pool record that does not decode: every request reads the pools. */
+		struct ipam_block_info bi;
+		assert_true(h_block_of(&h, &x, &bi));
+		struct kv_kv pprobe = {.key = key, .key_len = ipam_key_pool(key, &bi.pool.addr)};
+		cur = dump_find(&after, &pprobe);
+		assert_non_null(cur);
+		inject_add(&in, 'p', cur->key, cur->key_len, "x", 1);
+		inject_run(&h, &in);
+		expect_problems(&h, "pool record that does not decode");
+		hash0 = h_hash(&h);
+		h.check_each = false;
+		struct ipam_reply rep2;
+		assert_int_equal(h_assign(&h, "n2", "h4", 1, 0, NULL, &rep2), IPAM_E_CORRUPT);
+		assert_non_null(strstr(rep2.message, "tabby ipam check"));
+		assert_string_equal(ipam_error_code(rep2.error), "internal");
+		ipam_reply_free(&rep2);
+		assert_true(h_hash(&h) == hash0);
+		h.check_each = true;
 		restore(&h, &clean);
 	}
 
