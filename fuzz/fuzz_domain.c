@@ -17,10 +17,9 @@
  *
  * selector bits 0-1: 0 IPAM, 1 resources, 2 CNI, 3 a call id nobody registered, or with bit 3
  * set a raw record ("KEY\0VALUE"), written by an injecting handler that only this target
- * registers: the handlers must also survive records they did not write, as a damaged snapshot or
- * an older version's bug would leave them. Bit 2: the
- * command goes into the batch before it instead of a batch of its own (the first always opens
- * one), so commands of one raft entry see each other's writes.
+ * registers: the handlers must also survive records they did not write, as an older version's bug
+ * would leave them. Bit 2: the command goes into the batch before it instead of a batch of its
+ * own (the first always opens one), so commands of one raft entry see each other's writes.
  *
  * What must hold after every batch (any violation aborts, which libFuzzer reports as a crash):
  *   - kv_apply() succeeds: a handler never fails for its input, only for the host;
