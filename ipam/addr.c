@@ -331,8 +331,6 @@ const char *ipam_error_code(uint8_t error)
 		return "exhausted";
 	case IPAM_E_CONFLICT:
 		return "conflict";
-	case IPAM_E_CORRUPT:
-		return "internal";
 	default:
 		return "internal";
 	}

@@ -116,7 +116,7 @@ static const char *family_name(uint8_t fam)
 }
 
 /* kv_tx_scan over the DOMAIN keyspace. The callbacks here return 0, 1 (stop), NOMEM or CORRUPT;
- * those pass through, and a store failure (a positive KV_ code) becomes one of them. */
+ * those pass through, and a store failure (a positive KV_ code) becomes NOMEM or EIOERR. */
 static int scan(struct ctx *c, struct kv_bytes prefix, struct kv_bytes from, kv_scan_fn fn,
                 void *arg)
 {
