@@ -104,9 +104,16 @@ struct agent {
 
 	/* Link removals announced in this host's namespace (linkwatch.c); NULL without */
 	struct linkwatch *linkwatch;
+
+	/* The event loop's watchdog (loopwatch.c); NULL without. Stalls of a second or more,
+	 * counted on the loop thread when it runs again, for /metrics. */
+	struct loopwatch *loopwatch;
+	uint64_t loop_stalls;
+	uint64_t loop_longest_stall_ms;
 };
 
-/* Log a line to stderr with a timestamp. */
+/* Log a line to stderr with a timestamp; safe from any thread (a line is never interleaved
+ * with another). */
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Members from the SYS keyspace of the local replica. *out is malloc()ed. */
@@ -190,6 +197,15 @@ void linkwatch_stop(struct agent *a);
 bool linkwatch_wait(struct agent *a, struct link_gone *g);
 /* Takes g off the list if it is still there (its cb then never runs). */
 void linkwatch_cancel(struct agent *a, struct link_gone *g);
+
+/* The event loop's watchdog (loopwatch.c). loopwatch_start(), on the loop thread, starts a
+ * thread that logs what the loop thread is doing in the kernel once the loop has not run for a
+ * second, and a timer that logs how long such a stall lasted when it ends (and counts it in
+ * a->loop_stalls); returns 0, or -ENOMEM / a negative errno from pthread_create (the agent runs
+ * without). loopwatch_stop() ends the thread and closes the timer (freed once the loop ran the
+ * close). */
+int loopwatch_start(struct agent *a);
+void loopwatch_stop(struct agent *a);
 
 /* The leak reconciler (leaks.c). leaks_start() sets a->leaks and starts its timer on a->loop
  * (returns 0 or -ENOMEM); leaks_stop() closes the timer; leaks_free() frees it, after the loop

@@ -45,12 +45,15 @@ void agent_log(const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+	/* The loop's watchdog logs from its own thread: one lock over the line's three writes. */
+	flockfile(stderr);
 	fprintf(stderr, "%s.%03ldZ ", ts, now.tv_nsec / 1000000);
 	va_list ap;
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }
 
 static void set_why(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1472,6 +1475,11 @@ int agent_main(int argc, char **argv)
 	uv_timer_start(&a->dataplane_timer, dataplane_tick, 0, 0);
 	agent_log("member %s (id %llu) serving %s and %s, raft on %s", a->name,
 	          (unsigned long long)a->id, a->socket_path, a->api_address, a->peer_address);
+	if ((rv = loopwatch_start(a)) != 0) {
+		agent_log(
+		    "cannot start the event loop's watchdog (%s); a stalled loop goes unreported",
+		    strerror(-rv));
+	}
 
 	uv_run(a->loop, UV_RUN_DEFAULT);
 
@@ -1481,6 +1489,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
 	uv_close((uv_handle_t *)&a->dataplane_timer, NULL);
+	loopwatch_stop(a);
 	agent_cni_gc_stop(a);
 	linkwatch_stop(a);
 	leaks_stop(a);

@@ -192,6 +192,13 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	gauge(&b, "tabby_policy_last_flush_seconds",
 	      "Compile and load time of the last ruleset transaction.",
 	      (double)a->policy_last_flush_us / 1e6);
+	counter(&b, "tabby_event_loop_stalls_total",
+	        "Times the agent's event loop did not run for a second or more (a hung disk under "
+	        "the data directory, usually); the agent logs each.",
+	        (double)a->loop_stalls);
+	gauge(&b, "tabby_event_loop_longest_stall_seconds",
+	      "The longest time the agent's event loop did not run, since it started.",
+	      (double)a->loop_longest_stall_ms / 1e3);
 	counter(&b, "tabby_netsync_syncs_total",
 	        "Times the route dataplane brought the kernel's routes, tunnels and NAT in line.",
 	        (double)a->netsync_syncs);

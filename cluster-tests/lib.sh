@@ -26,16 +26,34 @@ fail() {
 	exit 1
 }
 
+MOUNTS=() # small_fs's file systems
 cleanup() {
+	# A frozen file system first: an agent blocked on it would not die of SIGKILL until it thaws.
+	for m in ${MOUNTS[@]+"${MOUNTS[@]}"}; do fsfreeze -u "$m" 2>/dev/null || true; done
 	for i in "${!PIDS[@]}"; do
 		kill -9 "${PIDS[$i]}" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
+	# The agents' files kept the mounts busy until now.
+	for m in ${MOUNTS[@]+"${MOUNTS[@]}"}; do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+		rm -f "$m.img"
+	done
 	for ((i = 1; i <= NHOSTS; i++)); do ip netns del "${PFX}h$i" 2>/dev/null || true; done
 	ip netns del "$SW" 2>/dev/null || true
 	[ "${KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# small_fs DIR: a fresh 256 MiB ext4 file system mounted at DIR (a data directory whose disk a
+# test can fill or freeze); cleanup unmounts it.
+small_fs() {
+	mkdir -p "$1"
+	truncate -s 256M "$1.img"
+	mkfs.ext4 -q -F "$1.img" || fail "mkfs.ext4 $1.img"
+	mount -o loop "$1.img" "$1" || fail "mount -o loop $1.img"
+	MOUNTS+=("$1")
+}
 
 host_ns() { echo "${PFX}h$1"; }
 host_ip() { echo "$NET.$(($1 + 10))"; }

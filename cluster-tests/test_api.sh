@@ -84,7 +84,7 @@ log "ok: watch replays history and streams live events"
 
 # Metrics.
 m=$(curl -s --unix-socket "$(sock 1)" http://tabby/metrics)
-for name in tabby_raft_term tabby_raft_commit_index tabby_raft_applied_index 'tabby_raft_role{role="leader"} 1' tabby_apply_latency_seconds_bucket 'tabby_http_requests_total{code="4xx"}' 'tabby_store_disk_full 0' 'tabby_raft_member_behind_seconds{member_id="2",member="agent2"} 0' 'tabby_raft_member_match_index{member_id="2",member="agent2"} '; do
+for name in tabby_raft_term tabby_raft_commit_index tabby_raft_applied_index 'tabby_raft_role{role="leader"} 1' tabby_apply_latency_seconds_bucket 'tabby_http_requests_total{code="4xx"}' 'tabby_store_disk_full 0' 'tabby_event_loop_stalls_total 0' 'tabby_raft_member_behind_seconds{member_id="2",member="agent2"} 0' 'tabby_raft_member_match_index{member_id="2",member="agent2"} '; do
 	grep -qF "$name" <<<"$m" || fail "metrics lack $name"
 done
 log "ok: metrics"

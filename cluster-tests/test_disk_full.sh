@@ -6,25 +6,8 @@
 # disk reserve existed, the member died of SIGBUS without a word.
 source "$(dirname "$0")/lib.sh"
 
-# small_fs DIR: a fresh 256 MiB ext4 file system mounted at DIR.
-MOUNTS=()
-small_fs() {
-	mkdir -p "$1"
-	truncate -s 256M "$1.img"
-	mkfs.ext4 -q -F "$1.img" || fail "mkfs.ext4 $1.img"
-	mount -o loop "$1.img" "$1" || fail "mount -o loop $1.img"
-	MOUNTS+=("$1")
-}
 # fill DIR: take every free block of DIR's file system.
 fill() { dd if=/dev/zero of="$1/filler" bs=1M 2>/dev/null || true; sync; }
-# The agents go first (their files keep the mounts busy), then the mounts, then lib.sh's cleanup.
-cleanup_fs() {
-	for i in "${!PIDS[@]}"; do kill -9 "${PIDS[$i]}" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; rm -f "$m.img"; done
-	cleanup
-}
-trap cleanup_fs EXIT
 
 # value: an 80 KB value, random every time.
 value() { head -c 60000 /dev/urandom | base64 -w0; }
