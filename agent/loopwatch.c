@@ -126,6 +126,7 @@ static void *watch(void *p)
 {
 	struct loopwatch *w = p;
 	uint64_t reported = 0; /* the beat of the stall already logged */
+	uint64_t woke = mono_ms();
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		struct timespec until;
@@ -141,7 +142,11 @@ static void *watch(void *p)
 		}
 		uint64_t last = atomic_load(&w->last_ms);
 		uint64_t now = mono_ms();
-		if (now - last >= LOOPWATCH_STALL_MS && last != reported) {
+		/* When this thread itself did not run for a while, the whole process (or machine)
+		 * was paused, not the loop alone; the loop gets a beat's time to catch up first. */
+		bool self_late = now - woke > 4 * LOOPWATCH_BEAT_MS;
+		woke = now;
+		if (!self_late && now - last >= LOOPWATCH_STALL_MS && last != reported) {
 			char doing[256];
 			reported = last;
 			describe(w->loop_tid, doing, sizeof doing);

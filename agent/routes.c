@@ -930,7 +930,8 @@ static void fanout_reply(int status, const uint8_t *body, size_t len, void *data
 {
 	struct fanout_slot *s = data;
 	s->status = status;
-	if (status == 200) {
+	if (status > 0) {
+		/* An error's body too: it carries the member's own reason. */
 		s->body = json_loadb((const char *)body, len, 0, NULL);
 	}
 	if (--s->f->remaining == 0) {
@@ -1073,7 +1074,11 @@ static void cluster_done(struct fanout *f)
 		if (s->status < 0) {
 			snprintf(why, sizeof why, "%s", uv_strerror(s->status));
 		} else if (s->status != 200 || s->body == NULL) {
-			snprintf(why, sizeof why, "unexpected answer");
+			const char *msg = NULL;
+			if (s->body != NULL) {
+				json_unpack(s->body, "{s:{s:s}}", "error", "message", &msg);
+			}
+			snprintf(why, sizeof why, "%s", msg != NULL ? msg : "unexpected answer");
 		} else if (!json_is_integer(lid) || json_integer_value(lid) == 0) {
 			snprintf(why, sizeof why, "no leader known");
 		} else {
@@ -1357,12 +1362,25 @@ struct hwait {
 	struct agent *a;
 	struct http_request *req;
 	int64_t rev;
+	bool synced; /* hash_wait_done came through store_sync() */
 };
 
 static void hash_wait_done(void *data, int status)
 {
 	struct hwait *h = data;
 	uint64_t hash;
+	if (status == STORE_OK && !h->synced && !store_hash_at(h->a->store, h->rev, &hash)) {
+		/* A HASH changes nothing, so it leaves the revision where the write before it put
+		 * it: this replica can be at rev and not have applied the HASH yet. The member that
+		 * asked had applied it, so it was committed: a linearizable barrier gets it here.
+		 */
+		h->synced = true;
+		int rv = store_sync(h->a->store, hash_wait_done, h);
+		if (rv == STORE_OK) {
+			return;
+		}
+		status = rv;
+	}
 	if (status != STORE_OK) {
 		reply_store_error(h->a, h->req, status);
 	} else if (!store_hash_at(h->a->store, h->rev, &hash)) {

@@ -50,7 +50,9 @@ python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 1 else 1)' "${longes
 log "ok: metrics: $stalls stall(s), the longest $longest s"
 
 catch_up
-hash_agrees 1 || fail "hashes differ after agent1's disk came back: $(tctl 1 cluster hash 2>&1)"
+# At once, not in a wait_for: a member that had the revision but not yet the HASH entry (which
+# does not move the revision) used to answer "no state hash remembered" here, one run in five.
+out=$(tctl 1 cluster hash 2>&1) || fail "hashes differ after agent1's disk came back: $out"
 for p in before during; do
 	n=$(tctl 1 store get "$p/" --prefix -o json | json 'len(d)')
 	want=$([ $p = before ] && echo 50 || echo 100)
