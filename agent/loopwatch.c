@@ -87,8 +87,9 @@ static void task_read(pid_t tid, const char *name, char *buf, size_t len)
 	buf[strcspn(buf, "\n")] = 0;
 }
 
-/* What the kernel says the loop thread is doing, as a phrase for the log. */
-static void describe(pid_t tid, char *out, size_t len)
+/* What the kernel says the loop thread is doing, as a phrase for the log; *io tells whether it
+ * waits for I/O. */
+static void describe(pid_t tid, char *out, size_t len, bool *io)
 {
 	char stat[512], wchan[128];
 	task_read(tid, "stat", stat, sizeof stat);
@@ -97,6 +98,7 @@ static void describe(pid_t tid, char *out, size_t len)
 	const char *paren = strrchr(stat, ')');
 	char state = paren != NULL && paren[1] == ' ' ? paren[2] : '?';
 	const char *what;
+	*io = state == 'D';
 	switch (state) {
 	case 'D':
 		what = "waiting in the kernel, uninterruptibly (disk or file system I/O)";
@@ -148,13 +150,15 @@ static void *watch(void *p)
 		woke = now;
 		if (!self_late && now - last >= LOOPWATCH_STALL_MS && last != reported) {
 			char doing[256];
+			bool io;
 			reported = last;
-			describe(w->loop_tid, doing, sizeof doing);
+			describe(w->loop_tid, doing, sizeof doing, &io);
 			agent_log(
 			    "the event loop has not run for %.1f s; its thread is %s. This member "
-			    "answers nothing and sends raft nothing until it runs again: check the "
-			    "disk and file system of %s",
-			    (double)(now - last) / 1000, doing, w->a->data_dir);
+			    "answers nothing and sends raft nothing until it runs again%s%s",
+			    (double)(now - last) / 1000, doing,
+			    io ? ": check the disk and file system of " : "",
+			    io ? w->a->data_dir : "");
 		}
 	}
 	pthread_mutex_unlock(&w->mu);
