@@ -939,6 +939,20 @@ static void fanout_reply(int status, const uint8_t *body, size_t len, void *data
 	}
 }
 
+/* Why a member did not give the answer asked for: the transport's error, the reason in its
+ * error body, or otherwise. */
+static const char *fanout_reason(const struct fanout_slot *s, const char *otherwise)
+{
+	const char *msg = NULL;
+	if (s->status < 0) {
+		return uv_strerror(s->status);
+	}
+	if (s->body != NULL) {
+		json_unpack(s->body, "{s:{s:s}}", "error", "message", &msg);
+	}
+	return msg != NULL ? msg : otherwise;
+}
+
 static void fanout_free(struct fanout *f)
 {
 	for (unsigned i = 0; i < f->n; i++) {
@@ -1071,14 +1085,8 @@ static void cluster_done(struct fanout *f)
 			}
 		}
 		char why[256] = "";
-		if (s->status < 0) {
-			snprintf(why, sizeof why, "%s", uv_strerror(s->status));
-		} else if (s->status != 200 || s->body == NULL) {
-			const char *msg = NULL;
-			if (s->body != NULL) {
-				json_unpack(s->body, "{s:{s:s}}", "error", "message", &msg);
-			}
-			snprintf(why, sizeof why, "%s", msg != NULL ? msg : "unexpected answer");
+		if (s->status != 200 || s->body == NULL) {
+			snprintf(why, sizeof why, "%s", fanout_reason(s, "unexpected answer"));
 		} else if (!json_is_integer(lid) || json_integer_value(lid) == 0) {
 			snprintf(why, sizeof why, "no leader known");
 		} else {
@@ -1125,21 +1133,14 @@ static void hash_done(struct fanout *f)
 		struct fanout_slot *s = &f->slots[i];
 		const char *h = NULL;
 		json_t *m = json_pack("{s:s}", "name", s->m.name);
-		const char *why = NULL;
 		if (s->body != NULL && json_unpack(s->body, "{s:s}", "hash", &h) == 0) {
 			json_object_set_new(m, "hash", json_string(h));
 		} else {
-			json_object_set_new(m, "hash", json_null());
 			/* The member's own reason when it gave one (not caught up in time, no
 			 * leader, ...). */
-			if (s->body != NULL) {
-				json_unpack(s->body, "{s:{s:s}}", "error", "message", &why);
-			}
-			json_object_set_new(m, "error",
-			                    json_string(s->status < 0 ? uv_strerror(s->status)
-			                                : why != NULL
-			                                    ? why
-			                                    : "no hash at that revision"));
+			json_object_set_new(m, "hash", json_null());
+			json_object_set_new(
+			    m, "error", json_string(fanout_reason(s, "no hash at that revision")));
 		}
 		json_array_append_new(members, m);
 	}
@@ -1362,25 +1363,12 @@ struct hwait {
 	struct agent *a;
 	struct http_request *req;
 	int64_t rev;
-	bool synced; /* hash_wait_done came through store_sync() */
 };
 
 static void hash_wait_done(void *data, int status)
 {
 	struct hwait *h = data;
 	uint64_t hash;
-	if (status == STORE_OK && !h->synced && !store_hash_at(h->a->store, h->rev, &hash)) {
-		/* A HASH changes nothing, so it leaves the revision where the write before it put
-		 * it: this replica can be at rev and not have applied the HASH yet. The member that
-		 * asked had applied it, so it was committed: a linearizable barrier gets it here.
-		 */
-		h->synced = true;
-		int rv = store_sync(h->a->store, hash_wait_done, h);
-		if (rv == STORE_OK) {
-			return;
-		}
-		status = rv;
-	}
 	if (status != STORE_OK) {
 		reply_store_error(h->a, h->req, status);
 	} else if (!store_hash_at(h->a->store, h->rev, &hash)) {
@@ -1412,7 +1400,11 @@ static void internal_hash(struct agent *a, struct http_request *req)
 		return;
 	}
 	*h = (struct hwait){.a = a, .req = req, .rev = rev};
-	int rv = store_wait_revision(a->store, rev, 5000, hash_wait_done, h);
+	/* Not a wait for revision rev: a HASH changes nothing, so the revision is already rev
+	 * when the write before it applies, and the hash comes only with the HASH entry. The
+	 * member that asked had applied that entry, so it was committed: a linearizable barrier
+	 * brings it here. */
+	int rv = store_sync(a->store, hash_wait_done, h);
 	if (rv != STORE_OK) {
 		free(h);
 		reply_store_error(a, req, rv);

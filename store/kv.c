@@ -419,8 +419,9 @@ int kv_space_check(struct kv *kv, size_t *left)
 	space_reserve(kv, 0);
 	if (left != NULL && kv->reserve_error != 0) {
 		*left = 0;
-		if (mdb_env_info(kv->env, &info) == 0 && kv->reserved > map_used(kv, &info)) {
-			*left = kv->reserved - map_used(kv, &info);
+		if (mdb_env_info(kv->env, &info) == 0) {
+			size_t used = map_used(kv, &info);
+			*left = kv->reserved > used ? kv->reserved - used : 0;
 		}
 	}
 	return kv->reserve_error;

@@ -161,14 +161,6 @@ struct syncreq {
 	struct raft_barrier barrier;
 };
 
-struct revwait {
-	struct store_list link;
-	int64_t rev;
-	uint64_t deadline;
-	store_sync_cb cb;
-	void *data;
-};
-
 /* A membership change or a leadership transfer: raft's request, and whom to tell. */
 struct change {
 	union {
@@ -246,7 +238,6 @@ struct store {
 	uint64_t lag_sampled; /* loop ms */
 
 	struct store_list syncs;
-	struct store_list revwaits;
 	struct store_list watches;
 
 	struct {
@@ -924,25 +915,6 @@ static void syncs_process(struct store *s, uint64_t leader)
 	}
 }
 
-static void revwaits_process(struct store *s, bool all_expired)
-{
-	uint64_t now = uv_now(s->loop);
-	int64_t rev = kv_revision(s->kv);
-	struct store_list *l = s->revwaits.next;
-	while (l != &s->revwaits) {
-		struct revwait *rw = CONTAINER_OF(l, struct revwait, link);
-		l = l->next;
-		if (rev >= rw->rev || all_expired || now >= rw->deadline) {
-			list_remove(&rw->link);
-			int st = rev >= rw->rev ? STORE_OK
-			         : all_expired  ? STORE_ESHUTDOWN
-			                        : STORE_ETIMEDOUT;
-			rw->cb(rw->data, st);
-			free(rw);
-		}
-	}
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* The driver                                                                                  */
 
@@ -1162,7 +1134,6 @@ static void drive(struct store *s)
 		}
 	}
 	syncs_process(s, leader);
-	revwaits_process(s, false);
 }
 
 static void prepare_cb(uv_prepare_t *h)
@@ -1326,7 +1297,6 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	list_init(&s->pending);
 	list_init(&s->fpending);
 	list_init(&s->syncs);
-	list_init(&s->revwaits);
 	list_init(&s->watches);
 	for (int i = 0; i < STORE_LATENCY_BUCKETS; i++) {
 		s->lat.le_us[i] = latency_bounds_us[i];
@@ -1523,7 +1493,6 @@ void store_close(struct store *s, void (*cb)(void *data), void *data)
 		struct syncreq *q = CONTAINER_OF(s->syncs.next, struct syncreq, link);
 		sync_finish(s, q, STORE_ESHUTDOWN);
 	}
-	revwaits_process(s, true);
 	while (!list_empty(&s->watches)) {
 		struct store_watch *w = CONTAINER_OF(s->watches.next, struct store_watch, link);
 		list_remove(&w->link);
@@ -1654,24 +1623,6 @@ int store_readindex(struct store *s, store_readindex_done done, void *done_data)
 int store_sync(struct store *s, store_sync_cb cb, void *data)
 {
 	return sync_new(s, cb, data, NULL, NULL);
-}
-
-int store_wait_revision(struct store *s, int64_t rev, unsigned timeout_ms, store_sync_cb cb,
-                        void *data)
-{
-	if (s->closing) {
-		return STORE_ESHUTDOWN;
-	}
-	struct revwait *rw = calloc(1, sizeof *rw);
-	if (rw == NULL) {
-		return STORE_ENOMEM;
-	}
-	rw->rev = rev;
-	rw->deadline = uv_now(s->loop) + timeout_ms;
-	rw->cb = cb;
-	rw->data = data;
-	list_insert_tail(&s->revwaits, &rw->link);
-	return STORE_OK;
 }
 
 int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix, int64_t limit,

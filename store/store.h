@@ -163,11 +163,6 @@ void store_view_end(struct kv_tx *tx);
 typedef void (*store_sync_cb)(void *data, int status);
 int store_sync(struct store *s, store_sync_cb cb, void *data);
 
-/* Wait until this replica's store revision is at least rev (or timeout_ms passes: status
- * STORE_ETIMEDOUT). */
-int store_wait_revision(struct store *s, int64_t rev, unsigned timeout_ms, store_sync_cb cb,
-                        void *data);
-
 /* ------------------------------------------------------------------------------------------ */
 /* Watches                                                                                     */
 
