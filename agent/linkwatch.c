@@ -89,17 +89,24 @@ static void on_readable(uv_poll_t *p, int status, int events)
 	if (status < 0) {
 		return;
 	}
-	/* nl_recvmsgs_report(): the number of messages read, 0 once the socket is empty. Bounded,
-	 * so a host changing links faster than this reads cannot hold the loop. */
+	/* nl_recvmsgs_report(): the number of messages read; once the non-blocking socket is empty,
+	 * -NLE_AGAIN (0 only if the socket was closed). Any other error ends this read too: the
+	 * loop calls again while something is queued. Bounded, so a host changing links faster than
+	 * this reads cannot hold the loop. An overflow (ENOBUFS, -NLE_NOMEM) is reported once per
+	 * socket and the read goes on: what is queued after the loss is still good. */
 	for (int i = 0; i < 256; i++) {
 		int rv = nl_recvmsgs_report(lw->sk, lw->cb);
-		if (rv == 0) {
-			return;
+		if (rv == -NLE_NOMEM) {
+			if (!lw->overflow_logged) {
+				lw->overflow_logged = true;
+				agent_log(
+				    "link announcements were lost (socket overflow); CNI DELs they "
+				    "concerned answer when their removal returns");
+			}
+			continue;
 		}
-		if (rv == -NLE_NOMEM && !lw->overflow_logged) {
-			lw->overflow_logged = true;
-			agent_log("link announcements were lost (socket overflow); CNI DELs they "
-			          "concerned answer when their removal returns");
+		if (rv <= 0) {
+			return;
 		}
 	}
 }
