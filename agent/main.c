@@ -45,10 +45,22 @@ void agent_log(const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-	/* The loop's watchdog logs from its own thread: one lock over the line's three writes. */
+	/* One fprintf() on the unbuffered stderr is one write(2) (glibc formats it in a buffer of
+	 * its own first), so a line reaches a pipe or an O_APPEND file whole, beside other writers.
+	 * Without memory for the message the line goes out in pieces, under stderr's lock against
+	 * the loop's watchdog, which logs from its own thread. */
+	char *msg = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (n >= 0) {
+		fprintf(stderr, "%s.%03ldZ %s\n", ts, now.tv_nsec / 1000000, msg);
+		free(msg);
+		return;
+	}
 	flockfile(stderr);
 	fprintf(stderr, "%s.%03ldZ ", ts, now.tv_nsec / 1000000);
-	va_list ap;
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
