@@ -156,15 +156,25 @@ struct hook_call {
 	void *done_data;
 };
 
+/* A 507 from the leader: was it its raft log that could not be written ("disk_failure"), rather
+ * than its disk that is full ("no_space")? */
+static bool disk_refusal(const uint8_t *body, size_t len)
+{
+	json_t *j = json_loadb((const char *)body, len, 0, NULL);
+	const char *code = NULL;
+	bool disk = j != NULL && json_unpack(j, "{s:{s:s}}", "error", "code", &code) == 0 &&
+	            strcmp(code, "disk_failure") == 0;
+	json_decref(j);
+	return disk;
+}
+
 static void forward_reply(int status, const uint8_t *body, size_t len, void *data)
 {
 	struct hook_call *c = data;
-	(void)body;
-	(void)len;
 	int st = status == 200                 ? STORE_OK
 	         : status == 503 || status < 0 ? STORE_ENOLEADER
-	         : status == 507               ? STORE_ENOSPC
-	                                       : STORE_ENOTLEADER;
+	         : status == 507 ? disk_refusal(body, len) ? STORE_EDISK : STORE_ENOSPC
+	                         : STORE_ENOTLEADER;
 	c->fdone(c->done_data, st);
 	free(c);
 }
@@ -268,10 +278,18 @@ static void hook_readindex(void *data, uint64_t leader_id, store_readindex_done 
 	}
 }
 
-static void hook_space(void *data, int err, const char *what)
+static void hook_space(void *data, int err, bool disk, const char *what)
 {
 	(void)data;
-	if (err != 0) {
+	if (err != 0 && disk) {
+		agent_log(
+		    "data directory failing: %s; this member hands leadership to another and, "
+		    "if it must keep it, refuses writes; as a follower it falls behind. raft "
+		    "retries every 5 s. Check the disk and the volume under that directory.",
+		    what);
+	} else if (disk) {
+		agent_log("raft log writes work again: %s", what);
+	} else if (err != 0) {
 		agent_log(
 		    "data directory full: %s (%s); this member hands leadership to another and, "
 		    "if it must keep it, refuses writes; as a follower it falls behind, and it "

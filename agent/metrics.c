@@ -161,6 +161,9 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	      "1 while this member is short of disk space for its state or its raft log (see "
 	      "the log).",
 	      st.space_err != 0);
+	gauge(&b, "tabby_raft_log_write_failing",
+	      "1 while raft cannot write this member's log to its disk (see the log).",
+	      st.disk_error[0] != '\0');
 	replication(&b, a);
 
 	put(&b, "# HELP tabby_apply_latency_seconds From proposal to local apply, for commands "

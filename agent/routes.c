@@ -80,6 +80,7 @@ static int store_status_http(int st)
 	case STORE_ECOMPACTED:
 		return 410;
 	case STORE_ENOSPC:
+	case STORE_EDISK:
 		return 507;
 	default:
 		return 500;
@@ -102,6 +103,8 @@ static const char *store_status_code(int st)
 		return "compacted";
 	case STORE_ENOSPC:
 		return "no_space";
+	case STORE_EDISK:
+		return "disk_failure";
 	default:
 		return "internal";
 	}
@@ -1068,10 +1071,11 @@ static void cluster_done(struct fanout *f)
 		}
 		json_int_t applied = -1;
 		json_t *lid = NULL;
-		const char *space = NULL;
+		const char *space = NULL, *disk = NULL;
 		if (s->body != NULL) {
 			json_unpack(s->body, "{s:I}", "revision", &applied);
 			json_unpack(s->body, "{s:s}", "space_error", &space);
+			json_unpack(s->body, "{s:s}", "disk_error", &disk);
 			lid = json_object_get(s->body, "leader_id");
 		}
 		json_int_t match = 0, behind = 0;
@@ -1084,7 +1088,7 @@ static void cluster_done(struct fanout *f)
 				break;
 			}
 		}
-		char why[256] = "";
+		char why[640] = "";
 		if (s->status != 200 || s->body == NULL) {
 			snprintf(why, sizeof why, "%s", fanout_reason(s, "unexpected answer"));
 		} else if (!json_is_integer(lid) || json_integer_value(lid) == 0) {
@@ -1093,6 +1097,9 @@ static void cluster_done(struct fanout *f)
 			int w = 0;
 			if (space != NULL) {
 				w = snprintf(why, sizeof why, "data directory full (%s)", space);
+			} else if (disk != NULL) {
+				w = snprintf(why, sizeof why, "raft log cannot be written (%s)",
+				             disk);
 			}
 			if (behind >= BEHIND_UNHEALTHY_MS && w >= 0 && (size_t)w < sizeof why) {
 				snprintf(why + w, sizeof why - (size_t)w,
@@ -1342,6 +1349,10 @@ static void internal_status(struct agent *a, struct http_request *req)
 	}
 	if (st.space_err != 0) {
 		json_object_set_new(out, "space_error", json_string(strerror(st.space_err)));
+	}
+	if (st.disk_error[0] != '\0') {
+		/* raft's message names a system call and an errno text: ASCII. */
+		json_object_set_new(out, "disk_error", json_string(st.disk_error));
 	}
 	struct store_progress *ps = NULL;
 	unsigned n = 0;

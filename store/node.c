@@ -56,7 +56,10 @@
  * one after (raft keeps that many ready). */
 #define RAFT_LOG_ROOM (16u << 20)
 
-enum { SPACE_STATE = 1, SPACE_LOG = 2 };
+/* What troubles this member's data directory (space_check()): no reserve for the state, too
+ * little room for the raft log, or raft log writes that fail although statvfs() shows room (an
+ * I/O error, or a thin-provisioned volume whose pool is exhausted). */
+enum { SPACE_STATE = 1, SPACE_LOG = 2, SPACE_DISK = 3 };
 
 enum { W_QUEUED = 1, W_SENT = 2 };
 
@@ -221,12 +224,14 @@ struct store {
 	uint64_t leader_term;
 
 	/* Disk space (space_check()). */
-	int space_err;           /* errno: kv_space_check()'s last answer, or ENOSPC for the log */
-	int space_kind;          /* what is short: 0, SPACE_STATE or SPACE_LOG */
-	uint64_t log_free;       /* free bytes for the raft log, at the last check */
-	uint64_t space_since;    /* when this member became short, loop ms */
-	bool space_refuse;       /* leader: writes are refused with STORE_ENOSPC */
-	uint64_t space_checked;  /* when the reserve was last retried, loop ms */
+	int space_err;        /* errno: kv_space_check()'s last answer, or ENOSPC for the log */
+	int space_kind;       /* what is wrong: 0, SPACE_STATE, SPACE_LOG or SPACE_DISK */
+	uint64_t log_free;    /* free bytes for the raft log, at the last check */
+	uint64_t space_since; /* when this member became short, loop ms */
+	int space_refuse;     /* leader: writes are refused with this (STORE_ENOSPC, _EDISK) */
+	char disk_error[RAFT_ERRMSG_BUF_SIZE]; /* SPACE_DISK: what raft's log writes fail with */
+	uint64_t space_cured;                  /* when a shortage of space last ended, loop ms */
+	uint64_t space_checked;                /* when the reserve was last retried, loop ms */
 	uint64_t space_transfer; /* when leadership may next be handed over, loop ms */
 	bool space_transferring;
 	struct raft_transfer space_xfer;
@@ -281,6 +286,8 @@ const char *store_strerror(int code)
 		return "this member is not the leader";
 	case STORE_ENOSPC:
 		return "no space left for the replicated state on the leader's disk";
+	case STORE_EDISK:
+		return "the leader cannot write its raft log to its disk";
 	}
 	return code < 0 ? strerror(-code) : "unknown error";
 }
@@ -743,13 +750,13 @@ static void forward_done(void *data, int status)
 	struct fwd *f = data;
 	struct store *s = f->s;
 	s->forwards_inflight--;
-	if (status == STORE_ENOSPC) {
+	if (status == STORE_ENOSPC || status == STORE_EDISK) {
 		/* The leader keeps the lead only when no other member could take it: retrying
-		 * cannot help until space is freed. */
+		 * cannot help until space is freed or the disk works again. */
 		for (unsigned i = 0; i < f->n_seqs; i++) {
 			struct store_write *w = writes_take(s, f->seqs[i]);
 			if (w != NULL) {
-				write_finish(s, w, STORE_ENOSPC, NULL);
+				write_finish(s, w, status, NULL);
 			}
 		}
 	} else if (status != STORE_OK) {
@@ -1020,26 +1027,32 @@ static uint64_t fs_free(const char *dir)
 	return (uint64_t)(geteuid() == 0 ? v.f_bfree : v.f_bavail) * v.f_frsize;
 }
 
-/* A member short of disk space, for either of its two consumers, says so through the space hook
- * on each change and, while it leads, hands leadership to another voter (raft picks the most up
- * to date), every SPACE_TRANSFER_MS at most: another member's disk may well have room.
+/* A member short of disk space, for either of its two consumers, or whose raft log cannot be
+ * written, says so through the space hook on each change and, while it leads, hands leadership to
+ * another voter (raft picks the most up to date), every SPACE_TRANSFER_MS at most: another
+ * member's disk may well be fine.
  *
  * - The state: kv_space_check() cannot renew the reserve ahead of LMDB's map. The reserve still
  *   held carries what the member applies as a follower.
  * - The raft log: less than RAFT_LOG_ROOM is free for its segments. raft retries a segment it
  *   cannot create and meanwhile stores no entries: a follower falls behind (the leader's
  *   store_replication() shows it), a leader commits nothing. Checked every SPACE_RETRY_MS.
+ * - The raft log's disk: a segment write or creation fails although statvfs() shows room (an I/O
+ *   error, or a thin-provisioned volume whose pool is exhausted). raft retries it every 5 s and
+ *   stores nothing past it meanwhile, so this is the same trouble as the one above, but only
+ *   raft_uv_disk_error() can tell; it is asked on every turn, which costs a few loads.
  *
- * A member that keeps the lead (no other voter, or every disk is full) refuses new writes with
- * STORE_ENOSPC once its log has been short for SPACE_REFUSE_MS or less than KV_SPACE_WRITES_MIN
- * of its state's reserve is left, so the cluster turns read-only, with a clear error, rather than
- * losing members or leaving writes to time out. While short, both are retried every SPACE_RETRY_MS;
- * freeing space ends it all. */
+ * A member that keeps the lead (no other voter, or every disk is in trouble) refuses new writes,
+ * with STORE_EDISK or STORE_ENOSPC, once its log has been short or failing for SPACE_REFUSE_MS or
+ * less than KV_SPACE_WRITES_MIN of its state's reserve is left, so the cluster turns read-only,
+ * with a clear error, rather than losing members or leaving writes to time out. While short, both
+ * are retried every SPACE_RETRY_MS; freeing space or a working disk ends it all. */
 static void space_check(struct store *s, bool leader)
 {
 	uint64_t now = uv_now(s->loop);
 	bool due = now >= s->space_checked + SPACE_RETRY_MS;
-	if (s->space_err != 0 && !due) {
+	bool short_before = s->space_kind == SPACE_STATE || s->space_kind == SPACE_LOG;
+	if (short_before && !due) {
 		return;
 	}
 	size_t left = SIZE_MAX;
@@ -1049,11 +1062,28 @@ static void space_check(struct store *s, bool leader)
 		s->log_free = fs_free(s->raft_dir);
 	}
 	int kind = err != 0 ? SPACE_STATE : s->log_free < RAFT_LOG_ROOM ? SPACE_LOG : 0;
+	if (short_before && kind == 0) {
+		s->space_cured = now;
+	}
+	char disk_msg[RAFT_ERRMSG_BUF_SIZE];
+	uint64_t disk_at = 0;
+	/* A segment that raft failed to create while the disk was full is retried within 5 s of
+	 * the space coming back: until then that failure is the shortage's, which is over. A
+	 * failure after it is news. */
+	int disk_rv = kind == 0 ? raft_uv_disk_error(&s->io, disk_msg, &disk_at) : 0;
+	if (disk_rv != 0 && disk_at > s->space_cured) {
+		kind = SPACE_DISK;
+	}
 	if (kind == SPACE_LOG) {
 		err = ENOSPC;
 	}
+	if (kind == SPACE_DISK) {
+		err = disk_rv == RAFT_NOSPACE ? ENOSPC : EIO;
+		snprintf(s->disk_error, sizeof s->disk_error, "%s", disk_msg);
+	}
 	if (kind != s->space_kind && s->cfg.space != NULL) {
-		char what[PATH_MAX + 128];
+		char what[PATH_MAX + RAFT_ERRMSG_BUF_SIZE + 128];
+		bool disk = kind == SPACE_DISK || (kind == 0 && s->space_kind == SPACE_DISK);
 		if (kind == SPACE_STATE) {
 			snprintf(what, sizeof what, "cannot reserve space for the state in %s",
 			         s->state_dir);
@@ -1061,19 +1091,29 @@ static void space_check(struct store *s, bool leader)
 			snprintf(what, sizeof what,
 			         "%" PRIu64 " MiB free for the raft log in %s, which needs %u MiB",
 			         s->log_free >> 20, s->raft_dir, RAFT_LOG_ROOM >> 20);
+		} else if (kind == SPACE_DISK) {
+			snprintf(what, sizeof what, "the raft log in %s cannot be written: %s",
+			         s->raft_dir, disk_msg);
 		} else {
-			snprintf(what, sizeof what, "%s", s->data_dir);
+			snprintf(what, sizeof what, "%s", disk ? s->raft_dir : s->data_dir);
 		}
-		s->cfg.space(s->cfg.hook_data, err, what);
+		s->cfg.space(s->cfg.hook_data, err, disk, what);
 	}
 	if (kind != 0 && s->space_kind == 0) {
 		s->space_since = now;
 	}
 	s->space_kind = kind;
-	s->space_err = err;
-	s->space_refuse =
-	    leader && ((kind == SPACE_LOG && now >= s->space_since + SPACE_REFUSE_MS) ||
-	               (kind == SPACE_STATE && left < KV_SPACE_WRITES_MIN));
+	s->space_err = kind == SPACE_DISK ? 0 : err;
+	if (kind != SPACE_DISK) {
+		s->disk_error[0] = '\0';
+	}
+	s->space_refuse = 0;
+	if (leader && (kind == SPACE_LOG || kind == SPACE_DISK) &&
+	    now >= s->space_since + SPACE_REFUSE_MS) {
+		s->space_refuse = kind == SPACE_DISK ? STORE_EDISK : STORE_ENOSPC;
+	} else if (leader && kind == SPACE_STATE && left < KV_SPACE_WRITES_MIN) {
+		s->space_refuse = STORE_ENOSPC;
+	}
 	if (leader && err != 0 && !s->space_transferring && now >= s->space_transfer) {
 		s->space_transfer = now + SPACE_TRANSFER_MS;
 		s->space_xfer.data = s;
@@ -1083,9 +1123,9 @@ static void space_check(struct store *s, bool leader)
 	}
 }
 
-/* Leader short of space: refuse what waits to be proposed. Only the writes queued now: one that
- * a callback submits again waits for the next loop turn, so a caller that retries at once
- * cannot keep this loop going. */
+/* Leader short of space, or unable to write its log: refuse what waits to be proposed. Only the
+ * writes queued now: one that a callback submits again waits for the next loop turn, so a caller
+ * that retries at once cannot keep this loop going. */
 static void space_refuse_pending(struct store *s)
 {
 	struct store_list now;
@@ -1100,9 +1140,9 @@ static void space_refuse_pending(struct store *s)
 	while (!list_empty(&now)) {
 		struct store_write *w = CONTAINER_OF(now.next, struct store_write, link);
 		writes_take(s, w->id.seq);
-		write_finish(s, w, STORE_ENOSPC, NULL);
+		write_finish(s, w, s->space_refuse, NULL);
 	}
-	fpending_fail_all(s, STORE_ENOSPC);
+	fpending_fail_all(s, s->space_refuse);
 }
 
 static void drive(struct store *s)
@@ -1720,6 +1760,7 @@ void store_get_status(struct store *s, struct store_status *st)
 	st->snapshots_taken = s->snapshots_taken;
 	st->snapshots_restored = s->snapshots_restored;
 	st->space_err = s->space_err;
+	snprintf(st->disk_error, sizeof st->disk_error, "%s", s->disk_error);
 }
 
 int store_replication(struct store *s, struct store_progress **members, unsigned *n)

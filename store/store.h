@@ -43,6 +43,7 @@ enum {
 	STORE_ECOMPACTED = 7, /* watch: the start revision is older than the history */
 	STORE_ENOTLEADER = 8, /* a forwarded batch reached a node that is not the ready leader */
 	STORE_ENOSPC = 9,     /* the leader's disk has no room for more state (see space hook) */
+	STORE_EDISK = 10,     /* the leader cannot write its raft log (see space hook) */
 };
 
 const char *store_strerror(int code);
@@ -83,10 +84,13 @@ struct store_config {
 	/* This member is short of disk space (err: ENOSPC, EDQUOT, ...), or no longer (err 0).
 	 * what says what is short and where ("cannot reserve space for the state in DIR", "N MiB
 	 * free for the raft log in DIR, which needs M MiB"); with err 0 it is the data directory.
-	 * Called on each change. While short, a leader hands leadership over and at last refuses
-	 * writes with STORE_ENOSPC; a follower keeps applying what its log holds and reaches
-	 * fatal() if the state's reserve runs out. */
-	void (*space)(void *data, int err, const char *what);
+	 * disk: the trouble is not free space but raft's log writes failing ("the raft log in DIR
+	 * cannot be written: MSG", err EIO or ENOSPC from the device); with err 0, they work again
+	 * and what is the raft directory. Called on each change. While in trouble, a leader hands
+	 * leadership over and at last refuses writes with STORE_ENOSPC or STORE_EDISK; a follower
+	 * falls behind, keeps applying what its log holds and reaches fatal() if the state's
+	 * reserve runs out. */
+	void (*space)(void *data, int err, bool disk, const char *what);
 	void *hook_data;
 	/* Domain command handlers (kv.h); every member must register the same ones. */
 	const struct kv_handler *handlers;
@@ -209,6 +213,7 @@ struct store_status {
 	uint64_t snapshots_taken;
 	uint64_t snapshots_restored; /* installed from the leader, or loaded at start */
 	int space_err; /* errno: this member cannot reserve disk space for its state (space hook) */
+	char disk_error[256]; /* raft cannot write this member's log: why; "" when it can */
 };
 
 void store_get_status(struct store *s, struct store_status *st);
