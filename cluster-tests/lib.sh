@@ -26,7 +26,7 @@ fail() {
 	exit 1
 }
 
-MOUNTS=() # small_fs's file systems
+MOUNTS=() # file systems (and loop devices, /dev/loop*) to undo at exit, in the order made
 cleanup() {
 	# A frozen file system first: an agent blocked on it would not die of SIGKILL until it thaws.
 	for m in ${MOUNTS[@]+"${MOUNTS[@]}"}; do fsfreeze -u "$m" 2>/dev/null || true; done
@@ -34,10 +34,17 @@ cleanup() {
 		kill -9 "${PIDS[$i]}" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
-	# The agents' files kept the mounts busy until now.
-	for m in ${MOUNTS[@]+"${MOUNTS[@]}"}; do
-		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-		rm -f "$m.img"
+	# The agents' files kept the mounts busy until now. Last made, first undone: a file system
+	# may live on a loop device whose file lives on another mount.
+	for ((k = ${#MOUNTS[@]} - 1; k >= 0; k--)); do
+		m=${MOUNTS[$k]}
+		case $m in
+		/dev/loop*) losetup -d "$m" 2>/dev/null || true ;;
+		*)
+			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+			rm -f "$m.img"
+			;;
+		esac
 	done
 	for ((i = 1; i <= NHOSTS; i++)); do ip netns del "${PFX}h$i" 2>/dev/null || true; done
 	ip netns del "$SW" 2>/dev/null || true

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A member whose raft log cannot be written although its file system shows room: its raft
-# directory is ext4 on a loop device whose backing file lives on a small tmpfs, a thin-provisioned
-# volume in miniature (the state's directory stays on a healthy disk). When the pool is exhausted, the member's next log writes fail in the block
-# layer (the kernel logs "critical space allocation error"), which statvfs() cannot see.
+# directory is on a thin-provisioned volume in miniature (see thin_fs; the state's directory stays
+# on a healthy disk). When the pool is exhausted, the member's next log writes fail with ENOSPC
+# from below the file system, which statvfs() cannot see.
 #
 # The leader in that state says so, hands leadership over and stays up; the cluster keeps taking
 # writes; the cluster's status and the member's metrics name the trouble; once the pool has room
@@ -12,23 +12,38 @@
 # raft 0.22.1 retried a failed log write on the wrong timer and crashed 5 s later (patch 0010).
 source "$(dirname "$0")/lib.sh"
 
-# thin_fs I: agent I's raft directory is a fresh 96 MiB ext4 file system over a pool
-# ($WORK/poolI, a 160 MiB tmpfs). Every block of the image is written once, so that what mkfs
-# made (journal, inode tables) is provisioned (mkfs "zeroes" by punching holes, which a tmpfs
-# gives back to its pool); then fstrim hands the free blocks back to the pool, through the loop
-# device's discard, as on a thin volume.
+# thin_fs I: agent I's raft directory is a fresh 96 MiB ext4 file system on a thin volume in
+# miniature: a loop device (direct I/O) over a sparse file in a pool, $WORK/poolI, a 160 MiB ext4
+# file system of its own. Every block of the volume is written once, so that what mkfs made
+# (journal, inode tables) is provisioned (mkfs "zeroes" by punching holes); then fstrim hands the
+# free blocks back to the pool through the loop device's discard, as on a thin volume. With
+# direct I/O, a write that needs a block the pool has no more of fails whole, as a thin volume's
+# does; through the page cache, a write half on provisioned blocks was reported done and its
+# other half lost.
 thin_fs() {
-	local dir=$WORK/data$1/raft pool=$WORK/pool$1
+	local dir=$WORK/data$1/raft pool=$WORK/pool$1 dev
 	mkdir -p "$dir" "$pool"
-	MOUNTS+=("$dir" "$pool") # cleanup unmounts them in this order
-	mount -t tmpfs -o size=160m tmpfs "$pool" || fail "mount tmpfs $pool"
+	truncate -s 160M "$pool.img"
+	mkfs.ext4 -q -F -m 0 "$pool.img" || fail "mkfs.ext4 $pool.img"
+	mount -o loop "$pool.img" "$pool" || fail "mount -o loop $pool.img"
+	MOUNTS+=("$pool")
 	truncate -s 96M "$pool/img"
 	mkfs.ext4 -q -F -b 4096 "$pool/img" || fail "mkfs.ext4 $pool/img"
 	dd if="$pool/img" of="$pool/img" bs=1M conv=notrunc 2>/dev/null || fail "cannot provision $pool/img"
-	mount -o loop "$pool/img" "$dir" || fail "mount -o loop $pool/img"
+	dev=$(losetup -f --show --direct-io=on "$pool/img") || fail "losetup $pool/img"
+	MOUNTS+=("$dev")
+	mount "$dev" "$dir" || fail "mount $dev"
+	MOUNTS+=("$dir")
 	rmdir "$dir/lost+found"
 	fstrim "$dir" || fail "fstrim $dir"
 }
+
+# fill_pool I: take every free block of agent I's pool.
+fill_pool() {
+	dd if=/dev/zero of="$WORK/pool$1/filler" bs=1M 2>/dev/null || true
+	dd if=/dev/zero of="$WORK/pool$1/filler2" bs=1k 2>/dev/null || true
+}
+free_pool() { rm -f "$WORK/pool$1/filler" "$WORK/pool$1/filler2"; }
 
 # exhaust I: the pool under agent I's raft directory runs out. The blocks of its open segments
 # past what is written are first handed back to the pool (as a thin volume's discard would; raft
@@ -43,8 +58,10 @@ for f in sorted(os.listdir(d)):
     if not f.startswith("open-"):
         continue
     p = d + "/" + f
-    data = open(p, "rb").read()
-    last = 0  # the block the next write rewrites (raft writes whole blocks)
+    # Read past the page cache: raft writes its log with direct I/O.
+    data = subprocess.run(["dd", "if=" + p, "iflag=direct", "bs=1M", "status=none"],
+                          capture_output=True, check=True).stdout
+    last = 0  # the last block that holds entries: it stays, as a discard would leave it
     for b in range(len(data) // 4096):
         if data[b * 4096:(b + 1) * 4096].strip(b"\0"):
             last = b
@@ -52,7 +69,7 @@ for f in sorted(os.listdir(d)):
                          check=True).stdout
     for m in re.finditer(r"^\s*\d+:\s+(\d+)\.\.\s*(\d+):\s+(\d+)\.\.\s*(\d+):", out, re.M):
         lo, hi, plo = int(m[1]), int(m[2]), int(m[3])
-        s = max(lo, last)
+        s = max(lo, last + 1)
         if s <= hi:
             subprocess.run(["fallocate", "-p", "-o", str((plo + s - lo) * 4096), "-l",
                             str((hi - s + 1) * 4096), img], check=True)
@@ -60,7 +77,7 @@ for f in sorted(os.listdir(d)):
 if n == 0:
     sys.exit("no open segment extents found")
 PY
-	dd if=/dev/zero of="$WORK/pool$1/filler" bs=1M 2>/dev/null || true
+	fill_pool "$1"
 }
 
 hosts_up 4
@@ -98,7 +115,7 @@ grep -qx 'tabby_store_disk_full 0' <<<"$m" || fail "agent1's metrics call its di
 tctl 1 store get before/0 -o json >/dev/null || fail "agent1 stopped serving reads"
 
 log "the pool has room again"
-rm -f "$WORK/pool1/filler"
+free_pool 1
 wait_for "agent1 to say its log writes work again" 20 grep -q \
 	"raft log writes work again: $WORK/data1/raft" "$WORK/agent1.log"
 wait_for "agent1 to apply every write" 30 bash -c "\"$TABBY\" store get during/99 --socket $(sock 1) -o json | grep -q during/99"
@@ -114,12 +131,24 @@ grep -qx 'tabby_raft_log_write_failing 0' <<<"$m" || fail "agent1's metrics stil
 agent_exited 1 && fail "agent1 exited"
 log "ok: agent1 holds every write and agrees with the others"
 
-# Restarted, agent1 loads the log it wrote around the failure and agrees with the others.
-stop_agent 1
+# Stopped while raft waits to retry a failed write, agent1 shuts down cleanly; started again once
+# the pool has room, it loads the log it wrote around both failures and catches up.
+exhaust 1
+v=$(head -c 1500 /dev/urandom | base64 -w0) # 20 of them fill more than a block of the log
+for ((k = 0; k < 20; k++)); do tctl 2 store put "again/$k" "$v" >/dev/null || fail "again/$k"; done
+wait_for "agent1 to say again that its raft log cannot be written" 10 bash -c \
+	"[ \$(grep -c 'data directory failing: the raft log in $WORK/data1/raft' $WORK/agent1.log) = 2 ]"
+kill -TERM "${PIDS[1]}"
+rc=0
+wait "${PIDS[1]}" || rc=$?
+[ "$rc" = 0 ] || fail "agent1, stopped while its log writes failed, exited with status $rc"
+free_pool 1
 start_agent 1
 wait_for "3 healthy members after agent1's restart" 30 members_healthy 2 3
 wait_for "equal state hashes after agent1's restart" 30 hash_agrees 1
-log "ok: agent1 restarted on its log and agrees with the others"
+n=$(tctl 1 store get "again/" --prefix -o json | json 'len(d)')
+[ "$n" = 20 ] || fail "agent1 holds $n of the 20 again/ writes after its restart"
+log "ok: agent1, stopped while its log writes failed, restarted on its log and caught up"
 
 # A cluster of one has nobody to hand the lead to: it refuses writes, and says why. Here the pool
 # runs out while the member can still write its open segment; the trouble shows when raft must
@@ -129,7 +158,7 @@ log "a single-member cluster (agent4) whose pool runs out; writes of 80 KB until
 thin_fs 4
 start_agent 4 --bootstrap
 wait_for "agent4 to lead" 15 bash -c "[ \"\$(\"$TABBY\" cluster status -o json --socket $(sock 4) | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"leader\"])')\" = agent4 ]"
-dd if=/dev/zero of="$WORK/pool4/filler" bs=1M 2>/dev/null || true
+fill_pool 4
 refusal="" acked=0
 for ((k = 0; k < 400; k++)); do
 	head -c 60000 /dev/urandom | base64 -w0 >"$WORK/value"
@@ -155,7 +184,7 @@ grep -q '"code": *"disk_failure"' "$WORK/body" || fail "the API's error is not d
 got=$(tctl 4 store get solo/0 -o json | json 'd[0]["key"]')
 [ "$got" = solo/0 ] || fail "agent4 stopped serving reads"
 agent_exited 4 && fail "agent4 died"
-rm -f "$WORK/pool4/filler"
+free_pool 4
 wait_for "agent4 to say its log writes work again" 20 grep -q "raft log writes work again: $WORK/data4/raft" "$WORK/agent4.log"
 wait_for "agent4 to take writes again" 30 tctl 4 store put solo/after ok
 stop_agent 4
