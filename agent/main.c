@@ -171,10 +171,14 @@ static bool disk_refusal(const uint8_t *body, size_t len)
 static void forward_reply(int status, const uint8_t *body, size_t len, void *data)
 {
 	struct hook_call *c = data;
-	int st = status == 200                 ? STORE_OK
-	         : status == 503 || status < 0 ? STORE_ENOLEADER
-	         : status == 507 ? disk_refusal(body, len) ? STORE_EDISK : STORE_ENOSPC
-	                         : STORE_ENOTLEADER;
+	int st = STORE_ENOTLEADER;
+	if (status == 200) {
+		st = STORE_OK;
+	} else if (status == 503 || status < 0) {
+		st = STORE_ENOLEADER;
+	} else if (status == 507) {
+		st = disk_refusal(body, len) ? STORE_EDISK : STORE_ENOSPC;
+	}
 	c->fdone(c->done_data, st);
 	free(c);
 }

@@ -80,6 +80,15 @@ PY
 	fill_pool "$1"
 }
 
+# led_by I J: agent I sees agent J lead; led_by_other_than I J: some other agent than J.
+led_by() { [ "$(leader_index "$1")" = "$2" ]; }
+led_by_other_than() {
+	local l
+	l=$(leader_index "$1") && [ "$l" != "$2" ]
+}
+# holds I KEY: agent I's replica has KEY.
+holds() { [[ "$(tctl "$1" store get "$2" -o json)" == *"\"$2\""* ]]; }
+
 hosts_up 4
 thin_fs 1
 bootstrap_cluster 3
@@ -98,7 +107,7 @@ wait_for "agent1 to say its raft log cannot be written" 10 grep -q \
 	"data directory failing: the raft log in $WORK/data1/raft cannot be written: write failed: No space left on device" \
 	"$WORK/agent1.log"
 log "ok: $(grep -o 'data directory failing: .*written: [^;]*' "$WORK/agent1.log" | head -n 1)"
-wait_for "another member to lead" 10 bash -c "l=\$(\"$TABBY\" cluster status -o json --socket $(sock 2) | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"leader\"])'); [ -n \"\$l\" ] && [ \"\$l\" != agent1 ]"
+wait_for "another member to lead" 10 led_by_other_than 2 1
 log "ok: agent$(leader_index 2) leads"
 # raft retries the failed write every 5 s: agent1 must outlive a few retries.
 sleep $((start + 12 > SECONDS ? start + 12 - SECONDS : 0))
@@ -118,7 +127,7 @@ log "the pool has room again"
 free_pool 1
 wait_for "agent1 to say its log writes work again" 20 grep -q \
 	"raft log writes work again: $WORK/data1/raft" "$WORK/agent1.log"
-wait_for "agent1 to apply every write" 30 bash -c "\"$TABBY\" store get during/99 --socket $(sock 1) -o json | grep -q during/99"
+wait_for "agent1 to apply every write" 30 holds 1 during/99
 wait_for "3 healthy members" 30 members_healthy 2 3
 wait_for "equal state hashes" 30 hash_agrees 1
 for p in before during; do
@@ -157,7 +166,7 @@ log "ok: agent1, stopped while its log writes failed, restarted on its log and c
 log "a single-member cluster (agent4) whose pool runs out; writes of 80 KB until one is refused"
 thin_fs 4
 start_agent 4 --bootstrap
-wait_for "agent4 to lead" 15 bash -c "[ \"\$(\"$TABBY\" cluster status -o json --socket $(sock 4) | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"leader\"])')\" = agent4 ]"
+wait_for "agent4 to lead" 15 led_by 4 4
 fill_pool 4
 refusal="" acked=0
 for ((k = 0; k < 400; k++)); do
