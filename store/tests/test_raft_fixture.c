@@ -48,6 +48,8 @@ struct recorder {
 	uint64_t payload[MAX_INDEX + 1]; /* The payload applied at index k. */
 	raft_index last;                 /* Highest index applied or restored. */
 	unsigned n_restores;             /* Snapshots installed through restore(). */
+	unsigned n_snapshots;            /* Snapshots taken through snapshot(). */
+	raft_time snapshot_at;           /* Fixture time of the last of them. */
 };
 
 /* A client write submitted with raft_apply(), kept until the cluster is closed because raft
@@ -167,6 +169,8 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 		}
 	}
 	*n_bufs = 1;
+	r->n_snapshots++;
+	r->snapshot_at = raft_fixture_time(&r->c->f);
 	return 0;
 }
 
@@ -508,6 +512,20 @@ static raft_index settle_with_leader(struct cluster *c, unsigned i)
 	return last;
 }
 
+/* Starts the cluster with snapshots every 8 entries, keeping 2 behind each, and waits for
+ * server 1 to lead with everything applied. */
+static void start_snapshotting(struct cluster *c)
+{
+	unsigned i;
+
+	for (i = 0; i < c->n; i++) {
+		raft_set_snapshot_threshold(srv(c, i), 8);
+		raft_set_snapshot_trailing(srv(c, i), 2);
+	}
+	start(c, NULL);
+	settle_with_leader(c, 0);
+}
+
 /* Every alive server has applied exactly the same payloads at the same indexes up to upto. */
 static void assert_converged(struct cluster *c, raft_index upto)
 {
@@ -840,15 +858,9 @@ static void test_node_restart(void **state)
 {
 	struct cluster *c = *state;
 	raft_index last;
-	unsigned i;
 	unsigned k;
 
-	for (i = 0; i < c->n; i++) {
-		raft_set_snapshot_threshold(srv(c, i), 8);
-		raft_set_snapshot_trailing(srv(c, i), 2);
-	}
-	start(c, NULL);
-	settle_with_leader(c, 0);
+	start_snapshotting(c);
 
 	raft_fixture_kill(&c->f, 1);
 	for (k = 0; k < 3; k++) {
@@ -935,6 +947,107 @@ static void test_commit_reaches_followers(void **state)
 	expect(c, leader(c) == 0, "leadership changed during the test");
 }
 
+/*
+ * A follower that receives an InstallSnapshot while it is still writing a snapshot of its own
+ * holds the install until its own write completes, then installs it. raft 0.22.1 took the held
+ * request from a field it had just cleared and crashed on a NULL pointer at that moment
+ * (deps/raft-patches/0011). With the libuv backend the window is the whole write of the
+ * follower's snapshot file, which for a large state takes long enough for a lagging follower
+ * to be sent a snapshot.
+ *
+ * The schedule: server 3's disk is made slow, so its own snapshot takes DISK_SLOW ms to write;
+ * it is cut off from the others as soon as that snapshot starts; the leader moves past server
+ * 3's log and compacts its own; server 3 is reconnected, so the leader's InstallSnapshot reaches
+ * it while its own snapshot is still being written. Server 3 must come through both writes,
+ * install the leader's snapshot, and keep applying and snapshotting afterwards.
+ */
+#define DISK_SLOW 1500
+#define DISK_FAST 10 /* The fixture's default disk latency. */
+
+static bool snapshot_started(struct cluster *c, const void *arg)
+{
+	const unsigned *before = arg;
+	return c->rec[2].n_snapshots > *before;
+}
+
+static bool install_received(struct cluster *c, const void *arg)
+{
+	(void)arg;
+	return raft_fixture_n_recv(&c->f, 2, RAFT_INSTALL_SNAPSHOT) > 0;
+}
+
+static void cut_off(struct cluster *c, unsigned i, bool cut)
+{
+	unsigned j;
+
+	for (j = 0; j < c->n; j++) {
+		if (j == i) {
+			continue;
+		}
+		if (cut) {
+			raft_fixture_disconnect(&c->f, i, j);
+			raft_fixture_disconnect(&c->f, j, i);
+		} else {
+			raft_fixture_reconnect(&c->f, i, j);
+			raft_fixture_reconnect(&c->f, j, i);
+		}
+	}
+}
+
+static void test_install_during_snapshot(void **state)
+{
+	struct cluster *c = *state;
+	unsigned before;
+	raft_index last = 0;
+	unsigned k;
+
+	start_snapshotting(c);
+
+	raft_fixture_set_disk_latency(&c->f, 2, DISK_SLOW);
+	before = c->rec[2].n_snapshots;
+	for (k = 0; k < 12; k++) {
+		last = propose(c, 0, 0x800 + k);
+	}
+	expect(c, step_until(c, snapshot_started, &before, 3 * DISK_SLOW + ELECTION_TIMEOUT),
+	       "server 3 did not start a snapshot");
+	raft_time own_done = c->rec[2].snapshot_at + DISK_SLOW;
+	cut_off(c, 2, true);
+	for (k = 0; k < 24; k++) {
+		last = propose(c, 0, 0x900 + k);
+	}
+	struct index_arg leader_applied = {0, last};
+	expect(c, step_until(c, has_applied, &leader_applied, DISK_SLOW / 3),
+	       "the leader did not commit without server 3");
+	expect(c, c->rec[0].n_snapshots > 0, "the leader took no snapshot");
+	cut_off(c, 2, false);
+	expect(c, step_until(c, install_received, NULL, DISK_SLOW),
+	       "the leader sent server 3 no snapshot");
+	expect(c, raft_fixture_time(&c->f) < own_done,
+	       "the InstallSnapshot came at %llu ms, after server 3's own snapshot was written "
+	       "(%llu ms): the schedule missed the case it tests",
+	       (unsigned long long)raft_fixture_time(&c->f), (unsigned long long)own_done);
+	raft_fixture_set_disk_latency(&c->f, 2, DISK_FAST);
+
+	expect(c, step_until(c, all_applied, &last, 3 * DISK_SLOW + 5 * ELECTION_TIMEOUT),
+	       "server 3 did not catch up after its own snapshot and the leader's");
+	expect(c, c->rec[2].n_restores > 0, "server 3 caught up without installing the snapshot");
+	assert_converged(c, last);
+
+	/* Server 3 goes on as a normal follower: it applies and snapshots again. */
+	before = c->rec[2].n_snapshots;
+	for (k = 0; k < 30; k++) {
+		last = propose(c, 0, 0xa00 + k);
+		if (k % 10 == 9) {
+			expect(c, step_until(c, all_applied, &last, 2 * ELECTION_TIMEOUT),
+			       "writes after the install not applied everywhere");
+		}
+	}
+	expect(c, c->rec[2].n_snapshots > before, "server 3 took no snapshot after the install");
+	assert_converged(c, last);
+	expect(c, assert_acknowledged_applied(c) == 66, "not all 66 writes were acknowledged");
+	expect(c, leader(c) == 0, "leadership changed during the test");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -943,6 +1056,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_partition_and_heal, setup5, teardown),
 	    cmocka_unit_test_setup_teardown(test_node_restart, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_reaches_followers, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_install_during_snapshot, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
