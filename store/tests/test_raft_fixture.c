@@ -1030,7 +1030,10 @@ static void test_install_during_snapshot(void **state)
 
 	expect(c, step_until(c, all_applied, &last, 3 * DISK_SLOW + 5 * ELECTION_TIMEOUT),
 	       "server 3 did not catch up after its own snapshot and the leader's");
-	expect(c, c->rec[2].n_restores > 0, "server 3 caught up without installing the snapshot");
+	expect(c, c->rec[2].n_restores == 1,
+	       "server 3 installed %u snapshots to catch up, not the one it was sent while it "
+	       "wrote its own",
+	       c->rec[2].n_restores);
 	assert_converged(c, last);
 
 	/* Server 3 goes on as a normal follower: it applies and snapshots again. */
@@ -1043,9 +1046,103 @@ static void test_install_during_snapshot(void **state)
 		}
 	}
 	expect(c, c->rec[2].n_snapshots > before, "server 3 took no snapshot after the install");
+	expect(c, c->rec[2].n_restores == 1,
+	       "server 3 needed another snapshot to follow the writes after its install");
 	assert_converged(c, last);
 	expect(c, assert_acknowledged_applied(c) == 66, "not all 66 writes were acknowledged");
 	expect(c, leader(c) == 0, "leadership changed during the test");
+}
+
+/*
+ * A follower that is installing a snapshot drops any further InstallSnapshot it is sent, and
+ * frees it: raft 0.22.1 answered those "async" and leaked each whole snapshot (patch 0012). A
+ * leader whose snapshot read takes longer than a heartbeat sends several, because the follower
+ * rejects the heartbeats anchored at the snapshot index until the first one arrives. Here the
+ * leader reads its snapshot in 1 s and server 3 writes it in 3 s; LeakSanitizer (the unit tests
+ * run under it) reports the leak.
+ */
+static void test_duplicate_install(void **state)
+{
+	struct cluster *c = *state;
+	raft_index last = 0;
+	unsigned k;
+
+	start_snapshotting(c);
+	cut_off(c, 2, true);
+	for (k = 0; k < 40; k++) {
+		last = propose(c, 0, 0xb00 + k);
+		if (k % 10 == 9) {
+			struct index_arg leader_applied = {0, last};
+			expect(c, step_until(c, has_applied, &leader_applied, ELECTION_TIMEOUT / 4),
+			       "the leader did not commit without server 3");
+		}
+	}
+	step_for(c, 100); /* the leader takes and writes its snapshot */
+	expect(c, c->rec[0].n_snapshots > 0, "the leader took no snapshot");
+	raft_fixture_set_disk_latency(&c->f, 0, 1000);
+	raft_fixture_set_disk_latency(&c->f, 2, 3000);
+	cut_off(c, 2, false);
+	expect(c, step_until(c, install_received, NULL, 2 * ELECTION_TIMEOUT),
+	       "the leader sent server 3 no snapshot");
+	step_for(c, 2000);
+	expect(c, raft_fixture_n_recv(&c->f, 2, RAFT_INSTALL_SNAPSHOT) > 1,
+	       "server 3 received %u InstallSnapshot while it installed one: the schedule "
+	       "missed the case it tests",
+	       raft_fixture_n_recv(&c->f, 2, RAFT_INSTALL_SNAPSHOT));
+	raft_fixture_set_disk_latency(&c->f, 0, DISK_FAST);
+	raft_fixture_set_disk_latency(&c->f, 2, DISK_FAST);
+	expect(c, step_until(c, all_applied, &last, 10 * ELECTION_TIMEOUT),
+	       "server 3 did not catch up");
+	expect(c, c->rec[2].n_restores > 0, "server 3 caught up without a snapshot");
+	assert_converged(c, last);
+	expect(c, leader(c) == 0, "leadership changed during the test");
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+	unsigned *fired = req->data;
+	(void)status;
+	(*fired)++;
+}
+
+/*
+ * A refused raft_assign() leaves nothing behind: the caller may free its request at once. raft
+ * 0.22.1 kept it as the change in progress, so the next close (or step-down) fired its callback
+ * on freed memory, which AddressSanitizer reports (patch 0012); here the leader is deposed. The
+ * leader refuses with RAFT_NOSPACE when a majority of the voters reports less prepared log space
+ * than its capacity threshold; a member joining right after a start meets exactly that.
+ */
+static void test_assign_refused(void **state)
+{
+	struct cluster *c = *state;
+	struct raft_change *req;
+	unsigned fired = 0;
+	int rv;
+
+	start(c, NULL);
+	settle_with_leader(c, 0);
+	step_for(c, 500); /* the followers report their capacity */
+	raft_set_capacity_threshold(srv(c, 0), 65535);
+	req = malloc(sizeof *req);
+	assert_non_null(req);
+	req->data = &fired;
+	rv = raft_assign(srv(c, 0), req, srv(c, 2)->id, RAFT_STANDBY, change_cb);
+	expect(c, rv == RAFT_NOSPACE, "raft_assign answered %d, not RAFT_NOSPACE", rv);
+	free(req);
+
+	raft_set_capacity_threshold(srv(c, 0), 0);
+	/* Losing the lead fails a change in progress: there must be none. */
+	raft_fixture_depose(&c->f);
+	expect(c, step_until(c, has_leader, NULL, 10 * ELECTION_TIMEOUT), "no new leader");
+	unsigned l = leader(c);
+	expect(c, fired == 0, "the refused change's callback fired");
+	struct raft_change again = {.data = &fired};
+	rv = raft_assign(srv(c, l), &again, srv(c, l == 2 ? 1 : 2)->id, RAFT_STANDBY, change_cb);
+	expect(c, rv == 0, "raft_assign after the refusal answered %d", rv);
+	struct index_arg leader_applied = {l, raft_last_index(srv(c, l))};
+	expect(c, step_until(c, has_applied, &leader_applied, ELECTION_TIMEOUT),
+	       "the change was not committed");
+	expect(c, fired == 1, "%u change callbacks fired, not 1", fired);
 }
 
 int main(void)
@@ -1057,6 +1154,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_node_restart, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_reaches_followers, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_install_during_snapshot, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_duplicate_install, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_assign_refused, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
