@@ -951,9 +951,12 @@ static void test_commit_reaches_followers(void **state)
  * A follower that receives an InstallSnapshot while it is still writing a snapshot of its own
  * holds the install until its own write completes, then installs it. raft 0.22.1 took the held
  * request from a field it had just cleared and crashed on a NULL pointer at that moment
- * (deps/raft-patches/0011). With the libuv backend the window is the whole write of the
- * follower's snapshot file, which for a large state takes long enough for a lagging follower
- * to be sent a snapshot.
+ * (deps/raft-patches/0011). With the crash mended, the core was still told of the follower's own,
+ * older snapshot after it had accepted the install, recorded it with term 0, and the follower
+ * rejected every AppendEntries until the leader sent another snapshot: so one install must be
+ * enough, now and for the writes that follow. With the libuv backend the window is the whole
+ * write of the follower's snapshot file, which for a large state takes long enough for a
+ * lagging follower to be sent a snapshot.
  *
  * The schedule: server 3's disk is made slow, so its own snapshot takes DISK_SLOW ms to write;
  * it is cut off from the others as soon as that snapshot starts; the leader moves past server
