@@ -1,0 +1,433 @@
+/*
+ * A leader sending a snapshot, on the real libuv backend of the raft library Tabby links: two
+ * servers on one loop, talking TCP on 127.0.0.1. The leader's log is compacted, so a server that
+ * joins empty is sent the leader's snapshot, which the leader first reads back from disk
+ * (deps/raft-patches/0013-snapshot-load.patch):
+ *
+ * - A read that completes after raft_close() has begun is dropped. raft 0.22.1 sent it anyway, on
+ *   a backend whose connections were already aborted, and the new connection outlived the
+ *   backend: the loop never ended, or AddressSanitizer caught a use after free.
+ * - A read that fails is cleaned up and the snapshot is sent again later. raft 0.22.1 freed the
+ *   configuration and data the core had left uninitialized on its stack, and leaked the
+ *   configuration the backend had already decoded.
+ */
+#include <dirent.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#define SNAPSHOT_SIZE (256 * 1024)
+
+struct fx;
+
+struct node {
+	struct fx *f;
+	unsigned id;
+	char dir[64];
+	char addr[32];
+	struct raft_uv_transport transport;
+	struct raft_io io;
+	struct raft_fsm fsm;
+	struct raft raft;
+	uint64_t applied; /* entries applied, or restored from a snapshot */
+	unsigned restores;
+	bool started, close_started, closed;
+};
+
+struct fx {
+	uv_loop_t loop;
+	struct node n[2];
+	/* The leader's snapshot_get, wrapped to watch (and time) its completions. */
+	int (*snapshot_get)(struct raft_io *, struct raft_io_snapshot_get *,
+	                    raft_io_snapshot_get_cb);
+	raft_io_snapshot_get_cb load_cb;
+	unsigned loads, failed_loads;
+	bool close_on_load;
+	unsigned changes;
+	int change_status;
+	unsigned applies;
+};
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+	struct node *n = fsm->data;
+	(void)buf;
+	n->applied++;
+	*result = NULL;
+	return 0;
+}
+
+/* A snapshot of SNAPSHOT_SIZE bytes that starts with the count of applied entries. */
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	struct node *n = fsm->data;
+	*bufs = raft_malloc(sizeof **bufs);
+	if (*bufs == NULL) {
+		return RAFT_NOMEM;
+	}
+	(*bufs)[0].len = SNAPSHOT_SIZE;
+	(*bufs)[0].base = raft_calloc(1, SNAPSHOT_SIZE);
+	if ((*bufs)[0].base == NULL) {
+		raft_free(*bufs);
+		return RAFT_NOMEM;
+	}
+	memcpy((*bufs)[0].base, &n->applied, sizeof n->applied);
+	*n_bufs = 1;
+	return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+	struct node *n = fsm->data;
+	if (buf->len != SNAPSHOT_SIZE) {
+		return RAFT_MALFORMED;
+	}
+	memcpy(&n->applied, buf->base, sizeof n->applied);
+	raft_free(buf->base);
+	n->restores++;
+	return 0;
+}
+
+static void closed_cb(struct raft *r)
+{
+	struct node *n = r->data;
+	n->closed = true;
+}
+
+static void close_node(struct node *n)
+{
+	if (n->started && !n->close_started) {
+		n->close_started = true;
+		raft_close(&n->raft, closed_cb);
+	}
+}
+
+/* raft's snapshot_get request leaves no room for the test's own pointer (its data field is the
+ * library's), so the wrapped completion finds the fixture here. One test runs at a time. */
+static struct fx *current;
+
+/* The leader's snapshot read completed: count it, close the leader first if the test asks (so
+ * the library sees exactly what it sees when raft_close() is called during a read), then hand
+ * the result to the library. */
+static void load_done(struct raft_io_snapshot_get *req, struct raft_snapshot *snapshot, int status)
+{
+	struct fx *f = current;
+	f->loads++;
+	if (status != 0) {
+		f->failed_loads++;
+	}
+	if (f->close_on_load) {
+		close_node(&f->n[0]);
+	}
+	f->load_cb(req, snapshot, status);
+}
+
+static int snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                        raft_io_snapshot_get_cb cb)
+{
+	struct fx *f = current;
+	f->load_cb = cb;
+	return f->snapshot_get(io, req, load_done);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* Runs the loop until done(f) or ms milliseconds passed; returns done(f). */
+static bool run_until(struct fx *f, bool (*done)(struct fx *), unsigned ms)
+{
+	uv_timer_t deadline;
+	uv_timer_init(&f->loop, &deadline);
+	uv_timer_start(&deadline, on_deadline, ms, 0);
+	while (!done(f) && uv_is_active((uv_handle_t *)&deadline)) {
+		uv_run(&f->loop, UV_RUN_ONCE);
+	}
+	uv_close((uv_handle_t *)&deadline, NULL);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	return done(f);
+}
+
+/* A port on 127.0.0.1 that nothing listens on now. */
+static unsigned free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void node_init(struct fx *f, unsigned i)
+{
+	struct node *n = &f->n[i];
+	n->f = f;
+	n->id = i + 1;
+	snprintf(n->dir, sizeof n->dir, "/tmp/tabby-raft-send.XXXXXX");
+	assert_non_null(mkdtemp(n->dir));
+	snprintf(n->addr, sizeof n->addr, "127.0.0.1:%u", free_port());
+	n->transport.version = 1;
+	assert_int_equal(raft_uv_tcp_init(&n->transport, &f->loop), 0);
+	assert_int_equal(raft_uv_init(&n->io, &f->loop, n->dir, &n->transport), 0);
+	n->fsm.version = 1;
+	n->fsm.data = n;
+	n->fsm.apply = fsm_apply;
+	n->fsm.snapshot = fsm_snapshot;
+	n->fsm.restore = fsm_restore;
+	assert_int_equal(raft_init(&n->raft, &n->io, &n->fsm, n->id, n->addr), 0);
+	n->raft.data = n;
+	raft_set_election_timeout(&n->raft, 100);
+	raft_set_heartbeat_timeout(&n->raft, 20);
+	/* A snapshot every 8 entries, keeping 2 of them: a server that joins after the first 10
+	 * entries cannot be sent entries from 1 and is sent the snapshot. */
+	raft_set_snapshot_threshold(&n->raft, 8);
+	raft_set_snapshot_trailing(&n->raft, 2);
+}
+
+static void node_start(struct node *n)
+{
+	assert_int_equal(raft_start(&n->raft), 0);
+	n->started = true;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof *f);
+	assert_non_null(f);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	node_init(f, 0);
+	node_init(f, 1);
+
+	struct raft_configuration conf;
+	raft_configuration_init(&conf);
+	assert_int_equal(raft_configuration_add(&conf, 1, f->n[0].addr, RAFT_VOTER), 0);
+	assert_int_equal(raft_bootstrap(&f->n[0].raft, &conf), 0);
+	raft_configuration_close(&conf);
+
+	f->snapshot_get = f->n[0].io.snapshot_get;
+	f->n[0].io.snapshot_get = snapshot_get;
+	current = f;
+	node_start(&f->n[0]);
+	*state = f;
+	return 0;
+}
+
+static bool all_closed(struct fx *f)
+{
+	return (!f->n[0].started || f->n[0].closed) && (!f->n[1].started || f->n[1].closed);
+}
+
+static bool loop_idle(struct fx *f)
+{
+	return !uv_loop_alive(&f->loop);
+}
+
+/* Everything the servers opened must be gone once they are closed: a handle left open (such as
+ * a connection made during the close) keeps the loop alive, and uv_loop_close() refuses. */
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	close_node(&f->n[0]);
+	close_node(&f->n[1]);
+	assert_true(run_until(f, all_closed, 5000));
+	for (unsigned i = 0; i < 2; i++) {
+		raft_uv_close(&f->n[i].io);
+		raft_uv_tcp_close(&f->n[i].transport);
+	}
+	assert_true(run_until(f, loop_idle, 5000));
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "rm -rf %s", f->n[i].dir);
+		assert_int_equal(system(cmd), 0);
+	}
+	current = NULL;
+	free(f);
+	return 0;
+}
+
+static bool leads(struct fx *f)
+{
+	return raft_state(&f->n[0].raft) == RAFT_LEADER;
+}
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+	struct fx *f = req->data;
+	(void)result;
+	assert_int_equal(status, 0);
+	f->applies++;
+	free(req);
+}
+
+static unsigned target;
+
+static bool applied_target(struct fx *f)
+{
+	return f->applies >= target;
+}
+
+/* Applies k entries through the leader and waits for them. */
+static void write_entries(struct fx *f, unsigned k)
+{
+	for (unsigned i = 0; i < k; i++) {
+		struct raft_apply *req = malloc(sizeof *req);
+		assert_non_null(req);
+		req->data = f;
+		struct raft_buffer b = {.base = raft_malloc(8), .len = 8};
+		assert_non_null(b.base);
+		memset(b.base, 0x5a, 8);
+		assert_int_equal(raft_apply(&f->n[0].raft, req, &b, 1, apply_cb), 0);
+	}
+	target = f->applies + k;
+	assert_true(run_until(f, applied_target, 5000));
+}
+
+/* Names the files of the leader's snapshots: NAME.meta holds the metadata, NAME the data. */
+static unsigned snapshot_files(struct node *n, bool data, char names[][256], unsigned max)
+{
+	DIR *d = opendir(n->dir);
+	struct dirent *e;
+	unsigned k = 0;
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		bool meta = len > 5 && strcmp(e->d_name + len - 5, ".meta") == 0;
+		if (strncmp(e->d_name, "snapshot-", 9) != 0 || meta == data) {
+			continue;
+		}
+		if (k < max) {
+			snprintf(names[k], 256, "%s", e->d_name);
+		}
+		k++;
+	}
+	closedir(d);
+	return k;
+}
+
+static bool has_snapshot(struct fx *f)
+{
+	char names[4][256];
+	return snapshot_files(&f->n[0], false, names, 4) > 0;
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+	struct fx *f = req->data;
+	f->changes++;
+	f->change_status = status;
+}
+
+/* Leader elected, 20 entries written, a snapshot on disk; then server 2 starts empty and is
+ * added to the configuration (which commits on the leader alone) and assigned a voter, which
+ * starts its catch-up: a snapshot. */
+static void join_second(struct fx *f, struct raft_change *add)
+{
+	assert_true(run_until(f, leads, 5000));
+	write_entries(f, 20);
+	assert_true(run_until(f, has_snapshot, 5000));
+
+	node_start(&f->n[1]);
+	add->data = f;
+	assert_int_equal(raft_add(&f->n[0].raft, add, 2, f->n[1].addr, change_cb), 0);
+}
+
+static bool one_change(struct fx *f)
+{
+	return f->changes >= 1;
+}
+
+static bool one_load(struct fx *f)
+{
+	return f->loads >= 1;
+}
+
+static bool leader_closed(struct fx *f)
+{
+	return f->n[0].closed;
+}
+
+/* raft_close() begins while the leader reads the snapshot it is about to send: the read's
+ * completion is dropped, and both servers close cleanly (the teardown checks that nothing is
+ * left open on the loop). */
+static void test_close_while_loading(void **state)
+{
+	struct fx *f = *state;
+	struct raft_change add, assign;
+
+	join_second(f, &add);
+	assert_true(run_until(f, one_change, 5000));
+	assert_int_equal(f->change_status, 0);
+	f->close_on_load = true;
+	assign.data = f;
+	assert_int_equal(raft_assign(&f->n[0].raft, &assign, 2, RAFT_VOTER, change_cb), 0);
+	assert_true(run_until(f, one_load, 5000));
+	assert_int_equal(f->failed_loads, 0);
+	assert_true(run_until(f, leader_closed, 5000));
+	/* The dropped snapshot never reached server 2. */
+	assert_int_equal(f->n[1].restores, 0);
+}
+
+static bool caught_up(struct fx *f)
+{
+	return f->changes >= 2 && f->n[1].applied == f->n[0].applied;
+}
+
+/* The leader's snapshot data is gone when it reads it back for server 2: the read fails, the
+ * leader cleans up, and sends the next snapshot it takes; server 2 catches up from it. */
+static void test_failed_load(void **state)
+{
+	struct fx *f = *state;
+	struct raft_change add, assign;
+	char names[8][256];
+
+	join_second(f, &add);
+	assert_true(run_until(f, one_change, 5000));
+	assert_int_equal(f->change_status, 0);
+
+	unsigned k = snapshot_files(&f->n[0], true, names, 8);
+	assert_true(k > 0 && k <= 8);
+	for (unsigned i = 0; i < k; i++) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s", f->n[0].dir, names[i]);
+		assert_int_equal(unlink(path), 0);
+	}
+	assign.data = f;
+	assert_int_equal(raft_assign(&f->n[0].raft, &assign, 2, RAFT_VOTER, change_cb), 0);
+	assert_true(run_until(f, one_load, 5000));
+	assert_int_equal(f->failed_loads, 1);
+	assert_int_equal(f->n[1].restores, 0);
+
+	/* A new snapshot, whose read succeeds. */
+	write_entries(f, 10);
+	assert_true(run_until(f, caught_up, 10000));
+	assert_int_equal(f->change_status, 0);
+	assert_true(f->n[1].restores >= 1);
+	assert_true(f->loads > f->failed_loads);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_close_while_loading, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_load, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
