@@ -1108,6 +1108,77 @@ static void test_duplicate_install(void **state)
 	expect(c, sent <= 3, "server 3 was sent the snapshot %u times to install it once", sent);
 }
 
+/*
+ * The snapshot a leader reads back to send can be newer than the one it meant to send: a
+ * snapshot it was writing completed in between. raft 0.22.1 then sent the newer snapshot's index
+ * with the older one's term. When a leader change separates the two snapshots, the terms
+ * differ: the follower installed the snapshot under the wrong term and rejected every later
+ * AppendEntries as a conflict with a committed entry, until it was sent another snapshot (patch
+ * 0015). Here server 3 is down while leadership changes; the new leader, whose latest snapshot
+ * is from the old term, starts writing one in its own term, slowly; server 3 comes back and is
+ * sent a snapshot, whose read completes after that write. One install must be enough.
+ *
+ * The follower's rejection of AppendEntries as a conflict is a failed step, after which raft
+ * 0.22.1 freed the entries it carried twice (once in recvAppendEntries(), once in the legacy
+ * layer's receive callback); without the patch this test dies of that double free.
+ */
+struct snapshots_arg {
+	unsigned i;
+	unsigned before; /* n_snapshots of server i before */
+};
+
+static bool took_snapshot(struct cluster *c, const void *arg)
+{
+	const struct snapshots_arg *a = arg;
+	return c->rec[a->i].n_snapshots > a->before;
+}
+
+static void test_newer_snapshot_term(void **state)
+{
+	struct cluster *c = *state;
+	raft_index last = 0;
+	unsigned k;
+
+	start_snapshotting(c);
+	raft_fixture_kill(&c->f, 2);
+	for (k = 0; k < 20; k++) {
+		last = propose(c, 0, 0xc00 + k);
+	}
+	struct index_arg applied = {1, last};
+	expect(c, step_until(c, has_applied, &applied, ELECTION_TIMEOUT),
+	       "servers 1 and 2 did not commit without server 3");
+	step_for(c, 100);
+	raft_term old_term = raft_current_term(srv(c, 0));
+	raft_fixture_depose(&c->f);
+	expect(c, step_until(c, has_leader, NULL, 10 * ELECTION_TIMEOUT), "no new leader");
+	unsigned l = leader(c);
+	expect(c, raft_current_term(srv(c, l)) > old_term, "leadership did not change terms");
+	expect(c, c->rec[l].n_snapshots > 0, "the new leader holds no snapshot");
+
+	/* The new leader's next snapshot, in its own term, takes 1 s to write. */
+	raft_fixture_set_disk_latency(&c->f, l, 1000);
+	struct snapshots_arg started = {l, c->rec[l].n_snapshots};
+	for (k = 0; k < 10; k++) {
+		last = propose(c, l, 0xd00 + k);
+	}
+	expect(c, step_until(c, took_snapshot, &started, 4 * ELECTION_TIMEOUT),
+	       "the new leader took no snapshot in its term");
+	raft_fixture_revive(&c->f, 2);
+	expect(c, step_until(c, install_received, NULL, 3 * ELECTION_TIMEOUT),
+	       "the leader sent server 3 no snapshot");
+	raft_fixture_set_disk_latency(&c->f, l, DISK_FAST);
+	for (k = 0; k < 10; k++) {
+		last = propose(c, l, 0xe00 + k);
+	}
+	expect(c, step_until(c, all_applied, &last, 10 * ELECTION_TIMEOUT),
+	       "server 3 did not catch up after the snapshot install");
+	expect(c, c->rec[2].n_restores == 1,
+	       "server 3 installed %u snapshots to catch up: the first was sent under the wrong "
+	       "term",
+	       c->rec[2].n_restores);
+	assert_converged(c, last);
+}
+
 static void change_cb(struct raft_change *req, int status)
 {
 	unsigned *fired = req->data;
@@ -1166,6 +1237,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_install_during_snapshot, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicate_install, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_assign_refused, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_newer_snapshot_term, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
