@@ -58,7 +58,7 @@ struct fx {
 	bool close_on_load;
 	unsigned changes;
 	int change_status;
-	unsigned applies;
+	unsigned applies, target; /* writes applied, and how many write_entries() waits for */
 };
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -277,11 +277,9 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 	free(req);
 }
 
-static unsigned target;
-
 static bool applied_target(struct fx *f)
 {
-	return f->applies >= target;
+	return f->applies >= f->target;
 }
 
 /* Applies k entries through the leader and waits for them. */
@@ -296,7 +294,7 @@ static void write_entries(struct fx *f, unsigned k)
 		memset(b.base, 0x5a, 8);
 		assert_int_equal(raft_apply(&f->n[0].raft, req, &b, 1, apply_cb), 0);
 	}
-	target = f->applies + k;
+	f->target = f->applies + k;
 	assert_true(run_until(f, applied_target, 5000));
 }
 
