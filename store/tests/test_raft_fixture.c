@@ -967,10 +967,16 @@ static void test_commit_reaches_followers(void **state)
 #define DISK_SLOW 1500
 #define DISK_FAST 10 /* The fixture's default disk latency. */
 
-static bool snapshot_started(struct cluster *c, const void *arg)
+struct snapshots_arg {
+	unsigned i;
+	unsigned before; /* n_snapshots of server i before */
+};
+
+/* Server i has taken a snapshot since: its FSM's snapshot() ran, so the write has started. */
+static bool took_snapshot(struct cluster *c, const void *arg)
 {
-	const unsigned *before = arg;
-	return c->rec[2].n_snapshots > *before;
+	const struct snapshots_arg *a = arg;
+	return c->rec[a->i].n_snapshots > a->before;
 }
 
 static bool install_received(struct cluster *c, const void *arg)
@@ -1007,11 +1013,11 @@ static void test_install_during_snapshot(void **state)
 	start_snapshotting(c);
 
 	raft_fixture_set_disk_latency(&c->f, 2, DISK_SLOW);
-	before = c->rec[2].n_snapshots;
+	struct snapshots_arg started = {2, c->rec[2].n_snapshots};
 	for (k = 0; k < 12; k++) {
 		last = propose(c, 0, 0x800 + k);
 	}
-	expect(c, step_until(c, snapshot_started, &before, 3 * DISK_SLOW + ELECTION_TIMEOUT),
+	expect(c, step_until(c, took_snapshot, &started, 3 * DISK_SLOW + ELECTION_TIMEOUT),
 	       "server 3 did not start a snapshot");
 	raft_time own_done = c->rec[2].snapshot_at + DISK_SLOW;
 	cut_off(c, 2, true);
@@ -1122,17 +1128,6 @@ static void test_duplicate_install(void **state)
  * 0.22.1 freed the entries it carried twice (once in recvAppendEntries(), once in the legacy
  * layer's receive callback); without the patch this test dies of that double free.
  */
-struct snapshots_arg {
-	unsigned i;
-	unsigned before; /* n_snapshots of server i before */
-};
-
-static bool took_snapshot(struct cluster *c, const void *arg)
-{
-	const struct snapshots_arg *a = arg;
-	return c->rec[a->i].n_snapshots > a->before;
-}
-
 static void test_newer_snapshot_term(void **state)
 {
 	struct cluster *c = *state;
