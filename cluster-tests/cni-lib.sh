@@ -211,7 +211,7 @@ cnt_listen() {
 		"SYSTEM:echo $word; exec cat" >/dev/null 2>&1 &
 	CNT_PIDS+=($!)
 	disown $! # no "Killed" notice at the end
-	wait_for "$c listening on $port" 5 eval "ip netns exec $(cnt_ns "$c") ss -Htln | grep -q ':$port '"
+	wait_for "$c listening on $port" 5 eval "ip netns exec $(cnt_ns "$c") ss -Htln | matches ':$port '"
 }
 
 # cnt_connect C ADDR PORT: from C, connect, close our side and print what the server says.

@@ -18,6 +18,14 @@ declare -a PIDS=()
 NHOSTS=0
 
 log() { echo "[$T] $*" >&2; }
+# matches ARGS...: grep -q ARGS on standard input, read to its end first. "producer | grep -q"
+# fails at random under pipefail: grep exits at the first match, and a producer still writing
+# (curl, tctl) then dies of SIGPIPE or a write error, which becomes the pipeline's status.
+matches() {
+	local input
+	input=$(cat)
+	grep -q "$@" <<<"$input"
+}
 fail() {
 	log "FAIL: $*"
 	for f in "$WORK"/agent*.log; do

@@ -27,15 +27,15 @@ wired() {
 	local c=$1 ip hif ns
 	ns=$(cnt_ns "$c")
 	ip=$(cnt_ip "$c") && [ -n "$ip" ] || { echo "$c has no address"; return 1; }
-	ip -n "$ns" -o -4 addr show dev eth0 | grep -q " $ip/32 " || { echo "$c: $ip is not a /32"; return 1; }
-	ip -n "$ns" -4 route show default | grep -q "via 169.254.1.1 dev eth0" ||
+	ip -n "$ns" -o -4 addr show dev eth0 | matches " $ip/32 " || { echo "$c: $ip is not a /32"; return 1; }
+	ip -n "$ns" -4 route show default | matches "via 169.254.1.1 dev eth0" ||
 		{ echo "$c: no default route via 169.254.1.1: $(ip -n "$ns" route)"; return 1; }
 	hif=$(host_if "$c") && [ -n "$hif" ] || { echo "$c: no host-side veth"; return 1; }
-	ip -n "$(host_ns "${CNT_HOST[$c]}")" link show dev "$hif" | grep -q "link/ether ee:ee:ee:ee:ee:ee" ||
+	ip -n "$(host_ns "${CNT_HOST[$c]}")" link show dev "$hif" | matches "link/ether ee:ee:ee:ee:ee:ee" ||
 		{ echo "$c: host end $hif has not the MAC ee:ee:ee:ee:ee:ee"; return 1; }
 	[ "$(in_host "${CNT_HOST[$c]}" cat "/proc/sys/net/ipv4/conf/$hif/proxy_arp")" = 1 ] ||
 		{ echo "$c: no proxy ARP on $hif"; return 1; }
-	ip -n "$(host_ns "${CNT_HOST[$c]}")" -4 route show "$ip/32" | grep -q "dev $hif" ||
+	ip -n "$(host_ns "${CNT_HOST[$c]}")" -4 route show "$ip/32" | matches "dev $hif" ||
 		{ echo "$c: no host route $ip/32 dev $hif"; return 1; }
 }
 must_be_wired() { local why; why=$(wired "$1") || fail "$1 is not wired: $why"; }
@@ -139,7 +139,7 @@ cnt_del 1 b1 calico-net-1
 [ "$(in_use 1)" = $((used - 1)) ] || fail "DEL did not release b1's address ($used -> $(in_use 1))"
 ! ip -n "$(host_ns 1)" link show dev "$hif_b1" >/dev/null 2>&1 || fail "DEL left b1's veth $hif_b1"
 catch_up
-! endpoints 3 | grep -q "$(cnitool_cid "/var/run/netns/$(cnt_ns b1)")" || fail "DEL left b1's endpoint"
+! endpoints 3 | matches "$(cnitool_cid "/var/run/netns/$(cnt_ns b1)")" || fail "DEL left b1's endpoint"
 cnt_new empty
 rc=0
 cni_plugin 1 DEL never-added "/var/run/netns/$(cnt_ns empty)" eth0 "$WORK/net.d/1/calico-net-1.conf" || rc=$?
@@ -164,7 +164,7 @@ rc=0
 cni_plugin 2 ADD mesos-0001 "/var/run/netns/$(cnt_ns m1)" eth0 "$WORK/mesos.conf" || rc=$?
 [ $rc = 0 ] || fail "Mesos ADD failed: $(cat "$WORK/out" "$WORK/err")"
 json 'd["ip4"]["ip"]' <"$WORK/out" >"$WORK/m1.ip" 2>/dev/null || fail "the Mesos ADD result has no ip4.ip: $(cat "$WORK/out")"
-json '"ips" not in d and "interfaces" not in d' <"$WORK/out" | grep -q True ||
+json '"ips" not in d and "interfaces" not in d' <"$WORK/out" | matches True ||
 	fail "a config without cniVersion did not get the 0.2.0 shape: $(cat "$WORK/out")"
 [ "$(cat "$WORK/m1.ip")" = "$(cnt_ip m1)/32" ] || fail "ip4.ip $(cat "$WORK/m1.ip") is not m1's $(cnt_ip m1)"
 must_be_wired m1
@@ -184,7 +184,7 @@ cni_plugin 2 DEL mesos-0001 "" eth0 "$WORK/mesos.conf" || rc=$?
 [ $rc = 0 ] || fail "Mesos DEL without CNI_NETNS failed: $(cat "$WORK/out" "$WORK/err")"
 [ "$(in_use 2)" = $((used - 1)) ] || fail "DEL without CNI_NETNS did not release the address"
 catch_up
-! endpoints 1 | grep -q mesos-0001 || fail "DEL without CNI_NETNS left the endpoint"
+! endpoints 1 | matches mesos-0001 || fail "DEL without CNI_NETNS left the endpoint"
 log "ok: DEL without CNI_NETNS released the address and the endpoint"
 
 # --- Refused calls print a CNI error and leave nothing allocated or wired -----------------------
@@ -290,7 +290,7 @@ cnt_add 1 dual calico-net-2 eth1
 cnt_add 2 n2 calico-net-2
 [ -n "$(cnt_ip dual eth1)" ] || fail "dual has no address on eth1"
 [ "$(host_if dual eth0)" != "$(host_if dual eth1)" ] || fail "eth0 and eth1 share a host-side name"
-ip -n "$(host_ns 1)" -4 route show "$(cnt_ip dual eth1)/32" | grep -q "dev $(host_if dual eth1)" ||
+ip -n "$(host_ns 1)" -4 route show "$(cnt_ip dual eth1)/32" | matches "dev $(host_if dual eth1)" ||
 	fail "no host route for dual's eth1 address"
 wait_for "a2 -> dual's eth0 (calico-net-1)" 10 cnt_ping a2 "$(cnt_ip dual eth0)"
 wait_for "n2 -> dual's eth1 (calico-net-2)" 10 cnt_ping n2 "$(cnt_ip dual eth1)"
@@ -317,9 +317,9 @@ cni_plugin 1 ADD "foreign-eth0" "/var/run/netns/$(cnt_ns foreign)" eth0 "$WORK/n
 cni_error "$rc" 101 "bridge"
 catch_up
 [ "$(in_use 1)" = "$before" ] || fail "a failed wiring left an address allocated ($before -> $(in_use 1))"
-endpoints 1 | grep -q '^foreign-eth0/' && fail "a failed wiring left its endpoint"
-ip -n "$(host_ns 1)" -o link show | grep -q 'alias tabby:foreign-eth0/' && fail "a failed wiring left its host end"
-ip -n "$(cnt_ns foreign)" link show eth0 | grep -q . || fail "the container's own eth0 was removed"
+endpoints 1 | matches '^foreign-eth0/' && fail "a failed wiring left its endpoint"
+ip -n "$(host_ns 1)" -o link show | matches 'alias tabby:foreign-eth0/' && fail "a failed wiring left its host end"
+ip -n "$(cnt_ns foreign)" link show eth0 | matches . || fail "the container's own eth0 was removed"
 log "ok: a failed wiring is undone (address, endpoint, host end), the container's bridge untouched"
 
 # --- DEL answers once the interface is gone; the same container's next ADD survives the rest -------

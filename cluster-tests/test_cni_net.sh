@@ -46,10 +46,10 @@ for i in 1 2 3; do cnt_new "six$i" && cnt_add "$i" "six$i" net-v6; done
 for i in 1 2 3; do
 	a=$(cnt_ip6 "six$i")
 	[ -n "$a" ] || fail "six$i has no IPv6 address: $(res "six$i" net-v6)"
-	ip -n "$(cnt_ns "six$i")" -o -6 addr show dev eth0 scope global | grep -q " $a/128 " || fail "six$i: $a is not a /128"
-	ip -n "$(cnt_ns "six$i")" -6 route show default | grep -q "via fe80::" ||
+	ip -n "$(cnt_ns "six$i")" -o -6 addr show dev eth0 scope global | matches " $a/128 " || fail "six$i: $a is not a /128"
+	ip -n "$(cnt_ns "six$i")" -6 route show default | matches "via fe80::" ||
 		fail "six$i: no IPv6 default route via the host end's link-local: $(ip -n "$(cnt_ns "six$i")" -6 route)"
-	res "six$i" net-v6 | grep -q "\"$a/128\"" || fail "six$i: the result does not give $a/128: $(res "six$i" net-v6)"
+	res "six$i" net-v6 | matches "\"$a/128\"" || fail "six$i: the result does not give $a/128: $(res "six$i" net-v6)"
 	log "six$i on host $i: $(cnt_ip "six$i") $a"
 done
 for a in 1 2 3; do
@@ -86,7 +86,7 @@ encap_test() { # encap_test NAME POOL FLAG MODE
 if has_ipip; then
 	encap_test ipip 10.70.0.0/16 --ipip cross-subnet
 	# cross-subnet: host 2 is on host 1's subnet, so that route is direct.
-	in_host 1 ip route get "$(cnt_ip ipip2)" | grep -q "dev eth0" ||
+	in_host 1 ip route get "$(cnt_ip ipip2)" | matches "dev eth0" ||
 		fail "cross-subnet IP-in-IP encapsulates on one subnet: $(in_host 1 ip route get "$(cnt_ip ipip2)")"
 else
 	log "SKIP IP-in-IP: this kernel cannot make ipip links (no ipip module)"
@@ -141,7 +141,7 @@ used=$(pool_in_use 2 10.73.0.0/24)
 for c in br1 br2; do cnt_new "$c" && cnt_add 2 "$c" br-net; done
 for c in br1 br2; do
 	[ -n "$(cnt_ip "$c")" ] || fail "$c got no address from tabby-ipam: $(res "$c" br-net)"
-	ip -n "$(cnt_ns "$c")" route show 10.73.0.0/24 | grep -q "dev eth0" ||
+	ip -n "$(cnt_ns "$c")" route show 10.73.0.0/24 | matches "dev eth0" ||
 		fail "$c has no on-link route to the pool: $(ip -n "$(cnt_ns "$c")" route)"
 done
 [ "$(ip -n "$(host_ns 2)" -o link show master tbr0 | wc -l)" = 2 ] || fail "tbr0 does not have the two veths"

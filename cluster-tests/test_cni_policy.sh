@@ -33,7 +33,7 @@ FE=$(cnt_ip fe)
 DB=$(cnt_ip db)
 for c in fe o1 db o2 o3 out3; do log "$c on host ${CNT_HOST[$c]}: $(cnt_ip "$c")"; done
 catch_up
-tctl 2 get workloadendpoint -o json | grep -q '"role": *"database"' || fail "no endpoint carries role=database"
+tctl 2 get workloadendpoint -o json | matches '"role": *"database"' || fail "no endpoint carries role=database"
 
 cnt_listen fe 80 fe
 cnt_listen fe 2222 fe
@@ -186,15 +186,15 @@ d = json.load(sys.stdin); d = d.get("blocks", d) if isinstance(d, dict) else d
 print(" ".join(b["cidr"] for b in d if b.get("affinity") in ("host:agent3", "agent3")))')
 [ -n "$h3_blocks" ] || fail "no block is affine to agent3: $(tctl 1 ipam show --blocks)"
 for b in $h3_blocks; do
-	ip -n "$(host_ns 1)" route show "$b" | grep -q . || fail "host 1 has no route to agent3's block $b"
+	ip -n "$(host_ns 1)" route show "$b" | matches . || fail "host 1 has no route to agent3's block $b"
 done
 kill_agent 3
 tctl 1 cluster remove agent3 >"$WORK/out" 2>&1 || fail "cluster remove agent3: $(cat "$WORK/out")"
 wait_for "2 healthy members" 20 members_healthy 1 2
 freed() { [ "$(pool_in_use 1 192.168.0.0/16)" -le $((used - 2)) ]; }
 wait_for "agent3's two addresses to be released" 20 freed
-wait_for "agent3's endpoints to go" 10 eval '! endpoints 2 | grep -q " agent3 "'
-gone() { for b in $h3_blocks; do ! ip -n "$(host_ns "$1")" route show "$b" | grep -q . || return 1; done; }
+wait_for "agent3's endpoints to go" 10 eval '! endpoints 2 | matches " agent3 "'
+gone() { for b in $h3_blocks; do ! ip -n "$(host_ns "$1")" route show "$b" | matches . || return 1; done; }
 wait_for "host 1's routes to agent3's blocks to go" 10 gone 1
 wait_for "host 2's routes to agent3's blocks to go" 10 gone 2
 log "ok: agent3 removed: in use $used -> $(pool_in_use 1 192.168.0.0/16), its blocks unrouted"

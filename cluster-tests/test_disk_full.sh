@@ -31,7 +31,7 @@ tctl 1 store get full/0 -o json >/dev/null || fail "agent1 stopped serving reads
 # The cluster's status names the member in trouble and why: its disk is full, and its raft log,
 # which has no room for new segments, has stopped taking entries, so it falls behind.
 member_error() { status_json "$1" | json "[m.get('error', '') for m in d['members'] if m['name'] == '$2'][0]"; }
-reported_behind() { member_error "$1" "$2" | grep -q 'behind the leader for'; }
+reported_behind() { member_error "$1" "$2" | matches 'behind the leader for'; }
 wait_for "agent1 to be reported behind the leader" 20 reported_behind 2 agent1
 err=$(member_error 2 agent1)
 log "cluster status on agent1: $err"
@@ -39,7 +39,7 @@ case $err in
 "data directory full (No space left on device); behind the leader for "*" s: stored the log up to index "*", the leader has committed "*) ;;
 *) fail "cluster status does not say what is wrong with agent1: '$err'" ;;
 esac
-tctl 2 cluster status | grep -q "^agent1: data directory full" || fail "the status table does not say what is wrong with agent1"
+tctl 2 cluster status | matches "^agent1: data directory full" || fail "the status table does not say what is wrong with agent1"
 # (Into a variable first: grep -q would stop reading early, and pipefail would count curl's
 # SIGPIPE as a failure.)
 m=$(curl -s --unix-socket "$(sock 1)" http://tabby/metrics)

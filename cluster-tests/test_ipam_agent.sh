@@ -180,7 +180,7 @@ assigned 2 "$LIVE_IP" || fail "the allocation of a live namespace was released"
 assigned 2 "$OP_IP" || fail "an allocation without a container attribute was released"
 assigned 2 "$OTHER_IP" || fail "agent2 released another node's allocation"
 grep -q "leak reconciler: released .* of handle cni.dead" "$WORK/agent2.log" || fail "no log line for the release"
-curl -s --unix-socket "$(sock 2)" http://tabby/metrics | grep -qx 'tabby_ipam_leaks_released_total 1' ||
+curl -s --unix-socket "$(sock 2)" http://tabby/metrics | matches -x 'tabby_ipam_leaks_released_total 1' ||
 	fail "metrics: $(curl -s --unix-socket "$(sock 2)" http://tabby/metrics | grep leaks)"
 log "ok: the leak reconciler released only the dead handle"
 # When the namespace goes, its handle follows.

@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 hosts_up 3
 bootstrap_cluster 3
-default_pools() { tctl 1 pool show -o json | grep -q 192.168.0.0/16; }
+default_pools() { tctl 1 pool show -o json | matches 192.168.0.0/16; }
 wait_for "the default pools" 10 default_pools
 # A small pool, so that addresses are reused while the test runs and blocks fill and borrow.
 tctl 1 pool add 10.77.0.0/24 --block-size 28 || fail "pool add"

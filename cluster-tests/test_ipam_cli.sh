@@ -12,7 +12,7 @@ hosts_up 3
 bootstrap_cluster 3
 
 # --- The default pools, as every member shows them -------------------------------------------
-has_default_pools() { tctl "$1" pool show -o json | grep -q '192.168.0.0/16'; }
+has_default_pools() { tctl "$1" pool show -o json | matches '192.168.0.0/16'; }
 for i in 1 2 3; do wait_for "the default pools on agent$i" 20 has_default_pools "$i"; done
 default4='+----------------+---------+
 |   IPv4 CIDR    | Options |
@@ -222,7 +222,7 @@ same "the pool being removed" "$(ok 3 pool show --ipv4 | grep 10.60.0.0/26 | tr 
 	"| 10.60.0.0/26 | disabled,removing |"
 refused 1 1 10.60.0.0/26 ipam assign --node agent1 --handle h-late --pool 10.60.0.0/26
 [ "$(ok 1 ipam release --handle h-full | wc -l)" = 64 ] || fail "release of the /26's 64 addresses"
-gone() { ! tctl "$1" pool show -o json | grep -q 10.60.0.0/26; }
+gone() { ! tctl "$1" pool show -o json | matches 10.60.0.0/26; }
 wait_for "the removed pool to go with its last address" 10 gone 3
 same "pool remove of unused pools" "$(ok 1 pool remove 10.20.0.0/24 10.21.0.0/28 fd10::/64)" ""
 catch_up

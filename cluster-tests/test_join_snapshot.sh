@@ -31,7 +31,7 @@ log "removing agent$L (the leader)"
 tctl 2 cluster remove "agent$L" >/dev/null || fail "cluster remove agent$L"
 kept=$((L % 4 + 1))
 wait_for "3 healthy members with 3 voters after the removal" 30 members_healthy "$kept" 3
-status_json "$kept" | grep -q "\"agent$L\"" && fail "agent$L is still listed"
+status_json "$kept" | matches "\"agent$L\"" && fail "agent$L is still listed"
 tctl "$kept" store put snap/after-remove yes >/dev/null || fail "write after removing the leader"
 wait_for "the removed agent$L to stop by itself" 20 agent_exited "$L"
 pass

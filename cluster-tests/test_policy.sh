@@ -99,8 +99,8 @@ refused 2 1 "profile second-profile does not exist" get profile second-profile
 printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.0.0/16}\nspec: {nat-outgoing: true}\n' |
 	tctl 1 apply -f - >"$WORK/out" 2>&1 || fail "apply ipPool: $(cat "$WORK/out")"
 catch_up
-ok 2 pool show | grep -q "10.77.0.0/16" || fail "pool show does not list the applied ipPool"
-ok 3 get ippool -o wide | grep -q "10.77.0.0/16" || fail "get ippool does not list it"
+ok 2 pool show | matches "10.77.0.0/16" || fail "pool show does not list the applied ipPool"
+ok 3 get ippool -o wide | matches "10.77.0.0/16" || fail "get ippool does not list it"
 printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.128.0/17}\nspec: {}\n' >"$WORK/overlap.yaml"
 refused 1 1 "10.77" create -f "$WORK/overlap.yaml"
 same "delete the ipPool" "$(ok 1 delete ippool 10.77.0.0/16)" \
@@ -191,7 +191,7 @@ same "rule show after remove" "$(ok 1 profile WEB rule show)" "Inbound rules:
 Outbound rules:
    1 deny udp to ports 53
    2 allow"
-ok 1 get profile WEB -o json | grep -q '"DB"' || fail "get profile does not show the tag"
+ok 1 get profile WEB -o json | matches '"DB"' || fail "get profile does not show the tag"
 refused 1 1 "calico" profile remove calico
 ok 1 profile remove WEB >/dev/null
 refused 1 1 "profile WEB does not exist" get profile WEB

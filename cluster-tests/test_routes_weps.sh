@@ -33,7 +33,7 @@ wep() {
 		"$wl" "$node" "$ifc" "${nets%, }" | tctl 1 apply -f - >/dev/null || fail "apply $wl on $node"
 }
 # routed ADDR IFACE: host 1 has our scope-link route to ADDR through IFACE.
-routed() { in_host 1 ip route show "$1/32" proto 116 | grep -q "dev $2 scope link"; }
+routed() { in_host 1 ip route show "$1/32" proto 116 | matches "dev $2 scope link"; }
 unrouted() { [ -z "$(in_host 1 ip route show "$1/32" proto 116)" ]; }
 routes() { in_host 1 ip route show proto 116; }
 
