@@ -16,17 +16,25 @@
  * - A read that fails is cleaned up and the snapshot is sent again later. raft 0.22.1 freed the
  *   configuration and data the core had left uninitialized on its stack, and leaked the
  *   configuration the backend had already decoded.
+ *
+ * A snapshot whose data the FSM fails to produce (the store's snapshot_async(), on the backend's
+ * worker thread: deps/raft-patches/0002) is not taken, and the next one is
+ * (deps/raft-patches/0016-failed-snapshot-data.patch). Before, the backend retried the write
+ * forever without the FSM (whose read view was gone), with no data to write: the server never
+ * took a snapshot again and its log grew without end.
  */
 #include <dirent.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -48,7 +56,8 @@ struct node {
 	struct raft_io io;
 	struct raft_fsm fsm;
 	struct raft raft;
-	uint64_t applied; /* entries applied, or restored from a snapshot */
+	uint64_t applied;      /* entries applied, or restored from a snapshot */
+	uint64_t snap_applied; /* applied when the last snapshot view was taken */
 	unsigned restores;
 	bool started, close_started, closed;
 };
@@ -67,6 +76,8 @@ struct fx {
 	unsigned applies, target; /* writes applied, and how many write_entries() waits for */
 	unsigned cbs;             /* test_requests_while_closing: callbacks that fired */
 	int last_status;
+	/* test_failed_snapshot_data: snapshot_async() runs on the backend's worker thread. */
+	atomic_uint async_calls, async_failures;
 };
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -94,6 +105,46 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 	}
 	memcpy((*bufs)[0].base, &n->applied, sizeof n->applied);
 	*n_bufs = 1;
+	return 0;
+}
+
+/* FSM version 3, as the store's: snapshot() only notes the view on the loop thread,
+ * snapshot_async() makes the data on the backend's worker thread, snapshot_finalize() frees it.
+ * It fails while async_failures lasts, as the store's does when it cannot allocate. */
+static int fsm_snapshot_view(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	struct node *n = fsm->data;
+	n->snap_applied = n->applied;
+	*bufs = NULL;
+	*n_bufs = 0;
+	return 0;
+}
+
+static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	struct node *n = fsm->data;
+	unsigned failures = atomic_load(&n->f->async_failures);
+	atomic_fetch_add(&n->f->async_calls, 1);
+	if (failures > 0) {
+		atomic_store(&n->f->async_failures, failures - 1);
+		return RAFT_NOMEM;
+	}
+	int rv = fsm_snapshot(fsm, bufs, n_bufs);
+	if (rv == 0) {
+		memcpy((*bufs)[0].base, &n->snap_applied, sizeof n->snap_applied);
+	}
+	return rv;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+	(void)fsm;
+	for (unsigned i = 0; i < *n_bufs; i++) {
+		raft_free((*bufs)[i].base);
+	}
+	raft_free(*bufs);
+	*bufs = NULL;
+	*n_bufs = 0;
 	return 0;
 }
 
@@ -490,12 +541,64 @@ static void test_failed_load(void **state)
 	assert_true(f->loads > f->failed_loads);
 }
 
+static bool first_snapshot_over(struct fx *f)
+{
+	return atomic_load(&f->async_calls) >= 1 && !f->n[0].raft.legacy.snapshot_taking;
+}
+
+static bool two_snapshot_calls(struct fx *f)
+{
+	return atomic_load(&f->async_calls) >= 2 && has_snapshot(f);
+}
+
+/* The leader's FSM fails to produce its first snapshot's data. That snapshot is not taken; the
+ * next one is, and every snapshot on disk holds the FSM's data. With patch 0002 alone the first
+ * put never ended: the backend retried its write every disk_retry (100 ms here) with no data,
+ * and each retry failed. */
+static void test_failed_snapshot_data(void **state)
+{
+	struct fx *f = *state;
+	struct node *n = &f->n[0];
+	char names[8][256];
+
+	n->fsm.version = 3;
+	n->fsm.snapshot = fsm_snapshot_view;
+	n->fsm.snapshot_finalize = fsm_snapshot_finalize;
+	n->fsm.snapshot_async = fsm_snapshot_async;
+	raft_uv_set_disk_retry(&n->io, 100);
+	atomic_store(&f->async_failures, 1);
+	assert_true(run_until(f, leads, 5000));
+
+	write_entries(f, 10); /* past the threshold of 8: a snapshot, whose data fails */
+	assert_true(run_until(f, first_snapshot_over, 5000));
+	write_entries(f, 10); /* the next snapshot */
+	assert_true(run_until(f, two_snapshot_calls, 5000));
+	assert_int_equal(atomic_load(&f->async_failures), 0);
+
+	unsigned k = snapshot_files(n, true, names, 8);
+	assert_true(k >= 1 && k <= 8);
+	for (unsigned i = 0; i < k; i++) {
+		char path[4096];
+		struct stat st;
+		uint64_t count = 0;
+		snprintf(path, sizeof path, "%s/%s", n->dir, names[i]);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_size, SNAPSHOT_SIZE);
+		FILE *fp = fopen(path, "rb");
+		assert_non_null(fp);
+		assert_int_equal(fread(&count, sizeof count, 1, fp), 1);
+		fclose(fp);
+		assert_true(count >= 8); /* taken after the threshold's entries applied */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_requests_while_closing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_while_loading, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_snapshot_data, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
