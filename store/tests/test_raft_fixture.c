@@ -947,6 +947,18 @@ static void test_commit_reaches_followers(void **state)
 	expect(c, leader(c) == 0, "leadership changed during the test");
 }
 
+/* Server 3 applies everything up to last within the time given, having installed exactly one
+ * snapshot (more: why_more says what went wrong), and all servers agree. */
+static void caught_up_by_one_install(struct cluster *c, raft_index last, unsigned within,
+                                     const char *why_more)
+{
+	expect(c, step_until(c, all_applied, &last, within),
+	       "server 3 did not catch up after the snapshot install");
+	expect(c, c->rec[2].n_restores == 1, "server 3 installed %u snapshots to catch up: %s",
+	       c->rec[2].n_restores, why_more);
+	assert_converged(c, last);
+}
+
 /*
  * A follower that receives an InstallSnapshot while it is still writing a snapshot of its own
  * holds the install until its own write completes, then installs it. raft 0.22.1 took the held
@@ -1037,13 +1049,8 @@ static void test_install_during_snapshot(void **state)
 	       (unsigned long long)raft_fixture_time(&c->f), (unsigned long long)own_done);
 	raft_fixture_set_disk_latency(&c->f, 2, DISK_FAST);
 
-	expect(c, step_until(c, all_applied, &last, 3 * DISK_SLOW + 5 * ELECTION_TIMEOUT),
-	       "server 3 did not catch up after its own snapshot and the leader's");
-	expect(c, c->rec[2].n_restores == 1,
-	       "server 3 installed %u snapshots to catch up, not the one it was sent while it "
-	       "wrote its own",
-	       c->rec[2].n_restores);
-	assert_converged(c, last);
+	caught_up_by_one_install(c, last, 3 * DISK_SLOW + 5 * ELECTION_TIMEOUT,
+	                         "not the one it was sent while it wrote its own");
 
 	/* Server 3 goes on as a normal follower: it applies and snapshots again. */
 	before = c->rec[2].n_snapshots;
@@ -1165,13 +1172,8 @@ static void test_newer_snapshot_term(void **state)
 	for (k = 0; k < 10; k++) {
 		last = propose(c, l, 0xe00 + k);
 	}
-	expect(c, step_until(c, all_applied, &last, 10 * ELECTION_TIMEOUT),
-	       "server 3 did not catch up after the snapshot install");
-	expect(c, c->rec[2].n_restores == 1,
-	       "server 3 installed %u snapshots to catch up: the first was sent under the wrong "
-	       "term",
-	       c->rec[2].n_restores);
-	assert_converged(c, last);
+	caught_up_by_one_install(c, last, 10 * ELECTION_TIMEOUT,
+	                         "the first was sent under the wrong term");
 }
 
 static void change_cb(struct raft_change *req, int status)
