@@ -7,10 +7,9 @@
 # patches. Tabby links this build instead of bookworm's libraft 0.15.0, which
 # commits entries from earlier terms by counting replicas (see docs/raft.md).
 #
-# The source is fetched with apt's own machinery, using a private apt state
-# directory so the system's apt configuration and lists are left untouched: apt
-# checks the signed Sources index against the Debian archive keyring and the
-# downloaded files against the checksums in it.
+# The source is fetched with apt's own machinery (scripts/lib-debsrc.sh), using a
+# private apt state directory so the system's apt configuration and lists are
+# left untouched.
 #
 # Cached: PREFIX/.stamp holds a hash of the pinned version, the patches and this
 # script; when it matches, nothing is done.
@@ -49,67 +48,32 @@ fi
 # this script triggers a rebuild.
 stamp=$({
 	echo "raft $RAFT_SRC_VERSION $RAFT_SUITE"
-	cat "$SCRIPT"
+	cat "$SCRIPT" "$ROOT/scripts/lib-debsrc.sh"
 	for p in ${patches[@]+"${patches[@]}"}; do
 		echo "patch $(basename "$p")"
 		cat "$p"
 	done
 } | sha256sum | cut -d' ' -f1)
 
-if [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$stamp" ] &&
-	[ -f "$PREFIX/lib/libraft.a" ] && [ -f "$PREFIX/lib/pkgconfig/raft.pc" ]; then
+source "$ROOT/scripts/lib-debsrc.sh"
+rc=0
+debsrc_cached "$PREFIX" "$stamp" lib/libraft.a lib/pkgconfig/raft.pc || rc=$?
+case $rc in
+0)
 	echo "raft $RAFT_SRC_VERSION already built in $PREFIX"
 	exit 0
-fi
+	;;
+2) exit 1 ;;
+esac
 
-# Never wipe a directory this script did not create.
-if [ -n "$(ls -A "$PREFIX")" ] && [ ! -f "$PREFIX/.stamp" ]; then
-	die "$PREFIX is not empty and holds no previous raft build (.stamp); refusing to overwrite it"
-fi
-
-missing=()
-for pkg in "${BUILD_PACKAGES[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
-		missing+=("$pkg")
-	fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	[ "${NO_APT_INSTALL:-0}" = 1 ] && die "missing build packages: ${missing[*]}"
-	echo "installing build packages: ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
-		--no-install-recommends "${missing[@]}" ||
-		die "apt-get install ${missing[*]} failed"
-fi
-[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] ||
-	die "/usr/share/keyrings/debian-archive-keyring.gpg missing (package debian-archive-keyring)"
+debsrc_need "${BUILD_PACKAGES[@]}" || die "the build packages are missing"
 
 TMP=$(mktemp -d /tmp/build-raft.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
-A=$TMP/apt
-mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/src"
-cat >"$A/src.sources" <<EOF
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: $RAFT_SUITE
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-APTO=(-o Dir::Etc::SourceList="$A/src.sources" -o Dir::Etc::SourceParts=/nonexistent
-	-o Dir::State::Lists="$A/lists" -o Dir::Cache="$A/cache"
-	-o APT::Sandbox::User=root -o Acquire::Languages=none)
-
-echo "fetching Debian source package raft=$RAFT_SRC_VERSION ($RAFT_SUITE)"
-apt-get "${APTO[@]}" -qq update || die "apt-get update of the $RAFT_SUITE Sources index failed"
-(cd "$A/src" && apt-get "${APTO[@]}" -qq source --download-only "raft=$RAFT_SRC_VERSION") ||
-	die "apt-get source raft=$RAFT_SRC_VERSION failed"
-
 SRC=$TMP/raft-$RAFT_UPSTREAM_VERSION
-# dpkg-source unpacks the orig tarball and applies Debian's own patch series.
-dpkg-source -x "$A/src/raft_$RAFT_SRC_VERSION.dsc" "$SRC" >"$TMP/dpkg-source.log" 2>&1 || {
-	cat "$TMP/dpkg-source.log" >&2
-	die "dpkg-source -x raft_$RAFT_SRC_VERSION.dsc failed"
-}
+debsrc_unpack "$RAFT_SUITE" "$TMP" raft "$RAFT_SRC_VERSION" "$SRC" ||
+	die "cannot fetch and unpack Debian's raft $RAFT_SRC_VERSION"
 
 for p in ${patches[@]+"${patches[@]}"}; do
 	echo "applying $(basename "$p")"

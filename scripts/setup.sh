@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh: install the Debian packages Tabby needs, build raft from Debian's source package
-# (scripts/build-raft.sh, cached in .deps/raft) and configure + build two trees:
+# (scripts/build-raft.sh, cached in .deps/raft) and the CNI plugin's two libraries for musl
+# (scripts/build-musl-deps.sh, cached in .deps/musl), and configure + build two trees:
 #   build/       optimized, for the agent, the cluster tests, the demo and the benchmarks
 #   build-asan/  with AddressSanitizer and UndefinedBehaviorSanitizer, for the unit tests
 # Idempotent: a second run only rebuilds what changed.
@@ -13,7 +14,7 @@ PACKAGES=(meson ninja-build pkg-config gcc clang make libuv1-dev liblmdb-dev lib
 	libcmocka-dev nettle-dev nftables iproute2 curl ca-certificates dpkg-dev autoconf automake libtool
 	patch debian-archive-keyring socat iputils-ping
 	libnl-nf-3-dev containernetworking-plugins conntrack golang-go golang-github-appc-cni-dev
-	vagrant vagrant-libvirt)
+	vagrant vagrant-libvirt musl-tools)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,6 +28,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/build-raft.sh "$ROOT/.deps/raft"
+# jansson and http-parser for musl, which the CNI plugin links (cni/meson.build says why).
+scripts/build-musl-deps.sh "$ROOT/.deps/musl"
 
 # cnitool, the reference CNI runtime the CNI tests and bench/cni.sh drive the plugin with: built
 # once, offline from Debian's packaged sources, by the shared tool beside the repository.
@@ -43,7 +46,7 @@ fi
 export PKG_CONFIG_PATH="$ROOT/.deps/raft/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 if [ ! -f build/build.ninja ]; then
-	meson setup build --buildtype=release -Db_ndebug=false >/dev/null
+	meson setup build --buildtype=release -Db_ndebug=false -Dcni_libc=musl >/dev/null
 fi
 if [ ! -f build-asan/build.ninja ]; then
 	meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined \
