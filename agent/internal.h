@@ -100,6 +100,7 @@ struct agent {
 	bool ct_running;
 	uint64_t ct_since;      /* uv_now() when the oldest waiting address came */
 	unsigned unwiring;      /* CNI interface removals on the worker threads now */
+	unsigned wiring;        /* CNI ADD wirings on the worker threads now (netsync waits) */
 	bool ct_listing_logged; /* said once that this kernel cannot filter a flush */
 
 	/* Link removals announced in this host's namespace (linkwatch.c); NULL without */

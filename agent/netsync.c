@@ -1669,6 +1669,9 @@ static uint64_t now_us(void)
 
 static void recompute_cb(uv_timer_t *t);
 
+/* The longest a change waits for local CNI wirings (see schedule_change()). */
+#define WIRING_WAIT_MS 20
+
 static void schedule(struct netsync *ns)
 {
 	if (ns->stopping) {
@@ -1679,6 +1682,28 @@ static void schedule(struct netsync *ns)
 		return;
 	}
 	uv_timer_start(&ns->timer, recompute_cb, 0, 0);
+}
+
+/*
+ * A change in the replicated state. While this host's CNI ADDs are wiring their containers, the
+ * recompute waits for them. The change is usually their own entry, whose veths are still being
+ * made: a recompute now would skip their routes (the wiring adds each workload's route itself) and
+ * run again when they are done, and on the loop thread it competes for the CPU with the wiring and
+ * delays the ADD's answer (one recompute less per ADD; bench/cni.sh). Each wiring asks for the
+ * recompute when it is done (netsync_kick()); the timer makes sure that a change waits no longer
+ * than WIRING_WAIT_MS, however many ADDs follow each other, and that one whose wiring failed is
+ * not forgotten.
+ */
+static void schedule_change(struct netsync *ns)
+{
+	if (ns->stopping) {
+		return;
+	}
+	if (ns->a->wiring == 0) {
+		schedule(ns);
+	} else if (!uv_is_active((uv_handle_t *)&ns->timer)) {
+		uv_timer_start(&ns->timer, recompute_cb, WIRING_WAIT_MS, 0);
+	}
 }
 
 /* Collect a line for the log-once set, logging it when it is new. */
@@ -2116,7 +2141,7 @@ static void watch_cb(struct store_watch *w, const struct kv_event *ev, int statu
 	} else if (w == &ns->watch[W_WEPS]) {
 		wl_cache_event(&ns->wl, ev, strlen(ns->weps_prefix));
 	}
-	schedule(ns);
+	schedule_change(ns);
 }
 
 int netsync_start(struct agent *a)

@@ -55,6 +55,7 @@ struct cctx {
 	int work_rv;
 	bool unwire_ran;        /* wire_del_work ran (DEL): the log says how long it took */
 	bool unwiring;          /* counted in a->unwiring until its after-work callback */
+	bool wiring;            /* counted in a->wiring until wired() */
 	struct link_gone gone;  /* DEL: the wait for the host end's removal (linkwatch.c) */
 	bool watching;          /* gone is registered */
 	atomic_bool identified; /* DEL: wire_del() named what it deletes (set on the worker) */
@@ -437,6 +438,10 @@ static void wired(uv_work_t *w, int status)
 	struct cctx *c = w->data;
 	struct agent *a = c->a;
 	c->t_wired = uv_hrtime();
+	if (c->wiring) {
+		c->wiring = false;
+		a->wiring--;
+	}
 	if (status != 0 && c->work_rv == 0) {
 		c->work_rv = -ECANCELED;
 		snprintf(c->err, sizeof c->err, "the wiring was cancelled");
@@ -636,7 +641,10 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		c->work_rv = -ENOMEM;
 		snprintf(c->err, sizeof c->err, "cannot start the wiring");
 		wired(&c->work, 0);
+		return;
 	}
+	c->wiring = true;
+	a->wiring++;
 }
 
 /* ------------------------------------------------------------------------------------------ */
