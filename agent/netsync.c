@@ -1689,10 +1689,10 @@ static void schedule(struct netsync *ns)
  * recompute waits for them. The change is usually their own entry, whose veths are still being
  * made: a recompute now would skip their routes (the wiring adds each workload's route itself) and
  * run again when they are done, and on the loop thread it competes for the CPU with the wiring and
- * delays the ADD's answer (one recompute less per ADD; bench/cni.sh). Each wiring asks for the
- * recompute when it is done (netsync_kick()); the timer makes sure that a change waits no longer
- * than WIRING_WAIT_MS, however many ADDs follow each other, and that one whose wiring failed is
- * not forgotten.
+ * delays the ADD's answer (one recompute less per ADD, counted with a probe on recompute_cb). Each
+ * wiring asks for the recompute when it is done (netsync_kick()); the timer makes sure that a
+ * change waits no longer than WIRING_WAIT_MS, however many ADDs follow each other, and that one
+ * whose wiring failed is not forgotten.
  */
 static void schedule_change(struct netsync *ns)
 {

@@ -40,15 +40,10 @@ stamp=$({
 	cat "$SCRIPT" "$ROOT/scripts/lib-debsrc.sh"
 } | sha256sum | cut -d' ' -f1)
 source "$ROOT/scripts/lib-debsrc.sh"
-rc=0
-debsrc_cached "$PREFIX" "$stamp" lib/libjansson.a lib/libhttp_parser.a || rc=$?
-case $rc in
-0)
+if debsrc_cached "$PREFIX" "$stamp" lib/libjansson.a lib/libhttp_parser.a; then
 	echo "jansson and http-parser for musl already built in $PREFIX"
 	exit 0
-	;;
-2) exit 1 ;;
-esac
+fi
 
 debsrc_need "${BUILD_PACKAGES[@]}" || die "the build packages are missing"
 command -v musl-gcc >/dev/null || die "musl-gcc not found (package musl-tools)"

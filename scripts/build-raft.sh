@@ -56,15 +56,10 @@ stamp=$({
 } | sha256sum | cut -d' ' -f1)
 
 source "$ROOT/scripts/lib-debsrc.sh"
-rc=0
-debsrc_cached "$PREFIX" "$stamp" lib/libraft.a lib/pkgconfig/raft.pc || rc=$?
-case $rc in
-0)
+if debsrc_cached "$PREFIX" "$stamp" lib/libraft.a lib/pkgconfig/raft.pc; then
 	echo "raft $RAFT_SRC_VERSION already built in $PREFIX"
 	exit 0
-	;;
-2) exit 1 ;;
-esac
+fi
 
 debsrc_need "${BUILD_PACKAGES[@]}" || die "the build packages are missing"
 

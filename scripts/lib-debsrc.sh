@@ -75,7 +75,8 @@ debsrc_need() {
 #
 # Whether PREFIX holds a finished build with this STAMP (a hash of everything that determines the
 # result, kept in PREFIX/.stamp) and all of FILE... (paths under PREFIX): 0 when it does, 1 when it
-# must be built, 2 (with a message) when PREFIX holds something else, which is never overwritten.
+# must be built. When PREFIX holds something else, which is never overwritten, it says so and exits
+# the script with status 1.
 debsrc_cached() {
 	local prefix=$1 stamp=$2 f
 	shift 2
@@ -87,7 +88,7 @@ debsrc_cached() {
 	fi
 	if [ -n "$(ls -A "$prefix")" ] && [ ! -f "$prefix/.stamp" ]; then
 		echo "debsrc: $prefix is not empty and holds no previous build (.stamp); refusing to overwrite it" >&2
-		return 2
+		exit 1
 	fi
 	return 1
 }
