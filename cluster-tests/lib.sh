@@ -111,7 +111,17 @@ start_agent() {
 		--peer-address "$(host_ip "$i"):7790" --api-address "$(host_ip "$i"):7791" "$@" \
 		>>"$WORK/agent$i.log" 2>&1 &
 	PIDS[$i]=$!
-	wait_for "agent$i socket" 10 test -S "$(sock "$i")"
+	# An agent that exits instead fails the test at once, with its exit status and last log line
+	# (CI shows only part of the logs dumped below).
+	local end=$((SECONDS + 10)) rc=0
+	until [ -S "$(sock "$i")" ]; do
+		if agent_exited "$i"; then
+			wait "${PIDS[$i]}" || rc=$?
+			fail "agent$i exited with status $rc before its socket appeared: $(tail -n 1 "$WORK/agent$i.log")"
+		fi
+		((SECONDS < end)) || fail "timed out after 10s waiting for agent$i socket"
+		sleep 0.1
+	done
 }
 
 kill_agent() { kill -9 "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; rm -f "$(sock "$1")"; }

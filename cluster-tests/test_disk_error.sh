@@ -32,10 +32,39 @@ thin_fs() {
 	dd if="$pool/img" of="$pool/img" bs=1M conv=notrunc 2>/dev/null || fail "cannot provision $pool/img"
 	dev=$(losetup -f --show --direct-io=on "$pool/img") || fail "losetup $pool/img"
 	MOUNTS+=("$dev")
+	LOOPDEV[$1]=$dev
 	mount "$dev" "$dir" || fail "mount $dev"
 	MOUNTS+=("$dir")
 	rmdir "$dir/lost+found"
 	fstrim "$dir" || fail "fstrim $dir"
+}
+
+# remount_raft I: agent I's (stopped) raft directory is mounted again, as after a reboot: what
+# agent I reads next comes from its disk, not from the page cache. A write whose write-back
+# failed stays in the page cache, where it reads back whole, until the pages are dropped.
+remount_raft() {
+	umount "$WORK/data$1/raft" || fail "umount $WORK/data$1/raft"
+	mount "${LOOPDEV[$1]}" "$WORK/data$1/raft" || fail "mount ${LOOPDEV[$1]}"
+}
+
+# tear_metadata I: of agent I's two raft metadata files (term and vote, stored in turn and
+# overwritten in place), the one the next store goes to reads back zeros: what a store that failed
+# on the disk (as the phase above provokes), or that a crash cut short, can leave.
+tear_metadata() {
+	python3 - "$WORK/data$1/raft" <<'PY' || fail "cannot tear agent$1's metadata"
+import os, struct, sys
+d = sys.argv[1]
+vers = {}
+for n in (1, 2):
+    with open(f"{d}/metadata{n}", "rb") as f:
+        vers[n] = struct.unpack("<4Q", f.read(32))[1]
+older = min(vers, key=vers.get)
+with open(f"{d}/metadata{older}", "r+b") as f:
+    f.write(bytes(32))
+    os.fsync(f.fileno())
+print(f"metadata{older} (version {vers[older]}) zeroed; metadata{3 - older} holds version {vers[3 - older]}",
+      file=sys.stderr)
+PY
 }
 
 # fill_pool I: take every free block of agent I's pool.
@@ -89,6 +118,7 @@ led_by_other_than() {
 # holds I KEY: agent I's replica has KEY.
 holds() { [[ "$(tctl "$1" store get "$2" -o json)" == *"\"$2\""* ]]; }
 
+declare -a LOOPDEV=()
 hosts_up 4
 thin_fs 1
 bootstrap_cluster 3
@@ -114,8 +144,11 @@ sleep $((start + 12 > SECONDS ? start + 12 - SECONDS : 0))
 agent_exited 1 && fail "agent1 died while its log writes failed (exit status $(wait "${PIDS[1]}"; echo $?))"
 err=$(status_json 2 | json "[m.get('error', '') for m in d['members'] if m['name'] == 'agent1'][0]")
 log "cluster status on agent1: $err"
+# The leader's log write fails first; the term it then takes from the new leader cannot be
+# stored either (its metadata file needs a new block), and that is reported first.
 case $err in
-"raft log cannot be written (write failed: No space left on device)"*) ;;
+"raft log cannot be written (write failed: No space left on device)"* | \
+	"raft log cannot be written (persist metadata"[12]": fsync: no space left on device)"*) ;;
 *) fail "cluster status does not say what is wrong with agent1: '$err'" ;;
 esac
 m=$(curl -s --unix-socket "$(sock 1)" http://tabby/metrics)
@@ -141,7 +174,10 @@ agent_exited 1 && fail "agent1 exited"
 log "ok: agent1 holds every write and agrees with the others"
 
 # Stopped while raft waits to retry a failed write, agent1 shuts down cleanly; started again once
-# the pool has room, it loads the log it wrote around both failures and catches up.
+# the pool has room (and its file system mounted again, as after a reboot), it loads the log it
+# wrote around both failures and catches up. Its metadata file that the failed store of the phase
+# above left reading zeros, had raft not stored it again once it could, would stop it here: so
+# the next store's file is torn on purpose, and agent1 must load the other.
 exhaust 1
 v=$(head -c 1500 /dev/urandom | base64 -w0) # 20 of them fill more than a block of the log
 for ((k = 0; k < 20; k++)); do tctl 2 store put "again/$k" "$v" >/dev/null || fail "again/$k"; done
@@ -152,6 +188,8 @@ rc=0
 wait "${PIDS[1]}" || rc=$?
 [ "$rc" = 0 ] || fail "agent1, stopped while its log writes failed, exited with status $rc"
 free_pool 1
+tear_metadata 1
+remount_raft 1
 start_agent 1
 wait_for "3 healthy members after agent1's restart" 30 members_healthy 2 3
 wait_for "equal state hashes after agent1's restart" 30 hash_agrees 1

@@ -22,6 +22,13 @@
  * (deps/raft-patches/0016-failed-snapshot-data.patch). Before, the backend retried the write
  * forever without the FSM (whose read view was gone), with no data to write: the server never
  * took a snapshot again and its log grew without end.
+ *
+ * The term and vote live in two files, metadata1 and metadata2, stored in turn and overwritten in
+ * place (deps/raft-patches/0017-unstored-term-and-vote.patch): a store that fails leaves the
+ * version where it was, so its retry goes to the same file and the other keeps the last good
+ * copy, and the load takes the other file when one does not decode (what a failed or interrupted
+ * overwrite leaves). raft 0.22.1 sent the retry over the last good copy and refused to start
+ * beside a file of zeros.
  */
 #include <dirent.h>
 #include <netinet/in.h>
@@ -592,6 +599,171 @@ static void test_failed_snapshot_data(void **state)
 	}
 }
 
+/* metadata files on the real backend, without a server: io->init() loads them, set_term() and
+ * set_vote() store them. */
+struct meta_io {
+	uv_loop_t loop;
+	struct raft_uv_transport transport;
+	struct raft_io io;
+	bool inited;
+};
+
+static void meta_put(const char *dir, int n, const uint64_t v[4])
+{
+	char path[256];
+	uint8_t buf[32];
+	for (int i = 0; i < 4; i++) {
+		for (int b = 0; b < 8; b++) {
+			buf[i * 8 + b] =
+			    (uint8_t)(v[i] >> (8 * b)); /* little endian, as raft writes */
+		}
+	}
+	snprintf(path, sizeof path, "%s/metadata%d", dir, n);
+	FILE *fp = fopen(path, "wb");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(buf, sizeof buf, 1, fp), 1);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* metadata file N as {format, version, term, vote}. */
+static void meta_get(const char *dir, int n, uint64_t v[4])
+{
+	char path[256];
+	uint8_t buf[32];
+	snprintf(path, sizeof path, "%s/metadata%d", dir, n);
+	FILE *fp = fopen(path, "rb");
+	assert_non_null(fp);
+	assert_int_equal(fread(buf, sizeof buf, 1, fp), 1);
+	fclose(fp);
+	for (int i = 0; i < 4; i++) {
+		v[i] = 0;
+		for (int b = 0; b < 8; b++) {
+			v[i] |= (uint64_t)buf[i * 8 + b] << (8 * b);
+		}
+	}
+}
+
+static void meta_expect(const char *dir, int n, uint64_t version, uint64_t term, uint64_t vote)
+{
+	uint64_t v[4];
+	meta_get(dir, n, v);
+	assert_int_equal(v[0], 1);
+	assert_int_equal(v[1], version);
+	assert_int_equal(v[2], term);
+	assert_int_equal(v[3], vote);
+}
+
+/* Open the backend on DIR; its init, which loads the metadata, returns what it returns. */
+static int meta_open(struct meta_io *m, const char *dir)
+{
+	memset(m, 0, sizeof *m);
+	assert_int_equal(uv_loop_init(&m->loop), 0);
+	m->transport.version = 1;
+	assert_int_equal(raft_uv_tcp_init(&m->transport, &m->loop), 0);
+	assert_int_equal(raft_uv_init(&m->io, &m->loop, dir, &m->transport), 0);
+	int rv = m->io.init(&m->io, 1, "127.0.0.1:9");
+	m->inited = rv == 0;
+	return rv;
+}
+
+static void meta_closed(struct raft_io *io)
+{
+	(void)io;
+}
+
+static void meta_close(struct meta_io *m)
+{
+	if (m->inited) {
+		m->io.close(&m->io, meta_closed);
+		uv_run(&m->loop, UV_RUN_DEFAULT);
+	}
+	raft_uv_close(&m->io);
+	raft_uv_tcp_close(&m->transport);
+	uv_run(&m->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&m->loop), 0);
+}
+
+static void meta_load(struct meta_io *m, raft_term *term, raft_id *vote)
+{
+	struct raft_snapshot *snapshot = NULL;
+	raft_index start = 0;
+	struct raft_entry *entries = NULL;
+	size_t n = 0;
+	assert_int_equal(m->io.load(&m->io, term, vote, &snapshot, &start, &entries, &n), 0);
+	assert_null(snapshot);
+	assert_int_equal(n, 0);
+}
+
+static void test_metadata_files(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tabby-raft-meta.XXXXXX";
+	char path[256];
+	char msg[RAFT_ERRMSG_BUF_SIZE];
+	const uint64_t zero[4] = {0};
+	struct meta_io m;
+	raft_term term;
+	raft_id vote;
+	assert_non_null(mkdtemp(dir));
+
+	/* metadata2, the file of the next store, reads zeros: the load takes metadata1. */
+	meta_put(dir, 1, (const uint64_t[4]){1, 3, 7, 2});
+	meta_put(dir, 2, zero);
+	assert_int_equal(meta_open(&m, dir), 0);
+	meta_load(&m, &term, &vote);
+	assert_int_equal(term, 7);
+	assert_int_equal(vote, 2);
+	/* The next store overwrites the bad file, and leaves the good one. */
+	assert_int_equal(m.io.set_term(&m.io, 8), 0);
+	meta_expect(dir, 2, 4, 8, 0);
+	meta_expect(dir, 1, 3, 7, 2);
+
+	/* A store that fails (metadata1 cannot be opened for writing: a directory is in its way)
+	 * leaves both files as they were and is reported; its retry goes to the same file, at the
+	 * same version. */
+	snprintf(path, sizeof path, "%s/metadata1", dir);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_not_equal(m.io.set_vote(&m.io, 3), 0);
+	assert_int_not_equal(raft_uv_disk_error(&m.io, msg, NULL), 0);
+	assert_non_null(strstr(msg, "metadata1"));
+	meta_expect(dir, 2, 4, 8, 0);
+	assert_int_equal(rmdir(path), 0);
+	assert_int_equal(m.io.set_vote(&m.io, 3), 0);
+	assert_int_equal(raft_uv_disk_error(&m.io, NULL, NULL), 0);
+	meta_expect(dir, 1, 5, 8, 3);
+	meta_expect(dir, 2, 4, 8, 0);
+	meta_close(&m);
+
+	assert_int_equal(meta_open(&m, dir), 0);
+	meta_load(&m, &term, &vote);
+	assert_int_equal(term, 8);
+	assert_int_equal(vote, 3);
+	meta_close(&m);
+
+	/* The newer file reads zeros: the older one is loaded. */
+	meta_put(dir, 1, zero);
+	assert_int_equal(meta_open(&m, dir), 0);
+	meta_load(&m, &term, &vote);
+	assert_int_equal(term, 8);
+	assert_int_equal(vote, 0);
+	meta_close(&m);
+
+	/* Nothing to fall back on: neither file decodes, or the other does not exist. */
+	meta_put(dir, 2, zero);
+	assert_int_equal(meta_open(&m, dir), RAFT_CORRUPT);
+	assert_non_null(strstr(m.io.errmsg, "neither metadata file decodes"));
+	meta_close(&m);
+	snprintf(path, sizeof path, "%s/metadata2", dir);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(meta_open(&m, dir), RAFT_MALFORMED);
+	assert_non_null(strstr(m.io.errmsg, "decode content of metadata1: bad format version 0"));
+	meta_close(&m);
+
+	snprintf(path, sizeof path, "rm -rf %s", dir);
+	assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -599,6 +771,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_close_while_loading, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_snapshot_data, setup, teardown),
+	    cmocka_unit_test(test_metadata_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
