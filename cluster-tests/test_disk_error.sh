@@ -161,6 +161,8 @@ free_pool 1
 wait_for "agent1 to say its log writes work again" 20 grep -q \
 	"raft log writes work again: $WORK/data1/raft" "$WORK/agent1.log"
 wait_for "agent1 to apply every write" 30 holds 1 during/99
+# Until agent1 has stored the term it took while the pool was exhausted, it sends raft nothing
+# (patch 0017): the leader sees it healthy only once a retry of that store has worked.
 wait_for "3 healthy members" 30 members_healthy 2 3
 wait_for "equal state hashes" 30 hash_agrees 1
 for p in before during; do
