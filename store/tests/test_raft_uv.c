@@ -31,6 +31,7 @@
  * beside a file of zeros.
  */
 #include <dirent.h>
+#include <endian.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -608,38 +609,36 @@ struct meta_io {
 	bool inited;
 };
 
-static void meta_put(const char *dir, int n, const uint64_t v[4])
+/* metadata file N of DIR, opened in MODE. */
+static FILE *meta_file(const char *dir, int n, const char *mode)
 {
 	char path[256];
-	uint8_t buf[32];
-	for (int i = 0; i < 4; i++) {
-		for (int b = 0; b < 8; b++) {
-			buf[i * 8 + b] =
-			    (uint8_t)(v[i] >> (8 * b)); /* little endian, as raft writes */
-		}
-	}
 	snprintf(path, sizeof path, "%s/metadata%d", dir, n);
-	FILE *fp = fopen(path, "wb");
+	FILE *fp = fopen(path, mode);
 	assert_non_null(fp);
-	assert_int_equal(fwrite(buf, sizeof buf, 1, fp), 1);
+	return fp;
+}
+
+/* Write metadata file N as {format, version, term, vote}, little endian as raft writes it. */
+static void meta_put(const char *dir, int n, const uint64_t v[4])
+{
+	uint64_t le[4];
+	for (int i = 0; i < 4; i++) {
+		le[i] = htole64(v[i]);
+	}
+	FILE *fp = meta_file(dir, n, "wb");
+	assert_int_equal(fwrite(le, sizeof le, 1, fp), 1);
 	assert_int_equal(fclose(fp), 0);
 }
 
 /* metadata file N as {format, version, term, vote}. */
 static void meta_get(const char *dir, int n, uint64_t v[4])
 {
-	char path[256];
-	uint8_t buf[32];
-	snprintf(path, sizeof path, "%s/metadata%d", dir, n);
-	FILE *fp = fopen(path, "rb");
-	assert_non_null(fp);
-	assert_int_equal(fread(buf, sizeof buf, 1, fp), 1);
+	FILE *fp = meta_file(dir, n, "rb");
+	assert_int_equal(fread(v, sizeof(uint64_t), 4, fp), 4);
 	fclose(fp);
 	for (int i = 0; i < 4; i++) {
-		v[i] = 0;
-		for (int b = 0; b < 8; b++) {
-			v[i] |= (uint64_t)buf[i * 8 + b] << (8 * b);
-		}
+		v[i] = le64toh(v[i]);
 	}
 }
 
@@ -683,15 +682,23 @@ static void meta_close(struct meta_io *m)
 	assert_int_equal(uv_loop_close(&m->loop), 0);
 }
 
-static void meta_load(struct meta_io *m, raft_term *term, raft_id *vote)
+/* Open the backend on DIR, which must load the term and vote given. */
+static void meta_expect_load(const char *dir, raft_term want_term, raft_id want_vote)
 {
+	struct meta_io m;
 	struct raft_snapshot *snapshot = NULL;
 	raft_index start = 0;
 	struct raft_entry *entries = NULL;
 	size_t n = 0;
-	assert_int_equal(m->io.load(&m->io, term, vote, &snapshot, &start, &entries, &n), 0);
+	raft_term term;
+	raft_id vote;
+	assert_int_equal(meta_open(&m, dir), 0);
+	assert_int_equal(m.io.load(&m.io, &term, &vote, &snapshot, &start, &entries, &n), 0);
 	assert_null(snapshot);
 	assert_int_equal(n, 0);
+	assert_int_equal(term, want_term);
+	assert_int_equal(vote, want_vote);
+	meta_close(&m);
 }
 
 static void test_metadata_files(void **state)
@@ -702,17 +709,13 @@ static void test_metadata_files(void **state)
 	char msg[RAFT_ERRMSG_BUF_SIZE];
 	const uint64_t zero[4] = {0};
 	struct meta_io m;
-	raft_term term;
-	raft_id vote;
 	assert_non_null(mkdtemp(dir));
 
 	/* metadata2, the file of the next store, reads zeros: the load takes metadata1. */
 	meta_put(dir, 1, (const uint64_t[4]){1, 3, 7, 2});
 	meta_put(dir, 2, zero);
+	meta_expect_load(dir, 7, 2);
 	assert_int_equal(meta_open(&m, dir), 0);
-	meta_load(&m, &term, &vote);
-	assert_int_equal(term, 7);
-	assert_int_equal(vote, 2);
 	/* The next store overwrites the bad file, and leaves the good one. */
 	assert_int_equal(m.io.set_term(&m.io, 8), 0);
 	meta_expect(dir, 2, 4, 8, 0);
@@ -734,20 +737,11 @@ static void test_metadata_files(void **state)
 	meta_expect(dir, 1, 5, 8, 3);
 	meta_expect(dir, 2, 4, 8, 0);
 	meta_close(&m);
-
-	assert_int_equal(meta_open(&m, dir), 0);
-	meta_load(&m, &term, &vote);
-	assert_int_equal(term, 8);
-	assert_int_equal(vote, 3);
-	meta_close(&m);
+	meta_expect_load(dir, 8, 3);
 
 	/* The newer file reads zeros: the older one is loaded. */
 	meta_put(dir, 1, zero);
-	assert_int_equal(meta_open(&m, dir), 0);
-	meta_load(&m, &term, &vote);
-	assert_int_equal(term, 8);
-	assert_int_equal(vote, 0);
-	meta_close(&m);
+	meta_expect_load(dir, 8, 0);
 
 	/* Nothing to fall back on: neither file decodes, or the other does not exist. */
 	meta_put(dir, 2, zero);
