@@ -64,10 +64,11 @@
 #include "ipam/ipam.h"
 #include "policy/policy.h"
 
-#define REFRESH_MS    90000 /* Felix's RouteRefreshInterval */
-#define RETRY_MS      1000
-#define REQ_RETRY_MS  10000
-#define IPV6_PRIO_DEF 1024 /* the metric the kernel gives an IPv6 route added without one */
+#define REFRESH_MS     90000 /* Felix's RouteRefreshInterval */
+#define RETRY_MS       1000
+#define REQ_RETRY_MS   10000
+#define IPV6_PRIO_DEF  1024 /* the metric the kernel gives an IPv6 route added without one */
+#define NETSYNC_NL_BUF (64u * 1024) /* a datagram's most (32 KiB), and room for one message */
 
 /* ========================================================================================== */
 /* The kernel applier                                                                          */
@@ -847,6 +848,23 @@ static struct rtnl_route *kernel_host_route(struct netsync_kernel *k, const stru
 
 enum install { INST_OK, INST_SKIPPED, INST_FAILED };
 
+/* kr, the kernel's route for r's destination, is already r through the device ifindex: ours,
+ * unicast, one next hop there, r's gateway, flags and scope (IPv6 keeps no scope). */
+static bool kernel_holds(struct rtnl_route *kr, const struct netcalc_route *r, int ifindex)
+{
+	if (rtnl_route_get_protocol(kr) != TABBY_RTPROT || rtnl_route_get_type(kr) != RTN_UNICAST ||
+	    r->type != NETCALC_UNICAST || rtnl_route_get_nnexthops(kr) != 1 ||
+	    (r->dst.addr.family == 4 && rtnl_route_get_scope(kr) != r->scope)) {
+		return false;
+	}
+	struct rtnl_nexthop *nh = rtnl_route_nexthop_n(kr, 0);
+	struct nl_addr *gw = rtnl_route_nh_get_gateway(nh);
+	struct ipam_addr g = {0};
+	bool onlink = (rtnl_route_nh_get_flags(nh) & RTNH_F_ONLINK) != 0;
+	return rtnl_route_nh_get_ifindex(nh) == ifindex && onlink == r->onlink &&
+	       (gw == NULL ? r->gw.family == 0 : from_nl(gw, &g) && addr_eq(&g, &r->gw));
+}
+
 /*
  * Put r into the kernel. ours: a route of ours holds the destination (replace it in place).
  * Otherwise add exclusively, so that a foreign route for the same destination is never replaced;
@@ -877,6 +895,20 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 		rtnl_link_put(l);
 		if (r->kind == NETCALC_R_WORKLOAD && !up) {
 			return INST_SKIPPED;
+		}
+	}
+	if (!ours && r->kind == NETCALC_R_WORKLOAD) {
+		/* The CNI wiring adds a workload's route itself, a moment before the recompute its
+		 * entry asks for: one lookup finds it in place, where adding it exclusively,
+		 * finding it ours and replacing it cost three round trips and a route notification
+		 * on every local ADD. */
+		struct rtnl_route *cur = kernel_host_route(k, r);
+		bool held = cur != NULL && kernel_holds(cur, r, ifindex);
+		if (cur != NULL) {
+			rtnl_route_put(cur);
+		}
+		if (held) {
+			return INST_OK;
 		}
 	}
 	struct rtnl_route *kr = build_route(r, ifindex, false);
@@ -1334,6 +1366,14 @@ int netsync_kernel_new(netsync_gone_fn gone_fn, netsync_problem_fn problem_fn, v
 	}
 	if ((rv = nl_connect(k->sk, NETLINK_ROUTE)) < 0) {
 		snprintf(err, errlen, "cannot open a netlink socket: %s", nl_geterror(rv));
+		rv = -EIO;
+		goto err;
+	}
+	/* One recvmsg() per datagram instead of a peek and a read (as wire.c's sockets): dump
+	 * datagrams never exceed 32 KiB, the most the kernel sizes them to. */
+	nl_socket_disable_msg_peek(k->sk);
+	if ((rv = nl_socket_set_msg_buf_size(k->sk, NETSYNC_NL_BUF)) < 0) {
+		snprintf(err, errlen, "cannot size a netlink socket's buffer: %s", nl_geterror(rv));
 		rv = -EIO;
 		goto err;
 	}

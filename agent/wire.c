@@ -66,6 +66,9 @@
 /* The host end's IPv6 link-local address: up to 20 looks 50 ms apart (Calico: 10 x 50 ms). */
 #define LL_TRIES    20
 #define LL_PAUSE_NS (50L * 1000 * 1000)
+/* A route socket's receive buffer: the kernel sizes dump datagrams to the largest buffer a reader
+ * used, up to 32 KiB; one answer that is not a dump (a link with many attributes) has room too. */
+#define NL_BUF (64u * 1024)
 
 static const uint8_t host_mac[6] = {0xee, 0xee, 0xee, 0xee, 0xee, 0xee};
 static const uint8_t gateway4[4] = {169, 254, 1, 1};
@@ -183,6 +186,14 @@ static int route_socket(struct nl_sock **out, char *err, size_t errlen)
 	if (e < 0) {
 		nl_socket_free(sk);
 		return nlfail(err, errlen, e, "cannot open a route netlink socket");
+	}
+	/* libnl peeks at every datagram to size its buffer, then reads it: two recvmsg() per
+	 * answer, about 25 of them in a wiring. The kernel never sends a datagram larger than the
+	 * largest buffer a reader used, capped at 32 KiB, so a buffer of that size always fits. */
+	nl_socket_disable_msg_peek(sk);
+	if ((e = nl_socket_set_msg_buf_size(sk, NL_BUF)) < 0) {
+		nl_socket_free(sk);
+		return nlfail(err, errlen, e, "cannot size a route netlink socket's buffer");
 	}
 	*out = sk;
 	return 0;
@@ -802,6 +813,8 @@ struct cjob {
 	struct nl_addr *host_ll;
 	/* c_remove(): whether a non-veth interface is an error (wire_add) or left alone */
 	bool strict;
+	/* c_addrs(): the pair was made by this wiring, so the container end has no address */
+	bool fresh;
 	/* c_remove() (wire_del): set once the interface is identified, before it is deleted */
 	atomic_bool *identified;
 };
@@ -865,13 +878,16 @@ static int c_addrs(struct nl_sock *sk, struct cjob *j, int ifindex, char *err, s
 {
 	const struct wire_spec *s = j->s;
 	bool have[WIRE_ADDRS_MAX] = {false};
-	struct nl_cache *cache;
+	struct nl_cache *cache = NULL;
 	char buf[IPAM_ADDR_STRLEN];
-	int e = rtnl_addr_alloc_cache(sk, &cache);
-	if (e < 0) {
+	int e;
+	/* A device this wiring just made holds no address but the IPv6 link-local one the kernel
+	 * gives it, which stays anyway: nothing to list. */
+	if (!j->fresh && (e = rtnl_addr_alloc_cache(sk, &cache)) < 0) {
 		return nlfail(err, errlen, e, "cannot list addresses in %s", s->netns);
 	}
-	for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+	for (struct nl_object *o = cache ? nl_cache_get_first(cache) : NULL; o;
+	     o = nl_cache_get_next(o)) {
 		struct rtnl_addr *a = (struct rtnl_addr *)o;
 		int fam = rtnl_addr_get_family(a);
 		bool wanted = false;
@@ -1456,6 +1472,7 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 		if ((rc = pair_create(a->sk, s, j->mtu, a->fd, err, errlen)) < 0) {
 			return rc;
 		}
+		j->fresh = true;
 		if ((e = link_get(a->sk, s->host_ifname, &a->h)) < 0 || a->h == NULL) {
 			return e < 0 ? nlfail(err, errlen, e, "cannot look up %s", s->host_ifname)
 			             : fail(err, errlen, -ENOENT,
