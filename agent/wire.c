@@ -50,6 +50,7 @@
 #include <netlink/route/neightbl.h>
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/inet.h>
+#include <netlink/route/link/inet6.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
@@ -534,9 +535,20 @@ static int is_peer(struct nl_sock *sk, struct rtnl_link *h, int fd, int c_ifinde
 /* ------------------------------------------------------------------------------------------ */
 /* Links, addresses, routes                                                                    */
 
-/* Make l have mac (NULL: any), mtu, alias (NULL: any), the host devconf (host), and be up. */
+/*
+ * Make l have mac (NULL: any), mtu, alias (NULL: any), the host devconf (host), and be up.
+ *
+ * no_ll: l goes up for the first time on a network without IPv6, so the kernel is told to give
+ * it no IPv6 link-local address (addr_gen_mode none). Nothing uses one there, and each costs
+ * duplicate address detection, multicast listener reports, router solicitations and their
+ * removal: 0.2-0.4 ms of kernel time per ADD/DEL cycle on this machine's two cores. The mode
+ * goes in the same request as IFF_UP: the address would only come once the pair has carrier,
+ * which the kernel's link watcher announces after the request releases the RTNL lock. A kernel
+ * without IPv6 has no mode to set (no inet6 data on the link), and is left alone.
+ */
 static int link_converge(struct nl_sock *sk, struct rtnl_link *l, const uint8_t *mac, unsigned mtu,
-                         const char *alias, bool host, const char *where, char *err, size_t errlen)
+                         const char *alias, bool host, bool no_ll, const char *where, char *err,
+                         size_t errlen)
 {
 	struct rtnl_link *ch = rtnl_link_alloc();
 	struct nl_addr *a = NULL;
@@ -576,8 +588,14 @@ static int link_converge(struct nl_sock *sk, struct rtnl_link *l, const uint8_t 
 		}
 	}
 	if (!(rtnl_link_get_flags(l) & IFF_UP)) {
+		uint8_t mode;
 		rtnl_link_set_flags(ch, IFF_UP);
 		any = true;
+		if (no_ll && rtnl_link_inet6_get_addr_gen_mode(l, &mode) == 0 &&
+		    mode != IN6_ADDR_GEN_MODE_NONE &&
+		    (e = rtnl_link_inet6_set_addr_gen_mode(ch, IN6_ADDR_GEN_MODE_NONE)) < 0) {
+			goto out;
+		}
 	}
 	if (any) {
 		e = rtnl_link_change(sk, l, ch, 0);
@@ -813,7 +831,9 @@ struct cjob {
 	struct nl_addr *host_ll;
 	/* c_remove(): whether a non-veth interface is an error (wire_add) or left alone */
 	bool strict;
-	/* c_addrs(): the pair was made by this wiring, so the container end has no address */
+	/* The pair was made by this wiring: the container end has no address to list
+	 * (c_addrs()), and on a network without IPv6 neither end gets a link-local one
+	 * (link_converge()) */
 	bool fresh;
 	/* c_remove() (wire_del): set once the interface is identified, before it is deleted */
 	atomic_bool *identified;
@@ -1033,8 +1053,8 @@ static int c_setup(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 	}
 
 	snprintf(where, sizeof where, " in %s", s->netns);
-	rc = link_converge(sk, l, mac_set(s->mac) ? s->mac : NULL, j->mtu, NULL, false, where, err,
-	                   errlen);
+	rc = link_converge(sk, l, mac_set(s->mac) ? s->mac : NULL, j->mtu, NULL, false,
+	                   j->fresh && !j->has6, where, err, errlen);
 	if (rc < 0) {
 		goto out;
 	}
@@ -1340,7 +1360,8 @@ static int host_configure(struct nl_sock *sk, const struct cjob *j, struct rtnl_
 			return rc;
 		}
 	}
-	return link_converge(sk, h, host_mac, j->mtu, s->alias, true, "", err, errlen);
+	return link_converge(sk, h, host_mac, j->mtu, s->alias, true, j->fresh && !j->has6, "", err,
+	                     errlen);
 }
 
 /* Wait for the host end's usable link-local address (it appears once the pair has carrier). */

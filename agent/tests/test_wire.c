@@ -293,6 +293,31 @@ static void test_add_and_read_back(void **state)
 	sysctl_is(ns, "/proc/sys/net/ipv6/conf/all/forwarding", "0");
 }
 
+/* On a network without IPv6 neither end of a new pair gets an IPv6 link-local address; with IPv6
+ * both do (the control: the kernel makes one as soon as the pair has carrier, long before a
+ * ping gets through). */
+static void test_ipv4_only_no_link_local(void **state)
+{
+	struct fx *f = *state;
+	ctr_make(&f->c[0], 0);
+	ctr_make(&f->c[1], 1);
+	spec_make(f, 0, false);
+	spec_make(f, 1, true);
+	add_ok(f, 0);
+	add_ok(f, 1);
+	assert_true(ping(NULL, "10.64.0.5"));
+	assert_true(ping(f->c[0].path, "10.99.0.1"));
+	assert_true(ping(NULL, "10.64.0.6"));
+	CONTAINS(false, "inet6 fe80", "ip -n %s addr show eth0", f->c[0].name);
+	CONTAINS(false, "inet6 fe80", "ip addr show calitest0");
+	CONTAINS(true, "addrgenmode none", "ip -d link show calitest0");
+	CONTAINS(true, "inet6 fe80", "ip -n %s addr show eth0", f->c[1].name);
+	CONTAINS(true, "inet6 fe80", "ip addr show calitest1");
+	/* a repeated ADD leaves the pair as it is, and it still passes CHECK */
+	add_ok(f, 0);
+	CONTAINS(false, "inet6 fe80", "ip -n %s addr show eth0", f->c[0].name);
+}
+
 /* A repeated ADD keeps both ends (same ifindexes) and leaves a working pair working. */
 static void test_repeat_keeps_pair(void **state)
 {
@@ -705,6 +730,7 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_add_and_read_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ipv4_only_no_link_local, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repeat_keeps_pair, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_check_and_repair, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_host_interface, setup, teardown),
