@@ -29,17 +29,13 @@ die() {
 	exit 1
 }
 
-[ $# -eq 1 ] || die "usage: $0 PREFIX"
-SCRIPT=$(readlink -f "$0")
-ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
-mkdir -p "$1" || die "cannot create $1"
-PREFIX=$(cd "$1" && pwd)
+source "$(dirname "$(readlink -f "$0")")/lib-debsrc.sh"
+debsrc_start "$@" # SCRIPT, ROOT, PREFIX
 
 stamp=$({
 	echo "jansson $JANSSON_VERSION http-parser $HTTP_PARSER_VERSION $SUITE"
 	cat "$SCRIPT" "$ROOT/scripts/lib-debsrc.sh"
 } | sha256sum | cut -d' ' -f1)
-source "$ROOT/scripts/lib-debsrc.sh"
 if debsrc_cached "$PREFIX" "$stamp" lib/libjansson.a lib/libhttp_parser.a; then
 	echo "jansson and http-parser for musl already built in $PREFIX"
 	exit 0

@@ -30,12 +30,9 @@ die() {
 	exit 1
 }
 
-[ $# -eq 1 ] || die "usage: $0 PREFIX"
-SCRIPT=$(readlink -f "$0")
-ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
+source "$(dirname "$(readlink -f "$0")")/lib-debsrc.sh"
+debsrc_start "$@" # SCRIPT, ROOT, PREFIX
 PATCH_DIR=$ROOT/deps/raft-patches
-mkdir -p "$1" || die "cannot create $1"
-PREFIX=$(cd "$1" && pwd)
 
 patches=()
 if [ -d "$PATCH_DIR" ]; then
@@ -55,7 +52,6 @@ stamp=$({
 	done
 } | sha256sum | cut -d' ' -f1)
 
-source "$ROOT/scripts/lib-debsrc.sh"
 if debsrc_cached "$PREFIX" "$stamp" lib/libraft.a lib/pkgconfig/raft.pc; then
 	echo "raft $RAFT_SRC_VERSION already built in $PREFIX"
 	exit 0

@@ -1,6 +1,7 @@
 # lib-debsrc.sh: fetch Debian source packages without touching the system's apt configuration.
 # Sourced by build-raft.sh and build-musl-deps.sh.
 #
+#   debsrc_start "$@"
 #   debsrc_unpack SUITE WORKDIR PKG VERSION DEST
 #
 # Downloads PKG=VERSION from SUITE's Sources index into WORKDIR/apt and unpacks it into DEST with
@@ -9,6 +10,26 @@
 # the Debian archive keyring and the downloaded files against the checksums in that index, exactly
 # as `apt-get source` does, but the host's sources.list, lists and cache stay as they were.
 # Returns non-zero with a message on standard error when any step fails.
+
+# debsrc_start "$@": the common start of a build script called as `SCRIPT PREFIX`: checks that
+# there is exactly one argument, creates PREFIX if needed and sets SCRIPT (this script's absolute
+# path), ROOT (the source tree) and PREFIX (absolute). Exits the script with status 1 and a message
+# naming it otherwise.
+debsrc_start() {
+	local me
+	me=$(basename "$0")
+	if [ $# -ne 1 ]; then
+		echo "$me: usage: $0 PREFIX" >&2
+		exit 1
+	fi
+	SCRIPT=$(readlink -f "$0")
+	ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
+	if ! mkdir -p "$1"; then
+		echo "$me: cannot create $1" >&2
+		exit 1
+	fi
+	PREFIX=$(cd "$1" && pwd)
+}
 
 debsrc_unpack() {
 	local suite=$1 work=$2 pkg=$3 version=$4 dest=$5
