@@ -31,6 +31,13 @@ fail() {
 	for f in "$WORK"/agent*.log; do
 		[ -f "$f" ] && { echo "--- $f (last 30 lines)" >&2; tail -n 30 "$f" >&2; }
 	done
+	# A small file system of the test's (small_fs): what filled it.
+	local m
+	for m in ${MOUNTS[@]+"${MOUNTS[@]}"}; do
+		[ -d "$m" ] && mountpoint -q "$m" || continue
+		echo "--- $m: $(df -k --output=used,avail "$m" | tail -1 | awk '{print $1 " KiB used, " $2 " KiB free"}'); its largest files (KiB):" >&2
+		du -ak "$m" 2>/dev/null | sort -rn | head -12 >&2
+	done
 	exit 1
 }
 
@@ -60,11 +67,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# small_fs DIR: a fresh 256 MiB ext4 file system mounted at DIR (a data directory whose disk a
-# test can fill or freeze); cleanup unmounts it.
+# small_fs DIR [SIZE]: a fresh ext4 file system of SIZE (truncate's units, default 256M) mounted at
+# DIR (a data directory whose disk a test can fill or freeze); cleanup unmounts it.
 small_fs() {
 	mkdir -p "$1"
-	truncate -s 256M "$1.img"
+	truncate -s "${2:-256M}" "$1.img"
 	mkfs.ext4 -q -F "$1.img" || fail "mkfs.ext4 $1.img"
 	mount -o loop "$1.img" "$1" || fail "mount -o loop $1.img"
 	MOUNTS+=("$1")
