@@ -31,6 +31,16 @@ int cni_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struct kv_c
 int cni_record_get(struct kv_tx *tx, const char *node, const char *container, const char *ifname,
                    json_t **rec);
 
+/*
+ * What an ADD of a new interface (node, container, ifname) would be given, read through tx (a
+ * view of this replica): the host-side name (iface, IFNAMSIZ bytes) and the container end's MAC
+ * ("xx:xx:..", 18 bytes), as cni_apply() decides them. Only a forecast: a command applied before
+ * that ADD may take the name. *exists is set, and nothing else, when the interface has a record
+ * already. Returns 0, -ENOMEM, -EIO or -EBADMSG (no free name).
+ */
+int cni_predict_iface(struct kv_tx *tx, const char *node, const char *container, const char *ifname,
+                      bool *exists, char iface[16], char mac[18]);
+
 /* Calls fn for every CNI record of node, with its container and ifname. A non-zero return of fn
  * stops and is returned. Returns 0, -ENOMEM, -EIO or what fn returned. */
 typedef int (*cni_record_fn)(void *arg, const char *container, const char *ifname,

@@ -412,6 +412,30 @@ static void make_mac(const struct cmd *c, char out[18])
 	         d[4], d[5]);
 }
 
+int cni_predict_iface(struct kv_tx *tx, const char *node, const char *container, const char *ifname,
+                      bool *exists, char iface[16], char mac[18])
+{
+	char rkey[KV_KEY_MAX + 1];
+	struct kv_bytes v;
+	struct cmd c = {.node = node, .container = container, .ifname = ifname};
+	if (record_key(rkey, sizeof rkey, node, container, ifname) != 0) {
+		return -EINVAL;
+	}
+	int rv = kv_tx_get(tx, KV_SPACE_DOMAIN, kb(rkey), &v);
+	if (rv != KV_OK && rv != KV_ENOTFOUND) {
+		return kv_err(rv);
+	}
+	*exists = rv == KV_OK;
+	if (*exists) {
+		return 0;
+	}
+	if ((rv = pick_iface(tx, &c, iface)) != 0) {
+		return rv;
+	}
+	make_mac(&c, mac);
+	return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* IPAM, endpoint and profile                                                                  */
 

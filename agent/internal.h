@@ -91,6 +91,9 @@ struct agent {
 	uv_timer_t cni_gc_timer;
 	bool cni_gc_started;
 	uint64_t cni_adds, cni_add_failures, cni_dels;
+	/* ADDs whose interfaces were made before their record existed (routes_cni.c): the sweep
+	 * leaves these names alone */
+	struct cctx *cni_preparing;
 
 	/* Conntrack flushes (routes_cni.c): addresses waiting for the next flush, while at most
 	 * one runs, and none while a CNI DEL removes an interface (until the oldest address has

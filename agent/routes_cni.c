@@ -4,7 +4,8 @@
  *
  * ADD is one raft entry (cni_state.c: the address, the endpoint, the network's profile, the host
  * interface name and the container MAC, all decided by the state machine), then the wiring on a
- * worker thread (wire.c), then a wait until the policy dataplane holds the new endpoint, so that
+ * worker thread (wire.c; the veth pair is made while the entry replicates, see "Preparing the
+ * interfaces" below), then a wait until the policy dataplane holds the new endpoint, so that
  * when the runtime starts the container its policy is already in the kernel; until then the
  * dispatch chains drop its traffic (fail closed). If the wiring of a new interface fails, the
  * entry is undone by a second one and whatever was built is removed: a failed ADD leaves nothing
@@ -64,15 +65,57 @@ struct cctx {
 	char *message; /* the wiring error kept across the rollback */
 	/* uv_hrtime() when the request arrived, the command was applied and the wiring done:
 	 * an ADD's log line says where its time went. */
-	uint64_t t_start, t_commit, t_wired;
+	uint64_t t_start, t_commit, t_wired, t_prepared;
 	bool policy_applied; /* the ADD waited for the policy dataplane and it came */
+	/* The preparation: the interfaces made while the command replicates (prep_start()) */
+	enum { PREP_NONE, PREP_RUNNING, PREP_DONE, PREP_DISCARDING } prep;
+	uv_work_t pwork;
+	struct wire_spec pspec;
+	char pre_host[16]; /* the host end's name the state machine is expected to give */
+	bool pre_v4, pre_v6;
+	struct wire_prepared prepared;
+	int prep_rv;
+	char prep_err[256];
+	bool prep_used;         /* the wiring finishes the prepared pair */
+	struct cctx *prep_next; /* in a->cni_preparing while prep is not PREP_NONE */
+	bool stashed;           /* the command's outcome, kept while the preparation runs */
+	int st_status;
+	struct kv_result st_r;
 };
+
+static void prep_unlink(struct cctx *c)
+{
+	for (struct cctx **p = &c->a->cni_preparing; *p != NULL; p = &(*p)->prep_next) {
+		if (*p == c) {
+			*p = c->prep_next;
+			break;
+		}
+	}
+	c->prep_next = NULL;
+}
+
+/* Whether an ADD in flight made (or is making) the host interface name. */
+static bool preparing(const struct agent *a, const char *name)
+{
+	for (const struct cctx *c = a->cni_preparing; c != NULL; c = c->prep_next) {
+		if (strcmp(c->pre_host, name) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
 
 static void cctx_free(struct cctx *c)
 {
 	if (c->cmd == CMD_ADD && !c->succeeded) {
 		c->a->cni_add_failures++;
 	}
+	if (c->prep != PREP_NONE) {
+		prep_unlink(c);
+	}
+	wire_prepared_release(&c->prepared);
+	free(c->st_r.reply);
+	free(c->st_r.message);
 	json_decref(c->body);
 	json_decref(c->reply);
 	free(c->message);
@@ -90,25 +133,24 @@ static const char *jstr(const json_t *j, const char *k)
 
 static void cmd_done(struct store_write *w, int status, const struct kv_result *r);
 
-/* Propose payload (stolen) for c; on a synchronous failure answers and frees c. */
+/* Propose payload (stolen) for c. A synchronous failure is answered (once an ADD's
+ * preparation is over and undone) and c freed. */
 static void propose(struct cctx *c, json_t *payload)
 {
 	struct agent *a = c->a;
 	char *text = json_dumps(payload, JSON_COMPACT);
 	json_decref(payload);
-	if (text == NULL) {
-		agent_reply_error(a, c->req, 500, "internal", "out of memory");
-		cctx_free(c);
-		return;
-	}
-	struct kv_op op = {
-	    .type = KV_OP_CALL, .call = CNI_CALL, .value = {(const uint8_t *)text, strlen(text)}};
+	int rv = STORE_ENOMEM;
 	c->w.data = c;
-	int rv = store_write(a->store, &c->w, &op, cmd_done);
-	free(text);
+	if (text != NULL) {
+		struct kv_op op = {.type = KV_OP_CALL,
+		                   .call = CNI_CALL,
+		                   .value = {(const uint8_t *)text, strlen(text)}};
+		rv = store_write(a->store, &c->w, &op, cmd_done);
+		free(text);
+	}
 	if (rv != STORE_OK) {
-		agent_reply_store_error(a, c->req, rv, NULL);
-		cctx_free(c);
+		cmd_done(&c->w, rv, NULL);
 	}
 }
 
@@ -141,7 +183,11 @@ static json_t *payload_of(struct cctx *c, const char *op)
 static void wire_add_work(uv_work_t *w)
 {
 	struct cctx *c = w->data;
-	c->work_rv = wire_add(&c->spec, c->err, sizeof c->err);
+	if (c->prep_used) {
+		c->work_rv = wire_finish(&c->spec, &c->prepared, c->err, sizeof c->err);
+	} else {
+		c->work_rv = wire_add(&c->spec, c->err, sizeof c->err);
+	}
 }
 
 static void wire_del_work(uv_work_t *w)
@@ -302,12 +348,40 @@ static int queue(struct cctx *c, uv_work_cb fn, uv_after_work_cb after)
 	return uv_queue_work(c->a->loop, &c->work, fn, after);
 }
 
+/* The parts of a wiring spec that come from the request (namespace, names, alias, MTU,
+ * forwarding), with the host end named host_ifname. */
+static void spec_common(struct cctx *c, struct wire_spec *sp, const char *host_ifname)
+{
+	json_t *mtu = json_object_get(c->body, "mtu");
+	memset(sp, 0, sizeof *sp);
+	snprintf(c->alias, sizeof c->alias, WIRE_ALIAS_PREFIX "%s/%s", jstr(c->body, "container"),
+	         c->ifname);
+	sp->netns = c->netns;
+	sp->ifname = c->ifname;
+	sp->host_ifname = host_ifname;
+	sp->alias = c->alias;
+	sp->mtu = json_is_integer(mtu) ? (unsigned)json_integer_value(mtu) : 0;
+	sp->allow_ip_forwarding = json_is_true(json_object_get(c->body, "allow_ip_forwarding"));
+}
+
+static bool mac_parse(const char *mac, uint8_t out[6])
+{
+	unsigned m[6];
+	if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6) {
+		return false;
+	}
+	for (int i = 0; i < 6; i++) {
+		out[i] = (uint8_t)m[i];
+	}
+	return true;
+}
+
 /* Fill c->spec from the state machine's answer (iface, mac, ips) and the request. */
 static int build_spec(struct cctx *c, const json_t *ans)
 {
 	const char *iface = jstr(ans, "iface"), *mac = jstr(ans, "mac");
-	memset(&c->spec, 0, sizeof c->spec);
 	if (iface == NULL || mac == NULL || strlen(iface) >= sizeof c->host_ifname) {
+		memset(&c->spec, 0, sizeof c->spec);
 		snprintf(c->err, sizeof c->err,
 		         "container %s interface %s was set up by the IPAM plugin alone, not by "
 		         "the tabby network plugin",
@@ -315,15 +389,10 @@ static int build_spec(struct cctx *c, const json_t *ans)
 		return -EINVAL;
 	}
 	snprintf(c->host_ifname, sizeof c->host_ifname, "%s", iface);
-	snprintf(c->alias, sizeof c->alias, WIRE_ALIAS_PREFIX "%s/%s", jstr(c->body, "container"),
-	         c->ifname);
-	unsigned m[6];
-	if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6) {
+	spec_common(c, &c->spec, c->host_ifname);
+	if (!mac_parse(mac, c->spec.mac)) {
 		snprintf(c->err, sizeof c->err, "bad MAC '%s' in the endpoint record", mac);
 		return -EINVAL;
-	}
-	for (int i = 0; i < 6; i++) {
-		c->spec.mac[i] = (uint8_t)m[i];
 	}
 	size_t i;
 	json_t *v;
@@ -341,14 +410,172 @@ static int build_spec(struct cctx *c, const json_t *ans)
 			c->spec.n_addrs++;
 		}
 	}
-	json_t *mtu = json_object_get(c->body, "mtu");
-	c->spec.netns = c->netns;
-	c->spec.ifname = c->ifname;
-	c->spec.host_ifname = c->host_ifname;
-	c->spec.alias = c->alias;
-	c->spec.mtu = json_is_integer(mtu) ? (unsigned)json_integer_value(mtu) : 0;
-	c->spec.allow_ip_forwarding = json_is_true(json_object_get(c->body, "allow_ip_forwarding"));
 	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Preparing the interfaces while the command replicates                                       */
+
+/*
+ * An ADD spends about half its time in raft (the leader's and a follower's disk writes, two
+ * network hops) and most of the rest making the veth pair and setting it up, none of which
+ * depends on the addresses raft is deciding. So the pair is made meanwhile, on a worker, under
+ * the names the state machine is expected to give: this replica's view of the name index says
+ * which (cni_predict_iface()), and only this host's ADDs take this host's names. Once the
+ * command is applied, the wiring only adds the addresses and their routes (wire_finish()).
+ *
+ * A forecast can be wrong, harmlessly: if the answer names another host end or another MAC, or
+ * says the interface existed, the full wiring runs as without a preparation, and it converges
+ * from whatever is there, the prepared pair included. If the command fails, the prepared pair
+ * is removed before the answer, so a failed ADD still leaves nothing wired. Nothing is prepared
+ * over anything that exists: wire_prepare() refuses when either name is taken.
+ *
+ * The command's outcome can come before the preparation ends; it is kept (stash()) and handled
+ * when the preparation is over, so that no answer goes while a worker still builds.
+ */
+
+static void stash(struct cctx *c, int status, const struct kv_result *r)
+{
+	c->stashed = true;
+	c->st_status = status;
+	c->st_r = (struct kv_result){0};
+	if (status != STORE_OK || r == NULL) {
+		return;
+	}
+	if (c->t_commit == 0) {
+		c->t_commit = uv_hrtime();
+	}
+	c->st_r.status = r->status;
+	c->st_r.revision = r->revision;
+	if (r->reply != NULL && (c->st_r.reply = malloc(r->reply_len ? r->reply_len : 1)) != NULL) {
+		memcpy(c->st_r.reply, r->reply, r->reply_len);
+		c->st_r.reply_len = r->reply_len;
+	}
+	c->st_r.message = r->message ? strdup(r->message) : NULL;
+}
+
+/* Handle the kept outcome (c may be freed on return). */
+static void unstash(struct cctx *c)
+{
+	struct kv_result r = c->st_r;
+	int status = c->st_status;
+	c->stashed = false;
+	c->st_r = (struct kv_result){0};
+	cmd_done(&c->w, status, &r);
+	free(r.reply);
+	free(r.message);
+}
+
+static void prep_work(uv_work_t *w)
+{
+	struct cctx *c = w->data;
+	c->prep_rv = wire_prepare(&c->pspec, c->pre_v4, c->pre_v6, &c->prepared, c->prep_err,
+	                          sizeof c->prep_err);
+}
+
+static void prep_done(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	if (status != 0) {
+		c->prep_rv = -ECANCELED;
+	}
+	c->t_prepared = uv_hrtime();
+	c->prep = PREP_DONE;
+	if (c->stashed) {
+		unstash(c);
+	}
+}
+
+/* Start preparing c's interfaces, if it is an ADD of an interface this replica has no record
+ * of. A failure to start is no failure: the wiring then does it all. */
+static void prep_start(struct cctx *c)
+{
+	struct agent *a = c->a;
+	struct kv_tx *tx;
+	bool exists = true;
+	char mac[18];
+	if (!c->wire || c->netns[0] == 0 || a->stopping ||
+	    store_view_begin(a->store, &tx) != STORE_OK) {
+		return;
+	}
+	int rv = cni_predict_iface(tx, a->name, jstr(c->body, "container"), c->ifname, &exists,
+	                           c->pre_host, mac);
+	store_view_end(tx);
+	if (rv != 0 || exists) {
+		return;
+	}
+	spec_common(c, &c->pspec, c->pre_host);
+	if (!mac_parse(mac, c->pspec.mac)) {
+		return;
+	}
+	json_t *v4 = json_object_get(c->body, "ipv4");
+	c->pre_v4 = v4 == NULL || json_is_true(v4);
+	c->pre_v6 = json_is_true(json_object_get(c->body, "ipv6"));
+	c->pwork.data = c;
+	if (uv_queue_work(a->loop, &c->pwork, prep_work, prep_done) != 0) {
+		return;
+	}
+	c->prep = PREP_RUNNING;
+	c->prep_next = a->cni_preparing;
+	a->cni_preparing = c;
+}
+
+static void discard_work(uv_work_t *w)
+{
+	struct cctx *c = w->data;
+	char err[256];
+	wire_prepared_release(&c->prepared);
+	if (wire_del(c->netns, c->ifname, c->pre_host, c->alias, NULL, err, sizeof err) != 0) {
+		snprintf(c->prep_err, sizeof c->prep_err, "%s", err);
+		c->prep_rv = -EIO;
+	} else {
+		c->prep_rv = 0;
+	}
+}
+
+static void discard_done(uv_work_t *w, int status)
+{
+	struct cctx *c = w->data;
+	if (status == 0 && c->prep_rv != 0) {
+		agent_log("cni: %s %s: cannot remove the interfaces made for the failed ADD: %s",
+		          jstr(c->body, "container"), c->ifname, c->prep_err);
+	}
+	prep_unlink(c);
+	c->prep = PREP_NONE;
+	unstash(c);
+}
+
+/*
+ * The ADD failed with this outcome: if its preparation made interfaces, they are removed first
+ * and the outcome is handled again afterwards, and this returns true (the caller returns at
+ * once). Otherwise the preparation is forgotten and this returns false.
+ */
+static bool prep_discard(struct cctx *c, int status, const struct kv_result *r)
+{
+	if (c->prep == PREP_NONE) {
+		return false;
+	}
+	if (!c->prepared.created) {
+		prep_unlink(c);
+		c->prep = PREP_NONE;
+		wire_prepared_release(&c->prepared);
+		return false;
+	}
+	stash(c, status, r);
+	c->pwork.data = c;
+	if (uv_queue_work(c->a->loop, &c->pwork, discard_work, discard_done) != 0) {
+		/* the sweep of stale interfaces removes them */
+		c->stashed = false;
+		free(c->st_r.reply);
+		free(c->st_r.message);
+		c->st_r = (struct kv_result){0};
+		prep_unlink(c);
+		c->prep = PREP_NONE;
+		wire_prepared_release(&c->prepared);
+		return false;
+	}
+	c->prep = PREP_DISCARDING;
+	return true;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -367,9 +594,13 @@ static void add_answer(struct cctx *c)
 	c->a->cni_adds++;
 	if (!c->existed) {
 		char *ips = json_dumps(json_object_get(c->reply, "ips"), JSON_COMPACT);
-		char took[160];
+		char took[200];
 		int o = snprintf(took, sizeof took, "replicated in %.2f ms",
 		                 (double)(c->t_commit - c->t_start) / 1e6);
+		if (c->prep_used && o > 0 && (size_t)o < sizeof took)
+			o += snprintf(took + o, sizeof took - (size_t)o,
+			              ", interfaces prepared meanwhile in %.2f ms",
+			              (double)(c->t_prepared - c->t_start) / 1e6);
 		if (c->wire && c->t_wired && o > 0 && (size_t)o < sizeof took)
 			o += snprintf(took + o, sizeof took - (size_t)o, ", wired in %.2f ms",
 			              (double)(c->t_wired - c->t_commit) / 1e6);
@@ -551,7 +782,14 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 	struct cctx *c = w->data;
 	struct agent *a = c->a;
 	json_t *ans = NULL;
+	if (c->prep == PREP_RUNNING) {
+		stash(c, status, r); /* prep_done() comes back */
+		return;
+	}
 	if (status != STORE_OK) {
+		if (prep_discard(c, status, r)) {
+			return;
+		}
 		if (c->rolling_back) {
 			agent_log(
 			    "cni: %s %s: cannot release after a failed ADD (store error %d); the "
@@ -567,12 +805,19 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 	}
 	if ((r->status != KV_R_OK && r->status != KV_R_REFUSED) || r->reply == NULL ||
 	    (ans = json_loadb((const char *)r->reply, r->reply_len, 0, NULL)) == NULL) {
+		if (prep_discard(c, status, r)) {
+			return;
+		}
 		agent_reply_error(a, c->req, 500, "internal", "the CNI command was not applied: %s",
 		                  r->message ? r->message : "no answer");
 		cctx_free(c);
 		return;
 	}
 	if (r->status == KV_R_REFUSED) {
+		if (prep_discard(c, status, r)) {
+			json_decref(ans);
+			return;
+		}
 		const char *code = jstr(ans, "error"), *msg = jstr(ans, "message");
 		code = code ? code : "invalid";
 		if (c->rolling_back) {
@@ -590,7 +835,9 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 	json_decref(c->reply);
 	c->reply = ans;
 	c->revision = r->revision;
-	c->t_commit = uv_hrtime();
+	if (c->t_commit == 0 || c->rolling_back) {
+		c->t_commit = uv_hrtime();
+	}
 
 	if (c->rolling_back) {
 		/* The allocation is undone; now the wiring. */
@@ -632,9 +879,23 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		return;
 	}
 	if (build_spec(c, ans) != 0) {
+		if (prep_discard(c, status, r)) {
+			return;
+		}
 		agent_reply_error(a, c->req, 409, "conflict", "%s", c->err);
 		cctx_free(c);
 		return;
+	}
+	if (c->prep == PREP_DONE) {
+		/* The record exists now: the sweep may judge the interfaces by it. */
+		c->prep_used = c->prep_rv == 0 && !c->existed &&
+		               strcmp(c->pre_host, c->host_ifname) == 0 &&
+		               memcmp(c->pspec.mac, c->spec.mac, sizeof c->spec.mac) == 0;
+		if (!c->prep_used) {
+			wire_prepared_release(&c->prepared);
+		}
+		prep_unlink(c);
+		c->prep = PREP_NONE;
 	}
 	if (queue(c, wire_add_work, wired) != 0) {
 		c->work.data = c;
@@ -848,6 +1109,7 @@ bool agent_route_cni(struct agent *a, struct http_request *req)
 			    "quorum); try again");
 			goto err;
 		}
+		prep_start(c);
 		propose(c, payload_of(c, "add"));
 		return true;
 	case CMD_DEL:
@@ -868,9 +1130,11 @@ err:
 /*
  * A host end whose container interface has no CNI record on this host any more is stale: its DEL
  * never came (the agent was down, the runtime crashed) or its removal failed. Only links carrying
- * Tabby's alias are considered, so nothing Tabby did not make is touched. A record is written
- * before its interface exists and deleted before the interface goes, so a link without a record
- * is never one an ADD in flight is still building.
+ * Tabby's alias are considered, so nothing Tabby did not make is touched. A record is deleted
+ * before its interface goes, and written before its interface exists, except for an ADD whose
+ * interfaces are prepared while its entry replicates: those names are in a->cni_preparing until
+ * the record is applied here (or the prepared pair is deleted again), and the sweep leaves them
+ * alone. So a link without a record is never one an ADD in flight is still building.
  */
 #define GC_MS 90000
 
@@ -972,6 +1236,7 @@ static void gc_list_done(uv_work_t *w, int status)
 		char alias[sizeof g->links[i].alias + sizeof WIRE_ALIAS_PREFIX];
 		snprintf(alias, sizeof alias, WIRE_ALIAS_PREFIX "%s/%s", g->links[i].alias,
 		         slash + 1);
+		wanted = wanted || preparing(a, g->links[i].name);
 		if (!wanted && (j->stale[j->n] = strdup(g->links[i].name)) != NULL) {
 			if ((j->alias[j->n] = strdup(alias)) == NULL) {
 				free(j->stale[j->n]);

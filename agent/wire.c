@@ -1058,6 +1058,7 @@ static int c_setup(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 	if (rc < 0) {
 		goto out;
 	}
+	j->ifindex = ifindex;
 	if ((rc = c_addrs(sk, j, ifindex, err, errlen)) < 0) {
 		goto out;
 	}
@@ -1435,6 +1436,7 @@ struct addjob {
 	struct nl_sock *sk;
 	struct rtnl_link *h;
 	int fd, host_fd;
+	struct wire_prepared *prep; /* wire_prepare(): only a new pair, and what finish needs */
 };
 
 /*
@@ -1454,6 +1456,10 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 
 	if ((rc = c_inspect(csk, j, err, errlen)) < 0) {
 		return rc;
+	}
+	if (a->prep != NULL && (j->exists || a->h != NULL)) {
+		return fail(err, errlen, -EEXIST, "%s exists already",
+		            j->exists ? s->ifname : s->host_ifname);
 	}
 	if (j->exists && !j->veth) {
 		return fail(err, errlen, -EEXIST,
@@ -1494,6 +1500,9 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 			return rc;
 		}
 		j->fresh = true;
+		if (a->prep != NULL) {
+			a->prep->created = true;
+		}
 		if ((e = link_get(a->sk, s->host_ifname, &a->h)) < 0 || a->h == NULL) {
 			return e < 0 ? nlfail(err, errlen, e, "cannot look up %s", s->host_ifname)
 			             : fail(err, errlen, -ENOENT,
@@ -1522,28 +1531,126 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 			              ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
 		}
 	}
+	if (a->prep != NULL) {
+		/* A socket made here stays in this namespace after the thread ends: the
+		 * finish adds the addresses through it without entering again. */
+		if ((rc = route_socket(&a->prep->csk, err, errlen)) < 0) {
+			return rc;
+		}
+		a->prep->c_ifindex = j->ifindex;
+		a->prep->h_ifindex = hidx;
+	}
 	return 0;
 }
 
-int wire_add(const struct wire_spec *s, char *err, size_t errlen)
+/* wire_add() and wire_prepare(): prep NULL or where wire_prepare() puts its result, with
+ * the families the addresses will have in has4 and has6. */
+static int add_run(const struct wire_spec *s, struct wire_prepared *prep, char *err, size_t errlen)
 {
-	struct addjob a = {.j = {.s = s}, .fd = -1, .host_fd = -1};
+	struct addjob a = {.j = {.s = s}, .fd = -1, .host_fd = -1, .prep = prep};
 	int rc;
 
 	if ((rc = begin(s, &a.j, &a.fd, &a.sk, &a.h, err, errlen)) < 0) {
 		goto out;
+	}
+	if (prep != NULL) {
+		a.j.has4 = prep->has4;
+		a.j.has6 = prep->has6;
 	}
 	if (a.j.has6 && (a.host_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0) {
 		rc = sysfail(err, errlen, errno, "cannot open this host's network namespace");
 		goto out;
 	}
 	rc = in_netns(a.fd, s->netns, add_steps, &a, NULL, err, errlen);
+	if (rc == 0 && prep != NULL) {
+		prep->hsk = a.sk; /* kept for the finish */
+		a.sk = NULL;
+	}
 out:
 	if (a.host_fd >= 0) {
 		close(a.host_fd);
 	}
 	finish(&a.j, a.fd, a.sk, a.h);
 	return rc;
+}
+
+int wire_prepare(const struct wire_spec *s, bool v4, bool v6, struct wire_prepared *out, char *err,
+                 size_t errlen)
+{
+	struct wire_spec bare = *s;
+	bare.n_addrs = 0;
+	*out = (struct wire_prepared){.has4 = v4, .has6 = v6};
+	int rc = add_run(&bare, out, err, errlen);
+	if (rc < 0) {
+		bool created = out->created;
+		wire_prepared_release(out);
+		out->created = created;
+	}
+	return rc;
+}
+
+void wire_prepared_release(struct wire_prepared *p)
+{
+	if (p->csk != NULL) {
+		nl_socket_free(p->csk);
+	}
+	if (p->hsk != NULL) {
+		nl_socket_free(p->hsk);
+	}
+	*p = (struct wire_prepared){0};
+}
+
+int wire_finish(const struct wire_spec *s, struct wire_prepared *p, char *err, size_t errlen)
+{
+	struct cjob j = {.s = s, .fresh = true};
+	char buf[IPAM_ADDR_STRLEN];
+	int rc, e;
+
+	families(s, &j.has4, &j.has6);
+	if (p->csk == NULL || p->hsk == NULL || j.has4 != p->has4 || j.has6 != p->has6) {
+		/* A pair prepared for other families goes: an IPv4-only one has no IPv6
+		 * link-local address, nor will it get one (addr_gen_mode none). */
+		if (p->hsk != NULL && (j.has4 != p->has4 || j.has6 != p->has6)) {
+			struct rtnl_link *l = rtnl_link_alloc();
+			if (l != NULL) {
+				rtnl_link_set_ifindex(l, p->h_ifindex);
+				(void)rtnl_link_delete(p->hsk, l); /* wire_add() converges anyway */
+				rtnl_link_put(l);
+			}
+		}
+		wire_prepared_release(p);
+		return wire_add(s, err, errlen);
+	}
+	if ((rc = spec_check(s, err, errlen)) < 0 ||
+	    (rc = c_addrs(p->csk, &j, p->c_ifindex, err, errlen)) < 0) {
+		goto out;
+	}
+	for (unsigned i = 0; i < s->n_addrs; i++) {
+		if ((e = rule_put(p->csk, &s->addrs[i], own_table(p->c_ifindex))) < 0) {
+			rc = nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
+			            s->ifname, s->netns);
+			goto out;
+		}
+	}
+	for (unsigned i = 0; i < s->n_addrs; i++) {
+		const struct ipam_addr *ip = &s->addrs[i];
+		e = route_put(p->hsk, af_of(ip), ip->b, len_of(ip) * 8, NULL, p->h_ifindex,
+		              ip->family == 4 ? RT_SCOPE_LINK : -1);
+		if (e < 0) {
+			rc = nlfail(err, errlen, e, "cannot add route %s/%u dev %s",
+			            ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	wire_prepared_release(p);
+	return rc;
+}
+
+int wire_add(const struct wire_spec *s, char *err, size_t errlen)
+{
+	return add_run(s, NULL, err, errlen);
 }
 
 int wire_check(const struct wire_spec *s, char *err, size_t errlen)

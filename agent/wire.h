@@ -73,6 +73,44 @@ struct wire_spec {
  */
 int wire_add(const struct wire_spec *s, char *err, size_t errlen);
 
+struct nl_sock;
+
+/* What wire_prepare() hands to wire_finish(). Owned by the caller: wire_finish() or
+ * wire_prepared_release() frees what it holds. A zeroed one holds nothing. */
+struct wire_prepared {
+	struct nl_sock *csk, *hsk; /* route sockets in the container's namespace and the host's */
+	int c_ifindex, h_ifindex;  /* the two ends */
+	bool has4, has6;           /* the families the pair was prepared for */
+	bool created;              /* wire_prepare() made the pair (even if it failed later) */
+};
+
+/*
+ * The part of wire_add() that does not depend on the container's addresses, for an interface
+ * that does not exist yet, so that it can run while the addresses are still being decided: the
+ * pair, both ends' settings and sysctls, up, the container's gateway and default routes (v4,
+ * v6: the families the addresses will have). s->n_addrs is ignored. Touches nothing and fails
+ * with -EEXIST when the container already has an interface ifname or the host one named
+ * host_ifname. On success out holds what wire_finish() needs; out->created says whether the pair
+ * was made, also on failure (then it is left in place, for wire_add() to converge or wire_del()
+ * to remove). Returns 0 or a negative errno with one line in err.
+ */
+int wire_prepare(const struct wire_spec *s, bool v4, bool v6, struct wire_prepared *out, char *err,
+                 size_t errlen);
+
+/*
+ * wire_add(s) after wire_prepare() succeeded with the same spec but its addresses: only the
+ * addresses, their source rules and their host routes are added, through p's sockets, with no
+ * namespace switch and no looking at what exists. If p holds nothing, this is wire_add(s); if s's
+ * addresses are not of the families the pair was prepared for, the pair is deleted first (an
+ * IPv4-only pair never gets the IPv6 link-local address the container's route needs). p is
+ * released in every case.
+ * Returns what wire_add() does.
+ */
+int wire_finish(const struct wire_spec *s, struct wire_prepared *p, char *err, size_t errlen);
+
+/* Frees what p holds (the interfaces stay) and zeroes it. */
+void wire_prepared_release(struct wire_prepared *p);
+
 /*
  * Verify the wiring without changing anything: both ends exist and are peers, up, with the MACs,
  * MTU, addresses, container routes and host routes wire_add() sets. Returns 0, or -ENOENT /

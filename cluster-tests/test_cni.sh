@@ -6,7 +6,8 @@
 # host route and veth; DEL twice, DEL of an unknown container and DEL without CNI_NETNS succeed
 # (the last releasing the address); CHECK passes on a good container and fails after its route
 # is broken; refused calls print a CNI error and leave nothing allocated or wired; IP= picks the
-# address; a container on two networks; two container IDs sharing 11 characters; every CNI
+# address; a container on two networks; two container IDs sharing 11 characters (also added at
+# once, racing for the name their interfaces were prepared under); every CNI
 # version's result shape; Mesos labels on the endpoint.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cni-lib.sh"
@@ -282,6 +283,37 @@ done
 wait_for "a2 -> same1" 10 cnt_ping a2 "$(cnt_ip same1)"
 wait_for "a2 -> same2" 10 cnt_ping a2 "$(cnt_ip same2)"
 log "ok: IDs sharing 11 characters: $(host_if same1) and $(host_if same2)"
+# The agent makes an ADD's interfaces while raft decides its addresses, under the host-side name
+# it expects the state machine to give (agent/routes_cni.c). Two ADDs at once of IDs sharing 11
+# characters both expect cali0123456789b, and only the first applied gets it: whichever way the
+# race goes, both containers end up wired under distinct names with nothing else of theirs left.
+grep -q "cni: ADD .*via $(host_if a1) (.*interfaces prepared meanwhile" "$WORK/agent1.log" ||
+	fail "a1's ADD did not prepare its interfaces while it replicated: $(grep 'cni: ADD' "$WORK/agent1.log" | head -3)"
+for s in 1 2; do cnt_new "race$s"; CNT_HOST[race$s]=1; done
+for round in 1 2 3 4 5; do
+	pids=()
+	for s in 1 2; do
+		in_host 1 env -i PATH="$PATH" CNI_COMMAND=ADD CNI_CONTAINERID="0123456789b-race-$s" \
+			CNI_NETNS="/var/run/netns/$(cnt_ns "race$s")" CNI_IFNAME=eth0 CNI_PATH="$CNI_BIN" \
+			"$CNI_BIN/calico" <"$WORK/net.d/1/calico-net-1.conf" >"$WORK/race$s.out" 2>&1 &
+		pids+=($!)
+	done
+	for s in 1 2; do
+		wait "${pids[$((s - 1))]}" || fail "round $round: ADD of race$s failed: $(cat "$WORK/race$s.out")"
+	done
+	must_be_wired race1
+	must_be_wired race2
+	[ "$(host_if race1)" != "$(host_if race2)" ] || fail "round $round: both races got $(host_if race1)"
+	wait_for "a2 -> race1" 10 cnt_ping a2 "$(cnt_ip race1)"
+	wait_for "a2 -> race2" 10 cnt_ping a2 "$(cnt_ip race2)"
+	n=$(ip -n "$(host_ns 1)" -o link show | grep -c 'alias tabby:0123456789b-race-' || true)
+	[ "$n" = 2 ] || fail "round $round: $n host ends of the two containers: $(ip -n "$(host_ns 1)" -o link show | grep 0123456789b)"
+	for s in 1 2; do
+		cni_plugin 1 DEL "0123456789b-race-$s" "/var/run/netns/$(cnt_ns "race$s")" eth0 \
+			"$WORK/net.d/1/calico-net-1.conf" || fail "DEL of race$s: $(cat "$WORK/out")"
+	done
+done
+log "ok: two ADDs at once under the same expected name, five times: both wired, nothing left over"
 for i in 1 2 3; do net_conf "$i" calico-net-2 '{"cniVersion": "0.4.0"}'; done
 cnt_new dual
 cnt_new n2

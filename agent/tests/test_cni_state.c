@@ -318,6 +318,41 @@ static void test_host_names_never_collide(void **state)
 	h_close(&h);
 }
 
+/* The forecast an agent makes before proposing an ADD (cni_predict_iface()) is what the command
+ * then decides, for a free Calico name, a taken one and a hashed one; an existing record is
+ * reported as such. */
+static void test_prediction_matches(void **state)
+{
+	(void)state;
+	struct h h;
+	open_store(&h);
+	const char *ids[] = {"abcdefghijk-1", "abcdefghijk-2", "web.task.1", "abcdefghijk-3"};
+	for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+		struct kv_tx *tx;
+		bool exists = true;
+		char iface[16], mac[18];
+		assert_int_equal(kv_view_begin(h.kv, &tx), KV_OK);
+		assert_int_equal(cni_predict_iface(tx, "h1", ids[i], "eth0", &exists, iface, mac),
+		                 0);
+		kv_view_end(tx);
+		assert_false(exists);
+		json_t *a = ok(&h, ADD, "n", ids[i]);
+		assert_string_equal(s(a, "iface"), iface);
+		assert_string_equal(s(a, "mac"), mac);
+		json_decref(a);
+		assert_int_equal(kv_view_begin(h.kv, &tx), KV_OK);
+		assert_int_equal(cni_predict_iface(tx, "h1", ids[i], "eth0", &exists, iface, mac),
+		                 0);
+		kv_view_end(tx);
+		assert_true(exists);
+		if (i == 1) {
+			json_decref(
+			    ok(&h, DEL, "n", "abcdefghijk-1")); /* the Calico name is free */
+		}
+	}
+	h_close(&h);
+}
+
 static void test_refusals_change_nothing(void **state)
 {
 	(void)state;
@@ -588,6 +623,7 @@ int main(void)
 	    cmocka_unit_test(test_add_writes_everything),
 	    cmocka_unit_test(test_repeated_add_allocates_nothing),
 	    cmocka_unit_test(test_host_names_never_collide),
+	    cmocka_unit_test(test_prediction_matches),
 	    cmocka_unit_test(test_refusals_change_nothing),
 	    cmocka_unit_test(test_ipam_only_and_reap),
 	    cmocka_unit_test(test_pool_node_selector),

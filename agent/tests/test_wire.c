@@ -318,6 +318,113 @@ static void test_ipv4_only_no_link_local(void **state)
 	CONTAINS(false, "inet6 fe80", "ip -n %s addr show eth0", f->c[0].name);
 }
 
+/* wire_prepare() then wire_finish() wires what wire_add() does, for either family set; the
+ * addresses come only with the finish. */
+static void test_prepare_then_finish(void **state)
+{
+	struct fx *f = *state;
+	struct wire_prepared p[2];
+	for (int i = 0; i < 2; i++) {
+		ctr_make(&f->c[i], i);
+		spec_make(f, i, i == 1);
+		int rc = wire_prepare(&f->s[i], true, i == 1, &p[i], f->err, sizeof f->err);
+		if (rc != 0) {
+			fail_msg("wire_prepare: %d %s", rc, f->err);
+		}
+		assert_true(p[i].created);
+		/* the pair and its routes are there, no address yet */
+		CONTAINS(true, "state UP", "ip link show calitest%d", i);
+		CONTAINS(true, "alias tabby:ctr", "ip link show calitest%d", i);
+		CONTAINS(true, "default via 169.254.1.1 dev eth0", "ip -n %s route", f->c[i].name);
+		CONTAINS(false, "inet 10.64", "ip -n %s addr show eth0", f->c[i].name);
+		CONTAINS(false, "10.64.0", "ip route show table main");
+		check_fails(f, i, -ENOENT, "has no address 10.64.0.");
+	}
+	CONTAINS(true, "default via fe80::ecee:eeff:feee:eeee dev eth0", "ip -n %s -6 route",
+	         f->c[1].name);
+	for (int i = 0; i < 2; i++) {
+		int rc = wire_finish(&f->s[i], &p[i], f->err, sizeof f->err);
+		if (rc != 0) {
+			fail_msg("wire_finish: %d %s", rc, f->err);
+		}
+		assert_null(p[i].csk);
+		assert_null(p[i].hsk);
+		rc = wire_check(&f->s[i], f->err, sizeof f->err);
+		if (rc != 0) {
+			fail_msg("wire_check after wire_finish: %d %s", rc, f->err);
+		}
+	}
+	CONTAINS(false, "inet6 fe80", "ip -n %s addr show eth0", f->c[0].name);
+	assert_true(ping(NULL, "10.64.0.5"));
+	assert_true(ping(f->c[0].path, "10.99.0.1"));
+	assert_true(ping(NULL, "10.64.0.6"));
+	assert_true(ping(NULL, "fd00:64::6"));
+	assert_true(ping(f->c[1].path, "fd00:99::1"));
+}
+
+/* A preparation touches nothing that exists; a finish whose addresses are of other families
+ * than prepared for, or whose preparation failed, is a full wire_add(). */
+static void test_prepare_refuses_and_falls_back(void **state)
+{
+	struct fx *f = *state;
+	struct wire_prepared p;
+	ctr_make(&f->c[0], 0);
+	ctr_make(&f->c[1], 1);
+	spec_make(f, 0, false);
+	spec_make(f, 1, true);
+
+	/* the container has an eth0 already: refused, the bridge stays, nothing on the host */
+	SH("ip -n %s link add eth0 type bridge", f->c[0].name);
+	int rc = wire_prepare(&f->s[0], true, false, &p, f->err, sizeof f->err);
+	assert_int_equal(rc, -EEXIST);
+	assert_false(p.created);
+	assert_null(p.csk);
+	CONTAINS(true, "bridge", "ip -d -n %s link show eth0", f->c[0].name);
+	CONTAINS(true, "does not exist", "ip link show calitest0");
+	SH("ip -n %s link del eth0", f->c[0].name);
+
+	/* the host name is taken: refused, the other interface stays */
+	SH("ip link add calitest0 type bridge");
+	rc = wire_prepare(&f->s[0], true, false, &p, f->err, sizeof f->err);
+	assert_int_equal(rc, -EEXIST);
+	assert_false(p.created);
+	CONTAINS(true, "bridge", "ip -d link show calitest0");
+	CONTAINS(true, "does not exist", "ip -n %s link show eth0", f->c[0].name);
+	SH("ip link del calitest0");
+
+	/* prepared for IPv4 alone, given both families: the finish wires it all */
+	rc = wire_prepare(&f->s[1], true, false, &p, f->err, sizeof f->err);
+	assert_int_equal(rc, 0);
+	rc = wire_finish(&f->s[1], &p, f->err, sizeof f->err);
+	if (rc != 0) {
+		fail_msg("wire_finish: %d %s", rc, f->err);
+	}
+	rc = wire_check(&f->s[1], f->err, sizeof f->err);
+	if (rc != 0) {
+		fail_msg("wire_check: %d %s", rc, f->err);
+	}
+	assert_true(ping(NULL, "fd00:64::6"));
+
+	/* a failed preparation (nothing to finish) also ends in a full wiring */
+	p = (struct wire_prepared){0};
+	rc = wire_finish(&f->s[0], &p, f->err, sizeof f->err);
+	assert_int_equal(rc, 0);
+	add_ok(f, 0);
+	assert_true(ping(NULL, "10.64.0.5"));
+
+	/* a prepared pair that is given up goes with wire_del() */
+	ctr_make(&f->c[2], 2);
+	spec_make(f, 2, false);
+	rc = wire_prepare(&f->s[2], true, false, &p, f->err, sizeof f->err);
+	assert_int_equal(rc, 0);
+	wire_prepared_release(&p);
+	assert_int_equal(
+	    wire_del(f->c[2].path, "eth0", "calitest2", f->alias[2], NULL, f->err, sizeof f->err),
+	    0);
+	CONTAINS(true, "does not exist", "ip link show calitest2");
+	CONTAINS(true, "does not exist", "ip -n %s link show eth0", f->c[2].name);
+}
+
 /* A repeated ADD keeps both ends (same ifindexes) and leaves a working pair working. */
 static void test_repeat_keeps_pair(void **state)
 {
@@ -731,6 +838,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_add_and_read_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ipv4_only_no_link_local, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prepare_then_finish, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prepare_refuses_and_falls_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repeat_keeps_pair, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_check_and_repair, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_host_interface, setup, teardown),
