@@ -1391,7 +1391,8 @@ static int host_ll_wait(struct nl_sock *sk, const char *name, int ifindex, struc
 
 /* What wire_add() and wire_check() start with: the spec checked, the job's families and MTU,
  * the container's namespace open (*fd), a route socket (*sk) and the host end if it exists (*h,
- * NULL when not). On failure the caller's cleanup releases whatever was set. */
+ * NULL when not; h NULL: not looked up). On failure the caller's cleanup releases whatever was
+ * set. */
 static int begin(const struct wire_spec *s, struct cjob *j, int *fd, struct nl_sock **sk,
                  struct rtnl_link **h, char *err, size_t errlen)
 {
@@ -1408,7 +1409,7 @@ static int begin(const struct wire_spec *s, struct cjob *j, int *fd, struct nl_s
 	if ((rc = route_socket(sk, err, errlen)) < 0) {
 		return rc;
 	}
-	if ((e = link_get(*sk, s->host_ifname, h)) < 0) {
+	if (h != NULL && (e = link_get(*sk, s->host_ifname, h)) < 0) {
 		return nlfail(err, errlen, e, "cannot look up %s", s->host_ifname);
 	}
 	return 0;
@@ -1454,12 +1455,9 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 	bool complete = false;
 	int rc, e;
 
-	if ((rc = c_inspect(csk, j, err, errlen)) < 0) {
+	/* A preparation looks at nothing: the exclusive create fails if either name is taken. */
+	if (a->prep == NULL && (rc = c_inspect(csk, j, err, errlen)) < 0) {
 		return rc;
-	}
-	if (a->prep != NULL && (j->exists || a->h != NULL)) {
-		return fail(err, errlen, -EEXIST, "%s exists already",
-		            j->exists ? s->ifname : s->host_ifname);
 	}
 	if (j->exists && !j->veth) {
 		return fail(err, errlen, -EEXIST,
@@ -1550,7 +1548,7 @@ static int add_run(const struct wire_spec *s, struct wire_prepared *prep, char *
 	struct addjob a = {.j = {.s = s}, .fd = -1, .host_fd = -1, .prep = prep};
 	int rc;
 
-	if ((rc = begin(s, &a.j, &a.fd, &a.sk, &a.h, err, errlen)) < 0) {
+	if ((rc = begin(s, &a.j, &a.fd, &a.sk, prep != NULL ? NULL : &a.h, err, errlen)) < 0) {
 		goto out;
 	}
 	if (prep != NULL) {
