@@ -697,6 +697,38 @@ out:
 	return e;
 }
 
+/* The source rule of each of s's addresses of family (4, 6; 0: both) into ifindex's table. */
+static int rules_put(struct nl_sock *sk, const struct wire_spec *s, unsigned family, int ifindex,
+                     char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < s->n_addrs; i++) {
+		int e;
+		if ((family == 0 || s->addrs[i].family == family) &&
+		    (e = rule_put(sk, &s->addrs[i], own_table(ifindex))) < 0) {
+			return nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
+			              s->ifname, s->netns);
+		}
+	}
+	return 0;
+}
+
+/* The host route of each of s's addresses, through the host end hidx. */
+static int host_routes_put(struct nl_sock *sk, const struct wire_spec *s, int hidx, char *err,
+                           size_t errlen)
+{
+	char buf[IPAM_ADDR_STRLEN];
+	for (unsigned i = 0; i < s->n_addrs; i++) {
+		const struct ipam_addr *ip = &s->addrs[i];
+		int e = route_put(sk, af_of(ip), ip->b, len_of(ip) * 8, NULL, hidx,
+		                  ip->family == 4 ? RT_SCOPE_LINK : -1);
+		if (e < 0) {
+			return nlfail(err, errlen, e, "cannot add route %s/%u dev %s",
+			              ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
+		}
+	}
+	return 0;
+}
+
 /* Best effort: delete every rule that points into table (both families). */
 static void drop_rules(struct nl_sock *sk, uint32_t table)
 {
@@ -1088,14 +1120,8 @@ static int c_setup(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 				goto out;
 			}
 		}
-		for (unsigned i = 0; i < s->n_addrs; i++) {
-			if (s->addrs[i].family == 4 &&
-			    (e = rule_put(sk, &s->addrs[i], own_table(ifindex))) < 0) {
-				rc =
-				    nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
-				           s->ifname, s->netns);
-				goto out;
-			}
+		if ((rc = rules_put(sk, s, 4, ifindex, err, errlen)) < 0) {
+			goto out;
 		}
 		/* The gateway's MAC is always the host end's fixed one: a permanent neighbour
 		 * spares the first packet an ARP round trip and keeps the container working on a
@@ -1139,14 +1165,7 @@ static int c_route6(struct nl_sock *sk, void *arg, char *err, size_t errlen)
 			    fmt_addr(AF_INET6, gw, buf, sizeof buf), j->s->ifname, j->s->netns);
 		}
 	}
-	for (unsigned i = 0; i < j->s->n_addrs; i++) {
-		if (j->s->addrs[i].family == 6 &&
-		    (e = rule_put(sk, &j->s->addrs[i], own_table(ifindex))) < 0) {
-			return nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
-			              j->s->ifname, j->s->netns);
-		}
-	}
-	return 0;
+	return rules_put(sk, j->s, 6, ifindex, err, errlen);
 }
 
 static int c_check(struct nl_sock *sk, void *arg, char *err, size_t errlen)
@@ -1451,7 +1470,6 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 	struct addjob *a = arg;
 	struct cjob *j = &a->j;
 	const struct wire_spec *s = j->s;
-	char buf[IPAM_ADDR_STRLEN];
 	bool complete = false;
 	int rc, e;
 
@@ -1520,14 +1538,8 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 			return rc;
 		}
 	}
-	for (unsigned i = 0; i < s->n_addrs; i++) {
-		const struct ipam_addr *ip = &s->addrs[i];
-		e = route_put(a->sk, af_of(ip), ip->b, len_of(ip) * 8, NULL, hidx,
-		              ip->family == 4 ? RT_SCOPE_LINK : -1);
-		if (e < 0) {
-			return nlfail(err, errlen, e, "cannot add route %s/%u dev %s",
-			              ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
-		}
+	if ((rc = host_routes_put(a->sk, s, hidx, err, errlen)) < 0) {
+		return rc;
 	}
 	if (a->prep != NULL) {
 		/* A socket made here stays in this namespace after the thread ends: the
@@ -1601,8 +1613,7 @@ void wire_prepared_release(struct wire_prepared *p)
 int wire_finish(const struct wire_spec *s, struct wire_prepared *p, char *err, size_t errlen)
 {
 	struct cjob j = {.s = s, .fresh = true};
-	char buf[IPAM_ADDR_STRLEN];
-	int rc, e;
+	int rc;
 
 	families(s, &j.has4, &j.has6);
 	if (p->csk == NULL || p->hsk == NULL || j.has4 != p->has4 || j.has6 != p->has6) {
@@ -1619,29 +1630,11 @@ int wire_finish(const struct wire_spec *s, struct wire_prepared *p, char *err, s
 		wire_prepared_release(p);
 		return wire_add(s, err, errlen);
 	}
-	if ((rc = spec_check(s, err, errlen)) < 0 ||
-	    (rc = c_addrs(p->csk, &j, p->c_ifindex, err, errlen)) < 0) {
-		goto out;
+	if ((rc = spec_check(s, err, errlen)) == 0 &&
+	    (rc = c_addrs(p->csk, &j, p->c_ifindex, err, errlen)) == 0 &&
+	    (rc = rules_put(p->csk, s, 0, p->c_ifindex, err, errlen)) == 0) {
+		rc = host_routes_put(p->hsk, s, p->h_ifindex, err, errlen);
 	}
-	for (unsigned i = 0; i < s->n_addrs; i++) {
-		if ((e = rule_put(p->csk, &s->addrs[i], own_table(p->c_ifindex))) < 0) {
-			rc = nlfail(err, errlen, e, "cannot add the source rule of %s in %s",
-			            s->ifname, s->netns);
-			goto out;
-		}
-	}
-	for (unsigned i = 0; i < s->n_addrs; i++) {
-		const struct ipam_addr *ip = &s->addrs[i];
-		e = route_put(p->hsk, af_of(ip), ip->b, len_of(ip) * 8, NULL, p->h_ifindex,
-		              ip->family == 4 ? RT_SCOPE_LINK : -1);
-		if (e < 0) {
-			rc = nlfail(err, errlen, e, "cannot add route %s/%u dev %s",
-			            ipam_addr_format(ip, buf), len_of(ip) * 8, s->host_ifname);
-			goto out;
-		}
-	}
-	rc = 0;
-out:
 	wire_prepared_release(p);
 	return rc;
 }
