@@ -83,8 +83,12 @@ struct cctx {
 	struct kv_result st_r;
 };
 
-static void prep_unlink(struct cctx *c)
+/* The preparation is over for the sweep: off a->cni_preparing, prep PREP_NONE. */
+static void prep_end(struct cctx *c)
 {
+	if (c->prep == PREP_NONE) {
+		return;
+	}
 	for (struct cctx **p = &c->a->cni_preparing; *p != NULL; p = &(*p)->prep_next) {
 		if (*p == c) {
 			*p = c->prep_next;
@@ -92,6 +96,16 @@ static void prep_unlink(struct cctx *c)
 		}
 	}
 	c->prep_next = NULL;
+	c->prep = PREP_NONE;
+}
+
+/* Frees a kept outcome (stash()). */
+static void stash_drop(struct cctx *c)
+{
+	free(c->st_r.reply);
+	free(c->st_r.message);
+	c->st_r = (struct kv_result){0};
+	c->stashed = false;
 }
 
 /* Whether an ADD in flight made (or is making) the host interface name. */
@@ -110,12 +124,9 @@ static void cctx_free(struct cctx *c)
 	if (c->cmd == CMD_ADD && !c->succeeded) {
 		c->a->cni_add_failures++;
 	}
-	if (c->prep != PREP_NONE) {
-		prep_unlink(c);
-	}
+	prep_end(c);
 	wire_prepared_release(&c->prepared);
-	free(c->st_r.reply);
-	free(c->st_r.message);
+	stash_drop(c);
 	json_decref(c->body);
 	json_decref(c->reply);
 	free(c->message);
@@ -460,7 +471,7 @@ static void unstash(struct cctx *c)
 	struct kv_result r = c->st_r;
 	int status = c->st_status;
 	c->stashed = false;
-	c->st_r = (struct kv_result){0};
+	c->st_r = (struct kv_result){0}; /* r owns the copies now */
 	cmd_done(&c->w, status, &r);
 	free(r.reply);
 	free(r.message);
@@ -540,8 +551,7 @@ static void discard_done(uv_work_t *w, int status)
 		agent_log("cni: %s %s: cannot remove the interfaces made for the failed ADD: %s",
 		          jstr(c->body, "container"), c->ifname, c->prep_err);
 	}
-	prep_unlink(c);
-	c->prep = PREP_NONE;
+	prep_end(c);
 	unstash(c);
 }
 
@@ -555,27 +565,18 @@ static bool prep_discard(struct cctx *c, int status, const struct kv_result *r)
 	if (c->prep == PREP_NONE) {
 		return false;
 	}
-	if (!c->prepared.created) {
-		prep_unlink(c);
-		c->prep = PREP_NONE;
-		wire_prepared_release(&c->prepared);
-		return false;
+	if (c->prepared.created) {
+		stash(c, status, r);
+		c->pwork.data = c;
+		if (uv_queue_work(c->a->loop, &c->pwork, discard_work, discard_done) == 0) {
+			c->prep = PREP_DISCARDING;
+			return true;
+		}
+		stash_drop(c); /* the sweep of stale interfaces removes them */
 	}
-	stash(c, status, r);
-	c->pwork.data = c;
-	if (uv_queue_work(c->a->loop, &c->pwork, discard_work, discard_done) != 0) {
-		/* the sweep of stale interfaces removes them */
-		c->stashed = false;
-		free(c->st_r.reply);
-		free(c->st_r.message);
-		c->st_r = (struct kv_result){0};
-		prep_unlink(c);
-		c->prep = PREP_NONE;
-		wire_prepared_release(&c->prepared);
-		return false;
-	}
-	c->prep = PREP_DISCARDING;
-	return true;
+	prep_end(c);
+	wire_prepared_release(&c->prepared);
+	return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -894,8 +895,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		if (!c->prep_used) {
 			wire_prepared_release(&c->prepared);
 		}
-		prep_unlink(c);
-		c->prep = PREP_NONE;
+		prep_end(c);
 	}
 	if (queue(c, wire_add_work, wired) != 0) {
 		c->work.data = c;
