@@ -314,6 +314,25 @@ for round in 1 2 3 4 5; do
 	done
 done
 log "ok: two ADDs at once under the same expected name, five times: both wired, nothing left over"
+# The entry is usually applied before the preparation is over: the worker that made the pair then
+# adds the addresses at once instead of handing back to the agent's loop (agent/routes_cni.c,
+# hand_over()), and the ADD's line says so. ADD and DEL one container until an ADD went that way;
+# every one must be wired completely, and reach a container on another host.
+cnt_new hand
+handed=""
+for try in $(seq 1 30); do
+	n=$(grep -c "cni: ADD .*and addressed right after" "$WORK/agent1.log" || true)
+	cnt_add 1 hand calico-net-1
+	must_be_wired hand
+	wait_for "hand -> a2 (ADD $try)" 10 cnt_ping hand "$(cnt_ip a2)"
+	if [ "$(grep -c "cni: ADD .*and addressed right after" "$WORK/agent1.log" || true)" -gt "$n" ]; then
+		handed=$try
+	fi
+	cnt_del 1 hand calico-net-1
+	[ -z "$handed" ] || break
+done
+[ -n "$handed" ] || fail "in 30 ADDs the preparing worker never added the addresses itself: $(grep 'cni: ADD' "$WORK/agent1.log" | tail -3)"
+log "ok: ADD $handed of one container was finished by the worker that prepared its interfaces"
 for i in 1 2 3; do net_conf "$i" calico-net-2 '{"cniVersion": "0.4.0"}'; done
 cnt_new dual
 cnt_new n2
