@@ -324,13 +324,20 @@ static void test_prepare_then_finish(void **state)
 {
 	struct fx *f = *state;
 	struct wire_prepared p[2];
+	char *host_fwd = out("cat /proc/sys/net/ipv4/ip_forward");
+	host_fwd[strcspn(host_fwd, "\n")] = '\0';
 	for (int i = 0; i < 2; i++) {
 		ctr_make(&f->c[i], i);
 		spec_make(f, i, i == 1);
+		/* An IPv4 preparation works from outside the namespace: this write must still
+		 * land in the container's, not in the host's. */
+		f->s[i].allow_ip_forwarding = i == 0;
 		int rc = wire_prepare(&f->s[i], true, i == 1, &p[i], f->err, sizeof f->err);
 		if (rc != 0) {
 			fail_msg("wire_prepare: %d %s", rc, f->err);
 		}
+		sysctl_is(f->c[i].path, "/proc/sys/net/ipv4/ip_forward", i == 0 ? "1" : "0");
+		sysctl_is(NULL, "/proc/sys/net/ipv4/ip_forward", host_fwd);
 		assert_true(p[i].created);
 		/* the pair and its routes are there, no address yet */
 		CONTAINS(true, "state UP", "ip link show calitest%d", i);
@@ -360,6 +367,7 @@ static void test_prepare_then_finish(void **state)
 	assert_true(ping(NULL, "10.64.0.6"));
 	assert_true(ping(NULL, "fd00:64::6"));
 	assert_true(ping(f->c[1].path, "fd00:99::1"));
+	free(host_fwd);
 }
 
 /* A preparation touches nothing that exists; a finish whose addresses are of other families
