@@ -532,6 +532,26 @@ static void prep_done(uv_work_t *w, int status)
 	}
 }
 
+/* The applied command's answer (ans, taken) becomes c's. */
+static void answer_take(struct cctx *c, json_t *ans, const struct kv_result *r)
+{
+	json_decref(c->reply);
+	c->reply = ans;
+	c->revision = r->revision;
+	if (c->t_commit == 0 || c->rolling_back) {
+		c->t_commit = uv_hrtime();
+	}
+}
+
+/* The wiring of an applied ADD starts: netsync leaves this workload's route to it until wired(). */
+static void wiring_begin(struct cctx *c)
+{
+	if (!c->wiring) {
+		c->wiring = true;
+		c->a->wiring++;
+	}
+}
+
 /*
  * The command's outcome while the preparation runs: true if it is the success of the ADD of the
  * interface being prepared, under the forecast names, and is taken over here (the worker or
@@ -552,14 +572,10 @@ static bool hand_over(struct cctx *c, int status, const struct kv_result *r)
 		json_decref(ans);
 		return false;
 	}
-	json_decref(c->reply);
-	c->reply = ans;
-	c->revision = r->revision;
-	c->t_commit = uv_hrtime();
+	answer_take(c, ans, r);
 	c->existed = false;
 	c->handed = true;
-	c->wiring = true; /* netsync leaves this workload's route to the wiring */
-	c->a->wiring++;
+	wiring_begin(c);
 	int open = HAND_OPEN;
 	/* Lost to the worker (HAND_OVER): prep_done() queues the finish, as without this. */
 	(void)atomic_compare_exchange_strong(&c->hand, &open, HAND_FINISH);
@@ -905,12 +921,7 @@ static void cmd_done(struct store_write *w, int status, const struct kv_result *
 		cctx_free(c);
 		return;
 	}
-	json_decref(c->reply);
-	c->reply = ans;
-	c->revision = r->revision;
-	if (c->t_commit == 0 || c->rolling_back) {
-		c->t_commit = uv_hrtime();
-	}
+	answer_take(c, ans, r);
 
 	if (c->rolling_back) {
 		/* The allocation is undone; now the wiring. */
@@ -976,10 +987,7 @@ static void add_wire(struct cctx *c)
 		}
 		prep_end(c);
 	}
-	if (!c->wiring) {
-		c->wiring = true;
-		c->a->wiring++;
-	}
+	wiring_begin(c);
 	if (queue(c, wire_add_work, wired) != 0) {
 		c->work.data = c;
 		c->work_rv = -ENOMEM;
