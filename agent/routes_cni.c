@@ -447,8 +447,9 @@ static int build_spec(struct cctx *c, const json_t *ans)
  * is removed before the answer, so a failed ADD still leaves nothing wired. Nothing is prepared
  * over anything that exists: wire_prepare() refuses when either name is taken.
  *
- * The command's outcome can come before the preparation ends; it is kept (stash()) and handled
- * when the preparation is over, so that no answer goes while a worker still builds.
+ * The command's outcome can come before the preparation ends. The success of the forecast ADD is
+ * handed to the preparing worker (hand_over(), below); any other outcome is kept (stash()) and
+ * handled when the preparation is over, so that no answer goes while a worker still builds.
  */
 
 static void stash(struct cctx *c, int status, const struct kv_result *r)
@@ -552,6 +553,14 @@ static void wiring_begin(struct cctx *c)
 	}
 }
 
+/* Whether the applied ADD (c->spec, c->existed) is of the interface prepared, under the
+ * forecast host end name and MAC. */
+static bool forecast_held(const struct cctx *c)
+{
+	return !c->existed && strcmp(c->pre_host, c->host_ifname) == 0 &&
+	       memcmp(c->pspec.mac, c->spec.mac, sizeof c->spec.mac) == 0;
+}
+
 /*
  * The command's outcome while the preparation runs: true if it is the success of the ADD of the
  * interface being prepared, under the forecast names, and is taken over here (the worker or
@@ -565,15 +574,13 @@ static bool hand_over(struct cctx *c, int status, const struct kv_result *r)
 	    (ans = json_loadb((const char *)r->reply, r->reply_len, 0, NULL)) == NULL) {
 		return false;
 	}
-	const char *iface = jstr(ans, "iface");
-	if (json_is_true(json_object_get(ans, "existed")) || iface == NULL ||
-	    strcmp(iface, c->pre_host) != 0 || build_spec(c, ans) != 0 ||
-	    memcmp(c->pspec.mac, c->spec.mac, sizeof c->spec.mac) != 0) {
+	/* (what this sets when it returns false, cmd_done() sets again from the kept outcome) */
+	c->existed = json_is_true(json_object_get(ans, "existed"));
+	if (build_spec(c, ans) != 0 || !forecast_held(c)) {
 		json_decref(ans);
 		return false;
 	}
 	answer_take(c, ans, r);
-	c->existed = false;
 	c->handed = true;
 	wiring_begin(c);
 	int open = HAND_OPEN;
@@ -979,9 +986,7 @@ static void add_wire(struct cctx *c)
 {
 	if (c->prep == PREP_DONE) {
 		/* The record exists now: the sweep may judge the interfaces by it. */
-		c->prep_used = c->prep_rv == 0 && !c->existed &&
-		               strcmp(c->pre_host, c->host_ifname) == 0 &&
-		               memcmp(c->pspec.mac, c->spec.mac, sizeof c->spec.mac) == 0;
+		c->prep_used = c->prep_rv == 0 && forecast_held(c);
 		if (!c->prep_used) {
 			wire_prepared_release(&c->prepared);
 		}

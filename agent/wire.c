@@ -466,12 +466,13 @@ static int in_netns(int fd, const char *path, ns_fn fn, void *arg, bool *entered
 
 /*
  * A route socket in the namespace fd, made by a thread that runs while the caller goes on:
- * ns_socket_start() starts it, ns_socket_join() waits for it and hands the socket over. Once a
- * start succeeded, the join must follow. The socket stays in that namespace whichever thread uses
- * it, so the caller can work there through it without entering.
+ * ns_socket_start() starts it, ns_socket_join() waits for it, and ns_socket_end() (always, after
+ * a start that succeeded) waits if need be and frees the socket unless the caller took it
+ * (c.sk set to NULL). The socket stays in that namespace whichever thread uses it, so the caller
+ * can work there through it without entering.
  */
 struct ns_socket {
-	struct ns_call c;
+	struct ns_call c; /* c.sk: the socket, once joined */
 	char err[256];
 	pthread_t t;
 	bool running;
@@ -489,22 +490,32 @@ static int ns_socket_start(struct ns_socket *n, int fd, const char *path, char *
 	return 0;
 }
 
-/* Waits for the socket: 0 with *out set (the caller's now), or the failure to make it. Without a
- * running start, returns -EINVAL. */
-static int ns_socket_join(struct ns_socket *n, struct nl_sock **out, char *err, size_t errlen)
+static void ns_socket_wait(struct ns_socket *n)
 {
-	if (!n->running) {
-		return fail(err, errlen, -EINVAL, "no socket is being made in %s", n->c.path);
+	if (n->running) {
+		pthread_join(n->t, NULL);
+		n->running = false;
 	}
-	pthread_join(n->t, NULL);
-	n->running = false;
+}
+
+/* Waits for the socket: 0 with n->c.sk made, or the failure to make it. */
+static int ns_socket_join(struct ns_socket *n, char *err, size_t errlen)
+{
+	ns_socket_wait(n);
 	if (n->c.rc < 0) {
 		snprintf(err, errlen, "%s", n->err);
 		return n->c.rc;
 	}
-	*out = n->c.sk;
-	n->c.sk = NULL;
 	return 0;
+}
+
+static void ns_socket_end(struct ns_socket *n)
+{
+	ns_socket_wait(n);
+	if (n->c.sk != NULL) {
+		nl_socket_free(n->c.sk);
+		n->c.sk = NULL;
+	}
 }
 
 static int nsid_valid(struct nl_msg *msg, void *arg)
@@ -1517,8 +1528,7 @@ struct addjob {
 	struct rtnl_link *h;
 	int fd, host_fd;
 	struct wire_prepared *prep; /* wire_prepare(): only a new pair, and what finish needs */
-	struct ns_socket nsk;       /* j.outside: the container's socket, being made */
-	struct nl_sock *csk;        /* j.outside: the container's socket, once made */
+	struct ns_socket nsk;       /* j.outside: the container's socket */
 };
 
 /*
@@ -1594,10 +1604,10 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 		return rc;
 	}
 	if (j->outside) {
-		if ((rc = ns_socket_join(&a->nsk, &a->csk, err, errlen)) < 0) {
+		if ((rc = ns_socket_join(&a->nsk, err, errlen)) < 0) {
 			return rc;
 		}
-		csk = a->csk;
+		csk = a->nsk.c.sk;
 	}
 	if ((rc = c_setup(csk, j, err, errlen)) < 0) {
 		return rc;
@@ -1617,8 +1627,8 @@ static int add_steps(struct nl_sock *csk, void *arg, char *err, size_t errlen)
 		/* A socket made in the namespace stays there after its thread ends: the finish
 		 * adds the addresses through it without entering again. */
 		if (j->outside) {
-			a->prep->csk = a->csk;
-			a->csk = NULL;
+			a->prep->csk = a->nsk.c.sk;
+			a->nsk.c.sk = NULL;
 		} else if ((rc = route_socket(&a->prep->csk, err, errlen)) < 0) {
 			return rc;
 		}
@@ -1658,16 +1668,7 @@ static int add_run(const struct wire_spec *s, struct wire_prepared *prep, char *
 		a.j.nsfd = a.fd;
 		if ((rc = ns_socket_start(&a.nsk, a.fd, s->netns, err, errlen)) == 0) {
 			rc = add_steps(NULL, &a, err, errlen);
-			if (a.nsk.running) {
-				char e2[256];
-				struct nl_sock *late = NULL;
-				if (ns_socket_join(&a.nsk, &late, e2, sizeof e2) == 0) {
-					nl_socket_free(late);
-				}
-			}
-		}
-		if (a.csk != NULL) {
-			nl_socket_free(a.csk);
+			ns_socket_end(&a.nsk);
 		}
 	} else {
 		rc = in_netns(a.fd, s->netns, add_steps, &a, NULL, err, errlen);
