@@ -72,9 +72,10 @@ struct agent {
 	uint64_t policy_last_flush_us;
 
 	/* Host dataplane outside policy (netsync.c) */
-	bool no_routes;          /* --no-routes: the agent programs no routes, tunnels or NAT */
-	struct netsync *netsync; /* NULL with --no-routes */
-	uint64_t netsync_syncs;  /* for /metrics */
+	bool no_routes;              /* --no-routes: the agent programs no routes, tunnels or NAT */
+	struct netsync *netsync;     /* NULL with --no-routes */
+	uint64_t netsync_syncs;      /* for /metrics */
+	uint64_t netsync_recomputes; /* for /metrics */
 	uint64_t netsync_last_sync_us;
 
 	/* This host's node resource (node.c) */

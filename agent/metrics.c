@@ -205,6 +205,10 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	counter(&b, "tabby_netsync_syncs_total",
 	        "Times the route dataplane brought the kernel's routes, tunnels and NAT in line.",
 	        (double)a->netsync_syncs);
+	counter(&b, "tabby_netsync_recomputes_total",
+	        "Times the route dataplane calculated the routes this host wants, after a change "
+	        "that can alter them.",
+	        (double)a->netsync_recomputes);
 	gauge(&b, "tabby_netsync_last_sync_seconds",
 	      "Time the route dataplane's last reconcile took, in seconds.",
 	      (double)a->netsync_last_sync_us / 1e6);

@@ -238,6 +238,43 @@ must_be_wired ipreq
 wait_for "a3 -> the requested address" 10 cnt_ping a3 192.168.250.7
 log "ok: IP= gave the address asked for, reachable across hosts"
 
+# --- An address borrowed from another host's block; changes routes do not depend on -------------
+# recomputes I: how many times agent I calculated its routes.
+recomputes() { curl -s --unix-socket "$(sock "$1")" http://tabby/metrics | awk '$1 == "tabby_netsync_recomputes_total" {print $2}'; }
+# Containers coming and going on host 1 inside its own block change nothing host 3 routes, and
+# host 3 must not recalculate its routes for them (it used to, once per change, reading every
+# allocation of the cluster). The coincidence of the periodic refresh allows one.
+r0=$(recomputes 3)
+for k in 1 2 3 4 5; do
+	cnt_new "quiet$k"
+	cnt_add 1 "quiet$k" calico-net-1
+	cnt_del 1 "quiet$k" calico-net-1
+	cnt_gone "quiet$k"
+done
+catch_up
+r1=$(recomputes 3)
+[ -n "$r0" ] && [ $((r1 - r0)) -le 1 ] ||
+	fail "host 3 recalculated its routes $((r1 - r0)) times for 10 changes inside host 1's block"
+# Host 2 asks for an address inside host 1's block: host 1 and 3 route it to host 2.
+ip_a1=$(cnt_ip a1)
+borrowed=${ip_a1%.*}.$(((${ip_a1##*.} & ~63) + 50))
+cnt_new borrow
+cnt_add 2 borrow calico-net-1 eth0 "IP=$borrowed"
+[ "$(cnt_ip borrow)" = "$borrowed" ] || fail "IP=$borrowed gave $(cnt_ip borrow)"
+must_be_wired borrow
+routed_via() { ip -n "$(host_ns "$1")" -4 route show "$2/32" proto 116 | grep -q "via $3"; }
+for i in 1 3; do
+	wait_for "host $i routes the borrowed $borrowed via host 2" 10 routed_via "$i" "$borrowed" "$(host_ip 2)"
+done
+wait_for "a1 -> the borrowed address on host 2" 10 cnt_ping a1 "$borrowed"
+wait_for "a3 -> the borrowed address on host 2" 10 cnt_ping a3 "$borrowed"
+cnt_del 2 borrow calico-net-1
+unrouted_at() { [ -z "$(ip -n "$(host_ns "$1")" -4 route show "$2/32" proto 116)" ]; }
+for i in 1 3; do
+	wait_for "host $i drops the route of the released $borrowed" 10 unrouted_at "$i" "$borrowed"
+done
+log "ok: a borrowed address is routed to its holder and no longer once released; host 3 recalculated $((r1 - r0)) times for 10 changes in host 1's block"
+
 # --- Every CNI version gets its result shape ---------------------------------------------------
 rc=0
 cni_plugin 1 VERSION "" "" eth0 "$WORK/net.d/1/calico-net-1.conf" || rc=$?

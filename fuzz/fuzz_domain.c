@@ -32,8 +32,12 @@
  *     records, and every CNI record that holds a host-side name has that name's reservation,
  *     which names it, and there is no other reservation;
  *   - a second store fed the same batches reaches the same state hash with the same answers (a
- *     handler that read uninitialized memory or a pointer's value would split the replicas).
+ *     handler that read uninitialized memory or a pointer's value would split the replicas);
+ *   - every event of an "ipam/" key decodes with ipam_change_decode(), as the agent's route sync
+ *     decodes it, unless the input wrote raw records, which it only must survive.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +164,25 @@ static void apply(int i, struct kv_bytes *cmds, unsigned n, uint64_t time_ms,
 	check(kv_join_batch(cmds, n, time_ms, &batch, &len) == KV_OK, "kv_join_batch");
 	check(kv_apply(st.kv[i], batch, len, out) == KV_OK, "kv_apply failed: a handler stopped");
 	raft_free(batch);
+}
+
+/* The agent's route sync reads each change of an "ipam/" key with ipam_change_decode(): what
+ * IPAM writes must decode, and anything else (raw records) must be refused, not crash it. */
+static void check_ipam_events(const struct kv_apply_out *out, bool raw)
+{
+	for (unsigned i = 0; i < out->n_events; i++) {
+		const struct kv_event *ev = &out->events[i];
+		struct ipam_change c;
+		if (ev->space != KV_SPACE_DOMAIN || ev->kv.key_len < 5 ||
+		    memcmp(ev->kv.key, "ipam/", 5) != 0) {
+			continue;
+		}
+		size_t vlen = ev->type == KV_EV_DELETE ? 0 : ev->kv.value_len;
+		int rv = ipam_change_decode(ev->kv.key, ev->kv.key_len, ev->kv.value, vlen, &c);
+		check(rv == 0 || rv == -EBADMSG || rv == -ENOMEM, "ipam_change_decode: odd result");
+		check(raw || rv == 0, "ipam_change_decode refused a record IPAM wrote");
+		check(rv != 0 || c.kind <= IPAM_CHANGE_HANDLE, "ipam_change_decode: odd kind");
+	}
 }
 
 static void *encode_call(uint16_t call, const uint8_t *payload, size_t len, size_t *enc_len)
@@ -401,6 +424,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint64_t other;
 		check(kv_hash(st.kv[1], &other) == KV_OK && other == hash1,
 		      "the two replicas' states differ");
+		check_ipam_events(&out[0], l.raw);
 		kv_apply_out_free(&out[0]);
 		kv_apply_out_free(&out[1]);
 		if (!l.raw) {

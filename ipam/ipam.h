@@ -288,6 +288,27 @@ void ipam_alloc_free(struct ipam_alloc *a);
 typedef int (*ipam_alloc_fn)(void *arg, const struct ipam_alloc *a);
 int ipam_foreach_alloc(struct kv_tx *tx, ipam_alloc_fn fn, void *arg);
 
+/*
+ * One changed IPAM key, as a watcher of the "ipam/" prefix sees it (the agent's route sync, which
+ * must tell the changes routes depend on from the many that they do not). For an address record,
+ * addr is the address and, when the change carries the record (not a deletion), block and name
+ * are the block it was assigned from and the node holding it. For a block record, addr is the
+ * block's base and, with the record, block is the block and name its affinity ("" for none). For
+ * a handle record, name is the handle. Any other key is IPAM_CHANGE_OTHER.
+ */
+enum ipam_change_kind { IPAM_CHANGE_OTHER, IPAM_CHANGE_IP, IPAM_CHANGE_BLOCK, IPAM_CHANGE_HANDLE };
+struct ipam_change {
+	enum ipam_change_kind kind;
+	bool has_record; /* IP and BLOCK: value given (false for a deletion) */
+	struct ipam_addr addr;
+	struct ipam_cidr block;
+	char name[IPAM_NAME_MAX + 1];
+};
+/* Decode the change of key to value (vlen 0: deleted). Returns 0, -EBADMSG when the key or the
+ * record is malformed, or -ENOMEM. */
+int ipam_change_decode(const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
+                       struct ipam_change *out);
+
 /* The addresses of a handle (none: *n == 0). */
 int ipam_handle_addrs(struct kv_tx *tx, const char *handle, struct ipam_assigned **addrs,
                       unsigned *n);

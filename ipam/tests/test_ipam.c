@@ -1582,6 +1582,116 @@ static void test_foreach_order(void **state)
 	assert_int_equal(c.n, 3);
 }
 
+struct changes {
+	unsigned ip, block, handle, other;
+	bool saw_borrowed;
+};
+
+/* Every stored key read back as a watcher gets it: a put (the value) and a deletion (none). */
+static int change_cb(void *arg, struct kv_bytes key, struct kv_bytes value)
+{
+	struct changes *c = arg;
+	struct ipam_change ch, del;
+	assert_int_equal(ipam_change_decode(key.data, key.len, value.data, value.len, &ch), 0);
+	assert_int_equal(ipam_change_decode(key.data, key.len, NULL, 0, &del), 0);
+	assert_int_equal(del.kind, ch.kind);
+	assert_false(del.has_record);
+	switch (ch.kind) {
+	case IPAM_CHANGE_IP:
+		c->ip++;
+		assert_true(ch.has_record);
+		assert_true(ipam_cidr_contains(&ch.block, &ch.addr));
+		assert_true(ch.block.prefix == 28 || ch.block.prefix == 122);
+		assert_true(strcmp(ch.name, "n1") == 0 || strcmp(ch.name, "n2") == 0);
+		c->saw_borrowed |= strcmp(ch.name, "n2") == 0;
+		assert_true(ipam_addr_equal(&del.addr, &ch.addr));
+		break;
+	case IPAM_CHANGE_BLOCK:
+		c->block++;
+		assert_true(ch.has_record);
+		assert_true(ipam_cidr_contains(&ch.block, &ch.addr));
+		assert_string_equal(ch.name, "n1");
+		assert_true(ipam_addr_equal(&del.addr, &ch.addr));
+		break;
+	case IPAM_CHANGE_HANDLE:
+		c->handle++;
+		assert_true(strcmp(ch.name, "ctr-a") == 0 || strcmp(ch.name, "ctr-b") == 0);
+		assert_string_equal(del.name, ch.name);
+		break;
+	default:
+		c->other++;
+		break;
+	}
+	return 0;
+}
+
+/* ipam_change_decode tells the agent's route sync what each changed key is: an address with its
+ * block and node, a block with its affinity, a handle, or something else; it refuses what is
+ * malformed. */
+static void test_change_decode(void **state)
+{
+	struct h *h = *state;
+	struct changes c = {0};
+	struct kv_tx *tx;
+	struct ipam_change ch;
+	uint8_t junk[3] = {1, 2, 3};
+	struct ipam_block_info b;
+
+	assert_int_equal(h_put_pool(h, "10.0.0.0/24", 28), IPAM_OK);
+	assert_int_equal(h_put_pool(h, "fd00::/120", 122), IPAM_OK);
+	assert_int_equal(h_assign(h, "n1", "ctr-a", 3, 2, NULL, NULL), IPAM_OK);
+	/* n2 takes a free address of n1's IPv4 block: the record names n2, the block stays n1's. */
+	struct ipam_block_info *blocks;
+	unsigned nb;
+	struct ipam_addr free_ip = {0};
+	h_blocks(h, &blocks, &nb);
+	for (unsigned i = 0; i < nb; i++) {
+		assert_string_equal(blocks[i].affinity, "n1");
+		if (blocks[i].cidr.addr.family == 4) {
+			b = blocks[i];
+		}
+	}
+	free(blocks);
+	for (uint32_t k = 0; k < 16 && free_ip.family == 0; k++) {
+		struct ipam_alloc al;
+		struct ipam_addr cand = h_addr_add(b.cidr.addr, k);
+		if (h_lookup(h, h_fmt(&cand).s, &al)) {
+			ipam_alloc_free(&al);
+		} else {
+			free_ip = cand;
+		}
+	}
+	assert_int_equal(free_ip.family, 4);
+	assert_int_equal(h_assign_ip(h, "n2", "ctr-b", h_fmt(&free_ip).s, NULL), IPAM_OK);
+	assert_int_equal(kv_view_begin(h->kv, &tx), KV_OK);
+	struct kv_bytes all = {(const uint8_t *)"ipam/", 5}, from = {NULL, 0};
+	assert_int_equal(kv_tx_scan(tx, KV_SPACE_DOMAIN, all, from, change_cb, &c), KV_OK);
+	kv_view_end(tx);
+	assert_int_equal(c.ip, 6);
+	assert_int_equal(c.block, 2);
+	assert_int_equal(c.handle, 2);
+	assert_true(c.other >= 2); /* the pools, at least */
+	assert_true(c.saw_borrowed);
+
+	/* A key under "ipam/ip/" or "ipam/block/" without an address, or a record that does not
+	 * decode, is malformed; a key of another kind is not looked into. */
+	static const char ip_short[] = "ipam/ip/x", block_short[] = "ipam/block/x";
+	assert_int_equal(
+	    ipam_change_decode((const uint8_t *)ip_short, strlen(ip_short), NULL, 0, &ch),
+	    -EBADMSG);
+	assert_int_equal(
+	    ipam_change_decode((const uint8_t *)block_short, strlen(block_short), NULL, 0, &ch),
+	    -EBADMSG);
+	uint8_t k[IPAM_KEY_MAX];
+	size_t n = ipam_key_ip(k, &free_ip);
+	assert_int_equal(ipam_change_decode(k, n, junk, sizeof junk, &ch), -EBADMSG);
+	n = ipam_key_block(k, &b.cidr.addr);
+	assert_int_equal(ipam_change_decode(k, n, junk, sizeof junk, &ch), -EBADMSG);
+	static const char cfg[] = IPAM_KEY_CONFIG;
+	assert_int_equal(ipam_change_decode((const uint8_t *)cfg, strlen(cfg), junk, 3, &ch), 0);
+	assert_int_equal(ch.kind, IPAM_CHANGE_OTHER);
+}
+
 /* Requests that make no sense are refused as invalid (or by the encoder). */
 static void test_invalid_requests(void **state)
 {
@@ -2128,6 +2238,7 @@ int main(void)
 	    T(test_remove_node),
 	    T(test_attrs_and_queries),
 	    T(test_foreach_order),
+	    T(test_change_decode),
 	    T(test_invalid_requests),
 	    T(test_determinism),
 	    T(test_check_detects),
