@@ -2249,21 +2249,22 @@ static bool ipam_change_matters(struct netsync *ns, const struct kv_event *ev)
 {
 	struct input *x = ns->x;
 	struct ipam_change c;
-	if (!ns->ipam_ok) {
-		return true; /* read in full by the next recompute, which is due */
-	}
 	size_t vlen = ev->type == KV_EV_DELETE ? 0 : ev->kv.value_len;
 	if (ipam_change_decode(ev->kv.key, ev->kv.key_len, ev->kv.value, vlen, &c) != 0) {
 		ns->ipam_ok = false;
 		return true;
 	}
-	switch (c.kind) {
-	case IPAM_CHANGE_HANDLE:
+	if (c.kind == IPAM_CHANGE_HANDLE) {
 		if (!is_tunnel_handle(c.name)) {
 			return false;
 		}
 		ns->nodes_ok = false;
 		return true;
+	}
+	if (!ns->ipam_ok) {
+		return true; /* read in full by the next recompute, which is due */
+	}
+	switch (c.kind) {
 	case IPAM_CHANGE_IP:
 		for (unsigned i = 0; i < x->in.n_allocs; i++) {
 			if (addr_eq(&x->allocs[i].addr, &c.addr)) {
