@@ -298,64 +298,20 @@ int ipam_foreach_alloc(struct kv_tx *tx, ipam_alloc_fn fn, void *arg)
 	return rv != 0 ? rv : f.stopped;
 }
 
-/* Whether key starts with the prefix that fill() writes, leaving a tail. */
-static bool has_prefix(const uint8_t *key, size_t klen, size_t (*fill)(uint8_t *k))
+/* Whether key is longer than the n-byte prefix p and starts with it. */
+static bool under(const uint8_t *key, size_t klen, const uint8_t *p, size_t n)
 {
-	uint8_t p[IPAM_KEY_MAX];
-	size_t n = fill(p);
 	return klen > n && memcmp(key, p, n) == 0;
-}
-
-static size_t prefix_blocks_all(uint8_t *k)
-{
-	return ipam_prefix_blocks(k, 0);
 }
 
 int ipam_change_decode(const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
                        struct ipam_change *out)
 {
+	uint8_t p[IPAM_KEY_MAX];
+	size_t n;
 	bool oom = false;
 	memset(out, 0, sizeof *out);
-	if (has_prefix(key, klen, ipam_prefix_ips)) {
-		struct ipam_ip_rec rec;
-		out->kind = IPAM_CHANGE_IP;
-		if (!ipam_key_tail_addr(key, klen, &out->addr)) {
-			return -EBADMSG;
-		}
-		if (vlen == 0) {
-			return 0;
-		}
-		if (!ipam_ip_decode(value, vlen, &rec, &oom)) {
-			return oom ? -ENOMEM : -EBADMSG;
-		}
-		out->has_record = true;
-		out->block.prefix = rec.block_prefix;
-		ipam_addr_mask(&out->addr, rec.block_prefix, &out->block.addr);
-		snprintf(out->name, sizeof out->name, "%s", rec.node != NULL ? rec.node : "");
-		ipam_ip_clear(&rec);
-		return 0;
-	}
-	if (has_prefix(key, klen, prefix_blocks_all)) {
-		out->kind = IPAM_CHANGE_BLOCK;
-		if (!ipam_key_tail_addr(key, klen, &out->addr)) {
-			return -EBADMSG;
-		}
-		if (vlen == 0) {
-			return 0;
-		}
-		struct ipam_block *b = ipam_block_decode(value, vlen, &oom);
-		if (b == NULL) {
-			return oom ? -ENOMEM : -EBADMSG;
-		}
-		out->has_record = true;
-		out->block = b->cidr;
-		snprintf(out->name, sizeof out->name, "%s", b->affinity != NULL ? b->affinity : "");
-		ipam_block_free(b);
-		return 0;
-	}
-	if (has_prefix(key, klen, ipam_prefix_handles)) {
-		uint8_t p[IPAM_KEY_MAX];
-		size_t n = ipam_prefix_handles(p);
+	if (under(key, klen, p, n = ipam_prefix_handles(p))) {
 		out->kind = IPAM_CHANGE_HANDLE;
 		if (klen - n > IPAM_NAME_MAX) {
 			return -EBADMSG;
@@ -364,7 +320,40 @@ int ipam_change_decode(const uint8_t *key, size_t klen, const uint8_t *value, si
 		out->name[klen - n] = 0;
 		return 0;
 	}
-	out->kind = IPAM_CHANGE_OTHER;
+	if (under(key, klen, p, n = ipam_prefix_ips(p))) {
+		out->kind = IPAM_CHANGE_IP;
+	} else if (under(key, klen, p, n = ipam_prefix_blocks(p, 0))) {
+		out->kind = IPAM_CHANGE_BLOCK;
+	} else {
+		out->kind = IPAM_CHANGE_OTHER;
+		return 0;
+	}
+	/* An address or a block record: the address at the key's end, then the record, if any. */
+	if (!ipam_key_tail_addr(key, klen, &out->addr)) {
+		return -EBADMSG;
+	}
+	if (vlen == 0) {
+		return 0;
+	}
+	if (out->kind == IPAM_CHANGE_IP) {
+		struct ipam_ip_rec rec;
+		if (!ipam_ip_decode(value, vlen, &rec, &oom)) {
+			return oom ? -ENOMEM : -EBADMSG;
+		}
+		out->block.prefix = rec.block_prefix;
+		ipam_addr_mask(&out->addr, rec.block_prefix, &out->block.addr);
+		snprintf(out->name, sizeof out->name, "%s", rec.node != NULL ? rec.node : "");
+		ipam_ip_clear(&rec);
+	} else {
+		struct ipam_block *b = ipam_block_decode(value, vlen, &oom);
+		if (b == NULL) {
+			return oom ? -ENOMEM : -EBADMSG;
+		}
+		out->block = b->cidr;
+		snprintf(out->name, sizeof out->name, "%s", b->affinity != NULL ? b->affinity : "");
+		ipam_block_free(b);
+	}
+	out->has_record = true;
 	return 0;
 }
 
