@@ -31,7 +31,10 @@
 #                starts, as a runtime makes them before it calls CNI.
 #
 # Prints p50 and p99 per figure with the ratio Tabby / reference (the goal: ADD p50 at most
-# 0.33), and the start time beside Calico's published 322 s for 1,000 pods on 10 nodes.
+# 0.33), and the start time beside Calico's published 322 s for 1,000 pods on 10 nodes. For the
+# sequential cycles it also prints the whole machine's CPU per ADD+DEL with each plugin (the
+# figures are CPU-bound: two vCPUs, a Tabby ADD's work spread over three agents, the plugin and
+# the kernel's workers), and, from agent 1's log, the p50 of the parts of Tabby's ADD.
 #
 # The start of many containers uses cnitool.
 #
@@ -113,13 +116,43 @@ pct() { sort -n "$1" | awk -v p="$2" '{a[NR] = $1} END {
 	r = int(p / 100 * NR + 0.999999); if (r < 1) r = 1; printf "%.1f", a[r] / 1000 }'; }
 errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 
-declare -A P50 P99
+# busy_ticks: the CPU time both vCPUs have spent busy so far (user, nice, system, irq, softirq; not
+# idle, iowait or steal), in clock ticks, whoever used it.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+
+# phases FROM TO: the p50 of the three parts of the ADDs agent 1 logged in lines FROM..TO of its log
+# (routes_cni.c add_answer()): "replicated" from the request's arrival to the entry applied here,
+# "prepared" from the arrival to the veth pair made meanwhile, "wired" from the entry applied to
+# the wiring done. The answer follows once the policy is in the kernel (logged, about 0.01 ms).
+phases() {
+	sed -n "$1,$2p" "$WORK/agent1.log" | python3 -c '
+import re, statistics, sys
+v = {"replicated": [], "prepared": [], "wired": []}
+for l in sys.stdin:
+    if "cni: ADD" not in l:
+        continue
+    for k, pat in (("replicated", r"replicated in ([0-9.]+) ms"),
+                   ("prepared", r"prepared meanwhile in ([0-9.]+) ms"),
+                   ("wired", r"wired in ([0-9.]+) ms")):
+        m = re.search(pat, l)
+        if m:
+            v[k].append(float(m.group(1)))
+print(" ".join("%.2f" % statistics.median(v[k]) if v[k] else "-" for k in ("replicated", "prepared", "wired")))'
+}
+
+declare -A P50 P99 CPU PHASES
 # measure NAME NET [WORKER]: the sequential and parallel figures for network NET, driven by
-# WORKER (worker: cnitool, worker_mesos: cni_exec).
+# WORKER (worker: cnitool, worker_mesos: cni_exec). Also the machine's CPU per sequential cycle
+# and, for Tabby's network, where its sequential ADDs spent their time in agent 1.
 measure() {
-	local name=$1 net=$2 drv=${3:-worker} w cycles pids=()
+	local name=$1 net=$2 drv=${3:-worker} w cycles pids=() b0 l0
 	$drv 1 "$WORK/warm-$name" "$net" 3 seq0 # not recorded: first-run costs
+	b0=$(busy_ticks)
+	l0=$(($(wc -l <"$WORK/agent1.log") + 1))
 	$drv 1 "$WORK/r-$name-seq" "$net" "$N" seq0
+	CPU[$name]=$(awk -v t="$(($(busy_ticks) - b0))" -v h="$(getconf CLK_TCK)" -v n="$N" \
+		'BEGIN {printf "%.1f", t / h * 1000 / n}')
+	[ "$net" != calico-net-1 ] || PHASES[$name]=$(phases "$l0" "$(wc -l <"$WORK/agent1.log")")
 	cycles=$(((N + PAR - 1) / PAR))
 	for ((w = 1; w <= PAR; w++)); do
 		$drv 1 "$WORK/r-$name-par-$w" "$net" "$cycles" "par$w" &
@@ -256,6 +289,18 @@ echo "what each plugin adds to it: (tabby - floor) / (reference - floor)"
 echo
 echo "CNI as Mesos runs plugins (bench/cni_exec.c: one child process per call), ms per call"
 table -m
+echo
+# Where the sequential figures come from: the whole machine's CPU per ADD+DEL cycle (both vCPUs,
+# every process and the kernel's workers) and the parts of Tabby's ADD on agent 1.
+echo "sequential cycles: machine CPU per ADD+DEL (both vCPUs, all processes); Tabby's ADD on agent 1, p50"
+printf "%-22s | %-30s | %s\n" "" "CPU ms: tabby   reference  floor" "replicated  veth pair made  wired after commit"
+for x in "" -m; do
+	read -r rep pre wir <<<"${PHASES[tabby$x]}"
+	printf "%-22s | %13s %11s %6s | %7s ms  %10s ms  %12s ms\n" \
+		"$([ -z "$x" ] && echo "through cnitool" || echo "as Mesos runs it")" "${CPU[tabby$x]}" \
+		"${CPU[ref$x]}" "${CPU[noop$x]}" "$rep" "$pre" "$wir"
+done
+echo "(the veth pair is made while the entry replicates; the wiring ends with the addresses and routes)"
 echo
 echo "goal, sequential ADD p50 at most a third of the reference's:"
 echo "  through cnitool: $(goal "")"
