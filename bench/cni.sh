@@ -116,7 +116,7 @@ pct() { sort -n "$1" | awk -v p="$2" '{a[NR] = $1} END {
 	r = int(p / 100 * NR + 0.999999); if (r < 1) r = 1; printf "%.1f", a[r] / 1000 }'; }
 errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 
-# busy_ticks: the CPU time both vCPUs have spent busy so far (user, nice, system, irq, softirq; not
+# busy_ticks: the CPU time all CPUs have spent busy so far (user, nice, system, irq, softirq; not
 # idle, iowait or steal), in clock ticks, whoever used it.
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 
@@ -290,9 +290,9 @@ echo
 echo "CNI as Mesos runs plugins (bench/cni_exec.c: one child process per call), ms per call"
 table -m
 echo
-# Where the sequential figures come from: the whole machine's CPU per ADD+DEL cycle (both vCPUs,
+# Where the sequential figures come from: the whole machine's CPU per ADD+DEL cycle (all CPUs,
 # every process and the kernel's workers) and the parts of Tabby's ADD on agent 1.
-echo "sequential cycles: machine CPU per ADD+DEL (both vCPUs, all processes); Tabby's ADD on agent 1, p50"
+echo "sequential cycles: machine CPU per ADD+DEL (all CPUs, all processes); Tabby's ADD on agent 1, p50"
 printf "%-22s | %-30s | %s\n" "" "CPU ms: tabby   reference  floor" "replicated  veth pair made  wired after commit"
 for x in "" -m; do
 	read -r rep pre wir <<<"${PHASES[tabby$x]}"
