@@ -32,9 +32,11 @@
 #
 # Prints p50 and p99 per figure with the ratio Tabby / reference (the goal: ADD p50 at most
 # 0.33), and the start time beside Calico's published 322 s for 1,000 pods on 10 nodes. For the
-# sequential cycles it also prints the whole machine's CPU per ADD+DEL with each plugin (the
-# figures are CPU-bound: two vCPUs, a Tabby ADD's work spread over three agents, the plugin and
-# the kernel's workers), and, from agent 1's log, the p50 of the parts of Tabby's ADD.
+# sequential cycles it also prints the whole machine's CPU per ADD+DEL with each plugin (on a
+# 2-vCPU machine the figures are CPU-bound: a Tabby ADD's work is spread over three agents, the
+# plugin and the kernel's workers), and, from agent 1's log, the p50 of the parts of Tabby's ADD
+# (an ADD whose veth pair was not prepared in advance has no "prepared" part, and is left out of
+# that one).
 #
 # The start of many containers uses cnitool.
 #
