@@ -122,6 +122,11 @@ errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 
 # busy_ticks: the CPU time all CPUs have spent busy so far (user, nice, system, irq, softirq; not
 # idle, iowait or steal), in clock ticks, whoever used it.
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# per_cycle SINCE N: the busy CPU time since busy_ticks gave SINCE, in ms per cycle of N.
+per_cycle() {
+	awk -v t="$(($(busy_ticks) - $1))" -v h="$(getconf CLK_TCK)" -v n="$2" \
+		'BEGIN {printf "%.1f", t / h * 1000 / n}'
+}
 
 # phases FROM TO: the p50 of the three parts of the ADDs agent 1 logged in lines FROM..TO of its log
 # (routes_cni.c add_answer()): "replicated" from the request's arrival to the entry applied here,
@@ -153,8 +158,7 @@ measure() {
 	b0=$(busy_ticks)
 	l0=$(($(wc -l <"$WORK/agent1.log") + 1))
 	$drv 1 "$WORK/r-$name-seq" "$net" "$N" seq0
-	CPU[$name]=$(awk -v t="$(($(busy_ticks) - b0))" -v h="$(getconf CLK_TCK)" -v n="$N" \
-		'BEGIN {printf "%.1f", t / h * 1000 / n}')
+	CPU[$name]=$(per_cycle "$b0" "$N")
 	[ "$net" != calico-net-1 ] || PHASES[$name]=$(phases "$l0" "$(wc -l <"$WORK/agent1.log")")
 	cycles=$(((N + PAR - 1) / PAR))
 	b0=$(busy_ticks)
@@ -163,8 +167,7 @@ measure() {
 		pids+=($!)
 	done
 	for w in "${pids[@]}"; do wait "$w"; done
-	CPUP[$name]=$(awk -v t="$(($(busy_ticks) - b0))" -v h="$(getconf CLK_TCK)" -v n="$((cycles * PAR))" \
-		'BEGIN {printf "%.1f", t / h * 1000 / n}')
+	CPUP[$name]=$(per_cycle "$b0" $((cycles * PAR)))
 	cat "$WORK"/r-"$name"-par-*.add >"$WORK/r-$name-par.add"
 	cat "$WORK"/r-"$name"-par-*.del >"$WORK/r-$name-par.del"
 	for k in seq par; do
