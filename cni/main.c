@@ -36,9 +36,31 @@ struct plugin {
 static void logf_(const struct plugin *p, enum cni_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Write all of buf to fd, one write(2) when the kernel takes it whole (it does for a pipe up to
+ * PIPE_BUF, and for a file opened O_APPEND): a log line or a result in one piece. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * One log line, in one write(2). A runtime written in Go (cnitool, containerd) reads the plugin's
+ * stderr through a pipe and wakes once per write; Mesos appends the stderr of many plugins to one
+ * file, where a line in pieces can interleave with another plugin's. stderr is unbuffered, so
+ * three stdio calls were three writes.
+ */
 static void logf_(const struct plugin *p, enum cni_log_level level, const char *fmt, ...)
 {
-	char stamp[32] = "";
+	char stamp[32] = "", small[1024], *line = small;
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
@@ -47,11 +69,36 @@ static void logf_(const struct plugin *p, enum cni_log_level level, const char *
 		return;
 	if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm) != NULL)
 		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(stderr, "%s %s[%d] %s: ", stamp, p->name, (int)getpid(), level_names[level]);
+	int head = snprintf(small, sizeof small, "%s %s[%d] %s: ", stamp, p->name, (int)getpid(),
+	                    level_names[level]);
+	if (head < 0)
+		return;
+	if ((size_t)head > sizeof small / 2) /* an absurd argv[0]: the head is cut */
+		head = sizeof small / 2;
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	int body = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (body < 0)
+		return;
+	size_t need = (size_t)head + (size_t)body + 2; /* the newline and vsnprintf's NUL */
+	if (need > sizeof small) {
+		line = malloc(need);
+		if (line == NULL) { /* out of memory: the line is cut to fit */
+			line = small;
+			body = (int)(sizeof small - (size_t)head - 2);
+		} else {
+			memcpy(line, small, (size_t)head);
+		}
+	}
+	if (body > 0) {
+		va_start(ap, fmt);
+		vsnprintf(line + head, (size_t)body + 1, fmt, ap);
+		va_end(ap);
+	}
+	line[head + body] = '\n';
+	(void)write_all(STDERR_FILENO, line, (size_t)head + (size_t)body + 1);
+	if (line != small)
+		free(line);
 }
 
 /* Read all of stdin into a malloc()ed buffer. */
@@ -90,13 +137,21 @@ static int read_input(char **out, size_t *len)
 	return 0;
 }
 
-/* Print v on stdout, indented as the reference plugins do. */
+/* Print v on stdout, indented as the reference plugins do, in one write(2): the runtime reading
+ * the pipe wakes once (through stdio, the first line went alone while libc found out that stdout
+ * is not a terminal). */
 static int print_json(const json_t *v)
 {
-	if (v == NULL || json_dumpf(v, stdout, JSON_INDENT(4)) != 0 || fputc('\n', stdout) == EOF ||
-	    fflush(stdout) != 0)
-		return -1;
-	return 0;
+	size_t n = v != NULL ? json_dumpb(v, NULL, 0, JSON_INDENT(4)) : 0;
+	char *text = n > 0 ? malloc(n + 1) : NULL;
+	int rc = -1;
+
+	if (text != NULL && json_dumpb(v, text, n, JSON_INDENT(4)) == n) {
+		text[n] = '\n';
+		rc = fflush(stdout) == 0 ? write_all(STDOUT_FILENO, text, n + 1) : -1;
+	}
+	free(text);
+	return rc;
 }
 
 /* Print the error in p->err and return the exit status. */

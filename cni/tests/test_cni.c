@@ -1341,6 +1341,35 @@ static void test_binary_refusals(void **state)
 	expect_run_error(&r, CNI_ERR_ENV, "CNI_COMMAND is not set");
 }
 
+/* A log line longer than the plugin's line buffer comes out whole: one line, with its head, the
+ * whole message and the newline. The refused container ID is in it, 1,500 bytes. */
+static void test_binary_long_log_line(void **state)
+{
+	char id[1600] = "CNI_CONTAINERID=";
+	char *env[] = {"CNI_COMMAND=ADD",      id,  "CNI_NETNS=" NETNS, "CNI_IFNAME=eth0",
+	               "TABBY_SOCKET=" NOSOCK, NULL};
+	char want[1700];
+	struct run r;
+	(void)state;
+
+	size_t at = strlen(id);
+	memset(id + at, 'a', 1500);
+	id[at + 1500] = '\0';
+	snprintf(want, sizeof want, "] warning: ADD %s: error %d: %s\n", id + at, CNI_ERR_ENV,
+	         "CNI_CONTAINERID is longer than 253 bytes");
+	run_plugin(plugin_path, env, "{\"name\": \"n\", \"cniVersion\": \"1.0.0\"}", &r);
+	expect_run_error(&r, CNI_ERR_ENV, "CNI_CONTAINERID is longer than 253 bytes");
+	const char *msg = strstr(r.err, want);
+	if (msg == NULL)
+		fail_msg("stderr lacks the whole line:\n%s", r.err);
+	const char *start = msg;
+	while (start > r.err && start[-1] != '\n')
+		start--;
+	assert_true(strncmp(start, "20", 2) == 0); /* the timestamp */
+	assert_non_null(strstr(start, " tabby-cni["));
+	assert_true(strstr(start, " tabby-cni[") < msg);
+}
+
 /* The names: tabby-ipam and calico-ipam need no CNI_NETNS (they get as far as the socket),
  * tabby and calico do. */
 static void test_binary_names(void **state)
@@ -1398,6 +1427,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_binary_version),
 	    cmocka_unit_test(test_binary_no_agent),
 	    cmocka_unit_test(test_binary_refusals),
+	    cmocka_unit_test(test_binary_long_log_line),
 	    cmocka_unit_test(test_binary_names),
 	};
 
