@@ -1171,8 +1171,14 @@ static void sync_routes(struct netsync_kernel *k, const struct netcalc_state *wa
 		routes_diff(k, want, held, &n);
 	}
 	/* held is built in destination order from two sorted walks, but the leftovers of the
-	 * second walk come after: sort once. */
-	if (n > 1) {
+	 * second walk (a route whose removal failed) come after: sort once if there are any.
+	 * Sorting the usual, already sorted, list was a tenth of the whole apply at 500 local
+	 * endpoints. */
+	bool sorted = true;
+	for (unsigned i = 1; i < n && sorted; i++) {
+		sorted = netcalc_route_cmp(&held[i - 1], &held[i]) <= 0;
+	}
+	if (!sorted) {
 		qsort(held, n, sizeof *held,
 		      (int (*)(const void *, const void *))netcalc_route_cmp);
 	}
