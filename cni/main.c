@@ -44,7 +44,7 @@ static int write_all(int fd, const char *buf, size_t len)
 		ssize_t n = write(fd, buf, len);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
+		if (n <= 0) /* 0 for a non-empty write would loop forever */
 			return -1;
 		buf += n;
 		len -= (size_t)n;
