@@ -142,14 +142,12 @@ static int read_input(char **out, size_t *len)
  * is not a terminal). */
 static int print_json(const json_t *v)
 {
-	size_t n = v != NULL ? json_dumpb(v, NULL, 0, JSON_INDENT(4)) : 0;
-	char *text = n > 0 ? malloc(n + 1) : NULL;
-	int rc = -1;
-
-	if (text != NULL && json_dumpb(v, text, n, JSON_INDENT(4)) == n) {
-		text[n] = '\n';
-		rc = fflush(stdout) == 0 ? write_all(STDOUT_FILENO, text, n + 1) : -1;
-	}
+	char *text = v != NULL ? json_dumps(v, JSON_INDENT(4)) : NULL;
+	if (text == NULL)
+		return -1;
+	size_t n = strlen(text);
+	text[n] = '\n'; /* over the NUL: the text goes out by its length */
+	int rc = fflush(stdout) == 0 ? write_all(STDOUT_FILENO, text, n + 1) : -1;
 	free(text);
 	return rc;
 }
