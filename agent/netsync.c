@@ -1681,7 +1681,17 @@ static void wl_cache_event(struct wl_cache *c, const struct kv_event *ev, size_t
 	}
 }
 
-struct input;
+/* The calculation's input, read from one view (read_input()). */
+struct input {
+	struct netcalc_input in;
+	json_t *nodes_json;
+	struct netcalc_node *nodes;
+	struct ipam_pool *pools;
+	struct ipam_block_info *blocks;
+	struct netcalc_alloc *allocs;
+	unsigned cap_allocs;
+	struct netcalc_workload *weps; /* pointing into the cache */
+};
 
 enum { W_IPAM, W_NODES, W_WEPS, N_WATCHES };
 
@@ -1709,7 +1719,7 @@ struct netsync {
 	/* What the last recompute read from the store, kept for the next one: the nodes (with
 	 * their tunnel addresses) and the IPAM part (pools, blocks, borrowed addresses) are read
 	 * again only after a change that can alter them (ipam_change_matters()). */
-	struct input *x;
+	struct input x;
 	bool nodes_ok, ipam_ok;
 };
 
@@ -1816,17 +1826,6 @@ static void on_gone(void *arg, const struct ipam_addr *addr)
 
 /* ------------------------------------------------------------------------------------------ */
 /* The input, read from one view                                                               */
-
-struct input {
-	struct netcalc_input in;
-	json_t *nodes_json;
-	struct netcalc_node *nodes;
-	struct ipam_pool *pools;
-	struct ipam_block_info *blocks;
-	struct netcalc_alloc *allocs;
-	unsigned cap_allocs;
-	struct netcalc_workload *weps; /* pointing into the cache */
-};
 
 static void input_free_nodes(struct input *x)
 {
@@ -1990,7 +1989,7 @@ static int read_workloads(struct kv_tx *tx, struct netsync *ns, struct input *x)
  * their cache. A part that fails stays stale, so the retry reads it again. */
 static int read_input(struct netsync *ns)
 {
-	struct input *x = ns->x;
+	struct input *x = &ns->x;
 	struct kv_tx *tx;
 	free(x->weps);
 	x->weps = NULL;
@@ -2165,7 +2164,7 @@ static void recompute_cb(uv_timer_t *t)
 	start_watches(ns);
 	int rv = read_input(ns);
 	if (rv == 0) {
-		rv = netcalc_compute(&ns->x->in, &st);
+		rv = netcalc_compute(&ns->x.in, &st);
 		a->netsync_recomputes++;
 	}
 	if (rv != 0) {
@@ -2253,7 +2252,7 @@ static bool is_tunnel_handle(const char *h)
  */
 static bool ipam_change_matters(struct netsync *ns, const struct kv_event *ev)
 {
-	struct input *x = ns->x;
+	struct input *x = &ns->x;
 	struct ipam_change c;
 	size_t vlen = ev->type == KV_EV_DELETE ? 0 : ev->kv.value_len;
 	if (ipam_change_decode(ev->kv.key, ev->kv.key_len, ev->kv.value, vlen, &c) != 0) {
@@ -2333,15 +2332,9 @@ int netsync_start(struct agent *a)
 		return -ENOMEM;
 	}
 	ns->a = a;
-	ns->x = calloc(1, sizeof *ns->x);
-	if (ns->x == NULL) {
-		free(ns);
-		return -ENOMEM;
-	}
 	if (resources_store_key(POLICY_KIND_WORKLOADENDPOINT, "", ns->weps_prefix,
 	                        sizeof ns->weps_prefix) != 0 ||
 	    strlen(ns->weps_prefix) + strlen(a->name) + 2 > sizeof ns->weps_prefix) {
-		free(ns->x);
 		free(ns);
 		return -EINVAL;
 	}
@@ -2353,7 +2346,6 @@ int netsync_start(struct agent *a)
 	int rv = netsync_kernel_new(on_gone, collect_line, ns, &ns->k, err, sizeof err);
 	if (rv != 0) {
 		agent_log("routes: %s", err);
-		free(ns->x);
 		free(ns);
 		return -ENOMEM;
 	}
@@ -2399,8 +2391,7 @@ void netsync_free(struct agent *a)
 	}
 	netsync_kernel_free(ns->k);
 	wl_cache_drop(&ns->wl);
-	input_free(ns->x);
-	free(ns->x);
+	input_free(&ns->x);
 	free_lines(ns->logged, ns->n_logged);
 	free_lines(ns->cur, ns->n_cur);
 	free(ns);
