@@ -191,14 +191,16 @@ struct link_gone {
 	void *data;
 	struct link_gone *next; /* private */
 };
-/* linkwatch_start() subscribes to this namespace's link announcements and sets a->linkwatch
- * (returns 0, -ENOMEM or -EIO; the agent runs without, and every wait is then refused);
+/* linkwatch_start() opens the watch of this namespace's link announcements, which listens only
+ * while a wait is registered, and sets a->linkwatch (returns 0, -ENOMEM or -EIO; the agent runs
+ * without, and every wait is then refused);
  * linkwatch_stop() closes it and drops the waits left, whose callbacks never run. */
 int linkwatch_start(struct agent *a);
 void linkwatch_stop(struct agent *a);
 /* Registers g; cb runs once, on the loop thread, when the announcement comes. Returns false
- * (cb will never run) when no watch runs or g->name is empty. Register before the removal
- * starts: an announcement that came before is not remembered. */
+ * (cb will never run) when no watch runs, g->name is empty or the kernel refused to let the watch
+ * listen. Register before the removal starts: an announcement that came before is not
+ * remembered. */
 bool linkwatch_wait(struct agent *a, struct link_gone *g);
 /* Takes g off the list if it is still there (its cb then never runs). */
 void linkwatch_cancel(struct agent *a, struct link_gone *g);

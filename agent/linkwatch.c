@@ -10,9 +10,15 @@
  * through either end, which is all a runtime's DEL needs to hold. The deleting worker still waits
  * out the rest, and the conntrack flush still comes after it (routes_cni.c, CT_DEFER_MAX_MS).
  *
- * How. One libnl socket subscribed to RTNLGRP_LINK, read on the loop thread through a uv_poll.
- * Only RTM_DELLINK is looked at: its name and alias against the waits registered, a short list
- * (the DELs in flight on this host). If the socket overflows (ENOBUFS, a burst of thousands of
+ * How. One libnl socket, read on the loop thread through a uv_poll, that is a member of
+ * RTNLGRP_LINK only while a wait is registered: the first wait joins the group and the end of the
+ * last one leaves it. A host's links change all the time (every container's pair is made, set up
+ * and given its carrier, and other runtimes' interfaces come and go), and a member is woken for
+ * each change: always a member, the loop woke about twice for every CNI ADD, in the middle of its
+ * replication, to read announcements nobody waited for. Only RTM_DELLINK is looked at: its name
+ * and alias against the waits registered, a short list (the DELs in flight on this host). On
+ * leaving, what the kernel had queued is read and dropped, so an announcement of the last window
+ * cannot end a wait of the next one. If the socket overflows (ENOBUFS, a burst of thousands of
  * link changes) announcements are lost; the waits they would have ended are ended by the
  * delete's own return, so nothing waits longer than it did without this file.
  */
@@ -39,6 +45,8 @@ struct linkwatch {
 	struct nl_cb *cb; /* the socket's, referenced once for nl_recvmsgs_report() */
 	uv_poll_t poll;
 	struct link_gone *waits;
+	bool joined;  /* a member of RTNLGRP_LINK (while waits is not empty) */
+	bool reading; /* in read_all(): a wait's callback must not start another read */
 	bool overflow_logged;
 };
 
@@ -82,18 +90,16 @@ static int on_msg(struct nl_msg *msg, void *arg)
 	}
 }
 
-static void on_readable(uv_poll_t *p, int status, int events)
+/*
+ * Reads what is queued. nl_recvmsgs_report(): the number of messages read; once the non-blocking
+ * socket is empty, -NLE_AGAIN (0 only if the socket was closed). Any other error ends this read
+ * too: the loop calls again while something is queued. Bounded, so a host changing links faster
+ * than this reads cannot hold the loop. An overflow (ENOBUFS, -NLE_NOMEM) is reported once per
+ * socket and the read goes on: what is queued after the loss is still good.
+ */
+static void read_all(struct linkwatch *lw)
 {
-	struct linkwatch *lw = p->data;
-	(void)events;
-	if (status < 0) {
-		return;
-	}
-	/* nl_recvmsgs_report(): the number of messages read; once the non-blocking socket is empty,
-	 * -NLE_AGAIN (0 only if the socket was closed). Any other error ends this read too: the
-	 * loop calls again while something is queued. Bounded, so a host changing links faster than
-	 * this reads cannot hold the loop. An overflow (ENOBUFS, -NLE_NOMEM) is reported once per
-	 * socket and the read goes on: what is queued after the loss is still good. */
+	lw->reading = true;
 	for (int i = 0; i < 256; i++) {
 		int rv = nl_recvmsgs_report(lw->sk, lw->cb);
 		if (rv == -NLE_NOMEM) {
@@ -106,9 +112,35 @@ static void on_readable(uv_poll_t *p, int status, int events)
 			continue;
 		}
 		if (rv <= 0) {
-			return;
+			break;
 		}
 	}
+	lw->reading = false;
+}
+
+/* With no wait left, leaves the group and drops what it had queued (read with no wait to
+ * match). Not from inside a read: the read's end calls it again. */
+static void leave_if_idle(struct linkwatch *lw)
+{
+	if (lw->waits != NULL || !lw->joined || lw->reading) {
+		return;
+	}
+	lw->joined = false;
+	/* Failing to leave only keeps the wake-ups: the announcements are read and match nothing.
+	 */
+	(void)nl_socket_drop_membership(lw->sk, RTNLGRP_LINK);
+	read_all(lw);
+}
+
+static void on_readable(uv_poll_t *p, int status, int events)
+{
+	struct linkwatch *lw = p->data;
+	(void)events;
+	if (status < 0) {
+		return;
+	}
+	read_all(lw);
+	leave_if_idle(lw);
 }
 
 int linkwatch_start(struct agent *a)
@@ -123,9 +155,7 @@ int linkwatch_start(struct agent *a)
 	}
 	nl_socket_disable_seq_check(lw->sk);
 	nl_socket_modify_cb(lw->sk, NL_CB_VALID, NL_CB_CUSTOM, on_msg, lw);
-	if (nl_connect(lw->sk, NETLINK_ROUTE) < 0 ||
-	    nl_socket_add_membership(lw->sk, RTNLGRP_LINK) < 0 ||
-	    nl_socket_set_nonblocking(lw->sk) < 0) {
+	if (nl_connect(lw->sk, NETLINK_ROUTE) < 0 || nl_socket_set_nonblocking(lw->sk) < 0) {
 		rv = -EIO;
 		goto err;
 	}
@@ -177,6 +207,13 @@ bool linkwatch_wait(struct agent *a, struct link_gone *g)
 	if (lw == NULL || g->name[0] == '\0') {
 		return false;
 	}
+	/* Joined before the caller starts the removal, so its announcement is queued to us. */
+	if (!lw->joined) {
+		if (nl_socket_add_membership(lw->sk, RTNLGRP_LINK) < 0) {
+			return false;
+		}
+		lw->joined = true;
+	}
 	g->next = lw->waits;
 	lw->waits = g;
 	return true;
@@ -192,7 +229,8 @@ void linkwatch_cancel(struct agent *a, struct link_gone *g)
 		if (*pp == g) {
 			*pp = g->next;
 			g->next = NULL;
-			return;
+			break;
 		}
 	}
+	leave_if_idle(lw);
 }

@@ -217,6 +217,7 @@ static void test_cancel(void **state)
 static void test_reads_stop_when_empty(void **state)
 {
 	struct fx *f = *state;
+	wait_for(f, 3, "lw9", "tabby:never/eth0"); /* listening while it waits */
 	reads_msgs = reads_empty = 0;
 	for (int i = 0; i < 4; i++) {
 		link_make(i, "tabby:c/eth0");
@@ -228,6 +229,63 @@ static void test_reads_stop_when_empty(void **state)
 	assert_true(reads_msgs >= 8); /* each pair's creation and removal are announced */
 	assert_true(reads_empty >= 1);
 	assert_true(reads_empty <= reads_msgs);
+	linkwatch_cancel(&f->a, &f->g[3]);
+}
+
+/* A link made, set up and removed is not read at all: the watch is not listening. */
+static void assert_deaf(struct fx *f)
+{
+	reads_msgs = reads_empty = 0;
+	link_make(2, "tabby:c2/eth0");
+	assert_int_equal(sh("ip link set lw2 up && ip link del lw2"), 0);
+	run_until(f, 0);
+	assert_int_equal(reads_msgs, 0);
+	assert_int_equal(reads_empty, 0);
+}
+
+/* With no wait registered the watch does not listen: link changes wake nothing and nothing is
+ * read. It listens from the first wait on and stops once the last one has ended, by its removal
+ * or by a cancel. An agent that listened all the time woke about twice per CNI ADD for
+ * announcements nobody waited for. */
+static void test_listens_only_while_waiting(void **state)
+{
+	struct fx *f = *state;
+	assert_deaf(f);
+	link_make(0, "tabby:c0/eth0");
+
+	wait_for(f, 0, "lw0", "tabby:c0/eth0");
+	link_make(1, "tabby:c1/eth0");
+	assert_int_equal(sh("ip link del lw1 && ip link del lw0"), 0);
+	run_until(f, 1u << 0);
+	assert_int_equal(f->fired[0], 1);
+	assert_true(reads_msgs >= 3); /* lw1 made and removed, lw0 removed */
+
+	assert_deaf(f); /* the last wait ended */
+
+	wait_for(f, 1, "lw1", "tabby:c1/eth0");
+	linkwatch_cancel(&f->a, &f->g[1]);
+	assert_deaf(f); /* ended by a cancel too */
+	assert_int_equal(f->fired[1], 0);
+}
+
+/* A removal announced while a wait was registered but not read before the wait was cancelled
+ * (the delete returned first) is dropped with the rest when the watch stops listening: a later
+ * wait for the same name and alias ends on its own removal, not on that old announcement. */
+static void test_stale_announcement_dropped(void **state)
+{
+	struct fx *f = *state;
+	link_make(0, "tabby:c0/eth0");
+	wait_for(f, 0, "lw0", "tabby:c0/eth0");
+	assert_int_equal(sh("ip link del lw0"), 0); /* queued, not read: the loop did not run */
+	linkwatch_cancel(&f->a, &f->g[0]);
+	link_make(0, "tabby:c0/eth0");
+	wait_for(f, 1, "lw0", "tabby:c0/eth0");
+	run_until(f, 0);
+	assert_int_equal(f->fired[0], 0);
+	assert_int_equal(f->fired[1], 0);
+	assert_int_equal(sh("ip link del lw0"), 0);
+	run_until(f, 1u << 1);
+	assert_int_equal(f->fired[1], 1);
 }
 
 /* Stopped with waits still registered: they never fire, and nothing is left behind (ASan). */
@@ -255,6 +313,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_no_alias, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reads_stop_when_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_listens_only_while_waiting, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stale_announcement_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stop_with_waits, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
