@@ -11,13 +11,11 @@
 #
 #   cnitool    libcni 1.1.2, what containerd, cri-o and podman use: each figure is the wall clock
 #              of one whole cnitool process (the method of ../shared/tools/cni-addel-bench.sh),
-#              a Go program whose own start and result cache cost several milliseconds. While
-#              the plugin runs, cnitool's runtime monitor wakes every 20 us (Go 1.19's sysmon
-#              with a goroutine blocked in waitid) and keeps one vCPU busy: under perf sched,
-#              cnitool's own threads used 6.0 ms of CPU per call of about 7 ms with Tabby's
-#              plugin, against about 3.4 ms (with the plugin) for one that does nothing. On two
-#              vCPUs that leaves one for a plugin whose work runs in other processes (three
-#              agents, the disk's completions)
+#              a Go program whose own start and result cache cost several milliseconds: its
+#              threads used 3.1 ms of CPU per call with Tabby's plugin and 2.6 ms with one that
+#              does nothing (scheduler accounting, 200 calls each). While the plugin runs it
+#              mostly sleeps: 0.39 ms of CPU during Tabby's plugin's 2.8 ms, of which its runtime
+#              monitor (Go 1.19's sysmon) about 0.1 ms
 #   mesos      bench/cni_exec.c, which runs the plugin as Mesos's CNI isolator does: a plain
 #              child process with the CNI variables, the configuration with the task's
 #              NetworkInfo on stdin; each figure is one plugin process, fork to exit
@@ -40,6 +38,11 @@
 # that one).
 #
 # The start of many containers uses cnitool.
+#
+# This machine's vCPUs halt as soon as they are idle (cpuidle haltpoll with guest_halt_poll_ns 0),
+# so every wake-up of a sleeping process on an idle vCPU pays for the hypervisor's. With 200 us of
+# guest halt polling every figure here dropped by about a quarter, on both sides, and the ratios
+# stayed where they were (0.36-0.39 through cnitool, sequential). The benchmark leaves the knob alone.
 #
 # Env: N=200 PAR=16 START=1000
 #      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by
