@@ -95,10 +95,12 @@ static int on_msg(struct nl_msg *msg, void *arg)
  * socket is empty, -NLE_AGAIN (0 only if the socket was closed). Any other error ends this read
  * too: the loop calls again while something is queued. Bounded, so a host changing links faster
  * than this reads cannot hold the loop. An overflow (ENOBUFS, -NLE_NOMEM) is reported once per
- * socket and the read goes on: what is queued after the loss is still good.
+ * socket and the read goes on: what is queued after the loss is still good. Returns whether it
+ * stopped at the bound, with more perhaps queued.
  */
-static void read_all(struct linkwatch *lw)
+static bool read_all(struct linkwatch *lw)
 {
+	bool more = true;
 	lw->reading = true;
 	for (int i = 0; i < 256; i++) {
 		int rv = nl_recvmsgs_report(lw->sk, lw->cb);
@@ -112,10 +114,12 @@ static void read_all(struct linkwatch *lw)
 			continue;
 		}
 		if (rv <= 0) {
+			more = false;
 			break;
 		}
 	}
 	lw->reading = false;
+	return more;
 }
 
 /* With no wait left, leaves the group and drops what it had queued (read with no wait to
@@ -125,11 +129,16 @@ static void leave_if_idle(struct linkwatch *lw)
 	if (lw->waits != NULL || !lw->joined || lw->reading) {
 		return;
 	}
+	/* Failing to leave only keeps the wake-ups: what comes is read and matches nothing, and
+	 * the next wait's end tries again. */
+	if (nl_socket_drop_membership(lw->sk, RTNLGRP_LINK) < 0) {
+		return;
+	}
 	lw->joined = false;
-	/* Failing to leave only keeps the wake-ups: the announcements are read and match nothing.
-	 */
-	(void)nl_socket_drop_membership(lw->sk, RTNLGRP_LINK);
-	read_all(lw);
+	/* All of it, past the bound: nothing new comes once the group is left, so the socket's
+	 * buffer bounds this read. */
+	while (read_all(lw)) {
+	}
 }
 
 static void on_readable(uv_poll_t *p, int status, int events)
@@ -139,7 +148,7 @@ static void on_readable(uv_poll_t *p, int status, int events)
 	if (status < 0) {
 		return;
 	}
-	read_all(lw);
+	(void)read_all(lw); /* what is left past the bound wakes the poll again */
 	leave_if_idle(lw);
 }
 
