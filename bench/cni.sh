@@ -39,10 +39,11 @@
 #
 # The start of many containers uses cnitool.
 #
-# This machine's vCPUs halt as soon as they are idle (cpuidle haltpoll with guest_halt_poll_ns 0),
-# so every wake-up of a sleeping process on an idle vCPU pays for the hypervisor's. With 200 us of
+# This machine's vCPUs halt as soon as they are idle (cpuidle haltpoll, guest_halt_poll_ns 0), so
+# every wake-up of a sleeping process on an idle vCPU pays for the hypervisor's. With 200 us of
 # guest halt polling every figure here dropped by about a quarter, on both sides, and the ratios
-# stayed where they were (0.36-0.39 through cnitool, sequential). The benchmark leaves the knob alone.
+# stayed where they were (0.36-0.39 through cnitool, sequential). The benchmark leaves the knob
+# alone.
 #
 # Env: N=200 PAR=16 START=1000
 #      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by

@@ -76,25 +76,25 @@ static void logf_(const struct plugin *p, enum cni_log_level level, const char *
 		return;
 	if ((size_t)head > sizeof small / 2) /* an absurd argv[0]: the head is cut */
 		head = sizeof small / 2;
+	/* Formatted once into the stack buffer, which holds any usual line; only a longer one is
+	 * formatted again, into a buffer of its size. The newline takes the NUL's place. */
 	va_start(ap, fmt);
-	int body = vsnprintf(NULL, 0, fmt, ap);
+	int body = vsnprintf(small + head, sizeof small - (size_t)head - 1, fmt, ap);
 	va_end(ap);
 	if (body < 0)
 		return;
 	size_t need = (size_t)head + (size_t)body + 2; /* the newline and vsnprintf's NUL */
 	if (need > sizeof small) {
-		line = malloc(need);
-		if (line == NULL) { /* out of memory: the line is cut to fit */
-			line = small;
+		char *big = malloc(need);
+		if (big == NULL) { /* out of memory: the line is cut to what fitted */
 			body = (int)(sizeof small - (size_t)head - 2);
 		} else {
-			memcpy(line, small, (size_t)head);
+			memcpy(big, small, (size_t)head);
+			va_start(ap, fmt);
+			vsnprintf(big + head, (size_t)body + 1, fmt, ap);
+			va_end(ap);
+			line = big;
 		}
-	}
-	if (body > 0) {
-		va_start(ap, fmt);
-		vsnprintf(line + head, (size_t)body + 1, fmt, ap);
-		va_end(ap);
 	}
 	line[head + body] = '\n';
 	(void)write_all(STDERR_FILENO, line, (size_t)head + (size_t)body + 1);
