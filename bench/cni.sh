@@ -45,6 +45,20 @@
 # stayed where they were (0.36-0.39 through cnitool, sequential). The benchmark leaves the knob
 # alone.
 #
+# Why an ADD's "replicated" part is two to three times a plain write's (bench/run.sh, about 0.4 ms):
+# the three agents, the plugin and the runtime share two vCPUs, and an ADD's busiest moment is when
+# its entry replicates. Scheduler tracepoints during sequential ADDs: a follower woken from the
+# other vCPU mostly waited 128 us to 1 ms before it ran (8-128 us during a run of plain writes),
+# behind agent 1's loop thread, its worker making the veth pair (about 0.4 ms of kernel time in one
+# RTM_NEWLINK, which this kernel, preempt=none, does not interrupt) or the kernel's own workers. The
+# pair and the entry each take about 1 ms from the request and the wiring waits for the later of the
+# two ("pair last" below: about half the time the pair). Tried and measured without effect (the same
+# cluster switching between the two ways every 40 cycles, 320-400 ADDs each): the preparing thread
+# at nice 19, proposing before starting the preparation, and finishing on the loop thread a wiring
+# whose pair was ready first. Through cnitool the agents also use about a quarter more CPU per cycle
+# than for the same ADD and DEL run as Mesos does (agent 1's loop thread 2.1 against 1.6 ms,
+# sched_switch accounting, 100 cycles), while cnitool itself uses 3.2 ms per call.
+#
 # Env: N=200 PAR=16 START=1000
 #      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by
 #                                  scripts/setup.sh)
@@ -136,20 +150,29 @@ per_cycle() {
 # (routes_cni.c add_answer()): "replicated" from the request's arrival to the entry applied here,
 # "prepared" from the arrival to the veth pair made meanwhile, "wired" from the entry applied to
 # the wiring done. The answer follows once the policy is in the kernel (logged, about 0.01 ms).
+# Fourth: the share of prepared ADDs whose pair was made after the entry was applied, that is,
+# whose wiring waited for the pair rather than for the replication.
 phases() {
 	sed -n "$1,$2p" "$WORK/agent1.log" | python3 -c '
 import re, statistics, sys
 v = {"replicated": [], "prepared": [], "wired": []}
+later = both = 0
 for l in sys.stdin:
     if "cni: ADD" not in l:
         continue
+    got = {}
     for k, pat in (("replicated", r"replicated in ([0-9.]+) ms"),
                    ("prepared", r"prepared meanwhile in ([0-9.]+) ms"),
                    ("wired", r"wired in ([0-9.]+) ms")):
         m = re.search(pat, l)
         if m:
-            v[k].append(float(m.group(1)))
-print(" ".join("%.2f" % statistics.median(v[k]) if v[k] else "-" for k in ("replicated", "prepared", "wired")))'
+            got[k] = float(m.group(1))
+            v[k].append(got[k])
+    if "replicated" in got and "prepared" in got:
+        both += 1
+        later += got["prepared"] > got["replicated"]
+print(" ".join("%.2f" % statistics.median(v[k]) if v[k] else "-" for k in ("replicated", "prepared", "wired")),
+      "%.0f%%" % (100 * later / both) if both else "-")'
 }
 
 declare -A P50 P99 CPU CPUP PHASES
@@ -306,14 +329,15 @@ echo
 # Where the sequential figures come from: the whole machine's CPU per ADD+DEL cycle (all CPUs,
 # every process and the kernel's workers) and the parts of Tabby's ADD on agent 1.
 echo "sequential cycles: machine CPU per ADD+DEL (all CPUs, all processes); Tabby's ADD on agent 1, p50"
-printf "%-22s | %-30s | %s\n" "" "CPU ms: tabby   reference  floor" "replicated  veth pair made  wired after commit"
+printf "%-22s | %-30s | %s\n" "" "CPU ms: tabby   reference  floor" "replicated  veth pair made  wired after commit  pair last"
 for x in "" -m; do
-	read -r rep pre wir <<<"${PHASES[tabby$x]}"
-	printf "%-22s | %13s %11s %6s | %7s ms  %10s ms  %12s ms\n" \
+	read -r rep pre wir last <<<"${PHASES[tabby$x]}"
+	printf "%-22s | %13s %11s %6s | %7s ms  %10s ms  %15s ms  %9s\n" \
 		"$([ -z "$x" ] && echo "through cnitool" || echo "as Mesos runs it")" "${CPU[tabby$x]}" \
-		"${CPU[ref$x]}" "${CPU[noop$x]}" "$rep" "$pre" "$wir"
+		"${CPU[ref$x]}" "${CPU[noop$x]}" "$rep" "$pre" "$wir" "$last"
 done
-echo "(the veth pair is made while the entry replicates; the wiring ends with the addresses and routes)"
+echo "(the veth pair is made while the entry replicates; the wiring ends with the addresses and routes;"
+echo " \"pair last\": the share of ADDs whose pair was made after the entry was applied here)"
 # In parallel the machine is saturated, so each latency is about its cycle's CPU times PAR over the
 # number of CPUs, and the ratio about the ratio of the CPU figures, the runtime's own share included.
 echo "$PAR in parallel: machine CPU per ADD+DEL, ms: through cnitool tabby ${CPUP[tabby]}, reference ${CPUP[ref]}, floor ${CPUP[noop]};"
