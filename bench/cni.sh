@@ -47,17 +47,18 @@
 #
 # Why an ADD's "replicated" part is two to three times a plain write's (bench/run.sh, about 0.4 ms):
 # the three agents, the plugin and the runtime share two vCPUs, and an ADD's busiest moment is when
-# its entry replicates. Scheduler tracepoints during sequential ADDs: a follower woken from the
-# other vCPU mostly waited 128 us to 1 ms before it ran (8-128 us during a run of plain writes),
-# behind agent 1's loop thread, its worker making the veth pair (about 0.4 ms of kernel time in one
-# RTM_NEWLINK, which this kernel, preempt=none, does not interrupt) or the kernel's own workers. The
-# pair and the entry each take about 1 ms from the request and the wiring waits for the later of the
-# two ("pair last" below: about half the time the pair). Tried and measured without effect (the same
-# cluster switching between the two ways every 40 cycles, 320-400 ADDs each): the preparing thread
-# at nice 19, proposing before starting the preparation, and finishing on the loop thread a wiring
-# whose pair was ready first. Through cnitool the agents also use about a quarter more CPU per cycle
-# than for the same ADD and DEL run as Mesos does (agent 1's loop thread 2.1 against 1.6 ms,
-# sched_switch accounting, 100 cycles), while cnitool itself uses 3.2 ms per call.
+# its entry replicates. Scheduler tracepoints during sequential ADDs: about half of a follower's
+# wake-ups from the other vCPU waited 128 us to 1 ms before it ran (during a run of plain writes
+# nearly all took under 128 us), behind agent 1's loop thread, its worker threads or the kernel's
+# own workers. A worker making the veth pair spends about 0.4 ms of kernel time in one RTM_NEWLINK,
+# which this kernel (preempt=none) does not interrupt. The pair and the entry each take about 1 ms
+# from the request and the wiring waits for the later of the two ("pair last" below: about half the
+# time the pair). Tried and measured without effect (the same cluster switching between the two ways
+# every 40 cycles, 320-400 ADDs each): the preparing thread at nice 19, proposing before starting
+# the preparation, and finishing on the loop thread a wiring whose pair was ready first. Through
+# cnitool the agents also use about a quarter more CPU per cycle than for the same ADD and DEL run
+# as Mesos does (agent 1's loop thread 2.1 against 1.6 ms, sched_switch accounting, 100 cycles),
+# while cnitool itself uses 3.2 ms per call.
 #
 # Env: N=200 PAR=16 START=1000
 #      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by
