@@ -58,7 +58,7 @@
 # the preparation, and finishing on the loop thread a wiring whose pair was ready first. Through
 # cnitool the agents also use about a quarter more CPU per cycle than for the same ADD and DEL run
 # as Mesos does (agent 1's loop thread 2.1 against 1.6 ms, sched_switch accounting, 100 cycles),
-# while cnitool itself uses 3.2 ms per call.
+# beside cnitool's own CPU (above).
 #
 # Env: N=200 PAR=16 START=1000
 #      TABBY=path CNI_PLUGIN=path  the agent and plugin to use (default: build/, built first by
