@@ -183,66 +183,28 @@ static void forward_reply(int status, const uint8_t *body, size_t len, void *dat
 	free(c);
 }
 
-/* A hook must not answer synchronously: when there is nobody to ask, answer on the next loop
- * turn through a zero timer. */
-struct deferred {
-	uv_timer_t t;
-	struct hook_call *c;
-	bool readindex;
-};
-
-static void deferred_closed(uv_handle_t *h)
-{
-	free(h->data);
-}
-
-static void deferred_fire(uv_timer_t *t)
-{
-	struct deferred *d = t->data;
-	if (d->readindex) {
-		d->c->rdone(d->c->done_data, STORE_ENOLEADER, 0);
-	} else {
-		d->c->fdone(d->c->done_data, STORE_ENOLEADER);
-	}
-	free(d->c);
-	d->t.data = d;
-	uv_close((uv_handle_t *)&d->t, deferred_closed);
-}
-
-static void defer_failure(struct agent *a, struct hook_call *c, bool readindex)
-{
-	struct deferred *d = calloc(1, sizeof *d);
-	if (d == NULL) {
-		/* Out of memory with nobody to tell but the store; its deadlines still expire the
-		 * writes, so dropping is safe. */
-		free(c);
-		return;
-	}
-	d->c = c;
-	d->readindex = readindex;
-	uv_timer_init(a->loop, &d->t);
-	d->t.data = d;
-	uv_timer_start(&d->t, deferred_fire, 0, 0);
-}
-
-static void hook_forward(void *data, uint64_t leader_id, const void *buf, size_t len,
-                         store_forward_done done, void *done_data)
+/* When there is nobody to ask, or no memory to ask with, the hooks fail at once and the store
+ * tries again later (store.h). */
+static int hook_forward(void *data, uint64_t leader_id, const void *buf, size_t len,
+                        store_forward_done done, void *done_data)
 {
 	struct agent *a = data;
 	struct hook_call *c = calloc(1, sizeof *c);
+	struct member_rec m;
 	if (c == NULL) {
-		return;
+		return -1;
 	}
 	c->a = a;
 	c->fdone = done;
 	c->done_data = done_data;
-	struct member_rec m;
 	if (!agent_member_by_id(a, leader_id, &m) ||
 	    http_client_request(a->client, m.api_address, "POST", "/v1/internal/forward",
 	                        "application/octet-stream", buf, len, 10000, forward_reply,
 	                        c) != 0) {
-		defer_failure(a, c, false);
+		free(c);
+		return -1;
 	}
+	return 0;
 }
 
 static void readindex_reply(int status, const uint8_t *body, size_t len, void *data)
@@ -263,23 +225,25 @@ static void readindex_reply(int status, const uint8_t *body, size_t len, void *d
 	free(c);
 }
 
-static void hook_readindex(void *data, uint64_t leader_id, store_readindex_done done,
-                           void *done_data)
+static int hook_readindex(void *data, uint64_t leader_id, store_readindex_done done,
+                          void *done_data)
 {
 	struct agent *a = data;
 	struct hook_call *c = calloc(1, sizeof *c);
+	struct member_rec m;
 	if (c == NULL) {
-		return;
+		return -1;
 	}
 	c->a = a;
 	c->rdone = done;
 	c->done_data = done_data;
-	struct member_rec m;
 	if (!agent_member_by_id(a, leader_id, &m) ||
 	    http_client_request(a->client, m.api_address, "POST", "/v1/internal/readindex",
 	                        "application/json", "{}", 2, 5000, readindex_reply, c) != 0) {
-		defer_failure(a, c, true);
+		free(c);
+		return -1;
 	}
+	return 0;
 }
 
 static void hook_space(void *data, int err, bool disk, const char *what)

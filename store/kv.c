@@ -1114,41 +1114,58 @@ static int apply_txn(struct apply *a, const struct kv_op *op, struct kv_result *
 	return KV_OK;
 }
 
+/* The de-dup record of id, as it is stored (its batch time, then the encoded result). */
+static int dedup_get(struct kv *kv, MDB_txn *txn, struct kv_reqid id, MDB_val *v, bool *found)
+{
+	uint8_t key[REQID_LEN];
+	MDB_val k = {REQID_LEN, key};
+	int rc;
+
+	*found = false;
+	reqid_key(key, id);
+	rc = mdb_get(txn, kv->dbi[DB_DEDUP], &k, v);
+	if (rc == MDB_NOTFOUND) {
+		return KV_OK;
+	}
+	if (rc != 0) {
+		return fail(kv, rc, "reading a de-dup record");
+	}
+	if (v->mv_size < 8) {
+		return corrupt(kv, "de-dup record");
+	}
+	*found = true;
+	return KV_OK;
+}
+
+static int dedup_decode(struct kv *kv, const MDB_val *v, struct kv_reqid id, struct kv_result *res)
+{
+	int rv = kv_decode_result((const uint8_t *)v->mv_data + 8, v->mv_size - 8, res);
+	if (rv == KV_ENOMEM) {
+		return oom(kv, "reading a de-dup record");
+	}
+	if (rv != KV_OK) {
+		return corrupt(kv, "de-dup record");
+	}
+	res->id = id;
+	res->duplicate = true;
+	return KV_OK;
+}
+
 /* Look up a remembered result. *old_time is set when a record exists, expired or not (an expired
  * one is overwritten together with its expiry index entry). */
 static int dedup_lookup(struct apply *a, struct kv_reqid id, struct kv_result *res, bool *have_old,
                         uint64_t *old_time)
 {
-	uint8_t key[REQID_LEN];
-	MDB_val k = {REQID_LEN, key}, v;
-	int rc, rv;
-
-	reqid_key(key, id);
-	rc = mdb_get(a->txn, a->kv->dbi[DB_DEDUP], &k, &v);
-	if (rc == MDB_NOTFOUND) {
-		return KV_OK;
+	MDB_val v;
+	int rv = dedup_get(a->kv, a->txn, id, &v, have_old);
+	if (rv != KV_OK || !*have_old) {
+		return rv;
 	}
-	if (rc != 0) {
-		return fail(a->kv, rc, "reading a de-dup record");
-	}
-	if (v.mv_size < 8) {
-		return corrupt(a->kv, "de-dup record");
-	}
-	*have_old = true;
 	*old_time = kv_get_le64(v.mv_data);
 	if (dedup_expired(*old_time, a->time_ms)) {
 		return KV_OK;
 	}
-	rv = kv_decode_result((const uint8_t *)v.mv_data + 8, v.mv_size - 8, res);
-	if (rv == KV_ENOMEM) {
-		return oom(a->kv, "reading a de-dup record");
-	}
-	if (rv != KV_OK) {
-		return corrupt(a->kv, "de-dup record");
-	}
-	res->id = id;
-	res->duplicate = true;
-	return KV_OK;
+	return dedup_decode(a->kv, &v, id, res);
 }
 
 static int dedup_record(struct apply *a, struct kv_reqid id, const struct kv_result *res,
@@ -1363,6 +1380,18 @@ void kv_view_end(struct kv_tx *tx)
 		mdb_txn_abort(tx->txn);
 		free(tx);
 	}
+}
+
+int kv_view_result(struct kv_tx *tx, struct kv_reqid id, struct kv_result *res, bool *found)
+{
+	MDB_val v;
+	int rv = dedup_get(tx->kv, tx->txn, id, &v, found);
+	if (rv != KV_OK || !*found) {
+		return rv;
+	}
+	rv = dedup_decode(tx->kv, &v, id, res);
+	*found = rv == KV_OK;
+	return rv;
 }
 
 static const struct kv_handler *find_handler(const struct kv *kv, uint16_t call)

@@ -277,6 +277,12 @@ uint64_t kv_tx_time_ms(const struct kv_tx *tx);
 int kv_view_begin(struct kv *kv, struct kv_tx **tx);
 void kv_view_end(struct kv_tx *tx);
 
+/* The remembered result of the command with request id id, as the view sees the state: *found
+ * false when none is remembered (never applied, or forgotten after KV_DEDUP_MS). An expired
+ * record still counts: it says the command was applied and what came of it. res is filled only
+ * when found (free it with kv_result_free()). */
+int kv_view_result(struct kv_tx *tx, struct kv_reqid id, struct kv_result *res, bool *found);
+
 /* ------------------------------------------------------------------------------------------ */
 /* The store                                                                                   */
 

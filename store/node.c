@@ -100,6 +100,19 @@ static void list_insert_head(struct store_list *l, struct store_list *e)
 	l->next = e;
 }
 
+/* Everything in src, in order, into the empty list dst; src is left empty. */
+static void list_move_all(struct store_list *dst, struct store_list *src)
+{
+	list_init(dst);
+	if (!list_empty(src)) {
+		dst->next = src->next;
+		dst->prev = src->prev;
+		dst->next->prev = dst;
+		dst->prev->next = dst;
+		list_init(src);
+	}
+}
+
 static void list_remove(struct store_list *e)
 {
 	e->prev->next = e->next;
@@ -244,6 +257,7 @@ struct store {
 
 	struct store_list syncs;
 	struct store_list watches;
+	struct store_list *watch_cursor; /* dispatch_events(): the watch it visits next */
 
 	struct {
 		int64_t rev;
@@ -415,14 +429,23 @@ static void write_finish(struct store *s, struct store_write *w, int status,
 	w->cb(w, status, res);
 }
 
-/* A write whose entry failed or whose forward failed goes back to the head of the queue. */
+/* A write whose entry failed or whose forward failed goes back into the queue where its seq puts
+ * it, so the writes go out again in the order they were made: failures come an entry or a
+ * forward at a time, and putting each write at the head reversed them (PUT k=1, k=2, k=3 ended
+ * with k=1; a DEL could overtake its ADD). New writes take increasing seqs at the tail, so the
+ * queue stays in seq order. */
 static void write_requeue(struct store *s, uint64_t seq)
 {
 	struct store_write *w = writes_find(s, seq);
-	if (w != NULL && w->state == W_SENT) {
-		w->state = W_QUEUED;
-		list_insert_head(&s->pending, &w->link);
+	if (w == NULL || w->state != W_SENT) {
+		return;
 	}
+	struct store_list *at = s->pending.next;
+	while (at != &s->pending && CONTAINER_OF(at, struct store_write, link)->id.seq < seq) {
+		at = at->next;
+	}
+	w->state = W_QUEUED;
+	list_insert_tail(at, &w->link); /* before at */
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -464,13 +487,15 @@ static void fpending_fail_all(struct store *s, int status)
 /* ------------------------------------------------------------------------------------------ */
 /* The state machine                                                                           */
 
+/* A callback may stop any watch, the next one too: the next one is kept in s->watch_cursor,
+ * which store_watch_stop() moves on when it removes it. */
 static void dispatch_events(struct store *s, const struct kv_apply_out *out)
 {
 	for (unsigned i = 0; i < out->n_events; i++) {
 		const struct kv_event *ev = &out->events[i];
 		struct store_list *l = s->watches.next;
 		while (l != &s->watches) {
-			struct store_list *next = l->next;
+			s->watch_cursor = l->next;
 			struct store_watch *w = CONTAINER_OF(l, struct store_watch, link);
 			if (w->space == ev->space && ev->kv.mod_revision >= w->start_rev &&
 			    (w->prefix ? ev->kv.key_len >= w->key_len &&
@@ -479,9 +504,10 @@ static void dispatch_events(struct store *s, const struct kv_apply_out *out)
 			                     memcmp(ev->kv.key, w->key, w->key_len) == 0)) {
 				w->cb(w, ev, STORE_OK);
 			}
-			l = next;
+			l = s->watch_cursor;
 		}
 	}
+	s->watch_cursor = NULL;
 }
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -580,6 +606,63 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 	return 0;
 }
 
+/* Local writes the restored state already holds: they will never pass through fsm_apply(), but
+ * their results are in its de-dup records, so they finish from there (otherwise each would wait
+ * for its timeout and report that it may or may not have been applied). The rest wait on: their
+ * entries follow the snapshot, or their forward fails and they go out again. Without memory for
+ * this, they wait as well. */
+static void finish_restored_writes(struct store *s)
+{
+	uint64_t *seqs = s->n_writes ? malloc(s->n_writes * sizeof *seqs) : NULL;
+	struct kv_result *res = s->n_writes ? calloc(s->n_writes, sizeof *res) : NULL;
+	struct kv_tx *tx = NULL;
+	size_t n = 0;
+
+	if (seqs == NULL || res == NULL || kv_view_begin(s->kv, &tx) != KV_OK) {
+		goto out;
+	}
+	for (size_t b = 0; b < s->n_buckets; b++) {
+		for (struct store_write *w = s->buckets[b]; w != NULL; w = w->next_in_bucket) {
+			bool found = false;
+			if (kv_view_result(tx, w->id, &res[n], &found) == KV_OK && found) {
+				seqs[n++] = w->id.seq;
+			}
+		}
+	}
+	kv_view_end(tx);
+	/* Finished only now: a callback may make new writes, which changes the table. */
+	for (size_t i = 0; i < n; i++) {
+		struct store_write *w = writes_take(s, seqs[i]);
+		if (w != NULL) {
+			write_finish(s, w, STORE_OK, &res[i]);
+		}
+	}
+out:
+	for (size_t i = 0; i < n; i++) {
+		kv_result_free(&res[i]);
+	}
+	free(res);
+	free(seqs);
+}
+
+/* A snapshot replaced the state while this member ran (an install from the leader). The changes
+ * between the old revision and the snapshot's were never applied here one at a time, so no
+ * watch can be given them: each watch ends with STORE_ECOMPACTED, as when it asks for history
+ * that is gone, and its owner reads the state again. */
+static void after_restore(struct store *s)
+{
+	struct store_list ended;
+	list_move_all(&ended, &s->watches); /* a callback may start a new watch, which stays */
+	while (!list_empty(&ended)) {
+		struct store_watch *w = CONTAINER_OF(ended.next, struct store_watch, link);
+		list_remove(&w->link);
+		free(w->key);
+		w->key = NULL;
+		w->cb(w, NULL, STORE_ECOMPACTED);
+	}
+	finish_restored_writes(s);
+}
+
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
 	struct store *s = fsm->data;
@@ -596,6 +679,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 	}
 	raft_free(buf->base);
 	s->snapshots_restored++;
+	after_restore(s);
 	return 0;
 }
 
@@ -641,26 +725,54 @@ static void batch_cb(struct raft_apply *req, int status, void *result)
 	batch_free(b);
 }
 
+/* The items of the forward whose first item is at l: how many, and their bytes; *next is the
+ * item after them. */
+static void fgroup_span(const struct store *s, struct store_list *l, unsigned *n, size_t *bytes,
+                        struct store_list **next)
+{
+	struct fgroup *g = CONTAINER_OF(l, struct fitem, link)->group;
+	*n = 0;
+	*bytes = 0;
+	for (; l != &s->fpending && CONTAINER_OF(l, struct fitem, link)->group == g; l = l->next) {
+		*bytes += CONTAINER_OF(l, struct fitem, link)->len;
+		(*n)++;
+	}
+	*next = l;
+}
+
 /* Build one entry from the queues (local writes first, then forwarded commands) and append it. */
 static void leader_flush_one(struct store *s)
 {
 	unsigned cap = 0;
 	size_t bytes = 0;
-	struct store_list *l;
-	unsigned n_local = 0, n_fwd = 0;
+	struct store_list *l, *next;
+	unsigned n_local = 0, n_fwd = 0, gn = 0;
+	size_t gbytes = 0;
 
+	/* A follower's forward goes into one entry whole, or waits for the next: the leader
+	 * answers it with one status, and refusing it for want of space (space_refuse_pending())
+	 * while part of it is in an entry would tell the follower "not written" of writes that are
+	 * then applied. Its items are contiguous, and it is no bigger than an entry. Local writes
+	 * leave room for the first waiting forward, so that one always goes in this entry. */
+	if (!list_empty(&s->fpending)) {
+		fgroup_span(s, s->fpending.next, &gn, &gbytes, &next);
+	}
 	for (l = s->pending.next;
-	     l != &s->pending && cap < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES; l = l->next) {
+	     l != &s->pending && cap + gn < MAX_BATCH_COMMANDS && bytes + gbytes < MAX_BATCH_BYTES;
+	     l = l->next) {
 		bytes += CONTAINER_OF(l, struct store_write, link)->encoded_len;
 		cap++;
 		n_local++;
 	}
-	for (l = s->fpending.next;
-	     l != &s->fpending && cap < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES;
-	     l = l->next) {
-		bytes += CONTAINER_OF(l, struct fitem, link)->len;
-		cap++;
-		n_fwd++;
+	for (l = s->fpending.next; l != &s->fpending; l = next) {
+		fgroup_span(s, l, &gn, &gbytes, &next);
+		if (n_fwd > 0 &&
+		    (cap + gn > MAX_BATCH_COMMANDS || bytes + gbytes > MAX_BATCH_BYTES)) {
+			break;
+		}
+		bytes += gbytes;
+		cap += gn;
+		n_fwd += gn;
 	}
 	if (cap == 0) {
 		return;
@@ -818,7 +930,17 @@ static void follower_flush_one(struct store *s, uint64_t leader)
 		w->state = W_SENT;
 	}
 	s->forwards_inflight++;
-	s->cfg.forward(s->cfg.hook_data, leader, f->buf, f->len, forward_done, f);
+	if (s->cfg.forward(s->cfg.hook_data, leader, f->buf, f->len, forward_done, f) != 0) {
+		/* Not sent, and done never comes: the writes wait in the queue for the backoff. */
+		s->forwards_inflight--;
+		for (unsigned i = 0; i < n; i++) {
+			write_requeue(s, f->seqs[i]);
+		}
+		s->forward_backoff_until = uv_now(s->loop) + FORWARD_BACKOFF_MS;
+		free(f->seqs);
+		free(f->buf);
+		free(f);
+	}
 	return;
 err:
 	free(cmds);
@@ -915,7 +1037,11 @@ static void syncs_process(struct store *s, uint64_t leader)
 		} else if (q->rdone == NULL && leader != 0 && leader != s->cfg.id &&
 		           s->cfg.readindex != NULL && now >= s->forward_backoff_until) {
 			q->phase = SY_ASKED;
-			s->cfg.readindex(s->cfg.hook_data, leader, sync_readindex_done, q);
+			if (s->cfg.readindex(s->cfg.hook_data, leader, sync_readindex_done, q) !=
+			    0) {
+				q->phase = SY_NEW;
+				s->forward_backoff_until = now + FORWARD_BACKOFF_MS;
+			}
 		} else if (q->rdone != NULL && leader != s->cfg.id) {
 			sync_finish(s, q, STORE_ENOTLEADER);
 		}
@@ -1129,14 +1255,7 @@ static void space_check(struct store *s, bool leader)
 static void space_refuse_pending(struct store *s)
 {
 	struct store_list now;
-	list_init(&now);
-	if (!list_empty(&s->pending)) {
-		now.next = s->pending.next;
-		now.prev = s->pending.prev;
-		now.next->prev = &now;
-		now.prev->next = &now;
-		list_init(&s->pending);
-	}
+	list_move_all(&now, &s->pending);
 	while (!list_empty(&now)) {
 		struct store_write *w = CONTAINER_OF(now.next, struct store_write, link);
 		writes_take(s, w->id.seq);
@@ -1170,7 +1289,12 @@ static void drive(struct store *s)
 	} else if (leader != 0 && s->cfg.forward != NULL &&
 	           uv_now(s->loop) >= s->forward_backoff_until) {
 		while (s->forwards_inflight < MAX_INFLIGHT_FORWARDS && !list_empty(&s->pending)) {
+			unsigned before = s->forwards_inflight;
 			follower_flush_one(s, leader);
+			if (s->forwards_inflight == before) {
+				break; /* no memory, or the hook could not send: the next drive()
+				          retries */
+			}
 		}
 	}
 	syncs_process(s, leader);
@@ -1698,7 +1822,8 @@ int store_watch_start(struct store *s, struct store_watch *w, uint8_t space, str
 		return STORE_ENOMEM;
 	}
 	memcpy(w->key, key.data, key.len);
-	w->start_rev = start_rev;
+	/* Unlinked but removable, for a callback below that stops the watch. */
+	list_init(&w->link);
 	/* Catch up from the history. The loop is single-threaded, so nothing is applied between
 	 * the last history read and the registration below: no event is lost or doubled. */
 	if (start_rev > 0 && start_rev <= kv_revision(s->kv)) {
@@ -1717,26 +1842,34 @@ int store_watch_start(struct store *s, struct store_watch *w, uint8_t space, str
 				w->key = NULL;
 				return rv == KV_ENOMEM ? STORE_ENOMEM : STORE_EIO;
 			}
-			for (unsigned i = 0; i < n; i++) {
+			for (unsigned i = 0; i < n && w->key != NULL; i++) {
 				w->cb(w, &evs[i], STORE_OK);
 			}
 			if (n > 0) {
 				after = evs[n - 1].kv.mod_revision;
 			}
 			kv_events_free(evs, n);
+			if (w->key == NULL) {
+				return STORE_OK; /* a callback stopped it */
+			}
 			if (n < 1024) {
 				break;
 			}
 		}
 	}
+	/* Live events start after what the history gave (or after now): a watch started by a
+	 * callback inside an apply must not see that apply's events a second time. */
+	w->start_rev = start_rev > kv_revision(s->kv) ? start_rev : kv_revision(s->kv) + 1;
 	list_insert_tail(&s->watches, &w->link);
 	return STORE_OK;
 }
 
 void store_watch_stop(struct store *s, struct store_watch *w)
 {
-	(void)s;
 	if (w->key != NULL) {
+		if (s->watch_cursor == &w->link) {
+			s->watch_cursor = w->link.next; /* dispatch_events() goes on from there */
+		}
 		list_remove(&w->link);
 		free(w->key);
 		w->key = NULL;

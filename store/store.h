@@ -56,15 +56,17 @@ typedef void (*store_forward_done)(void *done_data, int status);
 /* Send an encoded batch (kv_join_batch format, time_ms 0) to the member with raft id leader_id,
  * whose record in the SYS keyspace gives its API address. done(done_data, 0) when the leader
  * accepted and committed it; done(done_data, STORE_ENOTLEADER / STORE_ENOLEADER / ...) otherwise.
- * buf is owned by the store and valid until done is called. Must not call done synchronously. */
-typedef void (*store_forward_fn)(void *data, uint64_t leader_id, const void *buf, size_t len,
-                                 store_forward_done done, void *done_data);
+ * buf is owned by the store and valid until done is called. Returns 0 when done will be called,
+ * never from within this call; non-zero when the send could not start (no address for the
+ * leader, no memory), and then done is never called and the store tries again later. */
+typedef int (*store_forward_fn)(void *data, uint64_t leader_id, const void *buf, size_t len,
+                                store_forward_done done, void *done_data);
 
 /* Ask the leader for a read index (the raft index a linearizable read must wait for). done gets
- * the index or a negative STORE_ error. Must not call done synchronously. */
+ * the index or a negative STORE_ error. Returns as the forward hook does. */
 typedef void (*store_readindex_done)(void *done_data, int status, uint64_t index);
-typedef void (*store_readindex_fn)(void *data, uint64_t leader_id, store_readindex_done done,
-                                   void *done_data);
+typedef int (*store_readindex_fn)(void *data, uint64_t leader_id, store_readindex_done done,
+                                  void *done_data);
 
 struct store_config {
 	uint64_t id;                   /* this node's raft id (1 for the bootstrapping node) */

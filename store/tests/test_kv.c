@@ -974,6 +974,23 @@ static void test_dedup(void **state)
 		kv_apply_out_free(&r2);
 	}
 
+	/* A view reads a remembered result as a retry would get it (the store finishes its writes
+	 * from there when a snapshot brings them); an id never applied is not found. */
+	{
+		struct kv_tx *tx = NULL;
+		struct kv_result r;
+		bool found = true;
+		assert_int_equal(kv_view_begin(kv, &tx), KV_OK);
+		assert_int_equal(kv_view_result(tx, put.id, &r, &found), KV_OK);
+		assert_true(found);
+		assert_true(r.duplicate);
+		assert_same_result(&first.results[0], &r);
+		kv_result_free(&r);
+		assert_int_equal(kv_view_result(tx, (struct kv_reqid){7, 99}, &r, &found), KV_OK);
+		assert_false(found);
+		kv_view_end(tx);
+	}
+
 	/* Expiry is by batch time only: still remembered at exactly KV_DEDUP_MS... */
 	apply_batch(kv, &put, 1, T0 + KV_DEDUP_MS, &again);
 	assert_true(again.results[0].duplicate);

@@ -38,7 +38,9 @@ struct cluster {
 	unsigned n;
 	char root[128];
 	int port_base;
-	unsigned heartbeat_ms; /* 0: 30 ms, with a 300 ms election timeout */
+	unsigned heartbeat_ms;    /* 0: 30 ms, with a 300 ms election timeout */
+	unsigned fail_forwards;   /* the next N forwards fail on a later loop turn */
+	unsigned refuse_forwards; /* the next N forwards cannot start (the hook returns -1) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -113,21 +115,31 @@ static void hop_start(struct cluster *c, struct hop *p)
 	uv_timer_start(&p->t, hop_fire, 1, 0);
 }
 
-static void hook_forward(void *data, uint64_t leader, const void *buf, size_t len,
-                         store_forward_done done, void *done_data)
+static int hook_forward(void *data, uint64_t leader, const void *buf, size_t len,
+                        store_forward_done done, void *done_data)
 {
+	struct cluster *c = data;
+	if (c->refuse_forwards > 0) {
+		c->refuse_forwards--;
+		return -1;
+	}
 	struct hop *p = calloc(1, sizeof *p);
 	assert_non_null(p);
 	p->leader = leader;
+	if (c->fail_forwards > 0) {
+		c->fail_forwards--;
+		p->leader = 0; /* nobody: answered STORE_ENOLEADER */
+	}
 	p->buf = malloc(len);
 	memcpy(p->buf, buf, len);
 	p->len = len;
 	p->fdone = done;
 	p->done_data = done_data;
 	hop_start(data, p);
+	return 0;
 }
 
-static void hook_readindex(void *data, uint64_t leader, store_readindex_done done, void *done_data)
+static int hook_readindex(void *data, uint64_t leader, store_readindex_done done, void *done_data)
 {
 	struct hop *p = calloc(1, sizeof *p);
 	assert_non_null(p);
@@ -135,6 +147,7 @@ static void hook_readindex(void *data, uint64_t leader, store_readindex_done don
 	p->rdone = done;
 	p->done_data = done_data;
 	hop_start(data, p);
+	return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -324,13 +337,14 @@ struct watched {
 	int n;
 	int64_t last_rev;
 	char last_key[64];
+	int end_status; /* how the store ended the watch, or -1 */
 };
 
 static void watch_cb(struct store_watch *w, const struct kv_event *ev, int status)
 {
 	struct watched *x = w->data;
 	if (ev == NULL) {
-		(void)status;
+		x->end_status = status;
 		return;
 	}
 	x->n++;
@@ -367,7 +381,7 @@ static void test_single_node(void **state)
 	free(v);
 
 	/* History from the first revision, then a live event. */
-	struct watched x = {0};
+	struct watched x = {.end_status = -1};
 	x.w.data = &x;
 	assert_int_equal(store_watch_start(c.nodes[0].s, &x.w, KV_SPACE_USER,
 	                                   (struct kv_bytes){(const uint8_t *)"a/", 2}, true,
@@ -723,6 +737,210 @@ static void test_replication_lag(void **state)
 	cluster_close(&c);
 }
 
+/* Watches whose callbacks stop or start watches: a callback that stops the next watch in line
+ * (dispatch used to loop forever on it), one that stops its own watch during the catch-up from
+ * history (the watch was registered anyway), and a watch started by a write's callback inside
+ * the apply, from that write's revision (it got the write's event twice). */
+struct stopper {
+	struct watched x;
+	struct store *s;
+	struct store_watch *victim; /* stopped at the first event */
+};
+
+static void stopper_cb(struct store_watch *w, const struct kv_event *ev, int status)
+{
+	struct stopper *p = w->data;
+	watch_cb(w, ev, status);
+	if (ev != NULL && p->victim != NULL) {
+		store_watch_stop(p->s, p->victim);
+		p->victim = NULL;
+	}
+}
+
+struct starter {
+	struct put p;
+	struct store *s;
+	struct watched x;
+};
+
+static void starter_put_cb(struct store_write *w, int status, const struct kv_result *r)
+{
+	struct starter *st = w->data;
+	st->p.done = true;
+	st->p.status = status;
+	st->x.w.data = &st->x;
+	assert_int_equal(status, STORE_OK);
+	assert_int_equal(store_watch_start(st->s, &st->x.w, KV_SPACE_USER,
+	                                   (struct kv_bytes){(const uint8_t *)"s/", 2}, true,
+	                                   r->revision, watch_cb),
+	                 STORE_OK);
+}
+
+static bool starter_done_pred(struct cluster *c, void *arg)
+{
+	(void)c;
+	return ((struct starter *)arg)->p.done;
+}
+
+static void test_watch_callbacks(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(&c, 1);
+	node_open(&c, 0);
+	struct store *s = c.nodes[0].s;
+	assert_int_equal(store_bootstrap(s, &err), STORE_OK);
+	assert_int_equal(store_start(s, &err), STORE_OK);
+	run_until(&c, leader_ready_pred, &leader, 5000);
+	struct kv_bytes prefix = {(const uint8_t *)"w/", 2};
+
+	/* a stops b, the watch after it. */
+	struct stopper a = {.x = {.end_status = -1}, .s = s}, b = {.x = {.end_status = -1}, .s = s};
+	a.x.w.data = &a;
+	b.x.w.data = &b;
+	assert_int_equal(store_watch_start(s, &a.x.w, KV_SPACE_USER, prefix, true, 0, stopper_cb),
+	                 STORE_OK);
+	assert_int_equal(store_watch_start(s, &b.x.w, KV_SPACE_USER, prefix, true, 0, stopper_cb),
+	                 STORE_OK);
+	a.victim = &b.x.w;
+	struct put p = do_put(&c, 0, "w/1", "1", false, 0);
+	assert_int_equal(p.status, STORE_OK);
+	assert_int_equal(a.x.n, 1);
+	assert_int_equal(b.x.n, 0);
+
+	/* d stops itself at its first event from history: it stays stopped. */
+	do_put(&c, 0, "w/2", "2", false, 0);
+	struct stopper d = {.x = {.end_status = -1}, .s = s};
+	d.x.w.data = &d;
+	d.victim = &d.x.w;
+	assert_int_equal(
+	    store_watch_start(s, &d.x.w, KV_SPACE_USER, prefix, true, p.revision, stopper_cb),
+	    STORE_OK);
+	assert_int_equal(d.x.n, 1);
+	do_put(&c, 0, "w/3", "3", false, 0);
+	assert_int_equal(d.x.n, 1);
+	assert_int_equal(a.x.n, 3);
+
+	/* Started from the write's own callback, at its revision: its event once. */
+	struct starter st = {.s = s};
+	st.p.w.data = &st;
+	struct kv_op op = {.type = KV_OP_PUT,
+	                   .space = KV_SPACE_USER,
+	                   .key = {(const uint8_t *)"s/1", 3},
+	                   .value = {(const uint8_t *)"1", 1}};
+	assert_int_equal(store_write(s, &st.p.w, &op, starter_put_cb), STORE_OK);
+	run_until(&c, starter_done_pred, &st, 5000);
+	run_for(&c, 50);
+	assert_int_equal(st.x.n, 1);
+	do_put(&c, 0, "s/2", "2", false, 0);
+	assert_int_equal(st.x.n, 2);
+
+	store_watch_stop(s, &a.x.w);
+	store_watch_stop(s, &st.x.w);
+	cluster_close(&c);
+}
+
+/* Writes whose forward failed go out again in the order they were made: three writes to one key
+ * from a follower, in one forward that fails (on a later loop turn, then at once: the hook
+ * cannot start it), leave the last value on every replica. Each failure used to put the writes
+ * back at the head of the queue one by one, reversed. */
+static void test_retry_order(void **state)
+{
+	(void)state;
+	struct cluster c;
+	three_voters(&c, 0);
+	for (int round = 0; round < 2; round++) {
+		struct put ps[3];
+		char vals[3][16], want[16];
+		if (round == 0) {
+			c.fail_forwards = 1;
+		} else {
+			c.refuse_forwards = 1;
+		}
+		for (int i = 0; i < 3; i++) {
+			snprintf(vals[i], sizeof vals[i], "%d", round * 3 + i + 1);
+			memset(&ps[i], 0, sizeof ps[i]);
+			ps[i].w.data = &ps[i];
+			struct kv_op op = {.type = KV_OP_PUT,
+			                   .space = KV_SPACE_USER,
+			                   .key = {(const uint8_t *)"order", 5},
+			                   .value = {(const uint8_t *)vals[i], strlen(vals[i])}};
+			assert_int_equal(store_write(c.nodes[1].s, &ps[i].w, &op, put_cb),
+			                 STORE_OK);
+		}
+		for (int i = 0; i < 3; i++) {
+			run_until(&c, put_done_pred, &ps[i], 20000);
+			assert_int_equal(ps[i].status, STORE_OK);
+		}
+		assert_int_equal(c.fail_forwards + c.refuse_forwards, 0);
+		snprintf(want, sizeof want, "%d", round * 3 + 3);
+		for (unsigned n = 0; n < 2; n++) {
+			char *v = get_local(&c, n, "order");
+			assert_non_null(v);
+			if (strcmp(v, want) != 0) {
+				fail_msg("round %d: node %u ends with %s, not %s", round, n + 1, v,
+				         want);
+			}
+			free(v);
+		}
+	}
+	cluster_close(&c);
+}
+
+/* A member that trails beyond the leader's log gets its state as a snapshot while it runs. The
+ * changes the snapshot brings were never applied one by one there, so a watch cannot be given
+ * them: it ends with STORE_ECOMPACTED, and its owner reads the state again. (It used to go on
+ * silently, missing them.) */
+static void test_install_ends_watches(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	struct store_status st;
+	three_voters(&c, 0);
+	assert_int_equal(do_put(&c, 0, "snap/first", "1", false, 0).status, STORE_OK);
+	run_until(&c, all_have_pred, "snap/first", 5000);
+
+	node_close(&c, 2);
+	for (int i = 0; i < 100; i++) { /* snapshot threshold 32, trailing 8 */
+		char k[32];
+		snprintf(k, sizeof k, "snap/%03d", i);
+		assert_int_equal(do_put(&c, 0, k, "while away", false, 0).status, STORE_OK);
+	}
+	node_open(&c, 2);
+	assert_int_equal(store_start(c.nodes[2].s, &err), STORE_OK);
+	store_get_status(c.nodes[2].s, &st);
+	uint64_t restored = st.snapshots_restored;
+	struct watched x = {.end_status = -1};
+	x.w.data = &x;
+	assert_int_equal(store_watch_start(c.nodes[2].s, &x.w, KV_SPACE_USER,
+	                                   (struct kv_bytes){(const uint8_t *)"snap/", 5}, true, 0,
+	                                   watch_cb),
+	                 STORE_OK);
+	run_until(&c, all_have_pred, "snap/099", 10000);
+	store_get_status(c.nodes[2].s, &st);
+	assert_true(st.snapshots_restored > restored); /* an install, not entries */
+	if (x.end_status != STORE_ECOMPACTED) {
+		fail_msg("the watch saw %d events and %s", x.n,
+		         x.end_status < 0 ? "goes on" : "ended otherwise");
+	}
+	/* A new watch goes on from the installed state. */
+	x = (struct watched){.end_status = -1};
+	x.w.data = &x;
+	assert_int_equal(store_watch_start(c.nodes[2].s, &x.w, KV_SPACE_USER,
+	                                   (struct kv_bytes){(const uint8_t *)"snap/", 5}, true, 0,
+	                                   watch_cb),
+	                 STORE_OK);
+	assert_int_equal(do_put(&c, 0, "snap/last", "1", false, 0).status, STORE_OK);
+	run_until(&c, all_have_pred, "snap/last", 5000);
+	assert_int_equal(x.n, 1);
+	assert_string_equal(x.last_key, "snap/last");
+	store_watch_stop(c.nodes[2].s, &x.w);
+	cluster_close(&c);
+}
+
 int main(void)
 {
 	/* libuv writes to sockets with write(2): a peer that went away must be an error, not a
@@ -733,6 +951,9 @@ int main(void)
 	    cmocka_unit_test(test_three_nodes),
 	    cmocka_unit_test(test_followers_learn_commit),
 	    cmocka_unit_test(test_replication_lag),
+	    cmocka_unit_test(test_watch_callbacks),
+	    cmocka_unit_test(test_retry_order),
+	    cmocka_unit_test(test_install_ends_watches),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
