@@ -239,11 +239,18 @@ static int cache_block(struct ctx *c, const struct ipam_addr *base, struct kv_by
 	}
 	e = &c->blocks[c->n_blocks];
 	memset(e, 0, sizeof *e);
+	e->pool = pool_of_addr(c, base);
+	/* Callers find a block by masking an address with its pool's block size and index the
+	 * block's ordinals from there: a block of another size would send them out of bounds, and
+	 * a larger one would overlap blocks of the right size. ipam_check reports it too. */
+	if (e->pool >= 0 && blk->cidr.prefix != c->pools[e->pool].rec.pool.block_size) {
+		ipam_block_free(blk);
+		return CORRUPT;
+	}
 	e->base = *base;
 	e->blk = blk;
 	e->existed = true;
 	e->orig_open = is_open(blk);
-	e->pool = pool_of_addr(c, base);
 	if (blk->affinity != NULL && (e->orig_aff = strdup(blk->affinity)) == NULL) {
 		ipam_block_free(blk);
 		return NOMEM;
@@ -309,7 +316,9 @@ static void delete_block(struct ctx *c, struct bentry *e)
 	e->blk = NULL;
 	e->dirty = true;
 	if (e->pool >= 0) {
-		c->pools[e->pool].rec.blocks--;
+		if (c->pools[e->pool].rec.blocks > 0) { /* 0 would be corrupt: never wrap */
+			c->pools[e->pool].rec.blocks--;
+		}
 		c->pools[e->pool].dirty = true;
 	}
 }
@@ -423,7 +432,9 @@ static int get_ip(struct ctx *c, const struct ipam_addr *a, struct ipam_ip_rec *
 		return host_err(rc);
 	}
 	if (!ipam_ip_decode(v.data, v.len, rec, &oom)) {
-		return oom ? NOMEM : 0;
+		/* A release must not free the address and leave the record and its handle's
+		 * reference behind: the handle could never be released again. */
+		return oom ? NOMEM : CORRUPT;
 	}
 	*found = true;
 	return 0;
@@ -673,13 +684,9 @@ static bool node_selected(struct ctx *c, const struct pentry *p, const char *nod
 	       c->hooks->node_selected(c->hooks->arg, c->tx, p->rec.pool.node_selector, node);
 }
 
-static bool pool_allowed(struct ctx *c, int pi, const struct ipam_request *q, uint8_t fam)
+/* Whether the request names pool p among its pools, or names none. */
+static bool pool_requested(const struct pentry *p, const struct ipam_request *q)
 {
-	const struct pentry *p = &c->pools[pi];
-	if (!pool_usable(p) || p->rec.pool.cidr.addr.family != fam ||
-	    !node_selected(c, p, q->node)) {
-		return false;
-	}
 	if (q->n_cidrs == 0) {
 		return true;
 	}
@@ -689,6 +696,13 @@ static bool pool_allowed(struct ctx *c, int pi, const struct ipam_request *q, ui
 		}
 	}
 	return false;
+}
+
+static bool pool_allowed(struct ctx *c, int pi, const struct ipam_request *q, uint8_t fam)
+{
+	const struct pentry *p = &c->pools[pi];
+	return pool_usable(p) && p->rec.pool.cidr.addr.family == fam &&
+	       node_selected(c, p, q->node) && pool_requested(p, q);
 }
 
 static int take_from(struct ctx *c, struct bentry *e, const struct ipam_request *q, uint32_t *need)
@@ -844,7 +858,9 @@ static int explicit_assign(struct ctx *c, const struct ipam_request *q, const st
 		return refuse(c, IPAM_E_INVALID, "%s is not in any IP pool", as);
 	}
 	ipam_cidr_format(&c->pools[pi].rec.pool.cidr, ps);
-	if (q->n_cidrs > 0 && !pool_allowed(c, pi, q, a->family) && pool_usable(&c->pools[pi])) {
+	/* The pools asked for limit an explicit address too, but its node selector does not: an
+	 * explicit address ignores selectors, as Calico's AssignIP does (ipam.h). */
+	if (!pool_requested(&c->pools[pi], q) && pool_usable(&c->pools[pi])) {
 		return refuse(c, IPAM_E_INVALID,
 		              "%s is in pool %s, which is not among the requested pools", as, ps);
 	}
@@ -871,7 +887,9 @@ static int explicit_assign(struct ctx *c, const struct ipam_request *q, const st
 	if (e->blk->gen[ord] != 0) {
 		struct ipam_ip_rec rec;
 		bool found;
-		if ((rv = get_ip(c, a, &rec, &found)) != 0) {
+		if ((rv = get_ip(c, a, &rec, &found)) == CORRUPT) {
+			found = false; /* only for the message: the address is taken either way */
+		} else if (rv != 0) {
 			return rv;
 		}
 		rv = refuse(c, IPAM_E_INUSE, "%s is already assigned (handle %s)", as,

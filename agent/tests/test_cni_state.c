@@ -489,6 +489,17 @@ static void test_pool_node_selector(void **state)
 	assert_true(refused);
 	assert_non_null(strstr(s(r, "message"), "node selector selects node h1"));
 	json_decref(r);
+	/* an explicit address ignores the selector, as Calico's AssignIP does, also with its pool
+	 * named (the CNI path sends ipv4_pools with IP=) */
+	r = cni(&h, &refused,
+	        "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"n\",\"container\":\"x\","
+	        "\"ifname\":\"eth0\",\"pools\":[\"10.2.0.0/16\"],\"ips\":[\"10.2.3.4\"]}");
+	if (refused) {
+		fail_msg("explicit address refused: %s", s(r, "message"));
+	}
+	assert_string_equal(json_string_value(json_array_get(json_object_get(r, "ips"), 0)),
+	                    "10.2.3.4/32");
+	json_decref(r);
 	/* without a pool named, the automatic choice skips it too */
 	r = ok(&h, ADD, "n", "c");
 	assert_int_equal(

@@ -2130,6 +2130,37 @@ static void test_check_detects(void **state)
 		h.check_each = true;
 		restore(&h, &clean);
 
+		/* An address record that does not decode: releasing the address is refused too
+		 * (it freed the address and left the record, and the handle could never be released
+		 * again). */
+		{
+			struct ipam_assigned *ha = NULL;
+			unsigned nh = 0;
+			struct kv_tx *tx;
+			char as[IPAM_ADDR_STRLEN];
+			assert_int_equal(kv_view_begin(h.kv, &tx), KV_OK);
+			assert_int_equal(ipam_handle_addrs(tx, "h1", &ha, &nh), 0);
+			kv_view_end(tx);
+			assert_true(nh > 0);
+			struct kv_kv iprobe = {.key = key,
+			                       .key_len = ipam_key_ip(key, &ha[0].addr)};
+			ipam_addr_format(&ha[0].addr, as);
+			free(ha);
+			cur = dump_find(&after, &iprobe);
+			assert_non_null(cur);
+			inject_add(&in, 'p', cur->key, cur->key_len, cur->value,
+			           cur->value_len - 1);
+			inject_run(&h, &in);
+			expect_problems(&h, "truncated address record");
+			hash0 = h_hash(&h);
+			h.check_each = false;
+			assert_int_equal(h_release_ip(&h, as, 0, NULL), IPAM_E_CORRUPT);
+			assert_int_equal(h_release_handle(&h, "h1", NULL), IPAM_E_CORRUPT);
+			assert_true(h_hash(&h) == hash0);
+			h.check_each = true;
+			restore(&h, &clean);
+		}
+
 		/* A pool record that does not decode: every request reads the pools. */
 		struct ipam_block_info bi;
 		assert_true(h_block_of(&h, &x, &bi));
@@ -2146,6 +2177,39 @@ static void test_check_detects(void **state)
 		assert_non_null(strstr(rep2.message, "tabby ipam check"));
 		assert_string_equal(ipam_error_code(rep2.error), "internal");
 		ipam_reply_free(&rep2);
+		assert_true(h_hash(&h) == hash0);
+		h.check_each = true;
+		restore(&h, &clean);
+	}
+
+	/* 9. A block record of another size than its pool's blocks, under the right key: callers
+	 * index it by their pool's block size, so it is refused as corrupt, never read out of
+	 * bounds (a /28 where the pool makes /26 blocks). */
+	{
+		struct ipam_block_info bi;
+		struct ipam_cidr small;
+		struct ipam_buf b = {0};
+		assert_true(h_block_of(&h, &x, &bi));
+		small = bi.cidr;
+		small.prefix = bi.cidr.prefix + 2;
+		struct ipam_block *blk = ipam_block_new(&small, "n1");
+		assert_non_null(blk);
+		ipam_block_encode(&b, blk);
+		ipam_block_free(blk);
+		assert_false(b.oom);
+		kl = ipam_key_block(key, &bi.cidr.addr);
+		inject_add(&in, 'p', key, kl, b.data, b.len);
+		free(b.data);
+		inject_run(&h, &in);
+		expect_problems(&h, "a block of another size than its pool's");
+		uint64_t hash0 = h_hash(&h);
+		char far[IPAM_ADDR_STRLEN];
+		struct ipam_addr a = bi.cidr.addr;
+		a.b[3] += 50; /* inside the /26, beyond the /28 */
+		ipam_addr_format(&a, far);
+		h.check_each = false;
+		assert_int_equal(h_assign_ip(&h, "n1", "h9", far, NULL), IPAM_E_CORRUPT);
+		assert_int_equal(h_release_ip(&h, far, 0, NULL), IPAM_E_CORRUPT);
 		assert_true(h_hash(&h) == hash0);
 		h.check_each = true;
 		restore(&h, &clean);
