@@ -117,7 +117,7 @@ static bool container_ok(const char *s)
 	return network_ok(s);
 }
 
-/* Linux's dev_valid_name(). */
+/* Linux's dev_valid_name() (its isspace() counts 0xa0), and no control characters. */
 static bool ifname_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -126,7 +126,7 @@ static bool ifname_ok(const char *s)
 	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		if (ch == '/' || ch == ':' || ch <= ' ' || ch == 0x7f) {
+		if (ch == '/' || ch == ':' || ch <= ' ' || ch == 0x7f || ch == 0xa0) {
 			return false;
 		}
 	}

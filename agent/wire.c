@@ -248,7 +248,7 @@ static int spec_check(const struct wire_spec *s, char *err, size_t errlen)
 	}
 	if (s->alias == NULL ||
 	    strncmp(s->alias, WIRE_ALIAS_PREFIX, strlen(WIRE_ALIAS_PREFIX)) != 0 ||
-	    strlen(s->alias) >= 128) {
+	    strlen(s->alias) > WIRE_ALIAS_MAX) {
 		return fail(err, errlen, -EINVAL,
 		            "host end alias \"%s\" does not start with \"" WIRE_ALIAS_PREFIX
 		            "\" or is too long",

@@ -30,6 +30,9 @@
 
 /* The alias (IFLA_IFALIAS) of the host end of every veth Tabby creates. */
 #define WIRE_ALIAS_PREFIX "tabby:"
+/* The kernel's longest alias (IFALIASZ - 1): room for the prefix, a container id of 128 bytes (an
+ * endpoint's longest workload name), '/' and an interface name. */
+#define WIRE_ALIAS_MAX 255
 
 /* The container's default gateway: never configured anywhere, answered by proxy ARP. */
 #define WIRE_GATEWAY4 "169.254.1.1"
@@ -140,7 +143,7 @@ int wire_del(const char *netns, const char *ifname, const char *host_ifname, con
 /* One host end found by wire_list(). */
 struct wire_link {
 	char name[16];
-	char alias[128]; /* after WIRE_ALIAS_PREFIX: "<container>/<ifname>" */
+	char alias[WIRE_ALIAS_MAX + 1]; /* after WIRE_ALIAS_PREFIX: "<container>/<ifname>" */
 	int ifindex;
 };
 

@@ -95,6 +95,10 @@ struct cni_call {
 	/* The etcd and datastore keys the configuration had, comma-separated, for the one log line
 	 * that says they are ignored; "" when there were none. */
 	char ignored[256];
+	/* DEL only: why there is nothing to delete, when the call names a container, interface or
+	 * network that the agent refuses on every command (so no ADD made anything); the plugin
+	 * then succeeds without asking the agent. "" otherwise. */
+	char nothing_to_do[192];
 };
 
 /* Which plugin the binary is, from argv[0]: a basename ending in "-ipam" (tabby-ipam,

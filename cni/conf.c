@@ -28,9 +28,12 @@ static const char *const ignored_keys[] = {
     "etcd_cert_file", "etcd_ca_cert_file", "etcd_discovery_srv", "datastore_type",
 };
 
+/* The agent's limits (agent/cni_state.c), so that nothing it would refuse is sent. */
 #define CONTAINER_MAX 253
+#define WORKLOAD_MAX  128
+#define NETWORK_MAX   253
 #define NODE_MAX      253
-#define PATH_MAX_LEN  4095
+#define NETNS_MAX     1024
 #define MTU_MIN       68 /* the kernel's ETH_MIN_MTU: a veth refuses less */
 #define MTU_MAX       65535
 
@@ -114,8 +117,10 @@ bool cni_ifname_ok(const char *s)
 	if (n == 0 || n > 15 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
 		return false;
 	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-		/* The kernel's isspace() also counts 0xa0 (its ctype table is Latin-1). */
-		if (*p == '/' || *p == ':' || *p == ' ' || (*p >= '\t' && *p <= '\r') || *p == 0xa0)
+		/* Linux's dev_valid_name() refuses '/', ':' and white space (its isspace() also
+		 * counts 0xa0: its ctype table is Latin-1); the agent refuses control characters
+		 * as well. */
+		if (*p == '/' || *p == ':' || *p <= ' ' || *p == 0x7f || *p == 0xa0)
 			return false;
 	}
 	return true;
@@ -276,6 +281,40 @@ static bool text_ok(const char *s, size_t max)
 	return ipam_text_ok(s, strlen(s), 1, max);
 }
 
+/* Whether s is 1 to max bytes of a-z A-Z 0-9 _ . -: a container id (CNI 1.0) or a network name,
+ * as the agent takes them. */
+static bool name_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return false;
+	for (const char *p = s; *p != '\0'; p++) {
+		if (!label_char_ok(*p))
+			return false;
+	}
+	return true;
+}
+
+/* A DEL of something no ADD can have made (the agent refuses such names on every command):
+ * nothing to delete, so it succeeds without asking the agent, as CNI asks of a DEL of
+ * something unknown. Other commands fail with an error saying why. */
+static int never_added(struct cni_call *c, struct cni_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int never_added(struct cni_call *c, struct cni_error *err, int code, const char *fmt, ...)
+{
+	char why[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof why, fmt, ap);
+	va_end(ap);
+	if (c->cmd == CNI_CMD_DEL) {
+		snprintf(c->nothing_to_do, sizeof c->nothing_to_do, "%s: nothing was added", why);
+		return 0;
+	}
+	cni_error_set(err, code, NULL, "%s", why);
+	return -1;
+}
+
 /* CNI_CONTAINERID, CNI_IFNAME, CNI_NETNS and TABBY_SOCKET into the request. */
 static int parse_env(const struct cni_env *env, struct cni_call *c, struct cni_error *err)
 {
@@ -285,27 +324,34 @@ static int parse_env(const struct cni_env *env, struct cni_call *c, struct cni_e
 		cni_error_set(err, CNI_ERR_ENV, NULL, "CNI_CONTAINERID is not set");
 		return -1;
 	}
-	if (strlen(id) > CONTAINER_MAX) {
-		cni_error_set(err, CNI_ERR_ENV, NULL, "CNI_CONTAINERID is longer than %d bytes",
-		              CONTAINER_MAX);
-		return -1;
-	}
-	if (strchr(id, '/') != NULL || !text_ok(id, CONTAINER_MAX)) {
-		cni_error_set(err, CNI_ERR_ENV, NULL,
-		              "CNI_CONTAINERID \"%s\" contains a '/' or a control character", id);
+	if (strlen(id) > CONTAINER_MAX)
+		return never_added(c, err, CNI_ERR_ENV, "CNI_CONTAINERID is longer than %d bytes",
+		                   CONTAINER_MAX);
+	if (!name_ok(id, CONTAINER_MAX))
+		return never_added(c, err, CNI_ERR_ENV,
+		                   "CNI_CONTAINERID \"%.64s\" is not valid: only letters, digits, "
+		                   "'_', '.' and '-' are allowed (CNI 1.0)",
+		                   id);
+	/* The endpoint takes the id as its workload name, at most 128 bytes as in Calico. */
+	if (c->cmd == CNI_CMD_ADD && c->mode == CNI_MODE_NET && strlen(id) > WORKLOAD_MAX) {
+		cni_error_set(
+		    err, CNI_ERR_ENV, NULL,
+		    "CNI_CONTAINERID is longer than %d bytes, the longest workload name of "
+		    "an endpoint",
+		    WORKLOAD_MAX);
 		return -1;
 	}
 	if (ifname == NULL || ifname[0] == '\0') {
 		cni_error_set(err, CNI_ERR_ENV, NULL, "CNI_IFNAME is not set");
 		return -1;
 	}
-	if (!cni_ifname_ok(ifname)) {
-		cni_error_set(err, CNI_ERR_ENV, NULL,
-		              "CNI_IFNAME \"%s\" is not a valid interface name: 1 to 15 bytes, not "
-		              "\".\" or \"..\", no '/', ':' or white space",
-		              ifname);
-		return -1;
-	}
+	if (!cni_ifname_ok(ifname))
+		return never_added(
+		    c, err, CNI_ERR_ENV,
+		    "CNI_IFNAME \"%.16s\" is not a valid interface name: 1 to 15 "
+		    "bytes, not \".\" or \"..\", no '/', ':', white space or control "
+		    "characters",
+		    ifname);
 	if (netns != NULL && netns[0] == '\0')
 		netns = NULL;
 	/* The network plugin wires a namespace on ADD and looks at it on CHECK; DEL works without
@@ -314,11 +360,16 @@ static int parse_env(const struct cni_env *env, struct cni_call *c, struct cni_e
 		cni_error_set(err, CNI_ERR_ENV, NULL, "CNI_NETNS is not set");
 		return -1;
 	}
-	if (netns != NULL && (netns[0] != '/' || !text_ok(netns, PATH_MAX_LEN))) {
-		cni_error_set(err, CNI_ERR_ENV, NULL,
-		              "CNI_NETNS \"%s\" is not an absolute path (the agent opens it)",
-		              netns);
-		return -1;
+	if (netns != NULL && (netns[0] != '/' || !text_ok(netns, NETNS_MAX))) {
+		if (c->cmd == CNI_CMD_DEL) {
+			netns = NULL; /* no ADD wired it; the DEL goes on without */
+		} else {
+			cni_error_set(err, CNI_ERR_ENV, NULL,
+			              "CNI_NETNS \"%.64s%s\" is not an absolute path of at most %d "
+			              "bytes (the agent opens it)",
+			              netns, strlen(netns) > 64 ? "..." : "", NETNS_MAX);
+			return -1;
+		}
 	}
 	if (env->socket != NULL && env->socket[0] != '\0') {
 		if (strlen(env->socket) >= sizeof c->socket) {
@@ -733,22 +784,11 @@ static int get_prev_ips(const json_t *conf, json_t *req, struct cni_error *err)
 	return 0;
 }
 
-/* Whether name matches ^[a-zA-Z0-9_.\-]+$ (Calico's rule: it is also the profile name). */
-static bool network_name_ok(const char *name)
-{
-	if (name[0] == '\0')
-		return false;
-	for (const char *p = name; *p != '\0'; p++) {
-		if (!label_char_ok(*p))
-			return false;
-	}
-	return true;
-}
-
 static int parse_config(const json_t *conf, struct cni_call *c, struct cni_error *err)
 {
 	json_t *req = c->request, *ipam = NULL, *args = NULL, *cni_args = NULL, *rt = NULL;
 	json_t *policy = NULL, *settings = NULL, *v, *pools = NULL, *ips;
+	size_t n_ips;
 	const char *name = NULL, *s = NULL, *node = NULL;
 	bool ipv4, ipv6;
 	int rv = -1;
@@ -758,11 +798,16 @@ static int parse_config(const json_t *conf, struct cni_call *c, struct cni_error
 		return -1;
 	if (name == NULL)
 		return config_error(err, "the network configuration has no \"name\"");
-	if (!network_name_ok(name))
-		return config_error(err,
-		                    "invalid characters in network name \"%s\": only letters, "
-		                    "digits, '_', '.' and '-' are allowed",
-		                    name);
+	/* Calico's rule, ^[a-zA-Z0-9_.\-]+$ (it is also the profile name), and the agent's length.
+	 */
+	if (strlen(name) > NETWORK_MAX)
+		return never_added(c, err, CNI_ERR_CONFIG,
+		                   "the network name is longer than %d bytes", NETWORK_MAX);
+	if (!name_ok(name, NETWORK_MAX))
+		return never_added(c, err, CNI_ERR_CONFIG,
+		                   "invalid characters in network name \"%.64s\": only letters, "
+		                   "digits, '_', '.' and '-' are allowed",
+		                   name);
 	if (get_string(conf, "type", "type", &s, err) != 0)
 		return -1;
 
@@ -874,10 +919,12 @@ static int parse_config(const json_t *conf, struct cni_call *c, struct cni_error
 	    (args != NULL && get_object(args, "cni", "args.cni", &cni_args, err) != 0) ||
 	    (args != NULL && cni_args != NULL && get_ips(cni_args, "args.cni.ips", ips, err) != 0))
 		goto out;
-	if (json_array_size(ips) == 0 && json_object_del(req, "ips") != 0)
+	/* Counted before the delete: ips is req's reference, and the delete frees the array. */
+	n_ips = json_array_size(ips);
+	if (n_ips == 0 && json_object_del(req, "ips") != 0)
 		goto nomem;
 	/* Only ADD assigns: a DEL or CHECK with such a configuration still cleans up and looks. */
-	if (c->cmd == CNI_CMD_ADD && !ipv4 && !ipv6 && json_array_size(ips) == 0) {
+	if (c->cmd == CNI_CMD_ADD && !ipv4 && !ipv6 && n_ips == 0) {
 		config_error(err, "ipam.assign_ipv4 is \"false\" and ipam.assign_ipv6 is not "
 		                  "\"true\": no address would be assigned");
 		goto out;
@@ -1007,8 +1054,13 @@ int cni_parse(enum cni_mode mode, const struct cni_env *env, const char *config,
 		oom(err);
 		goto err;
 	}
-	if (parse_env(env, out, err) != 0 ||
-	    parse_cni_args(env->args, out->request, json_object_get(out->request, "ips"), err) !=
+	if (parse_env(env, out, err) != 0)
+		goto err;
+	if (out->nothing_to_do[0] != '\0') {
+		json_decref(conf);
+		return 0;
+	}
+	if (parse_cni_args(env->args, out->request, json_object_get(out->request, "ips"), err) !=
 	        0 ||
 	    parse_config(conf, out, err) != 0)
 		goto err;

@@ -212,6 +212,10 @@ static int run(struct plugin *p, const char *input, size_t len)
 		exit_status = rc == 0 ? 0 : 1;
 		goto warn;
 	}
+	if (p->call.nothing_to_do[0] != '\0') {
+		logf_(p, CNI_LOG_INFO, "DEL: %s", p->call.nothing_to_do);
+		return 0;
+	}
 
 	if (p->call.log_level >= CNI_LOG_DEBUG) {
 		text = json_dumps(p->call.request, JSON_COMPACT);

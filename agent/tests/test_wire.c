@@ -37,7 +37,7 @@ struct ctr {
 
 struct fx {
 	struct ctr c[N_CTR];
-	char alias[N_CTR][64];
+	char alias[N_CTR][WIRE_ALIAS_MAX + 1];
 	char host_if[N_CTR][24];
 	struct wire_spec s[N_CTR];
 	char err[512];
@@ -702,6 +702,17 @@ static void test_list(void **state)
 	for (int i = 0; i < 2; i++) {
 		ctr_make(&f->c[i], i);
 		spec_make(f, i, false);
+		if (i == 1) {
+			/* The longest: a container id of 128 bytes (an endpoint's longest workload
+			 * name) and an interface name of 15 (aliases of 128 bytes and more were
+			 * refused, so ids over 116 bytes could never be wired). */
+			char id[129];
+			memset(id, 'c', 128);
+			id[128] = '\0';
+			snprintf(f->alias[i], sizeof f->alias[i], WIRE_ALIAS_PREFIX "%s/eth012345678901",
+			         id);
+			f->s[i].ifname = "eth012345678901";
+		}
 		add_ok(f, i);
 	}
 	SH("ip link add calitest2 type veth peer name calitestr");

@@ -431,6 +431,9 @@ static void test_env_errors(void **state)
 	    "a\nb",
 	    "a\xa0"
 	    "b",
+	    "a\x01"
+	    "b",
+	    "a\x7f",
 	};
 	const char *conf = "{\"name\": \"n\"}";
 	char long_id[300], long_socket[200];
@@ -451,27 +454,75 @@ static void test_env_errors(void **state)
 	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "CNI_CONTAINERID is not set");
 	env.containerid = "";
 	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "CNI_CONTAINERID is not set");
+	/* The agent's rule: CNI 1.0's characters, 1 to 253 bytes. The endpoint's workload name, the
+	 * id of a wired container, takes 128 at most. */
 	env.containerid = "a/b";
 	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV,
-	                 "CNI_CONTAINERID \"a/b\" contains a '/' or a control character");
+	                 "CNI_CONTAINERID \"a/b\" is not valid: only letters, digits");
 	env.containerid = "a\x01z";
-	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "a '/' or a control character");
+	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "is not valid");
+	env.containerid = "task:1";
+	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "\"task:1\" is not valid");
 	memset(long_id, 'x', 254);
 	long_id[254] = '\0';
 	env.containerid = long_id;
-	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV,
+	expect_error_env(CNI_MODE_IPAM, &env, conf, CNI_ERR_ENV,
 	                 "CNI_CONTAINERID is longer than 253 bytes");
 	long_id[253] = '\0';
+	parse_ok(CNI_MODE_IPAM, &env, conf, &call);
+	cni_call_free(&call);
+	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV,
+	                 "CNI_CONTAINERID is longer than 128 bytes");
+	long_id[128] = '\0';
 	parse_ok(CNI_MODE_NET, &env, conf, &call);
 	cni_call_free(&call);
+
+	/* A DEL of a name the agent refuses on every command has nothing to delete: it succeeds
+	 * without asking the agent (a runtime retries a failed DEL for ever). A DEL of a container
+	 * too long to wire, or with a netns the agent would not open, still goes to the agent. */
+	{
+		static const struct {
+			const char *id, *ifname, *conf;
+		} never[] = {
+		    {"task:1", "eth0", "{\"name\": \"n\"}"},
+		    {"c1", "et\x01h", "{\"name\": \"n\"}"},
+		    {"c1", "eth0", "{\"name\": \"a net\"}"},
+		};
+		for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
+			env = env_cmd("DEL");
+			env.containerid = never[i].id;
+			env.ifname = never[i].ifname;
+			parse_ok(CNI_MODE_NET, &env, never[i].conf, &call);
+			assert_non_null(strstr(call.nothing_to_do, ": nothing was added"));
+			cni_call_free(&call);
+		}
+		env = env_cmd("DEL");
+		memset(long_id, 'x', 200);
+		long_id[200] = '\0';
+		env.containerid = long_id;
+		char long_ns[1100];
+		long_ns[0] = '/';
+		memset(long_ns + 1, 'n', 1050);
+		long_ns[1051] = '\0';
+		env.netns = long_ns;
+		parse_ok(CNI_MODE_NET, &env, conf, &call);
+		assert_string_equal(call.nothing_to_do, "");
+		assert_string_equal(json_string_value(json_object_get(call.request, "container")),
+		                    long_id);
+		assert_null(json_object_get(call.request, "netns"));
+		cni_call_free(&call);
+		env = env_add();
+		env.netns = long_ns;
+		expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV,
+		                 "is not an absolute path of at most 1024 bytes");
+	}
 
 	env = env_add();
 	env.ifname = NULL;
 	expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "CNI_IFNAME is not set");
 	for (size_t i = 0; i < sizeof bad_ifnames / sizeof bad_ifnames[0]; i++) {
 		env.ifname = bad_ifnames[i];
-		expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV,
-		                 "is not a valid interface name");
+		expect_error_env(CNI_MODE_NET, &env, conf, CNI_ERR_ENV, "CNI_IFNAME");
 		assert_false(cni_ifname_ok(bad_ifnames[i]));
 	}
 	assert_false(cni_ifname_ok(""));
