@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -122,6 +124,7 @@ struct conn {
 	uint64_t deadline; /* while draining */
 	uv_shutdown_t shutdown_req;
 	unsigned writes;
+	size_t queued; /* on_sweep(): what conn_unsent() said last */
 
 	bool from_unix;
 	bool processing; /* inside conn_parse(): a synchronous answer must not re-enter it */
@@ -785,6 +788,29 @@ static void conn_drain(struct conn *c)
 	}
 }
 
+/* A peer that reads what it is sent is not idle, however long the response takes: the sweep
+ * cut a large one off mid-body once idle_ms had passed since it was queued. */
+static void conn_progress(struct conn *c)
+{
+	c->idle_since = uv_now(c->srv->loop);
+	if (c->draining) {
+		c->deadline = c->idle_since + (c->shutdown_done ? LINGER_MS : c->srv->idle_ms);
+	}
+}
+
+/* What is still to be sent: in the stream's queue, and in the kernel's send buffer (a response is
+ * one write, done as soon as the kernel took all of it, which holds megabytes). */
+static size_t conn_unsent(struct conn *c)
+{
+	size_t n = uv_stream_get_write_queue_size(&c->h.stream);
+	uv_os_fd_t fd;
+	int outq = 0;
+	if (uv_fileno(&c->h.handle, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
+		n += (size_t)outq;
+	}
+	return n;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
 	struct wreq *w = container_of(req, struct wreq, req);
@@ -796,6 +822,7 @@ static void on_write(uv_write_t *req, int status)
 		conn_close(c);
 		return;
 	}
+	conn_progress(c);
 	if (c->draining && c->writes == 0) {
 		conn_shutdown(c);
 	}
@@ -1015,6 +1042,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (nread < 0) {
 		c->eof = true;
+		/* A peer that stopped sending after its last request still gets that request's
+		 * response, written but maybe not yet sent (a half-close, as `nc -N` does). */
+		if (nread == UV_EOF && !c->draining && c->pending == NULL && c->writes > 0 &&
+		    c->in_off == c->in_len) {
+			conn_drain(c);
+			return;
+		}
 		/* A draining connection still delivers its last response; anything else with a
 		 * peer that stopped sending has nothing left to do (a pending request is gone). */
 		if (!c->draining || c->shutdown_done || nread != UV_EOF) {
@@ -1081,6 +1115,9 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	if (!l->is_unix) {
 		uv_tcp_nodelay(&c->h.tcp, 1);
+		/* A watch from a host that lost power or its network would otherwise hold its
+		 * connection and store watch for ever: the sweep spares a pending request. */
+		uv_tcp_keepalive(&c->h.tcp, 1, 60);
 	}
 	c->idle_since = uv_now(srv->loop);
 	conn_update_reading(c);
@@ -1239,6 +1276,12 @@ static void on_sweep(uv_timer_t *t)
 		if (c->closed) {
 			continue;
 		}
+		/* A slow reader's progress shows in what is still to be sent going down. */
+		size_t unsent = conn_unsent(c);
+		if (unsent < c->queued) {
+			conn_progress(c);
+		}
+		c->queued = unsent;
 		if (c->draining ? now >= c->deadline
 		                : c->pending == NULL && now - c->idle_since >= srv->idle_ms) {
 			conn_close(c);

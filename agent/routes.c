@@ -1290,8 +1290,12 @@ out:
 
 static void handle_remove(struct agent *a, struct http_request *req, const char *name)
 {
-	if (name[0] == 0 || strchr(name, '/') != NULL) {
-		agent_reply_error(a, req, 400, "bad_request", "'%s' is not a member name", name);
+	/* The join's rule. A longer name was cut to fit c->name, and removing the node of the
+	 * cut name released the IPAM of another node. */
+	if (name[0] == 0 || strlen(name) > 100 || strchr(name, '/') != NULL) {
+		agent_reply_error(a, req, 400, "bad_request",
+		                  "'%.100s' is not a member name (1-100 characters without '/')",
+		                  name);
 		return;
 	}
 	char key[256];

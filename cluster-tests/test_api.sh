@@ -113,4 +113,6 @@ tctl 1 store put after-remove ok >/dev/null || fail "write after removing a memb
 wait_for "the removed agent2 to stop by itself" 20 agent_exited 2
 grep -q "this member was removed from the cluster" "$WORK/agent2.log" || fail "agent2 did not say why it stopped"
 expect 404 "no member named 'agent2'" -- DELETE /v1/cluster/members/agent2
+# A name longer than any member's is refused whole, not cut to a name that may exist.
+expect 400 "is not a member name (1-100 characters" -- DELETE "/v1/cluster/members/$(printf 'a%.0s' {1..140})"
 pass

@@ -22,6 +22,7 @@
 
 #define MAX_BODY    1024
 #define WATCHDOG_MS 20000
+#define BIG         (4u << 20) /* /big's body: more than the kernel buffers on both ends */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Fixture                                                                                     */
@@ -293,6 +294,12 @@ static void handler(struct http_server *srv, struct http_request *req)
 		free(b);
 		free(c);
 		http_respond(req, 200, "text/plain", buf, strlen(buf));
+	} else if (strcmp(req->path, "/big") == 0) {
+		out = malloc(BIG);
+		assert_non_null(out);
+		memset(out, 'b', BIG);
+		http_respond(req, 200, "application/octet-stream", out, BIG);
+		free(out);
 	} else if (strcmp(req->path, "/nocontent") == 0) {
 		http_respond(req, 204, NULL, NULL, 0);
 	} else {
@@ -363,6 +370,7 @@ struct raw {
 	int writes;
 	char *in;
 	size_t in_len;
+	void *data;
 };
 
 struct raw_write {
@@ -1106,6 +1114,72 @@ static void test_idle_timeout(void **state)
 	fx_free(fx);
 }
 
+/* The body of /big in what raw received, or 0 when it is not all there. */
+static size_t big_body(const struct raw *raw)
+{
+	const char *end = raw->in != NULL ? strstr(raw->in, "\r\n\r\n") : NULL;
+	size_t body = end != NULL ? raw->in_len - (size_t)(end + 4 - raw->in) : 0;
+	return body;
+}
+
+/* A reader that takes a 30 ms break after each read: a large response takes it seconds. */
+struct slow {
+	struct raw *raw;
+	uv_timer_t t;
+};
+
+static void slow_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void slow_resume(uv_timer_t *t)
+{
+	struct slow *sl = t->data;
+	assert_int_equal(uv_read_start(&sl->raw->h.stream, raw_alloc, slow_read), 0);
+}
+
+static void slow_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct raw *raw = s->data;
+	struct slow *sl = raw->data;
+	raw_read(s, nread, buf);
+	if (nread > 0) {
+		uv_read_stop(s);
+		uv_timer_start(&sl->t, slow_resume, 30, 0);
+	}
+}
+
+/* The idle sweep spares a connection whose peer reads what it is sent, however slowly (it cut
+ * a large response off once idle_ms had passed since it was queued); and a peer that half-closes
+ * after its request still gets the whole response (it was dropped at the EOF). */
+static void test_long_response(void **state)
+{
+	struct fx *fx = fx_new(100);
+	struct raw raw;
+	struct slow sl = {.raw = &raw};
+	uv_shutdown_t sh;
+
+	(void)state;
+	raw_open(fx, &raw, NULL, false);
+	raw.data = &sl;
+	uv_timer_init(&fx->loop, &sl.t);
+	sl.t.data = &sl;
+	raw_sends(&raw, "GET /big HTTP/1.1\r\nConnection: close\r\n\r\n");
+	assert_int_equal(uv_read_start(&raw.h.stream, raw_alloc, slow_read), 0);
+	uint64_t t0 = uv_now(&fx->loop);
+	run_until(fx, &raw.eof);
+	assert_true(uv_now(&fx->loop) - t0 > 300); /* well past idle_ms */
+	assert_int_equal(big_body(&raw), BIG);
+	uv_close((uv_handle_t *)&sl.t, NULL);
+	raw_close(fx, &raw);
+
+	raw_open(fx, &raw, NULL, true);
+	raw_sends(&raw, "GET /big HTTP/1.1\r\n\r\n");
+	assert_int_equal(uv_shutdown(&sh, &raw.h.stream, NULL), 0);
+	run_until(fx, &raw.eof);
+	assert_int_equal(big_body(&raw), BIG);
+	raw_close(fx, &raw);
+	fx_free(fx);
+}
+
 static void test_backpressure(void **state)
 {
 	struct fx *fx = fx_new(0);
@@ -1365,25 +1439,16 @@ int main(void)
 	/* Peers in these tests hang up on purpose: a write to them must fail, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_get_put),
-	    cmocka_unit_test(test_keepalive_reuse),
-	    cmocka_unit_test(test_pipelining),
-	    cmocka_unit_test(test_async_and_pool_limit),
-	    cmocka_unit_test(test_stream),
-	    cmocka_unit_test(test_malformed),
-	    cmocka_unit_test(test_body_limits),
-	    cmocka_unit_test(test_header_limits),
-	    cmocka_unit_test(test_unix_socket),
-	    cmocka_unit_test(test_client_timeout_and_gone),
-	    cmocka_unit_test(test_gone_raw),
-	    cmocka_unit_test(test_connection_refused),
-	    cmocka_unit_test(test_query_get),
-	    cmocka_unit_test(test_close_with_pending),
-	    cmocka_unit_test(test_byte_by_byte),
-	    cmocka_unit_test(test_idle_timeout),
-	    cmocka_unit_test(test_backpressure),
-	    cmocka_unit_test(test_parse_for_test),
-	    cmocka_unit_test(test_client_retry_and_eof),
+	    cmocka_unit_test(test_get_put),        cmocka_unit_test(test_keepalive_reuse),
+	    cmocka_unit_test(test_pipelining),     cmocka_unit_test(test_async_and_pool_limit),
+	    cmocka_unit_test(test_stream),         cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_body_limits),    cmocka_unit_test(test_header_limits),
+	    cmocka_unit_test(test_unix_socket),    cmocka_unit_test(test_client_timeout_and_gone),
+	    cmocka_unit_test(test_gone_raw),       cmocka_unit_test(test_connection_refused),
+	    cmocka_unit_test(test_query_get),      cmocka_unit_test(test_close_with_pending),
+	    cmocka_unit_test(test_byte_by_byte),   cmocka_unit_test(test_idle_timeout),
+	    cmocka_unit_test(test_backpressure),   cmocka_unit_test(test_long_response),
+	    cmocka_unit_test(test_parse_for_test), cmocka_unit_test(test_client_retry_and_eof),
 	    cmocka_unit_test(test_client_close),
 	};
 
