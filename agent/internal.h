@@ -125,6 +125,9 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int agent_members(struct agent *a, struct member_rec **out, unsigned *n);
 /* The member record with this raft id, or false. */
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out);
+/* Whether name may name a member: 1 to AGENT_MEMBER_NAME_MAX characters, no '/'. */
+#define AGENT_MEMBER_NAME_MAX 100
+bool agent_member_name_ok(const char *name);
 
 /* Whether GIVEN is the join token this replica holds: 1 yes, 0 no, -1 this replica cannot tell
  * (it holds no token record yet: the cluster is starting or this replica has not caught up; or

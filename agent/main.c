@@ -127,6 +127,11 @@ int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
 	return STORE_OK;
 }
 
+bool agent_member_name_ok(const char *name)
+{
+	return name[0] != 0 && strlen(name) <= AGENT_MEMBER_NAME_MAX && strchr(name, '/') == NULL;
+}
+
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out)
 {
 	struct member_rec *ms = NULL;
@@ -1284,7 +1289,7 @@ int agent_main(int argc, char **argv)
 		fprintf(stderr, "tabby agent: unexpected argument '%s'\n", argv[optind]);
 		goto fail_args;
 	}
-	if (a->name[0] == 0 || strlen(a->name) > 100 || strchr(a->name, '/') != NULL) {
+	if (!agent_member_name_ok(a->name)) {
 		fprintf(stderr,
 		        "tabby agent: --name: '%s' is not a valid member name (1-100 "
 		        "characters, no '/')\n",

@@ -1236,8 +1236,7 @@ static void handle_join(struct agent *a, struct http_request *req)
 		agent_reply_error(a, req, 403, "forbidden", "the join token is not this cluster's");
 		goto out;
 	}
-	if (name[0] == 0 || strlen(name) > 100 || strchr(name, '/') != NULL || strlen(peer) >= 64 ||
-	    strlen(api) >= 64) {
+	if (!agent_member_name_ok(name) || strlen(peer) >= 64 || strlen(api) >= 64) {
 		agent_reply_error(a, req, 400, "bad_request",
 		                  "name must be 1-100 characters without '/', addresses "
 		                  "IP:PORT");
@@ -1292,7 +1291,7 @@ static void handle_remove(struct agent *a, struct http_request *req, const char 
 {
 	/* The join's rule. A longer name was cut to fit c->name, and removing the node of the
 	 * cut name released the IPAM of another node. */
-	if (name[0] == 0 || strlen(name) > 100 || strchr(name, '/') != NULL) {
+	if (!agent_member_name_ok(name)) {
 		agent_reply_error(a, req, 400, "bad_request",
 		                  "'%.100s' is not a member name (1-100 characters without '/')",
 		                  name);

@@ -281,12 +281,11 @@ static bool text_ok(const char *s, size_t max)
 	return ipam_text_ok(s, strlen(s), 1, max);
 }
 
-/* Whether s is 1 to max bytes of a-z A-Z 0-9 _ . -: a container id (CNI 1.0) or a network name,
- * as the agent takes them. */
-static bool name_ok(const char *s, size_t max)
+/* Whether s is made of a-z A-Z 0-9 _ . - and not empty: a container id (CNI 1.0) or a network
+ * name, as the agent takes them (the callers check the length first). */
+static bool name_ok(const char *s)
 {
-	size_t n = strlen(s);
-	if (n == 0 || n > max)
+	if (s[0] == '\0')
 		return false;
 	for (const char *p = s; *p != '\0'; p++) {
 		if (!label_char_ok(*p))
@@ -327,7 +326,7 @@ static int parse_env(const struct cni_env *env, struct cni_call *c, struct cni_e
 	if (strlen(id) > CONTAINER_MAX)
 		return never_added(c, err, CNI_ERR_ENV, "CNI_CONTAINERID is longer than %d bytes",
 		                   CONTAINER_MAX);
-	if (!name_ok(id, CONTAINER_MAX))
+	if (!name_ok(id))
 		return never_added(c, err, CNI_ERR_ENV,
 		                   "CNI_CONTAINERID \"%.64s\" is not valid: only letters, digits, "
 		                   "'_', '.' and '-' are allowed (CNI 1.0)",
@@ -798,12 +797,11 @@ static int parse_config(const json_t *conf, struct cni_call *c, struct cni_error
 		return -1;
 	if (name == NULL)
 		return config_error(err, "the network configuration has no \"name\"");
-	/* Calico's rule, ^[a-zA-Z0-9_.\-]+$ (it is also the profile name), and the agent's length.
-	 */
+	/* Calico's rule, ^[a-zA-Z0-9_.\-]+$ (it is the profile name), within the agent's length. */
 	if (strlen(name) > NETWORK_MAX)
 		return never_added(c, err, CNI_ERR_CONFIG,
 		                   "the network name is longer than %d bytes", NETWORK_MAX);
-	if (!name_ok(name, NETWORK_MAX))
+	if (!name_ok(name))
 		return never_added(c, err, CNI_ERR_CONFIG,
 		                   "invalid characters in network name \"%.64s\": only letters, "
 		                   "digits, '_', '.' and '-' are allowed",
