@@ -64,7 +64,7 @@ def merge(into, over):
             merge(into[k], v)
         else:
             into[k] = v
-if len(sys.argv) > 4:
+if len(sys.argv) > 4 and sys.argv[4]:
     merge(conf, json.loads(sys.argv[4]))
 with open(path, "w") as f:
     json.dump(conf, f, indent=1)

@@ -32,6 +32,7 @@ static const char *const ignored_keys[] = {
 #define CONTAINER_MAX 253
 #define WORKLOAD_MAX  128
 #define NETWORK_MAX   253
+#define PROFILE_MAX   128
 #define NODE_MAX      253
 #define NETNS_MAX     1024
 #define MTU_MIN       68 /* the kernel's ETH_MIN_MTU: a veth refuses less */
@@ -806,6 +807,15 @@ static int parse_config(const json_t *conf, struct cni_call *c, struct cni_error
 		                   "invalid characters in network name \"%.64s\": only letters, "
 		                   "digits, '_', '.' and '-' are allowed",
 		                   name);
+	/* A wired endpoint names its network's profile, and a profile name has at most 128 bytes
+	 * (calicoctl v1): the agent would refuse the ADD, but only after a raft round. */
+	if (c->cmd == CNI_CMD_ADD && c->mode == CNI_MODE_NET && strlen(name) > PROFILE_MAX) {
+		cni_error_set(err, CNI_ERR_CONFIG, NULL,
+		              "the network name is longer than %d bytes, the longest profile name "
+		              "(an endpoint names its network's profile)",
+		              PROFILE_MAX);
+		return -1;
+	}
 	if (get_string(conf, "type", "type", &s, err) != 0)
 		return -1;
 

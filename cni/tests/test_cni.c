@@ -477,6 +477,30 @@ static void test_env_errors(void **state)
 	parse_ok(CNI_MODE_NET, &env, conf, &call);
 	cni_call_free(&call);
 
+	/* A network's name is its profile's when wired: 128 bytes at most; 253 as an IPAM plugin.
+	 */
+	{
+		char long_net[sizeof long_id + 16];
+		memset(long_id, 'n', 253);
+		long_id[253] = '\0';
+		snprintf(long_net, sizeof long_net, "{\"name\": \"%s\"}", long_id);
+		env = env_add();
+		parse_ok(CNI_MODE_IPAM, &env, long_net, &call);
+		cni_call_free(&call);
+		expect_error_env(
+		    CNI_MODE_NET, &env, long_net, CNI_ERR_CONFIG,
+		    "the network name is longer than 128 bytes, the longest profile name");
+		env = env_cmd("DEL");
+		parse_ok(CNI_MODE_NET, &env, long_net, &call);
+		assert_string_equal(call.nothing_to_do, "");
+		cni_call_free(&call);
+		long_id[128] = '\0';
+		snprintf(long_net, sizeof long_net, "{\"name\": \"%s\"}", long_id);
+		env = env_add();
+		parse_ok(CNI_MODE_NET, &env, long_net, &call);
+		cni_call_free(&call);
+	}
+
 	/* A DEL of a name the agent refuses on every command has nothing to delete: it succeeds
 	 * without asking the agent (a runtime retries a failed DEL for ever). A DEL of a container
 	 * too long to wire, or with a netns the agent would not open, still goes to the agent. */
