@@ -83,6 +83,8 @@ static int refuse(struct cmd *c, const char *code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(c->message, sizeof c->message, fmt, ap);
 	va_end(ap);
+	/* The reply is JSON, built inside the state machine: see resources.c's refuse(). */
+	ipam_text_repair(c->message);
 	return 1;
 }
 

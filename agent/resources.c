@@ -104,6 +104,9 @@ static int refuse(struct batch *b, const char *code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(b->message, sizeof b->message, fmt, ap);
 	va_end(ap);
+	/* The reply is JSON, built inside the state machine: a message cut inside a character of
+	 * a quoted name would fail to pack, and that failure would stop every replica. */
+	ipam_text_repair(b->message);
 	b->error = (char *)code;
 	return 1;
 }
@@ -146,6 +149,18 @@ static int current_stored(struct kv_tx *tx, enum policy_kind kind, const char *k
 	return *out == NULL ? -EBADMSG : 0;
 }
 
+const char *resources_ref_problem(const char *kind, const char *key, enum policy_kind *out)
+{
+	*out = kind != NULL ? policy_kind_parse(kind) : POLICY_KIND_NONE;
+	if (*out == POLICY_KIND_NONE || *out == POLICY_KIND_BGPPEER) {
+		return "unknown kind";
+	}
+	if (key == NULL || key[0] == '\0' || strlen(key) >= POLICY_KEY_MAX) {
+		return "invalid key";
+	}
+	return NULL;
+}
+
 /* Read one entry of the batch into it. Returns 0, 1 (refused: b says why) or -errno. */
 static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 {
@@ -154,13 +169,13 @@ static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 	json_t *key = json_object_get(j, "key");
 	if (b->op == OP_DELETE && json_is_string(key) && json_object_size(j) == 2) {
 		/* a reference: DELETE /v1/KIND/KEY */
-		it->kind = policy_kind_parse(json_string_value(kind));
-		if (it->kind == POLICY_KIND_NONE || it->kind == POLICY_KIND_BGPPEER) {
-			return refuse(b, "invalid", "resource #%zu: unknown kind '%.64s'", i + 1,
-			              json_string_value(kind) ? json_string_value(kind) : "");
-		}
-		if (json_string_length(key) == 0 || json_string_length(key) >= POLICY_KEY_MAX) {
-			return refuse(b, "invalid", "%s: invalid key", policy_kind_name(it->kind));
+		const char *why = resources_ref_problem(json_string_value(kind),
+		                                        json_string_value(key), &it->kind);
+		if (why != NULL) {
+			return refuse(b, "invalid", "resource #%zu: %s: kind '%.64s', key '%.64s'",
+			              i + 1, why,
+			              json_string_value(kind) ? json_string_value(kind) : "",
+			              json_string_value(key));
 		}
 		snprintf(it->key, sizeof it->key, "%s", json_string_value(key));
 		return 0;

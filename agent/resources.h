@@ -22,6 +22,10 @@ int resources_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struc
  * Every caller of ipam_apply() in the agent, and the IPAM_CALL registration, passes it. */
 extern const struct ipam_hooks resources_ipam_hooks;
 
+/* Why a delete reference {"kind": kind, "key": key} names nothing a resource could be ("unknown
+ * kind" or "invalid key"), or NULL, with *out set, when it could. */
+const char *resources_ref_problem(const char *kind, const char *key, enum policy_kind *out);
+
 /* The DOMAIN key of a stored resource, "res/<plural>/<key>", into out. -EINVAL when too long. */
 int resources_store_key(enum policy_kind kind, const char *key, char *out, size_t len);
 

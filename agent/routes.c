@@ -17,6 +17,7 @@
 #include <raft.h>
 
 #include "agent/internal.h"
+#include "ipam/ipam.h"
 
 #define FANOUT_TIMEOUT_MS 2000
 
@@ -56,14 +57,10 @@ void agent_reply_error(struct agent *a, struct http_request *req, int status, co
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	json_t *j = json_pack("{s:{s:s, s:s%}}", "error", "code", code, "message", msg,
-	                      strnlen(msg, sizeof msg));
-	if (j == NULL) {
-		/* msg may hold invalid UTF-8 echoed from the request: say less. */
-		j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message",
-		              "invalid request (the detail is not valid UTF-8)");
-	}
-	agent_reply_json(a, req, status, j);
+	/* msg may quote the request's bytes, cut anywhere: JSON takes only whole characters. */
+	ipam_text_repair(msg);
+	agent_reply_json(a, req, status,
+	                 json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 
 static int store_status_http(int st)

@@ -119,6 +119,18 @@ static json_t *normalize_all(struct agent *a, struct http_request *req, const js
 		if (refs_ok && json_is_object(r) && json_object_size(r) == 2 &&
 		    json_is_string(json_object_get(r, "kind")) &&
 		    json_is_string(json_object_get(r, "key"))) {
+			/* Checked here too, so that a mistyped kind costs no raft entry. */
+			const char *kind = json_string_value(json_object_get(r, "kind"));
+			const char *key = json_string_value(json_object_get(r, "key"));
+			enum policy_kind k;
+			const char *why = resources_ref_problem(kind, key, &k);
+			if (why != NULL) {
+				agent_reply_error(a, req, 400, "invalid",
+				                  "resource #%zu: %s: kind '%.64s', key '%.64s'",
+				                  i + 1, why, kind, key);
+				json_decref(out);
+				return NULL;
+			}
 			json_array_append(out, r);
 			continue;
 		}

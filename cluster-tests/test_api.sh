@@ -42,6 +42,11 @@ expect 400 "compare[0].result" -- POST /v1/txn '{"compare": [{"key": "a", "targe
 expect 400 "unknown operation 'upsert'" -- POST /v1/txn '{"success": [{"upsert": {"key": "a"}}]}'
 expect 404 "no such path" -- GET /v1/nothing
 expect 405 "not allowed" -- POST /v1/kv/a '{"value": "x"}'
+# A delete reference is checked before it costs a raft entry; a message that quotes a value cut
+# inside a character still names the field.
+expect 400 "resource #1: unknown kind: kind 'frob'" -- POST /v1/resources '{"op": "delete", "resources": [{"kind": "frob", "key": "x"}]}'
+e100=$(printf '\303\251%.0s' {1..100})
+expect 400 '?... is not a valid name' -- POST /v1/resources "{\"op\": \"create\", \"resources\": [{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"ab$e100\"}}]}"
 big=$(head -c 5000000 /dev/zero | tr '\0' a)
 printf '{"value": "%s"}' "$big" >"$WORK/big.json"
 code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$(sock 1)" -X PUT -H 'Content-Type: application/json' --data-binary @"$WORK/big.json" http://tabby/v1/kv/big)

@@ -355,6 +355,53 @@ bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max)
 	return true;
 }
 
+/* The length of the well-formed UTF-8 character at s (1-4), or 0 if none starts there. The
+ * second byte's range rules out overlong forms, surrogates and code points past U+10FFFF. */
+static size_t utf8_char_len(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+	if (c < 0x80) {
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		lo = c == 0xe0 ? 0xa0 : 0x80;
+		hi = c == 0xed ? 0x9f : 0xbf;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		lo = c == 0xf0 ? 0x90 : 0x80;
+		hi = c == 0xf4 ? 0x8f : 0xbf;
+	} else {
+		return 0;
+	}
+	if (s[1] < lo || s[1] > hi) {
+		return 0;
+	}
+	for (size_t i = 2; i < n; i++) {
+		if (s[i] < 0x80 || s[i] > 0xbf) {
+			return 0; /* also stops at the terminating NUL */
+		}
+	}
+	return n;
+}
+
+void ipam_text_repair(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+	while (*p != '\0') {
+		size_t n = utf8_char_len(p);
+		if (n == 0) {
+			*p++ = '?';
+		} else {
+			p += n;
+		}
+	}
+}
+
 bool ipam_name_ok(const char *s, size_t max, bool allow_empty)
 {
 	if (s == NULL) {

@@ -87,6 +87,7 @@ static int refuse(struct ctx *c, uint8_t error, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	ipam_text_repair(msg); /* it quotes names, and the agent sends it on as JSON */
 	free(c->rep.message);
 	c->rep.error = error;
 	c->rep.message = strdup(msg);

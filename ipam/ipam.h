@@ -65,6 +65,12 @@ bool ipam_cidr_overlap(const struct ipam_cidr *a, const struct ipam_cidr *b);
  * it wherever they enter, so the agent refuses exactly what the state machine would. */
 bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max);
 
+/* Makes the NUL-terminated s well-formed UTF-8 in place, replacing each byte that is not part of
+ * a whole, shortest-form character (U+0000..U+10FFFF, no surrogates) with '?'. A message cut at
+ * a byte limit (snprintf's size, "%.64s") can split a character of the text it quotes; JSON
+ * holds only whole ones, so every message that quotes input and leaves as JSON passes here. */
+void ipam_text_repair(char *s);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Pools and configuration                                                                     */
 

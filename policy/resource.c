@@ -216,6 +216,7 @@ static int fail(struct ctx *c, const json_t *v, const char *fmt, ...)
 		snprintf(c->err, c->errlen, "%s: %s: %s%s", c->who, c->path, value, why);
 	else
 		snprintf(c->err, c->errlen, "%s: %s%s", c->who, value, why);
+	ipam_text_repair(c->err); /* the cuts above can split a character of the value */
 	return -EINVAL;
 }
 

@@ -415,6 +415,49 @@ static void test_refusals_change_nothing(void **state)
 	h_close(&h);
 }
 
+/* Refusals quote names, cut at a byte limit; a cut inside a character made the reply unpackable
+ * as JSON, and the apply then failed the same way on every replica, at every replay. Each of
+ * these must be an ordinary refusal. */
+static void test_messages_cut_inside_a_character(void **state)
+{
+	(void)state;
+	struct h h;
+	bool refused;
+	char e_acute[2100] = "", text[3000];
+	open_store(&h);
+	for (int i = 0; i < 1000; i++) {
+		strcat(e_acute, "\xc3\xa9");
+	}
+
+	/* an unknown kind, quoted as '%.64s' */
+	snprintf(text, sizeof text,
+	         "{\"op\":\"delete\",\"resources\":[{\"kind\":\"a%.80s\",\"key\":\"x\"}]}",
+	         e_acute);
+	json_t *rep = call_text(&h, RES_CALL, &refused, text);
+	assert_true(refused);
+	assert_non_null(strstr(s(rep, "message"), "unknown kind: kind 'a\xc3\xa9"));
+	json_decref(rep);
+
+	/* a missing policy whose name fills the message to its last byte */
+	snprintf(text, sizeof text,
+	         "{\"op\":\"delete\",\"resources\":[{\"kind\":\"policy\",\"key\":\"a%.1016s\"}]}",
+	         e_acute);
+	rep = call_text(&h, RES_CALL, &refused, text);
+	assert_true(refused);
+	json_decref(rep);
+
+	/* a label value the endpoint normalizer quotes, cut at 80 bytes */
+	snprintf(text, sizeof text,
+	         "{\"op\":\"add\",\"node\":\"h1\",\"network\":\"n\",\"container\":\"c\",\"ifname\":"
+	         "\"eth0\",\"wire\":true,\"labels\":{\"k\":\"a%.120s\"}}",
+	         e_acute);
+	rep = call_text(&h, CNI_CALL, &refused, text);
+	assert_true(refused);
+	json_decref(rep);
+	assert_int_equal(h_alloc_count(&h), 0);
+	h_close(&h);
+}
+
 static void test_ipam_only_and_reap(void **state)
 {
 	(void)state;
@@ -636,6 +679,7 @@ int main(void)
 	    cmocka_unit_test(test_host_names_never_collide),
 	    cmocka_unit_test(test_prediction_matches),
 	    cmocka_unit_test(test_refusals_change_nothing),
+	    cmocka_unit_test(test_messages_cut_inside_a_character),
 	    cmocka_unit_test(test_ipam_only_and_reap),
 	    cmocka_unit_test(test_pool_node_selector),
 	    cmocka_unit_test(test_review_cases),

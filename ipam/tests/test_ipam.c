@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include <cmocka.h>
 #include <raft.h>
 
@@ -178,6 +180,51 @@ static void test_cidr_parse_format(void **state)
 		assert_false(ipam_cidr_parse("10.0.0.1/16", &c, small, 8));
 		assert_true(strlen(small) < 8);
 		free(small);
+	}
+}
+
+/* ipam_text_repair leaves whole characters alone, replaces every byte of a broken one, and its
+ * output is always text jansson takes as a JSON string. */
+static void test_text_repair(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"", ""},
+	    {"plain ascii", "plain ascii"},
+	    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\x88",
+	     "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\x88"},
+	    {"cut \xc3", "cut ?"},                       /* a cut 2-byte character */
+	    {"cut \xe2\x82", "cut ??"},                  /* a cut 3-byte character */
+	    {"cut \xf0\x9f\x90", "cut ???"},             /* a cut 4-byte character */
+	    {"mid \xc3 x \xc3\xa9", "mid ? x \xc3\xa9"}, /* cut by %.Ns, then more text */
+	    {"\x80\xbf", "??"},                          /* stray continuation bytes */
+	    {"\xc0\xaf", "??"},                          /* overlong '/' */
+	    {"\xe0\x80\xaf", "???"},                     /* overlong, 3 bytes */
+	    {"\xed\xa0\x80", "???"},                     /* a surrogate, U+D800 */
+	    {"\xf4\x90\x80\x80", "????"},                /* past U+10FFFF */
+	    {"\xf5\x80", "??"},
+	    {"\xff", "?"},
+	};
+	char buf[64];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(buf, sizeof buf, "%s", cases[i].in);
+		ipam_text_repair(buf);
+		assert_string_equal(buf, cases[i].out);
+		json_t *j = json_string(buf);
+		assert_non_null(j);
+		json_decref(j);
+	}
+	/* Every cut of a long multi-byte text is repaired into a JSON string. */
+	const char *text = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x88\xc3\xa9";
+	for (int n = 0; n <= (int)strlen(text); n++) {
+		snprintf(buf, sizeof buf, "%.*s", n, text);
+		ipam_text_repair(buf);
+		json_t *j = json_string(buf);
+		assert_non_null(j);
+		json_decref(j);
 	}
 }
 
@@ -2280,6 +2327,7 @@ int main(void)
 	    T(test_addr_parse_format),
 	    T(test_cidr_parse_format),
 	    T(test_cidr_contains),
+	    T(test_text_repair),
 	    T(test_encap),
 	    T(test_pool_validate),
 	    T(test_default_pool),
