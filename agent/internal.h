@@ -227,6 +227,9 @@ void leaks_free(struct agent *a);
  * Returns 0 or what the IPAM queries return. */
 int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const char *line),
                  void *arg);
+/* Whether path is definitely not a network namespace this agent can see (nothing there, or not
+ * a namespace), by the test the reconciler releases on. */
+bool leaks_netns_gone(const char *path);
 
 /* The request body as a JSON object, or NULL after answering 400 with code (and the reason). */
 json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *code);

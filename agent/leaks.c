@@ -5,11 +5,14 @@
  * its network namespace); allocations made by an operator or for tunnels carry no `container` and
  * are never touched. Every pass looks at this host's CNI allocations in the local replica, grouped
  * by handle. A handle is live while any of its addresses names a path that is a network namespace
- * now. A handle that is not live becomes a candidate (in memory: a restarted agent starts the wait
- * again, which only delays a release); a candidate that is still not live after the grace period
- * is released in one IPAM_REQ_RELEASE naming every address of the handle with its generation, so
- * that if any of them was released and handed to someone else meanwhile the state machine refuses
- * the whole release and nothing is freed (calico-behaviour.md 2.10).
+ * now. A handle none of whose addresses names a namespace at all (an IPAM plugin run without
+ * CNI_NETNS, or given a path this agent cannot see: routes_cni.c records none then) cannot be
+ * judged, so it is never released: only reported. A handle that is gone becomes a candidate (in
+ * memory: a restarted agent starts the wait again, which only delays a release); a candidate that
+ * is still not live after the grace period is released in one IPAM_REQ_RELEASE naming every address
+ * of the handle with its generation, so that if any of them was released and handed to someone else
+ * meanwhile the state machine refuses the whole release and nothing is freed
+ * (calico-behaviour.md 2.10).
  *
  * Only this host can tell whether its namespaces exist, so each agent reconciles its own
  * allocations; no agent ever releases another host's addresses.
@@ -204,15 +207,36 @@ static enum ns_state netns_state(const char *path)
 }
 
 /* A handle is live (or cannot be judged now) while any of its addresses names a namespace that
- * exists. A handle without any netns attribute is never live. */
-static bool group_live(const struct collect *c, unsigned i, unsigned j)
+ * exists, and gone when the namespaces its addresses name are all gone. Without any netns
+ * attribute nothing says whether its container runs: NS_UNKNOWN, for good. */
+static enum ns_state group_state(const struct collect *c, unsigned i, unsigned j)
 {
+	bool named = false;
 	for (unsigned k = i; k < j; k++) {
-		if (c->v[k].netns != NULL && netns_state(c->v[k].netns) != NS_GONE) {
-			return true;
+		if (c->v[k].netns != NULL) {
+			named = true;
+			if (netns_state(c->v[k].netns) != NS_GONE) {
+				return NS_LIVE;
+			}
 		}
 	}
-	return false;
+	return named ? NS_GONE : NS_UNKNOWN;
+}
+
+/* The first namespace the handle v[i..j) names, or NULL. */
+static const char *group_netns(const struct collect *c, unsigned i, unsigned j)
+{
+	for (unsigned k = i; k < j; k++) {
+		if (c->v[k].netns != NULL) {
+			return c->v[k].netns;
+		}
+	}
+	return NULL;
+}
+
+bool leaks_netns_gone(const char *path)
+{
+	return netns_state(path) == NS_GONE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -354,9 +378,8 @@ static void release(struct leaks *l, struct candidate *cd, const struct collect 
 	rc->w.data = rc;
 	rc->handle = strdup(c->v[i].handle);
 	if (rc->handle == NULL ||
-	    asprintf(&rc->what, "%s (container %s, %s%s)", ips, c->v[i].container,
-	             c->v[i].netns ? "gone network namespace " : "no network namespace recorded",
-	             c->v[i].netns ? c->v[i].netns : "") < 0) {
+	    asprintf(&rc->what, "%s (container %s, gone network namespace %s)", ips,
+	             c->v[i].container, group_netns(c, i, j)) < 0) {
 		rc->what = NULL;
 		goto err;
 	}
@@ -410,7 +433,7 @@ static void pass(struct leaks *l)
 		j = group_end(&c, i);
 		/* Liveness is judged afresh on every pass, so the pass on which the grace period
 		 * runs out is the re-check right before the release. */
-		if (group_live(&c, i, j)) {
+		if (group_state(&c, i, j) != NS_GONE) {
 			continue;
 		}
 		struct candidate *cd = find_cand(l, c.v[i].handle);
@@ -501,13 +524,18 @@ int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const 
 	uint64_t now = uv_now(a->loop);
 	for (unsigned i = 0, j; i < c.n; i = j) {
 		j = group_end(&c, i);
-		if (group_live(&c, i, j)) {
+		enum ns_state st = group_state(&c, i, j);
+		if (st == NS_LIVE) {
 			continue;
 		}
 		const struct candidate *cd = a->leaks ? find_cand(a->leaks, c.v[i].handle) : NULL;
 		char ips[512], when[96], *line = NULL;
 		addr_list(&c, i, j, ips, sizeof ips);
-		if (cd != NULL) {
+		if (st == NS_UNKNOWN) {
+			snprintf(
+			    when, sizeof when,
+			    "never released automatically; release it once the container is gone");
+		} else if (cd != NULL) {
 			snprintf(when, sizeof when, "a leak candidate for %llus, released at %llus",
 			         (unsigned long long)((now - cd->since) / 1000),
 			         (unsigned long long)(a->leak_grace_ms / 1000));
@@ -516,9 +544,9 @@ int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const 
 			         (unsigned long long)(a->leak_grace_ms / 1000));
 		}
 		char *whose = NULL;
-		int w = c.v[i].netns != NULL
-		            ? asprintf(&whose, "whose network namespace %s is gone", c.v[i].netns)
-		            : asprintf(&whose, "which has no network namespace recorded");
+		const char *ns = group_netns(&c, i, j);
+		int w = ns != NULL ? asprintf(&whose, "whose network namespace %s is gone", ns)
+		                   : asprintf(&whose, "which has no network namespace recorded");
 		if (w < 0 ||
 		    asprintf(&line, "handle %s on this host (%s) belongs to container %s, %s: %s",
 		             c.v[i].handle, ips, c.v[i].container, whose, when) < 0) {

@@ -1203,6 +1203,16 @@ bool agent_route_cni(struct agent *a, struct http_request *req)
 			    "quorum); try again");
 			goto err;
 		}
+		if (!c->wire && c->netns[0] != '\0' && leaks_netns_gone(c->netns)) {
+			/* The leak reconciler would take this for a dead container and release
+			 * its addresses: without a namespace recorded it never judges them. */
+			agent_log("cni: ADD %s/%s: netns %s is not a network namespace this agent "
+			          "can see; the address is recorded without it, and the leak "
+			          "reconciler will leave it alone",
+			          container, c->ifname, c->netns);
+			json_object_del(body, "netns");
+			c->netns[0] = '\0';
+		}
 		prep_start(c);
 		propose(c, payload_of(c, "add"));
 		return true;

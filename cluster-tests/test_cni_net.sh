@@ -152,5 +152,18 @@ cnt_del 2 br2 br-net
 [ "$(pool_in_use 2 10.73.0.0/24)" = "$used" ] || fail "tabby-ipam DEL did not release the addresses"
 log "ok: tabby-ipam under bridge: addresses, the on-link pool route, ping, release"
 
+# An IPAM plugin given a netns path the agent cannot see: the address is recorded without it, so
+# the leak reconciler, which would take the missing path for a dead container, leaves it alone.
+CNI_TYPE=tabby-ipam cni_plugin 2 ADD ipamonly /nonexistent/ns eth0 "$WORK/net.d/2/br-net.conf" ||
+	fail "tabby-ipam ADD with an unseen netns: $(cat "$WORK/out" "$WORK/err")"
+grep -q "ADD ipamonly/eth0: netns /nonexistent/ns is not a network namespace this agent can see" "$WORK/agent2.log" ||
+	fail "agent2 did not log the unseen netns"
+tctl 2 ipam check >"$WORK/out" 2>&1 || true
+matches "belongs to container ipamonly, which has no network namespace recorded: never released automatically" <"$WORK/out" ||
+	fail "ipam check: $(cat "$WORK/out")"
+CNI_TYPE=tabby-ipam cni_plugin 2 DEL ipamonly "" eth0 "$WORK/net.d/2/br-net.conf" || fail "tabby-ipam DEL: $(cat "$WORK/out" "$WORK/err")"
+[ "$(pool_in_use 2 10.73.0.0/24)" = "$used" ] || fail "the DEL did not release the address"
+log "ok: tabby-ipam with a netns the agent cannot see: recorded without it, never reclaimed, released by DEL"
+
 wait_for "hashes to agree" 10 hash_agrees 1
 pass

@@ -173,12 +173,19 @@ expect 2 200 '' -- POST /v1/ipam/assign '{"handle": "operator", "num4": 1, "attr
 OP_IP=$(jget 'd["ips"][0]["ip"]')
 expect 2 200 '' -- POST /v1/ipam/assign '{"node": "ghost2", "handle": "cni.other", "num4": 1, "attrs": {"container": "elsewhere", "netns": "/nonexistent"}}'
 OTHER_IP=$(jget 'd["ips"][0]["ip"]')
+# A CNI allocation that names no namespace (an IPAM plugin run without CNI_NETNS) cannot be
+# judged: it stays, and the check says so.
+expect 2 200 '' -- POST /v1/ipam/assign '{"handle": "cni.nons", "num4": 1, "attrs": {"container": "nons"}}'
+NONS_IP=$(jget 'd["ips"][0]["ip"]')
 wait_for "the dead handle to be released" 15 not_assigned 2 "$DEAD_IP"
 expect 2 404 '' -- GET /v1/ipam/handles/cni.dead
 sleep 3 # more than the grace period again: nothing else goes
 assigned 2 "$LIVE_IP" || fail "the allocation of a live namespace was released"
 assigned 2 "$OP_IP" || fail "an allocation without a container attribute was released"
 assigned 2 "$OTHER_IP" || fail "agent2 released another node's allocation"
+assigned 2 "$NONS_IP" || fail "an allocation that names no network namespace was released"
+expect 2 200 'handle cni.nons on this host ('"$NONS_IP"') belongs to container nons, which has no network namespace recorded: never released automatically' -- GET /v1/ipam/check
+expect 2 200 '' -- POST /v1/ipam/release '{"handle": "cni.nons"}'
 grep -q "leak reconciler: released .* of handle cni.dead" "$WORK/agent2.log" || fail "no log line for the release"
 curl -s --unix-socket "$(sock 2)" http://tabby/metrics | matches -x 'tabby_ipam_leaks_released_total 1' ||
 	fail "metrics: $(curl -s --unix-socket "$(sock 2)" http://tabby/metrics | grep leaks)"
