@@ -1459,6 +1459,24 @@ int http_server_listen_tcp(struct http_server *srv, const char *address)
 	return rv;
 }
 
+/* 0 when nothing accepts connections on the unix socket at path (a leftover of a process that
+ * died), UV_EADDRINUSE when something does, or another error when that cannot be told. */
+static int socket_answers(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1); /* the caller checked that it fits */
+	int rv = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 ? UV_EADDRINUSE
+	         : errno == ECONNREFUSED                             ? 0
+	         : errno == EAGAIN ? UV_EADDRINUSE /* backlog full */
+	                           : -errno;
+	close(fd);
+	return rv;
+}
+
 int http_server_listen_unix(struct http_server *srv, const char *path, int mode)
 {
 	struct listener *l;
@@ -1475,6 +1493,11 @@ int http_server_listen_unix(struct http_server *srv, const char *path, int mode)
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			return UV_EEXIST;
+		}
+		/* A socket someone still answers on is theirs (another agent given the same path):
+		 * unlinking it would cut its clients off. Only a dead one is left over. */
+		if ((rv = socket_answers(path)) != 0) {
+			return rv;
 		}
 		if (unlink(path) != 0) {
 			return -errno;

@@ -53,6 +53,7 @@ struct agent {
 	uint64_t removing_since;
 	uint64_t record_gone_since; /* when this member saw its own record deleted */
 	int exit_code;
+	int lock_fd; /* DATA_DIR/agent.lock, held with flock() while the agent runs; -1 before */
 
 	uint64_t requests_by_class[6]; /* 1xx..5xx responses, index status/100 */
 	uint64_t started_ms;

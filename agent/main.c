@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1024,8 +1025,41 @@ static void closed_flag(void *data)
 	*(bool *)data = true;
 }
 
+/* A second agent on the same data directory would open the same raft log and LMDB file as a
+ * stranger: before it failed on the busy port it had already closed the running member's open
+ * segments and reset its state machine, losing acknowledged writes. So the directory is locked
+ * before anything in it is read, for the whole life of the process (as etcd does); the kernel
+ * drops the lock when the process dies however it dies. */
+static int lock_data_dir(struct agent *a)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof path, "%s/agent.lock", a->data_dir) >= sizeof path) {
+		agent_log("the data directory path %s is too long", a->data_dir);
+		return -1;
+	}
+	a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (a->lock_fd < 0) {
+		agent_log("cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(a->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			agent_log("another agent is running on %s (it holds %s): stop it first, or "
+			          "give this agent a data directory of its own",
+			          a->data_dir, path);
+		} else {
+			agent_log("cannot lock %s: %s", path, strerror(errno));
+		}
+		return -1;
+	}
+	return 0;
+}
+
 static void free_agent(struct agent *a)
 {
+	if (a->lock_fd >= 0) {
+		close(a->lock_fd); /* releases the lock */
+	}
 	free(a->name);
 	free(a->data_dir);
 	free(a->socket_path);
@@ -1102,7 +1136,7 @@ static void dataplane_tick(uv_timer_t *t)
 
 int agent_main(int argc, char **argv)
 {
-	struct agent agent = {0};
+	struct agent agent = {.lock_fd = -1};
 	struct agent *a = &agent;
 	char hostname[256] = "tabby";
 	/* before anything queues work: libuv reads it when it starts its pool */
@@ -1341,6 +1375,9 @@ int agent_main(int argc, char **argv)
 	int rv = mkdirs(a->data_dir, 0700);
 	if (rv != 0) {
 		agent_log("cannot create %s: %s", a->data_dir, strerror(-rv));
+		goto fail;
+	}
+	if (lock_data_dir(a) != 0) {
 		goto fail;
 	}
 	if (http_client_new(a->loop, &a->client) != 0) {

@@ -104,6 +104,25 @@ fi
 grep -q "refused the join: the join token is not this cluster's" "$WORK/agent3.log" || fail "wrong-token message: $(cat "$WORK/agent3.log")"
 log "ok: wrong token refused"
 
+# A second agent on agent1's data directory refuses to start before it touches anything, and
+# one given agent1's socket leaves that socket alone: agent1 keeps every acknowledged write.
+for k in 1 2 3 4 5; do tctl 1 store put "dd/$k" "v$k" >/dev/null || fail "put dd/$k"; done
+if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name agent1 --data-dir "$WORK/data1" \
+	--socket "$WORK/second.sock" --peer-address "$(host_ip 1):7792" --api-address "$(host_ip 1):7793" \
+	>"$WORK/second.log" 2>&1; then
+	fail "a second agent started on agent1's data directory"
+fi
+grep -q "another agent is running on $WORK/data1" "$WORK/second.log" || fail "second agent: $(cat "$WORK/second.log")"
+mkdir -p "$WORK/data-other"
+if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name other --data-dir "$WORK/data-other" \
+	--socket "$(sock 1)" --peer-address "$(host_ip 1):7792" --api-address "$(host_ip 1):7793" --bootstrap \
+	>"$WORK/second.log" 2>&1; then
+	fail "a second agent started on agent1's socket"
+fi
+grep -q "cannot listen on $(sock 1): address already in use" "$WORK/second.log" || fail "second agent: $(cat "$WORK/second.log")"
+[ "$(tctl 1 store get dd/ --prefix | grep -c '^dd/')" = 5 ] || fail "agent1 lost writes: $(tctl 1 store get dd/ --prefix)"
+log "ok: a second agent on the same data directory or socket is refused, and the first keeps its writes"
+
 # The CLI names unknown commands and flags.
 if "$TABBY" frobnicate >"$WORK/cli.out" 2>&1; then fail "unknown command accepted"; fi
 grep -q "unknown command 'frobnicate'" "$WORK/cli.out" || fail "unknown command message: $(cat "$WORK/cli.out")"
