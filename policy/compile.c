@@ -2229,6 +2229,16 @@ static json_t *ct_rule(bool established)
 	    j_verdict("drop"));
 }
 
+/* fe80::/10 and ff02::/16: link-local unicast and link-local multicast. */
+static json_t *link_scope_set(void)
+{
+	struct ipam_cidr v[2];
+	if (!ipam_cidr_parse("fe80::/10", &v[0], NULL, 0) ||
+	    !ipam_cidr_parse("ff02::/16", &v[1], NULL, 0))
+		return NULL;
+	return j_cidr_set(v, 2);
+}
+
 /* The two base chains' rules (see the head of the file). */
 static void emit_base_rules(struct emit *e)
 {
@@ -2248,14 +2258,18 @@ static void emit_base_rules(struct emit *e)
 		r[n++] = json_pack("[o,o]", j_match("!=", j_meta(key), json_string(wild)),
 		                   j_verdict("accept"));
 		if (side == 0)
-			/* MLD and neighbour discovery with the host, as Felix lets through: link
-			 * scope, so never forwarded, and nothing else is exempt */
-			r[n++] = json_pack("[o,o,o]",
-			                   j_match("==", j_meta("nfproto"), json_string("ipv6")),
-			                   j_match("==", j_payload("icmpv6", "type"),
-			                           json_pack("{s:[i,i,i,i,i,i]}", "set", 130, 131,
-			                                     132, 133, 135, 136)),
-			                   j_verdict("accept"));
+			/* MLD and neighbour discovery with the host, as Felix lets through (it
+			 * exempts them only towards the host). Prerouting comes before routing, so
+			 * the exemption names link-scope destinations, which the kernel never
+			 * forwards: a global destination would carry these types off the host past
+			 * an egress policy. Nothing else is exempt. */
+			r[n++] = json_pack(
+			    "[o,o,o,o]", j_match("==", j_meta("nfproto"), json_string("ipv6")),
+			    j_match("==", j_payload("ip6", "daddr"), link_scope_set()),
+			    j_match("==", j_payload("icmpv6", "type"),
+			            json_pack("{s:[i,i,i,i,i,i]}", "set", 130, 131, 132, 133, 135,
+			                      136)),
+			    j_verdict("accept"));
 		r[n++] = ct_rule(true);
 		r[n++] = ct_rule(false);
 		r[n++] = json_pack("[o,o]", j_match("!=", j_meta(key), j_setref(SET_IFS)),

@@ -630,6 +630,11 @@ static void test_full_structure(void **state)
 	assert_int_equal(r.n, 7);
 	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"iifname\"}},\"right\":\"cali*\"");
 	has(r.v[1], "\"set\":[130,131,132,133,135,136]");
+	/* only to link-scope destinations: prerouting is before routing */
+	has(r.v[1],
+	    "{\"payload\":{\"protocol\":\"ip6\",\"field\":\"daddr\"}},\"right\":{\"set\":"
+	    "[{\"prefix\":{\"addr\":\"fe80::\",\"len\":10}},{\"prefix\":{\"addr\":\"ff02::\","
+	    "\"len\":16}}]}");
 	has(r.v[1], "{\"accept\":null}");
 	has(r.v[2], "[\"established\",\"related\"]");
 	has(r.v[2], "{\"accept\":null}");
