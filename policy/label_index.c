@@ -3,7 +3,8 @@
  * entries, one per "key = value" and one per key, each with the owners filed under it in no
  * order. An owner keeps the entries it is in, so that re-filing it (its labels or its profiles
  * changed) takes it out of exactly those; taking it out of an entry is a scan of that entry,
- * which for the few labels most endpoints share is a few thousand pointers.
+ * which for the few labels most endpoints share is a few thousand pointers. An entry goes with
+ * its last owner.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -108,11 +109,31 @@ static struct label_entry *entry(struct label_index *x, const char *key, size_t 
 	return e;
 }
 
-static void leave(struct label_entry *e, const void *owner)
+static void drop_if_empty(struct label_index *x, struct label_entry *e);
+
+/* Take owner out of e; an entry left empty goes, or every value a label ever had (Mesos task
+ * labels carry ids and versions) would stay for the life of the agent. */
+static void leave(struct label_index *x, struct label_entry *e, const void *owner)
 {
 	for (unsigned i = 0; i < e->n; i++)
 		if (e->v[i] == owner) {
 			e->v[i] = e->v[--e->n];
+			break;
+		}
+	drop_if_empty(x, e);
+}
+
+static void drop_if_empty(struct label_index *x, struct label_entry *e)
+{
+	if (e->n > 0)
+		return;
+	for (struct label_entry **p = &x->b[e->hash & (x->nb - 1)]; *p != NULL; p = &(*p)->next)
+		if (*p == e) {
+			*p = e->next;
+			x->n--;
+			free(e->key);
+			free(e->v);
+			free(e);
 			return;
 		}
 }
@@ -155,15 +176,19 @@ static int file(struct label_index *x, void *owner, struct label_refs *r, const 
 		if (e->n == e->cap) {
 			unsigned cap = e->cap ? e->cap * 2 : 4;
 			void **v = realloc(e->v, cap * sizeof(*v));
-			if (v == NULL)
+			if (v == NULL) {
+				drop_if_empty(x, e); /* made just now */
 				goto out;
+			}
 			e->v = v;
 			e->cap = cap;
 		}
 		if (r->n == r->cap) {
 			unsigned cap = r->cap ? r->cap * 2 : 8;
-			if ((rv2 = realloc(r->v, cap * sizeof(*r->v))) == NULL)
+			if ((rv2 = realloc(r->v, cap * sizeof(*r->v))) == NULL) {
+				drop_if_empty(x, e);
 				goto out;
+			}
 			r->v = rv2;
 			r->cap = cap;
 		}
@@ -251,14 +276,14 @@ int label_index_set(struct label_index *x, void *owner, struct label_refs *r,
 		goto out;
 	}
 	for (unsigned i = 0; i < r->n; i++)
-		leave(r->v[i], owner);
+		leave(x, r->v[i], owner);
 	r->n = 0;
 	rv = 0;
 	for (unsigned i = 0; i < n && rv == 0; i++)
 		rv = file(x, owner, r, v[i].key, v[i].value);
 	if (rv != 0) {
 		for (unsigned i = 0; i < r->n; i++)
-			leave(r->v[i], owner);
+			leave(x, r->v[i], owner);
 		r->n = 0;
 	}
 out:
@@ -280,6 +305,11 @@ void label_index_clear(struct label_index *x)
 		x->b[i] = NULL;
 	}
 	x->n = 0;
+}
+
+unsigned label_index_size(const struct label_index *x)
+{
+	return x->n;
 }
 
 int label_index_get(const struct label_index *x, const char *key, const char *value,

@@ -35,6 +35,9 @@ void label_index_clear(struct label_index *x);
 int label_index_set(struct label_index *x, void *owner, struct label_refs *r,
                     const struct policy_model *m, const struct policy_endpoint *mep);
 
+/* How many entries x holds: one per key and one per key = value some owner is filed under. */
+unsigned label_index_size(const struct label_index *x);
+
 /* The owners filed under key == value (value NULL: under key with any value): *owners, *n of
  * them (none: NULL, 0), valid until the next label_index_set(); 0 or -ENOMEM. */
 int label_index_get(const struct label_index *x, const char *key, const char *value,

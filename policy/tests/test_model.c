@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "policy/label_index.h"
 #include "policy/policy.h"
 #include "policy/tests/fixture.h"
 
@@ -899,6 +900,46 @@ static void test_endpoint_lookup_churn(void **state)
 	policy_model_free(m);
 }
 
+/* The compiler's label index keeps an entry only while some endpoint is filed under it: with
+ * task ids as labels (Mesos), an entry per value ever seen grew for the life of the agent. */
+static void test_label_index_forgets(void **state)
+{
+	enum { N = 1000 };
+	struct policy_model *m = policy_model_new();
+	struct label_index *x = label_index_new();
+	struct label_refs *refs = calloc(N, sizeof(*refs));
+	struct policy_endpoint *const *eps;
+	unsigned n;
+	(void)state;
+
+	assert_non_null(m);
+	assert_non_null(x);
+	assert_non_null(refs);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < N; i++) {
+			char name[32], labels[64], ips[32];
+			snprintf(name, sizeof(name), "w%04d", i);
+			snprintf(labels, sizeof(labels), "{`app`:`web`,`task`:`r%d-%d`}", round, i);
+			snprintf(ips, sizeof(ips), "[`10.0.%d.%d/32`]", i / 256, i % 256);
+			put_wep(m, "h", name, "eth0", ips, labels, "[]");
+		}
+		eps = policy_model_endpoints(m, &n);
+		assert_int_equal(n, N);
+		for (unsigned i = 0; i < n; i++)
+			assert_int_equal(label_index_set(x, &refs[i], &refs[i], m, eps[i]), 0);
+		/* app, app=web, task, and one task=... per endpoint: the first round's are gone */
+		assert_int_equal(label_index_size(x), 3 + N);
+	}
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(label_index_set(x, &refs[i], &refs[i], m, NULL), 0);
+		label_refs_free(&refs[i]);
+	}
+	assert_int_equal(label_index_size(x), 0);
+	free(refs);
+	label_index_free(x);
+	policy_model_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -913,6 +954,7 @@ int main(void)
 	    cmocka_unit_test(test_resolve),
 	    cmocka_unit_test(test_bad_input),
 	    cmocka_unit_test(test_scale),
+	    cmocka_unit_test(test_label_index_forgets),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
