@@ -47,6 +47,13 @@ struct agent {
 	uv_signal_t sigint, sigterm;
 	uv_timer_t reconcile;
 	bool change_inflight;
+	uint64_t change_id; /* the member the change in flight adds or re-assigns; 0: other */
+	/* Members whose addition or promotion failed, and when to try again: one that never
+	 * catches up (its host died after the join) must not hold up every later change. */
+	struct change_backoff {
+		uint64_t id, retry_at;
+		unsigned failures;
+	} backoff[8];
 	bool stopping;
 	bool seen_own_record; /* this member's record has been in the local replica */
 	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */

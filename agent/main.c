@@ -34,6 +34,8 @@
 #define DATAPLANE_RETRY_MS    200
 #define MAX_VOTERS            3
 #define REMOVE_GRACE_MS       2000
+#define CHANGE_BACKOFF_MIN_MS 10000
+#define CHANGE_BACKOFF_MAX_MS 300000
 #define STOP_AFTER_REMOVAL_MS 10000
 #define LEAK_GRACE_DEFAULT_MS (15 * 60 * 1000)
 #define LEAK_GRACE_MAX_MS     (30ull * 24 * 3600 * 1000)
@@ -544,13 +546,62 @@ static void init_ipam(struct agent *a, const struct store_status *st)
 	free(buf);
 }
 
+static struct change_backoff *backoff_of(struct agent *a, uint64_t id)
+{
+	for (unsigned i = 0; i < sizeof a->backoff / sizeof a->backoff[0]; i++) {
+		if (a->backoff[i].id == id) {
+			return &a->backoff[i];
+		}
+	}
+	return NULL;
+}
+
+/* Record a failed change for member id: tried again after 10 s, doubling up to 5 minutes, while
+ * the reconciler goes on with the other members. The table is small: when it is full the entry
+ * that retries first gives way (that member is then merely tried again sooner). */
+static void backoff_fail(struct agent *a, uint64_t id, uint64_t now)
+{
+	struct change_backoff *b = backoff_of(a, id);
+	if (b == NULL) {
+		b = &a->backoff[0];
+		for (unsigned i = 0; i < sizeof a->backoff / sizeof a->backoff[0]; i++) {
+			if (a->backoff[i].id == 0 || a->backoff[i].retry_at < b->retry_at) {
+				b = &a->backoff[i];
+				if (b->id == 0) {
+					break;
+				}
+			}
+		}
+		*b = (struct change_backoff){.id = id};
+	}
+	uint64_t wait = CHANGE_BACKOFF_MIN_MS << (b->failures < 5 ? b->failures : 5);
+	b->failures++;
+	b->retry_at = now + (wait < CHANGE_BACKOFF_MAX_MS ? wait : CHANGE_BACKOFF_MAX_MS);
+}
+
 static void change_done(void *data, int status)
 {
 	struct agent *a = data;
 	a->change_inflight = false;
-	if (status != STORE_OK) {
+	struct change_backoff *b = a->change_id != 0 ? backoff_of(a, a->change_id) : NULL;
+	if (status == STORE_OK) {
+		if (b != NULL) {
+			*b = (struct change_backoff){0};
+		}
+	} else if (a->change_id != 0 && status == STORE_ECHANGE) {
+		uint64_t now = uv_now(a->loop);
+		backoff_fail(a, a->change_id, now);
+		b = backoff_of(a, a->change_id);
+		struct member_rec m;
+		bool named = agent_member_by_id(a, a->change_id, &m);
+		agent_log("membership change for member %s (id %llu) failed: %s; trying it again "
+		          "in %llus, the other members go ahead",
+		          named ? m.name : "?", (unsigned long long)a->change_id,
+		          store_strerror(status), (unsigned long long)((b->retry_at - now) / 1000));
+	} else {
 		agent_log("membership change failed: %s", store_strerror(status));
 	}
+	a->change_id = 0;
 	agent_kick_reconcile(a);
 }
 
@@ -627,6 +678,7 @@ static void reconcile(struct agent *a)
 		goto out;
 	}
 	qsort(ms, nm, sizeof *ms, cmp_member_id);
+	uint64_t now = uv_now(a->loop);
 	for (unsigned i = 0; i < nm; i++) {
 		int want = i < MAX_VOTERS ? RAFT_VOTER : RAFT_STANDBY;
 		const struct store_member *have = NULL;
@@ -634,6 +686,10 @@ static void reconcile(struct agent *a)
 			if (cf[k].id == ms[i].id) {
 				have = &cf[k];
 			}
+		}
+		const struct change_backoff *b = backoff_of(a, ms[i].id);
+		if (b != NULL && now < b->retry_at) {
+			continue;
 		}
 		int rv = STORE_OK;
 		if (have == NULL) {
@@ -650,6 +706,7 @@ static void reconcile(struct agent *a)
 		}
 		if (rv == STORE_OK) {
 			a->change_inflight = true;
+			a->change_id = ms[i].id;
 		}
 		goto out;
 	}
@@ -674,7 +731,6 @@ static void reconcile(struct agent *a)
 		 * reaches it only with the leader's next messages, and once it is out of the
 		 * configuration nobody sends it anything. With the deletion applied it stops by
 		 * itself (removed_from_cluster). */
-		uint64_t now = uv_now(a->loop);
 		if (a->removing_id != cf[k].id) {
 			a->removing_id = cf[k].id;
 			a->removing_since = now;

@@ -139,4 +139,22 @@ grep -q "this member was removed from the cluster" "$WORK/agent2.log" || fail "a
 expect 404 "no member named 'agent2'" -- DELETE /v1/cluster/members/agent2
 # A name longer than any member's is refused whole, not cut to a name that may exist.
 expect 400 "is not a member name (1-100 characters" -- DELETE "/v1/cluster/members/$(printf 'a%.0s' {1..140})"
+
+# A member whose join succeeded but whose agent never started (it cannot catch up) does not hold
+# up the members that join after it; the operator removes it.
+expect 200 '"id":' -- POST /v1/cluster/join "{\"name\": \"ghost\", \"peer_address\": \"$(host_ip 3):7795\", \"api_address\": \"$(host_ip 3):7796\", \"token\": \"$(token)\"}"
+rm -rf "$WORK/data3"
+start_agent 3 --join "$(host_ip 1):7791" --token "$(token)"
+agent3_voter() {
+	status_json 1 | python3 -c '
+import json, sys
+ms = {m["name"]: m for m in json.load(sys.stdin)["members"]}
+sys.exit(0 if ms.get("agent3", {}).get("role") == "voter" and ms["agent3"].get("healthy") else 1)'
+}
+wait_for "agent3 to become a voter past the stuck ghost" 60 agent3_voter
+grep -q "membership change for member ghost (id [0-9]*) failed: the membership change did not complete" "$WORK/agent1.log" ||
+	fail "agent1 did not say why the ghost's change failed"
+tctl 1 cluster remove ghost >/dev/null || fail "cluster remove ghost"
+wait_for "2 healthy members" 30 members_healthy 1 2
+log "ok: a member that never caught up holds up no later join, and goes with cluster remove"
 pass

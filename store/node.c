@@ -302,6 +302,9 @@ const char *store_strerror(int code)
 		return "no space left for the replicated state on the leader's disk";
 	case STORE_EDISK:
 		return "the leader cannot write its raft log to its disk";
+	case STORE_ECHANGE:
+		return "the membership change did not complete (the member must be running and "
+		       "reachable at its peer address to catch up with the log)";
 	}
 	return code < 0 ? strerror(-code) : "unknown error";
 }
@@ -1959,7 +1962,10 @@ int store_configuration(struct store *s, struct store_member **members, unsigned
 static void change_cb(struct raft_change *req, int status)
 {
 	struct change *c = req->data;
-	c->cb(c->data, status == 0 ? STORE_OK : STORE_ENOTLEADER);
+	c->cb(c->data, status == 0 ? STORE_OK
+	               : status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST
+	                   ? STORE_ENOTLEADER
+	                   : STORE_ECHANGE);
 	free(c);
 }
 

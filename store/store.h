@@ -44,6 +44,8 @@ enum {
 	STORE_ENOTLEADER = 8, /* a forwarded batch reached a node that is not the ready leader */
 	STORE_ENOSPC = 9,     /* the leader's disk has no room for more state (see space hook) */
 	STORE_EDISK = 10,     /* the leader cannot write its raft log (see space hook) */
+	STORE_ECHANGE =
+	    11, /* a membership change did not complete (a new member never caught up) */
 };
 
 const char *store_strerror(int code);
