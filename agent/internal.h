@@ -13,6 +13,10 @@
 #include "store/store.h"
 
 #define AGENT_MAX_BODY (4u << 20)
+/* /v1/internal/forward carries a follower's batch of encoded commands, which the store keeps
+ * within 4 MiB unless one command alone is bigger: a PUT whose value nearly fills
+ * AGENT_MAX_BODY, plus its key (KV_KEY_MAX) and the encodings' headers. */
+#define AGENT_MAX_FORWARD_BODY (AGENT_MAX_BODY + (64u << 10))
 
 /* SYS keyspace layout. */
 #define SYS_MEMBER_PREFIX "members/"

@@ -186,6 +186,8 @@ static void forward_reply(int status, const uint8_t *body, size_t len, void *dat
 		st = STORE_ENOLEADER;
 	} else if (status == 507) {
 		st = disk_refusal(body, len) ? STORE_EDISK : STORE_ENOSPC;
+	} else if (status == 400 || status == 413) {
+		st = STORE_EINVAL; /* the same batch would be refused again */
 	}
 	c->fdone(c->done_data, st);
 	free(c);
@@ -1521,7 +1523,7 @@ int agent_main(int argc, char **argv)
 		goto fail_store;
 	}
 
-	struct http_server_config hc = {.max_body = AGENT_MAX_BODY};
+	struct http_server_config hc = {.max_body = AGENT_MAX_FORWARD_BODY};
 	if (http_server_new(a->loop, &hc, agent_route, a, &a->http) != 0) {
 		agent_log("out of memory");
 		goto fail_store;

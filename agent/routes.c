@@ -1498,6 +1498,12 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		agent_reply_error(a, req, 503, "shutting_down", "the agent is stopping");
 		return;
 	}
+	/* The server takes bodies up to AGENT_MAX_FORWARD_BODY for the forward path alone. */
+	if (req->body_len > AGENT_MAX_BODY && !path_is(req, "/v1/internal/forward")) {
+		agent_reply_error(a, req, 413, "too_large",
+		                  "request body exceeds the limit (%u bytes)", AGENT_MAX_BODY);
+		return;
+	}
 	if (path_has_prefix(req, "/v1/kv/")) {
 		handle_kv(a, req);
 	} else if (path_is(req, "/v1/txn")) {

@@ -52,6 +52,14 @@ printf '{"value": "%s"}' "$big" >"$WORK/big.json"
 code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$(sock 1)" -X PUT -H 'Content-Type: application/json' --data-binary @"$WORK/big.json" http://tabby/v1/kv/big)
 [ "$code" = 413 ] || fail "a 5 MB body got $code, not 413"
 log "ok: 5 MB body -> 413"
+# A body at the limit, and a key near its own, through the follower: its forward to the leader
+# carries more than the body did, and must fit the leader's forward limit.
+[ "$(leader_index 2)" = 1 ] || fail "agent1 does not lead"
+head -c $((4 * 1024 * 1024 - 13)) /dev/zero | tr '\0' b | { printf '{"value": "'; cat; printf '"}'; } >"$WORK/big.json"
+[ "$(stat -c %s "$WORK/big.json")" = $((4 * 1024 * 1024)) ] || fail "the test body is not 4 MiB"
+code=$(curl -s -o "$WORK/body" -w '%{http_code}' --unix-socket "$(sock 2)" -X PUT -H 'Content-Type: application/json' --data-binary @"$WORK/big.json" "http://tabby/v1/kv/$(printf 'k%.0s' {1..500})")
+[ "$code" = 200 ] || fail "a 4 MiB body through the follower got $code: $(head -c 300 "$WORK/body")"
+log "ok: a 4 MiB body with a 500-byte key through the follower -> 200"
 printf 'GARBAGE\r\n\r\n' | timeout 2 socat - UNIX-CONNECT:"$(sock 1)" >/dev/null 2>&1 || true
 expect 200 '"status":"ok"' -- GET /healthz
 

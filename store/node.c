@@ -865,9 +865,10 @@ static void forward_done(void *data, int status)
 	struct fwd *f = data;
 	struct store *s = f->s;
 	s->forwards_inflight--;
-	if (status == STORE_ENOSPC || status == STORE_EDISK) {
+	if (status == STORE_ENOSPC || status == STORE_EDISK || status == STORE_EINVAL) {
 		/* The leader keeps the lead only when no other member could take it: retrying
-		 * cannot help until space is freed or the disk works again. */
+		 * cannot help until space is freed or the disk works again. A batch the leader
+		 * refused as malformed or too large would be refused again. */
 		for (unsigned i = 0; i < f->n_seqs; i++) {
 			struct store_write *w = writes_take(s, f->seqs[i]);
 			if (w != NULL) {
@@ -891,9 +892,14 @@ static void follower_flush_one(struct store *s, uint64_t leader)
 	unsigned n = 0;
 	size_t bytes = 0;
 	struct store_list *l;
-	for (l = s->pending.next;
-	     l != &s->pending && n < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES; l = l->next) {
-		bytes += CONTAINER_OF(l, struct store_write, link)->encoded_len;
+	/* Within MAX_BATCH_BYTES unless the first command alone is bigger: the leader takes a
+	 * forward body of that size and one command more (the agent's AGENT_MAX_FORWARD_BODY). */
+	for (l = s->pending.next; l != &s->pending && n < MAX_BATCH_COMMANDS; l = l->next) {
+		size_t len = CONTAINER_OF(l, struct store_write, link)->encoded_len;
+		if (n > 0 && bytes + len > MAX_BATCH_BYTES) {
+			break;
+		}
+		bytes += len;
 		n++;
 	}
 	if (n == 0) {

@@ -57,7 +57,9 @@ typedef void (*store_forward_done)(void *done_data, int status);
 
 /* Send an encoded batch (kv_join_batch format, time_ms 0) to the member with raft id leader_id,
  * whose record in the SYS keyspace gives its API address. done(done_data, 0) when the leader
- * accepted and committed it; done(done_data, STORE_ENOTLEADER / STORE_ENOLEADER / ...) otherwise.
+ * accepted and committed it; done(done_data, STORE_ENOTLEADER / STORE_ENOLEADER / ...) otherwise:
+ * the store sends the writes again, except after STORE_ENOSPC, STORE_EDISK and STORE_EINVAL (the
+ * leader refused the batch itself), which end them with that status.
  * buf is owned by the store and valid until done is called. Returns 0 when done will be called,
  * never from within this call; non-zero when the send could not start (no address for the
  * leader, no memory), and then done is never called and the store tries again later. */
