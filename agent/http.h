@@ -71,6 +71,10 @@ void http_server_close(struct http_server *srv, void (*cb)(void *data), void *da
  * if absent. "?prefix" without "=" yields "". The first occurrence wins; a value with a broken
  * %-escape or an encoded NUL counts as absent. */
 char *http_query_get(const struct http_request *req, const char *name);
+/* Whether every name and value of the query decodes (no broken %-escape, no encoded NUL); if not,
+ * the first bad parameter's raw text, cut to fit, in bad. A router checks this first, so that a
+ * malformed parameter is refused rather than read as absent (a "prefix=1%" delete of one key). */
+bool http_query_valid(const struct http_request *req, char *bad, size_t badlen);
 /* Request header value (case-insensitive name) or NULL; valid until the request is finished. */
 const char *http_header_get(const struct http_request *req, const char *name);
 

@@ -661,6 +661,28 @@ char *http_query_get(const struct http_request *req, const char *name)
 	return NULL;
 }
 
+bool http_query_valid(const struct http_request *req, char *bad, size_t badlen)
+{
+	const char *q = req->query;
+	while (*q != '\0') {
+		const char *end = strchr(q, '&');
+		if (end == NULL) {
+			end = q + strlen(q);
+		}
+		size_t len = (size_t)(end - q);
+		char *out = malloc(len + 1);
+		long n = out != NULL ? pct_decode(q, len, out, true) : -1;
+		bool ok = n >= 0 && memchr(out, '\0', (size_t)n) == NULL;
+		free(out);
+		if (!ok) {
+			snprintf(bad, badlen, "%.*s", (int)(len < 64 ? len : 64), q);
+			return false;
+		}
+		q = *end ? end + 1 : end;
+	}
+	return true;
+}
+
 const char *http_header_get(const struct http_request *req, const char *name)
 {
 	return req_header(container_of(req, struct req, pub), name);

@@ -1498,6 +1498,13 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		agent_reply_error(a, req, 503, "shutting_down", "the agent is stopping");
 		return;
 	}
+	char bad[80];
+	if (!http_query_valid(req, bad, sizeof bad)) {
+		agent_reply_error(a, req, 400, "bad_request",
+		                  "query parameter '%s' has a broken %%-escape or an encoded NUL",
+		                  bad);
+		return;
+	}
 	/* The server takes bodies up to AGENT_MAX_FORWARD_BODY for the forward path alone. */
 	if (req->body_len > AGENT_MAX_BODY && !path_is(req, "/v1/internal/forward")) {
 		agent_reply_error(a, req, 413, "too_large",

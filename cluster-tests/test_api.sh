@@ -36,6 +36,10 @@ expect 400 "unknown field 'valu'" -- PUT /v1/kv/a '{"valu": "x"}'
 expect 400 'must be a string' -- PUT /v1/kv/a '{"value": 5}'
 expect 400 "prefix" -- PUT /v1/kv/a?prefix=1 '{"value": "x"}'
 expect 400 "not valid UTF-8" -- GET /v1/kv/%ff
+# A malformed query parameter is refused, not read as absent (an exact-key delete, a
+# serializable read, a watch from now).
+expect 400 "query parameter 'prefix=1%' has a broken %-escape" -- DELETE "/v1/kv/pfx/?prefix=1%"
+expect 400 "query parameter 'consistency=linearizable%00' has a broken %-escape or an encoded NUL" -- GET "/v1/kv/a?consistency=linearizable%00"
 expect 400 "limit" -- GET "/v1/kv/a?limit=-1"
 expect 400 "consistency" -- GET "/v1/kv/a?consistency=strong"
 expect 400 "compare[0].result" -- POST /v1/txn '{"compare": [{"key": "a", "target": "version", "result": "~", "value": 1}]}'
