@@ -243,6 +243,10 @@ int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const 
  * a namespace), by the test the reconciler releases on. */
 bool leaks_netns_gone(const char *path);
 
+/* Whether s is IP:PORT (IPv6 as [ADDR]:PORT, when ipv6_ok) with a port and a specified address:
+ * an address other hosts can reach a member at. */
+bool agent_address_ok(const char *s, bool ipv6_ok);
+
 /* The request body as a JSON object, or NULL after answering 400 with code (and the reason). */
 json_t *agent_parse_body(struct agent *a, struct http_request *req, const char *code);
 

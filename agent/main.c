@@ -1022,7 +1022,7 @@ static bool env_true(const char *name)
 	return v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
 }
 
-static bool valid_address(const char *s)
+bool agent_address_ok(const char *s, bool ipv6_ok)
 {
 	struct sockaddr_storage ss;
 	char host[64];
@@ -1036,15 +1036,19 @@ static bool valid_address(const char *s)
 	if (!parse_uint(colon + 1, 65535, &port) || port == 0) {
 		return false;
 	}
+	/* Other hosts reach a member at these addresses: "any address" names no host. */
 	if (host[0] == '[') {
 		size_t hl = strlen(host);
-		if (hl < 3 || host[hl - 1] != ']') {
+		if (!ipv6_ok || hl < 3 || host[hl - 1] != ']') {
 			return false;
 		}
 		host[hl - 1] = 0;
-		return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)&ss) == 0;
+		struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)&ss;
+		return uv_ip6_addr(host + 1, (int)port, sa6) == 0 &&
+		       !IN6_IS_ADDR_UNSPECIFIED(&sa6->sin6_addr);
 	}
-	return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0;
+	struct sockaddr_in *sa4 = (struct sockaddr_in *)&ss;
+	return uv_ip4_addr(host, (int)port, sa4) == 0 && sa4->sin_addr.s_addr != htonl(INADDR_ANY);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1402,13 +1406,18 @@ int agent_main(int argc, char **argv)
 			*ip = strdup(canon);
 		}
 	}
-	if (!valid_address(a->peer_address)) {
-		fprintf(stderr, "tabby agent: --peer-address: '%s' is not IP:PORT\n",
+	if (!agent_address_ok(a->peer_address, false)) {
+		fprintf(stderr,
+		        "tabby agent: --peer-address: '%s' is not IPv4:PORT (raft's transport "
+		        "takes IPv4 only), or is 0.0.0.0: give the address other hosts reach this "
+		        "one at\n",
 		        a->peer_address);
 		goto fail_args;
 	}
-	if (!valid_address(a->api_address)) {
-		fprintf(stderr, "tabby agent: --api-address: '%s' is not IP:PORT\n",
+	if (!agent_address_ok(a->api_address, true)) {
+		fprintf(stderr,
+		        "tabby agent: --api-address: '%s' is not IP:PORT, or is an unspecified "
+		        "address: give the address other hosts reach this one at\n",
 		        a->api_address);
 		goto fail_args;
 	}
@@ -1416,7 +1425,7 @@ int agent_main(int argc, char **argv)
 		fprintf(stderr, "tabby agent: --bootstrap and --join exclude each other\n");
 		goto fail_args;
 	}
-	if (join[0] != 0 && !valid_address(join)) {
+	if (join[0] != 0 && !agent_address_ok(join, true)) {
 		fprintf(stderr, "tabby agent: --join: '%s' is not IP:PORT\n", join);
 		goto fail_args;
 	}

@@ -1233,10 +1233,21 @@ static void handle_join(struct agent *a, struct http_request *req)
 		agent_reply_error(a, req, 403, "forbidden", "the join token is not this cluster's");
 		goto out;
 	}
-	if (!agent_member_name_ok(name) || strlen(peer) >= 64 || strlen(api) >= 64) {
+	if (!agent_member_name_ok(name)) {
 		agent_reply_error(a, req, 400, "bad_request",
-		                  "name must be 1-100 characters without '/', addresses "
-		                  "IP:PORT");
+		                  "name must be 1-100 characters without '/'");
+		goto out;
+	}
+	if (strlen(peer) >= 64 || !agent_address_ok(peer, false)) {
+		agent_reply_error(a, req, 400, "bad_request",
+		                  "peer_address '%.64s' is not IPv4:PORT with a specified address",
+		                  peer);
+		goto out;
+	}
+	if (strlen(api) >= 64 || !agent_address_ok(api, true)) {
+		agent_reply_error(a, req, 400, "bad_request",
+		                  "api_address '%.64s' is not IP:PORT with a specified address",
+		                  api);
 		goto out;
 	}
 	struct member_rec *ms = NULL;

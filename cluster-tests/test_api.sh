@@ -134,6 +134,24 @@ fi
 grep -q "cannot listen on $(sock 1): address already in use" "$WORK/second.log" || fail "second agent: $(cat "$WORK/second.log")"
 [ "$(tctl 1 store get dd/ --prefix | grep -c '^dd/')" = 5 ] || fail "agent1 lost writes: $(tctl 1 store get dd/ --prefix)"
 log "ok: a second agent on the same data directory or socket is refused, and the first keeps its writes"
+# A busy peer port is named, with raft's reason (its message was empty).
+mkdir -p "$WORK/data-busy"
+if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name busy --data-dir "$WORK/data-busy" \
+	--socket "$WORK/busy.sock" --peer-address "$(host_ip 1):7790" --api-address "$(host_ip 1):7797" --bootstrap \
+	>"$WORK/busy.log" 2>&1; then
+	fail "an agent started on a busy peer port"
+fi
+grep -q "cannot start raft: start raft (peer address $(host_ip 1):7790): ." "$WORK/busy.log" || fail "busy peer port: $(cat "$WORK/busy.log")"
+# Addresses other hosts must reach: no 0.0.0.0, and IPv4 for raft.
+for bad in "0.0.0.0:7790" "[::1]:7790"; do
+	if "$TABBY" agent --name x --data-dir "$WORK/data-x" --peer-address "$bad" >"$WORK/x.log" 2>&1; then
+		fail "--peer-address $bad accepted"
+	fi
+	grep -qF "peer-address: '$bad' is not IPv4:PORT" "$WORK/x.log" || fail "--peer-address $bad: $(cat "$WORK/x.log")"
+done
+expect 400 "peer_address 'not an address' is not IPv4:PORT" -- POST /v1/cluster/join "{\"name\": \"bad\", \"peer_address\": \"not an address\", \"api_address\": \"$(host_ip 3):7796\", \"token\": \"$(token)\"}"
+expect 400 "api_address '0.0.0.0:7791' is not IP:PORT" -- POST /v1/cluster/join "{\"name\": \"bad\", \"peer_address\": \"$(host_ip 3):7790\", \"api_address\": \"0.0.0.0:7791\", \"token\": \"$(token)\"}"
+log "ok: a busy peer port is named; unusable addresses are refused"
 
 # The CLI names unknown commands and flags.
 if "$TABBY" frobnicate >"$WORK/cli.out" 2>&1; then fail "unknown command accepted"; fi

@@ -1598,7 +1598,13 @@ int store_start(struct store *s, char **errmsg)
 {
 	int rv = raft_start(&s->raft);
 	if (rv != 0) {
-		set_err(errmsg, "start raft", raft_errmsg(&s->raft));
+		/* raft leaves its message empty for some failures (a busy peer port) */
+		const char *detail = raft_errmsg(&s->raft);
+		if (errmsg != NULL) {
+			*errmsg = xasprintf(
+			    "start raft (peer address %s): %s", s->cfg.peer_address,
+			    detail != NULL && detail[0] != '\0' ? detail : raft_strerror(rv));
+		}
 		return STORE_EIO;
 	}
 	s->started = true;
