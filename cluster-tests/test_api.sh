@@ -116,32 +116,31 @@ fi
 grep -q "refused the join: the join token is not this cluster's" "$WORK/agent3.log" || fail "wrong-token message: $(cat "$WORK/agent3.log")"
 log "ok: wrong token refused"
 
+# must_not_start WHAT NAME DATA SOCKET PEER_PORT API_PORT [FLAGS...]: an agent in host 1 that
+# must exit by itself (within 20 s) and say in its log, $WORK/refused.log, why.
+must_not_start() {
+	local what=$1 name=$2 data=$3 socket=$4 peer=$5 api=$6
+	shift 6
+	mkdir -p "$data"
+	if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name "$name" --data-dir "$data" \
+		--socket "$socket" --peer-address "$(host_ip 1):$peer" --api-address "$(host_ip 1):$api" "$@" \
+		>"$WORK/refused.log" 2>&1; then
+		fail "an agent started $what"
+	fi
+}
+
 # A second agent on agent1's data directory refuses to start before it touches anything, and
 # one given agent1's socket leaves that socket alone: agent1 keeps every acknowledged write.
 for k in 1 2 3 4 5; do tctl 1 store put "dd/$k" "v$k" >/dev/null || fail "put dd/$k"; done
-if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name agent1 --data-dir "$WORK/data1" \
-	--socket "$WORK/second.sock" --peer-address "$(host_ip 1):7792" --api-address "$(host_ip 1):7793" \
-	>"$WORK/second.log" 2>&1; then
-	fail "a second agent started on agent1's data directory"
-fi
-grep -q "another agent is running on $WORK/data1" "$WORK/second.log" || fail "second agent: $(cat "$WORK/second.log")"
-mkdir -p "$WORK/data-other"
-if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name other --data-dir "$WORK/data-other" \
-	--socket "$(sock 1)" --peer-address "$(host_ip 1):7792" --api-address "$(host_ip 1):7793" --bootstrap \
-	>"$WORK/second.log" 2>&1; then
-	fail "a second agent started on agent1's socket"
-fi
-grep -q "cannot listen on $(sock 1): address already in use" "$WORK/second.log" || fail "second agent: $(cat "$WORK/second.log")"
+must_not_start "on agent1's data directory" agent1 "$WORK/data1" "$WORK/second.sock" 7792 7793
+grep -q "another agent is running on $WORK/data1" "$WORK/refused.log" || fail "second agent: $(cat "$WORK/refused.log")"
+must_not_start "on agent1's socket" other "$WORK/data-other" "$(sock 1)" 7792 7793 --bootstrap
+grep -q "cannot listen on $(sock 1): address already in use" "$WORK/refused.log" || fail "second agent: $(cat "$WORK/refused.log")"
 [ "$(tctl 1 store get dd/ --prefix | grep -c '^dd/')" = 5 ] || fail "agent1 lost writes: $(tctl 1 store get dd/ --prefix)"
 log "ok: a second agent on the same data directory or socket is refused, and the first keeps its writes"
 # A busy peer port is named, with raft's reason (its message was empty).
-mkdir -p "$WORK/data-busy"
-if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name busy --data-dir "$WORK/data-busy" \
-	--socket "$WORK/busy.sock" --peer-address "$(host_ip 1):7790" --api-address "$(host_ip 1):7797" --bootstrap \
-	>"$WORK/busy.log" 2>&1; then
-	fail "an agent started on a busy peer port"
-fi
-grep -q "cannot start raft: start raft (peer address $(host_ip 1):7790): ." "$WORK/busy.log" || fail "busy peer port: $(cat "$WORK/busy.log")"
+must_not_start "on a busy peer port" busy "$WORK/data-busy" "$WORK/busy.sock" 7790 7797 --bootstrap
+grep -q "cannot start raft: start raft (peer address $(host_ip 1):7790): ." "$WORK/refused.log" || fail "busy peer port: $(cat "$WORK/refused.log")"
 # Addresses other hosts must reach: no 0.0.0.0, and IPv4 for raft.
 for bad in "0.0.0.0:7790" "[::1]:7790"; do
 	if "$TABBY" agent --name x --data-dir "$WORK/data-x" --peer-address "$bad" >"$WORK/x.log" 2>&1; then
