@@ -317,6 +317,18 @@ out:
 	rtnl_link_put(ch);
 }
 
+/* A tunnel device was created or deleted. The kernel drops every route through a device it
+ * deletes, and the last apply's list of routes still counts them as held: an incremental pass
+ * would find them unchanged and leave them out until the next refresh. So this apply's route pass
+ * reads the kernel's table instead of trusting the list. */
+static void tunnel_rebuilt(struct netsync_kernel *k)
+{
+	k->routes_known = false;
+	if (k->rep) {
+		k->rep->links_changed++;
+	}
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* IP-in-IP                                                                                    */
 
@@ -371,9 +383,7 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 			problem(k, "%s did not appear after creating it", NETCALC_IPIP_DEV);
 			return;
 		}
-		if (k->rep) {
-			k->rep->links_changed++;
-		}
+		tunnel_rebuilt(k);
 	}
 	link_settings(k, l, ip->mtu, NULL, NETCALC_IPIP_DEV);
 	sync_addrs(k, rtnl_link_get_ifindex(l), 4, &ip->addr, NULL, 0, NETCALC_IPIP_DEV);
@@ -459,8 +469,8 @@ static void vx_create(struct netsync_kernel *k, const struct netcalc_vxlan *vx)
 	if (rv < 0) {
 		problem(k, "cannot create the VXLAN device %s: %s", vx->dev, nl_geterror(rv));
 		check_fatal(k, rv);
-	} else if (k->rep) {
-		k->rep->links_changed++;
+	} else {
+		tunnel_rebuilt(k);
 	}
 }
 
@@ -589,9 +599,7 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 			check_fatal(k, rv);
 			return;
 		}
-		if (k->rep) {
-			k->rep->links_changed++;
-		}
+		tunnel_rebuilt(k);
 	}
 	if (vx->wanted && l == NULL) {
 		vx_create(k, vx);

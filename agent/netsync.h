@@ -47,12 +47,13 @@ struct netsync_report {
 /*
  * Make the kernel hold want. full: read what the kernel holds (our routes, our devices, their
  * entries, the NAT table) and fix every difference; otherwise compare want with what the last
- * apply left and change only that. Routes equal to the wanted ones are never touched, and a
- * wrong route is replaced in place (never deleted first), so traffic that uses it sees no gap.
- * Local workload routes whose interface does not exist (yet) are skipped, silently. Returns 0
- * when the kernel answered (individual refusals are problems, and are tried again by the next
- * apply), or a negative errno when the netlink socket itself failed (then the next apply should
- * be full); rep (may be NULL) counts what changed.
+ * apply left and change only that (but the routes are read in full when this apply created or
+ * deleted a tunnel device, which takes its routes with it). Routes equal to the wanted ones are
+ * never touched, and a wrong route is replaced in place (never deleted first), so traffic that uses
+ * it sees no gap. Local workload routes whose interface does not exist (yet) are skipped, silently.
+ * Returns 0 when the kernel answered (individual refusals are problems, and are tried again by the
+ * next apply), or a negative errno when the netlink socket itself failed (then the next apply
+ * should be full); rep (may be NULL) counts what changed.
  */
 int netsync_kernel_apply(struct netsync_kernel *k, const struct netcalc_state *want, bool full,
                          struct netsync_report *rep);
