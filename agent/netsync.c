@@ -854,6 +854,19 @@ static struct rtnl_route *kernel_host_route(struct netsync_kernel *k, const stru
 	return kr;
 }
 
+/* The protocol of the kernel's route for r's destination (main table, default priority), or -1
+ * when there is none or no answer. */
+static int kernel_proto(struct netsync_kernel *k, const struct netcalc_route *r)
+{
+	struct rtnl_route *own = kernel_host_route(k, r);
+	struct rtnl_route *cur = own != NULL ? own : kernel_route_for(k, r);
+	int proto = cur != NULL ? rtnl_route_get_protocol(cur) : -1;
+	if (own != NULL) {
+		rtnl_route_put(own); /* the listing's routes belong to its cache */
+	}
+	return proto;
+}
+
 enum install { INST_OK, INST_SKIPPED, INST_FAILED };
 
 /* kr, the kernel's route for r's destination, is already r through the device ifindex: ours,
@@ -874,10 +887,10 @@ static bool kernel_holds(struct rtnl_route *kr, const struct netcalc_route *r, i
 }
 
 /*
- * Put r into the kernel. ours: a route of ours holds the destination (replace it in place).
- * Otherwise add exclusively, so that a foreign route for the same destination is never replaced;
- * when one is there and it turns out to be ours after all (the CNI wiring added the workload
- * route a moment ago), replace it.
+ * Put r into the kernel. ours: the kernel's route for the destination is ours (replace it in
+ * place). Otherwise add exclusively, so that a foreign route for the same destination is never
+ * replaced; when one is there and it turns out to be ours after all (the CNI wiring added the
+ * workload route a moment ago), replace it.
  */
 static enum install install(struct netsync_kernel *k, const struct netcalc_route *r, bool ours)
 {
@@ -926,20 +939,14 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 	}
 	int rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | (ours ? NLM_F_REPLACE : NLM_F_EXCL));
 	if (rv == -NLE_EXIST && !ours) {
-		struct rtnl_route *own = kernel_host_route(k, r);
-		struct rtnl_route *cur = own != NULL ? own : kernel_route_for(k, r);
-		bool is_ours = cur != NULL && rtnl_route_get_protocol(cur) == TABBY_RTPROT;
-		unsigned proto = cur != NULL ? rtnl_route_get_protocol(cur) : 0;
-		if (own != NULL) {
-			rtnl_route_put(own); /* the listing's routes belong to its cache */
-		}
-		if (is_ours) {
+		int proto = kernel_proto(k, r);
+		if (proto == TABBY_RTPROT) {
 			ours = true;
 			rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | NLM_F_REPLACE);
-		} else if (cur != NULL) {
+		} else if (proto >= 0) {
 			problem(k,
 			        "cannot add route %s: a route for the same destination with "
-			        "protocol %u (not Tabby's) "
+			        "protocol %d (not Tabby's) "
 			        "is in the way; leaving it",
 			        what, proto);
 			rtnl_route_put(kr);
@@ -1034,14 +1041,18 @@ static void routes_diff(struct netsync_kernel *k, const struct netcalc_state *wa
 			held[(*n_held)++] = *w;
 			continue;
 		}
-		enum install r = install(k, w, h != NULL);
+		/* The last apply's list says only that the destination was ours then: a foreign
+		 * route may have taken it since, and replacing without looking would overwrite it.
+		 */
+		bool ours = h != NULL && kernel_proto(k, w) == TABBY_RTPROT;
+		enum install r = install(k, w, ours);
 		if (r == INST_OK) {
 			held[(*n_held)++] = *w;
 			if (h != NULL) {
 				gone(k, h, w);
 			}
 		} else if (h != NULL) {
-			held[(*n_held)++] = *h; /* still there */
+			held[(*n_held)++] = *h; /* tried again next time */
 		}
 	}
 	for (unsigned i = 0; i < k->n_held; i++) {

@@ -18,7 +18,9 @@
  * - IP-in-IP through tunl0 when the kernel has the ipip module (skipped, and said, otherwise);
  * - when no pool asks for a tunnel or NAT, the VXLAN device and the NAT table go.
  * Each further case has a namespace of its own (host_setup()):
- * - vxlan.tabby rebuilt by an incremental apply gets its routes back in that apply.
+ * - vxlan.tabby rebuilt by an incremental apply gets its routes back in that apply;
+ * - a foreign route that took a destination the last apply held is left by an incremental apply
+ *   that changes the route there, and reported.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -688,6 +690,54 @@ static void test_vxlan_rebuilt(void **state)
 	netsync_kernel_free(k);
 }
 
+/* A foreign route took a destination the last apply held, and then the route we want there
+ * changes: an incremental apply leaves the foreign route and reports it, as a full one does. */
+static void test_foreign_route_kept(void **state)
+{
+	(void)state;
+	char err[256];
+	struct seen seen = {0};
+	struct netsync_kernel *k = NULL;
+	struct netsync_report rep;
+	struct cluster c;
+	cluster_init(&c);
+	host_setup();
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	apply(k, &c, true, &rep);
+	assert_int_equal(sh("ip route del 10.64.0.64/26 proto %d && "
+	                    "ip route add 10.64.0.64/26 via 10.99.0.1 proto static",
+	                    TABBY_RTPROT),
+	                 0);
+
+	/* b moves: its block and its borrowed address get another gateway. */
+	c.nodes[1].ip4.addr = A("10.99.0.22");
+	apply(k, &c, false, &rep);
+	char *r4 = out("ip -4 route show");
+	fprintf(stderr, "after b moved:\n%s", r4);
+	assert_true(has_line(r4, "10.64.0.64/26 via 10.99.0.1", "proto static", NULL));
+	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.22", "proto 116", NULL));
+	free(r4);
+	assert_int_equal(rep.routes_replaced, 1);
+	assert_int_equal(rep.routes_failed, 1);
+	assert_true(problem_has(&seen, "10.64.0.64/26"));
+	assert_true(problem_has(&seen, "not Tabby's"));
+
+	/* Still left by the next apply; once the foreign route goes, the next apply adds ours. */
+	apply(k, &c, false, &rep);
+	assert_int_equal(rep.routes_failed, 1);
+	r4 = out("ip -4 route show 10.64.0.64/26");
+	assert_true(has_line(r4, "via 10.99.0.1", "proto static", NULL));
+	free(r4);
+	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
+	apply(k, &c, false, &rep);
+	assert_int_equal(rep.routes_added, 1);
+	assert_int_equal(rep.routes_failed, 0);
+	r4 = out("ip -4 route show 10.64.0.64/26");
+	assert_true(has_line(r4, "via 10.99.0.22", "proto 116", NULL));
+	free(r4);
+	netsync_kernel_free(k);
+}
+
 int main(void)
 {
 	if (geteuid() != 0) {
@@ -703,6 +753,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_applier),
 	    cmocka_unit_test(test_vxlan_rebuilt),
+	    cmocka_unit_test(test_foreign_route_kept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
