@@ -199,9 +199,9 @@ static int link_lookup(struct netsync_kernel *k, int ifindex, const char *name,
 
 /*
  * Make the device ifindex hold exactly want (/32 or /128) among its addresses of family; with
- * only_in (not NULL) delete only addresses inside those pools (tunl0 when IP-in-IP is no longer
- * wanted: the device is the kernel's, only the pool addresses were ours). IPv6 link-local
- * addresses are the kernel's and always stay.
+ * only_in (not NULL) delete only addresses inside those pools (tunl0: the device is the kernel's,
+ * and of its addresses only those from a pool can be ours). IPv6 link-local addresses are the
+ * kernel's and always stay.
  */
 static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
                        const struct ipam_addr *want, const struct ipam_cidr *only_in,
@@ -386,7 +386,8 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 		tunnel_rebuilt(k);
 	}
 	link_settings(k, l, ip->mtu, NULL, NETCALC_IPIP_DEV);
-	sync_addrs(k, rtnl_link_get_ifindex(l), 4, &ip->addr, NULL, 0, NETCALC_IPIP_DEV);
+	sync_addrs(k, rtnl_link_get_ifindex(l), 4, &ip->addr, want->all_pools, want->n_all_pools,
+	           NETCALC_IPIP_DEV);
 	rtnl_link_put(l);
 	k->ipip = *ip;
 	k->ipip_known = k->fatal == 0;

@@ -20,7 +20,9 @@
  * Each further case has a namespace of its own (host_setup()):
  * - vxlan.tabby rebuilt by an incremental apply gets its routes back in that apply;
  * - a foreign route that took a destination the last apply held is left by an incremental apply
- *   that changes the route there, and reported.
+ *   that changes the route there, and reported;
+ * - with IP-in-IP wanted, an address on tunl0 outside every pool stays (a veth named tunl0 stands
+ *   in for the device when the kernel has no ipip module).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -738,6 +740,57 @@ static void test_foreign_route_kept(void **state)
 	netsync_kernel_free(k);
 }
 
+/* tunl0 is the kernel's device, and other software puts addresses on it too: with IP-in-IP
+ * wanted, only the addresses in a pool are ours to take away. Without the ipip module (tunl0
+ * cannot be made) a veth named tunl0 stands in for it: the applier takes the device it finds
+ * under that name, whatever its kind, and only its addresses are checked here. */
+static void test_tunl0_foreign_addresses(void **state)
+{
+	(void)state;
+	char err[256];
+	struct seen seen = {0};
+	struct netsync_kernel *k = NULL;
+	struct netsync_report rep;
+	struct cluster c;
+	cluster_init(&c);
+	host_setup();
+	if (sh("ip link show tunl0 >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "IP-in-IP: no ipip module; a veth named tunl0 stands in\n");
+		assert_int_equal(sh("ip link add tunl0 type veth peer name tunl0p"), 0);
+	}
+	/* A foreign address, and a stale one from the pool (an earlier tunnel address). */
+	assert_int_equal(sh("ip addr add 192.168.77.1/32 dev tunl0 && "
+	                    "ip addr add 10.64.0.99/32 dev tunl0"),
+	                 0);
+	c.pools[0].vxlan = IPAM_ENCAP_NEVER;
+	c.pools[0].ipip = IPAM_ENCAP_ALWAYS;
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+
+	/* No tunnel address yet. */
+	apply(k, &c, true, &rep);
+	char *a = out("ip -4 addr show dev tunl0");
+	fprintf(stderr, "tunl0 without a tunnel address:\n%s", a);
+	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
+	assert_false(has_line(a, "10.64.0.99", NULL));
+	free(a);
+
+	/* The tunnel address comes. */
+	c.nodes[0].ipip = A("10.64.0.5");
+	apply(k, &c, false, &rep);
+	a = out("ip -4 addr show dev tunl0");
+	fprintf(stderr, "tunl0 with its tunnel address:\n%s", a);
+	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
+	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
+	free(a);
+	/* A full apply agrees. */
+	apply(k, &c, true, &rep);
+	a = out("ip -4 addr show dev tunl0");
+	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
+	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
+	free(a);
+	netsync_kernel_free(k);
+}
+
 int main(void)
 {
 	if (geteuid() != 0) {
@@ -754,6 +807,7 @@ int main(void)
 	    cmocka_unit_test(test_applier),
 	    cmocka_unit_test(test_vxlan_rebuilt),
 	    cmocka_unit_test(test_foreign_route_kept),
+	    cmocka_unit_test(test_tunl0_foreign_addresses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
