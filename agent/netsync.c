@@ -14,7 +14,10 @@
  * (Felix's RouteRefreshInterval) the apply is full: it reads what the kernel holds of ours and
  * fixes everything, so a route deleted by hand or a device changed under us comes back, and a
  * restarted agent, which has no memory, finds its old routes equal to the ones it wants and leaves
- * them alone: established traffic never sees a route disappear.
+ * them alone: established traffic never sees a route disappear. An apply that left something
+ * undone (the kernel refused a route, a device or the NAT table) is tried again 1 s later, then
+ * after a wait that doubles up to 30 s while it keeps failing, since nothing else would ask again
+ * before the refresh.
  *
  * Where. The kernel work runs on the loop thread with one libnl-route socket opened at start.
  * Routes are few (a block per host, a /32 per borrowed address or local workload), a netlink
@@ -65,7 +68,8 @@
 #include "policy/policy.h"
 
 #define REFRESH_MS     90000 /* Felix's RouteRefreshInterval */
-#define RETRY_MS       1000
+#define RETRY_MS       1000  /* the first retry after an apply that left something undone */
+#define RETRY_MAX_MS   30000 /* the longest wait between retries */
 #define REQ_RETRY_MS   10000
 #define IPV6_PRIO_DEF  1024 /* the metric the kernel gives an IPv6 route added without one */
 #define NETSYNC_NL_BUF (64u * 1024) /* a datagram's most (32 KiB), and room for one message */
@@ -121,6 +125,16 @@ static void check_fatal(struct netsync_kernel *k, int nlerr)
 	if (nlerr == -NLE_BAD_SOCK || nlerr == -NLE_NOMEM || nlerr == -NLE_DUMP_INTR ||
 	    nlerr == -NLE_MSG_OVERFLOW) {
 		k->fatal = nlerr == -NLE_NOMEM ? -ENOMEM : -EIO;
+	}
+}
+
+/* A device, an address or an FDB or neighbour entry the kernel refused (reported already): the
+ * report says so, so that the caller tries again soon. */
+static void link_failed(struct netsync_kernel *k, int nlerr)
+{
+	check_fatal(k, nlerr);
+	if (k->rep) {
+		k->rep->links_failed++;
 	}
 }
 
@@ -213,7 +227,7 @@ static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
 	int rv = rtnl_addr_alloc_cache(k->sk, &cache);
 	if (rv < 0) {
 		problem(k, "cannot list the addresses of %s: %s", dev, nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 		return;
 	}
 	for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
@@ -246,7 +260,7 @@ static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
 		if (rv < 0 && rv != -NLE_OBJ_NOTFOUND && rv != -NLE_NOADDR) {
 			problem(k, "cannot delete address %s from %s: %s", ipam_addr_format(&a, ip),
 			        dev, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 		} else if (k->rep) {
 			k->rep->links_changed++;
 		}
@@ -271,7 +285,7 @@ static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
 	if (rv < 0) {
 		problem(k, "cannot add address %s to %s: %s", ipam_addr_format(want, ip), dev,
 		        nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 	} else if (k->rep) {
 		k->rep->links_changed++;
 	}
@@ -307,7 +321,7 @@ static void link_settings(struct netsync_kernel *k, struct rtnl_link *l, unsigne
 		int rv = rtnl_link_change(k->sk, l, ch, 0);
 		if (rv < 0) {
 			problem(k, "cannot set up %s (MTU %u, up): %s", dev, mtu, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 		} else if (k->rep) {
 			k->rep->links_changed++;
 		}
@@ -373,7 +387,7 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 			        "cannot create %s for IP-in-IP: %s (is the ipip kernel module "
 			        "available?)",
 			        NETCALC_IPIP_DEV, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 			return;
 		}
 		if (link_lookup(k, 0, NETCALC_IPIP_DEV, &l) < 0) {
@@ -381,6 +395,7 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 		}
 		if (l == NULL) {
 			problem(k, "%s did not appear after creating it", NETCALC_IPIP_DEV);
+			link_failed(k, 0);
 			return;
 		}
 		tunnel_rebuilt(k);
@@ -469,7 +484,7 @@ static void vx_create(struct netsync_kernel *k, const struct netcalc_vxlan *vx)
 	int rv = vx_add(k->sk, vx);
 	if (rv < 0) {
 		problem(k, "cannot create the VXLAN device %s: %s", vx->dev, nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 	} else {
 		tunnel_rebuilt(k);
 	}
@@ -526,7 +541,7 @@ static void vx_peers(struct netsync_kernel *k, int ifindex, const struct netcalc
 	int rv = rtnl_neigh_alloc_cache(k->sk, &cache);
 	if (rv < 0) {
 		problem(k, "cannot list the neighbours of %s: %s", vx->dev, nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 		return;
 	}
 	/* Stale permanent entries go; the kernel's own (reachable, stale, ...) stay. */
@@ -548,7 +563,7 @@ static void vx_peers(struct netsync_kernel *k, int ifindex, const struct netcalc
 		if (rv < 0 && rv != -NLE_OBJ_NOTFOUND) {
 			problem(k, "cannot delete a stale %s entry of %s: %s",
 			        fdb ? "FDB" : "neighbour", vx->dev, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 		} else if (k->rep) {
 			k->rep->links_changed++;
 		}
@@ -571,7 +586,7 @@ static void vx_peers(struct netsync_kernel *k, int ifindex, const struct netcalc
 				        fdb ? "FDB" : "neighbour",
 				        ipam_addr_format(&vx->peers[i].vtep, ip), vx->dev,
 				        nl_geterror(rv));
-				check_fatal(k, rv);
+				link_failed(k, rv);
 			}
 		}
 	}
@@ -597,7 +612,7 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 		l = NULL;
 		if (rv < 0 && rv != -NLE_OBJ_NOTFOUND && rv != -NLE_NODEV) {
 			problem(k, "cannot delete %s: %s", vx->dev, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 			return;
 		}
 		tunnel_rebuilt(k);
@@ -908,6 +923,9 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 				return INST_SKIPPED; /* the wiring has not made the veth yet */
 			}
 			problem(k, "cannot add route %s: device %s does not exist", what, r->dev);
+			if (k->rep) {
+				k->rep->routes_failed++;
+			}
 			return INST_FAILED;
 		}
 		ifindex = rtnl_link_get_ifindex(l);
@@ -995,6 +1013,9 @@ static bool remove_route(struct netsync_kernel *k, const struct netcalc_route *r
 		problem(k, "cannot delete route %s: %s", netcalc_route_format(r, what, sizeof what),
 		        nl_geterror(rv));
 		check_fatal(k, rv);
+		if (k->rep) {
+			k->rep->routes_failed++;
+		}
 		return false;
 	}
 	if (k->rep && rv >= 0) {
@@ -1361,6 +1382,9 @@ static void sync_nat(struct netsync_kernel *k, const struct netcalc_state *want,
 		        NETSYNC_NAT_TABLE, err);
 		free(text);
 		k->nat_known = false;
+		if (k->rep) {
+			k->rep->nat_failed = true;
+		}
 		return;
 	}
 	if (k->rep && !same && (text != NULL || k->nat != NULL)) {
@@ -1459,6 +1483,17 @@ int netsync_kernel_apply(struct netsync_kernel *k, const struct netcalc_state *w
 		k->vx[0].known = k->vx[1].known = false;
 	}
 	return k->fatal;
+}
+
+unsigned netsync_retry_after(int rv, const struct netsync_report *rep, unsigned prev_ms)
+{
+	if (rv == 0 && rep->routes_failed == 0 && rep->links_failed == 0 && !rep->nat_failed) {
+		return 0;
+	}
+	if (prev_ms < RETRY_MS) {
+		return RETRY_MS;
+	}
+	return prev_ms >= RETRY_MAX_MS / 2 ? RETRY_MAX_MS : 2 * prev_ms;
 }
 
 static int write_sysctl(const char *path, bool optional, char *err, size_t errlen)
@@ -1724,7 +1759,8 @@ struct netsync {
 	uv_timer_t refresh; /* every REFRESH_MS: a full apply */
 	struct store_watch watch[N_WATCHES];
 	bool watching[N_WATCHES];
-	bool full; /* the next apply is full */
+	bool full;         /* the next apply is full */
+	unsigned retry_ms; /* the wait before the pending retry (netsync_retry_after()), or 0 */
 	bool stopping;
 	/* Lines already logged (notes of the calculation, problems of the applier); a line is
 	 * logged again only after it went away once. */
@@ -1755,16 +1791,23 @@ static void recompute_cb(uv_timer_t *t);
 /* The longest a change waits for local CNI wirings (see schedule_change()). */
 #define WIRING_WAIT_MS 20
 
-static void schedule(struct netsync *ns)
+/* The recompute runs in ms at the latest. One timer serves every reason (a change, a retry, a
+ * tunnel address request's wait), so a reason never pushes back one that is due sooner, and
+ * brings forward one that is due later. */
+static void arm(struct netsync *ns, uint64_t ms)
 {
 	if (ns->stopping) {
 		return;
 	}
-	/* A pending retry (a delayed start) is brought forward. */
-	if (uv_is_active((uv_handle_t *)&ns->timer) && uv_timer_get_due_in(&ns->timer) == 0) {
+	if (uv_is_active((uv_handle_t *)&ns->timer) && uv_timer_get_due_in(&ns->timer) <= ms) {
 		return;
 	}
-	uv_timer_start(&ns->timer, recompute_cb, 0, 0);
+	uv_timer_start(&ns->timer, recompute_cb, ms, 0);
+}
+
+static void schedule(struct netsync *ns)
+{
+	arm(ns, 0);
 }
 
 /*
@@ -1784,8 +1827,8 @@ static void schedule_change(struct netsync *ns)
 	}
 	if (ns->a->wiring == 0) {
 		schedule(ns);
-	} else if (!uv_is_active((uv_handle_t *)&ns->timer)) {
-		uv_timer_start(&ns->timer, recompute_cb, WIRING_WAIT_MS, 0);
+	} else {
+		arm(ns, WIRING_WAIT_MS);
 	}
 }
 
@@ -2082,9 +2125,7 @@ static void req_done(struct store_write *w, int status, const struct kv_result *
 	          : r->message             ? r->message
 	                                   : "the command was refused");
 	ns->req_after[rc->which] = uv_now(ns->a->loop) + REQ_RETRY_MS;
-	if (!uv_is_active((uv_handle_t *)&ns->timer)) {
-		uv_timer_start(&ns->timer, recompute_cb, REQ_RETRY_MS, 0);
-	}
+	arm(ns, REQ_RETRY_MS);
 out:
 	ipam_reply_free(&rep);
 	free(rc);
@@ -2094,7 +2135,14 @@ static void request_tunnel(struct netsync *ns, int which, const struct netcalc_t
                            int family)
 {
 	struct agent *a = ns->a;
-	if (!tr->wanted || ns->req_inflight[which] || uv_now(a->loop) < ns->req_after[which]) {
+	uint64_t now = uv_now(a->loop);
+	if (!tr->wanted || ns->req_inflight[which]) {
+		return;
+	}
+	if (now < ns->req_after[which]) {
+		/* Not yet: come back when the wait is over. req_done() armed the timer for it,
+		 * but a recompute due sooner (this one) may have taken that timer. */
+		arm(ns, ns->req_after[which] - now);
 		return;
 	}
 	struct req_ctx *rc = calloc(1, sizeof *rc);
@@ -2132,7 +2180,8 @@ static void request_tunnel(struct netsync *ns, int which, const struct netcalc_t
 	if (rv != STORE_OK) {
 		agent_log("routes: cannot propose a tunnel address for handle %s: %s", rc->handle,
 		          store_strerror(rv));
-		ns->req_after[which] = uv_now(a->loop) + REQ_RETRY_MS;
+		ns->req_after[which] = now + REQ_RETRY_MS;
+		arm(ns, REQ_RETRY_MS);
 		free(rc);
 		return;
 	}
@@ -2188,9 +2237,10 @@ static void recompute_cb(uv_timer_t *t)
 		a->netsync_recomputes++;
 	}
 	if (rv != 0) {
-		agent_log("routes: cannot read the state (%s); retrying",
-		          rv == -ENOMEM ? "out of memory" : "store error");
-		uv_timer_start(&ns->timer, recompute_cb, RETRY_MS, 0);
+		ns->retry_ms = netsync_retry_after(rv, NULL, ns->retry_ms);
+		agent_log("routes: cannot read the state (%s); trying again in %u ms",
+		          rv == -ENOMEM ? "out of memory" : "store error", ns->retry_ms);
+		arm(ns, ns->retry_ms);
 		return;
 	}
 	for (unsigned i = 0; i < st.n_notes; i++) {
@@ -2204,11 +2254,17 @@ static void recompute_cb(uv_timer_t *t)
 	rv = netsync_kernel_apply(ns->k, &st, full, &rep);
 	netcalc_state_free(&st);
 	rotate_lines(ns);
+	/* What the kernel refused is not asked again by anything else before the refresh (a
+	 * transient refusal at start would leave this host without NAT or a route for 90 s);
+	 * the problems were logged, once each. */
+	ns->retry_ms = netsync_retry_after(rv, &rep, ns->retry_ms);
+	if (ns->retry_ms != 0) {
+		arm(ns, ns->retry_ms);
+	}
 	if (rv != 0) {
-		agent_log("routes: the kernel did not answer (%s); reading it again in a second",
-		          strerror(-rv));
+		agent_log("routes: the kernel did not answer (%s); reading it again in %u ms",
+		          strerror(-rv), ns->retry_ms);
 		ns->full = true;
-		uv_timer_start(&ns->timer, recompute_cb, RETRY_MS, 0);
 		return;
 	}
 	ns->full = false;

@@ -22,7 +22,10 @@
  * - a foreign route that took a destination the last apply held is left by an incremental apply
  *   that changes the route there, and reported;
  * - with IP-in-IP wanted, an address on tunl0 outside every pool stays (a veth named tunl0 stands
- *   in for the device when the kernel has no ipip module).
+ *   in for the device when the kernel has no ipip module);
+ * - an apply that a refused route, device or NAT table left incomplete asks to be tried again
+ *   (netsync_retry_after()) after 1 s, doubling up to 30 s while the refusal lasts, and a complete
+ *   apply asks for nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,6 +41,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <nftables/libnftables.h>
 
 #include "agent/netcalc.h"
 #include "agent/netsync.h"
@@ -791,6 +796,106 @@ static void test_tunl0_foreign_addresses(void **state)
 	netsync_kernel_free(k);
 }
 
+/* apply(), then what the agent's recompute decides after it (netsync_retry_after()), given what it
+ * decided after the apply before: the wait before the next try, 0 for none before the next change
+ * or refresh. */
+static unsigned apply_then_decide(struct netsync_kernel *k, struct cluster *c, bool full,
+                                  struct netsync_report *rep, unsigned prev_ms)
+{
+	apply(k, c, full, rep);
+	return netsync_retry_after(0, rep, prev_ms);
+}
+
+/* Refusals that leave the socket working (a route in the way, a device the kernel will not make,
+ * the NAT table held by another program) are tried again soon: after 1 s, then after a wait that
+ * doubles up to 30 s while they last, and not at all once an apply is complete. */
+static void test_retry_after_failure(void **state)
+{
+	(void)state;
+	char err[256];
+	struct seen seen = {0};
+	struct netsync_kernel *k = NULL;
+	struct netsync_report rep;
+	struct cluster c;
+	cluster_init(&c);
+	host_setup();
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	unsigned retry_ms = 0;
+
+	/* A foreign route holds b's block. */
+	assert_int_equal(sh("ip route add 10.64.0.64/26 via 10.99.0.1 proto static"), 0);
+	retry_ms = apply_then_decide(k, &c, true, &rep, retry_ms);
+	assert_int_equal(rep.routes_failed, 1);
+	assert_int_equal(retry_ms, 1000);
+	/* It lasts: each try waits twice as long, up to 30 s, never less than 1 s. */
+	static const unsigned waits[] = {2000, 4000, 8000, 16000, 30000, 30000};
+	for (unsigned i = 0; i < sizeof waits / sizeof waits[0]; i++) {
+		retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
+		assert_int_equal(rep.routes_failed, 1);
+		assert_int_equal(retry_ms, waits[i]);
+	}
+	/* It goes: the retry puts our route there, and nothing more is due. */
+	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
+	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
+	assert_int_equal(rep.routes_added, 1);
+	assert_int_equal(rep.routes_failed, 0);
+	assert_int_equal(retry_ms, 0);
+	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
+	assert_int_equal(retry_ms, 0);
+
+	/* Another program's VXLAN device has the VNI and port: vxlan.tabby cannot be made. */
+	netsync_kernel_free(k);
+	host_setup();
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	seen.n_problems = 0;
+	assert_int_equal(sh("ip link add vxother type vxlan id 4096 dstport 4789 local 10.99.0.11 "
+	                    "nolearning"),
+	                 0);
+	retry_ms = apply_then_decide(k, &c, true, &rep, retry_ms);
+	assert_true(rep.links_failed > 0);
+	assert_true(problem_has(&seen, "cannot create the VXLAN device vxlan.tabby"));
+	assert_int_equal(retry_ms, 1000);
+	assert_int_equal(sh("ip link del vxother"), 0);
+	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
+	assert_int_equal(rep.links_failed, 0);
+	assert_int_equal(rep.routes_failed, 0);
+	assert_int_equal(retry_ms, 0);
+	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
+	free(r4);
+
+	/* The NAT table is held by another program: a table with the owner flag can be changed
+	 * only through the netlink socket that made it, this test's, until that socket closes. */
+	netsync_kernel_free(k);
+	host_setup();
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	struct nft_ctx *owner = nft_ctx_new(NFT_CTX_DEFAULT);
+	assert_non_null(owner);
+	assert_int_equal(nft_ctx_buffer_error(owner), 0);
+	assert_int_equal(
+	    nft_run_cmd_from_buffer(owner, "add table inet " NETSYNC_NAT_TABLE " { flags owner; }"),
+	    0);
+	retry_ms = apply_then_decide(k, &c, true, &rep, retry_ms);
+	assert_true(rep.nat_failed);
+	assert_false(rep.nat_changed);
+	assert_int_equal(rep.routes_failed + rep.links_failed, 0);
+	assert_int_equal(retry_ms, 1000);
+	nft_ctx_free(owner);
+	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
+	assert_false(rep.nat_failed);
+	assert_true(rep.nat_changed);
+	assert_int_equal(retry_ms, 0);
+	char *t = out("nft list table inet %s", NETSYNC_NAT_TABLE);
+	assert_true(has_line(t, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
+	free(t);
+
+	/* The socket failed: the same waits. */
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 0), 1000);
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 1000), 2000);
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 30000), 30000);
+	netsync_kernel_free(k);
+}
+
 int main(void)
 {
 	if (geteuid() != 0) {
@@ -808,6 +913,7 @@ int main(void)
 	    cmocka_unit_test(test_vxlan_rebuilt),
 	    cmocka_unit_test(test_foreign_route_kept),
 	    cmocka_unit_test(test_tunl0_foreign_addresses),
+	    cmocka_unit_test(test_retry_after_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
