@@ -17,7 +17,7 @@
  *   route of ours changed by hand;
  * - IP-in-IP through tunl0 when the kernel has the ipip module (skipped, and said, otherwise);
  * - when no pool asks for a tunnel or NAT, the VXLAN device and the NAT table go.
- * Each further case has a namespace of its own (host_setup()):
+ * Each further case has an applier in a namespace of its own (fix_setup()):
  * - vxlan.tabby rebuilt by an incremental apply gets its routes back in that apply;
  * - a foreign route that took a destination the last apply held is left by an incremental apply
  *   that changes the route there, and reported;
@@ -658,27 +658,48 @@ static void test_applier(void **state)
 	netsync_kernel_free(k);
 }
 
+/* One of the cases below: an applier in a namespace of its own holding host a (host_setup()). */
+struct fix {
+	struct seen seen;
+	struct netsync_kernel *k;
+	struct netsync_report rep;
+	struct cluster c;
+};
+
+static int fix_setup(void **state)
+{
+	char err[256];
+	struct fix *f = calloc(1, sizeof *f);
+	assert_non_null(f);
+	cluster_init(&f->c);
+	host_setup();
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &f->seen, &f->k, err, sizeof err),
+	                 0);
+	*state = f;
+	return 0;
+}
+
+static int fix_teardown(void **state)
+{
+	struct fix *f = *state;
+	netsync_kernel_free(f->k);
+	free(f);
+	return 0;
+}
+
 /* vxlan.tabby rebuilt by an incremental apply (this host's address moved, and with it the
  * device's local address): the kernel takes the routes through the old device with it, and the
  * same apply puts them back. */
 static void test_vxlan_rebuilt(void **state)
 {
-	(void)state;
-	char err[256];
-	struct seen seen = {0};
-	struct netsync_kernel *k = NULL;
-	struct netsync_report rep;
-	struct cluster c;
-	cluster_init(&c);
-	host_setup();
-	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
-	apply(k, &c, true, &rep);
+	struct fix *f = *state;
+	apply(f->k, &f->c, true, &f->rep);
 	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
 	free(r4);
 
-	c.nodes[0].ip4.addr = A("10.99.0.21");
-	apply(k, &c, false, &rep);
+	f->c.nodes[0].ip4.addr = A("10.99.0.21");
+	apply(f->k, &f->c, false, &f->rep);
 	char *l = out("ip -d link show vxlan.tabby");
 	assert_true(has_line(l, "local 10.99.0.21", NULL));
 	free(l);
@@ -686,63 +707,53 @@ static void test_vxlan_rebuilt(void **state)
 	fprintf(stderr, "after vxlan.tabby was rebuilt:\n%s", r4);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
 	free(r4);
-	assert_int_equal(rep.routes_added, 1);
-	assert_int_equal(rep.routes_failed, 0);
-	assert_int_equal(seen.n_problems, 0);
+	assert_int_equal(f->rep.routes_added, 1);
+	assert_int_equal(f->rep.routes_failed, 0);
+	assert_int_equal(f->seen.n_problems, 0);
 
 	/* The next incremental apply finds everything in place. */
-	apply(k, &c, false, &rep);
-	assert_int_equal(rep.routes_added + rep.routes_replaced + rep.routes_deleted, 0);
-	assert_int_equal(rep.links_changed, 0);
-	netsync_kernel_free(k);
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.routes_added + f->rep.routes_replaced + f->rep.routes_deleted, 0);
+	assert_int_equal(f->rep.links_changed, 0);
 }
 
 /* A foreign route took a destination the last apply held, and then the route we want there
  * changes: an incremental apply leaves the foreign route and reports it, as a full one does. */
 static void test_foreign_route_kept(void **state)
 {
-	(void)state;
-	char err[256];
-	struct seen seen = {0};
-	struct netsync_kernel *k = NULL;
-	struct netsync_report rep;
-	struct cluster c;
-	cluster_init(&c);
-	host_setup();
-	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
-	apply(k, &c, true, &rep);
+	struct fix *f = *state;
+	apply(f->k, &f->c, true, &f->rep);
 	assert_int_equal(sh("ip route del 10.64.0.64/26 proto %d && "
 	                    "ip route add 10.64.0.64/26 via 10.99.0.1 proto static",
 	                    TABBY_RTPROT),
 	                 0);
 
 	/* b moves: its block and its borrowed address get another gateway. */
-	c.nodes[1].ip4.addr = A("10.99.0.22");
-	apply(k, &c, false, &rep);
+	f->c.nodes[1].ip4.addr = A("10.99.0.22");
+	apply(f->k, &f->c, false, &f->rep);
 	char *r4 = out("ip -4 route show");
 	fprintf(stderr, "after b moved:\n%s", r4);
 	assert_true(has_line(r4, "10.64.0.64/26 via 10.99.0.1", "proto static", NULL));
 	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.22", "proto 116", NULL));
 	free(r4);
-	assert_int_equal(rep.routes_replaced, 1);
-	assert_int_equal(rep.routes_failed, 1);
-	assert_true(problem_has(&seen, "10.64.0.64/26"));
-	assert_true(problem_has(&seen, "not Tabby's"));
+	assert_int_equal(f->rep.routes_replaced, 1);
+	assert_int_equal(f->rep.routes_failed, 1);
+	assert_true(problem_has(&f->seen, "10.64.0.64/26"));
+	assert_true(problem_has(&f->seen, "not Tabby's"));
 
 	/* Still left by the next apply; once the foreign route goes, the next apply adds ours. */
-	apply(k, &c, false, &rep);
-	assert_int_equal(rep.routes_failed, 1);
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.routes_failed, 1);
 	r4 = out("ip -4 route show 10.64.0.64/26");
 	assert_true(has_line(r4, "via 10.99.0.1", "proto static", NULL));
 	free(r4);
 	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
-	apply(k, &c, false, &rep);
-	assert_int_equal(rep.routes_added, 1);
-	assert_int_equal(rep.routes_failed, 0);
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.routes_added, 1);
+	assert_int_equal(f->rep.routes_failed, 0);
 	r4 = out("ip -4 route show 10.64.0.64/26");
 	assert_true(has_line(r4, "via 10.99.0.22", "proto 116", NULL));
 	free(r4);
-	netsync_kernel_free(k);
 }
 
 /* tunl0 is the kernel's device, and other software puts addresses on it too: with IP-in-IP
@@ -751,14 +762,7 @@ static void test_foreign_route_kept(void **state)
  * under that name, whatever its kind, and only its addresses are checked here. */
 static void test_tunl0_foreign_addresses(void **state)
 {
-	(void)state;
-	char err[256];
-	struct seen seen = {0};
-	struct netsync_kernel *k = NULL;
-	struct netsync_report rep;
-	struct cluster c;
-	cluster_init(&c);
-	host_setup();
+	struct fix *f = *state;
 	if (sh("ip link show tunl0 >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "IP-in-IP: no ipip module; a veth named tunl0 stands in\n");
 		assert_int_equal(sh("ip link add tunl0 type veth peer name tunl0p"), 0);
@@ -767,12 +771,11 @@ static void test_tunl0_foreign_addresses(void **state)
 	assert_int_equal(sh("ip addr add 192.168.77.1/32 dev tunl0 && "
 	                    "ip addr add 10.64.0.99/32 dev tunl0"),
 	                 0);
-	c.pools[0].vxlan = IPAM_ENCAP_NEVER;
-	c.pools[0].ipip = IPAM_ENCAP_ALWAYS;
-	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+	f->c.pools[0].vxlan = IPAM_ENCAP_NEVER;
+	f->c.pools[0].ipip = IPAM_ENCAP_ALWAYS;
 
 	/* No tunnel address yet. */
-	apply(k, &c, true, &rep);
+	apply(f->k, &f->c, true, &f->rep);
 	char *a = out("ip -4 addr show dev tunl0");
 	fprintf(stderr, "tunl0 without a tunnel address:\n%s", a);
 	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
@@ -780,120 +783,108 @@ static void test_tunl0_foreign_addresses(void **state)
 	free(a);
 
 	/* The tunnel address comes. */
-	c.nodes[0].ipip = A("10.64.0.5");
-	apply(k, &c, false, &rep);
+	f->c.nodes[0].ipip = A("10.64.0.5");
+	apply(f->k, &f->c, false, &f->rep);
 	a = out("ip -4 addr show dev tunl0");
 	fprintf(stderr, "tunl0 with its tunnel address:\n%s", a);
 	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
 	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
 	free(a);
 	/* A full apply agrees. */
-	apply(k, &c, true, &rep);
+	apply(f->k, &f->c, true, &f->rep);
 	a = out("ip -4 addr show dev tunl0");
 	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
 	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
 	free(a);
-	netsync_kernel_free(k);
 }
 
-/* apply(), then what the agent's recompute decides after it (netsync_retry_after()), given what it
- * decided after the apply before: the wait before the next try, 0 for none before the next change
- * or refresh. */
-static unsigned apply_then_decide(struct netsync_kernel *k, struct cluster *c, bool full,
-                                  struct netsync_report *rep, unsigned prev_ms)
-{
-	apply(k, c, full, rep);
-	return netsync_retry_after(0, rep, prev_ms);
-}
-
-/* Refusals that leave the socket working (a route in the way, a device the kernel will not make,
+/*
+ * Refusals that leave the socket working (a route in the way, a device the kernel will not make,
  * the NAT table held by another program) are tried again soon: after 1 s, then after a wait that
- * doubles up to 30 s while they last, and not at all once an apply is complete. */
-static void test_retry_after_failure(void **state)
+ * doubles up to 30 s while they last, and not at all once an apply is complete. Each case applies,
+ * then takes the decision the agent's recompute takes after an apply (netsync_retry_after()),
+ * given the decision after the apply before: the wait before the next try, or 0 for none before
+ * the next change or refresh.
+ */
+static unsigned apply_then_decide(struct fix *f, bool full, unsigned prev_ms)
 {
-	(void)state;
-	char err[256];
-	struct seen seen = {0};
-	struct netsync_kernel *k = NULL;
-	struct netsync_report rep;
-	struct cluster c;
-	cluster_init(&c);
-	host_setup();
-	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
-	unsigned retry_ms = 0;
+	apply(f->k, &f->c, full, &f->rep);
+	return netsync_retry_after(0, &f->rep, prev_ms);
+}
 
+static void test_retry_route(void **state)
+{
+	struct fix *f = *state;
 	/* A foreign route holds b's block. */
 	assert_int_equal(sh("ip route add 10.64.0.64/26 via 10.99.0.1 proto static"), 0);
-	retry_ms = apply_then_decide(k, &c, true, &rep, retry_ms);
-	assert_int_equal(rep.routes_failed, 1);
+	unsigned retry_ms = apply_then_decide(f, true, 0);
+	assert_int_equal(f->rep.routes_failed, 1);
 	assert_int_equal(retry_ms, 1000);
 	/* It lasts: each try waits twice as long, up to 30 s, never less than 1 s. */
 	static const unsigned waits[] = {2000, 4000, 8000, 16000, 30000, 30000};
 	for (unsigned i = 0; i < sizeof waits / sizeof waits[0]; i++) {
-		retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
-		assert_int_equal(rep.routes_failed, 1);
+		retry_ms = apply_then_decide(f, false, retry_ms);
+		assert_int_equal(f->rep.routes_failed, 1);
 		assert_int_equal(retry_ms, waits[i]);
 	}
 	/* It goes: the retry puts our route there, and nothing more is due. */
 	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
-	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
-	assert_int_equal(rep.routes_added, 1);
-	assert_int_equal(rep.routes_failed, 0);
+	retry_ms = apply_then_decide(f, false, retry_ms);
+	assert_int_equal(f->rep.routes_added, 1);
+	assert_int_equal(f->rep.routes_failed, 0);
 	assert_int_equal(retry_ms, 0);
-	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
-	assert_int_equal(retry_ms, 0);
+	assert_int_equal(apply_then_decide(f, false, retry_ms), 0);
+	/* The socket failed: the same waits. */
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 0), 1000);
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 1000), 2000);
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 30000), 30000);
+}
 
+static void test_retry_device(void **state)
+{
+	struct fix *f = *state;
 	/* Another program's VXLAN device has the VNI and port: vxlan.tabby cannot be made. */
-	netsync_kernel_free(k);
-	host_setup();
-	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
-	seen.n_problems = 0;
 	assert_int_equal(sh("ip link add vxother type vxlan id 4096 dstport 4789 local 10.99.0.11 "
 	                    "nolearning"),
 	                 0);
-	retry_ms = apply_then_decide(k, &c, true, &rep, retry_ms);
-	assert_true(rep.links_failed > 0);
-	assert_true(problem_has(&seen, "cannot create the VXLAN device vxlan.tabby"));
+	unsigned retry_ms = apply_then_decide(f, true, 0);
+	assert_true(f->rep.links_failed > 0);
+	assert_true(problem_has(&f->seen, "cannot create the VXLAN device vxlan.tabby"));
 	assert_int_equal(retry_ms, 1000);
 	assert_int_equal(sh("ip link del vxother"), 0);
-	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
-	assert_int_equal(rep.links_failed, 0);
-	assert_int_equal(rep.routes_failed, 0);
+	retry_ms = apply_then_decide(f, false, retry_ms);
+	assert_int_equal(f->rep.links_failed, 0);
+	assert_int_equal(f->rep.routes_failed, 0);
 	assert_int_equal(retry_ms, 0);
 	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
 	free(r4);
+}
 
-	/* The NAT table is held by another program: a table with the owner flag can be changed
-	 * only through the netlink socket that made it, this test's, until that socket closes. */
-	netsync_kernel_free(k);
-	host_setup();
-	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
+static void test_retry_nat(void **state)
+{
+	struct fix *f = *state;
+	/* A table with the owner flag can be changed only through the netlink socket that made
+	 * it, this test's, until that socket closes. */
 	struct nft_ctx *owner = nft_ctx_new(NFT_CTX_DEFAULT);
 	assert_non_null(owner);
 	assert_int_equal(nft_ctx_buffer_error(owner), 0);
 	assert_int_equal(
 	    nft_run_cmd_from_buffer(owner, "add table inet " NETSYNC_NAT_TABLE " { flags owner; }"),
 	    0);
-	retry_ms = apply_then_decide(k, &c, true, &rep, retry_ms);
-	assert_true(rep.nat_failed);
-	assert_false(rep.nat_changed);
-	assert_int_equal(rep.routes_failed + rep.links_failed, 0);
+	unsigned retry_ms = apply_then_decide(f, true, 0);
+	assert_true(f->rep.nat_failed);
+	assert_false(f->rep.nat_changed);
+	assert_int_equal(f->rep.routes_failed + f->rep.links_failed, 0);
 	assert_int_equal(retry_ms, 1000);
 	nft_ctx_free(owner);
-	retry_ms = apply_then_decide(k, &c, false, &rep, retry_ms);
-	assert_false(rep.nat_failed);
-	assert_true(rep.nat_changed);
+	retry_ms = apply_then_decide(f, false, retry_ms);
+	assert_false(f->rep.nat_failed);
+	assert_true(f->rep.nat_changed);
 	assert_int_equal(retry_ms, 0);
 	char *t = out("nft list table inet %s", NETSYNC_NAT_TABLE);
 	assert_true(has_line(t, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
 	free(t);
-
-	/* The socket failed: the same waits. */
-	assert_int_equal(netsync_retry_after(-EIO, NULL, 0), 1000);
-	assert_int_equal(netsync_retry_after(-EIO, NULL, 1000), 2000);
-	assert_int_equal(netsync_retry_after(-EIO, NULL, 30000), 30000);
-	netsync_kernel_free(k);
 }
 
 int main(void)
@@ -910,10 +901,12 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_applier),
-	    cmocka_unit_test(test_vxlan_rebuilt),
-	    cmocka_unit_test(test_foreign_route_kept),
-	    cmocka_unit_test(test_tunl0_foreign_addresses),
-	    cmocka_unit_test(test_retry_after_failure),
+	    cmocka_unit_test_setup_teardown(test_vxlan_rebuilt, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_foreign_route_kept, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_tunl0_foreign_addresses, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_route, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_device, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_nat, fix_setup, fix_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
