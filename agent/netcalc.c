@@ -352,7 +352,6 @@ static void block_routes(struct builder *b)
 static void borrowed_routes(struct builder *b)
 {
 	const struct netcalc_input *in = b->in;
-	char ip[IPAM_ADDR_STRLEN];
 	for (unsigned i = 0; i < in->n_allocs && b->err == 0; i++) {
 		const struct netcalc_alloc *al = &in->allocs[i];
 		if (strcmp(al->node, in->self) == 0) {
@@ -360,9 +359,13 @@ static void borrowed_routes(struct builder *b)
 		}
 		const struct netcalc_node *n = find_node(in, al->node);
 		if (n == NULL) {
+			/* One note per node, not per address: a node removed with its addresses
+			 * left behind can hold thousands, and every note is compared with every
+			 * other (here and by the caller's log-once set). */
 			note(b,
-			     "address %s is held by %s, which has no node resource: no route to it",
-			     ipam_addr_format(&al->addr, ip), al->node);
+			     "addresses are held by %s, which has no node resource: no routes to "
+			     "them",
+			     al->node);
 			continue;
 		}
 		struct ipam_cidr dst = {.addr = al->addr,

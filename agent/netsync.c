@@ -14,7 +14,10 @@
  * (Felix's RouteRefreshInterval) the apply is full: it reads what the kernel holds of ours and
  * fixes everything, so a route deleted by hand or a device changed under us comes back, and a
  * restarted agent, which has no memory, finds its old routes equal to the ones it wants and leaves
- * them alone: established traffic never sees a route disappear.
+ * them alone: established traffic never sees a route disappear. An apply that left something
+ * undone (the kernel refused a route, a device or the NAT table) is tried again 1 s later, then
+ * after a wait that doubles up to 30 s while it keeps failing, since nothing else would ask again
+ * before the refresh.
  *
  * Where. The kernel work runs on the loop thread with one libnl-route socket opened at start.
  * Routes are few (a block per host, a /32 per borrowed address or local workload), a netlink
@@ -65,7 +68,8 @@
 #include "policy/policy.h"
 
 #define REFRESH_MS     90000 /* Felix's RouteRefreshInterval */
-#define RETRY_MS       1000
+#define RETRY_MS       1000  /* the first retry after an apply that left something undone */
+#define RETRY_MAX_MS   30000 /* the longest wait between retries */
 #define REQ_RETRY_MS   10000
 #define IPV6_PRIO_DEF  1024 /* the metric the kernel gives an IPv6 route added without one */
 #define NETSYNC_NL_BUF (64u * 1024) /* a datagram's most (32 KiB), and room for one message */
@@ -121,6 +125,16 @@ static void check_fatal(struct netsync_kernel *k, int nlerr)
 	if (nlerr == -NLE_BAD_SOCK || nlerr == -NLE_NOMEM || nlerr == -NLE_DUMP_INTR ||
 	    nlerr == -NLE_MSG_OVERFLOW) {
 		k->fatal = nlerr == -NLE_NOMEM ? -ENOMEM : -EIO;
+	}
+}
+
+/* A device, an address or an FDB or neighbour entry the kernel refused (reported already): the
+ * report says so, so that the caller tries again soon. */
+static void link_failed(struct netsync_kernel *k, int nlerr)
+{
+	check_fatal(k, nlerr);
+	if (k->rep) {
+		k->rep->links_failed++;
 	}
 }
 
@@ -199,9 +213,9 @@ static int link_lookup(struct netsync_kernel *k, int ifindex, const char *name,
 
 /*
  * Make the device ifindex hold exactly want (/32 or /128) among its addresses of family; with
- * only_in (not NULL) delete only addresses inside those pools (tunl0 when IP-in-IP is no longer
- * wanted: the device is the kernel's, only the pool addresses were ours). IPv6 link-local
- * addresses are the kernel's and always stay.
+ * only_in (not NULL) delete only addresses inside those pools (tunl0: the device is the kernel's,
+ * and of its addresses only those from a pool can be ours). IPv6 link-local addresses are the
+ * kernel's and always stay.
  */
 static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
                        const struct ipam_addr *want, const struct ipam_cidr *only_in,
@@ -213,7 +227,7 @@ static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
 	int rv = rtnl_addr_alloc_cache(k->sk, &cache);
 	if (rv < 0) {
 		problem(k, "cannot list the addresses of %s: %s", dev, nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 		return;
 	}
 	for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
@@ -246,7 +260,7 @@ static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
 		if (rv < 0 && rv != -NLE_OBJ_NOTFOUND && rv != -NLE_NOADDR) {
 			problem(k, "cannot delete address %s from %s: %s", ipam_addr_format(&a, ip),
 			        dev, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 		} else if (k->rep) {
 			k->rep->links_changed++;
 		}
@@ -271,7 +285,7 @@ static void sync_addrs(struct netsync_kernel *k, int ifindex, int family,
 	if (rv < 0) {
 		problem(k, "cannot add address %s to %s: %s", ipam_addr_format(want, ip), dev,
 		        nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 	} else if (k->rep) {
 		k->rep->links_changed++;
 	}
@@ -307,7 +321,7 @@ static void link_settings(struct netsync_kernel *k, struct rtnl_link *l, unsigne
 		int rv = rtnl_link_change(k->sk, l, ch, 0);
 		if (rv < 0) {
 			problem(k, "cannot set up %s (MTU %u, up): %s", dev, mtu, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 		} else if (k->rep) {
 			k->rep->links_changed++;
 		}
@@ -315,6 +329,18 @@ static void link_settings(struct netsync_kernel *k, struct rtnl_link *l, unsigne
 out:
 	nl_addr_put(m);
 	rtnl_link_put(ch);
+}
+
+/* A tunnel device was created or deleted. The kernel drops every route through a device it
+ * deletes, and the last apply's list of routes still counts them as held: an incremental pass
+ * would find them unchanged and leave them out until the next refresh. So this apply's route pass
+ * reads the kernel's table instead of trusting the list. */
+static void tunnel_rebuilt(struct netsync_kernel *k)
+{
+	k->routes_known = false;
+	if (k->rep) {
+		k->rep->links_changed++;
+	}
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -361,7 +387,7 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 			        "cannot create %s for IP-in-IP: %s (is the ipip kernel module "
 			        "available?)",
 			        NETCALC_IPIP_DEV, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 			return;
 		}
 		if (link_lookup(k, 0, NETCALC_IPIP_DEV, &l) < 0) {
@@ -369,14 +395,14 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 		}
 		if (l == NULL) {
 			problem(k, "%s did not appear after creating it", NETCALC_IPIP_DEV);
+			link_failed(k, 0);
 			return;
 		}
-		if (k->rep) {
-			k->rep->links_changed++;
-		}
+		tunnel_rebuilt(k);
 	}
 	link_settings(k, l, ip->mtu, NULL, NETCALC_IPIP_DEV);
-	sync_addrs(k, rtnl_link_get_ifindex(l), 4, &ip->addr, NULL, 0, NETCALC_IPIP_DEV);
+	sync_addrs(k, rtnl_link_get_ifindex(l), 4, &ip->addr, want->all_pools, want->n_all_pools,
+	           NETCALC_IPIP_DEV);
 	rtnl_link_put(l);
 	k->ipip = *ip;
 	k->ipip_known = k->fatal == 0;
@@ -458,9 +484,9 @@ static void vx_create(struct netsync_kernel *k, const struct netcalc_vxlan *vx)
 	int rv = vx_add(k->sk, vx);
 	if (rv < 0) {
 		problem(k, "cannot create the VXLAN device %s: %s", vx->dev, nl_geterror(rv));
-		check_fatal(k, rv);
-	} else if (k->rep) {
-		k->rep->links_changed++;
+		link_failed(k, rv);
+	} else {
+		tunnel_rebuilt(k);
 	}
 }
 
@@ -515,7 +541,7 @@ static void vx_peers(struct netsync_kernel *k, int ifindex, const struct netcalc
 	int rv = rtnl_neigh_alloc_cache(k->sk, &cache);
 	if (rv < 0) {
 		problem(k, "cannot list the neighbours of %s: %s", vx->dev, nl_geterror(rv));
-		check_fatal(k, rv);
+		link_failed(k, rv);
 		return;
 	}
 	/* Stale permanent entries go; the kernel's own (reachable, stale, ...) stay. */
@@ -537,7 +563,7 @@ static void vx_peers(struct netsync_kernel *k, int ifindex, const struct netcalc
 		if (rv < 0 && rv != -NLE_OBJ_NOTFOUND) {
 			problem(k, "cannot delete a stale %s entry of %s: %s",
 			        fdb ? "FDB" : "neighbour", vx->dev, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 		} else if (k->rep) {
 			k->rep->links_changed++;
 		}
@@ -560,7 +586,7 @@ static void vx_peers(struct netsync_kernel *k, int ifindex, const struct netcalc
 				        fdb ? "FDB" : "neighbour",
 				        ipam_addr_format(&vx->peers[i].vtep, ip), vx->dev,
 				        nl_geterror(rv));
-				check_fatal(k, rv);
+				link_failed(k, rv);
 			}
 		}
 	}
@@ -586,12 +612,10 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 		l = NULL;
 		if (rv < 0 && rv != -NLE_OBJ_NOTFOUND && rv != -NLE_NODEV) {
 			problem(k, "cannot delete %s: %s", vx->dev, nl_geterror(rv));
-			check_fatal(k, rv);
+			link_failed(k, rv);
 			return;
 		}
-		if (k->rep) {
-			k->rep->links_changed++;
-		}
+		tunnel_rebuilt(k);
 	}
 	if (vx->wanted && l == NULL) {
 		vx_create(k, vx);
@@ -846,6 +870,19 @@ static struct rtnl_route *kernel_host_route(struct netsync_kernel *k, const stru
 	return kr;
 }
 
+/* The protocol of the kernel's route for r's destination (main table, default priority), or -1
+ * when there is none or no answer. */
+static int kernel_proto(struct netsync_kernel *k, const struct netcalc_route *r)
+{
+	struct rtnl_route *own = kernel_host_route(k, r);
+	struct rtnl_route *cur = own != NULL ? own : kernel_route_for(k, r);
+	int proto = cur != NULL ? rtnl_route_get_protocol(cur) : -1;
+	if (own != NULL) {
+		rtnl_route_put(own); /* the listing's routes belong to its cache */
+	}
+	return proto;
+}
+
 enum install { INST_OK, INST_SKIPPED, INST_FAILED };
 
 /* kr, the kernel's route for r's destination, is already r through the device ifindex: ours,
@@ -866,10 +903,10 @@ static bool kernel_holds(struct rtnl_route *kr, const struct netcalc_route *r, i
 }
 
 /*
- * Put r into the kernel. ours: a route of ours holds the destination (replace it in place).
- * Otherwise add exclusively, so that a foreign route for the same destination is never replaced;
- * when one is there and it turns out to be ours after all (the CNI wiring added the workload
- * route a moment ago), replace it.
+ * Put r into the kernel. ours: the kernel's route for the destination is ours (replace it in
+ * place). Otherwise add exclusively, so that a foreign route for the same destination is never
+ * replaced; when one is there and it turns out to be ours after all (the CNI wiring added the
+ * workload route a moment ago), replace it.
  */
 static enum install install(struct netsync_kernel *k, const struct netcalc_route *r, bool ours)
 {
@@ -886,6 +923,9 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 				return INST_SKIPPED; /* the wiring has not made the veth yet */
 			}
 			problem(k, "cannot add route %s: device %s does not exist", what, r->dev);
+			if (k->rep) {
+				k->rep->routes_failed++;
+			}
 			return INST_FAILED;
 		}
 		ifindex = rtnl_link_get_ifindex(l);
@@ -918,20 +958,14 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 	}
 	int rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | (ours ? NLM_F_REPLACE : NLM_F_EXCL));
 	if (rv == -NLE_EXIST && !ours) {
-		struct rtnl_route *own = kernel_host_route(k, r);
-		struct rtnl_route *cur = own != NULL ? own : kernel_route_for(k, r);
-		bool is_ours = cur != NULL && rtnl_route_get_protocol(cur) == TABBY_RTPROT;
-		unsigned proto = cur != NULL ? rtnl_route_get_protocol(cur) : 0;
-		if (own != NULL) {
-			rtnl_route_put(own); /* the listing's routes belong to its cache */
-		}
-		if (is_ours) {
+		int proto = kernel_proto(k, r);
+		if (proto == TABBY_RTPROT) {
 			ours = true;
 			rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | NLM_F_REPLACE);
-		} else if (cur != NULL) {
+		} else if (proto >= 0) {
 			problem(k,
 			        "cannot add route %s: a route for the same destination with "
-			        "protocol %u (not Tabby's) "
+			        "protocol %d (not Tabby's) "
 			        "is in the way; leaving it",
 			        what, proto);
 			rtnl_route_put(kr);
@@ -979,6 +1013,9 @@ static bool remove_route(struct netsync_kernel *k, const struct netcalc_route *r
 		problem(k, "cannot delete route %s: %s", netcalc_route_format(r, what, sizeof what),
 		        nl_geterror(rv));
 		check_fatal(k, rv);
+		if (k->rep) {
+			k->rep->routes_failed++;
+		}
 		return false;
 	}
 	if (k->rep && rv >= 0) {
@@ -1026,14 +1063,18 @@ static void routes_diff(struct netsync_kernel *k, const struct netcalc_state *wa
 			held[(*n_held)++] = *w;
 			continue;
 		}
-		enum install r = install(k, w, h != NULL);
+		/* The last apply's list says only that the destination was ours then: a foreign
+		 * route may have taken it since, and replacing without looking would overwrite it.
+		 */
+		bool ours = h != NULL && kernel_proto(k, w) == TABBY_RTPROT;
+		enum install r = install(k, w, ours);
 		if (r == INST_OK) {
 			held[(*n_held)++] = *w;
 			if (h != NULL) {
 				gone(k, h, w);
 			}
 		} else if (h != NULL) {
-			held[(*n_held)++] = *h; /* still there */
+			held[(*n_held)++] = *h; /* tried again next time */
 		}
 	}
 	for (unsigned i = 0; i < k->n_held; i++) {
@@ -1341,6 +1382,9 @@ static void sync_nat(struct netsync_kernel *k, const struct netcalc_state *want,
 		        NETSYNC_NAT_TABLE, err);
 		free(text);
 		k->nat_known = false;
+		if (k->rep) {
+			k->rep->nat_failed = true;
+		}
 		return;
 	}
 	if (k->rep && !same && (text != NULL || k->nat != NULL)) {
@@ -1439,6 +1483,17 @@ int netsync_kernel_apply(struct netsync_kernel *k, const struct netcalc_state *w
 		k->vx[0].known = k->vx[1].known = false;
 	}
 	return k->fatal;
+}
+
+unsigned netsync_retry_after(int rv, const struct netsync_report *rep, unsigned prev_ms)
+{
+	if (rv == 0 && rep->routes_failed == 0 && rep->links_failed == 0 && !rep->nat_failed) {
+		return 0;
+	}
+	if (prev_ms < RETRY_MS) {
+		return RETRY_MS;
+	}
+	return prev_ms >= RETRY_MAX_MS / 2 ? RETRY_MAX_MS : 2 * prev_ms;
 }
 
 static int write_sysctl(const char *path, bool optional, char *err, size_t errlen)
@@ -1704,7 +1759,8 @@ struct netsync {
 	uv_timer_t refresh; /* every REFRESH_MS: a full apply */
 	struct store_watch watch[N_WATCHES];
 	bool watching[N_WATCHES];
-	bool full; /* the next apply is full */
+	bool full;         /* the next apply is full */
+	unsigned retry_ms; /* the wait before the pending retry (netsync_retry_after()), or 0 */
 	bool stopping;
 	/* Lines already logged (notes of the calculation, problems of the applier); a line is
 	 * logged again only after it went away once. */
@@ -1735,16 +1791,23 @@ static void recompute_cb(uv_timer_t *t);
 /* The longest a change waits for local CNI wirings (see schedule_change()). */
 #define WIRING_WAIT_MS 20
 
-static void schedule(struct netsync *ns)
+/* The recompute runs in ms at the latest. One timer serves every reason (a change, a retry, a
+ * tunnel address request's wait), so a reason never pushes back one that is due sooner, and
+ * brings forward one that is due later. */
+static void arm(struct netsync *ns, uint64_t ms)
 {
 	if (ns->stopping) {
 		return;
 	}
-	/* A pending retry (a delayed start) is brought forward. */
-	if (uv_is_active((uv_handle_t *)&ns->timer) && uv_timer_get_due_in(&ns->timer) == 0) {
+	if (uv_is_active((uv_handle_t *)&ns->timer) && uv_timer_get_due_in(&ns->timer) <= ms) {
 		return;
 	}
-	uv_timer_start(&ns->timer, recompute_cb, 0, 0);
+	uv_timer_start(&ns->timer, recompute_cb, ms, 0);
+}
+
+static void schedule(struct netsync *ns)
+{
+	arm(ns, 0);
 }
 
 /*
@@ -1764,8 +1827,8 @@ static void schedule_change(struct netsync *ns)
 	}
 	if (ns->a->wiring == 0) {
 		schedule(ns);
-	} else if (!uv_is_active((uv_handle_t *)&ns->timer)) {
-		uv_timer_start(&ns->timer, recompute_cb, WIRING_WAIT_MS, 0);
+	} else {
+		arm(ns, WIRING_WAIT_MS);
 	}
 }
 
@@ -2062,9 +2125,7 @@ static void req_done(struct store_write *w, int status, const struct kv_result *
 	          : r->message             ? r->message
 	                                   : "the command was refused");
 	ns->req_after[rc->which] = uv_now(ns->a->loop) + REQ_RETRY_MS;
-	if (!uv_is_active((uv_handle_t *)&ns->timer)) {
-		uv_timer_start(&ns->timer, recompute_cb, REQ_RETRY_MS, 0);
-	}
+	arm(ns, REQ_RETRY_MS);
 out:
 	ipam_reply_free(&rep);
 	free(rc);
@@ -2074,7 +2135,14 @@ static void request_tunnel(struct netsync *ns, int which, const struct netcalc_t
                            int family)
 {
 	struct agent *a = ns->a;
-	if (!tr->wanted || ns->req_inflight[which] || uv_now(a->loop) < ns->req_after[which]) {
+	uint64_t now = uv_now(a->loop);
+	if (!tr->wanted || ns->req_inflight[which]) {
+		return;
+	}
+	if (now < ns->req_after[which]) {
+		/* Not yet: come back when the wait is over. req_done() armed the timer for it,
+		 * but a recompute due sooner (this one) may have taken that timer. */
+		arm(ns, ns->req_after[which] - now);
 		return;
 	}
 	struct req_ctx *rc = calloc(1, sizeof *rc);
@@ -2112,7 +2180,8 @@ static void request_tunnel(struct netsync *ns, int which, const struct netcalc_t
 	if (rv != STORE_OK) {
 		agent_log("routes: cannot propose a tunnel address for handle %s: %s", rc->handle,
 		          store_strerror(rv));
-		ns->req_after[which] = uv_now(a->loop) + REQ_RETRY_MS;
+		ns->req_after[which] = now + REQ_RETRY_MS;
+		arm(ns, REQ_RETRY_MS);
 		free(rc);
 		return;
 	}
@@ -2168,9 +2237,10 @@ static void recompute_cb(uv_timer_t *t)
 		a->netsync_recomputes++;
 	}
 	if (rv != 0) {
-		agent_log("routes: cannot read the state (%s); retrying",
-		          rv == -ENOMEM ? "out of memory" : "store error");
-		uv_timer_start(&ns->timer, recompute_cb, RETRY_MS, 0);
+		ns->retry_ms = netsync_retry_after(rv, NULL, ns->retry_ms);
+		agent_log("routes: cannot read the state (%s); trying again in %u ms",
+		          rv == -ENOMEM ? "out of memory" : "store error", ns->retry_ms);
+		arm(ns, ns->retry_ms);
 		return;
 	}
 	for (unsigned i = 0; i < st.n_notes; i++) {
@@ -2184,11 +2254,17 @@ static void recompute_cb(uv_timer_t *t)
 	rv = netsync_kernel_apply(ns->k, &st, full, &rep);
 	netcalc_state_free(&st);
 	rotate_lines(ns);
+	/* What the kernel refused is not asked again by anything else before the refresh (a
+	 * transient refusal at start would leave this host without NAT or a route for 90 s);
+	 * the problems were logged, once each. */
+	ns->retry_ms = netsync_retry_after(rv, &rep, ns->retry_ms);
+	if (ns->retry_ms != 0) {
+		arm(ns, ns->retry_ms);
+	}
 	if (rv != 0) {
-		agent_log("routes: the kernel did not answer (%s); reading it again in a second",
-		          strerror(-rv));
+		agent_log("routes: the kernel did not answer (%s); reading it again in %u ms",
+		          strerror(-rv), ns->retry_ms);
 		ns->full = true;
-		uv_timer_start(&ns->timer, recompute_cb, RETRY_MS, 0);
 		return;
 	}
 	ns->full = false;

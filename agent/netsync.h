@@ -38,24 +38,40 @@ void netsync_kernel_free(struct netsync_kernel *k);
 
 /* What one apply did. */
 struct netsync_report {
-	unsigned routes_added, routes_replaced, routes_deleted, routes_failed;
-	unsigned
-	    links_changed; /* devices created, changed or deleted, addresses, FDB, neighbours */
+	unsigned routes_added, routes_replaced, routes_deleted;
+	/* Routes the kernel refused to add or delete, held by a foreign route, or through a device
+	 * that is not there. */
+	unsigned routes_failed;
+	/* Devices created, changed or deleted, addresses, FDB and neighbour entries. */
+	unsigned links_changed;
+	unsigned links_failed; /* the same, refused by the kernel */
 	bool nat_changed;
+	bool nat_failed; /* the NAT table could not be loaded or deleted */
 };
 
 /*
  * Make the kernel hold want. full: read what the kernel holds (our routes, our devices, their
  * entries, the NAT table) and fix every difference; otherwise compare want with what the last
- * apply left and change only that. Routes equal to the wanted ones are never touched, and a
- * wrong route is replaced in place (never deleted first), so traffic that uses it sees no gap.
- * Local workload routes whose interface does not exist (yet) are skipped, silently. Returns 0
- * when the kernel answered (individual refusals are problems, and are tried again by the next
- * apply), or a negative errno when the netlink socket itself failed (then the next apply should
- * be full); rep (may be NULL) counts what changed.
+ * apply left and change only that (but the routes are read in full when this apply created or
+ * deleted a tunnel device, which takes its routes with it). Routes equal to the wanted ones are
+ * never touched, and a wrong route is replaced in place (never deleted first), so traffic that uses
+ * it sees no gap. Local workload routes whose interface does not exist (yet) are skipped, silently.
+ * Returns 0 when the kernel answered (individual refusals are problems, and are tried again by the
+ * next apply), or a negative errno when the netlink socket itself failed (then the next apply
+ * should be full); rep (may be NULL) counts what changed.
  */
 int netsync_kernel_apply(struct netsync_kernel *k, const struct netcalc_state *want, bool full,
                          struct netsync_report *rep);
+
+/*
+ * When to apply again after an apply that returned rv and reported rep (NULL when rv is not 0),
+ * in ms: 0 when it left nothing undone (nothing to do before the next change or refresh);
+ * otherwise 1 s after a complete apply (prev_ms, what the previous call returned, is 0) and
+ * twice prev_ms after another incomplete one, up to 30 s, so that a refusal that lasts costs a try
+ * every 30 s rather than a busy loop. Every failure counts, socket or not: an incremental apply
+ * retries what the kernel refused, and nothing else would until the 90 s refresh.
+ */
+unsigned netsync_retry_after(int rv, const struct netsync_report *rep, unsigned prev_ms);
 
 /* net.ipv4.ip_forward=1 and net.ipv6.conf.all.forwarding=1 (this host routes between
  * containers). Returns 0 or a negative errno with one line in err; a host without IPv6 is not an

@@ -17,6 +17,15 @@
  *   route of ours changed by hand;
  * - IP-in-IP through tunl0 when the kernel has the ipip module (skipped, and said, otherwise);
  * - when no pool asks for a tunnel or NAT, the VXLAN device and the NAT table go.
+ * Each further case has an applier in a namespace of its own (fix_setup()):
+ * - vxlan.tabby rebuilt by an incremental apply gets its routes back in that apply;
+ * - a foreign route that took a destination the last apply held is left by an incremental apply
+ *   that changes the route there, and reported;
+ * - with IP-in-IP wanted, an address on tunl0 outside every pool stays (a veth named tunl0 stands
+ *   in for the device when the kernel has no ipip module);
+ * - an apply that a refused route, device or NAT table left incomplete asks to be tried again
+ *   (netsync_retry_after()) after 1 s, doubling up to 30 s while the refusal lasts, and a complete
+ *   apply asks for nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,6 +41,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <nftables/libnftables.h>
 
 #include "agent/netcalc.h"
 #include "agent/netsync.h"
@@ -329,8 +340,22 @@ static char *mac_text(const char *node, char *buf)
 	return buf;
 }
 
+/* A network namespace of its own for the test that calls it (what an earlier test left does not
+ * matter), holding host a of cluster_init(): ext0 on the underlay and one workload veth. */
+static void host_setup(void)
+{
+	assert_int_equal(unshare(CLONE_NEWNET), 0);
+	assert_int_equal(sh("ip link set lo up && ip link add ext0 type veth peer name ext0p && "
+	                    "ip link set ext0 up && ip link set ext0p up && "
+	                    "ip addr add 10.99.0.11/24 dev ext0 && "
+	                    "ip addr add fd00:99::11/64 dev ext0 nodad && "
+	                    "ip link add cali0001 type veth peer name wl0001 && "
+	                    "ip link set cali0001 up && ip link set wl0001 up"),
+	                 0);
+}
+
 /* ------------------------------------------------------------------------------------------ */
-/* The test                                                                                    */
+/* The tests                                                                                   */
 
 static void check_first_state(void)
 {
@@ -428,21 +453,16 @@ static void test_applier(void **state)
 	struct cluster c;
 	cluster_init(&c);
 
+	/* The host, and two foreign routes. */
+	host_setup();
+	assert_int_equal(sh("ip route add 10.77.0.0/24 via 10.99.0.1 proto static && "
+	                    "ip route add 10.64.5.0/26 via 10.99.0.1 proto static"),
+	                 0);
+
 	assert_int_equal(netsync_kernel_forwarding(err, sizeof err), 0);
 	char *v = out("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding");
 	assert_string_equal(v, "1\n1\n");
 	free(v);
-
-	/* The host: ext0 on the underlay, one workload veth, two foreign routes. */
-	assert_int_equal(sh("ip link set lo up && ip link add ext0 type veth peer name ext0p && "
-	                    "ip link set ext0 up && ip link set ext0p up && "
-	                    "ip addr add 10.99.0.11/24 dev ext0 && "
-	                    "ip addr add fd00:99::11/64 dev ext0 nodad && "
-	                    "ip link add cali0001 type veth peer name wl0001 && "
-	                    "ip link set cali0001 up && ip link set wl0001 up && "
-	                    "ip route add 10.77.0.0/24 via 10.99.0.1 proto static && "
-	                    "ip route add 10.64.5.0/26 via 10.99.0.1 proto static"),
-	                 0);
 
 	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &seen, &k, err, sizeof err), 0);
 	apply(k, &c, true, &rep);
@@ -638,6 +658,235 @@ static void test_applier(void **state)
 	netsync_kernel_free(k);
 }
 
+/* One of the cases below: an applier in a namespace of its own holding host a (host_setup()). */
+struct fix {
+	struct seen seen;
+	struct netsync_kernel *k;
+	struct netsync_report rep;
+	struct cluster c;
+};
+
+static int fix_setup(void **state)
+{
+	char err[256];
+	struct fix *f = calloc(1, sizeof *f);
+	assert_non_null(f);
+	cluster_init(&f->c);
+	host_setup();
+	assert_int_equal(netsync_kernel_new(on_gone, on_problem, &f->seen, &f->k, err, sizeof err),
+	                 0);
+	*state = f;
+	return 0;
+}
+
+static int fix_teardown(void **state)
+{
+	struct fix *f = *state;
+	netsync_kernel_free(f->k);
+	free(f);
+	return 0;
+}
+
+/* vxlan.tabby rebuilt by an incremental apply (this host's address moved, and with it the
+ * device's local address): the kernel takes the routes through the old device with it, and the
+ * same apply puts them back. */
+static void test_vxlan_rebuilt(void **state)
+{
+	struct fix *f = *state;
+	apply(f->k, &f->c, true, &f->rep);
+	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
+	free(r4);
+
+	f->c.nodes[0].ip4.addr = A("10.99.0.21");
+	apply(f->k, &f->c, false, &f->rep);
+	char *l = out("ip -d link show vxlan.tabby");
+	assert_true(has_line(l, "local 10.99.0.21", NULL));
+	free(l);
+	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	fprintf(stderr, "after vxlan.tabby was rebuilt:\n%s", r4);
+	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
+	free(r4);
+	assert_int_equal(f->rep.routes_added, 1);
+	assert_int_equal(f->rep.routes_failed, 0);
+	assert_int_equal(f->seen.n_problems, 0);
+
+	/* The next incremental apply finds everything in place. */
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.routes_added + f->rep.routes_replaced + f->rep.routes_deleted, 0);
+	assert_int_equal(f->rep.links_changed, 0);
+}
+
+/* A foreign route took a destination the last apply held, and then the route we want there
+ * changes: an incremental apply leaves the foreign route and reports it, as a full one does. */
+static void test_foreign_route_kept(void **state)
+{
+	struct fix *f = *state;
+	apply(f->k, &f->c, true, &f->rep);
+	assert_int_equal(sh("ip route del 10.64.0.64/26 proto %d && "
+	                    "ip route add 10.64.0.64/26 via 10.99.0.1 proto static",
+	                    TABBY_RTPROT),
+	                 0);
+
+	/* b moves: its block and its borrowed address get another gateway. */
+	f->c.nodes[1].ip4.addr = A("10.99.0.22");
+	apply(f->k, &f->c, false, &f->rep);
+	char *r4 = out("ip -4 route show");
+	fprintf(stderr, "after b moved:\n%s", r4);
+	assert_true(has_line(r4, "10.64.0.64/26 via 10.99.0.1", "proto static", NULL));
+	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.22", "proto 116", NULL));
+	free(r4);
+	assert_int_equal(f->rep.routes_replaced, 1);
+	assert_int_equal(f->rep.routes_failed, 1);
+	assert_true(problem_has(&f->seen, "10.64.0.64/26"));
+	assert_true(problem_has(&f->seen, "not Tabby's"));
+
+	/* Still left by the next apply; once the foreign route goes, the next apply adds ours. */
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.routes_failed, 1);
+	r4 = out("ip -4 route show 10.64.0.64/26");
+	assert_true(has_line(r4, "via 10.99.0.1", "proto static", NULL));
+	free(r4);
+	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.routes_added, 1);
+	assert_int_equal(f->rep.routes_failed, 0);
+	r4 = out("ip -4 route show 10.64.0.64/26");
+	assert_true(has_line(r4, "via 10.99.0.22", "proto 116", NULL));
+	free(r4);
+}
+
+/* tunl0 is the kernel's device, and other software puts addresses on it too: with IP-in-IP
+ * wanted, only the addresses in a pool are ours to take away. Without the ipip module (tunl0
+ * cannot be made) a veth named tunl0 stands in for it: the applier takes the device it finds
+ * under that name, whatever its kind, and only its addresses are checked here. */
+static void test_tunl0_foreign_addresses(void **state)
+{
+	struct fix *f = *state;
+	if (sh("ip link show tunl0 >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "IP-in-IP: no ipip module; a veth named tunl0 stands in\n");
+		assert_int_equal(sh("ip link add tunl0 type veth peer name tunl0p"), 0);
+	}
+	/* A foreign address, and a stale one from the pool (an earlier tunnel address). */
+	assert_int_equal(sh("ip addr add 192.168.77.1/32 dev tunl0 && "
+	                    "ip addr add 10.64.0.99/32 dev tunl0"),
+	                 0);
+	f->c.pools[0].vxlan = IPAM_ENCAP_NEVER;
+	f->c.pools[0].ipip = IPAM_ENCAP_ALWAYS;
+
+	/* No tunnel address yet. */
+	apply(f->k, &f->c, true, &f->rep);
+	char *a = out("ip -4 addr show dev tunl0");
+	fprintf(stderr, "tunl0 without a tunnel address:\n%s", a);
+	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
+	assert_false(has_line(a, "10.64.0.99", NULL));
+	free(a);
+
+	/* The tunnel address comes. */
+	f->c.nodes[0].ipip = A("10.64.0.5");
+	apply(f->k, &f->c, false, &f->rep);
+	a = out("ip -4 addr show dev tunl0");
+	fprintf(stderr, "tunl0 with its tunnel address:\n%s", a);
+	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
+	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
+	free(a);
+	/* A full apply agrees. */
+	apply(f->k, &f->c, true, &f->rep);
+	a = out("ip -4 addr show dev tunl0");
+	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
+	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
+	free(a);
+}
+
+/*
+ * Refusals that leave the socket working (a route in the way, a device the kernel will not make,
+ * the NAT table held by another program) are tried again soon: after 1 s, then after a wait that
+ * doubles up to 30 s while they last, and not at all once an apply is complete. Each case applies,
+ * then takes the decision the agent's recompute takes after an apply (netsync_retry_after()),
+ * given the decision after the apply before: the wait before the next try, or 0 for none before
+ * the next change or refresh.
+ */
+static unsigned apply_then_decide(struct fix *f, bool full, unsigned prev_ms)
+{
+	apply(f->k, &f->c, full, &f->rep);
+	return netsync_retry_after(0, &f->rep, prev_ms);
+}
+
+static void test_retry_route(void **state)
+{
+	struct fix *f = *state;
+	/* A foreign route holds b's block. */
+	assert_int_equal(sh("ip route add 10.64.0.64/26 via 10.99.0.1 proto static"), 0);
+	unsigned retry_ms = apply_then_decide(f, true, 0);
+	assert_int_equal(f->rep.routes_failed, 1);
+	assert_int_equal(retry_ms, 1000);
+	/* It lasts: each try waits twice as long, up to 30 s, never less than 1 s. */
+	static const unsigned waits[] = {2000, 4000, 8000, 16000, 30000, 30000};
+	for (unsigned i = 0; i < sizeof waits / sizeof waits[0]; i++) {
+		retry_ms = apply_then_decide(f, false, retry_ms);
+		assert_int_equal(f->rep.routes_failed, 1);
+		assert_int_equal(retry_ms, waits[i]);
+	}
+	/* It goes: the retry puts our route there, and nothing more is due. */
+	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
+	retry_ms = apply_then_decide(f, false, retry_ms);
+	assert_int_equal(f->rep.routes_added, 1);
+	assert_int_equal(f->rep.routes_failed, 0);
+	assert_int_equal(retry_ms, 0);
+	assert_int_equal(apply_then_decide(f, false, retry_ms), 0);
+	/* The socket failed: the same waits. */
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 0), 1000);
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 1000), 2000);
+	assert_int_equal(netsync_retry_after(-EIO, NULL, 30000), 30000);
+}
+
+static void test_retry_device(void **state)
+{
+	struct fix *f = *state;
+	/* Another program's VXLAN device has the VNI and port: vxlan.tabby cannot be made. */
+	assert_int_equal(sh("ip link add vxother type vxlan id 4096 dstport 4789 local 10.99.0.11 "
+	                    "nolearning"),
+	                 0);
+	unsigned retry_ms = apply_then_decide(f, true, 0);
+	assert_true(f->rep.links_failed > 0);
+	assert_true(problem_has(&f->seen, "cannot create the VXLAN device vxlan.tabby"));
+	assert_int_equal(retry_ms, 1000);
+	assert_int_equal(sh("ip link del vxother"), 0);
+	retry_ms = apply_then_decide(f, false, retry_ms);
+	assert_int_equal(f->rep.links_failed, 0);
+	assert_int_equal(f->rep.routes_failed, 0);
+	assert_int_equal(retry_ms, 0);
+	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
+	free(r4);
+}
+
+static void test_retry_nat(void **state)
+{
+	struct fix *f = *state;
+	/* A table with the owner flag can be changed only through the netlink socket that made
+	 * it, this test's, until that socket closes. */
+	struct nft_ctx *owner = nft_ctx_new(NFT_CTX_DEFAULT);
+	assert_non_null(owner);
+	assert_int_equal(nft_ctx_buffer_error(owner), 0);
+	assert_int_equal(
+	    nft_run_cmd_from_buffer(owner, "add table inet " NETSYNC_NAT_TABLE " { flags owner; }"),
+	    0);
+	unsigned retry_ms = apply_then_decide(f, true, 0);
+	assert_true(f->rep.nat_failed);
+	assert_false(f->rep.nat_changed);
+	assert_int_equal(f->rep.routes_failed + f->rep.links_failed, 0);
+	assert_int_equal(retry_ms, 1000);
+	nft_ctx_free(owner);
+	retry_ms = apply_then_decide(f, false, retry_ms);
+	assert_false(f->rep.nat_failed);
+	assert_true(f->rep.nat_changed);
+	assert_int_equal(retry_ms, 0);
+	char *t = out("nft list table inet %s", NETSYNC_NAT_TABLE);
+	assert_true(has_line(t, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
+	free(t);
+}
+
 int main(void)
 {
 	if (geteuid() != 0) {
@@ -652,6 +901,12 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_applier),
+	    cmocka_unit_test_setup_teardown(test_vxlan_rebuilt, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_foreign_route_kept, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_tunl0_foreign_addresses, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_route, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_device, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_nat, fix_setup, fix_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
