@@ -30,10 +30,12 @@
 #include "agent/resources.h"
 #include "ipam/ipam.h"
 
-#define RECONCILE_MS          1000
-#define DATAPLANE_RETRY_MS    200
-#define MAX_VOTERS            3
-#define REMOVE_GRACE_MS       2000
+#define RECONCILE_MS       1000
+#define DATAPLANE_RETRY_MS 200
+#define MAX_VOTERS         3
+#define REMOVE_GRACE_MS    2000
+/* In DATA_DIR of a member bootstrapped with --no-default-pools (see agent_main). */
+#define NO_DEFAULT_POOLS_FILE "no-default-pools"
 #define CHANGE_BACKOFF_MIN_MS 10000
 #define CHANGE_BACKOFF_MAX_MS 300000
 #define STOP_AFTER_REMOVAL_MS 10000
@@ -1466,6 +1468,13 @@ int agent_main(int argc, char **argv)
 		}
 		a->ipam_init_pending = a->id == 1; /* see init_ipam */
 		a->token_check = a->id == 1;       /* see check_bootstrap */
+		/* A bootstrap cut short is finished by a restart without flags: it must not
+		 * make the pools the operator declined. */
+		char marker[PATH_MAX];
+		snprintf(marker, sizeof marker, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
+		if (a->id == 1 && access(marker, F_OK) == 0) {
+			a->no_default_pools = true;
+		}
 	} else if (bootstrap) {
 		a->id = 1;
 		a->ipam_init_pending = true;
@@ -1487,6 +1496,14 @@ int agent_main(int argc, char **argv)
 		          "or --join IP:PORT --token TOKEN to join one",
 		          a->data_dir);
 		goto fail;
+	}
+	if (!restart && bootstrap && a->no_default_pools) {
+		char marker[PATH_MAX];
+		snprintf(marker, sizeof marker, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
+		if ((rv = write_file_atomic(marker, "", 0600)) != 0) {
+			agent_log("cannot write %s: %s", marker, strerror(-rv));
+			goto fail;
+		}
 	}
 	if (!restart && (rv = save_identity(a)) != 0) {
 		agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A first member killed right after it started, before its first records (its member record and
 # the join token) were committed, comes back without flags, writes them and publishes a token
-# that a second member joins with. And a first member whose token was committed but whose
+# that a second member joins with, and without the default pools its --no-default-pools declined.
+# And a first member whose token was committed but whose
 # join-token file is gone publishes the same token again when it restarts.
 #
 # The window: the agent saves its identity (node.json) and listens before its first election,
@@ -16,7 +17,7 @@ for round in 1 2 3 4 5; do
 	rm -rf "$WORK/data1"
 	: >"$WORK/agent1.log"
 	# a long election timeout: the records come a second after the agent listens
-	ELECTION_MS=1000 start_agent 1 --bootstrap
+	ELECTION_MS=1000 start_agent 1 --bootstrap --no-default-pools
 	kill_agent 1
 	[ -s "$WORK/data1/node.json" ] || fail "the agent listened before it saved node.json"
 	if [ ! -e "$WORK/data1/join-token" ]; then
@@ -31,6 +32,12 @@ start_agent 1
 wait_for "the join token after the restart" 15 test -s "$WORK/data1/join-token"
 grep -q "bootstrap was cut short" "$WORK/agent1.log" ||
 	fail "the restarted member did not say it repaired the bootstrap: $(cat "$WORK/agent1.log")"
+wait_for "IPAM to be initialised" 15 grep -q "IPAM initialised" "$WORK/agent1.log"
+grep -q "IPAM initialised: without default pools" "$WORK/agent1.log" ||
+	fail "the repaired bootstrap made default pools: $(grep 'IPAM initialised' "$WORK/agent1.log")"
+pools=$(curl -s --unix-socket "$(sock 1)" http://tabby/v1/ippools)
+[ "$pools" = '{"pools":[],"items":[]}' ] || fail "pools after the repaired bootstrap: $pools"
+log "ok: the repaired bootstrap kept --no-default-pools"
 first=$(token)
 kill_agent 1
 rm -f "$WORK/data1/join-token"
