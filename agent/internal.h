@@ -63,6 +63,10 @@ struct agent {
 	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */
 	uint64_t removing_since;
 	uint64_t record_gone_since; /* when this member saw its own record deleted */
+	/* A member removed while it was down never hears of it (see probe_removal in main.c). */
+	uint64_t leaderless_since, probe_at;
+	unsigned probe_next;
+	bool probe_inflight;
 	int exit_code;
 	int lock_fd; /* DATA_DIR/agent.lock, held with flock() while the agent runs; -1 before */
 

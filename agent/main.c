@@ -39,6 +39,8 @@
 #define CHANGE_BACKOFF_MIN_MS 10000
 #define CHANGE_BACKOFF_MAX_MS 300000
 #define STOP_AFTER_REMOVAL_MS 10000
+#define PROBE_AFTER_MS        10000 /* without a leader, before asking whether we were removed */
+#define PROBE_EVERY_MS        5000
 #define LEAK_GRACE_DEFAULT_MS (15 * 60 * 1000)
 #define LEAK_GRACE_MAX_MS     (30ull * 24 * 3600 * 1000)
 
@@ -615,6 +617,74 @@ static int cmp_member_id(const void *x, const void *y)
 	return a->id < b->id ? -1 : a->id > b->id;
 }
 
+/*
+ * A member removed while it was down never learns it from its replica: nobody sends a non-member
+ * anything, so it would wait for a leader for ever, serving stale reads. So a member that has
+ * known no leader for PROBE_AFTER_MS asks the others it knows of, one every PROBE_EVERY_MS, for
+ * their view (GET /v1/cluster); one that follows a leader and has no record of this member's id
+ * settles it.
+ */
+static void probe_done(int status, const uint8_t *body, size_t len, void *data)
+{
+	struct agent *a = data;
+	a->probe_inflight = false;
+	if (status != 200 || a->stopping) {
+		return; /* UV_ECANCELED at shutdown, or that member cannot say: ask another */
+	}
+	json_t *j = json_loadb((const char *)body, len, 0, NULL);
+	json_t *members = json_object_get(j, "members");
+	const char *leader = json_string_value(json_object_get(j, "leader"));
+	const char *who = json_string_value(json_object_get(j, "name"));
+	bool listed = false;
+	size_t i;
+	json_t *m;
+	json_array_foreach (members, i, m) {
+		json_int_t id = 0;
+		listed =
+		    listed || (json_unpack(m, "{s:I}", "id", &id) == 0 && (uint64_t)id == a->id);
+	}
+	if (leader != NULL && json_is_array(members) && json_array_size(members) > 0 && !listed) {
+		agent_log("this member was removed from the cluster while it was down (member %s, "
+		          "which follows leader %s, has no member id %llu); stopping (delete %s "
+		          "before joining this host again)",
+		          who ? who : "?", leader, (unsigned long long)a->id, a->data_dir);
+		a->stopping = true;
+		uv_stop(a->loop);
+	}
+	json_decref(j);
+}
+
+static void probe_removal(struct agent *a, const struct store_status *st)
+{
+	uint64_t now = uv_now(a->loop);
+	if (st->leader_id != 0 || a->bootstrap_pending) {
+		a->leaderless_since = 0;
+		return;
+	}
+	if (a->leaderless_since == 0) {
+		a->leaderless_since = now;
+	}
+	if (a->probe_inflight || now - a->leaderless_since < PROBE_AFTER_MS || now < a->probe_at) {
+		return;
+	}
+	struct member_rec *ms = NULL;
+	unsigned n = 0;
+	if (agent_members(a, &ms, &n) != STORE_OK || n < 2) {
+		free(ms);
+		return;
+	}
+	const struct member_rec *m = &ms[a->probe_next++ % n];
+	if (m->id == a->id) {
+		m = &ms[a->probe_next++ % n];
+	}
+	a->probe_at = now + PROBE_EVERY_MS;
+	if (http_client_request(a->client, m->api_address, "GET", "/v1/cluster", NULL, NULL, 0,
+	                        PROBE_EVERY_MS, probe_done, a) == 0) {
+		a->probe_inflight = true;
+	}
+	free(ms);
+}
+
 /* A removed member learns it from its own replica: its record is deleted first, and the leader
  * takes it out of raft's configuration REMOVE_GRACE_MS later, so the deletion reaches it while it
  * is still a member (nobody sends anything to a non-member). It stops STOP_AFTER_REMOVAL_MS after
@@ -649,6 +719,7 @@ static void reconcile(struct agent *a)
 		return;
 	}
 	/* A removed leader first hands leadership over (below); it stops once it follows. */
+	probe_removal(a, &st);
 	bool removed = removed_from_cluster(a);
 	if (removed && !st.ready) {
 		agent_log("this member was removed from the cluster; stopping (delete %s before "

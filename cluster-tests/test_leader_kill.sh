@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Three agents. A client writes 2,000 keys through all three agents while the leader is killed
 # with SIGKILL and later restarted. Afterwards every acknowledged write is present, with its
-# value, on every member, and `tabby cluster hash` agrees.
+# value, on every member, and `tabby cluster hash` agrees. Then a member removed while it is down
+# stops by itself when it comes back, saying why.
 source "$(dirname "$0")/lib.sh"
 hosts_up 3
 bootstrap_cluster 3
@@ -65,4 +66,17 @@ print("agent%s holds all %d acknowledged keys" % (sys.argv[3], len(acked)), file
 PY
 done
 tctl 1 cluster hash >&2
+
+# Removed while down: nobody tells a non-member anything, so it asks.
+L=$(leader_index 1)
+V=1
+[ "$V" = "$L" ] && V=2
+stop_agent "$V"
+tctl "$L" cluster remove "agent$V" >/dev/null || fail "cluster remove agent$V"
+wait_for "agent$V out of the configuration" 30 members_healthy "$L" 2
+start_agent "$V"
+wait_for "the removed agent$V to stop by itself" 40 agent_exited "$V"
+grep -q "this member was removed from the cluster while it was down (member agent[0-9]*, which follows leader agent$L, has no member id" "$WORK/agent$V.log" ||
+	fail "agent$V did not say why it stopped: $(tail -n 3 "$WORK/agent$V.log")"
+log "ok: a member removed while it was down stops when it comes back"
 pass
