@@ -215,6 +215,7 @@ struct builder {
 	json_t *root; /* the current document's root, once complete */
 	char *err;
 	size_t errlen;
+	size_t err_at; /* byte offset of the error, to compare it with JSON's */
 };
 
 static int fail_at(struct builder *b, yaml_mark_t m, const char *fmt, ...)
@@ -224,6 +225,8 @@ static int fail_at(struct builder *b, yaml_mark_t m, const char *fmt, ...)
 {
 	va_list ap;
 	int n = snprintf(b->err, b->errlen, "line %zu, column %zu: ", m.line + 1, m.column + 1);
+
+	b->err_at = m.index;
 
 	if (n >= 0 && (size_t)n < b->errlen) {
 		va_start(ap, fmt);
@@ -510,6 +513,7 @@ static int parser_error(struct builder *b, const yaml_parser_t *p)
 		return -ENOMEM;
 	if (p->error == YAML_READER_ERROR) {
 		size_t off = p->problem_offset < b->len ? p->problem_offset : b->len;
+		m.index = off;
 		m.line = 0;
 		m.column = 0;
 		for (size_t i = 0; i < off; i++) {
@@ -556,7 +560,9 @@ static int add_document(json_t *resources, json_t *root, size_t line, size_t col
 	return -EINVAL;
 }
 
-static int parse_yaml(const char *text, size_t len, json_t *resources, char *err, size_t errlen)
+/* *err_at: on -EINVAL, the byte offset the error is at. */
+static int parse_yaml(const char *text, size_t len, json_t *resources, char *err, size_t errlen,
+                      size_t *err_at)
 {
 	struct builder b = {.text = text, .len = len, .err = err, .errlen = errlen};
 	yaml_parser_t p;
@@ -584,6 +590,7 @@ static int parse_yaml(const char *text, size_t len, json_t *resources, char *err
 			/* An empty document has no node at all: it reads as null. */
 			rc = add_document(resources, b.root != NULL ? b.root : json_null(),
 			                  doc_mark.line + 1, doc_mark.column + 1, err, errlen);
+			b.err_at = doc_mark.index;
 			json_decref(b.root);
 			b.root = NULL;
 			anchors_clear(&b);
@@ -611,6 +618,7 @@ static int parse_yaml(const char *text, size_t len, json_t *resources, char *err
 	}
 	builder_unwind(&b);
 	yaml_parser_delete(&p);
+	*err_at = b.err_at;
 	return rc;
 }
 
@@ -639,16 +647,22 @@ static bool json_depth_ok(const json_t *v, unsigned depth)
 	return true;
 }
 
-static int parse_json(const char *text, size_t len, json_t *resources, char *err, size_t errlen)
+/* Returns -EILSEQ, with *err_at the byte offset of the error, for text that is not JSON; -EINVAL
+ * for JSON that is not a resource file. */
+static int parse_json(const char *text, size_t len, json_t *resources, char *err, size_t errlen,
+                      size_t *err_at)
 {
 	json_error_t je;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
 	int rc;
 
 	if (root == NULL) {
+		if (json_error_code(&je) == json_error_out_of_memory)
+			return -ENOMEM;
 		snprintf(err, errlen, "line %d, column %d: %s", je.line > 0 ? je.line : 1,
 		         je.column > 0 ? je.column : 1, je.text);
-		return -EINVAL;
+		*err_at = (size_t)je.position;
+		return -EILSEQ;
 	}
 	if (!json_depth_ok(root, 0)) {
 		json_decref(root);
@@ -660,10 +674,38 @@ static int parse_json(const char *text, size_t len, json_t *resources, char *err
 	return rc;
 }
 
+/*
+ * Text that starts like JSON and is JSON is read as JSON (jansson's numbers, no YAML resolution).
+ * Text that starts like JSON and is not is read as YAML, as calicoctl read every file: YAML flow
+ * style ({kind: profile, ...}) and JSON documents separated by "---" are YAML. When neither
+ * reads it, the error further into the text is reported, JSON's on a tie: the parser that got
+ * further understood more of what the author meant. So a JSON file with a syntax error gets
+ * jansson's message (which names the token), and flow-style YAML, which jansson refuses at its
+ * first unquoted key, gets libyaml's.
+ */
+static int parse_json_or_yaml(const char *text, size_t len, json_t **out, char *err, size_t errlen)
+{
+	char yerr[512];
+	size_t json_at = 0, yaml_at = 0;
+	int rc = parse_json(text, len, *out, err, errlen, &json_at);
+
+	if (rc != -EILSEQ)
+		return rc;
+	json_decref(*out);
+	if ((*out = json_array()) == NULL)
+		return -ENOMEM;
+	rc = parse_yaml(text, len, *out, yerr, sizeof yerr, &yaml_at);
+	if (rc == -EINVAL && yaml_at > json_at)
+		snprintf(err, errlen, "%s", yerr);
+	else if (rc == 0 && errlen > 0)
+		err[0] = '\0';
+	return rc;
+}
+
 int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err, size_t errlen)
 {
 	json_t *out;
-	size_t i = 0;
+	size_t i = 0, err_at;
 	int rc;
 
 	*resources = NULL;
@@ -674,9 +716,9 @@ int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err
 	while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
 		i++;
 	if (i < len && (text[i] == '{' || text[i] == '['))
-		rc = parse_json(text, len, out, err, errlen);
+		rc = parse_json_or_yaml(text, len, &out, err, errlen);
 	else
-		rc = parse_yaml(text, len, out, err, errlen);
+		rc = parse_yaml(text, len, out, err, errlen, &err_at);
 	if (rc != 0) {
 		json_decref(out);
 		return rc;

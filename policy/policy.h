@@ -114,15 +114,17 @@ unsigned policy_selector_literals(const struct policy_selector *s,
 /* ------------------------------------------------------------------------------------------ */
 /* Documents: the text of a resource file                                                      */
 
-/* Parse the text of a file: JSON when its first non-blank character is '{' or '[', else YAML
- * (one or several documents separated by "---"). Returns in *resources a new JSON array of the
- * resource objects found: a mapping is one resource, a sequence lists resources, a mapping with
- * an "items" sequence (calicoctl's "...List" kinds) lists its items; empty YAML documents are
- * skipped. YAML scalars follow YAML 1.1 as calicoctl's Go parser reads them (plain true/false/
- * yes/no/on/off are booleans, plain numbers are numbers, ~ and null are null, quoted scalars are
- * strings); anchors and aliases work; a duplicate mapping key is an error. Malformed text is
- * -EINVAL with err "line L, column C: why" (1-based). Nesting deeper than 64 or more than
- * 1,000,000 nodes after alias expansion is an error, so no input can exhaust the stack or memory.
+/* Parse the text of a file: JSON when it is JSON, else YAML (one or several documents separated
+ * by "---"; YAML flow style, and JSON documents separated by "---", are YAML, as calicoctl read
+ * them). Returns in *resources a new JSON array of the resource objects found: a mapping is one
+ * resource, a sequence lists resources, a mapping with an "items" sequence (calicoctl's "...List"
+ * kinds) lists its items; empty YAML documents are skipped. YAML scalars follow YAML 1.1 as
+ * calicoctl's Go parser reads them (plain true/false/yes/no/on/off are booleans, plain numbers
+ * are numbers, ~ and null are null, quoted scalars are strings); anchors and aliases work; a
+ * duplicate mapping key is an error. Malformed text is -EINVAL with err "line L, column C: why"
+ * (1-based); for text that starts with '{' or '[' and is neither JSON nor YAML, the error of the
+ * parser that got further (JSON's on a tie). Nesting deeper than 64 or more than 1,000,000 nodes
+ * after alias expansion is an error, so no input can exhaust the stack or memory.
  */
 int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err, size_t errlen);
 

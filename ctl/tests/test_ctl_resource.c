@@ -127,6 +127,20 @@ static void test_accepted(void **state)
 	expect_sent(RUN("delete", "-f", path, "--socket", NOSOCK));
 	unlink(path);
 
+	/* calicoctl read every file as YAML: flow style, and JSON documents separated by "---". */
+	temp_file(path, sizeof(path),
+	          "[{apiVersion: v1, kind: profile, metadata: {name: a}},\n"
+	          " {apiVersion: v1, kind: profile, metadata: {name: b}}]\n");
+	expect_sent(RUN("apply", "-f", path, "--socket", NOSOCK));
+	unlink(path);
+	temp_file(
+	    path, sizeof(path),
+	    "{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"a\"}}\n"
+	    "---\n"
+	    "{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"b\"}}\n");
+	expect_sent(RUN("create", "-f", path, "--socket", NOSOCK));
+	unlink(path);
+
 	expect_sent(RUN("get", "policy", "--socket", NOSOCK));
 	expect_sent(RUN("get", "pol", "p1", "-o", "yaml", "--socket", NOSOCK));
 	expect_sent(RUN("get", "profiles", "-o", "wide", "--socket", NOSOCK));
@@ -169,7 +183,7 @@ static void test_bad_files(void **state)
 	unlink(path);
 
 	/* JSON too. */
-	temp_file(path, sizeof(path), "{\"apiVersion\": \"v1\",\n \"kind\": }\n");
+	temp_file(path, sizeof(path), "{\"apiVersion\": \"v1\",\n \"kind\": \"policy\" \"x\"}\n");
 	{
 		struct run r = RUN("create", "-f", path, "--socket", NOSOCK);
 

@@ -77,8 +77,27 @@ static void test_json_forms(void **state)
 	parses_as("\n[{\"kind\":\"a\"},{\"kind\":\"b\"}]\n", "[{\"kind\":\"a\"},{\"kind\":\"b\"}]");
 	parses_as("{\"kind\":\"policyList\",\"items\":[{\"kind\":\"a\"}]}", "[{\"kind\":\"a\"}]");
 	parses_as("[]", "[]");
-	/* JSON is told by its first character: this flow mapping is YAML, scalars resolved. */
+	/* Valid JSON keeps JSON's meaning: jansson reads it, not YAML's resolution. */
+	parses_as("{\"a\": 1e3, \"b\": -0}", "[{\"a\":1000.0,\"b\":0}]");
+}
+
+/* Text that starts like JSON but is not JSON is YAML, as calicoctl read every file: flow style,
+ * and JSON documents separated by "---". */
+static void test_json_like_yaml(void **state)
+{
+	(void)state;
+	parses_as("{apiVersion: v1, kind: profile, metadata: {name: p}}",
+	          "[{\"apiVersion\":\"v1\",\"kind\":\"profile\",\"metadata\":{\"name\":\"p\"}}]");
+	parses_as(" [{kind: a}, {kind: b, spec: {order: 0x10}}]\n",
+	          "[{\"kind\":\"a\"},{\"kind\":\"b\",\"spec\":{\"order\":16}}]");
+	parses_as("{\"kind\": \"a\"}\n---\n{\"kind\": \"b\"}\n",
+	          "[{\"kind\":\"a\"},{\"kind\":\"b\"}]");
+	parses_as("[{\"kind\": \"a\"}]\n---\n- {kind: b}\n", "[{\"kind\":\"a\"},{\"kind\":\"b\"}]");
 	parses_as("# c\n{a: yes}", "[{\"a\":true}]");
+	parses_as("{a: yes}", "[{\"a\":true}]");
+	/* What YAML allows and JSON does not: a trailing comma, a missing value. */
+	parses_as("{\"a\": 1,}", "[{\"a\":1}]");
+	parses_as("{\"a\": 1,\n  \"b\": }", "[{\"a\":1,\"b\":null}]");
 }
 
 /* ---- scalars ---- */
@@ -216,12 +235,22 @@ static void test_yaml_errors(void **state)
 	fails_with("a: 1\nb: \xff\n", "line 2, column 4: invalid leading UTF-8 octet");
 }
 
+/* Text that starts like JSON and is neither JSON nor YAML: the error further into the text. */
 static void test_json_errors(void **state)
 {
 	(void)state;
-	fails_with("{\"a\": 1,\n  \"b\": }", "line 2, column 8: unexpected token near '}'");
+	/* JSON's: it got as far as YAML, and names the token. */
+	fails_with("{\"a\": \"x\",\n \"b\": \"x\" \"c\"}",
+	           "line 2, column 13: '}' expected near '\"c\"'");
 	fails_with("{\"a\":1,\"a\":2}", "line 1, column 10: duplicate object key near '\"a\"'");
 	fails_with("[1, 2", "line 1, column 5: ']' expected near end of file");
+	/* YAML's: jansson stopped at the first unquoted key, or at the "---". */
+	fails_with("{apiVersion: v1, kind: [profile}",
+	           "line 1, column 32: did not find expected ',' or ']' while parsing a flow "
+	           "sequence");
+	fails_with("{\"a\": 1}\n---\n{\"b\": [}",
+	           "line 3, column 8: did not find expected node content while parsing a flow "
+	           "node");
 }
 
 /* ---- anchors, aliases and limits ---- */
@@ -284,7 +313,7 @@ static void test_depth(void **state)
 		for (int i = 0; i < depth; i++)
 			text[n++] = '}';
 		text[n] = '\0';
-		/* "# " keeps it YAML (a leading '{' would make it JSON, and "a" is not JSON). */
+		/* Behind a comment line: YAML from the start, not JSON's failure first. */
 		char yaml[1200];
 		snprintf(yaml, sizeof yaml, "# deep\n%s\n", text);
 		int rc = policy_doc_parse(yaml, strlen(yaml), &got, err, sizeof err);
@@ -428,12 +457,13 @@ static void test_emit_round_trip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_single_yaml),   cmocka_unit_test(test_multi_document),
-	    cmocka_unit_test(test_json_forms),    cmocka_unit_test(test_scalars),
-	    cmocka_unit_test(test_scalar_errors), cmocka_unit_test(test_yaml_errors),
-	    cmocka_unit_test(test_json_errors),   cmocka_unit_test(test_aliases),
-	    cmocka_unit_test(test_alias_bomb),    cmocka_unit_test(test_depth),
-	    cmocka_unit_test(test_emit_text),     cmocka_unit_test(test_emit_round_trip),
+	    cmocka_unit_test(test_single_yaml),     cmocka_unit_test(test_multi_document),
+	    cmocka_unit_test(test_json_forms),      cmocka_unit_test(test_json_like_yaml),
+	    cmocka_unit_test(test_scalars),         cmocka_unit_test(test_scalar_errors),
+	    cmocka_unit_test(test_yaml_errors),     cmocka_unit_test(test_json_errors),
+	    cmocka_unit_test(test_aliases),         cmocka_unit_test(test_alias_bomb),
+	    cmocka_unit_test(test_depth),           cmocka_unit_test(test_emit_text),
+	    cmocka_unit_test(test_emit_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
