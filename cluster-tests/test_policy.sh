@@ -95,6 +95,27 @@ EOF
 refused 2 1 "already exists" create -f "$WORK/two.yaml"
 refused 2 1 "profile second-profile does not exist" get profile second-profile
 
+# --- calicoctl 1.x: get -f, create --skip-exists, delete --skip-not-exists ----------------------
+# two.yaml: second-profile does not exist, frontend-policy does.
+same "get -f: what exists" "$(ok 3 get -f "$WORK/two.yaml")" "NAME
+
+NAME
+frontend-policy"
+same "create --skip-exists" "$(ok 1 create --skip-exists -f "$WORK/two.yaml")" \
+	"Successfully created 2 resource(s)"
+catch_up
+same "get -f after it" "$(ok 2 get -f "$WORK/two.yaml" -o json | json '[r["metadata"]["name"] for r in d]')" \
+	"['second-profile', 'frontend-policy']"
+same "the existing policy was left alone" "$(ok 2 get policy frontend-policy -o json | json 'd["spec"]["selector"]')" \
+	"app == 'frontend'"
+printf 'apiVersion: v1\nkind: profile\nmetadata: {name: second-profile}\n---\napiVersion: v1\nkind: profile\nmetadata: {name: never-made}\n' >"$WORK/second.yaml"
+refused 1 1 "profile never-made does not exist" delete -f "$WORK/second.yaml"
+same "delete --skip-not-exists" "$(ok 1 delete -f "$WORK/second.yaml" --skip-not-exists)" \
+	"Successfully deleted 2 'profile' resource(s)"
+refused 1 1 "profile second-profile does not exist" get profile second-profile
+same "delete -s by name" "$(ok 2 delete profile second-profile -s)" \
+	"Successfully deleted 1 'profile' resource(s)"
+
 # --- An ipPool applied as a resource is the pool `tabby pool` shows ----------------------------
 printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.0.0/16}\nspec: {nat-outgoing: true}\n' |
 	tctl 1 apply -f - >"$WORK/out" 2>&1 || fail "apply ipPool: $(cat "$WORK/out")"
