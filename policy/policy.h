@@ -181,9 +181,9 @@ const char *policy_kind_plural(enum policy_kind k);
  *   - node: metadata {name, labels?}; spec {bgp? {asNumber?, ipv4Address?, ipv6Address?},
  *     orchRefs? [{nodeName, orchestrator}]};
  *   - rule: {action ("allow" | "deny" | "log" | "pass"), ipVersion? (4 | 6), protocol? and
- *     notProtocol? (a lower-case name "tcp", "udp", "icmp", "icmpv6", "sctp", "udplite", or an
- *     integer 1-255), icmp? and notICMP? {type, code?}, source? and destination? (entity rules,
- *     omitted when empty)};
+ *     notProtocol? (a lower-case name "tcp", "udp", "icmp", "icmpv6", "sctp", "udplite", also
+ *     for its number: 6 is "tcp"; other protocols an integer 1-255), icmp? and notICMP? {type,
+ *     code?}, source? and destination? (entity rules, omitted when empty)};
  *   - entity rule: {tag?, notTag?, net?, notNet?, nets?, notNets? (canonical CIDRs), selector?,
  *     notSelector?, ports?, notPorts? (each port an integer, each range a string "lo:hi" with
  *     lo < hi)}.

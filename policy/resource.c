@@ -672,8 +672,12 @@ static int protocol_value(struct ctx *c, const json_t *v, int *num, json_t **out
 		}
 	} else if (json_is_integer(v) && json_integer_value(v) >= 1 &&
 	           json_integer_value(v) <= 255) {
+		/* A number with a name is stored as the name: one rule has one stored form, so
+		 * that "protocol: 6" and "protocol: tcp" compare equal (rule remove, apply's
+		 * "unchanged"). */
 		*num = (int)json_integer_value(v);
-		*out = json_integer(*num);
+		*out = policy_protocol_name(*num) != NULL ? json_string(policy_protocol_name(*num))
+		                                          : json_integer(*num);
 		return *out != NULL ? 0 : -ENOMEM;
 	}
 	return fail(c, v, "is not a protocol (tcp, udp, icmp, icmpv6, sctp, udplite or 1 to 255)");

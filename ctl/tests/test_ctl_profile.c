@@ -681,6 +681,39 @@ static void test_agent_rule_remove(void **state)
 	fake_stop(f, 2);
 }
 
+/* A rule written with a protocol number (as a v1 file may have it) is the 0.x command's rule
+ * with the protocol's name: rule remove finds it, rule add does not add it twice. */
+static void test_agent_rule_protocol_number(void **state)
+{
+	static const char numbered[] =
+	    "{\"revision\": 7, \"resource\": {\"apiVersion\": \"v1\", \"kind\": \"profile\", "
+	    "\"metadata\": {\"name\": \"WEB\"}, \"spec\": {\"ingress\": [{\"action\": \"allow\", "
+	    "\"protocol\": 6, \"destination\": {\"ports\": [3306]}}], \"egress\": []}}}";
+	static const struct answer answers[] = {{200, numbered}, {200, ok_answer}};
+	struct fake *f = fake_start(answers, 2);
+	struct run r = RUN("profile", "WEB", "rule", "remove", "inbound", "allow", "tcp", "to",
+	                   "ports", "3306", "--socket", f->path);
+	(void)state;
+
+	assert_string_equal(r.err, "");
+	assert_int_equal(r.status, 0);
+	run_free(&r);
+	expect_json(json_object_get(
+	                json_object_get(json_array_get(json_object_get(f->body[1], "resources"), 0),
+	                                "spec"),
+	                "ingress"),
+	            "[]");
+	fake_stop(f, 2);
+
+	f = fake_start(answers, 1);
+	r = RUN("profile", "WEB", "rule", "add", "inbound", "allow", "tcp", "to", "ports", "3306",
+	        "--socket", f->path);
+	assert_int_equal(r.status, 0);
+	assert_string_equal(r.out, "Rule already present, skipping.\n");
+	run_free(&r);
+	fake_stop(f, 1);
+}
+
 static void test_agent_show(void **state)
 {
 	static const struct answer answers[] = {{200, web_changed_answer}};
@@ -969,6 +1002,7 @@ int main(void)
 	    cmocka_unit_test(test_agent_rule_add),
 	    cmocka_unit_test(test_agent_rule_add_present),
 	    cmocka_unit_test(test_agent_rule_remove),
+	    cmocka_unit_test(test_agent_rule_protocol_number),
 	    cmocka_unit_test(test_agent_show),
 	    cmocka_unit_test(test_agent_add_remove),
 	    cmocka_unit_test(test_agent_resources),

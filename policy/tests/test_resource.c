@@ -526,11 +526,19 @@ static void test_rule_action(void **state)
 static void test_rule_protocol(void **state)
 {
 	(void)state;
-	rule_is(
-	    "{action: allow, ipVersion: 6, protocol: icmpv6, notProtocol: 132}",
-	    "{\"action\":\"allow\",\"ipVersion\":6,\"protocol\":\"icmpv6\",\"notProtocol\":132}");
+	rule_is("{action: allow, ipVersion: 6, protocol: icmpv6, notProtocol: 132}",
+	        "{\"action\":\"allow\",\"ipVersion\":6,\"protocol\":\"icmpv6\",\"notProtocol\":"
+	        "\"sctp\"}");
 	rule_is("{action: allow, protocol: 255, notProtocol: udplite}",
 	        "{\"action\":\"allow\",\"protocol\":255,\"notProtocol\":\"udplite\"}");
+	/* A number that has a name in Calico's list is stored as the name, so that one rule has
+	 * one stored form; other numbers stay numbers. */
+	rule_is("{action: allow, protocol: 6, notProtocol: 17}",
+	        "{\"action\":\"allow\",\"protocol\":\"tcp\",\"notProtocol\":\"udp\"}");
+	rule_is("{action: allow, protocol: 1, notProtocol: 58}",
+	        "{\"action\":\"allow\",\"protocol\":\"icmp\",\"notProtocol\":\"icmpv6\"}");
+	rule_is("{action: allow, protocol: 136, notProtocol: 47}",
+	        "{\"action\":\"allow\",\"protocol\":\"udplite\",\"notProtocol\":47}");
 	rule_fails("{action: allow, ipVersion: 5}",
 	           "policy p: spec.ingress[0].ipVersion: 5 is not an IP version (4 or 6)");
 	rule_fails("{action: allow, ipVersion: \"4\"}",
@@ -558,8 +566,9 @@ static void test_rule_icmp(void **state)
 	rule_is("{action: allow, protocol: icmp, icmp: {type: 8, code: 0}, notICMP: {type: 0}}",
 	        "{\"action\":\"allow\",\"protocol\":\"icmp\",\"icmp\":{\"type\":8,\"code\":0},"
 	        "\"notICMP\":{\"type\":0}}");
-	rule_is("{action: allow, protocol: 58, icmp: {type: 254, code: 255}}",
-	        "{\"action\":\"allow\",\"protocol\":58,\"icmp\":{\"type\":254,\"code\":255}}");
+	rule_is(
+	    "{action: allow, protocol: 58, icmp: {type: 254, code: 255}}",
+	    "{\"action\":\"allow\",\"protocol\":\"icmpv6\",\"icmp\":{\"type\":254,\"code\":255}}");
 	rule_fails("{action: allow, protocol: icmp, icmp: {type: 255}}",
 	           "policy p: spec.ingress[0].icmp.type: 255 is not an ICMP type (0 to 254)");
 	rule_fails("{action: allow, protocol: icmp, icmp: {type: -1}}",
@@ -587,7 +596,7 @@ static void test_rule_ports(void **state)
 	        "{\"action\":\"allow\",\"protocol\":\"tcp\",\"source\":{\"ports\":[1,65535,80,80,"
 	        "\"6040:6050\",\"10:20\"],\"notPorts\":[22]}}");
 	rule_is("{action: allow, protocol: 17, destination: {notPorts: [53]}}",
-	        "{\"action\":\"allow\",\"protocol\":17,\"destination\":{\"notPorts\":[53]}}");
+	        "{\"action\":\"allow\",\"protocol\":\"udp\",\"destination\":{\"notPorts\":[53]}}");
 	rule_fails("{action: allow, protocol: tcp, destination: {ports: [0]}}",
 	           "policy p: spec.ingress[0].destination.ports[0]: 0 is not a port");
 	rule_fails("{action: allow, protocol: tcp, destination: {ports: [80.5]}}",
