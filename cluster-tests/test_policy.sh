@@ -95,6 +95,35 @@ EOF
 refused 2 1 "already exists" create -f "$WORK/two.yaml"
 refused 2 1 "profile second-profile does not exist" get profile second-profile
 
+# --- YAML numbers and booleans where a string is wanted are their text, as in calicoctl ----------
+cat >"$WORK/numbers.yaml" <<'EOF'
+apiVersion: v1
+kind: profile
+metadata:
+  name: numbered
+  labels: {version: 2, canary: true, tier: 1.10}
+spec:
+  ingress:
+  - action: allow
+    protocol: 6
+    destination: {ports: [80]}
+EOF
+same "apply numeric labels" "$(ok 1 apply -f "$WORK/numbers.yaml")" \
+	"Successfully applied 1 'profile' resource(s)"
+catch_up
+same "the labels are the texts" "$(ok 3 get profile numbered -o json | json 'd["metadata"]["labels"]')" \
+	"{'version': '2', 'canary': 'true', 'tier': '1.10'}"
+same "the same file again is unchanged" \
+	"$(ok 2 apply -f "$WORK/numbers.yaml" -o json | json '[r["outcome"] for r in d["results"]]')" \
+	"['unchanged']"
+ok 1 get profile numbered -o yaml >"$WORK/numbered.yaml"
+same "what get prints is unchanged too" \
+	"$(ok 1 apply -f "$WORK/numbered.yaml" -o json | json '[r["outcome"] for r in d["results"]]')" \
+	"['unchanged']"
+printf '{"apiVersion": "v1", "kind": "profile", "metadata": {"name": "j", "labels": {"v": 2}}}' >"$WORK/numbers.json"
+refused 1 1 "profile j: metadata.labels.v: 2 is not a string (quote it)" apply -f "$WORK/numbers.json"
+ok 1 delete profile numbered >/dev/null
+
 # --- calicoctl 1.x: get -f, create --skip-exists, delete --skip-not-exists ----------------------
 # two.yaml: second-profile does not exist, frontend-policy does.
 same "get -f: what exists" "$(ok 3 get -f "$WORK/two.yaml")" "NAME

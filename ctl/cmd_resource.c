@@ -14,13 +14,14 @@ int ctl_resource_read(const char *name, const char *text, size_t len, json_t **r
                       json_t **normalized, char *err, size_t errlen)
 {
 	json_t *list = NULL;
+	json_t *texts = NULL;
 	json_t *norm = NULL;
 	char why[512];
 	size_t i;
 
 	*raw = NULL;
 	*normalized = NULL;
-	if (policy_doc_parse(text, len, &list, why, sizeof(why)) != 0) {
+	if (policy_doc_parse_texts(text, len, &list, &texts, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "%s: %s", name, why);
 		return -1;
 	}
@@ -33,15 +34,22 @@ int ctl_resource_read(const char *name, const char *text, size_t len, json_t **r
 		goto nomem;
 	for (i = 0; i < json_array_size(list); i++) {
 		json_t *n = NULL;
+		json_t *quoted = NULL;
 
 		/* Refuse the whole file on the first bad resource, with the module's message: it
 		 * names the resource, the field and the value. */
-		if (policy_resource_normalize(json_array_get(list, i), (unsigned)i, &n, err,
-		                              errlen) != 0)
+		if (policy_resource_normalize_texts(json_array_get(list, i),
+		                                    json_array_get(texts, i), (unsigned)i, &n,
+		                                    &quoted, err, errlen) != 0)
 			goto err;
 		if (json_array_append_new(norm, n) != 0)
 			goto nomem;
+		/* The agent reads the resource without the file's texts: where a YAML number or
+		 * boolean was taken as its text, it gets the text, quoted. */
+		if (quoted != NULL && json_array_set_new(list, i, quoted) != 0)
+			goto nomem;
 	}
+	json_decref(texts);
 	*raw = list;
 	*normalized = norm;
 	return 0;
@@ -49,6 +57,7 @@ nomem:
 	snprintf(err, errlen, "out of memory");
 err:
 	json_decref(list);
+	json_decref(texts);
 	json_decref(norm);
 	return -1;
 }

@@ -208,12 +208,13 @@ bool ctl_decimal_sub(const char *a, uint64_t b, char *out, size_t size);
 
 /* ---- v1 resources: tabby create | apply | replace | delete | get (cmd_resource.c) ---- */
 
-/* The resources of a file's text (name is how messages call the file): policy_doc_parse(), then
- * policy_resource_normalize() of each, so that a bad file is refused before anything is sent.
- * Sets *raw (the resources as written) and *normalized (the same count, normalized), new
- * references. Returns 0, or -1 with err holding "NAME: line L, column C: why" for text that does
- * not parse, "NAME: no resources" for a file without any, or exactly policy_resource_normalize()'s
- * message for a bad resource. */
+/* The resources of a file's text (name is how messages call the file): policy_doc_parse_texts(),
+ * then policy_resource_normalize_texts() of each, so that a bad file is refused before anything
+ * is sent. Sets *raw (the resources as written, but with the YAML numbers and booleans that were
+ * taken as their text quoted, so that an agent reads them alike) and *normalized (the same count,
+ * normalized), new references. Returns 0, or -1 with err holding "NAME: line L, column C: why" for
+ * text that does not parse, "NAME: no resources" for a file without any, or exactly
+ * policy_resource_normalize()'s message for a bad resource. */
 int ctl_resource_read(const char *name, const char *text, size_t len, json_t **raw,
                       json_t **normalized, char *err, size_t errlen);
 

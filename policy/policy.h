@@ -128,6 +128,14 @@ unsigned policy_selector_literals(const struct policy_selector *s,
  */
 int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err, size_t errlen);
 
+/* policy_doc_parse(), and in *texts (when texts is not NULL) a new array as long as *resources:
+ * for a resource read from YAML a tree of its shape in which each scalar that YAML resolved to a
+ * number or a boolean is a string, its text as written ("2", "0x1F", "yes"), and every other
+ * scalar is null; for a resource read from JSON, null. calicoctl's YAML decoder gave such a
+ * scalar's text to a field that wants a string: see policy_resource_normalize_texts(). */
+int policy_doc_parse_texts(const char *text, size_t len, json_t **resources, json_t **texts,
+                           char *err, size_t errlen);
+
 /* Write v as YAML (block style, mapping keys in the order of the object, strings quoted when a
  * plain scalar would read back as something else) to a malloc()ed NUL-terminated *out. A JSON
  * array of resources becomes one YAML sequence, like calicoctl get -o yaml of several. */
@@ -196,6 +204,16 @@ const char *policy_kind_plural(enum policy_kind k);
  */
 int policy_resource_normalize(const json_t *in, unsigned index, json_t **out, char *err,
                               size_t errlen);
+
+/* policy_resource_normalize() of a resource read by policy_doc_parse_texts(), texts its texts
+ * (NULL or null: none). Where a field wants a string and in has a number or a boolean whose text
+ * texts keeps, the text is taken, as calicoctl's YAML decoder took it ("version: 2" is the label
+ * value "2"); a number or boolean without a text is refused as policy_resource_normalize() refuses
+ * it. When that happened and quoted is not NULL, *quoted is a new copy of in with those values
+ * replaced by their texts: what policy_resource_normalize() takes as it is, to send to an agent
+ * (which has no texts); else *quoted is NULL. */
+int policy_resource_normalize_texts(const json_t *in, const json_t *texts, unsigned index,
+                                    json_t **out, json_t **quoted, char *err, size_t errlen);
 
 /* The kind and identity of a normalized resource. The key is: policy, profile, node: the name;
  * ipPool: the canonical CIDR; hostEndpoint: "NODE/NAME"; workloadEndpoint:

@@ -418,6 +418,47 @@ static void test_get_file(void **state)
 	unlink(one_path);
 }
 
+/* A YAML number or boolean where a string is wanted is taken as its text, as calicoctl took it:
+ * the agent, which has no texts, gets it quoted; the numbers of number fields stay numbers. */
+static void test_yaml_numbers_as_text(void **state)
+{
+	static const struct answer applied[] = {
+	    {200, "{\"revision\": 3, \"results\": [{\"kind\": \"profile\", \"key\": \"web\", "
+	          "\"outcome\": \"created\"}]}"},
+	};
+	char path[64];
+	struct fake *f;
+	(void)state;
+
+	temp_file(path, sizeof(path),
+	          "apiVersion: v1\nkind: profile\nmetadata:\n  name: web\n"
+	          "  labels: {version: 2, canary: true, tier: 1.10}\n"
+	          "spec:\n  ingress:\n  - action: allow\n    protocol: 6\n"
+	          "    destination: {ports: [80]}\n");
+	f = fake_start(applied, 1);
+	expect_out(run_against(f, (const char *const[]){"apply", "-f", path, NULL}), 0,
+	           "Successfully applied 1 'profile' resource(s)\n");
+	expect_json(
+	    f->body[0],
+	    "{\"op\": \"apply\", \"resources\": [{\"apiVersion\": \"v1\", \"kind\": "
+	    "\"profile\", \"metadata\": {\"name\": \"web\", \"labels\": {\"version\": \"2\", "
+	    "\"canary\": \"true\", \"tier\": \"1.10\"}}, \"spec\": {\"ingress\": [{\"action\": "
+	    "\"allow\", \"protocol\": 6, \"destination\": {\"ports\": [80]}}]}}]}");
+	fake_stop(f, 1);
+	unlink(path);
+
+	/* JSON numbers stay refused, before anything is sent. */
+	temp_file(
+	    path, sizeof(path),
+	    "{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"web\", "
+	    "\"labels\": {\"version\": 2}}}");
+	expect_refused(
+	    RUN("apply", "-f", path, "--socket", NOSOCK),
+	    "tabby apply: profile web: metadata.labels.version: 2 is not a string (quote "
+	    "it)\n");
+	unlink(path);
+}
+
 /* create --skip-exists: what exists is skipped and counted as created. */
 static void test_create_skip_exists(void **state)
 {
@@ -772,6 +813,7 @@ int main(void)
 	    cmocka_unit_test(test_tables),
 	    cmocka_unit_test(test_yaml_json),
 	    cmocka_unit_test(test_get_file),
+	    cmocka_unit_test(test_yaml_numbers_as_text),
 	    cmocka_unit_test(test_create_skip_exists),
 	    cmocka_unit_test(test_delete_skip_not_exists),
 	};

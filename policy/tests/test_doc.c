@@ -253,6 +253,51 @@ static void test_json_errors(void **state)
 	           "node");
 }
 
+/* ---- the texts of numbers and booleans ---- */
+
+/* Parse text with its texts; compare the texts with the JSON text want. */
+static void texts_are(const char *text, const char *want)
+{
+	json_error_t je;
+	json_t *got = NULL, *texts = NULL, *exp = json_loads(want, JSON_DECODE_ANY, &je);
+	char err[256];
+
+	assert_non_null(exp);
+	if (policy_doc_parse_texts(text, strlen(text), &got, &texts, err, sizeof err) != 0)
+		fail_msg("parse of <<%s>> failed: %s", text, err);
+	if (!json_equal(texts, exp)) {
+		char *s = json_dumps(texts, JSON_COMPACT | JSON_ENCODE_ANY);
+		fail_msg("<<%s>>\n got %s\nwant %s", text, s, want);
+	}
+	assert_int_equal(json_array_size(texts), json_array_size(got));
+	json_decref(got);
+	json_decref(texts);
+	json_decref(exp);
+}
+
+static void test_texts(void **state)
+{
+	json_t *got = (json_t *)1, *texts = (json_t *)1;
+	char err[256];
+
+	(void)state;
+	/* Each scalar that became a number or a boolean keeps its text, as written. */
+	texts_are("a: 0x1F\nb: [yes, \"no\", 1.50, x, ~]\nc: !!int 7\nd: {e: +1_0}\n",
+	          "[{\"a\":\"0x1F\",\"b\":[\"yes\",null,\"1.50\",null,null],\"c\":\"7\","
+	          "\"d\":{\"e\":\"+1_0\"}}]");
+	/* Resources of lists, List items and several documents; an alias shares its texts. */
+	texts_are("- {a: &n 1}\n- {b: *n}\n---\nitems: [{c: off}]\n---\nd: 2\n",
+	          "[{\"a\":\"1\"},{\"b\":\"1\"},{\"c\":\"off\"},{\"d\":\"2\"}]");
+	/* JSON has no texts; flow-style YAML does. */
+	texts_are("[{\"a\": 1}, {\"b\": true}]", "[null, null]");
+	texts_are("{a: 1}", "[{\"a\":\"1\"}]");
+	texts_are("", "[]");
+	/* A refusal gives neither. */
+	assert_int_equal(policy_doc_parse_texts("a: [", 4, &got, &texts, err, sizeof err), -EINVAL);
+	assert_null(got);
+	assert_null(texts);
+}
+
 /* ---- anchors, aliases and limits ---- */
 
 static void test_aliases(void **state)
@@ -457,13 +502,13 @@ static void test_emit_round_trip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_single_yaml),     cmocka_unit_test(test_multi_document),
-	    cmocka_unit_test(test_json_forms),      cmocka_unit_test(test_json_like_yaml),
-	    cmocka_unit_test(test_scalars),         cmocka_unit_test(test_scalar_errors),
-	    cmocka_unit_test(test_yaml_errors),     cmocka_unit_test(test_json_errors),
-	    cmocka_unit_test(test_aliases),         cmocka_unit_test(test_alias_bomb),
-	    cmocka_unit_test(test_depth),           cmocka_unit_test(test_emit_text),
-	    cmocka_unit_test(test_emit_round_trip),
+	    cmocka_unit_test(test_single_yaml),   cmocka_unit_test(test_multi_document),
+	    cmocka_unit_test(test_json_forms),    cmocka_unit_test(test_json_like_yaml),
+	    cmocka_unit_test(test_texts),         cmocka_unit_test(test_scalars),
+	    cmocka_unit_test(test_scalar_errors), cmocka_unit_test(test_yaml_errors),
+	    cmocka_unit_test(test_json_errors),   cmocka_unit_test(test_aliases),
+	    cmocka_unit_test(test_alias_bomb),    cmocka_unit_test(test_depth),
+	    cmocka_unit_test(test_emit_text),     cmocka_unit_test(test_emit_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
