@@ -99,6 +99,12 @@ static void test_ports(void **state)
 	expect_bad_ports("-1", "invalid ports");
 	expect_bad_ports("+1", "invalid ports");
 	expect_bad_ports("123456", "invalid ports");
+	/* Calico v1 takes ports 1-65535, as the normalizer does. */
+	expect_bad_ports("0",
+	                 "invalid ports '0': expected a comma-separated list of ports (1-65535)");
+	expect_bad_ports("0:10", "invalid ports '0:10'");
+	expect_bad_ports("80,0", "invalid ports '80,0'");
+	expect_bad_ports("65536", "invalid ports '65536'");
 }
 
 /* Split text at spaces into words (at most 32) for ctl_rule_parse(). */
@@ -202,6 +208,11 @@ static void test_rule_parse(void **state)
 	expect_bad_rule("allow icmp type", "'type' needs an ICMP type (0-254), found 'nothing'");
 	expect_bad_rule("allow icmp type x", "'type' needs an ICMP type (0-254), found 'x'");
 	expect_bad_rule("allow icmp type 256", "'type' needs an ICMP type");
+	/* Calico's validator takes types 0-254 (and codes 0-255), as the normalizer does. */
+	expect_bad_rule("allow icmp type 255", "'type' needs an ICMP type (0-254), found '255'");
+	expect_rule("allow icmpv6 type 254 code 255",
+	            "{\"action\": \"allow\", \"protocol\": \"icmpv6\", \"icmp\": {\"type\": 254, "
+	            "\"code\": 255}}");
 	expect_bad_rule("allow icmp type 8 code 300", "'code' needs an ICMP code (0-255)");
 	expect_bad_rule("allow tcp from ports", "'ports' needs a value");
 	expect_bad_rule("allow from tag", "'tag' needs a value");
