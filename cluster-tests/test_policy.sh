@@ -151,6 +151,10 @@ printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.0.0/16}\nspec: {nat
 catch_up
 ok 2 pool show | matches "10.77.0.0/16" || fail "pool show does not list the applied ipPool"
 ok 3 get ippool -o wide | matches "10.77.0.0/16" || fail "get ippool does not list it"
+# Applied again, with IP-in-IP spelled off and the block size the pool got: unchanged.
+printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.0.0/16}\nspec: {nat-outgoing: true, ipip: {enabled: false}}\n' >"$WORK/pool.yaml"
+same "an ipPool applied again" "$(ok 2 apply -f "$WORK/pool.yaml" -o json | json '[r["outcome"] for r in d["results"]]')" \
+	"['unchanged']"
 printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.128.0/17}\nspec: {}\n' >"$WORK/overlap.yaml"
 refused 1 1 "10.77" create -f "$WORK/overlap.yaml"
 same "delete the ipPool" "$(ok 1 delete ippool 10.77.0.0/16)" \

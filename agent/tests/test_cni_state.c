@@ -629,6 +629,10 @@ static const char *res_outcome(struct h *h, const char *text, char *buf, size_t 
 	"\"metadata\":{\"name\":\"p\"},\"spec\":{\"ingress\":[{\"action\":\"allow\","              \
 	"\"protocol\":%s,\"notProtocol\":%s}]}}]}"
 
+#define POOL                                                                                       \
+	"{\"op\":\"apply\",\"resources\":[{\"apiVersion\":\"v1\",\"kind\":\"ipPool\","             \
+	"\"metadata\":{\"cidr\":\"10.5.0.0/16\"},\"spec\":%s}]}"
+
 /* Applying what is stored already is "unchanged", however the file spells it. */
 static void test_apply_unchanged(void **state)
 {
@@ -643,6 +647,19 @@ static void test_apply_unchanged(void **state)
 	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
 	snprintf(text, sizeof text, PROFILE_PROTO, "6", "47");
 	assert_string_equal(res_outcome(&h, text, out, sizeof out), "updated");
+	/* An ipPool: without a block size (the pool gets the default), and with IP-in-IP off. */
+	snprintf(text, sizeof text, POOL, "{}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "created");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, POOL, "{\"ipip\":{\"enabled\":false}}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, POOL,
+	         "{\"ipip\":{\"enabled\":false,\"mode\":\"cross-subnet\"},\"vxlan\":{\"enabled\":"
+	         "false},\"blockSize\":26}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, POOL, "{\"ipip\":{\"enabled\":true}}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "updated");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
 	h_close(&h);
 }
 
