@@ -76,6 +76,7 @@ struct item {
 	json_t *res;     /* normalized (NULL for a delete by reference) */
 	json_t *current; /* the stored form before the command, NULL when absent; a JSON string
 	                  * when what is stored does not decode */
+	bool same;       /* writing res would leave what is stored as it is */
 	const char *outcome;
 };
 
@@ -194,6 +195,33 @@ static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 	return 0;
 }
 
+/* Whether writing it would leave what is stored as it is. An ipPool is compared as IPAM holds
+ * it, not as JSON: a resource without a block size keeps the pool's (so the stored form, which
+ * has one, differs from a file that never said it), and IP-in-IP or VXLAN that is not enabled
+ * is none, whatever mode the file gave it. */
+static bool same_as_stored(const struct item *it, const struct ipam_pool *pools, unsigned np)
+{
+	struct ipam_pool want;
+	char err[256];
+	if (it->kind != POLICY_KIND_IPPOOL) {
+		return json_equal(it->current, it->res);
+	}
+	if (policy_ippool_to_ipam(it->res, &want, err, sizeof err) != 0) {
+		return false;
+	}
+	for (unsigned i = 0; i < np; i++) {
+		const struct ipam_pool *p = &pools[i];
+		if (ipam_cidr_equal(&p->cidr, &want.cidr)) {
+			return !p->removing && p->ipip == want.ipip && p->vxlan == want.vxlan &&
+			       p->nat_outgoing == want.nat_outgoing &&
+			       p->disabled == want.disabled &&
+			       (want.block_size == 0 || want.block_size == p->block_size) &&
+			       strcmp(p->node_selector, want.node_selector) == 0;
+		}
+	}
+	return false;
+}
+
 static int check_item(struct batch *b, struct item *it, const json_t *expect)
 {
 	bool exists = it->current != NULL;
@@ -218,12 +246,10 @@ static int check_item(struct batch *b, struct item *it, const json_t *expect)
 		if (!exists) {
 			return refuse(b, "not_found", "%s %s does not exist", k, it->key);
 		}
-		it->outcome = json_equal(it->current, it->res) ? "unchanged" : "updated";
+		it->outcome = it->same ? "unchanged" : "updated";
 		break;
 	case OP_APPLY:
-		it->outcome = !exists                            ? "created"
-		              : json_equal(it->current, it->res) ? "unchanged"
-		                                                 : "updated";
+		it->outcome = !exists ? "created" : it->same ? "unchanged" : "updated";
 		break;
 	case OP_DELETE:
 		if (!exists) {
@@ -407,6 +433,7 @@ static int run_batch(struct batch *b, struct kv_tx *tx, json_t *cmd)
 		if (rv != 0) {
 			goto out;
 		}
+		it->same = it->res != NULL && it->current != NULL && same_as_stored(it, pools, np);
 		rv = check_item(b, it, expect ? json_array_get(expect, i) : NULL);
 		if (rv != 0) {
 			goto out;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # IPAM through the real `tabby` binary against a three-member cluster: the default pools and
 # their calicoctl-style table, pool add (several CIDRs, options, an identical CIDR rewrites the
-# options), bad pools refused with one line each and nothing half-applied, ipam assign / show /
-# release, an exhausted pool, addresses outside every pool or already in use, strict affinity,
-# ipam check, and a pool removal refused while in use, then forced.
+# options, calicoctl 0.x's bare --ipip), pool range add, bad pools refused with one line each and
+# nothing half-applied, ipam assign / show / release, an exhausted pool, addresses outside every
+# pool or already in use, strict affinity, ipam check, and a pool removal refused while in use,
+# then forced.
 source "$(dirname "$0")/lib.sh"
 # Address counts here are exact: no route dataplane, which would assign tunnel addresses for
 # the IP-in-IP and VXLAN pools these tests make (test_cni_net.sh covers that).
@@ -69,6 +70,24 @@ ok 1 pool add 10.21.0.0/28 --nat-outgoing >/dev/null
 same "a /28 pool's options updated" "$(ok 1 pool show --ipv4 | grep 10.21.0.0/28 | tr -s ' ')" \
 	"| 10.21.0.0/28 | nat-outgoing,block-size:28 |"
 
+# calicoctl 0.x's syntax: a bare --ipip is always, before or after the CIDRs.
+ok 1 pool add 10.22.0.0/24 --ipip --nat-outgoing >/dev/null
+ok 1 pool add --ipip 10.23.0.0/24 >/dev/null
+same "a bare --ipip" "$(ok 1 pool show --ipv4 | grep -E '10[.]2[23][.]' | tr -s ' ')" \
+	"| 10.22.0.0/24 | ipip,nat-outgoing |
+| 10.23.0.0/24 | ipip |"
+# calicoctl 0.x's pool range add: the fewest CIDRs that cover the range, all or none.
+same "pool range add prints nothing" "$(ok 2 pool range add 10.24.0.0 10.24.1.127 --nat-outgoing)" ""
+catch_up
+same "the range's pools" "$(ok 3 pool show --ipv4 | grep -E '10[.]24[.]' | tr -s ' ')" \
+	"| 10.24.0.0/24 | nat-outgoing |
+| 10.24.1.0/25 | nat-outgoing |"
+refused 1 1 "Cannot add range - range conflicts with pool 10.24.1.0/25" \
+	pool range add 10.24.1.64 10.24.2.255
+refused 1 2 "pool 10.25.0.64/27 is too small" pool range add 10.25.0.0 10.25.0.100
+[ -z "$(ok 1 pool show --ipv4 | grep -E '10[.]2(4[.]2|5)[.]')" ] || fail "a refused range added pools"
+ok 1 pool remove 10.22.0.0/24 10.23.0.0/24 10.24.0.0/24 10.24.1.0/25 >/dev/null
+
 # --- Bad pools: one line each, nothing changed -----------------------------------------------
 before=$(ok 1 pool show -o json)
 refused 1 1 10.10.128.0/17 pool add 10.10.128.0/17
@@ -79,7 +98,8 @@ refused 2 2 169.254.0.0/16 pool add 169.254.0.0/16
 refused 3 2 fe80::/64 pool add fe80::/64
 refused 3 2 fd20::/64 pool add fd20::/64 --ipip always
 refused 1 2 10.30.0.1/16 pool add 10.30.0.1/16
-refused 1 2 "'sometimes'" pool add 10.30.0.0/16 --ipip sometimes
+refused 1 2 "'sometimes'" pool add 10.30.0.0/16 --ipip=sometimes
+refused 1 2 '"sometimes" is not a CIDR' pool add 10.30.0.0/16 --ipip sometimes
 # All or nothing: a good CIDR with a bad one adds neither, whether the CLI or the agent finds it.
 refused 1 2 10.40.0.1/24 pool add 10.40.0.0/16 10.40.0.1/24
 refused 1 1 10.50.0.0/27 pool add 10.40.0.0/16 10.50.0.0/27

@@ -95,12 +95,66 @@ EOF
 refused 2 1 "already exists" create -f "$WORK/two.yaml"
 refused 2 1 "profile second-profile does not exist" get profile second-profile
 
+# --- YAML numbers and booleans where a string is wanted are their text, as in calicoctl ----------
+cat >"$WORK/numbers.yaml" <<'EOF'
+apiVersion: v1
+kind: profile
+metadata:
+  name: numbered
+  labels: {version: 2, canary: true, tier: 1.10}
+spec:
+  ingress:
+  - action: allow
+    protocol: 6
+    destination: {ports: [80]}
+EOF
+same "apply numeric labels" "$(ok 1 apply -f "$WORK/numbers.yaml")" \
+	"Successfully applied 1 'profile' resource(s)"
+catch_up
+same "the labels are the texts" "$(ok 3 get profile numbered -o json | json 'd["metadata"]["labels"]')" \
+	"{'version': '2', 'canary': 'true', 'tier': '1.10'}"
+same "the same file again is unchanged" \
+	"$(ok 2 apply -f "$WORK/numbers.yaml" -o json | json '[r["outcome"] for r in d["results"]]')" \
+	"['unchanged']"
+ok 1 get profile numbered -o yaml >"$WORK/numbered.yaml"
+same "what get prints is unchanged too" \
+	"$(ok 1 apply -f "$WORK/numbered.yaml" -o json | json '[r["outcome"] for r in d["results"]]')" \
+	"['unchanged']"
+printf '{"apiVersion": "v1", "kind": "profile", "metadata": {"name": "j", "labels": {"v": 2}}}' >"$WORK/numbers.json"
+refused 1 1 "profile j: metadata.labels.v: 2 is not a string (quote it)" apply -f "$WORK/numbers.json"
+ok 1 delete profile numbered >/dev/null
+
+# --- calicoctl 1.x: get -f, create --skip-exists, delete --skip-not-exists ----------------------
+# two.yaml: second-profile does not exist, frontend-policy does.
+same "get -f: what exists" "$(ok 3 get -f "$WORK/two.yaml")" "NAME
+
+NAME
+frontend-policy"
+same "create --skip-exists" "$(ok 1 create --skip-exists -f "$WORK/two.yaml")" \
+	"Successfully created 2 resource(s)"
+catch_up
+same "get -f after it" "$(ok 2 get -f "$WORK/two.yaml" -o json | json '[r["metadata"]["name"] for r in d]')" \
+	"['second-profile', 'frontend-policy']"
+same "the existing policy was left alone" "$(ok 2 get policy frontend-policy -o json | json 'd["spec"]["selector"]')" \
+	"app == 'frontend'"
+printf 'apiVersion: v1\nkind: profile\nmetadata: {name: second-profile}\n---\napiVersion: v1\nkind: profile\nmetadata: {name: never-made}\n' >"$WORK/second.yaml"
+refused 1 1 "profile never-made does not exist" delete -f "$WORK/second.yaml"
+same "delete --skip-not-exists" "$(ok 1 delete -f "$WORK/second.yaml" --skip-not-exists)" \
+	"Successfully deleted 2 'profile' resource(s)"
+refused 1 1 "profile second-profile does not exist" get profile second-profile
+same "delete -s by name" "$(ok 2 delete profile second-profile -s)" \
+	"Successfully deleted 1 'profile' resource(s)"
+
 # --- An ipPool applied as a resource is the pool `tabby pool` shows ----------------------------
 printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.0.0/16}\nspec: {nat-outgoing: true}\n' |
 	tctl 1 apply -f - >"$WORK/out" 2>&1 || fail "apply ipPool: $(cat "$WORK/out")"
 catch_up
 ok 2 pool show | matches "10.77.0.0/16" || fail "pool show does not list the applied ipPool"
 ok 3 get ippool -o wide | matches "10.77.0.0/16" || fail "get ippool does not list it"
+# Applied again, with IP-in-IP spelled off and the block size the pool got: unchanged.
+printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.0.0/16}\nspec: {nat-outgoing: true, ipip: {enabled: false}}\n' >"$WORK/pool.yaml"
+same "an ipPool applied again" "$(ok 2 apply -f "$WORK/pool.yaml" -o json | json '[r["outcome"] for r in d["results"]]')" \
+	"['unchanged']"
 printf 'apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.77.128.0/17}\nspec: {}\n' >"$WORK/overlap.yaml"
 refused 1 1 "10.77" create -f "$WORK/overlap.yaml"
 same "delete the ipPool" "$(ok 1 delete ippool 10.77.0.0/16)" \

@@ -1,4 +1,4 @@
-/* tabby pool add | remove | show: IP pools, as calicoctl 0.x's `pool` commands. */
+/* tabby pool add | range add | remove | show: IP pools, as calicoctl 0.x's `pool` commands. */
 #include "ctl/ctl.h"
 
 #include <stdarg.h>
@@ -206,33 +206,37 @@ static int parse_cidr(struct ctl_ctx *ctx, const char *s, struct ipam_cidr *c)
 	return 2;
 }
 
-/* The value of --ipip or --vxlan into out (never when absent). Returns 0 or 2. */
+static bool is_encap_mode(const char *word)
+{
+	uint8_t mode;
+
+	return ipam_encap_parse(word, &mode);
+}
+
+/* The value of --ipip or --vxlan into out (never when absent). A bare --ipip is calicoctl
+ * 0.x's: always. Returns 0 or 2. */
 static int encap_flag(struct ctl_ctx *ctx, const char *name, uint8_t *out)
 {
 	const char *v = ctl_flag(ctx, name);
 
 	*out = IPAM_ENCAP_NEVER;
-	if (v != NULL && !ipam_encap_parse(v, out))
+	if (v != NULL && v[0] == '\0' && strcmp(name, "ipip") == 0)
+		*out = IPAM_ENCAP_ALWAYS;
+	else if (v != NULL && !ipam_encap_parse(v, out))
 		return ctl_usage_error(
 		    ctx, "invalid value '%s' for --%s (want never, always or cross-subnet)", v,
 		    name);
 	return 0;
 }
 
-/* The pools of the command line, every one checked here first so that a bad one stops the
- * command before anything is sent: all or nothing, as calicoctl did. Returns 0, or 2 after one
- * line naming the bad CIDR. */
-static int read_pools(struct ctl_ctx *ctx, struct ipam_pool *pools)
+/* The options of the command line's flags into *p (its CIDR left alone), block_size 0 when
+ * --block-size is not given. Returns 0, or 2 after a usage error. */
+static int read_options(struct ctl_ctx *ctx, struct ipam_pool *p)
 {
 	int64_t block_size = 0;
-	uint8_t ipip;
-	uint8_t vxlan;
-	char err[512];
-	char a[IPAM_CIDR_STRLEN];
-	char b[IPAM_CIDR_STRLEN];
 
 	if (ctl_flag_int(ctx, "block-size", 1, &block_size) != 0 ||
-	    encap_flag(ctx, "ipip", &ipip) != 0 || encap_flag(ctx, "vxlan", &vxlan) != 0)
+	    encap_flag(ctx, "ipip", &p->ipip) != 0 || encap_flag(ctx, "vxlan", &p->vxlan) != 0)
 		return 2;
 	/* Anything longer than an IPv6 prefix is no block size; ipam_pool_validate() says which
 	 * range applies to each family. */
@@ -241,21 +245,35 @@ static int read_pools(struct ctl_ctx *ctx, struct ipam_pool *pools)
 		                       "invalid value '%s' for --block-size (want 20-32 for "
 		                       "IPv4, 116-128 for IPv6)",
 		                       ctl_flag(ctx, "block-size"));
+	p->block_size = (uint8_t)block_size;
+	p->nat_outgoing = ctl_flag(ctx, "nat-outgoing") != NULL;
+	p->disabled = ctl_flag(ctx, "disabled") != NULL;
+	return 0;
+}
+
+/* The pools of the command line, every one checked here first so that a bad one stops the
+ * command before anything is sent: all or nothing, as calicoctl did. Returns 0, or 2 after one
+ * line naming the bad CIDR. */
+static int read_pools(struct ctl_ctx *ctx, struct ipam_pool *pools)
+{
+	struct ipam_pool options = {0};
+	char err[512];
+	char a[IPAM_CIDR_STRLEN];
+	char b[IPAM_CIDR_STRLEN];
+
+	if (read_options(ctx, &options) != 0)
+		return 2;
 	for (int i = 0; i < ctx->nargs; i++) {
 		struct ipam_pool *p = &pools[i];
 
+		*p = options;
 		if (parse_cidr(ctx, ctx->args[i], &p->cidr) != 0)
 			return 2;
 		/* Without --block-size an existing pool keeps its block size and a new one gets
 		 * the family's default; which applies is for the agent to know. Here the pool
 		 * need only be valid with some block size: the smallest, the most lenient. */
-		p->block_size = block_size != 0            ? (uint8_t)block_size
-		                : p->cidr.addr.family == 4 ? 32
-		                                           : 128;
-		p->ipip = ipip;
-		p->vxlan = vxlan;
-		p->nat_outgoing = ctl_flag(ctx, "nat-outgoing") != NULL;
-		p->disabled = ctl_flag(ctx, "disabled") != NULL;
+		if (p->block_size == 0)
+			p->block_size = p->cidr.addr.family == 4 ? 32 : 128;
 		if (!ipam_pool_validate(p, err, sizeof(err))) {
 			ctl_fail(ctx, "%s", err);
 			return 2;
@@ -276,11 +294,23 @@ static int read_pools(struct ctl_ctx *ctx, struct ipam_pool *pools)
 	return 0;
 }
 
+/* POST body to path. Like calicoctl, a success prints nothing (but the answer with -o json).
+ * Returns 0 or 1. */
+static int post_quietly(struct ctl_ctx *ctx, const char *path, json_t *body)
+{
+	json_t *resp = NULL;
+	int rv = ctl_call(ctx, "POST", path, body, &resp);
+
+	if (rv == 0 && ctx->json)
+		rv = ctl_print_json(ctx, resp);
+	json_decref(resp);
+	return rv;
+}
+
 static int run_add(struct ctl_ctx *ctx)
 {
 	struct ipam_pool *pools;
 	json_t *body = NULL;
-	json_t *resp = NULL;
 	json_t *list;
 	char cidr[IPAM_CIDR_STRLEN];
 	int rv;
@@ -308,17 +338,114 @@ static int run_add(struct ctl_ctx *ctx)
 		    json_object_set_new(o, "block_size", json_integer(p->block_size)) != 0)
 			goto nomem;
 	}
-	rv = ctl_call(ctx, "POST", "/v1/ippools", body, &resp);
-	/* Like calicoctl, a successful add prints nothing. */
-	if (rv == 0 && ctx->json)
-		rv = ctl_print_json(ctx, resp);
+	rv = post_quietly(ctx, "/v1/ippools", body);
 	goto out;
 nomem:
 	rv = ctl_fail(ctx, "out of memory");
 out:
-	json_decref(resp);
 	json_decref(body);
 	free(pools);
+	return rv;
+}
+
+/* The most CIDRs a range can need (ipam_range_cidrs()). */
+#define RANGE_PIECES_MAX 254
+
+/* Parse ADDRESS, a command-line value, into a. Returns 0, or 2 after one line that names it. */
+static int parse_addr(struct ctl_ctx *ctx, const char *s, struct ipam_addr *a)
+{
+	if (ipam_addr_parse(s, a))
+		return 0;
+	ctl_fail(ctx, "'%s' is not an IP address", s);
+	return 2;
+}
+
+/* Whether a configured pool touches the range that pieces (n) cover exactly, as calicoctl 0.x
+ * refused it: 0 when none does, else 1 after printing which. */
+static int range_touches_pool(struct ctl_ctx *ctx, const struct ipam_cidr *pieces, unsigned n)
+{
+	json_t *resp = NULL;
+	const json_t *pools;
+	struct ipam_cidr c;
+	char err[256];
+	int rv = ctl_call(ctx, "GET", "/v1/ippools", NULL, &resp);
+
+	if (rv != 0)
+		return rv;
+	pools = json_object_get(resp, "pools");
+	if (!json_is_array(pools))
+		rv = ctl_fail(ctx, "unexpected answer from the agent: no pool list");
+	for (size_t i = 0; rv == 0 && i < json_array_size(pools); i++) {
+		const char *cidr =
+		    json_string_value(json_object_get(json_array_get(pools, i), "cidr"));
+
+		if (cidr == NULL || !ipam_cidr_parse(cidr, &c, err, sizeof(err)))
+			continue;
+		for (unsigned j = 0; rv == 0 && j < n; j++)
+			if (ipam_cidr_overlap(&c, &pieces[j]))
+				rv = ctl_fail(
+				    ctx, "Cannot add range - range conflicts with pool %s", cidr);
+	}
+	json_decref(resp);
+	return rv;
+}
+
+/* calicoctl 0.x's `pool range add START END`: the fewest CIDRs that cover the range exactly, each
+ * a new pool. As there, a range that touches an existing pool, or that would need a piece smaller
+ * than a block, adds nothing. The pieces go to the agent as one create of ipPool resources, so
+ * that they are added all or none, and a pool that appeared since the check stops them too. */
+static int run_range_add(struct ctl_ctx *ctx)
+{
+	const char *start = ctx->args[0];
+	const char *end = ctx->args[1];
+	struct ipam_pool options = {0};
+	struct ipam_pool p;
+	struct ipam_addr first;
+	struct ipam_addr last;
+	struct ipam_cidr pieces[RANGE_PIECES_MAX];
+	json_t *body;
+	char err[512];
+	unsigned n;
+	int rv;
+
+	if (read_options(ctx, &options) != 0 || parse_addr(ctx, start, &first) != 0 ||
+	    parse_addr(ctx, end, &last) != 0)
+		return 2;
+	if (first.family != last.family)
+		return ctl_usage_error(ctx, "%s and %s are not of one family", start, end);
+	n = ipam_range_cidrs(&first, &last, pieces, RANGE_PIECES_MAX);
+	if (n == 0)
+		return ctl_usage_error(ctx, "the range is empty: %s is above %s", start, end);
+	/* Each piece is a new pool: it gets the family's default block size unless --block-size
+	 * says otherwise. */
+	for (unsigned i = 0; i < n; i++) {
+		p = options;
+		p.cidr = pieces[i];
+		if (p.block_size == 0)
+			p.block_size =
+			    first.family == 4 ? IPAM_DEFAULT_BLOCK_V4 : IPAM_DEFAULT_BLOCK_V6;
+		if (!ipam_pool_validate(&p, err, sizeof(err))) {
+			ctl_fail(ctx, "range %s-%s: %s", start, end, err);
+			return 2;
+		}
+	}
+	rv = range_touches_pool(ctx, pieces, n);
+	if (rv != 0)
+		return rv;
+	body = json_pack("{s:s, s:[]}", "op", "create", "resources");
+	for (unsigned i = 0; body != NULL && i < n; i++) {
+		p = options; /* block size 0 without --block-size: the agent's default */
+		p.cidr = pieces[i];
+		if (json_array_append_new(json_object_get(body, "resources"),
+		                          policy_ippool_from_ipam(&p)) != 0) {
+			json_decref(body);
+			body = NULL;
+		}
+	}
+	if (body == NULL)
+		return ctl_fail(ctx, "out of memory");
+	rv = post_quietly(ctx, "/v1/resources", body);
+	json_decref(body);
 	return rv;
 }
 
@@ -401,10 +528,17 @@ static const char *const cidr_args[] = {"CIDR", NULL};
 static const struct ctl_flag add_flags[] = {
     {"block-size", 0, "N",
      "prefix length of the pool's blocks (default 26 for IPv4, 122 for IPv6)"},
-    {"ipip", 0, "MODE", "IP-in-IP encapsulation: never (default), always or cross-subnet"},
+    {"ipip", 0, "MODE",
+     "IP-in-IP encapsulation: never (default), always or cross-subnet; alone: always"},
     {"vxlan", 0, "MODE", "VXLAN encapsulation: never (default), always or cross-subnet"},
     {"nat-outgoing", 0, NULL, "masquerade traffic from the pool to outside every pool"},
     {"disabled", 0, NULL, "assign no new addresses from the pool"},
+    {0},
+};
+
+/* calicoctl 0.x's --ipip took no value: "--ipip" alone is always, a mode after it is its value. */
+static const struct ctl_optional_value ipip_optional[] = {
+    {"ipip", is_encap_mode},
     {0},
 };
 
@@ -420,8 +554,39 @@ static const struct ctl_command add_command = {
     .flags = add_flags,
     .args = cidr_args,
     .more_args = true,
+    .optional_values = ipip_optional,
     .client = true,
     .run = run_add,
+};
+
+static const char *const range_args[] = {"START", "END", NULL};
+
+static const struct ctl_command range_add_command = {
+    .name = "add",
+    .usage_args = "START END",
+    .summary = "add the range START-END as the fewest pools that cover it",
+    .description =
+        "Add the addresses START to END (both included) as IP pools, the fewest CIDRs that "
+        "cover the\nrange exactly, each with the options given, as calicoctl 0.x did. A range "
+        "that touches an\nexisting pool, or that needs a CIDR smaller than a block, adds "
+        "nothing. Prints nothing on\nsuccess.",
+    .flags = add_flags,
+    .args = range_args,
+    .optional_values = ipip_optional,
+    .client = true,
+    .run = run_range_add,
+};
+
+static const struct ctl_command *const range_subcommands[] = {
+    &range_add_command,
+    NULL,
+};
+
+static const struct ctl_command range_command = {
+    .name = "range",
+    .summary = "add a range of addresses as IP pools",
+    .description = "Add a range of addresses as IP pools (calicoctl 0.x's pool range).",
+    .subcommands = range_subcommands,
 };
 
 static const struct ctl_flag remove_flags[] = {
@@ -460,10 +625,7 @@ static const struct ctl_command show_command = {
 };
 
 static const struct ctl_command *const pool_subcommands[] = {
-    &add_command,
-    &remove_command,
-    &show_command,
-    NULL,
+    &add_command, &range_command, &remove_command, &show_command, NULL,
 };
 
 const struct ctl_command ctl_pool_command = {

@@ -42,8 +42,8 @@ json_t *ctl_profile_default(const char *name)
 
 /* ---- rule specifications ---- */
 
-/* A decimal number of at most 5 digits in [0, max] into *out. */
-static bool small_number(const char *s, long max, long *out)
+/* A decimal number of at most 5 digits in [min, max] into *out. */
+static bool small_number(const char *s, long min, long max, long *out)
 {
 	char *end;
 	long v;
@@ -51,7 +51,7 @@ static bool small_number(const char *s, long max, long *out)
 	if (s[0] < '0' || s[0] > '9' || strlen(s) > 5)
 		return false;
 	v = strtol(s, &end, 10);
-	if (*end != '\0' || v > max)
+	if (*end != '\0' || v < min || v > max)
 		return false;
 	*out = v;
 	return true;
@@ -81,7 +81,8 @@ int ctl_ports_parse(const char *s, json_t **ports, char *err, size_t errlen)
 		sep = strpbrk(item, ":-");
 		if (sep != NULL) {
 			*sep = '\0';
-			if (!small_number(item, 65535, &lo) || !small_number(sep + 1, 65535, &hi))
+			if (!small_number(item, 1, 65535, &lo) ||
+			    !small_number(sep + 1, 1, 65535, &hi))
 				goto bad;
 			if (lo > hi) {
 				snprintf(err, errlen,
@@ -91,7 +92,7 @@ int ctl_ports_parse(const char *s, json_t **ports, char *err, size_t errlen)
 				goto err;
 			}
 		} else {
-			if (!small_number(item, 65535, &lo))
+			if (!small_number(item, 1, 65535, &lo))
 				goto bad;
 			hi = lo;
 		}
@@ -110,7 +111,7 @@ int ctl_ports_parse(const char *s, json_t **ports, char *err, size_t errlen)
 	return 0;
 bad:
 	snprintf(err, errlen,
-	         "invalid ports '%s': expected a comma-separated list of ports (0-65535) and "
+	         "invalid ports '%s': expected a comma-separated list of ports (1-65535) and "
 	         "port ranges (1000:2000 or 1000-2000)",
 	         s);
 	goto err;
@@ -310,7 +311,7 @@ int ctl_rule_parse(char *const *words, int n, json_t **rule, char *err, size_t e
 			long code;
 			json_t *icmp;
 
-			if (i + 1 >= n || !small_number(words[i + 1], 255, &type)) {
+			if (i + 1 >= n || !small_number(words[i + 1], 0, 254, &type)) {
 				snprintf(err, errlen,
 				         "'type' needs an ICMP type (0-254), found '%s'",
 				         i + 1 < n ? words[i + 1] : "nothing");
@@ -321,7 +322,7 @@ int ctl_rule_parse(char *const *words, int n, json_t **rule, char *err, size_t e
 				goto nomem;
 			i += 2;
 			if (i < n && is(words[i], "code")) {
-				if (i + 1 >= n || !small_number(words[i + 1], 255, &code)) {
+				if (i + 1 >= n || !small_number(words[i + 1], 0, 255, &code)) {
 					snprintf(err, errlen,
 					         "'code' needs an ICMP code (0-255), found '%s'",
 					         i + 1 < n ? words[i + 1] : "nothing");
@@ -1530,9 +1531,9 @@ const struct ctl_command ctl_profile_command = {
         "[cidr C]]\n"
         "      | (icmp|icmpv6) [type N [code N]] [from [tag T] [cidr C]] [to [tag T] [cidr C]]\n"
         "      | [from [tag T] [cidr C]] [to [tag T] [cidr C]]]\n"
-        "Ports: 80, 80,443, 1000:2000 or 1000-2000. Inbound rules are the profile's ingress "
-        "rules,\noutbound its egress rules. Profile and tag names: up to 39 letters, digits, "
-        "dots, dashes\nand underscores.",
+        "Ports (1-65535): 80, 80,443, 1000:2000 or 1000-2000. ICMP type 0-254, code 0-255.\n"
+        "Inbound rules are the profile's ingress rules, outbound its egress rules.\n"
+        "Profile and tag names: up to 39 letters, digits, dots, dashes and underscores.",
     .flags = profile_flags,
     .args = profile_args,
     .more_args = true,

@@ -14,13 +14,14 @@ int ctl_resource_read(const char *name, const char *text, size_t len, json_t **r
                       json_t **normalized, char *err, size_t errlen)
 {
 	json_t *list = NULL;
+	json_t *texts = NULL;
 	json_t *norm = NULL;
 	char why[512];
 	size_t i;
 
 	*raw = NULL;
 	*normalized = NULL;
-	if (policy_doc_parse(text, len, &list, why, sizeof(why)) != 0) {
+	if (policy_doc_parse_texts(text, len, &list, &texts, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "%s: %s", name, why);
 		return -1;
 	}
@@ -33,15 +34,22 @@ int ctl_resource_read(const char *name, const char *text, size_t len, json_t **r
 		goto nomem;
 	for (i = 0; i < json_array_size(list); i++) {
 		json_t *n = NULL;
+		json_t *quoted = NULL;
 
 		/* Refuse the whole file on the first bad resource, with the module's message: it
 		 * names the resource, the field and the value. */
-		if (policy_resource_normalize(json_array_get(list, i), (unsigned)i, &n, err,
-		                              errlen) != 0)
+		if (policy_resource_normalize_texts(json_array_get(list, i),
+		                                    json_array_get(texts, i), (unsigned)i, &n,
+		                                    &quoted, err, errlen) != 0)
 			goto err;
 		if (json_array_append_new(norm, n) != 0)
 			goto nomem;
+		/* The agent reads the resource without the file's texts: where a YAML number or
+		 * boolean was taken as its text, it gets the text, quoted. */
+		if (quoted != NULL && json_array_set_new(list, i, quoted) != 0)
+			goto nomem;
 	}
+	json_decref(texts);
 	*raw = list;
 	*normalized = norm;
 	return 0;
@@ -49,6 +57,7 @@ nomem:
 	snprintf(err, errlen, "out of memory");
 err:
 	json_decref(list);
+	json_decref(texts);
 	json_decref(norm);
 	return -1;
 }
@@ -129,41 +138,218 @@ err:
 
 /* ---- create, apply, replace, delete -f ---- */
 
-/* op: the agent's operation; verb: the past tense for the success line. */
-static int run_file_op(struct ctl_ctx *ctx, const char *op, const char *verb)
+/* The resources of the file path (the -f value): as written (*raw) and normalized. Returns 0, or
+ * an exit status after printing why not. */
+static int read_resources(struct ctl_ctx *ctx, const char *path, json_t **raw, json_t **normalized)
+{
+	char *text = NULL;
+	size_t len = 0;
+	char err[1024];
+	int rv = read_file(ctx, path, &text, &len);
+
+	if (rv != 0)
+		return rv;
+	if (ctl_resource_read(strcmp(path, "-") == 0 ? "stdin" : path, text, len, raw, normalized,
+	                      err, sizeof(err)) != 0)
+		rv = ctl_fail(ctx, "%s", err);
+	free(text);
+	return rv;
+}
+
+/* "/v1/KIND/" + escaped key, malloc()ed. */
+static char *resource_path(enum policy_kind kind, const char *key)
+{
+	char base[64];
+
+	snprintf(base, sizeof(base), "/v1/%s/", policy_kind_plural(kind));
+	return ctl_key_path(base, key, "");
+}
+
+/* The stored form of each resource of normalized, in order, into a new array *current: the
+ * resource, or null where it does not exist. Returns 0, or 1 after printing why not. */
+static int fetch_current(struct ctl_ctx *ctx, const json_t *normalized, json_t **current)
+{
+	json_t *out = json_array();
+	char key[POLICY_KEY_MAX];
+	int rv = out != NULL ? 0 : ctl_fail(ctx, "out of memory");
+
+	for (size_t i = 0; rv == 0 && i < json_array_size(normalized); i++) {
+		enum policy_kind kind =
+		    policy_resource_key(json_array_get(normalized, i), key, sizeof(key));
+		char *path = kind != POLICY_KIND_NONE ? resource_path(kind, key) : NULL;
+		json_t *resp = NULL;
+		json_t *r;
+		int status;
+
+		if (path == NULL) {
+			rv = ctl_fail(ctx, "out of memory");
+			break;
+		}
+		rv = ctl_request(ctx, "GET", path, NULL, &status, &resp);
+		free(path);
+		r = json_object_get(resp, "resource");
+		if (rv == 0 && status == 404)
+			r = json_null();
+		else if (rv == 0 && status / 100 != 2)
+			rv = ctl_fail_api(ctx, API_OK, NULL, status, resp);
+		else if (rv == 0 && !json_is_object(r))
+			rv = ctl_fail(ctx, "unexpected answer from the agent: no resource");
+		if (rv == 0 && json_array_append(out, r) != 0)
+			rv = ctl_fail(ctx, "out of memory");
+		json_decref(resp);
+	}
+	if (rv != 0) {
+		json_decref(out);
+		return rv;
+	}
+	*current = out;
+	return 0;
+}
+
+/* How many times create --skip-exists and delete --skip-not-exists look again when what they
+ * looked at changed before their request. */
+#define SKIP_ATTEMPTS 5
+
+/* The agent's answer to a request of some of the resources of normalized (sent[i] says which),
+ * with a result {"kind", "key", "outcome": "skipped"} in its list for each of the others, in the
+ * file's order. Returns 0, -EINVAL when the answer has no result for one sent, or -ENOMEM. */
+static int add_skipped(json_t *resp, const json_t *normalized, const bool *sent)
+{
+	const json_t *results = json_object_get(resp, "results");
+	json_t *all = json_array();
+	char key[POLICY_KEY_MAX];
+	size_t k = 0;
+
+	for (size_t i = 0; all != NULL && i < json_array_size(normalized); i++) {
+		json_t *r;
+
+		if (sent[i]) {
+			r = json_incref(json_array_get(results, k++));
+			if (r == NULL) {
+				json_decref(all);
+				return -EINVAL;
+			}
+		} else {
+			enum policy_kind kind =
+			    policy_resource_key(json_array_get(normalized, i), key, sizeof(key));
+			r = json_pack("{s:s, s:s, s:s}", "kind", policy_kind_name(kind), "key", key,
+			              "outcome", "skipped");
+		}
+		if (json_array_append_new(all, r) != 0) {
+			json_decref(all);
+			all = NULL;
+		}
+	}
+	return all != NULL && json_object_set_new(resp, "results", all) == 0 ? 0 : -ENOMEM;
+}
+
+/*
+ * create --skip-exists and delete --skip-not-exists, as calicoctl 1.x: a resource that exists
+ * (create) or does not (delete) is skipped, and counted as done. The others go in one request,
+ * all or nothing as always. Someone may create or delete one of them between the look and the
+ * request: the agent then refuses the request (exists, not_found), and it is made again from a
+ * new look. On success *resp is the agent's answer with the skipped resources added. Returns 0,
+ * or an exit status after printing why not.
+ */
+static int run_skipping(struct ctl_ctx *ctx, const char *op, const json_t *raw,
+                        const json_t *normalized, json_t **resp)
+{
+	bool create = strcmp(op, "create") == 0;
+	size_t n = json_array_size(raw);
+	bool *sent = calloc(n, sizeof(*sent));
+	int rv = sent != NULL ? 0 : ctl_fail(ctx, "out of memory");
+
+	*resp = NULL;
+	for (int attempt = 0; rv == 0 && attempt < SKIP_ATTEMPTS; attempt++) {
+		json_t *current = NULL;
+		json_t *body = NULL;
+		int status = 200;
+		int added;
+
+		rv = fetch_current(ctx, normalized, &current);
+		if (rv == 0)
+			body = json_pack("{s:s, s:[]}", "op", op, "resources");
+		for (size_t i = 0; body != NULL && i < n; i++) {
+			sent[i] = json_is_null(json_array_get(current, i)) == create;
+			if (sent[i] && json_array_append(json_object_get(body, "resources"),
+			                                 json_array_get(raw, i)) != 0) {
+				json_decref(body);
+				body = NULL;
+			}
+		}
+		json_decref(current);
+		if (rv == 0 && body == NULL)
+			rv = ctl_fail(ctx, "out of memory");
+		else if (rv == 0 && json_array_size(json_object_get(body, "resources")) == 0)
+			*resp = json_object(); /* nothing left to do */
+		else if (rv == 0)
+			rv = ctl_request(ctx, "POST", "/v1/resources", body, &status, resp);
+		json_decref(body);
+		if (rv != 0)
+			break;
+		if (status == (create ? 409 : 404) &&
+		    strcmp(api_error_code(*resp) != NULL ? api_error_code(*resp) : "",
+		           create ? "exists" : "not_found") == 0) {
+			json_decref(*resp);
+			*resp = NULL;
+			continue; /* changed since the look: look again */
+		}
+		if (status / 100 != 2)
+			rv = ctl_fail_api(ctx, API_OK, NULL, status, *resp);
+		else if (*resp == NULL)
+			rv = ctl_fail(ctx, "unexpected answer from the agent: no results");
+		else if ((added = add_skipped(*resp, normalized, sent)) != 0)
+			rv = ctl_fail(ctx, "%s",
+			              added == -EINVAL
+			                  ? "unexpected answer from the agent: a result is missing"
+			                  : "out of memory");
+		break;
+	}
+	if (rv == 0 && *resp == NULL)
+		rv = ctl_fail(ctx,
+		              "the resources kept changing while this command looked at them; gave "
+		              "up after %d attempts",
+		              SKIP_ATTEMPTS);
+	if (rv != 0) {
+		json_decref(*resp);
+		*resp = NULL;
+	}
+	free(sent);
+	return rv;
+}
+
+/* op: the agent's operation; verb: the past tense for the success line; skip_flag: the flag
+ * that makes it skip what is already done (NULL for none). */
+static int run_file_op(struct ctl_ctx *ctx, const char *op, const char *verb, const char *skip_flag)
 {
 	const char *path = ctl_flag(ctx, "filename");
 	json_t *raw = NULL;
 	json_t *normalized = NULL;
 	json_t *body = NULL;
 	json_t *resp = NULL;
-	char *text = NULL;
-	size_t len = 0;
-	char err[1024];
 	int rv;
 
 	if (path == NULL)
 		return ctl_usage_error(ctx, "missing -f FILE (- for standard input)");
 	if (ctx->nargs > 0)
 		return ctl_usage_error(ctx, "unexpected argument '%s'", ctx->args[0]);
-	rv = read_file(ctx, path, &text, &len);
+	rv = read_resources(ctx, path, &raw, &normalized);
 	if (rv != 0)
 		return rv;
-	if (ctl_resource_read(strcmp(path, "-") == 0 ? "stdin" : path, text, len, &raw, &normalized,
-	                      err, sizeof(err)) != 0) {
-		rv = ctl_fail(ctx, "%s", err);
-		goto out;
+	if (skip_flag != NULL && ctl_flag(ctx, skip_flag) != NULL) {
+		rv = run_skipping(ctx, op, raw, normalized, &resp);
+	} else {
+		/* The raw resources, not the normalized ones: the agent normalizes with the same
+		 * code, and what it stores should not depend on which CLI version sent it. */
+		body = json_pack("{s:s, s:O}", "op", op, "resources", raw);
+		if (body == NULL)
+			rv = ctl_fail(ctx, "out of memory");
+		else
+			rv = ctl_call(ctx, "POST", "/v1/resources", body, &resp);
 	}
-	/* The raw resources, not the normalized ones: the agent normalizes with the same code,
-	 * and what it stores should not depend on which CLI version sent it. */
-	body = json_pack("{s:s, s:O}", "op", op, "resources", raw);
-	if (body == NULL) {
-		rv = ctl_fail(ctx, "out of memory");
-		goto out;
-	}
-	rv = ctl_call(ctx, "POST", "/v1/resources", body, &resp);
 	if (rv != 0)
 		goto out;
+	/* calicoctl counted the skipped resources as done too. */
 	if (ctx->json)
 		rv = ctl_print_json(ctx, resp);
 	else
@@ -173,23 +359,22 @@ out:
 	json_decref(body);
 	json_decref(raw);
 	json_decref(normalized);
-	free(text);
 	return rv;
 }
 
 static int run_create(struct ctl_ctx *ctx)
 {
-	return run_file_op(ctx, "create", "created");
+	return run_file_op(ctx, "create", "created", "skip-exists");
 }
 
 static int run_apply(struct ctl_ctx *ctx)
 {
-	return run_file_op(ctx, "apply", "applied");
+	return run_file_op(ctx, "apply", "applied", NULL);
 }
 
 static int run_replace(struct ctl_ctx *ctx)
 {
-	return run_file_op(ctx, "replace", "replaced");
+	return run_file_op(ctx, "replace", "replaced", NULL);
 }
 
 /* ---- kinds and keys on the command line ---- */
@@ -276,15 +461,6 @@ static int make_key(const struct ctl_ctx *ctx, enum policy_kind kind, const char
 	return n > 0 && n < POLICY_KEY_MAX;
 }
 
-/* "/v1/KIND/" + escaped key, malloc()ed. */
-static char *resource_path(enum policy_kind kind, const char *key)
-{
-	char base[64];
-
-	snprintf(base, sizeof(base), "/v1/%s/", policy_kind_plural(kind));
-	return ctl_key_path(base, key, "");
-}
-
 /* ---- delete ---- */
 
 static int run_delete(struct ctl_ctx *ctx)
@@ -292,7 +468,9 @@ static int run_delete(struct ctl_ctx *ctx)
 	enum policy_kind kind;
 	char key[POLICY_KEY_MAX];
 	json_t *resp = NULL;
+	const char *code;
 	char *path;
+	int status;
 	int rv;
 
 	if (ctl_flag(ctx, "filename") != NULL) {
@@ -300,7 +478,7 @@ static int run_delete(struct ctl_ctx *ctx)
 		    ctl_flag(ctx, "workload") != NULL)
 			return ctl_usage_error(ctx, "with -f the file names the resources: no "
 			                            "--node, --orchestrator or --workload");
-		return run_file_op(ctx, "delete", "deleted");
+		return run_file_op(ctx, "delete", "deleted", "skip-not-exists");
 	}
 	if (ctx->nargs == 0)
 		return ctl_usage_error(ctx, "missing -f FILE or KIND NAME");
@@ -324,13 +502,25 @@ static int run_delete(struct ctl_ctx *ctx)
 	path = resource_path(kind, key);
 	if (path == NULL)
 		return ctl_fail(ctx, "out of memory");
-	rv = ctl_call(ctx, "DELETE", path, NULL, &resp);
+	rv = ctl_request(ctx, "DELETE", path, NULL, &status, &resp);
 	free(path);
 	if (rv != 0)
 		return rv;
-	if (ctx->json)
+	code = api_error_code(resp);
+	if (status == 404 && code != NULL && strcmp(code, "not_found") == 0 &&
+	    ctl_flag(ctx, "skip-not-exists") != NULL) {
+		/* Counted as deleted, as calicoctl counted it. */
+		json_decref(resp);
+		resp = json_pack("{s:[{s:s, s:s, s:s}]}", "results", "kind", policy_kind_name(kind),
+		                 "key", key, "outcome", "skipped");
+		if (resp == NULL)
+			return ctl_fail(ctx, "out of memory");
+	} else if (status / 100 != 2) {
+		rv = ctl_fail_api(ctx, API_OK, NULL, status, resp);
+	}
+	if (rv == 0 && ctx->json)
 		rv = ctl_print_json(ctx, resp);
-	else
+	else if (rv == 0)
 		fprintf(ctx->out, "Successfully deleted 1 '%s' resource(s)\n",
 		        policy_kind_name(kind));
 	json_decref(resp);
@@ -604,6 +794,109 @@ static bool fits(const struct ctl_ctx *ctx, enum policy_kind kind, const json_t 
 	return true;
 }
 
+/* Whether normalized[i] names the same resource as one before it. */
+static bool named_before(const json_t *normalized, size_t i)
+{
+	char key[POLICY_KEY_MAX];
+	char other[POLICY_KEY_MAX];
+	enum policy_kind kind =
+	    policy_resource_key(json_array_get(normalized, i), key, sizeof(key));
+
+	for (size_t j = 0; j < i; j++)
+		if (policy_resource_key(json_array_get(normalized, j), other, sizeof(other)) ==
+		        kind &&
+		    strcmp(key, other) == 0)
+			return true;
+	return false;
+}
+
+/* Print the found resources (in the file's order) of the kinds named (the file's resources, each
+ * once): as YAML or JSON one list (the resource itself when the file names one), as tables one
+ * per kind, in the order the file first names them, a blank line between two. */
+static int print_found(struct ctl_ctx *ctx, const json_t *normalized, const json_t *found)
+{
+	bool done[POLICY_KIND_COUNT] = {false};
+	char key[POLICY_KEY_MAX];
+	int rv = 0;
+
+	if (strcmp(ctx->format, "yaml") == 0 || strcmp(ctx->format, "json") == 0)
+		return ctl_resource_print(ctx->out, POLICY_KIND_NONE, found, ctx->format,
+		                          json_array_size(normalized) == 1 &&
+		                              json_array_size(found) == 1);
+	for (size_t i = 0; rv == 0 && i < json_array_size(normalized); i++) {
+		enum policy_kind kind =
+		    policy_resource_key(json_array_get(normalized, i), key, sizeof(key));
+		json_t *items;
+
+		if (kind == POLICY_KIND_NONE || done[kind])
+			continue;
+		items = json_array();
+		for (size_t j = 0; items != NULL && j < json_array_size(found); j++) {
+			json_t *r = json_array_get(found, j);
+
+			if (policy_resource_key(r, key, sizeof(key)) == kind &&
+			    json_array_append(items, r) != 0) {
+				json_decref(items);
+				items = NULL;
+			}
+		}
+		if (items == NULL)
+			return -1;
+		if (i > 0)
+			fputc('\n', ctx->out);
+		rv = ctl_resource_print(ctx->out, kind, items, ctx->format, false);
+		done[kind] = true;
+		json_decref(items);
+	}
+	return rv;
+}
+
+/* get -f FILE: the resources the file names, as calicoctl 1.x: those that do not exist simply
+ * give no result. */
+static int run_get_file(struct ctl_ctx *ctx, const char *path)
+{
+	json_t *raw = NULL;
+	json_t *normalized = NULL;
+	json_t *unique = NULL;
+	json_t *current = NULL;
+	json_t *found = NULL;
+	int rv;
+
+	if (ctx->nargs > 0)
+		return ctl_usage_error(
+		    ctx, "with -f the file names the resources: no KIND or NAME ('%s')",
+		    ctx->args[0]);
+	if (ctl_flag(ctx, "node") != NULL || ctl_flag(ctx, "orchestrator") != NULL ||
+	    ctl_flag(ctx, "workload") != NULL)
+		return ctl_usage_error(ctx, "with -f the file names the resources: no --node, "
+		                            "--orchestrator or --workload");
+	rv = read_resources(ctx, path, &raw, &normalized);
+	/* A resource the file names twice is asked for and shown once. */
+	if (rv == 0 && ((unique = json_array()) == NULL || (found = json_array()) == NULL))
+		rv = ctl_fail(ctx, "out of memory");
+	for (size_t i = 0; rv == 0 && i < json_array_size(normalized); i++)
+		if (!named_before(normalized, i) &&
+		    json_array_append(unique, json_array_get(normalized, i)) != 0)
+			rv = ctl_fail(ctx, "out of memory");
+	if (rv == 0)
+		rv = fetch_current(ctx, unique, &current);
+	for (size_t i = 0; rv == 0 && i < json_array_size(current); i++) {
+		json_t *r = json_array_get(current, i);
+
+		if (!json_is_null(r) && json_array_append(found, r) != 0)
+			rv = ctl_fail(ctx, "out of memory");
+	}
+	if (rv == 0 && print_found(ctx, unique, found) != 0)
+		rv = ctl_fail(ctx, "cannot print the %s",
+		              strcmp(ctx->format, "yaml") == 0 ? "resources as YAML" : "resources");
+	json_decref(found);
+	json_decref(current);
+	json_decref(unique);
+	json_decref(raw);
+	json_decref(normalized);
+	return rv;
+}
+
 static int run_get(struct ctl_ctx *ctx)
 {
 	const char *name = ctx->nargs > 1 ? ctx->args[1] : NULL;
@@ -617,6 +910,10 @@ static int run_get(struct ctl_ctx *ctx)
 	bool single = false;
 	int rv;
 
+	if (ctl_flag(ctx, "filename") != NULL)
+		return run_get_file(ctx, ctl_flag(ctx, "filename"));
+	if (ctx->nargs == 0)
+		return ctl_usage_error(ctx, "missing KIND");
 	if (parse_kind(ctx, ctx->args[0], &kind) != 0)
 		return 2;
 	if (ctx->nargs > 2)
@@ -687,6 +984,13 @@ static const struct ctl_flag file_flags[] = {
     {0},
 };
 
+static const struct ctl_flag create_flags[] = {
+    {"filename", 'f', "FILE", "the resource file, YAML or JSON (- for standard input)"},
+    {"skip-exists", 0, NULL,
+     "a resource that exists already is skipped, not an error (and counted as created)"},
+    {0},
+};
+
 const struct ctl_command ctl_create_command = {
     .name = "create",
     .usage_args = "-f FILE",
@@ -694,8 +998,9 @@ const struct ctl_command ctl_create_command = {
     .description =
         "Create the resources of FILE (YAML or JSON: one resource, a list, or several YAML "
         "documents),\nas calicoctl create did. Every resource is checked before anything is "
-        "sent; then all are\ncreated or, if one exists already, none.",
-    .flags = file_flags,
+        "sent; then all are\ncreated or, if one exists already, none. With --skip-exists "
+        "those that exist are left as they\nare and the others created, all or none.",
+    .flags = create_flags,
     .client = true,
     .run = run_create,
 };
@@ -728,6 +1033,8 @@ static const struct ctl_flag delete_flags[] = {
     {"node", 0, "NODE", "the node of the hostEndpoint or workloadEndpoint"},
     {"orchestrator", 0, "O", "the orchestrator of the workloadEndpoint"},
     {"workload", 0, "W", "the workload of the workloadEndpoint"},
+    {"skip-not-exists", 's', NULL,
+     "a resource that does not exist is skipped, not an error (and counted as deleted)"},
     {0},
 };
 
@@ -740,7 +1047,8 @@ const struct ctl_command ctl_delete_command = {
         "KIND is any\ncalicoctl kind name or alias (policy, pol, profile, ipPool, ipp, "
         "hostEndpoint, hep,\nworkloadEndpoint, wep, node, ...); an ipPool's NAME is its CIDR. "
         "A hostEndpoint is named by\n--node NODE NAME (or NODE/NAME), a workloadEndpoint by "
-        "--node, --orchestrator and --workload\nwith NAME (or NODE/ORCHESTRATOR/WORKLOAD/NAME).",
+        "--node, --orchestrator and --workload\nwith NAME (or NODE/ORCHESTRATOR/WORKLOAD/NAME). "
+        "With --skip-not-exists a resource that\ndoes not exist is no error.",
     .flags = delete_flags,
     .more_args = true,
     .client = true,
@@ -748,26 +1056,26 @@ const struct ctl_command ctl_delete_command = {
 };
 
 static const struct ctl_flag get_flags[] = {
+    {"filename", 'f', "FILE", "show the resources this file names (- for standard input)"},
     {"node", 0, "NODE", "only endpoints of this node"},
     {"orchestrator", 0, "O", "only workloadEndpoints of this orchestrator"},
     {"workload", 0, "W", "only workloadEndpoints of this workload"},
     {0},
 };
 
-static const char *const kind_args[] = {"KIND", NULL};
 static const char *const get_formats[] = {"ps", "wide", "yaml", "json", NULL};
 
 const struct ctl_command ctl_get_command = {
     .name = "get",
-    .usage_args = "KIND [NAME]",
+    .usage_args = "(KIND [NAME] | -f FILE)",
     .summary = "show v1 resources",
     .description =
-        "Show the resources of a kind, or the one named NAME, as calicoctl get did. -o ps "
-        "(the default)\nand -o wide print a table; -o yaml and -o json the resources in "
-        "normalized form: the\nresource itself when NAME identifies one, else a list. "
-        "Endpoints can be narrowed with --node,\n--orchestrator and --workload.",
+        "Show the resources of a kind, or the one named NAME, or those FILE names (those that "
+        "do not\nexist give no result), as calicoctl get did. -o ps (the default) and -o wide "
+        "print a table\n(one per kind); -o yaml and -o json the resources in normalized form: "
+        "the resource itself when\nNAME or FILE names one, else a list. Endpoints can be "
+        "narrowed with --node, --orchestrator\nand --workload.",
     .flags = get_flags,
-    .args = kind_args,
     .more_args = true,
     .client = true,
     .formats = get_formats,

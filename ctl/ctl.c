@@ -94,15 +94,31 @@ int ctl_fail(const struct ctl_ctx *ctx, const char *fmt, ...)
 
 /* ---- usage ---- */
 
-static void flag_left(char *buf, size_t size, const struct ctl_flag *f)
+typedef bool is_value_fn(const char *word);
+
+/* The test of whether a word is the value of cmd's flag f, when that value may be left out; NULL
+ * when it may not. */
+static is_value_fn *optional_value(const struct ctl_command *cmd, const struct ctl_flag *f)
 {
+	for (const struct ctl_optional_value *o = cmd->optional_values;
+	     o != NULL && o->flag != NULL; o++)
+		if (strcmp(o->flag, f->name) == 0)
+			return o->is_value;
+	return NULL;
+}
+
+static void flag_left(char *buf, size_t size, const struct ctl_command *cmd,
+                      const struct ctl_flag *f)
+{
+	char value[64] = "";
+
+	if (f->value_name != NULL)
+		snprintf(value, sizeof(value), optional_value(cmd, f) != NULL ? "[=%s]" : " %s",
+		         f->value_name);
 	if (f->short_name != 0)
-		snprintf(buf, size, "  -%c, --%s%s%s", f->short_name, f->name,
-		         f->value_name != NULL ? " " : "",
-		         f->value_name != NULL ? f->value_name : "");
+		snprintf(buf, size, "  -%c, --%s%s", f->short_name, f->name, value);
 	else
-		snprintf(buf, size, "      --%s%s%s", f->name, f->value_name != NULL ? " " : "",
-		         f->value_name != NULL ? f->value_name : "");
+		snprintf(buf, size, "      --%s%s", f->name, value);
 }
 
 /* Collect the flags cmd accepts: its own, then the common ones. Returns how many. */
@@ -150,13 +166,13 @@ void ctl_usage(FILE *f, const char *prog, const struct ctl_command *cmd)
 	        cmd->description != NULL ? cmd->description : cmd->summary);
 	n = command_flags(cmd, flags);
 	for (int i = 0; i < n; i++) {
-		flag_left(left, sizeof(left), flags[i]);
+		flag_left(left, sizeof(left), cmd, flags[i]);
 		if (strlen(left) > width)
 			width = strlen(left);
 	}
 	fprintf(f, "\nFlags:\n");
 	for (int i = 0; i < n; i++) {
-		flag_left(left, sizeof(left), flags[i]);
+		flag_left(left, sizeof(left), cmd, flags[i]);
 		fprintf(f, "%-*s  ", (int)width, left);
 		if (flags[i] == &output_flag && cmd->formats != NULL) {
 			fprintf(f, "output format:");
@@ -328,6 +344,7 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 		char *a = argv[i];
 		const char *value = NULL;
 		const struct ctl_flag *f;
+		is_value_fn *is_value;
 		int idx;
 
 		if (flags_done || a[0] != '-' || a[1] == '\0') {
@@ -379,7 +396,13 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 			if (a[2] != '\0')
 				value = a + 2;
 		}
-		if (f->value_name != NULL && value == NULL) {
+		is_value = f->value_name != NULL ? optional_value(ctx->cmd, f) : NULL;
+		if (value == NULL && is_value != NULL) {
+			if (i + 1 < argc && is_value(argv[i + 1]))
+				value = argv[++i];
+			else
+				value = "";
+		} else if (f->value_name != NULL && value == NULL) {
 			if (i + 1 >= argc)
 				return ctl_usage_error(ctx, "flag '%s' needs a value (%s)", a,
 				                       f->value_name);

@@ -46,6 +46,15 @@ struct ctl_flag {
 	const char *help;
 };
 
+/* A flag whose value may be left out: alone it has the value "", "--flag=VALUE" has VALUE, and
+ * the next word is its value only when is_value says it is one (so that in "--ipip --nat-outgoing"
+ * and "--ipip 10.0.0.0/16" the next word stays what it is, as with calicoctl 0.x's bare --ipip).
+ */
+struct ctl_optional_value {
+	const char *flag; /* an own flag of the command, with a value_name */
+	bool (*is_value)(const char *word);
+};
+
 struct ctl_ctx;
 
 struct ctl_command {
@@ -61,8 +70,9 @@ struct ctl_command {
 	                                  command checks itself */
 	const char *const *repeatable; /* names of own flags that may be given more than once
 	                                  (see ctl_flag_nth()), ending with NULL; NULL for none */
-	bool client;                   /* takes --socket, --address, --timeout and -o */
-	bool output;                   /* takes -o without being a client command */
+	const struct ctl_optional_value *optional_values; /* ending with {0}; NULL for none */
+	bool client; /* takes --socket, --address, --timeout and -o */
+	bool output; /* takes -o without being a client command */
 	/* A word starting with '-' that is none of the command's flags is a positional argument:
 	 * a selector may start with a label such as "-a". */
 	bool dash_args;
@@ -113,7 +123,8 @@ extern const struct ctl_command ctl_policy_command;
 
 /* Parse argv[0..argc) (the words after the command's name) against cmd into ctx, which must have
  * out, err, prog and cmd set. Flags and positional arguments may be mixed; "--" ends flags;
- * "--flag=value", "--flag value", "-o json" and "-ojson" are accepted. A flag given twice keeps
+ * "--flag=value", "--flag value", "-o json" and "-ojson" are accepted (a flag whose value is
+ * optional: see struct ctl_optional_value). A flag given twice keeps
  * its last value, and every value too when cmd lists it as repeatable. Prints usage to ctx->out
  * and sets ctx->help for -h/--help. Returns 0, or 2 after printing an error that names the
  * offending word to ctx->err. */
@@ -197,12 +208,13 @@ bool ctl_decimal_sub(const char *a, uint64_t b, char *out, size_t size);
 
 /* ---- v1 resources: tabby create | apply | replace | delete | get (cmd_resource.c) ---- */
 
-/* The resources of a file's text (name is how messages call the file): policy_doc_parse(), then
- * policy_resource_normalize() of each, so that a bad file is refused before anything is sent.
- * Sets *raw (the resources as written) and *normalized (the same count, normalized), new
- * references. Returns 0, or -1 with err holding "NAME: line L, column C: why" for text that does
- * not parse, "NAME: no resources" for a file without any, or exactly policy_resource_normalize()'s
- * message for a bad resource. */
+/* The resources of a file's text (name is how messages call the file): policy_doc_parse_texts(),
+ * then policy_resource_normalize_texts() of each, so that a bad file is refused before anything
+ * is sent. Sets *raw (the resources as written, but with the YAML numbers and booleans that were
+ * taken as their text quoted, so that an agent reads them alike) and *normalized (the same count,
+ * normalized), new references. Returns 0, or -1 with err holding "NAME: line L, column C: why" for
+ * text that does not parse, "NAME: no resources" for a file without any, or exactly
+ * policy_resource_normalize()'s message for a bad resource. */
 int ctl_resource_read(const char *name, const char *text, size_t len, json_t **raw,
                       json_t **normalized, char *err, size_t errlen);
 

@@ -1,10 +1,11 @@
 /*
- * libFuzzer target for resource files: policy_doc_parse() of the input (YAML or JSON), then for
- * every resource found:
+ * libFuzzer target for resource files: policy_doc_parse_texts() of the input (YAML or JSON), then
+ * for every resource found:
  *   1. a mapping resource is emitted as YAML and read back: it must come back equal;
- *   2. policy_resource_normalize(); when it accepts, normalizing the normalized form must give it
- *      back unchanged (key order included), its YAML must read back equal, it must have a key,
- *      and an ipPool must survive the trip through IPAM's struct.
+ *   2. policy_resource_normalize_texts(); when it accepts, normalizing the normalized form must
+ *      give it back unchanged (key order included), its YAML must read back equal, it must have
+ *      a key, and an ipPool must survive the trip through IPAM's struct; and the resource as an
+ *      agent gets it (with the texts taken quoted) must normalize without texts to the same.
  * The whole list is emitted and read back too; it must come back equal unless the extra level
  * of the list pushed it over the nesting or node limit. Any violated expectation aborts, which
  * libFuzzer reports as a crash.
@@ -92,25 +93,44 @@ static void normalized_checks(const json_t *n)
 	}
 }
 
+/* r as an agent gets it (quoted, or r itself) normalizes without texts to n. */
+static void sent_checks(const json_t *r, const json_t *quoted, const json_t *n)
+{
+	json_t *n2 = NULL;
+	char err[512];
+
+	check(policy_resource_normalize(quoted != NULL ? quoted : r, 0, &n2, err, sizeof err) == 0,
+	      "the resource as sent to an agent does not normalize");
+	check(json_equal(n, n2), "the resource as sent to an agent normalizes differently");
+	json_decref(n2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	json_t *list = NULL, *r, *n, *back;
+	json_t *list = NULL, *texts = NULL, *r, *n, *quoted, *back;
 	char err[512];
 	size_t i;
 
-	if (policy_doc_parse((const char *)data, size, &list, err, sizeof err) != 0) {
-		check(list == NULL && err[0] != '\0', "a refusal without a message");
+	if (policy_doc_parse_texts((const char *)data, size, &list, &texts, err, sizeof err) != 0) {
+		check(list == NULL && texts == NULL && err[0] != '\0',
+		      "a refusal without a message");
 		return 0;
 	}
+	check(json_array_size(texts) == json_array_size(list), "texts for each resource");
 	json_array_foreach (list, i, r) {
 		if (json_is_object(r) && !json_is_array(json_object_get(r, "items")))
 			one_resource_trip(r, "a resource does not read back from its YAML");
 		n = NULL;
-		if (policy_resource_normalize(r, (unsigned)i, &n, err, sizeof err) != 0) {
-			check(n == NULL && err[0] != '\0', "a refusal without a message");
+		quoted = NULL;
+		if (policy_resource_normalize_texts(r, json_array_get(texts, i), (unsigned)i, &n,
+		                                    &quoted, err, sizeof err) != 0) {
+			check(n == NULL && quoted == NULL && err[0] != '\0',
+			      "a refusal without a message");
 			continue;
 		}
 		normalized_checks(n);
+		sent_checks(r, quoted, n);
+		json_decref(quoted);
 		json_decref(n);
 	}
 	back = yaml_trip(list, err, sizeof err);
@@ -121,6 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		check(json_equal(back, list), "the list reads back different");
 	json_decref(back);
+	json_decref(texts);
 	json_decref(list);
 	return 0;
 }

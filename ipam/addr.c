@@ -193,6 +193,48 @@ bool ipam_cidr_equal(const struct ipam_cidr *a, const struct ipam_cidr *b)
 	return a->prefix == b->prefix && ipam_addr_equal(&a->addr, &b->addr);
 }
 
+/* The last offset of a block of 2^k addresses: 2^k - 1, all ones for k = 128. */
+static u128 span(unsigned k)
+{
+	return k >= 128 ? ~(u128)0 : ((u128)1 << k) - 1;
+}
+
+unsigned ipam_range_cidrs(const struct ipam_addr *first, const struct ipam_addr *last,
+                          struct ipam_cidr *out, unsigned max)
+{
+	unsigned bits, n = 0;
+	u128 lo, hi;
+
+	if (first->family != last->family || (first->family != 4 && first->family != 6)) {
+		return 0;
+	}
+	bits = ipam_bits(first->family);
+	lo = ipam_addr_value(first);
+	hi = ipam_addr_value(last);
+	if (lo > hi) {
+		return 0;
+	}
+	for (;;) {
+		/* The largest block that starts at lo (aligned there) and ends by hi. */
+		unsigned k = 0;
+		while (k < bits && ((lo >> k) & 1) == 0) {
+			k++;
+		}
+		while (span(k) > hi - lo) {
+			k--;
+		}
+		if (n < max) {
+			ipam_addr_from_value(first->family, lo, &out[n].addr);
+			out[n].prefix = (uint8_t)(bits - k);
+		}
+		n++;
+		if (hi - lo == span(k)) {
+			return n;
+		}
+		lo += span(k) + 1;
+	}
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Pools                                                                                       */
 

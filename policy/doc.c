@@ -9,6 +9,11 @@
  * string is an error (every consumer is C). Merge keys ("<<") are not expanded: a "<<" key is an
  * ordinary key, which the resource validator then calls an unknown field.
  *
+ * Where YAML resolved a scalar to a number or a boolean, go-yaml still knew its text, and gave
+ * that text to a string field ("version: 2" is the label value "2"). The value here is a JSON
+ * number or boolean, so a parallel tree of the same shape keeps the texts, for the normalizer
+ * (policy_doc_parse_texts()): it is built only when asked for.
+ *
  * Aliases are expanded by sharing: the value an anchor names is referenced (json_incref) from
  * every alias, so the result is a DAG that must be treated as read-only (copy before changing
  * it). Expansion is still counted node by node against the limit, which is what keeps a "billion
@@ -190,6 +195,7 @@ static enum resolved resolve_plain(const char *s, size_t len, json_int_t *iv, do
 
 struct frame {
 	json_t *v; /* the collection being built */
+	json_t *t; /* its texts (see policy_doc_parse_texts()), NULL when not asked for */
 	char *key; /* mapping: the key whose value comes next; NULL when a key comes */
 	size_t key_len;
 	char *anchor; /* registered when the collection ends */
@@ -200,6 +206,7 @@ struct frame {
 struct anchor {
 	char *name;
 	json_t *v;
+	json_t *t;       /* the texts of v, NULL when not asked for */
 	size_t nodes;    /* nodes of the value, aliases inside it expanded */
 	unsigned height; /* nesting of the value: 0 for a scalar */
 };
@@ -212,9 +219,12 @@ struct builder {
 	struct anchor *anchors;
 	size_t n_anchors, cap_anchors;
 	size_t nodes;
-	json_t *root; /* the current document's root, once complete */
+	json_t *root;  /* the current document's root, once complete */
+	json_t *troot; /* its texts */
+	bool texts;    /* whether texts are built */
 	char *err;
 	size_t errlen;
+	size_t err_at; /* byte offset of the error, to compare it with JSON's */
 };
 
 static int fail_at(struct builder *b, yaml_mark_t m, const char *fmt, ...)
@@ -224,6 +234,8 @@ static int fail_at(struct builder *b, yaml_mark_t m, const char *fmt, ...)
 {
 	va_list ap;
 	int n = snprintf(b->err, b->errlen, "line %zu, column %zu: ", m.line + 1, m.column + 1);
+
+	b->err_at = m.index;
 
 	if (n >= 0 && (size_t)n < b->errlen) {
 		va_start(ap, fmt);
@@ -238,11 +250,13 @@ static void anchors_clear(struct builder *b)
 	for (size_t i = 0; i < b->n_anchors; i++) {
 		free(b->anchors[i].name);
 		json_decref(b->anchors[i].v);
+		json_decref(b->anchors[i].t);
 	}
 	b->n_anchors = 0;
 }
 
-static int anchor_add(struct builder *b, const char *name, json_t *v, size_t nodes, unsigned height)
+static int anchor_add(struct builder *b, const char *name, json_t *v, json_t *t, size_t nodes,
+                      unsigned height)
 {
 	char *copy;
 
@@ -256,8 +270,11 @@ static int anchor_add(struct builder *b, const char *name, json_t *v, size_t nod
 	}
 	if ((copy = strdup(name)) == NULL)
 		return -ENOMEM;
-	b->anchors[b->n_anchors++] =
-	    (struct anchor){.name = copy, .v = json_incref(v), .nodes = nodes, .height = height};
+	b->anchors[b->n_anchors++] = (struct anchor){.name = copy,
+	                                             .v = json_incref(v),
+	                                             .t = json_incref(t),
+	                                             .nodes = nodes,
+	                                             .height = height};
 	return 0;
 }
 
@@ -276,27 +293,35 @@ static bool expecting_key(const struct builder *b)
 	       b->stack[b->depth - 1].key == NULL;
 }
 
-/* Attach a complete value (a reference is taken over) to the collection being built, or make it
- * the document's root. */
-static int attach(struct builder *b, json_t *v, unsigned height)
+/* Attach a complete value and its texts (references are taken over; t NULL when texts are not
+ * built) to the collection being built, or make them the document's root. */
+static int attach(struct builder *b, json_t *v, json_t *t, unsigned height)
 {
 	struct frame *f;
 	int rc;
 
 	if (b->depth == 0) {
 		b->root = v;
+		b->troot = t;
 		return 0;
 	}
 	f = &b->stack[b->depth - 1];
 	if (height + 1 > f->height)
 		f->height = height + 1;
 	if (json_is_array(f->v)) {
-		if (json_array_append_new(f->v, v) != 0)
-			return -ENOMEM;
-		return 0;
+		rc = json_array_append_new(f->v, v);
+		if (f->t != NULL && json_array_append_new(f->t, t) != 0)
+			rc = -1;
+		else if (f->t == NULL)
+			json_decref(t);
+		return rc == 0 ? 0 : -ENOMEM;
 	}
 	/* The key was checked for duplicates when it was read. */
 	rc = json_object_setn_new(f->v, f->key, f->key_len, v);
+	if (f->t != NULL && json_object_setn_new(f->t, f->key, f->key_len, t) != 0)
+		rc = -1;
+	else if (f->t == NULL)
+		json_decref(t);
 	free(f->key);
 	f->key = NULL;
 	return rc == 0 ? 0 : -ENOMEM;
@@ -335,7 +360,7 @@ static int on_scalar(struct builder *b, const yaml_event_t *e)
 	enum resolved r = R_STRING;
 	json_int_t iv = 0;
 	double dv = 0;
-	json_t *v;
+	json_t *v, *t = NULL;
 	int rc;
 
 	if ((rc = count_node(b, 1, m)) != 0)
@@ -347,7 +372,8 @@ static int on_scalar(struct builder *b, const yaml_event_t *e)
 			json_t *k = json_stringn(s, len);
 			if (k == NULL)
 				return fail_at(b, m, "a mapping key is not valid UTF-8");
-			rc = anchor_add(b, (const char *)e->data.scalar.anchor, k, 1, 0);
+			rc = anchor_add(b, (const char *)e->data.scalar.anchor, k,
+			                b->texts ? json_null() : NULL, 1, 0);
 			json_decref(k);
 		}
 		return rc;
@@ -409,12 +435,20 @@ static int on_scalar(struct builder *b, const yaml_event_t *e)
 	}
 	if (v == NULL)
 		return -ENOMEM;
+	if (b->texts) {
+		t = json_is_number(v) || json_is_boolean(v) ? json_stringn(s, len) : json_null();
+		if (t == NULL) {
+			json_decref(v);
+			return -ENOMEM;
+		}
+	}
 	if (e->data.scalar.anchor != NULL &&
-	    (rc = anchor_add(b, (const char *)e->data.scalar.anchor, v, 1, 0)) != 0) {
+	    (rc = anchor_add(b, (const char *)e->data.scalar.anchor, v, t, 1, 0)) != 0) {
 		json_decref(v);
+		json_decref(t);
 		return rc;
 	}
-	return attach(b, v, 0);
+	return attach(b, v, t, 0);
 }
 
 static int on_alias(struct builder *b, const yaml_event_t *e)
@@ -435,7 +469,7 @@ static int on_alias(struct builder *b, const yaml_event_t *e)
 			return fail_at(b, m, "a mapping key must be a string");
 		return take_key(b, json_string_value(a->v), json_string_length(a->v), m);
 	}
-	return attach(b, json_incref(a->v), a->height);
+	return attach(b, json_incref(a->v), json_incref(a->t), a->height);
 }
 
 static int on_start(struct builder *b, const yaml_event_t *e, bool mapping)
@@ -460,8 +494,13 @@ static int on_start(struct builder *b, const yaml_event_t *e, bool mapping)
 	f->nodes_at_start = b->nodes - 1;
 	if ((f->v = mapping ? json_object() : json_array()) == NULL)
 		return -ENOMEM;
+	if (b->texts && (f->t = mapping ? json_object() : json_array()) == NULL) {
+		json_decref(f->v);
+		return -ENOMEM;
+	}
 	if (anchor != NULL && (f->anchor = strdup((const char *)anchor)) == NULL) {
 		json_decref(f->v);
+		json_decref(f->t);
 		return -ENOMEM;
 	}
 	b->depth++;
@@ -474,14 +513,15 @@ static int on_end(struct builder *b)
 	int rc = 0;
 
 	if (f.anchor != NULL)
-		rc = anchor_add(b, f.anchor, f.v, b->nodes - f.nodes_at_start, f.height);
+		rc = anchor_add(b, f.anchor, f.v, f.t, b->nodes - f.nodes_at_start, f.height);
 	free(f.anchor);
 	free(f.key);
 	if (rc != 0) {
 		json_decref(f.v);
+		json_decref(f.t);
 		return rc;
 	}
-	return attach(b, f.v, f.height);
+	return attach(b, f.v, f.t, f.height);
 }
 
 static void builder_unwind(struct builder *b)
@@ -489,11 +529,14 @@ static void builder_unwind(struct builder *b)
 	while (b->depth > 0) {
 		struct frame *f = &b->stack[--b->depth];
 		json_decref(f->v);
+		json_decref(f->t);
 		free(f->key);
 		free(f->anchor);
 	}
 	json_decref(b->root);
 	b->root = NULL;
+	json_decref(b->troot);
+	b->troot = NULL;
 	anchors_clear(b);
 	free(b->anchors);
 	b->anchors = NULL;
@@ -510,6 +553,7 @@ static int parser_error(struct builder *b, const yaml_parser_t *p)
 		return -ENOMEM;
 	if (p->error == YAML_READER_ERROR) {
 		size_t off = p->problem_offset < b->len ? p->problem_offset : b->len;
+		m.index = off;
 		m.line = 0;
 		m.column = 0;
 		for (size_t i = 0; i < off; i++) {
@@ -529,9 +573,10 @@ static int parser_error(struct builder *b, const yaml_parser_t *p)
 /* ------------------------------------------------------------------------------------------ */
 /* Documents to resources                                                                      */
 
-/* Add what one document holds to resources (see the contract). */
-static int add_document(json_t *resources, json_t *root, size_t line, size_t column, char *err,
-                        size_t errlen)
+/* Add what one document holds to resources (see the contract), and to texts (when not NULL) the
+ * texts of each: those of troot's same place, null when troot is NULL (JSON). */
+static int add_document(json_t *resources, json_t *texts, json_t *root, json_t *troot, size_t line,
+                        size_t column, char *err, size_t errlen)
 {
 	json_t *items;
 	size_t i;
@@ -539,26 +584,41 @@ static int add_document(json_t *resources, json_t *root, size_t line, size_t col
 
 	if (json_is_null(root))
 		return 0;
-	if (json_is_object(root) && json_is_array(items = json_object_get(root, "items")))
+	if (json_is_object(root) && json_is_array(items = json_object_get(root, "items"))) {
 		root = items;
+		troot = json_object_get(troot, "items");
+	}
 	if (json_is_array(root)) {
 		json_array_foreach (root, i, v) {
 			if (json_array_append(resources, v) != 0)
 				return -ENOMEM;
+			if (texts != NULL &&
+			    json_array_append(texts, troot != NULL ? json_array_get(troot, i)
+			                                           : json_null()) != 0)
+				return -ENOMEM;
 		}
 		return 0;
 	}
-	if (json_is_object(root))
-		return json_array_append(resources, root) == 0 ? 0 : -ENOMEM;
+	if (json_is_object(root)) {
+		if (json_array_append(resources, root) != 0 ||
+		    (texts != NULL &&
+		     json_array_append(texts, troot != NULL ? troot : json_null()) != 0))
+			return -ENOMEM;
+		return 0;
+	}
 	snprintf(err, errlen,
 	         "line %zu, column %zu: expected a resource (a mapping) or a list of resources",
 	         line, column);
 	return -EINVAL;
 }
 
-static int parse_yaml(const char *text, size_t len, json_t *resources, char *err, size_t errlen)
+/* texts: NULL, or where the texts of each resource go. *err_at: on -EINVAL, the byte offset the
+ * error is at. */
+static int parse_yaml(const char *text, size_t len, json_t *resources, json_t *texts, char *err,
+                      size_t errlen, size_t *err_at)
 {
-	struct builder b = {.text = text, .len = len, .err = err, .errlen = errlen};
+	struct builder b = {
+	    .text = text, .len = len, .err = err, .errlen = errlen, .texts = texts != NULL};
 	yaml_parser_t p;
 	yaml_event_t e;
 	yaml_mark_t doc_mark = {0, 0, 0};
@@ -582,10 +642,14 @@ static int parse_yaml(const char *text, size_t len, json_t *resources, char *err
 			break;
 		case YAML_DOCUMENT_END_EVENT:
 			/* An empty document has no node at all: it reads as null. */
-			rc = add_document(resources, b.root != NULL ? b.root : json_null(),
-			                  doc_mark.line + 1, doc_mark.column + 1, err, errlen);
+			rc = add_document(resources, texts, b.root != NULL ? b.root : json_null(),
+			                  b.troot, doc_mark.line + 1, doc_mark.column + 1, err,
+			                  errlen);
+			b.err_at = doc_mark.index;
 			json_decref(b.root);
 			b.root = NULL;
+			json_decref(b.troot);
+			b.troot = NULL;
 			anchors_clear(&b);
 			break;
 		case YAML_SCALAR_EVENT:
@@ -611,6 +675,7 @@ static int parse_yaml(const char *text, size_t len, json_t *resources, char *err
 	}
 	builder_unwind(&b);
 	yaml_parser_delete(&p);
+	*err_at = b.err_at;
 	return rc;
 }
 
@@ -639,50 +704,105 @@ static bool json_depth_ok(const json_t *v, unsigned depth)
 	return true;
 }
 
-static int parse_json(const char *text, size_t len, json_t *resources, char *err, size_t errlen)
+/* Returns -EILSEQ, with *err_at the byte offset of the error, for text that is not JSON; -EINVAL
+ * for JSON that is not a resource file. */
+static int parse_json(const char *text, size_t len, json_t *resources, json_t *texts, char *err,
+                      size_t errlen, size_t *err_at)
 {
 	json_error_t je;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
 	int rc;
 
 	if (root == NULL) {
+		if (json_error_code(&je) == json_error_out_of_memory)
+			return -ENOMEM;
 		snprintf(err, errlen, "line %d, column %d: %s", je.line > 0 ? je.line : 1,
 		         je.column > 0 ? je.column : 1, je.text);
-		return -EINVAL;
+		*err_at = (size_t)je.position;
+		return -EILSEQ;
 	}
 	if (!json_depth_ok(root, 0)) {
 		json_decref(root);
 		snprintf(err, errlen, "line 1, column 1: nesting deeper than %u", DEPTH_MAX);
 		return -EINVAL;
 	}
-	rc = add_document(resources, root, 1, 1, err, errlen);
+	rc = add_document(resources, texts, root, NULL, 1, 1, err, errlen);
 	json_decref(root);
 	return rc;
 }
 
-int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err, size_t errlen)
+/*
+ * Text that starts like JSON and is JSON is read as JSON (jansson's numbers, no YAML resolution).
+ * Text that starts like JSON and is not is read as YAML, as calicoctl read every file: YAML flow
+ * style ({kind: profile, ...}) and JSON documents separated by "---" are YAML. When neither
+ * reads it, the error further into the text is reported, JSON's on a tie: the parser that got
+ * further understood more of what the author meant. So a JSON file with a syntax error gets
+ * jansson's message (which names the token), and flow-style YAML, which jansson refuses at its
+ * first unquoted key, gets libyaml's.
+ */
+static int parse_json_or_yaml(const char *text, size_t len, json_t **out, json_t **texts, char *err,
+                              size_t errlen)
 {
-	json_t *out;
-	size_t i = 0;
+	char yerr[512];
+	size_t json_at = 0, yaml_at = 0;
+	int rc = parse_json(text, len, *out, *texts, err, errlen, &json_at);
+
+	if (rc != -EILSEQ)
+		return rc;
+	json_decref(*out);
+	if ((*out = json_array()) == NULL)
+		return -ENOMEM;
+	if (*texts != NULL) {
+		json_decref(*texts);
+		if ((*texts = json_array()) == NULL)
+			return -ENOMEM;
+	}
+	rc = parse_yaml(text, len, *out, *texts, yerr, sizeof yerr, &yaml_at);
+	if (rc == -EINVAL && yaml_at > json_at)
+		snprintf(err, errlen, "%s", yerr);
+	else if (rc == 0 && errlen > 0)
+		err[0] = '\0';
+	return rc;
+}
+
+int policy_doc_parse_texts(const char *text, size_t len, json_t **resources, json_t **texts,
+                           char *err, size_t errlen)
+{
+	json_t *out, *tout = NULL;
+	size_t i = 0, err_at;
 	int rc;
 
 	*resources = NULL;
+	if (texts != NULL)
+		*texts = NULL;
 	if (errlen > 0)
 		err[0] = '\0';
 	if ((out = json_array()) == NULL)
 		return -ENOMEM;
+	if (texts != NULL && (tout = json_array()) == NULL) {
+		json_decref(out);
+		return -ENOMEM;
+	}
 	while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
 		i++;
 	if (i < len && (text[i] == '{' || text[i] == '['))
-		rc = parse_json(text, len, out, err, errlen);
+		rc = parse_json_or_yaml(text, len, &out, &tout, err, errlen);
 	else
-		rc = parse_yaml(text, len, out, err, errlen);
+		rc = parse_yaml(text, len, out, tout, err, errlen, &err_at);
 	if (rc != 0) {
 		json_decref(out);
+		json_decref(tout);
 		return rc;
 	}
 	*resources = out;
+	if (texts != NULL)
+		*texts = tout;
 	return 0;
+}
+
+int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err, size_t errlen)
+{
+	return policy_doc_parse_texts(text, len, resources, NULL, err, errlen);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -114,17 +114,27 @@ unsigned policy_selector_literals(const struct policy_selector *s,
 /* ------------------------------------------------------------------------------------------ */
 /* Documents: the text of a resource file                                                      */
 
-/* Parse the text of a file: JSON when its first non-blank character is '{' or '[', else YAML
- * (one or several documents separated by "---"). Returns in *resources a new JSON array of the
- * resource objects found: a mapping is one resource, a sequence lists resources, a mapping with
- * an "items" sequence (calicoctl's "...List" kinds) lists its items; empty YAML documents are
- * skipped. YAML scalars follow YAML 1.1 as calicoctl's Go parser reads them (plain true/false/
- * yes/no/on/off are booleans, plain numbers are numbers, ~ and null are null, quoted scalars are
- * strings); anchors and aliases work; a duplicate mapping key is an error. Malformed text is
- * -EINVAL with err "line L, column C: why" (1-based). Nesting deeper than 64 or more than
- * 1,000,000 nodes after alias expansion is an error, so no input can exhaust the stack or memory.
+/* Parse the text of a file: JSON when it is JSON, else YAML (one or several documents separated
+ * by "---"; YAML flow style, and JSON documents separated by "---", are YAML, as calicoctl read
+ * them). Returns in *resources a new JSON array of the resource objects found: a mapping is one
+ * resource, a sequence lists resources, a mapping with an "items" sequence (calicoctl's "...List"
+ * kinds) lists its items; empty YAML documents are skipped. YAML scalars follow YAML 1.1 as
+ * calicoctl's Go parser reads them (plain true/false/yes/no/on/off are booleans, plain numbers
+ * are numbers, ~ and null are null, quoted scalars are strings); anchors and aliases work; a
+ * duplicate mapping key is an error. Malformed text is -EINVAL with err "line L, column C: why"
+ * (1-based); for text that starts with '{' or '[' and is neither JSON nor YAML, the error of the
+ * parser that got further (JSON's on a tie). Nesting deeper than 64 or more than 1,000,000 nodes
+ * after alias expansion is an error, so no input can exhaust the stack or memory.
  */
 int policy_doc_parse(const char *text, size_t len, json_t **resources, char *err, size_t errlen);
+
+/* policy_doc_parse(), and in *texts (when texts is not NULL) a new array as long as *resources:
+ * for a resource read from YAML a tree of its shape in which each scalar that YAML resolved to a
+ * number or a boolean is a string, its text as written ("2", "0x1F", "yes"), and every other
+ * scalar is null; for a resource read from JSON, null. calicoctl's YAML decoder gave such a
+ * scalar's text to a field that wants a string: see policy_resource_normalize_texts(). */
+int policy_doc_parse_texts(const char *text, size_t len, json_t **resources, json_t **texts,
+                           char *err, size_t errlen);
 
 /* Write v as YAML (block style, mapping keys in the order of the object, strings quoted when a
  * plain scalar would read back as something else) to a malloc()ed NUL-terminated *out. A JSON
@@ -179,9 +189,9 @@ const char *policy_kind_plural(enum policy_kind k);
  *   - node: metadata {name, labels?}; spec {bgp? {asNumber?, ipv4Address?, ipv6Address?},
  *     orchRefs? [{nodeName, orchestrator}]};
  *   - rule: {action ("allow" | "deny" | "log" | "pass"), ipVersion? (4 | 6), protocol? and
- *     notProtocol? (a lower-case name "tcp", "udp", "icmp", "icmpv6", "sctp", "udplite", or an
- *     integer 1-255), icmp? and notICMP? {type, code?}, source? and destination? (entity rules,
- *     omitted when empty)};
+ *     notProtocol? (a lower-case name "tcp", "udp", "icmp", "icmpv6", "sctp", "udplite", also
+ *     for its number: 6 is "tcp"; other protocols an integer 1-255), icmp? and notICMP? {type,
+ *     code?}, source? and destination? (entity rules, omitted when empty)};
  *   - entity rule: {tag?, notTag?, net?, notNet?, nets?, notNets? (canonical CIDRs), selector?,
  *     notSelector?, ports?, notPorts? (each port an integer, each range a string "lo:hi" with
  *     lo < hi)}.
@@ -194,6 +204,16 @@ const char *policy_kind_plural(enum policy_kind k);
  */
 int policy_resource_normalize(const json_t *in, unsigned index, json_t **out, char *err,
                               size_t errlen);
+
+/* policy_resource_normalize() of a resource read by policy_doc_parse_texts(), texts its texts
+ * (NULL or null: none). Where a field wants a string and in has a number or a boolean whose text
+ * texts keeps, the text is taken, as calicoctl's YAML decoder took it ("version: 2" is the label
+ * value "2"); a number or boolean without a text is refused as policy_resource_normalize() refuses
+ * it. When that happened and quoted is not NULL, *quoted is a new copy of in with those values
+ * replaced by their texts: what policy_resource_normalize() takes as it is, to send to an agent
+ * (which has no texts); else *quoted is NULL. */
+int policy_resource_normalize_texts(const json_t *in, const json_t *texts, unsigned index,
+                                    json_t **out, json_t **quoted, char *err, size_t errlen);
 
 /* The kind and identity of a normalized resource. The key is: policy, profile, node: the name;
  * ipPool: the canonical CIDR; hostEndpoint: "NODE/NAME"; workloadEndpoint:

@@ -6,9 +6,12 @@
  * stops the walk with one message "KIND NAME: PATH: VALUE why", where PATH is the field path
  * kept in struct ctx while walking. Decisions where the reference leaves room:
  *   - null counts as absent for every field (YAML "order:" with nothing after it);
- *   - a field that wants a string and gets a number or boolean is an error (calicoctl's YAML
- *     layer turned "version: 2" into "2"; a JSON value cannot say how the number was written,
- *     so the operator is told to quote it);
+ *   - a field that wants a string and gets a YAML scalar that YAML resolved to a number or a
+ *     boolean takes the scalar's text, as calicoctl's YAML decoder did ("version: 2" is the
+ *     label value "2", "version: 2.10" is "2.10"): the document keeps the texts
+ *     (policy_doc_parse_texts()) and the walk follows them beside the value. A JSON number or
+ *     boolean there stays an error (calicoctl's JSON decoding refused it too): nothing says
+ *     how it was written, so the operator is told to quote it;
  *   - icmp / notICMP need protocol icmp or icmpv6 (1 or 58): a rule with ICMP fields and any
  *     other protocol could never match, and Felix renders them only as ICMP matches;
  *   - a CIDR in a rule, and an ipNetworks entry, may be a bare address (a /32 or /128); host bits
@@ -135,24 +138,44 @@ const char *policy_protocol_name(int proto)
 /* ------------------------------------------------------------------------------------------ */
 /* The walk: where we are, and how a failure is told                                           */
 
+/* The walk nests as deep as the resources' schema, far less than this. */
+#define MARKS_MAX 32
+
+/* One step of the walk: what to go back to, and where it went (a field or an index). */
+struct mark {
+	size_t plen;
+	const json_t *texts;
+	const char *field; /* NULL: an index */
+	size_t index;      /* SIZE_MAX with no field: a step of the message only */
+};
+
 struct ctx {
 	char *err;
 	size_t errlen;
 	char who[192]; /* "policy frontend-policy" */
 	char path[512];
 	size_t plen;
-	bool profile; /* rules of a profile: no pass */
+	bool profile;        /* rules of a profile: no pass */
+	const json_t *texts; /* the document's texts at the path (policy_doc_parse_texts()) */
+	struct mark marks[MARKS_MAX];
+	size_t nmarks;
+	json_t *taken; /* [[STEP...], TEXT] for each value taken as its text; NULL for none */
 };
 
 static size_t push(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Append to the path; returns the mark to pop back to. */
+/* Append to the path (a step that the texts do not follow); returns the mark to pop back to. */
 static size_t push(struct ctx *c, const char *fmt, ...)
 {
-	size_t mark = c->plen;
+	size_t mark = c->nmarks;
 	va_list ap;
 	int n;
 
+	if (mark < MARKS_MAX) {
+		c->marks[mark] = (struct mark){c->plen, c->texts, NULL, SIZE_MAX};
+		c->nmarks++;
+	}
+	c->texts = NULL;
 	if (c->plen < sizeof c->path - 1) {
 		va_start(ap, fmt);
 		n = vsnprintf(c->path + c->plen, sizeof c->path - c->plen, fmt, ap);
@@ -167,18 +190,34 @@ static size_t push(struct ctx *c, const char *fmt, ...)
 
 static size_t push_field(struct ctx *c, const char *name)
 {
-	return push(c, c->plen == 0 ? "%.100s" : ".%.100s", name);
+	const json_t *texts = c->texts;
+	size_t mark = push(c, c->plen == 0 ? "%.100s" : ".%.100s", name);
+
+	if (mark < MARKS_MAX)
+		c->marks[mark].field = name;
+	c->texts = json_object_get(texts, name);
+	return mark;
 }
 
 static size_t push_index(struct ctx *c, size_t i)
 {
-	return push(c, "[%zu]", i);
+	const json_t *texts = c->texts;
+	size_t mark = push(c, "[%zu]", i);
+
+	if (mark < MARKS_MAX)
+		c->marks[mark].index = i;
+	c->texts = json_array_get(texts, i);
+	return mark;
 }
 
 static void pop(struct ctx *c, size_t mark)
 {
-	c->plen = mark;
-	c->path[mark] = '\0';
+	if (mark >= c->nmarks)
+		return;
+	c->plen = c->marks[mark].plen;
+	c->texts = c->marks[mark].texts;
+	c->nmarks = mark;
+	c->path[c->plen] = '\0';
 }
 
 static int fail(struct ctx *c, const json_t *v, const char *fmt, ...)
@@ -252,13 +291,41 @@ static int want_fields(struct ctx *c, const json_t *obj, const char *const *allo
 	return 0;
 }
 
-static int want_string(struct ctx *c, const json_t *v)
+/* *v, the value at the path, becomes texts, the text YAML read it from; the path is noted for
+ * the quoted copy (with_texts()). */
+static int take_text(struct ctx *c, const json_t **v, const json_t *texts)
 {
-	if (json_is_string(v))
+	json_t *steps = json_array(), *taken;
+
+	for (size_t i = 0; steps != NULL && i < c->nmarks; i++) {
+		const struct mark *m = &c->marks[i];
+		if (json_array_append_new(steps, m->field != NULL
+		                                     ? json_string(m->field)
+		                                     : json_integer((json_int_t)m->index)) != 0) {
+			json_decref(steps);
+			steps = NULL;
+		}
+	}
+	taken = steps != NULL ? json_pack("[o, O]", steps, texts) : NULL;
+	if (taken == NULL || (c->taken == NULL && (c->taken = json_array()) == NULL) ||
+	    json_array_append_new(c->taken, taken) != 0)
+		return -ENOMEM;
+	*v = texts;
+	return 0;
+}
+
+/* A field that wants a string: *v is one, or YAML's text of a number or boolean (calicoctl's
+ * YAML decoder gave a string field the scalar's text), which *v then becomes. */
+static int want_string(struct ctx *c, const json_t **v)
+{
+	if (json_is_string(*v))
 		return 0;
-	if (json_is_number(v) || json_is_boolean(v))
-		return fail(c, v, "is not a string (quote it)");
-	return fail(c, v, "is not a string");
+	if ((json_is_number(*v) || json_is_boolean(*v)) && json_is_string(c->texts) &&
+	    c->nmarks < MARKS_MAX)
+		return take_text(c, v, c->texts);
+	if (json_is_number(*v) || json_is_boolean(*v))
+		return fail(c, *v, "is not a string (quote it)");
+	return fail(c, *v, "is not a string");
 }
 
 static int want_bool(struct ctx *c, const json_t *v)
@@ -342,7 +409,7 @@ static int name_value(struct ctx *c, const json_t *v, enum name_rule r, json_t *
 {
 	int rc;
 
-	if ((rc = want_string(c, v)) != 0)
+	if ((rc = want_string(c, &v)) != 0)
 		return rc;
 	if (!name_ok(json_string_value(v), json_string_length(v), r))
 		return fail(c, v, "%s", name_rule_text(r));
@@ -370,32 +437,39 @@ static int name_field(struct ctx *c, const json_t *obj, const char *key, bool re
 static int labels_value(struct ctx *c, const json_t *v, json_t **out)
 {
 	const char *k;
-	json_t *val;
+	json_t *val, *labels;
 
 	if (!json_is_object(v))
 		return fail(c, v, "is not a mapping");
+	if ((labels = json_object()) == NULL)
+		return -ENOMEM;
 	json_object_foreach ((json_t *)v, k, val) {
+		const json_t *sv = val;
 		json_t *key = json_string(k);
 		int rc = 0;
-		if (key == NULL)
+		if (key == NULL) {
+			json_decref(labels);
 			return -ENOMEM;
+		}
 		if (!name_ok(k, strlen(k), RULE_LABEL_KEY))
 			rc = fail(c, key, "%s", name_rule_text(RULE_LABEL_KEY));
 		json_decref(key);
-		if (rc != 0)
-			return rc;
-		size_t m = push_field(c, k);
-		if ((rc = want_string(c, val)) == 0 &&
-		    !label_value_ok(json_string_value(val), json_string_length(val)))
-			rc = fail(c, val,
+		size_t m = rc == 0 ? push_field(c, k) : 0;
+		if (rc == 0 && (rc = want_string(c, &sv)) == 0 &&
+		    !label_value_ok(json_string_value(sv), json_string_length(sv)))
+			rc = fail(c, sv,
 			          "is not a valid label value (up to 63 of a-z A-Z 0-9 _ . -, "
 			          "starting and ending with a letter or digit)");
-		pop(c, m);
-		if (rc != 0)
+		if (rc == 0)
+			rc = put(labels, k, json_string(json_string_value(sv)));
+		if (rc != 0) {
+			json_decref(labels);
 			return rc;
+		}
+		pop(c, m);
 	}
-	*out = json_deep_copy(v);
-	return *out != NULL ? 0 : -ENOMEM;
+	*out = labels;
+	return 0;
 }
 
 static int labels_field(struct ctx *c, const json_t *obj, json_t *out)
@@ -439,7 +513,8 @@ static int names_field(struct ctx *c, const json_t *obj, const char *key, enum n
 	return put(out, key, list);
 }
 
-static int selector_value(struct ctx *c, const json_t *v)
+/* *v a selector (it becomes YAML's text, as with want_string()). */
+static int selector_value(struct ctx *c, const json_t **v)
 {
 	struct policy_selector *sel = NULL;
 	char why[256];
@@ -447,11 +522,11 @@ static int selector_value(struct ctx *c, const json_t *v)
 
 	if ((rc = want_string(c, v)) != 0)
 		return rc;
-	if (json_string_length(v) > POLICY_SELECTOR_MAX)
+	if (json_string_length(*v) > POLICY_SELECTOR_MAX)
 		return fail(c, NULL, "the selector is longer than %d bytes", POLICY_SELECTOR_MAX);
-	rc = policy_selector_parse(json_string_value(v), &sel, NULL, why, sizeof why);
+	rc = policy_selector_parse(json_string_value(*v), &sel, NULL, why, sizeof why);
 	if (rc == -EINVAL)
-		return fail(c, v, "is not a valid selector: %s", why);
+		return fail(c, *v, "is not a valid selector: %s", why);
 	if (rc != 0)
 		return rc;
 	policy_selector_free(sel);
@@ -464,7 +539,7 @@ static int cidr_value(struct ctx *c, const json_t *v, bool bare, struct ipam_cid
 	char why[160];
 	int rc;
 
-	if ((rc = want_string(c, v)) != 0)
+	if ((rc = want_string(c, &v)) != 0)
 		return rc;
 	if (bare && strchr(json_string_value(v), '/') == NULL &&
 	    ipam_addr_parse(json_string_value(v), &out->addr)) {
@@ -480,7 +555,7 @@ static int addr_value(struct ctx *c, const json_t *v, int family, struct ipam_ad
 {
 	int rc;
 
-	if ((rc = want_string(c, v)) != 0)
+	if ((rc = want_string(c, &v)) != 0)
 		return rc;
 	if (!ipam_addr_parse(json_string_value(v), out))
 		return fail(c, v, "is not an IP address");
@@ -601,19 +676,20 @@ static int entity(struct ctx *c, const json_t *in, struct rule_state *st, json_t
 		m = push_field(c, k);
 		if (strcmp(k, "tag") == 0 || strcmp(k, "notTag") == 0 ||
 		    strcmp(k, "selector") == 0 || strcmp(k, "notSelector") == 0) {
-			if ((rc = want_string(c, v)) != 0)
+			const json_t *sv = v;
+			if ((rc = want_string(c, &sv)) != 0)
 				goto err;
-			if (json_string_length(v) == 0) {
+			if (json_string_length(sv) == 0) {
 				pop(c, m);
 				continue;
 			}
 			if (strcmp(k, "tag") == 0 || strcmp(k, "notTag") == 0) {
-				if ((rc = name_value(c, v, RULE_TAG, &x)) != 0)
+				if ((rc = name_value(c, sv, RULE_TAG, &x)) != 0)
 					goto err;
 			} else {
-				if ((rc = selector_value(c, v)) != 0)
+				if ((rc = selector_value(c, &sv)) != 0)
 					goto err;
-				x = json_string(json_string_value(v));
+				x = json_string(json_string_value(sv));
 			}
 			if ((rc = put(o, k, x)) != 0)
 				goto err;
@@ -672,8 +748,12 @@ static int protocol_value(struct ctx *c, const json_t *v, int *num, json_t **out
 		}
 	} else if (json_is_integer(v) && json_integer_value(v) >= 1 &&
 	           json_integer_value(v) <= 255) {
+		/* A number with a name is stored as the name: one rule has one stored form, so
+		 * that "protocol: 6" and "protocol: tcp" compare equal (rule remove, apply's
+		 * "unchanged"). */
 		*num = (int)json_integer_value(v);
-		*out = json_integer(*num);
+		*out = policy_protocol_name(*num) != NULL ? json_string(policy_protocol_name(*num))
+		                                          : json_integer(*num);
 		return *out != NULL ? 0 : -ENOMEM;
 	}
 	return fail(c, v, "is not a protocol (tcp, udp, icmp, icmpv6, sctp, udplite or 1 to 255)");
@@ -868,6 +948,7 @@ static int norm_policy(struct ctx *c, const json_t *md, const json_t *spec, json
 	static const char *const sfields[] = {"order",  "selector",   "types",   "ingress",
 	                                      "egress", "doNotTrack", "preDNAT", NULL};
 	json_t *v, *types, *item;
+	const json_t *sel;
 	size_t m, i;
 	bool dnt, prednat, seen[2] = {false, false};
 	int rc;
@@ -878,18 +959,21 @@ static int norm_policy(struct ctx *c, const json_t *md, const json_t *spec, json
 		return rc;
 	if ((v = opt(md, "annotations")) != NULL) {
 		const char *k;
-		json_t *val;
+		json_t *val, *annotations;
 		size_t ma = push_field(c, "annotations");
 		if (!json_is_object(v))
 			return fail(c, v, "is not a mapping");
+		if ((annotations = json_object()) == NULL ||
+		    (rc = put(omd, "annotations", annotations)) != 0)
+			return -ENOMEM;
 		json_object_foreach (v, k, val) {
+			const json_t *sv = val;
 			size_t mk = push_field(c, k);
-			if ((rc = want_string(c, val)) != 0)
+			if ((rc = want_string(c, &sv)) != 0 ||
+			    (rc = put(annotations, k, json_string(json_string_value(sv)))) != 0)
 				return rc;
 			pop(c, mk);
 		}
-		if ((rc = put(omd, "annotations", json_deep_copy(v))) != 0)
-			return rc;
 		pop(c, ma);
 	}
 	pop(c, m);
@@ -905,13 +989,14 @@ static int norm_policy(struct ctx *c, const json_t *md, const json_t *spec, json
 			return rc;
 		pop(c, mo);
 	}
-	if ((v = opt(spec, "selector")) != NULL) {
+	if ((sel = opt(spec, "selector")) != NULL) {
 		size_t ms = push_field(c, "selector");
-		if ((rc = selector_value(c, v)) != 0)
+		if ((rc = selector_value(c, &sel)) != 0)
 			return rc;
 		pop(c, ms);
 	}
-	if ((rc = put(ospec, "selector", json_string(v != NULL ? json_string_value(v) : ""))) != 0)
+	if ((rc = put(ospec, "selector", json_string(sel != NULL ? json_string_value(sel) : ""))) !=
+	    0)
 		return rc;
 	/* types: checked now, defaulted once the rules are known; a placeholder keeps the key
 	 * order. */
@@ -1044,6 +1129,7 @@ static int norm_ippool(struct ctx *c, const json_t *md, const json_t *spec, json
 	struct ipam_cidr cidr;
 	struct ipam_pool pool;
 	json_t *v;
+	const json_t *sel;
 	size_t m, mf;
 	bool b;
 	char why[256];
@@ -1078,14 +1164,14 @@ static int norm_ippool(struct ctx *c, const json_t *md, const json_t *spec, json
 	}
 	if ((rc = encap_field(c, spec, "vxlan", ospec)) != 0)
 		return rc;
-	if ((v = opt(spec, "nodeSelector")) != NULL) {
+	if ((sel = opt(spec, "nodeSelector")) != NULL) {
 		mf = push_field(c, "nodeSelector");
-		if ((rc = selector_value(c, v)) != 0)
+		if ((rc = selector_value(c, &sel)) != 0)
 			return rc;
-		if (json_string_length(v) >= IPAM_SELECTOR_MAX)
+		if (json_string_length(sel) >= IPAM_SELECTOR_MAX)
 			return fail(c, NULL, "the node selector is longer than %d bytes",
 			            IPAM_SELECTOR_MAX - 1);
-		if ((rc = put(ospec, "nodeSelector", json_string(json_string_value(v)))) != 0)
+		if ((rc = put(ospec, "nodeSelector", json_string(json_string_value(sel)))) != 0)
 			return rc;
 		pop(c, mf);
 	}
@@ -1176,7 +1262,7 @@ static int mac_value(struct ctx *c, const json_t *v, json_t **out)
 	const char *s;
 	int rc;
 
-	if ((rc = want_string(c, v)) != 0)
+	if ((rc = want_string(c, &v)) != 0)
 		return rc;
 	s = json_string_value(v);
 	if (json_string_length(v) != 17)
@@ -1211,6 +1297,7 @@ static int norm_workloadendpoint(struct ctx *c, const json_t *md, const json_t *
 	static const char *const natfields[] = {"internalIP", "externalIP", NULL};
 	struct ipam_addr a, ext;
 	json_t *v, *item, *list, *nat, *nets, *x = NULL;
+	const json_t *id;
 	size_t m, mf, i;
 	int rc;
 
@@ -1221,13 +1308,13 @@ static int norm_workloadendpoint(struct ctx *c, const json_t *md, const json_t *
 	    (rc = name_field(c, md, "orchestrator", true, RULE_NAME, omd)) != 0 ||
 	    (rc = name_field(c, md, "node", true, RULE_NAME, omd)) != 0)
 		return rc;
-	if ((v = opt(md, "activeInstanceID")) != NULL) {
+	if ((id = opt(md, "activeInstanceID")) != NULL) {
 		mf = push_field(c, "activeInstanceID");
-		if ((rc = want_string(c, v)) != 0)
+		if ((rc = want_string(c, &id)) != 0)
 			return rc;
-		if (!ipam_text_ok(json_string_value(v), json_string_length(v), 0, IPAM_VALUE_MAX))
-			return fail(c, v, "is not a valid instance ID");
-		if ((rc = put(omd, "activeInstanceID", json_string(json_string_value(v)))) != 0)
+		if (!ipam_text_ok(json_string_value(id), json_string_length(id), 0, IPAM_VALUE_MAX))
+			return fail(c, id, "is not a valid instance ID");
+		if ((rc = put(omd, "activeInstanceID", json_string(json_string_value(id)))) != 0)
 			return rc;
 		pop(c, mf);
 	}
@@ -1348,7 +1435,7 @@ static int bgp_address(struct ctx *c, const json_t *v, int family, json_t **out)
 	struct ipam_addr a;
 	int rc, prefix = 0;
 
-	if ((rc = want_string(c, v)) != 0)
+	if ((rc = want_string(c, &v)) != 0)
 		return rc;
 	s = json_string_value(v);
 	slash = strchr(s, '/');
@@ -1449,7 +1536,8 @@ static int norm_node(struct ctx *c, const json_t *md, const json_t *spec, json_t
 /* ------------------------------------------------------------------------------------------ */
 /* The envelope                                                                                */
 
-/* "KIND NAME" for messages: the name when it is usable, else "#N" (1-based position). */
+/* "KIND NAME" for messages: the name when it is usable (YAML's text of a number too), else "#N"
+ * (1-based position). */
 static void name_resource(struct ctx *c, const json_t *in, unsigned index, enum policy_kind k)
 {
 	const json_t *md = json_object_get(in, "metadata");
@@ -1457,6 +1545,9 @@ static void name_resource(struct ctx *c, const json_t *in, unsigned index, enum 
 	                    : k == POLICY_KIND_BGPPEER ? "peerIP"
 	                                               : "name";
 	const json_t *name = json_object_get(md, field);
+
+	if (!json_is_string(name))
+		name = json_object_get(json_object_get(c->texts, "metadata"), field);
 	const char *kind = k != POLICY_KIND_NONE ? policy_kind_name(k) : "resource";
 	bool usable = false;
 
@@ -1476,16 +1567,61 @@ static void name_resource(struct ctx *c, const json_t *in, unsigned index, enum 
 		snprintf(c->who, sizeof c->who, "%s #%u", kind, index + 1);
 }
 
+/* A copy of in with the values of taken ([[STEP...], TEXT]...) replaced by their texts. */
+static json_t *with_texts(const json_t *in, const json_t *taken)
+{
+	json_t *copy = json_deep_copy(in), *t;
+	size_t i;
+
+	json_array_foreach (taken, i, t) {
+		const json_t *steps = json_array_get(t, 0);
+		json_t *node = copy;
+		size_t n = json_array_size(steps), j;
+		int rc;
+
+		for (j = 0; node != NULL && j + 1 < n; j++) {
+			const json_t *step = json_array_get(steps, j);
+			node = json_is_string(step)
+			           ? json_object_get(node, json_string_value(step))
+			           : json_array_get(node, (size_t)json_integer_value(step));
+		}
+		if (node == NULL || n == 0) {
+			json_decref(copy);
+			return NULL;
+		}
+		if (json_is_string(json_array_get(steps, n - 1)))
+			rc = json_object_set(node, json_string_value(json_array_get(steps, n - 1)),
+			                     json_array_get(t, 1));
+		else
+			rc = json_array_set(
+			    node, (size_t)json_integer_value(json_array_get(steps, n - 1)),
+			    json_array_get(t, 1));
+		if (rc != 0) {
+			json_decref(copy);
+			return NULL;
+		}
+	}
+	return copy;
+}
+
 int policy_resource_normalize(const json_t *in, unsigned index, json_t **out, char *err,
                               size_t errlen)
 {
+	return policy_resource_normalize_texts(in, NULL, index, out, NULL, err, errlen);
+}
+
+int policy_resource_normalize_texts(const json_t *in, const json_t *texts, unsigned index,
+                                    json_t **out, json_t **quoted, char *err, size_t errlen)
+{
 	static const char *const fields[] = {"apiVersion", "kind", "metadata", "spec", NULL};
-	struct ctx c = {.err = err, .errlen = errlen};
+	struct ctx c = {.err = err, .errlen = errlen, .texts = texts};
 	enum policy_kind k = POLICY_KIND_NONE;
 	json_t *o = NULL, *omd = NULL, *ospec = NULL, *v, *md, *spec, *empty = NULL;
 	int rc;
 
 	*out = NULL;
+	if (quoted != NULL)
+		*quoted = NULL;
 	if (errlen > 0)
 		err[0] = '\0';
 	if (json_is_object(in) && json_is_string(json_object_get(in, "kind")))
@@ -1552,6 +1688,11 @@ int policy_resource_normalize(const json_t *in, unsigned index, json_t **out, ch
 	}
 	if (rc != 0)
 		goto err;
+	if (quoted != NULL && c.taken != NULL && (*quoted = with_texts(in, c.taken)) == NULL) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	json_decref(c.taken);
 	json_decref(omd);
 	json_decref(ospec);
 	json_decref(empty);
@@ -1560,6 +1701,7 @@ int policy_resource_normalize(const json_t *in, unsigned index, json_t **out, ch
 err:
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "%s: out of memory", c.who);
+	json_decref(c.taken);
 	json_decref(o);
 	json_decref(omd);
 	json_decref(ospec);

@@ -2,7 +2,8 @@
  * The CNI domain command (agent/cni_state.c) over a real LMDB store, with IPAM and the resource
  * command registered beside it as the agent registers them: one command allocates, writes the
  * endpoint and the network's profile; repeated ADDs allocate nothing; DEL releases exactly what
- * ADD took; refusals change nothing at all; host-side names never collide.
+ * ADD took; refusals change nothing at all; host-side names never collide. And the resource
+ * command's outcomes: a file that says what is stored already is "unchanged".
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -610,6 +611,58 @@ static void test_review_cases(void **state)
 	h_close(&h);
 }
 
+/* The outcome of the first resource of an accepted resource batch (text), into buf. */
+static const char *res_outcome(struct h *h, const char *text, char *buf, size_t len)
+{
+	bool refused;
+	json_t *rep = call_text(h, RES_CALL, &refused, text);
+	if (refused) {
+		fail_msg("refused: %s", s(rep, "message"));
+	}
+	snprintf(buf, len, "%s", s(json_array_get(json_object_get(rep, "results"), 0), "outcome"));
+	json_decref(rep);
+	return buf;
+}
+
+#define PROFILE_PROTO                                                                              \
+	"{\"op\":\"apply\",\"resources\":[{\"apiVersion\":\"v1\",\"kind\":\"profile\","            \
+	"\"metadata\":{\"name\":\"p\"},\"spec\":{\"ingress\":[{\"action\":\"allow\","              \
+	"\"protocol\":%s,\"notProtocol\":%s}]}}]}"
+
+#define POOL                                                                                       \
+	"{\"op\":\"apply\",\"resources\":[{\"apiVersion\":\"v1\",\"kind\":\"ipPool\","             \
+	"\"metadata\":{\"cidr\":\"10.5.0.0/16\"},\"spec\":%s}]}"
+
+/* Applying what is stored already is "unchanged", however the file spells it. */
+static void test_apply_unchanged(void **state)
+{
+	(void)state;
+	struct h h;
+	char text[1024], out[32];
+	open_store(&h);
+	/* A protocol by name or by its number in Calico's list is one rule. */
+	snprintf(text, sizeof text, PROFILE_PROTO, "\"tcp\"", "\"udp\"");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "created");
+	snprintf(text, sizeof text, PROFILE_PROTO, "6", "17");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, PROFILE_PROTO, "6", "47");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "updated");
+	/* An ipPool: without a block size (the pool gets the default), and with IP-in-IP off. */
+	snprintf(text, sizeof text, POOL, "{}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "created");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, POOL, "{\"ipip\":{\"enabled\":false}}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, POOL,
+	         "{\"ipip\":{\"enabled\":false,\"mode\":\"cross-subnet\"},\"vxlan\":{\"enabled\":"
+	         "false},\"blockSize\":26}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	snprintf(text, sizeof text, POOL, "{\"ipip\":{\"enabled\":true}}");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "updated");
+	assert_string_equal(res_outcome(&h, text, out, sizeof out), "unchanged");
+	h_close(&h);
+}
+
 /* A record that does not decode is in every replica alike: a command that needs it is refused
  * (and changes nothing), never a stopped replica, which every member would repeat at each replay
  * of the entry; and the operator can repair a resource by applying or deleting it. */
@@ -684,6 +737,7 @@ int main(void)
 	    cmocka_unit_test(test_pool_node_selector),
 	    cmocka_unit_test(test_review_cases),
 	    cmocka_unit_test(test_corrupt_records),
+	    cmocka_unit_test(test_apply_unchanged),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

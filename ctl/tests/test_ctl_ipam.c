@@ -3,6 +3,7 @@
  * canned agent answers. What the agent answers is tested against real agents in
  * cluster-tests/test_ipam_cli.sh. */
 #include "ctl_test.h"
+#include "fake_agent.h"
 
 /* No agent listens here: a command that gets past its own checks fails to connect (exit 1). */
 #define NOSOCK "/nonexistent/ipam-test.sock"
@@ -32,11 +33,11 @@ static void expect_sent(struct run r)
 
 static void test_help(void **state)
 {
-	static const char *const pool[] = {"add", "remove", "show", NULL};
+	static const char *const pool[] = {"add", "range", "remove", "show", NULL};
 	static const char *const ipam[] = {"assign", "release", "show", "check", "config", NULL};
-	static const char *const add[] = {"--block-size N",      "--ipip MODE", "--vxlan MODE",
-	                                  "--nat-outgoing",      "--disabled",  "--socket PATH",
-	                                  "-o, --output FORMAT", NULL};
+	static const char *const add[] = {
+	    "--block-size N", "--ipip[=MODE]", "--vxlan MODE",        "--nat-outgoing",
+	    "--disabled",     "--socket PATH", "-o, --output FORMAT", NULL};
 	static const char *const remove[] = {"--force", "--socket PATH", NULL};
 	static const char *const pshow[] = {"--ipv4", "--ipv6", "-o, --output FORMAT", NULL};
 	static const char *const assign[] = {"--node NAME",      "--handle H", "--ip ADDR",
@@ -55,6 +56,10 @@ static void test_help(void **state)
 	expect_help(RUN("pool", "remove", "-h"), "Usage: tabby pool remove CIDR... [flags]",
 	            remove);
 	expect_help(RUN("help", "pool", "show"), "Usage: tabby pool show [flags]", pshow);
+	expect_help(RUN("pool", "range", "--help"), "Usage: tabby pool range COMMAND",
+	            (const char *const[]){"add", NULL});
+	expect_help(RUN("pool", "range", "add", "--help"), "Usage: tabby pool range add START END",
+	            add);
 	expect_help(RUN("ipam", "assign", "--help"),
 	            "Usage: tabby ipam assign --node NAME --handle H [flags]", assign);
 	expect_help(RUN("ipam", "release", "--help"),
@@ -78,9 +83,13 @@ static void test_pool_command_line(void **state)
 	expect_usage_error(RUN("pool", "remove", "--force"), "tabby pool remove: missing CIDR");
 	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--bogus"),
 	                   "tabby pool add: unknown flag '--bogus'");
-	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--ipip", "sometimes"),
+	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--ipip=sometimes"),
 	                   "tabby pool add: invalid value 'sometimes' for --ipip (want never, "
 	                   "always or cross-subnet)");
+	/* A word after --ipip that is no mode is not its value (calicoctl 0.x's --ipip took
+	 * none). */
+	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--ipip", "sometimes"),
+	                   "tabby pool add: \"sometimes\" is not a CIDR");
 	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--vxlan=yes"),
 	                   "invalid value 'yes' for --vxlan");
 	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--block-size", "0"),
@@ -142,6 +151,143 @@ static void test_pool_bad_cidrs(void **state)
 	expect_sent(
 	    RUN("pool", "remove", "10.0.0.0/16", "fd00::/64", "--force", "--socket", NOSOCK));
 	expect_sent(RUN("pool", "show", "--ipv6", "-o", "json", "--socket", NOSOCK));
+}
+
+/* The one request of a command run against f: accepted, printing nothing, and the body is
+ * want (JSON text). Stops f. */
+static void expect_body(struct fake *f, struct run r, const char *method, const char *url,
+                        const char *want)
+{
+	if (r.status != 0)
+		fail_msg("expected success, got status %d:\n%s", r.status, r.err);
+	assert_string_equal(r.out, "");
+	run_free(&r);
+	expect_request(f, 0, method, url);
+	expect_json(f->body[0], want);
+	fake_stop(f, 1);
+}
+
+/* calicoctl 0.x's --ipip took no value and meant always; a mode after it is its value. */
+static void test_pool_ipip(void **state)
+{
+	static const struct answer added[] = {{200, "{\"pools\": []}"}};
+	struct fake *f;
+	(void)state;
+
+	f = fake_start(added, 1);
+	expect_body(
+	    f, RUN("pool", "add", "10.0.0.0/16", "--ipip", "--nat-outgoing", "--socket", f->path),
+	    "POST", "/v1/ippools",
+	    "{\"pools\": [{\"cidr\": \"10.0.0.0/16\", \"ipip\": \"always\", \"vxlan\": "
+	    "\"never\", \"nat_outgoing\": true, \"disabled\": false}]}");
+	f = fake_start(added, 1);
+	expect_body(f, RUN("pool", "add", "--ipip", "10.0.0.0/16", "--socket", f->path), "POST",
+	            "/v1/ippools",
+	            "{\"pools\": [{\"cidr\": \"10.0.0.0/16\", \"ipip\": \"always\", \"vxlan\": "
+	            "\"never\", \"nat_outgoing\": false, \"disabled\": false}]}");
+	f = fake_start(added, 1);
+	expect_body(
+	    f,
+	    RUN("pool", "add", "--ipip", "cross-subnet", "10.0.0.0/16", "10.1.0.0/16", "--socket",
+	        f->path),
+	    "POST", "/v1/ippools",
+	    "{\"pools\": [{\"cidr\": \"10.0.0.0/16\", \"ipip\": \"cross-subnet\", \"vxlan\": "
+	    "\"never\", \"nat_outgoing\": false, \"disabled\": false}, {\"cidr\": "
+	    "\"10.1.0.0/16\", \"ipip\": \"cross-subnet\", \"vxlan\": \"never\", "
+	    "\"nat_outgoing\": false, \"disabled\": false}]}");
+	f = fake_start(added, 1);
+	expect_body(f, RUN("pool", "add", "10.0.0.0/16", "--ipip=never", "--socket", f->path),
+	            "POST", "/v1/ippools",
+	            "{\"pools\": [{\"cidr\": \"10.0.0.0/16\", \"ipip\": \"never\", \"vxlan\": "
+	            "\"never\", \"nat_outgoing\": false, \"disabled\": false}]}");
+	/* Last: bare --ipip at the end of the line. */
+	f = fake_start(added, 1);
+	expect_body(f, RUN("pool", "add", "10.0.0.0/16", "--socket", f->path, "--ipip"), "POST",
+	            "/v1/ippools",
+	            "{\"pools\": [{\"cidr\": \"10.0.0.0/16\", \"ipip\": \"always\", \"vxlan\": "
+	            "\"never\", \"nat_outgoing\": false, \"disabled\": false}]}");
+}
+
+static const char v4_pools[] =
+    "{\"pools\": [{\"cidr\": \"192.168.0.0/16\", \"block_size\": 26, \"ipip\": \"never\", "
+    "\"vxlan\": \"never\", \"nat_outgoing\": false, \"disabled\": false, \"removing\": false, "
+    "\"node_selector\": \"all()\"}], \"items\": []}";
+
+/* calicoctl 0.x's `pool range add`: the fewest CIDRs, each a new pool, created all or none. */
+static void test_pool_range(void **state)
+{
+	static const struct answer ok[] = {
+	    {200, v4_pools},
+	    {200, "{\"results\": []}"},
+	};
+	static const struct answer touching[] = {{200, v4_pools}};
+	struct fake *f;
+	struct run r;
+	(void)state;
+
+	f = fake_start(ok, 2);
+	r = RUN("pool", "range", "add", "10.0.0.0", "10.0.1.127", "--ipip", "--nat-outgoing",
+	        "--socket", f->path);
+	if (r.status != 0)
+		fail_msg("expected success, got status %d:\n%s", r.status, r.err);
+	assert_string_equal(r.out, "");
+	run_free(&r);
+	expect_request(f, 0, "GET", "/v1/ippools");
+	expect_request(f, 1, "POST", "/v1/resources");
+	expect_json(f->body[1],
+	            "{\"op\": \"create\", \"resources\": ["
+	            "{\"apiVersion\": \"v1\", \"kind\": \"ipPool\", \"metadata\": {\"cidr\": "
+	            "\"10.0.0.0/24\"}, \"spec\": {\"ipip\": {\"enabled\": true, \"mode\": "
+	            "\"always\"}, \"nat-outgoing\": true, \"disabled\": false}},"
+	            "{\"apiVersion\": \"v1\", \"kind\": \"ipPool\", \"metadata\": {\"cidr\": "
+	            "\"10.0.1.0/25\"}, \"spec\": {\"ipip\": {\"enabled\": true, \"mode\": "
+	            "\"always\"}, \"nat-outgoing\": true, \"disabled\": false}}]}");
+	fake_stop(f, 2);
+
+	/* IPv6, with a block size. */
+	f = fake_start(ok, 2);
+	r = RUN("pool", "range", "add", "fd00::", "fd00::1:ff", "--block-size", "120", "--socket",
+	        f->path);
+	assert_int_equal(r.status, 0);
+	run_free(&r);
+	expect_json(f->body[1],
+	            "{\"op\": \"create\", \"resources\": ["
+	            "{\"apiVersion\": \"v1\", \"kind\": \"ipPool\", \"metadata\": {\"cidr\": "
+	            "\"fd00::/112\"}, \"spec\": {\"nat-outgoing\": false, \"disabled\": false, "
+	            "\"blockSize\": 120}},"
+	            "{\"apiVersion\": \"v1\", \"kind\": \"ipPool\", \"metadata\": {\"cidr\": "
+	            "\"fd00::1:0/120\"}, \"spec\": {\"nat-outgoing\": false, \"disabled\": false, "
+	            "\"blockSize\": 120}}]}");
+	fake_stop(f, 2);
+
+	/* A range that touches an existing pool adds nothing. */
+	f = fake_start(touching, 1);
+	r = RUN("pool", "range", "add", "192.167.255.0", "192.168.0.255", "--socket", f->path);
+	assert_int_equal(r.status, 1);
+	assert_string_equal(r.err, "tabby pool range add: Cannot add range - range conflicts with "
+	                           "pool 192.168.0.0/16\n");
+	run_free(&r);
+	fake_stop(f, 1);
+
+	/* Refused before anything is sent. */
+	expect_bad_value(RUN("pool", "range", "add", "10.0.0.0", "10.0.0.100", "--socket", NOSOCK),
+	                 "tabby pool range add: range 10.0.0.0-10.0.0.100: pool 10.0.0.64/27 is "
+	                 "too small");
+	expect_bad_value(RUN("pool", "range", "add", "10.0.0.0", "10.0.0.255", "--block-size", "16",
+	                     "--socket", NOSOCK),
+	                 "block size 16 is out of range");
+	expect_bad_value(
+	    RUN("pool", "range", "add", "fd00::", "fd00::ffff", "--ipip", "--socket", NOSOCK),
+	    "IP in IP is not supported for IPv6 pools");
+	expect_bad_value(RUN("pool", "range", "add", "10.0.0.0", "10.0.0.300", "--socket", NOSOCK),
+	                 "tabby pool range add: '10.0.0.300' is not an IP address");
+	expect_usage_error(RUN("pool", "range", "add", "10.0.1.0", "10.0.0.0"),
+	                   "tabby pool range add: the range is empty: 10.0.1.0 is above 10.0.0.0");
+	expect_usage_error(RUN("pool", "range", "add", "10.0.0.0", "fd00::"),
+	                   "10.0.0.0 and fd00:: are not of one family");
+	expect_usage_error(RUN("pool", "range", "add", "10.0.0.0"), "missing END");
+	expect_usage_error(RUN("pool", "range", "add", "10.0.0.0", "10.0.0.255", "10.0.1.0"),
+	                   "unexpected argument '10.0.1.0'");
 }
 
 static void test_ipam_command_line(void **state)
@@ -276,16 +422,6 @@ static void test_repeated_flags(void **state)
 	cidrs[CTL_MAX_ARGS] = "--help";
 	parse(&ctx, add, CTL_MAX_ARGS + 1, cidrs, 0);
 	assert_true(ctx.help);
-}
-
-static json_t *load(const char *text)
-{
-	json_error_t error;
-	json_t *v = json_loads(text, 0, &error);
-
-	if (v == NULL)
-		fail_msg("bad test JSON: %s", error.text);
-	return v;
 }
 
 /* The text fn prints for the answer text, or NULL when fn refused it. */
@@ -519,6 +655,7 @@ int main(void)
 	    cmocka_unit_test(test_repeated_flags), cmocka_unit_test(test_pool_table),
 	    cmocka_unit_test(test_usage_table),    cmocka_unit_test(test_blocks_table),
 	    cmocka_unit_test(test_ip_text),        cmocka_unit_test(test_decimal_sub),
+	    cmocka_unit_test(test_pool_ipip),      cmocka_unit_test(test_pool_range),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

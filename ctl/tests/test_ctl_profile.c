@@ -3,11 +3,9 @@
  * refused before anything is sent. What the agent answers is tested end to end by the cluster
  * tests. */
 #include "ctl_test.h"
+#include "fake_agent.h"
 
-#include <pthread.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 /* No agent listens here: a command that gets past its own checks fails to connect (exit 1). */
@@ -20,27 +18,6 @@ static void expect_sent(struct run r)
 		         r.err);
 	assert_string_equal(r.out, "");
 	run_free(&r);
-}
-
-static json_t *load(const char *text)
-{
-	json_error_t e;
-	json_t *v = json_loads(text, 0, &e);
-
-	if (v == NULL)
-		fail_msg("bad test JSON (%s): %s", e.text, text);
-	return v;
-}
-
-static void expect_json(const json_t *got, const char *want_text)
-{
-	json_t *want = load(want_text);
-
-	if (!json_equal(got, want)) {
-		char *g = json_dumps(got, JSON_SORT_KEYS);
-		fail_msg("expected %s\ngot      %s", want_text, g != NULL ? g : "(null)");
-	}
-	json_decref(want);
 }
 
 static void test_names(void **state)
@@ -122,6 +99,12 @@ static void test_ports(void **state)
 	expect_bad_ports("-1", "invalid ports");
 	expect_bad_ports("+1", "invalid ports");
 	expect_bad_ports("123456", "invalid ports");
+	/* Calico v1 takes ports 1-65535, as the normalizer does. */
+	expect_bad_ports("0",
+	                 "invalid ports '0': expected a comma-separated list of ports (1-65535)");
+	expect_bad_ports("0:10", "invalid ports '0:10'");
+	expect_bad_ports("80,0", "invalid ports '80,0'");
+	expect_bad_ports("65536", "invalid ports '65536'");
 }
 
 /* Split text at spaces into words (at most 32) for ctl_rule_parse(). */
@@ -225,6 +208,11 @@ static void test_rule_parse(void **state)
 	expect_bad_rule("allow icmp type", "'type' needs an ICMP type (0-254), found 'nothing'");
 	expect_bad_rule("allow icmp type x", "'type' needs an ICMP type (0-254), found 'x'");
 	expect_bad_rule("allow icmp type 256", "'type' needs an ICMP type");
+	/* Calico's validator takes types 0-254 (and codes 0-255), as the normalizer does. */
+	expect_bad_rule("allow icmp type 255", "'type' needs an ICMP type (0-254), found '255'");
+	expect_rule("allow icmpv6 type 254 code 255",
+	            "{\"action\": \"allow\", \"protocol\": \"icmpv6\", \"icmp\": {\"type\": 254, "
+	            "\"code\": 255}}");
 	expect_bad_rule("allow icmp type 8 code 300", "'code' needs an ICMP code (0-255)");
 	expect_bad_rule("allow tcp from ports", "'ports' needs a value");
 	expect_bad_rule("allow from tag", "'tag' needs a value");
@@ -585,141 +573,6 @@ static void test_tables(void **state)
 	free(out);
 }
 
-/* ---- a canned agent: answers requests in order from a script, records what it was asked ---- */
-
-struct answer {
-	int status;
-	const char *body;
-};
-
-#define FAKE_MAX 16
-
-struct fake {
-	char dir[64];
-	char path[128];
-	int listen_fd;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	const struct answer *answers;
-	int nanswers;
-	int n; /* requests seen */
-	char method[FAKE_MAX][8];
-	char url[FAKE_MAX][256];
-	json_t *body[FAKE_MAX];
-};
-
-/* Read one request from fd into f's next record and answer it. Returns false when the
- * connection ended. */
-static bool fake_serve_one(struct fake *f, int fd)
-{
-	char buf[65536];
-	size_t used = 0;
-	char *end = NULL;
-	const char *cl;
-	size_t want;
-	const struct answer *a;
-	char head[256];
-	int i;
-
-	while ((end = strstr(buf, "\r\n\r\n")) == NULL) {
-		ssize_t got;
-
-		if (used + 1 >= sizeof(buf))
-			return false;
-		got = recv(fd, buf + used, sizeof(buf) - used - 1, 0);
-		if (got <= 0)
-			return false;
-		used += (size_t)got;
-		buf[used] = '\0';
-	}
-	*end = '\0';
-	cl = strcasestr(buf, "content-length:");
-	want = cl != NULL ? strtoul(cl + 15, NULL, 10) : 0;
-	while (used - (size_t)(end + 4 - buf) < want) {
-		ssize_t got = recv(fd, buf + used, sizeof(buf) - used - 1, 0);
-
-		if (got <= 0)
-			return false;
-		used += (size_t)got;
-	}
-	buf[(size_t)(end + 4 - buf) + want] = '\0';
-	pthread_mutex_lock(&f->lock);
-	i = f->n++;
-	if (i < FAKE_MAX) {
-		sscanf(buf, "%7s %255s", f->method[i], f->url[i]);
-		f->body[i] = want > 0 ? json_loads(end + 4, 0, NULL) : NULL;
-	}
-	pthread_mutex_unlock(&f->lock);
-	a = i < f->nanswers ? &f->answers[i]
-	                    : &(const struct answer){500, "{\"error\": {\"code\": "
-	                                                  "\"internal\", \"message\": "
-	                                                  "\"unscripted request\"}}"};
-	snprintf(head, sizeof(head),
-	         "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-	         a->status, strlen(a->body));
-	send(fd, head, strlen(head), MSG_NOSIGNAL);
-	send(fd, a->body, strlen(a->body), MSG_NOSIGNAL);
-	return true;
-}
-
-static void *fake_main(void *arg)
-{
-	struct fake *f = arg;
-
-	for (;;) {
-		int fd = accept(f->listen_fd, NULL, NULL);
-
-		if (fd < 0)
-			return NULL;
-		while (fake_serve_one(f, fd))
-			;
-		close(fd);
-	}
-}
-
-static struct fake *fake_start(const struct answer *answers, int n)
-{
-	struct fake *f = calloc(1, sizeof(*f));
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-
-	assert_non_null(f);
-	f->answers = answers;
-	f->nanswers = n;
-	pthread_mutex_init(&f->lock, NULL);
-	strcpy(f->dir, "/tmp/tabby-profile-test-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	snprintf(f->path, sizeof(f->path), "%s/agent.sock", f->dir);
-	strcpy(sun.sun_path, f->path);
-	f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(f->listen_fd >= 0);
-	assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(f->listen_fd, 4), 0);
-	assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
-	return f;
-}
-
-/* Stop f and check that it was asked exactly n requests. */
-static void fake_stop(struct fake *f, int n)
-{
-	shutdown(f->listen_fd, SHUT_RDWR);
-	pthread_join(f->thread, NULL);
-	close(f->listen_fd);
-	unlink(f->path);
-	rmdir(f->dir);
-	assert_int_equal(f->n, n);
-	for (int i = 0; i < f->n && i < FAKE_MAX; i++)
-		json_decref(f->body[i]);
-	pthread_mutex_destroy(&f->lock);
-	free(f);
-}
-
-static void expect_request(struct fake *f, int i, const char *method, const char *url)
-{
-	assert_true(i < f->n);
-	assert_string_equal(f->method[i], method);
-	assert_string_equal(f->url[i], url);
-}
-
 static const char web_answer[] =
     "{\"revision\": 7, \"resource\": {\"apiVersion\": \"v1\", \"kind\": \"profile\", "
     "\"metadata\": {\"name\": \"WEB\", \"tags\": [\"WEB\"]}, \"spec\": {\"ingress\": "
@@ -837,6 +690,39 @@ static void test_agent_rule_remove(void **state)
 	    "ingress");
 	expect_json(ingress, "[{\"action\": \"allow\", \"source\": {\"tag\": \"WEB\"}}]");
 	fake_stop(f, 2);
+}
+
+/* A rule written with a protocol number (as a v1 file may have it) is the 0.x command's rule
+ * with the protocol's name: rule remove finds it, rule add does not add it twice. */
+static void test_agent_rule_protocol_number(void **state)
+{
+	static const char numbered[] =
+	    "{\"revision\": 7, \"resource\": {\"apiVersion\": \"v1\", \"kind\": \"profile\", "
+	    "\"metadata\": {\"name\": \"WEB\"}, \"spec\": {\"ingress\": [{\"action\": \"allow\", "
+	    "\"protocol\": 6, \"destination\": {\"ports\": [3306]}}], \"egress\": []}}}";
+	static const struct answer answers[] = {{200, numbered}, {200, ok_answer}};
+	struct fake *f = fake_start(answers, 2);
+	struct run r = RUN("profile", "WEB", "rule", "remove", "inbound", "allow", "tcp", "to",
+	                   "ports", "3306", "--socket", f->path);
+	(void)state;
+
+	assert_string_equal(r.err, "");
+	assert_int_equal(r.status, 0);
+	run_free(&r);
+	expect_json(json_object_get(
+	                json_object_get(json_array_get(json_object_get(f->body[1], "resources"), 0),
+	                                "spec"),
+	                "ingress"),
+	            "[]");
+	fake_stop(f, 2);
+
+	f = fake_start(answers, 1);
+	r = RUN("profile", "WEB", "rule", "add", "inbound", "allow", "tcp", "to", "ports", "3306",
+	        "--socket", f->path);
+	assert_int_equal(r.status, 0);
+	assert_string_equal(r.out, "Rule already present, skipping.\n");
+	run_free(&r);
+	fake_stop(f, 1);
 }
 
 static void test_agent_show(void **state)
@@ -1127,6 +1013,7 @@ int main(void)
 	    cmocka_unit_test(test_agent_rule_add),
 	    cmocka_unit_test(test_agent_rule_add_present),
 	    cmocka_unit_test(test_agent_rule_remove),
+	    cmocka_unit_test(test_agent_rule_protocol_number),
 	    cmocka_unit_test(test_agent_show),
 	    cmocka_unit_test(test_agent_add_remove),
 	    cmocka_unit_test(test_agent_resources),

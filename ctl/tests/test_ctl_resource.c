@@ -3,6 +3,7 @@
  * of `get` from canned agent answers. What the agent answers is tested end to end by the cluster
  * tests. */
 #include "ctl_test.h"
+#include "fake_agent.h"
 
 #include <errno.h>
 #include <unistd.h>
@@ -47,19 +48,26 @@ static void test_help(void **state)
 	                                  "get",    "profile", NULL};
 	static const char *const file[] = {"-f, --filename FILE", "--socket PATH",
 	                                   "-o, --output FORMAT", NULL};
-	static const char *const del[] = {"-f, --filename FILE", "--node NODE", "--orchestrator O",
-	                                  "--workload W", NULL};
-	static const char *const get[] = {"--node NODE", "--orchestrator O", "--workload W",
-	                                  "output format: ps (default), wide, yaml, json", NULL};
+	static const char *const create[] = {"-f, --filename FILE", "--skip-exists", NULL};
+	static const char *const del[] = {"-f, --filename FILE",   "--node NODE",
+	                                  "--orchestrator O",      "--workload W",
+	                                  "-s, --skip-not-exists", NULL};
+	static const char *const get[] = {"-f, --filename FILE",
+	                                  "--node NODE",
+	                                  "--orchestrator O",
+	                                  "--workload W",
+	                                  "output format: ps (default), wide, yaml, json",
+	                                  NULL};
 	(void)state;
 
 	expect_help(RUN("--help"), "Usage: tabby COMMAND", top);
 	expect_help(RUN("create", "--help"), "Usage: tabby create -f FILE [flags]", file);
+	expect_help(RUN("create", "--help"), "Usage: tabby create -f FILE [flags]", create);
 	expect_help(RUN("apply", "-h"), "Usage: tabby apply -f FILE [flags]", file);
 	expect_help(RUN("help", "replace"), "Usage: tabby replace -f FILE [flags]", file);
 	expect_help(RUN("delete", "--help"), "Usage: tabby delete (-f FILE | KIND NAME) [flags]",
 	            del);
-	expect_help(RUN("get", "--help"), "Usage: tabby get KIND [NAME] [flags]", get);
+	expect_help(RUN("get", "--help"), "Usage: tabby get (KIND [NAME] | -f FILE) [flags]", get);
 	/* Other commands keep their text|json -o. */
 	expect_help(RUN("store", "get", "--help"), "Usage: tabby store get KEY",
 	            (const char *const[]){"output format: text (default) or json", NULL});
@@ -110,6 +118,15 @@ static void test_command_line(void **state)
 	                   "with -f the file names the resources");
 	expect_usage_error(RUN("delete", "policy", "p", "--node", "n1"),
 	                   "--node does not apply to policy resources");
+	expect_usage_error(RUN("get", "-f", "x", "policy"),
+	                   "tabby get: with -f the file names the resources: no KIND or NAME "
+	                   "('policy')");
+	expect_usage_error(RUN("get", "-f", "x", "--workload", "w"),
+	                   "with -f the file names the resources: no --node, --orchestrator");
+	expect_usage_error(RUN("apply", "-f", "x", "--skip-exists"),
+	                   "tabby apply: unknown flag '--skip-exists'");
+	expect_usage_error(RUN("create", "-f", "x", "--skip-not-exists"),
+	                   "tabby create: unknown flag '--skip-not-exists'");
 }
 
 /* Command lines that pass every check reach for the agent. */
@@ -125,6 +142,20 @@ static void test_accepted(void **state)
 	expect_sent(RUN("create", "--filename", path, "--socket", NOSOCK));
 	expect_sent(RUN("replace", "-f", path, "--socket", NOSOCK));
 	expect_sent(RUN("delete", "-f", path, "--socket", NOSOCK));
+	unlink(path);
+
+	/* calicoctl read every file as YAML: flow style, and JSON documents separated by "---". */
+	temp_file(path, sizeof(path),
+	          "[{apiVersion: v1, kind: profile, metadata: {name: a}},\n"
+	          " {apiVersion: v1, kind: profile, metadata: {name: b}}]\n");
+	expect_sent(RUN("apply", "-f", path, "--socket", NOSOCK));
+	unlink(path);
+	temp_file(
+	    path, sizeof(path),
+	    "{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"a\"}}\n"
+	    "---\n"
+	    "{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"b\"}}\n");
+	expect_sent(RUN("create", "-f", path, "--socket", NOSOCK));
 	unlink(path);
 
 	expect_sent(RUN("get", "policy", "--socket", NOSOCK));
@@ -169,7 +200,7 @@ static void test_bad_files(void **state)
 	unlink(path);
 
 	/* JSON too. */
-	temp_file(path, sizeof(path), "{\"apiVersion\": \"v1\",\n \"kind\": }\n");
+	temp_file(path, sizeof(path), "{\"apiVersion\": \"v1\",\n \"kind\": \"policy\" \"x\"}\n");
 	{
 		struct run r = RUN("create", "-f", path, "--socket", NOSOCK);
 
@@ -265,6 +296,300 @@ static void test_stdin(void **state)
 	assert_true(strncmp(r.err, "tabby apply: stdin: line ", 25) == 0);
 	assert_null(strstr(r.err, "cannot connect"));
 	run_free(&r);
+}
+
+/* ---- with a canned agent: get -f, create --skip-exists, delete --skip-not-exists ---- */
+
+static const char two_profiles_and_policy[] =
+    "- apiVersion: v1\n  kind: profile\n  metadata: {name: a}\n"
+    "- apiVersion: v1\n  kind: profile\n  metadata: {name: b, labels: {x: y}}\n"
+    "- apiVersion: v1\n  kind: policy\n  metadata: {name: p}\n  spec: {selector: all()}\n";
+static const char profile_a[] =
+    "{\"revision\": 3, \"resource\": {\"apiVersion\": \"v1\", \"kind\": \"profile\", "
+    "\"metadata\": {\"name\": \"a\"}, \"spec\": {\"ingress\": [], \"egress\": []}}}";
+static const char profile_b[] =
+    "{\"revision\": 3, \"resource\": {\"apiVersion\": \"v1\", \"kind\": \"profile\", "
+    "\"metadata\": {\"name\": \"b\", \"labels\": {\"x\": \"y\"}}, \"spec\": {\"ingress\": [], "
+    "\"egress\": []}}}";
+static const char policy_p[] =
+    "{\"revision\": 3, \"resource\": {\"apiVersion\": \"v1\", \"kind\": \"policy\", "
+    "\"metadata\": {\"name\": \"p\"}, \"spec\": {\"order\": 10, \"selector\": \"all()\", "
+    "\"types\": [\"ingress\"], \"ingress\": [], \"egress\": [], \"doNotTrack\": false, "
+    "\"preDNAT\": false}}}";
+static const char missing_b[] =
+    "{\"error\": {\"code\": \"not_found\", \"message\": \"profile b does not exist\"}}";
+static const char missing_p[] =
+    "{\"error\": {\"code\": \"not_found\", \"message\": \"policy p does not exist\"}}";
+
+/* Run args (ending with NULL, before --socket) against f; expect exit status and stdout. */
+static struct run run_against(struct fake *f, const char *const *args)
+{
+	const char *argv[16];
+	int n = 0;
+
+	while (args[n] != NULL) {
+		argv[n] = args[n];
+		n++;
+	}
+	assert_true(n <= 12);
+	for (int i = n; i < 16; i++)
+		argv[i] = NULL;
+	argv[n] = "--socket";
+	argv[n + 1] = f->path;
+	return run_args(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6], argv[7],
+	                argv[8], argv[9], argv[10], argv[11], argv[12], argv[13], NULL);
+}
+
+static void expect_out(struct run r, int status, const char *out)
+{
+	if (r.status != status || strcmp(r.out, out) != 0)
+		fail_msg("expected status %d and:\n%s\ngot status %d:\n%s\nstderr:\n%s", status,
+		         out, r.status, r.out, r.err);
+	run_free(&r);
+}
+
+/* get -f: the resources the file names; those that do not exist give no result. */
+static void test_get_file(void **state)
+{
+	static const struct answer answers[] = {
+	    {200, profile_a},
+	    {404, missing_b},
+	    {200, policy_p},
+	};
+	static const struct answer one[] = {{200, policy_p}};
+	char path[64];
+	char one_path[64];
+	struct fake *f;
+	(void)state;
+
+	temp_file(path, sizeof(path), two_profiles_and_policy);
+	f = fake_start(answers, 3);
+	expect_out(run_against(f, (const char *const[]){"get", "-f", path, NULL}), 0,
+	           "NAME\na\n\nNAME\np\n");
+	expect_request(f, 0, "GET", "/v1/profiles/a");
+	expect_request(f, 1, "GET", "/v1/profiles/b");
+	expect_request(f, 2, "GET", "/v1/policies/p");
+	fake_stop(f, 3);
+
+	f = fake_start(answers, 3);
+	expect_out(
+	    run_against(f, (const char *const[]){"get", "-f", path, "-o", "wide", NULL}), 0,
+	    "NAME  TAGS  LABELS\na           \n\nNAME  ORDER  SELECTOR\np     10     all()\n");
+	fake_stop(f, 3);
+
+	/* YAML and JSON: a list of what was found. */
+	f = fake_start(answers, 3);
+	{
+		struct run r =
+		    run_against(f, (const char *const[]){"get", "-f", path, "-o", "json", NULL});
+		json_t *got = load(r.out);
+
+		assert_int_equal(r.status, 0);
+		expect_json(got,
+		            "[{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": "
+		            "{\"name\": \"a\"}, \"spec\": {\"ingress\": [], \"egress\": []}}, "
+		            "{\"apiVersion\": \"v1\", \"kind\": \"policy\", \"metadata\": "
+		            "{\"name\": \"p\"}, \"spec\": {\"order\": 10, \"selector\": "
+		            "\"all()\", \"types\": [\"ingress\"], \"ingress\": [], \"egress\": "
+		            "[], \"doNotTrack\": false, \"preDNAT\": false}}]");
+		json_decref(got);
+		run_free(&r);
+	}
+	fake_stop(f, 3);
+	unlink(path);
+
+	/* A file that names one resource: the resource itself, as with a NAME. */
+	temp_file(one_path, sizeof(one_path),
+	          "apiVersion: v1\nkind: policy\nmetadata: {name: p}\n"
+	          "---\napiVersion: v1\nkind: policy\nmetadata: {name: p}\n");
+	f = fake_start(one, 1);
+	{
+		struct run r = run_against(
+		    f, (const char *const[]){"get", "-f", one_path, "-o", "json", NULL});
+		json_t *got = load(r.out);
+
+		assert_int_equal(r.status, 0);
+		assert_string_equal(json_string_value(json_object_get(got, "kind")), "policy");
+		json_decref(got);
+		run_free(&r);
+	}
+	/* Named twice, asked once (the file names one resource). */
+	fake_stop(f, 1);
+	unlink(one_path);
+}
+
+/* A YAML number or boolean where a string is wanted is taken as its text, as calicoctl took it:
+ * the agent, which has no texts, gets it quoted; the numbers of number fields stay numbers. */
+static void test_yaml_numbers_as_text(void **state)
+{
+	static const struct answer applied[] = {
+	    {200, "{\"revision\": 3, \"results\": [{\"kind\": \"profile\", \"key\": \"web\", "
+	          "\"outcome\": \"created\"}]}"},
+	};
+	char path[64];
+	struct fake *f;
+	(void)state;
+
+	temp_file(path, sizeof(path),
+	          "apiVersion: v1\nkind: profile\nmetadata:\n  name: web\n"
+	          "  labels: {version: 2, canary: true, tier: 1.10}\n"
+	          "spec:\n  ingress:\n  - action: allow\n    protocol: 6\n"
+	          "    destination: {ports: [80]}\n");
+	f = fake_start(applied, 1);
+	expect_out(run_against(f, (const char *const[]){"apply", "-f", path, NULL}), 0,
+	           "Successfully applied 1 'profile' resource(s)\n");
+	expect_json(
+	    f->body[0],
+	    "{\"op\": \"apply\", \"resources\": [{\"apiVersion\": \"v1\", \"kind\": "
+	    "\"profile\", \"metadata\": {\"name\": \"web\", \"labels\": {\"version\": \"2\", "
+	    "\"canary\": \"true\", \"tier\": \"1.10\"}}, \"spec\": {\"ingress\": [{\"action\": "
+	    "\"allow\", \"protocol\": 6, \"destination\": {\"ports\": [80]}}]}}]}");
+	fake_stop(f, 1);
+	unlink(path);
+
+	/* JSON numbers stay refused, before anything is sent. */
+	temp_file(
+	    path, sizeof(path),
+	    "{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": \"web\", "
+	    "\"labels\": {\"version\": 2}}}");
+	expect_refused(
+	    RUN("apply", "-f", path, "--socket", NOSOCK),
+	    "tabby apply: profile web: metadata.labels.version: 2 is not a string (quote "
+	    "it)\n");
+	unlink(path);
+}
+
+/* create --skip-exists: what exists is skipped and counted as created. */
+static void test_create_skip_exists(void **state)
+{
+	static const struct answer answers[] = {
+	    {200, profile_a},
+	    {404, missing_b},
+	    {404, missing_p},
+	    {200, "{\"revision\": 4, \"results\": [{\"kind\": \"profile\", \"key\": \"b\", "
+	          "\"outcome\": \"created\"}, {\"kind\": \"policy\", \"key\": \"p\", \"outcome\": "
+	          "\"created\"}]}"},
+	};
+	/* Someone creates b between the look and the request: look again. */
+	static const struct answer race[] = {
+	    {404, missing_b},
+	    {409, "{\"error\": {\"code\": \"exists\", \"message\": \"profile b already exists\"}}"},
+	    {200, profile_b},
+	};
+	static const struct answer all_exist[] = {{200, profile_a}, {200, profile_b}};
+	char path[64];
+	char b_path[64];
+	char ab_path[64];
+	struct fake *f;
+	(void)state;
+
+	temp_file(path, sizeof(path), two_profiles_and_policy);
+	f = fake_start(answers, 4);
+	expect_out(
+	    run_against(f, (const char *const[]){"create", "-f", path, "--skip-exists", NULL}), 0,
+	    "Successfully created 3 resource(s)\n");
+	expect_request(f, 3, "POST", "/v1/resources");
+	expect_json(
+	    f->body[3],
+	    "{\"op\": \"create\", \"resources\": [{\"apiVersion\": \"v1\", \"kind\": "
+	    "\"profile\", \"metadata\": {\"name\": \"b\", \"labels\": {\"x\": \"y\"}}}, "
+	    "{\"apiVersion\": \"v1\", \"kind\": \"policy\", \"metadata\": {\"name\": \"p\"},"
+	    " \"spec\": {\"selector\": \"all()\"}}]}");
+	fake_stop(f, 4);
+
+	f = fake_start(answers, 4);
+	{
+		struct run r =
+		    run_against(f, (const char *const[]){"create", "-f", path, "--skip-exists",
+		                                         "-o", "json", NULL});
+		json_t *got = load(r.out);
+
+		assert_int_equal(r.status, 0);
+		expect_json(got,
+		            "{\"revision\": 4, \"results\": [{\"kind\": \"profile\", \"key\": "
+		            "\"a\", \"outcome\": \"skipped\"}, {\"kind\": \"profile\", \"key\": "
+		            "\"b\", \"outcome\": \"created\"}, {\"kind\": \"policy\", \"key\": "
+		            "\"p\", \"outcome\": \"created\"}]}");
+		json_decref(got);
+		run_free(&r);
+	}
+	fake_stop(f, 4);
+	unlink(path);
+
+	temp_file(b_path, sizeof(b_path), "apiVersion: v1\nkind: profile\nmetadata: {name: b}\n");
+	f = fake_start(race, 3);
+	expect_out(
+	    run_against(f, (const char *const[]){"create", "-f", b_path, "--skip-exists", NULL}), 0,
+	    "Successfully created 1 'profile' resource(s)\n");
+	expect_request(f, 1, "POST", "/v1/resources");
+	expect_request(f, 2, "GET", "/v1/profiles/b");
+	fake_stop(f, 3); /* then nothing was left to send */
+	unlink(b_path);
+
+	/* All exist: nothing is sent, and all count. */
+	temp_file(ab_path, sizeof(ab_path),
+	          "- {apiVersion: v1, kind: profile, metadata: {name: a}}\n"
+	          "- {apiVersion: v1, kind: profile, metadata: {name: b}}\n");
+	f = fake_start(all_exist, 2);
+	expect_out(
+	    run_against(f, (const char *const[]){"create", "-f", ab_path, "--skip-exists", NULL}),
+	    0, "Successfully created 2 'profile' resource(s)\n");
+	fake_stop(f, 2);
+
+	/* Without the flag an existing one refuses the whole file, as before. */
+	f = fake_start(
+	    (const struct answer[]){{409, "{\"error\": {\"code\": \"exists\", "
+	                                  "\"message\": \"profile a already exists\"}}"}},
+	    1);
+	expect_refused(run_against(f, (const char *const[]){"create", "-f", ab_path, NULL}),
+	               "tabby create: profile a already exists\n");
+	expect_request(f, 0, "POST", "/v1/resources");
+	fake_stop(f, 1);
+	unlink(ab_path);
+}
+
+/* delete --skip-not-exists (-s): what does not exist is skipped and counted as deleted. */
+static void test_delete_skip_not_exists(void **state)
+{
+	static const struct answer answers[] = {
+	    {200, profile_a},
+	    {404, missing_b},
+	    {200, policy_p},
+	    {200, "{\"revision\": 6, \"results\": [{\"kind\": \"profile\", \"key\": \"a\", "
+	          "\"outcome\": \"deleted\"}, {\"kind\": \"policy\", \"key\": \"p\", \"outcome\": "
+	          "\"deleted\"}]}"},
+	};
+	static const struct answer gone[] = {
+	    {404,
+	     "{\"error\": {\"code\": \"not_found\", \"message\": \"policy q does not exist\"}}"},
+	};
+	char path[64];
+	struct fake *f;
+	(void)state;
+
+	temp_file(path, sizeof(path), two_profiles_and_policy);
+	f = fake_start(answers, 4);
+	expect_out(run_against(f, (const char *const[]){"delete", "-s", "-f", path, NULL}), 0,
+	           "Successfully deleted 3 resource(s)\n");
+	expect_json(f->body[3],
+	            "{\"op\": \"delete\", \"resources\": [{\"apiVersion\": \"v1\", \"kind\": "
+	            "\"profile\", \"metadata\": {\"name\": \"a\"}}, {\"apiVersion\": \"v1\", "
+	            "\"kind\": \"policy\", \"metadata\": {\"name\": \"p\"}, \"spec\": "
+	            "{\"selector\": \"all()\"}}]}");
+	fake_stop(f, 4);
+	unlink(path);
+
+	f = fake_start(gone, 1);
+	expect_out(run_against(f, (const char *const[]){"delete", "policy", "q",
+	                                                "--skip-not-exists", NULL}),
+	           0, "Successfully deleted 1 'policy' resource(s)\n");
+	expect_request(f, 0, "DELETE", "/v1/policies/q");
+	fake_stop(f, 1);
+
+	f = fake_start(gone, 1);
+	expect_refused(run_against(f, (const char *const[]){"delete", "policy", "q", NULL}),
+	               "tabby delete: policy q does not exist\n");
+	fake_stop(f, 1);
 }
 
 static void expect_success_line(const char *verb, const char *list, const char *want)
@@ -478,11 +803,19 @@ static void test_yaml_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_help),          cmocka_unit_test(test_command_line),
-	    cmocka_unit_test(test_accepted),      cmocka_unit_test(test_bad_files),
-	    cmocka_unit_test(test_bad_resources), cmocka_unit_test(test_stdin),
-	    cmocka_unit_test(test_success_line),  cmocka_unit_test(test_tables),
+	    cmocka_unit_test(test_help),
+	    cmocka_unit_test(test_command_line),
+	    cmocka_unit_test(test_accepted),
+	    cmocka_unit_test(test_bad_files),
+	    cmocka_unit_test(test_bad_resources),
+	    cmocka_unit_test(test_stdin),
+	    cmocka_unit_test(test_success_line),
+	    cmocka_unit_test(test_tables),
 	    cmocka_unit_test(test_yaml_json),
+	    cmocka_unit_test(test_get_file),
+	    cmocka_unit_test(test_yaml_numbers_as_text),
+	    cmocka_unit_test(test_create_skip_exists),
+	    cmocka_unit_test(test_delete_skip_not_exists),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

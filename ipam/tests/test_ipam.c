@@ -272,6 +272,58 @@ static void test_cidr_contains(void **state)
 	assert_false(ipam_cidr_contains(&v6, &a));
 }
 
+/* Expect first..last to split into the CIDRs of want (space-separated, in order). */
+static void expect_range(const char *first, const char *last, const char *want)
+{
+	struct ipam_addr a = h_addr(first), b = h_addr(last);
+	struct ipam_cidr out[254];
+	char got[4096] = "", c[IPAM_CIDR_STRLEN];
+	unsigned n = ipam_range_cidrs(&a, &b, out, 254);
+
+	for (unsigned i = 0; i < n && i < 254; i++)
+		snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", i > 0 ? " " : "",
+		         ipam_cidr_format(&out[i], c));
+	if (strcmp(got, want) != 0)
+		fail_msg("%s - %s:\n got %s\nwant %s", first, last, got, want);
+}
+
+static void test_range_cidrs(void **state)
+{
+	struct ipam_addr a, b;
+	struct ipam_cidr out[2];
+	(void)state;
+
+	expect_range("10.0.0.0", "10.0.0.255", "10.0.0.0/24");
+	expect_range("10.0.0.5", "10.0.0.5", "10.0.0.5/32");
+	expect_range("10.0.0.1", "10.0.0.6", "10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32");
+	expect_range("10.0.0.0", "10.0.1.127", "10.0.0.0/24 10.0.1.0/25");
+	expect_range("10.0.0.64", "10.0.2.255",
+	             "10.0.0.64/26 10.0.0.128/25 10.0.1.0/24 10.0.2.0/24");
+	expect_range("0.0.0.0", "255.255.255.255", "0.0.0.0/0");
+	expect_range("0.0.0.0", "127.255.255.255", "0.0.0.0/1");
+	expect_range("128.0.0.0", "255.255.255.255", "128.0.0.0/1");
+	expect_range("fd00::", "fd00::1:ff", "fd00::/112 fd00::1:0/120");
+	expect_range("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::/0");
+	expect_range("::1", "::1", "::1/128");
+
+	/* The most pieces a range can need: 2 * bits - 2. */
+	a = h_addr("0.0.0.1");
+	b = h_addr("255.255.255.254");
+	assert_int_equal(ipam_range_cidrs(&a, &b, out, 2), 62);
+	assert_string_equal(ipam_cidr_format(&out[0], (char[IPAM_CIDR_STRLEN]){0}), "0.0.0.1/32");
+	assert_string_equal(ipam_cidr_format(&out[1], (char[IPAM_CIDR_STRLEN]){0}), "0.0.0.2/31");
+	a = h_addr("::1");
+	b = h_addr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe");
+	assert_int_equal(ipam_range_cidrs(&a, &b, out, 0), 254);
+
+	/* No range: the families differ, or the first address is above the last. */
+	a = h_addr("10.0.0.2");
+	b = h_addr("10.0.0.1");
+	assert_int_equal(ipam_range_cidrs(&a, &b, out, 2), 0);
+	b = h_addr("fd00::1");
+	assert_int_equal(ipam_range_cidrs(&a, &b, out, 2), 0);
+}
+
 static void test_encap(void **state)
 {
 	static const struct {
@@ -2327,6 +2379,7 @@ int main(void)
 	    T(test_addr_parse_format),
 	    T(test_cidr_parse_format),
 	    T(test_cidr_contains),
+	    T(test_range_cidrs),
 	    T(test_text_repair),
 	    T(test_encap),
 	    T(test_pool_validate),

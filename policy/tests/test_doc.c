@@ -77,8 +77,27 @@ static void test_json_forms(void **state)
 	parses_as("\n[{\"kind\":\"a\"},{\"kind\":\"b\"}]\n", "[{\"kind\":\"a\"},{\"kind\":\"b\"}]");
 	parses_as("{\"kind\":\"policyList\",\"items\":[{\"kind\":\"a\"}]}", "[{\"kind\":\"a\"}]");
 	parses_as("[]", "[]");
-	/* JSON is told by its first character: this flow mapping is YAML, scalars resolved. */
+	/* Valid JSON keeps JSON's meaning: jansson reads it, not YAML's resolution. */
+	parses_as("{\"a\": 1e3, \"b\": -0}", "[{\"a\":1000.0,\"b\":0}]");
+}
+
+/* Text that starts like JSON but is not JSON is YAML, as calicoctl read every file: flow style,
+ * and JSON documents separated by "---". */
+static void test_json_like_yaml(void **state)
+{
+	(void)state;
+	parses_as("{apiVersion: v1, kind: profile, metadata: {name: p}}",
+	          "[{\"apiVersion\":\"v1\",\"kind\":\"profile\",\"metadata\":{\"name\":\"p\"}}]");
+	parses_as(" [{kind: a}, {kind: b, spec: {order: 0x10}}]\n",
+	          "[{\"kind\":\"a\"},{\"kind\":\"b\",\"spec\":{\"order\":16}}]");
+	parses_as("{\"kind\": \"a\"}\n---\n{\"kind\": \"b\"}\n",
+	          "[{\"kind\":\"a\"},{\"kind\":\"b\"}]");
+	parses_as("[{\"kind\": \"a\"}]\n---\n- {kind: b}\n", "[{\"kind\":\"a\"},{\"kind\":\"b\"}]");
 	parses_as("# c\n{a: yes}", "[{\"a\":true}]");
+	parses_as("{a: yes}", "[{\"a\":true}]");
+	/* What YAML allows and JSON does not: a trailing comma, a missing value. */
+	parses_as("{\"a\": 1,}", "[{\"a\":1}]");
+	parses_as("{\"a\": 1,\n  \"b\": }", "[{\"a\":1,\"b\":null}]");
 }
 
 /* ---- scalars ---- */
@@ -216,12 +235,67 @@ static void test_yaml_errors(void **state)
 	fails_with("a: 1\nb: \xff\n", "line 2, column 4: invalid leading UTF-8 octet");
 }
 
+/* Text that starts like JSON and is neither JSON nor YAML: the error further into the text. */
 static void test_json_errors(void **state)
 {
 	(void)state;
-	fails_with("{\"a\": 1,\n  \"b\": }", "line 2, column 8: unexpected token near '}'");
+	/* JSON's: it got as far as YAML, and names the token. */
+	fails_with("{\"a\": \"x\",\n \"b\": \"x\" \"c\"}",
+	           "line 2, column 13: '}' expected near '\"c\"'");
 	fails_with("{\"a\":1,\"a\":2}", "line 1, column 10: duplicate object key near '\"a\"'");
 	fails_with("[1, 2", "line 1, column 5: ']' expected near end of file");
+	/* YAML's: jansson stopped at the first unquoted key, or at the "---". */
+	fails_with("{apiVersion: v1, kind: [profile}",
+	           "line 1, column 32: did not find expected ',' or ']' while parsing a flow "
+	           "sequence");
+	fails_with("{\"a\": 1}\n---\n{\"b\": [}",
+	           "line 3, column 8: did not find expected node content while parsing a flow "
+	           "node");
+}
+
+/* ---- the texts of numbers and booleans ---- */
+
+/* Parse text with its texts; compare the texts with the JSON text want. */
+static void texts_are(const char *text, const char *want)
+{
+	json_error_t je;
+	json_t *got = NULL, *texts = NULL, *exp = json_loads(want, JSON_DECODE_ANY, &je);
+	char err[256];
+
+	assert_non_null(exp);
+	if (policy_doc_parse_texts(text, strlen(text), &got, &texts, err, sizeof err) != 0)
+		fail_msg("parse of <<%s>> failed: %s", text, err);
+	if (!json_equal(texts, exp)) {
+		char *s = json_dumps(texts, JSON_COMPACT | JSON_ENCODE_ANY);
+		fail_msg("<<%s>>\n got %s\nwant %s", text, s, want);
+	}
+	assert_int_equal(json_array_size(texts), json_array_size(got));
+	json_decref(got);
+	json_decref(texts);
+	json_decref(exp);
+}
+
+static void test_texts(void **state)
+{
+	json_t *got = (json_t *)1, *texts = (json_t *)1;
+	char err[256];
+
+	(void)state;
+	/* Each scalar that became a number or a boolean keeps its text, as written. */
+	texts_are("a: 0x1F\nb: [yes, \"no\", 1.50, x, ~]\nc: !!int 7\nd: {e: +1_0}\n",
+	          "[{\"a\":\"0x1F\",\"b\":[\"yes\",null,\"1.50\",null,null],\"c\":\"7\","
+	          "\"d\":{\"e\":\"+1_0\"}}]");
+	/* Resources of lists, List items and several documents; an alias shares its texts. */
+	texts_are("- {a: &n 1}\n- {b: *n}\n---\nitems: [{c: off}]\n---\nd: 2\n",
+	          "[{\"a\":\"1\"},{\"b\":\"1\"},{\"c\":\"off\"},{\"d\":\"2\"}]");
+	/* JSON has no texts; flow-style YAML does. */
+	texts_are("[{\"a\": 1}, {\"b\": true}]", "[null, null]");
+	texts_are("{a: 1}", "[{\"a\":\"1\"}]");
+	texts_are("", "[]");
+	/* A refusal gives neither. */
+	assert_int_equal(policy_doc_parse_texts("a: [", 4, &got, &texts, err, sizeof err), -EINVAL);
+	assert_null(got);
+	assert_null(texts);
 }
 
 /* ---- anchors, aliases and limits ---- */
@@ -284,7 +358,7 @@ static void test_depth(void **state)
 		for (int i = 0; i < depth; i++)
 			text[n++] = '}';
 		text[n] = '\0';
-		/* "# " keeps it YAML (a leading '{' would make it JSON, and "a" is not JSON). */
+		/* Behind a comment line: YAML from the start, not JSON's failure first. */
 		char yaml[1200];
 		snprintf(yaml, sizeof yaml, "# deep\n%s\n", text);
 		int rc = policy_doc_parse(yaml, strlen(yaml), &got, err, sizeof err);
@@ -429,7 +503,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_single_yaml),   cmocka_unit_test(test_multi_document),
-	    cmocka_unit_test(test_json_forms),    cmocka_unit_test(test_scalars),
+	    cmocka_unit_test(test_json_forms),    cmocka_unit_test(test_json_like_yaml),
+	    cmocka_unit_test(test_texts),         cmocka_unit_test(test_scalars),
 	    cmocka_unit_test(test_scalar_errors), cmocka_unit_test(test_yaml_errors),
 	    cmocka_unit_test(test_json_errors),   cmocka_unit_test(test_aliases),
 	    cmocka_unit_test(test_alias_bomb),    cmocka_unit_test(test_depth),

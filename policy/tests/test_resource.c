@@ -2,7 +2,8 @@
  * Resources: policy_resource_normalize() over every kind and every field of calico-behaviour.md
  * sections 2.1 and 3 (the normalized form exactly, key order included, and the exact message of
  * every check), policy_resource_key(), the kind and protocol names, and ipPools to and from
- * IPAM's struct. Inputs are YAML, read with policy_doc_parse() as an operator's file would be.
+ * IPAM's struct. Inputs are YAML, read with policy_doc_parse() (without the texts that
+ * policy_doc_parse_texts() keeps: test_yaml_texts has those), or JSON.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -184,8 +185,8 @@ static void test_envelope(void **state)
 	    "apiVersion: v1\nkind: policy\nmetadata: {name: \"a b\"}\n", 0,
 	    "policy #1: metadata.name: \"a b\" is not a valid name (1 to 128 of a-z A-Z 0-9 _ "
 	    ". - /)");
-	fails_with("apiVersion: v1\nkind: profile\nmetadata: {name: 12}\n", 0,
-	           "profile #1: metadata.name: 12 is not a string (quote it)");
+	fails_with("{\"apiVersion\": \"v1\", \"kind\": \"profile\", \"metadata\": {\"name\": 12}}",
+	           0, "profile #1: metadata.name: 12 is not a string (quote it)");
 	fails_with("- 1\n", 0, "resource #1: 1 is not a resource (a mapping)");
 	/* bgpPeer is refused by name, whatever else it holds. */
 	fails_with(
@@ -398,10 +399,152 @@ static void test_names(void **state)
 	in = read_one(yaml);
 	assert_int_equal(policy_resource_normalize(in, 0, &out, err, sizeof err), -EINVAL);
 	json_decref(in);
-	fails_with("apiVersion: v1\nkind: node\nmetadata:\n  name: n\n  labels: {k: 2}\n", 0,
-	           "node n: metadata.labels.k: 2 is not a string (quote it)");
+	fails_with("{\"apiVersion\": \"v1\", \"kind\": \"node\", \"metadata\": {\"name\": \"n\", "
+	           "\"labels\": {\"k\": 2}}}",
+	           0, "node n: metadata.labels.k: 2 is not a string (quote it)");
 	fails_with("apiVersion: v1\nkind: node\nmetadata:\n  name: n\n  labels: [a]\n", 0,
 	           "node n: metadata.labels: [\"a\"] is not a mapping");
+}
+
+/* ---- YAML numbers and booleans where a string is wanted ---- */
+
+/* Normalize the one resource of yaml with its texts: want is the normalized form, want_quoted
+ * the resource with the texts taken quoted (NULL: none taken). The quoted resource normalizes
+ * without texts to the same form. */
+static void texts_normalize_to(const char *yaml, const char *want, const char *want_quoted)
+{
+	json_t *list = NULL, *texts = NULL, *out = NULL, *quoted = (json_t *)1, *again = NULL;
+	char err[512], *got_s, *again_s;
+
+	if (policy_doc_parse_texts(yaml, strlen(yaml), &list, &texts, err, sizeof err) != 0)
+		fail_msg("test input does not parse: %s\n%s", err, yaml);
+	assert_int_equal(json_array_size(list), 1);
+	assert_int_equal(json_array_size(texts), 1);
+	if (policy_resource_normalize_texts(json_array_get(list, 0), json_array_get(texts, 0), 0,
+	                                    &out, &quoted, err, sizeof err) != 0)
+		fail_msg("normalize failed: %s\n%s", err, yaml);
+	got_s = json_dumps(out, JSON_COMPACT);
+	if (strcmp(got_s, want) != 0)
+		fail_msg("\n got %s\nwant %s", got_s, want);
+	if (want_quoted == NULL) {
+		assert_null(quoted);
+	} else {
+		char *q = json_dumps(quoted, JSON_COMPACT);
+		if (q == NULL || strcmp(q, want_quoted) != 0)
+			fail_msg("\n quoted %s\n   want %s", q, want_quoted);
+		free(q);
+		if (policy_resource_normalize(quoted, 0, &again, err, sizeof err) != 0)
+			fail_msg("the quoted resource does not normalize: %s", err);
+		again_s = json_dumps(again, JSON_COMPACT);
+		assert_string_equal(again_s, got_s);
+		free(again_s);
+	}
+	free(got_s);
+	json_decref(again);
+	json_decref(quoted);
+	json_decref(out);
+	json_decref(texts);
+	json_decref(list);
+}
+
+static void texts_fail_with(const char *yaml, const char *want)
+{
+	json_t *list = NULL, *texts = NULL, *out = (json_t *)1, *quoted = (json_t *)1;
+	char err[512];
+
+	assert_int_equal(policy_doc_parse_texts(yaml, strlen(yaml), &list, &texts, err, sizeof err),
+	                 0);
+	assert_int_equal(policy_resource_normalize_texts(json_array_get(list, 0),
+	                                                 json_array_get(texts, 0), 0, &out, &quoted,
+	                                                 err, sizeof err),
+	                 -EINVAL);
+	assert_null(out);
+	assert_null(quoted);
+	assert_string_equal(err, want);
+	json_decref(texts);
+	json_decref(list);
+}
+
+/* calicoctl's YAML decoder gave a field that wants a string the text of a plain scalar that YAML
+ * reads as a number or a boolean: so does Tabby, for a file's YAML. Fields that want numbers keep
+ * them; JSON numbers stay refused. */
+static void test_yaml_texts(void **state)
+{
+	(void)state;
+	texts_normalize_to(
+	    "apiVersion: v1\nkind: profile\nmetadata:\n  name: 1000\n"
+	    "  labels: {version: 2, canary: true, ratio: 1.50, hex: 0x1F, yes: yes, plain: web}\n"
+	    "  tags: [2015, web]\n"
+	    "spec:\n  ingress:\n  - action: allow\n    protocol: 6\n"
+	    "    source: {tag: 42, selector: version == '2'}\n    destination: {ports: [80]}\n",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"profile\",\"metadata\":{\"name\":\"1000\","
+	    "\"labels\":{"
+	    "\"version\":\"2\",\"canary\":\"true\",\"ratio\":\"1.50\",\"hex\":\"0x1F\",\"yes\":"
+	    "\"yes\","
+	    "\"plain\":\"web\"},\"tags\":[\"2015\",\"web\"]},\"spec\":{\"ingress\":[{\"action\":"
+	    "\"allow\",\"protocol\":\"tcp\",\"source\":{\"tag\":\"42\",\"selector\":\"version == "
+	    "'2'\"},\"destination\":{\"ports\":[80]}}],\"egress\":[]}}",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"profile\",\"metadata\":{\"name\":\"1000\","
+	    "\"labels\":{"
+	    "\"version\":\"2\",\"canary\":\"true\",\"ratio\":\"1.50\",\"hex\":\"0x1F\",\"yes\":"
+	    "\"yes\","
+	    "\"plain\":\"web\"},\"tags\":[\"2015\",\"web\"]},\"spec\":{\"ingress\":[{\"action\":"
+	    "\"allow\",\"protocol\":6,\"source\":{\"tag\":\"42\",\"selector\":\"version == '2'\"},"
+	    "\"destination\":{\"ports\":[80]}}]}}");
+	/* Annotations, endpoint names and a calicoctl List; an alias shares its texts. */
+	texts_normalize_to(
+	    "kind: policyList\nitems:\n- apiVersion: v1\n  kind: policy\n"
+	    "  metadata: {name: p, annotations: {build: &b 17, stable: off}}\n"
+	    "  spec: {order: 10, selector: all(), egress: [{action: allow, destination: {notTag: "
+	    "*b}}]}\n",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"policy\",\"metadata\":{\"name\":\"p\","
+	    "\"annotations\":"
+	    "{\"build\":\"17\",\"stable\":\"off\"}},\"spec\":{\"order\":10,\"selector\":\"all()\","
+	    "\"types\":[\"egress\"],\"ingress\":[],\"egress\":[{\"action\":\"allow\","
+	    "\"destination\":"
+	    "{\"notTag\":\"17\"}}],\"doNotTrack\":false,\"preDNAT\":false}}",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"policy\",\"metadata\":{\"name\":\"p\","
+	    "\"annotations\":"
+	    "{\"build\":\"17\",\"stable\":\"off\"}},\"spec\":{\"order\":10,\"selector\":\"all()\","
+	    "\"egress\":[{\"action\":\"allow\",\"destination\":{\"notTag\":\"17\"}}]}}");
+	texts_normalize_to(
+	    "apiVersion: v1\nkind: workloadEndpoint\nmetadata:\n  name: eth0\n"
+	    "  workload: 12345\n  orchestrator: mesos\n  node: 7\n"
+	    "  activeInstanceID: 1.0\nspec:\n  interfaceName: cali1\n",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"workloadEndpoint\",\"metadata\":{"
+	    "\"name\":\"eth0\",\"workload\":\"12345\",\"orchestrator\":\"mesos\","
+	    "\"node\":\"7\",\"activeInstanceID\":\"1.0\"},\"spec\":{\"ipNetworks\":[],"
+	    "\"interfaceName\":\"cali1\"}}",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"workloadEndpoint\",\"metadata\":{"
+	    "\"name\":\"eth0\",\"workload\":\"12345\",\"orchestrator\":\"mesos\","
+	    "\"node\":\"7\",\"activeInstanceID\":\"1.0\"},\"spec\":{\"interfaceName\":"
+	    "\"cali1\"}}");
+	/* Nothing taken: no quoted copy. */
+	texts_normalize_to(
+	    "apiVersion: v1\nkind: profile\nmetadata: {name: p, labels: {a: \"2\"}}\n"
+	    "spec: {ingress: [{action: allow, protocol: 17}]}\n",
+	    "{\"apiVersion\":\"v1\",\"kind\":\"profile\",\"metadata\":{\"name\":\"p\","
+	    "\"labels\":{\"a\":\"2\"}},\"spec\":{\"ingress\":[{\"action\":\"allow\","
+	    "\"protocol\":\"udp\"}],\"egress\":[]}}",
+	    NULL);
+	/* The text is then checked as any string is; the resource is named by its text. */
+	texts_fail_with("apiVersion: v1\nkind: node\nmetadata: {name: 7, labels: {k: +1}}\n",
+	                "node 7: metadata.labels.k: \"+1\" is not a valid label value (up to 63 of "
+	                "a-z A-Z 0-9 _ . -, starting and ending with a letter or digit)");
+	texts_fail_with(
+	    POLICY_HEAD "spec: {selector: 5}\n",
+	    "policy p: spec.selector: \"5\" is not a valid selector: at column 2: "
+	    "expected an operator (==, !=, in, not in, contains, starts with, ends with) "
+	    "after the label '5', found the end of the selector");
+	/* A field that wants a number or a boolean still does. */
+	texts_fail_with(POLICY_HEAD "spec: {order: \"5\"}\n",
+	                "policy p: spec.order: \"5\" is not a number");
+	/* JSON says nothing of how a number was written: refused, as calicoctl's JSON decoding
+	 * refused it. */
+	texts_fail_with(
+	    "{\"apiVersion\": \"v1\", \"kind\": \"node\", \"metadata\": {\"name\": \"n\", "
+	    "\"labels\": {\"k\": 2}}}",
+	    "node n: metadata.labels.k: 2 is not a string (quote it)");
 }
 
 /* ---- policy (3.3) ---- */
@@ -424,16 +567,19 @@ static void test_policy_fields(void **state)
 	           "policy p: spec.order: \"abc\" is not a number");
 	fails_with(POLICY_HEAD "spec: {order: true}\n", 0,
 	           "policy p: spec.order: true is not a number");
-	fails_with(POLICY_HEAD "spec: {selector: 5}\n", 0,
-	           "policy p: spec.selector: 5 is not a string (quote it)");
+	fails_with(
+	    "{\"apiVersion\": \"v1\", \"kind\": \"policy\", \"metadata\": {\"name\": \"p\"}, "
+	    "\"spec\": {\"selector\": 5}}",
+	    0, "policy p: spec.selector: 5 is not a string (quote it)");
 	fails_with(
 	    POLICY_HEAD "spec: {selector: \"a == 'b' &&\"}\n", 0,
 	    "policy p: spec.selector: \"a == 'b' &&\" is not a valid selector: at column 12: "
 	    "expected a label, has(), all(), global(), '!' or '(', found the end of the selector");
 	fails_with(POLICY_HEAD "spec: {doNotTrack: yes please}\n", 0,
 	           "policy p: spec.doNotTrack: \"yes please\" is not a boolean (true or false)");
-	fails_with("apiVersion: v1\nkind: policy\nmetadata: {name: p, annotations: {a: 1}}\n", 0,
-	           "policy p: metadata.annotations.a: 1 is not a string (quote it)");
+	fails_with("{\"apiVersion\": \"v1\", \"kind\": \"policy\", \"metadata\": {\"name\": \"p\", "
+	           "\"annotations\": {\"a\": true}}}",
+	           0, "policy p: metadata.annotations.a: true is not a string (quote it)");
 	fails_with("apiVersion: v1\nkind: policy\nmetadata: {name: p, annotations: [a]}\n", 0,
 	           "policy p: metadata.annotations: [\"a\"] is not a mapping");
 	fails_with(POLICY_HEAD "spec: {ingress: {action: allow}}\n", 0,
@@ -526,11 +672,19 @@ static void test_rule_action(void **state)
 static void test_rule_protocol(void **state)
 {
 	(void)state;
-	rule_is(
-	    "{action: allow, ipVersion: 6, protocol: icmpv6, notProtocol: 132}",
-	    "{\"action\":\"allow\",\"ipVersion\":6,\"protocol\":\"icmpv6\",\"notProtocol\":132}");
+	rule_is("{action: allow, ipVersion: 6, protocol: icmpv6, notProtocol: 132}",
+	        "{\"action\":\"allow\",\"ipVersion\":6,\"protocol\":\"icmpv6\",\"notProtocol\":"
+	        "\"sctp\"}");
 	rule_is("{action: allow, protocol: 255, notProtocol: udplite}",
 	        "{\"action\":\"allow\",\"protocol\":255,\"notProtocol\":\"udplite\"}");
+	/* A number that has a name in Calico's list is stored as the name, so that one rule has
+	 * one stored form; other numbers stay numbers. */
+	rule_is("{action: allow, protocol: 6, notProtocol: 17}",
+	        "{\"action\":\"allow\",\"protocol\":\"tcp\",\"notProtocol\":\"udp\"}");
+	rule_is("{action: allow, protocol: 1, notProtocol: 58}",
+	        "{\"action\":\"allow\",\"protocol\":\"icmp\",\"notProtocol\":\"icmpv6\"}");
+	rule_is("{action: allow, protocol: 136, notProtocol: 47}",
+	        "{\"action\":\"allow\",\"protocol\":\"udplite\",\"notProtocol\":47}");
 	rule_fails("{action: allow, ipVersion: 5}",
 	           "policy p: spec.ingress[0].ipVersion: 5 is not an IP version (4 or 6)");
 	rule_fails("{action: allow, ipVersion: \"4\"}",
@@ -558,8 +712,9 @@ static void test_rule_icmp(void **state)
 	rule_is("{action: allow, protocol: icmp, icmp: {type: 8, code: 0}, notICMP: {type: 0}}",
 	        "{\"action\":\"allow\",\"protocol\":\"icmp\",\"icmp\":{\"type\":8,\"code\":0},"
 	        "\"notICMP\":{\"type\":0}}");
-	rule_is("{action: allow, protocol: 58, icmp: {type: 254, code: 255}}",
-	        "{\"action\":\"allow\",\"protocol\":58,\"icmp\":{\"type\":254,\"code\":255}}");
+	rule_is(
+	    "{action: allow, protocol: 58, icmp: {type: 254, code: 255}}",
+	    "{\"action\":\"allow\",\"protocol\":\"icmpv6\",\"icmp\":{\"type\":254,\"code\":255}}");
 	rule_fails("{action: allow, protocol: icmp, icmp: {type: 255}}",
 	           "policy p: spec.ingress[0].icmp.type: 255 is not an ICMP type (0 to 254)");
 	rule_fails("{action: allow, protocol: icmp, icmp: {type: -1}}",
@@ -587,7 +742,7 @@ static void test_rule_ports(void **state)
 	        "{\"action\":\"allow\",\"protocol\":\"tcp\",\"source\":{\"ports\":[1,65535,80,80,"
 	        "\"6040:6050\",\"10:20\"],\"notPorts\":[22]}}");
 	rule_is("{action: allow, protocol: 17, destination: {notPorts: [53]}}",
-	        "{\"action\":\"allow\",\"protocol\":17,\"destination\":{\"notPorts\":[53]}}");
+	        "{\"action\":\"allow\",\"protocol\":\"udp\",\"destination\":{\"notPorts\":[53]}}");
 	rule_fails("{action: allow, protocol: tcp, destination: {ports: [0]}}",
 	           "policy p: spec.ingress[0].destination.ports[0]: 0 is not a port");
 	rule_fails("{action: allow, protocol: tcp, destination: {ports: [80.5]}}",
@@ -1142,29 +1297,18 @@ static void test_file_round_trip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_issue_example),
-	    cmocka_unit_test(test_issue_port_error),
-	    cmocka_unit_test(test_envelope),
-	    cmocka_unit_test(test_kinds),
-	    cmocka_unit_test(test_protocols),
-	    cmocka_unit_test(test_names),
-	    cmocka_unit_test(test_policy_fields),
-	    cmocka_unit_test(test_policy_types),
-	    cmocka_unit_test(test_policy_dnat_untracked),
-	    cmocka_unit_test(test_rule_action),
-	    cmocka_unit_test(test_rule_protocol),
-	    cmocka_unit_test(test_rule_icmp),
-	    cmocka_unit_test(test_rule_ports),
-	    cmocka_unit_test(test_rule_nets),
-	    cmocka_unit_test(test_rule_selectors_tags),
-	    cmocka_unit_test(test_profile),
-	    cmocka_unit_test(test_ippool),
-	    cmocka_unit_test(test_hostendpoint),
-	    cmocka_unit_test(test_workloadendpoint),
-	    cmocka_unit_test(test_node),
-	    cmocka_unit_test(test_keys),
-	    cmocka_unit_test(test_ippool_ipam),
-	    cmocka_unit_test(test_file_round_trip),
+	    cmocka_unit_test(test_issue_example), cmocka_unit_test(test_issue_port_error),
+	    cmocka_unit_test(test_envelope),      cmocka_unit_test(test_kinds),
+	    cmocka_unit_test(test_protocols),     cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_yaml_texts),    cmocka_unit_test(test_policy_fields),
+	    cmocka_unit_test(test_policy_types),  cmocka_unit_test(test_policy_dnat_untracked),
+	    cmocka_unit_test(test_rule_action),   cmocka_unit_test(test_rule_protocol),
+	    cmocka_unit_test(test_rule_icmp),     cmocka_unit_test(test_rule_ports),
+	    cmocka_unit_test(test_rule_nets),     cmocka_unit_test(test_rule_selectors_tags),
+	    cmocka_unit_test(test_profile),       cmocka_unit_test(test_ippool),
+	    cmocka_unit_test(test_hostendpoint),  cmocka_unit_test(test_workloadendpoint),
+	    cmocka_unit_test(test_node),          cmocka_unit_test(test_keys),
+	    cmocka_unit_test(test_ippool_ipam),   cmocka_unit_test(test_file_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
