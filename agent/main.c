@@ -621,8 +621,7 @@ static int cmp_member_id(const void *x, const void *y)
  * A member removed while it was down never learns it from its replica: nobody sends a non-member
  * anything, so it would wait for a leader for ever, serving stale reads. So a member that has
  * known no leader for PROBE_AFTER_MS asks the others it knows of, one every PROBE_EVERY_MS, for
- * their view (GET /v1/cluster); one that follows a leader and has no record of this member's id
- * settles it.
+ * their view (GET /v1/cluster); the leader's, without a record of this member's id, settles it.
  */
 static void probe_done(int status, const uint8_t *body, size_t len, void *data)
 {
@@ -643,11 +642,15 @@ static void probe_done(int status, const uint8_t *body, size_t len, void *data)
 		listed =
 		    listed || (json_unpack(m, "{s:I}", "id", &id) == 0 && (uint64_t)id == a->id);
 	}
-	if (leader != NULL && json_is_array(members) && json_array_size(members) > 0 && !listed) {
-		agent_log("this member was removed from the cluster while it was down (member %s, "
-		          "which follows leader %s, has no member id %llu); stopping (delete %s "
-		          "before joining this host again)",
-		          who ? who : "?", leader, (unsigned long long)a->id, a->data_dir);
+	/* Only the leader's own view: a follower that is behind (catching up by snapshot) may not
+	 * have applied this member's join yet. */
+	if (leader != NULL && who != NULL && strcmp(leader, who) == 0 && json_is_array(members) &&
+	    json_array_size(members) > 0 && !listed) {
+		agent_log(
+		    "this member was removed from the cluster while it was down (the leader, "
+		    "%s, has no member id %llu); stopping (delete %s before joining this host "
+		    "again)",
+		    leader, (unsigned long long)a->id, a->data_dir);
 		a->stopping = true;
 		uv_stop(a->loop);
 	}
@@ -1568,11 +1571,17 @@ int agent_main(int argc, char **argv)
 		          a->data_dir);
 		goto fail;
 	}
-	if (!restart && bootstrap && a->no_default_pools) {
+	if (!restart && bootstrap) {
+		/* A marker left in a directory without state belongs to no cluster: this
+		 * bootstrap's flag decides. */
 		char marker[PATH_MAX];
 		snprintf(marker, sizeof marker, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
-		if ((rv = write_file_atomic(marker, "", 0600)) != 0) {
-			agent_log("cannot write %s: %s", marker, strerror(-rv));
+		rv = a->no_default_pools                      ? write_file_atomic(marker, "", 0600)
+		     : unlink(marker) == 0 || errno == ENOENT ? 0
+		                                              : -errno;
+		if (rv != 0) {
+			agent_log("cannot %s %s: %s", a->no_default_pools ? "write" : "remove",
+			          marker, strerror(-rv));
 			goto fail;
 		}
 	}

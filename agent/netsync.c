@@ -2267,7 +2267,9 @@ static void recompute_cb(uv_timer_t *t)
 		ns->full = true;
 		return;
 	}
-	ns->full = false;
+	/* A device, an address or an FDB entry the kernel refused is marked known all the same
+	 * (its manager compares with what it last asked for): only a full apply looks again. */
+	ns->full = rep.links_failed > 0;
 	if (full || rep.routes_added || rep.routes_replaced || rep.routes_deleted ||
 	    rep.links_changed || rep.nat_changed) {
 		if (full && (rep.routes_added || rep.routes_replaced || rep.routes_deleted ||

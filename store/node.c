@@ -1974,10 +1974,15 @@ int store_configuration(struct store *s, struct store_member **members, unsigned
 static void change_cb(struct raft_change *req, int status)
 {
 	struct change *c = req->data;
-	c->cb(c->data, status == 0 ? STORE_OK
-	               : status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST
-	                   ? STORE_ENOTLEADER
-	                   : STORE_ECHANGE);
+	/* Only a change that ran and failed (the member did not catch up) is the member's doing:
+	 * the agent backs off that member for it. */
+	int st =
+	    status == 0            ? STORE_OK
+	    : status == RAFT_NOMEM ? STORE_ENOMEM
+	    : status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST || status == RAFT_CANTCHANGE
+	        ? STORE_ENOTLEADER
+	        : STORE_ECHANGE;
+	c->cb(c->data, st);
 	free(c);
 }
 

@@ -39,7 +39,7 @@ void expect_json(const json_t *got, const char *want_text)
  * connection ended. */
 static bool fake_serve_one(struct fake *f, int fd)
 {
-	char buf[65536];
+	char buf[65536] = "";
 	size_t used = 0;
 	char *end = NULL;
 	const char *cl;
