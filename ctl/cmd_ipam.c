@@ -161,15 +161,6 @@ int ctl_ipam_ip_text(FILE *f, const json_t *answer)
 
 /* ---- commands ---- */
 
-/* Parse ADDR, a command-line value, into a. Returns 0, or 2 after one line that names it. */
-static int parse_addr(struct ctl_ctx *ctx, const char *s, struct ipam_addr *a)
-{
-	if (ipam_addr_parse(s, a))
-		return 0;
-	ctl_fail(ctx, "'%s' is not an IP address", s);
-	return 2;
-}
-
 /* A value of the command line as a JSON string; NULL after a usage error when it is not UTF-8. */
 static json_t *flag_string(struct ctl_ctx *ctx, const char *flag, const char *value)
 {
@@ -240,7 +231,7 @@ static int read_wanted(struct ctl_ctx *ctx, json_t *body)
 		if (ctl_flag_nth(ctx, "pool", 0) != NULL)
 			return ctl_usage_error(ctx, "--pool chooses where automatic assignment "
 			                            "draws from; it does not go with --ip");
-		if (parse_addr(ctx, ip, &addr) != 0)
+		if (ctl_parse_addr(ctx, ip, &addr) != 0)
 			return 2;
 		if (json_object_set_new(body, "ips",
 		                        json_pack("[s]", ipam_addr_format(&addr, text))) != 0)
@@ -346,7 +337,7 @@ static int run_release(struct ctl_ctx *ctx)
 			return h == NULL ? 2 : ctl_fail(ctx, "out of memory");
 		}
 	} else {
-		if (parse_addr(ctx, ip, &addr) != 0)
+		if (ctl_parse_addr(ctx, ip, &addr) != 0)
 			return 2;
 		ipam_addr_format(&addr, text);
 		/* With a generation, only the allocation that holds it now is released. */
@@ -385,7 +376,7 @@ static int run_show(struct ctl_ctx *ctx)
 	if (ip != NULL && blocks)
 		return ctl_usage_error(ctx, "use --ip or --blocks, not both");
 	if (ip != NULL) {
-		if (parse_addr(ctx, ip, &addr) != 0)
+		if (ctl_parse_addr(ctx, ip, &addr) != 0)
 			return 2;
 		path = ctl_key_path("/v1/ipam/ips/", ipam_addr_format(&addr, text), "");
 		if (path == NULL)

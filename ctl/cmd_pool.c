@@ -351,15 +351,6 @@ out:
 /* The most CIDRs a range can need (ipam_range_cidrs()). */
 #define RANGE_PIECES_MAX 254
 
-/* Parse ADDRESS, a command-line value, into a. Returns 0, or 2 after one line that names it. */
-static int parse_addr(struct ctl_ctx *ctx, const char *s, struct ipam_addr *a)
-{
-	if (ipam_addr_parse(s, a))
-		return 0;
-	ctl_fail(ctx, "'%s' is not an IP address", s);
-	return 2;
-}
-
 /* Whether a configured pool touches the range that pieces (n) cover exactly, as calicoctl 0.x
  * refused it: 0 when none does, else 1 after printing which. */
 static int range_touches_pool(struct ctl_ctx *ctx, const struct ipam_cidr *pieces, unsigned n)
@@ -408,8 +399,8 @@ static int run_range_add(struct ctl_ctx *ctx)
 	unsigned n;
 	int rv;
 
-	if (read_options(ctx, &options) != 0 || parse_addr(ctx, start, &first) != 0 ||
-	    parse_addr(ctx, end, &last) != 0)
+	if (read_options(ctx, &options) != 0 || ctl_parse_addr(ctx, start, &first) != 0 ||
+	    ctl_parse_addr(ctx, end, &last) != 0)
 		return 2;
 	if (first.family != last.family)
 		return ctl_usage_error(ctx, "%s and %s are not of one family", start, end);

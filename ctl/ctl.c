@@ -646,3 +646,11 @@ int ctl_main(int argc, char **argv)
 {
 	return ctl_run(argc, argv, stdout, stderr);
 }
+
+int ctl_parse_addr(const struct ctl_ctx *ctx, const char *s, struct ipam_addr *a)
+{
+	if (ipam_addr_parse(s, a))
+		return 0;
+	ctl_fail(ctx, "'%s' is not an IP address", s);
+	return 2;
+}

@@ -150,6 +150,10 @@ int ctl_flag_int(const struct ctl_ctx *ctx, const char *name, int64_t min, int64
 int ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Parse the IP address s into *a; on failure print "'s' is not an IP address" and return 2 (a
+ * usage error), else 0. */
+int ctl_parse_addr(const struct ctl_ctx *ctx, const char *s, struct ipam_addr *a);
+
 /* Print "PROG: message" to ctx->err. Returns 1, the exit status for a failed operation. */
 int ctl_fail(const struct ctl_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
