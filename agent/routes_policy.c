@@ -78,11 +78,23 @@ static void propose(struct agent *a, struct http_request *req, const json_t *cmd
 		agent_reply_error(a, req, 500, "internal", "out of memory");
 		goto err;
 	}
+	/* Normalized resources are bigger than the body they came in (defaults are filled in), and
+	 * a follower forwards the command to the leader whole: past AGENT_MAX_BODY it could not
+	 * take it, and would refuse it as malformed. The same limit on every member, named. */
+	size_t len = strlen(text);
+	if (len > AGENT_MAX_BODY) {
+		agent_reply_error(
+		    a, req, 413, "too_large",
+		    "the resources come to %zu bytes once normalized, more than the %u "
+		    "one command may carry: send them in smaller files",
+		    len, AGENT_MAX_BODY);
+		goto err;
+	}
 	c->a = a;
 	c->req = req;
 	c->w.data = c;
 	struct kv_op op = {
-	    .type = KV_OP_CALL, .call = RES_CALL, .value = {(const uint8_t *)text, strlen(text)}};
+	    .type = KV_OP_CALL, .call = RES_CALL, .value = {(const uint8_t *)text, len}};
 	int rv = store_write(a->store, &c->w, &op, write_done);
 	free(text);
 	if (rv != STORE_OK) {

@@ -64,6 +64,21 @@ head -c $((4 * 1024 * 1024 - 13)) /dev/zero | tr '\0' b | { printf '{"value": "'
 code=$(curl -s -o "$WORK/body" -w '%{http_code}' --unix-socket "$(sock 2)" -X PUT -H 'Content-Type: application/json' --data-binary @"$WORK/big.json" "http://tabby/v1/kv/$(printf 'k%.0s' {1..500})")
 [ "$code" = 200 ] || fail "a 4 MiB body through the follower got $code: $(head -c 300 "$WORK/body")"
 log "ok: a 4 MiB body with a 500-byte key through the follower -> 200"
+# Resources grow when normalized (defaults filled in): a body under the limit whose command
+# would not be is refused at once, on every member, naming it (through a follower the leader
+# refused the forward as malformed).
+python3 -c '
+import json
+sel = "a == \"" + "x" * 330 + "\""
+rs = [{"apiVersion": "v1", "kind": "policy", "metadata": {"name": "p%05d" % i}, "spec": {"selector": sel}} for i in range(9400)]
+print(json.dumps({"op": "apply", "resources": rs}, separators=(",", ":")))' >"$WORK/grow.json"
+[ "$(stat -c %s "$WORK/grow.json")" -lt $((4 * 1024 * 1024)) ] || fail "the test body is not under 4 MiB"
+for i in 1 2; do
+	code=$(curl -s -o "$WORK/body" -w '%{http_code}' --unix-socket "$(sock $i)" -X POST -H 'Content-Type: application/json' --data-binary @"$WORK/grow.json" http://tabby/v1/resources)
+	[ "$code" = 413 ] && grep -q "bytes once normalized, more than the 4194304 one command may carry" "$WORK/body" ||
+		fail "resources that grow past the limit, through agent$i: $code $(head -c 300 "$WORK/body")"
+done
+log "ok: resources that grow past 4 MiB when normalized -> 413 on leader and follower"
 printf 'GARBAGE\r\n\r\n' | timeout 2 socat - UNIX-CONNECT:"$(sock 1)" >/dev/null 2>&1 || true
 expect 200 '"status":"ok"' -- GET /healthz
 
