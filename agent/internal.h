@@ -58,6 +58,7 @@ struct agent {
 		uint64_t id, retry_at;
 		unsigned failures;
 	} backoff[8];
+	uint64_t replace_voter_ms; /* --replace-voter-after; 0: never (roles.h) */
 	bool stopping;
 	bool seen_own_record; /* this member's record has been in the local replica */
 	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */

@@ -28,12 +28,15 @@
 #include "agent/cni.h"
 #include "agent/internal.h"
 #include "agent/resources.h"
+#include "agent/roles.h"
 #include "ipam/ipam.h"
 
 #define RECONCILE_MS       1000
 #define DATAPLANE_RETRY_MS 200
-#define MAX_VOTERS         3
-#define REMOVE_GRACE_MS    2000
+/* A member that answered the leader this recently is up (it answers every 100 ms heartbeat). */
+#define ROLES_ONLINE_MS          3000
+#define REPLACE_VOTER_DEFAULT_MS 30000
+#define REMOVE_GRACE_MS          2000
 /* In DATA_DIR of a member bootstrapped with --no-default-pools (see agent_main). */
 #define NO_DEFAULT_POOLS_FILE "no-default-pools"
 #define CHANGE_BACKOFF_MIN_MS 10000
@@ -611,12 +614,6 @@ static void change_done(void *data, int status)
 	agent_kick_reconcile(a);
 }
 
-static int cmp_member_id(const void *x, const void *y)
-{
-	const struct member_rec *a = x, *b = y;
-	return a->id < b->id ? -1 : a->id > b->id;
-}
-
 /*
  * A member removed while it was down never learns it from its replica: nobody sends a non-member
  * anything, so it would wait for a leader for ever, serving stale reads. So a member that has
@@ -711,9 +708,112 @@ static bool removed_from_cluster(struct agent *a)
 	return now - a->record_gone_since >= STOP_AFTER_REMOVAL_MS;
 }
 
-/* The leader makes raft's configuration follow the member records: the three lowest ids vote,
- * every other member is a standby holding a full replica; a configuration entry without a record
- * (a removed member) goes. One change at a time, as raft requires. */
+static const char *roles_why(const struct roles_step *st, const struct roles_member *rm, unsigned n,
+                             char *buf, size_t size)
+{
+	uint64_t silent = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (rm[i].id == (st->reason == ROLES_REPLACES_LOST ? st->other : st->id)) {
+			silent = rm[i].silent_ms;
+		}
+	}
+	switch (st->reason) {
+	case ROLES_NEW_MEMBER:
+		return "a new member";
+	case ROLES_TOO_FEW:
+		return "the cluster has fewer voters than it wants";
+	case ROLES_REPLACES_LOST:
+		snprintf(buf, size, "in place of voter id %llu, silent for %llu s",
+		         (unsigned long long)st->other, (unsigned long long)(silent / 1000));
+		return buf;
+	case ROLES_LOST:
+		snprintf(buf, size, "silent for %llu s, and another member votes in its place",
+		         (unsigned long long)(silent / 1000));
+		return buf;
+	case ROLES_TOO_MANY:
+		return "the cluster has more voters than it wants";
+	case ROLES_FULL_REPLICA:
+		return "raft adds a member as a spare, which holds no replica";
+	}
+	return "";
+}
+
+/* The leader's one role change, if roles.c asks for one (true when it started it). */
+static bool change_roles(struct agent *a, const struct member_rec *ms, unsigned nm,
+                         const struct store_member *cf, unsigned nc, uint64_t now)
+{
+	struct store_progress *ps = NULL;
+	unsigned np = 0;
+	if (store_replication(a->store, &ps, &np) != STORE_OK) {
+		return false; /* not (or no longer) the leader */
+	}
+	struct roles_member *rm = calloc(nm + nc ? nm + nc : 1, sizeof *rm);
+	if (rm == NULL) {
+		free(ps);
+		return false;
+	}
+	unsigned n = 0;
+	for (unsigned i = 0; i < nm; i++) {
+		const struct change_backoff *b = backoff_of(a, ms[i].id);
+		rm[n++] = (struct roles_member){
+		    .id = ms[i].id, .recorded = true, .backed_off = b != NULL && now < b->retry_at};
+	}
+	for (unsigned k = 0; k < nc; k++) {
+		struct roles_member *m = NULL;
+		for (unsigned i = 0; i < n; i++) {
+			m = rm[i].id == cf[k].id ? &rm[i] : m;
+		}
+		if (m == NULL) {
+			m = &rm[n++];
+			*m = (struct roles_member){.id = cf[k].id};
+		}
+		m->in_config = true;
+		m->role = cf[k].role;
+		/* A member the leader does not replicate to (a spare) has never answered. */
+		m->silent_ms = UINT64_MAX;
+		for (unsigned j = 0; j < np; j++) {
+			if (ps[j].id == cf[k].id) {
+				m->silent_ms = ps[j].silent_ms;
+			}
+		}
+	}
+	free(ps);
+	struct roles_policy policy = {
+	    .self = a->id, .online_ms = ROLES_ONLINE_MS, .lost_ms = a->replace_voter_ms};
+	struct roles_step st = roles_next(rm, n, &policy);
+	if (st.action == ROLES_NONE) {
+		free(rm);
+		return false;
+	}
+	struct member_rec m;
+	bool named = agent_member_by_id(a, st.id, &m);
+	char buf[160];
+	const char *why = roles_why(&st, rm, n, buf, sizeof buf);
+	free(rm);
+	int rv;
+	if (st.action == ROLES_ADD) {
+		if (!named) {
+			return false; /* its record went since the range read: nothing to add */
+		}
+		agent_log("adding member %s (id %llu, %s)", m.name, (unsigned long long)st.id,
+		          m.peer_address);
+		rv = store_add_member(a->store, st.id, m.peer_address, change_done, a);
+	} else {
+		int role = st.action == ROLES_VOTER ? RAFT_VOTER : RAFT_STANDBY;
+		agent_log("member %s (id %llu) becomes %s: %s", named ? m.name : "?",
+		          (unsigned long long)st.id, role == RAFT_VOTER ? "voter" : "standby", why);
+		rv = store_assign_member(a->store, st.id, role, change_done, a);
+	}
+	if (rv == STORE_OK) {
+		a->change_inflight = true;
+		a->change_id = st.id;
+	}
+	return true;
+}
+
+/* The leader makes raft's configuration follow the member records and roles.c's rules (every
+ * member a full replica, 3 or 5 voters, a silent voter replaced); a configuration entry without a
+ * record (a removed member) goes. One change at a time, as raft requires. */
 static void reconcile(struct agent *a)
 {
 	struct store_status st;
@@ -755,37 +855,8 @@ static void reconcile(struct agent *a)
 	    store_configuration(a->store, &cf, &nc) != STORE_OK) {
 		goto out;
 	}
-	qsort(ms, nm, sizeof *ms, cmp_member_id);
 	uint64_t now = uv_now(a->loop);
-	for (unsigned i = 0; i < nm; i++) {
-		int want = i < MAX_VOTERS ? RAFT_VOTER : RAFT_STANDBY;
-		const struct store_member *have = NULL;
-		for (unsigned k = 0; k < nc; k++) {
-			if (cf[k].id == ms[i].id) {
-				have = &cf[k];
-			}
-		}
-		const struct change_backoff *b = backoff_of(a, ms[i].id);
-		if (b != NULL && now < b->retry_at) {
-			continue;
-		}
-		int rv = STORE_OK;
-		if (have == NULL) {
-			agent_log("adding member %s (id %llu, %s)", ms[i].name,
-			          (unsigned long long)ms[i].id, ms[i].peer_address);
-			rv = store_add_member(a->store, ms[i].id, ms[i].peer_address, change_done,
-			                      a);
-		} else if (have->role != want) {
-			agent_log("member %s becomes %s", ms[i].name,
-			          want == RAFT_VOTER ? "voter" : "standby");
-			rv = store_assign_member(a->store, ms[i].id, want, change_done, a);
-		} else {
-			continue;
-		}
-		if (rv == STORE_OK) {
-			a->change_inflight = true;
-			a->change_id = ms[i].id;
-		}
+	if (change_roles(a, ms, nm, cf, nc, now)) {
 		goto out;
 	}
 	for (unsigned k = 0; k < nc; k++) {
@@ -1039,6 +1110,11 @@ static void usage(FILE *f)
 	    "                          with IPv6) (TABBY_NO_DEFAULT_POOLS=1)\n"
 	    "  --no-policy             do not enforce network policy on this host (no nftables\n"
 	    "                          table) (TABBY_NO_POLICY=1)\n"
+	    "  --replace-voter-after DURATION\n"
+	    "                          when this member leads, promote a standby in place of a\n"
+	    "                          voter that has not answered for this long: 30, 30s, 5m;\n"
+	    "                          0 or never: only by hand (TABBY_REPLACE_VOTER_AFTER;\n"
+	    "                          default 30s)\n"
 	    "  --leak-grace DURATION   release the addresses of a container whose network\n"
 	    "                          namespace has been gone this long: 900, 900s, 15m, 1h; at\n"
 	    "                          least 1s (TABBY_LEAK_GRACE; default 15m)\n"
@@ -1090,6 +1166,16 @@ static bool parse_duration_ms(const char *s, uint64_t *ms)
 	}
 	*ms = v * unit;
 	return true;
+}
+
+/* --replace-voter-after: a duration, or 0 / "never" for no automatic replacement. */
+static bool parse_replace_after(const char *s, uint64_t *ms)
+{
+	if (strcmp(s, "0") == 0 || strcmp(s, "never") == 0) {
+		*ms = 0;
+		return true;
+	}
+	return parse_duration_ms(s, ms);
 }
 
 static bool env_true(const char *name)
@@ -1300,10 +1386,10 @@ int agent_main(int argc, char **argv)
 	a->leak_grace_ms = LEAK_GRACE_DEFAULT_MS;
 	unsigned long long election = 1000, history = 0, snap_threshold = 0, snap_trailing = 0;
 	const char *e = getenv("TABBY_ELECTION_TIMEOUT");
-	if (e != NULL && !parse_uint(e, 60000, &election)) {
+	if (e != NULL && (!parse_uint(e, 60000, &election) || election < 50)) {
 		fprintf(stderr,
 		        "tabby agent: TABBY_ELECTION_TIMEOUT: '%s' is not a number of "
-		        "milliseconds\n",
+		        "milliseconds between 50 and 60000\n",
 		        e);
 		goto fail_args;
 	}
@@ -1323,6 +1409,15 @@ int agent_main(int argc, char **argv)
 	e = getenv("TABBY_HISTORY");
 	if (e != NULL && !parse_uint(e, 1ull << 40, &history)) {
 		fprintf(stderr, "tabby agent: TABBY_HISTORY: '%s' is not a number\n", e);
+		goto fail_args;
+	}
+	a->replace_voter_ms = REPLACE_VOTER_DEFAULT_MS;
+	e = getenv("TABBY_REPLACE_VOTER_AFTER");
+	if (e != NULL && e[0] != 0 && !parse_replace_after(e, &a->replace_voter_ms)) {
+		fprintf(stderr,
+		        "tabby agent: TABBY_REPLACE_VOTER_AFTER: '%s' is not 0, never or a "
+		        "duration from 1s to 720h (30, 30s, 5m)\n",
+		        e);
 		goto fail_args;
 	}
 	e = getenv("TABBY_LEAK_GRACE");
@@ -1350,6 +1445,7 @@ int agent_main(int argc, char **argv)
 	    {"no-default-pools", no_argument, NULL, 'P'},
 	    {"no-policy", no_argument, NULL, 'N'},
 	    {"leak-grace", required_argument, NULL, 'G'},
+	    {"replace-voter-after", required_argument, NULL, 'V'},
 	    {"node-ip", required_argument, NULL, '4'},
 	    {"node-ip6", required_argument, NULL, '6'},
 	    {"no-routes", no_argument, NULL, 'R'},
@@ -1436,6 +1532,16 @@ int agent_main(int argc, char **argv)
 				        "tabby agent: --leak-grace: '%s' is not a duration from 1s "
 				        "to 720h (900, 900s, 15m, 1h)\n",
 				        optarg);
+				goto fail_args;
+			}
+			break;
+		case 'V':
+			if (!parse_replace_after(optarg, &a->replace_voter_ms)) {
+				fprintf(
+				    stderr,
+				    "tabby agent: --replace-voter-after: '%s' is not 0, never or "
+				    "a duration from 1s to 720h (30, 30s, 5m)\n",
+				    optarg);
 				goto fail_args;
 			}
 			break;

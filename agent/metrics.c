@@ -68,7 +68,8 @@ static void put_label(struct buf *b, const char *v)
 }
 
 /* On the leader only: how far each member it replicates to trails. Alert on behind_seconds; a
- * healthy member stays at 0 (it is sampled every half second). */
+ * healthy member stays at 0 (it is sampled every half second). silent_seconds grows for a member
+ * that is gone even when nothing is written; a live one answers every tenth of a second. */
 static void replication(struct buf *b, struct agent *a)
 {
 	struct store_progress *ps = NULL;
@@ -89,6 +90,8 @@ static void replication(struct buf *b, struct agent *a)
 	     "Leader only: how long a member has lacked entries the leader committed."},
 	    {"tabby_raft_member_match_index",
 	     "Leader only: the highest log index a member has stored."},
+	    {"tabby_raft_member_silent_seconds",
+	     "Leader only: how long since a member last answered the leader."},
 	};
 	for (size_t k = 0; k < sizeof series / sizeof series[0]; k++) {
 		put(b, "# HELP %s %s\n# TYPE %s gauge\n", series[k].name, series[k].help,
@@ -105,6 +108,8 @@ static void replication(struct buf *b, struct agent *a)
 			put_label(b, name != NULL ? name : "");
 			if (k == 0) {
 				put(b, "\"} %.3f\n", (double)ps[i].behind_ms / 1000);
+			} else if (k == 2) {
+				put(b, "\"} %.3f\n", (double)ps[i].silent_ms / 1000);
 			} else {
 				put(b, "\"} %llu\n", (unsigned long long)ps[i].match_index);
 			}

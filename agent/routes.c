@@ -1371,9 +1371,10 @@ static void internal_status(struct agent *a, struct http_request *req)
 		json_t *list = json_array();
 		for (unsigned i = 0; i < n; i++) {
 			json_array_append_new(
-			    list, json_pack("{s:I, s:I, s:I}", "id", (json_int_t)ps[i].id,
+			    list, json_pack("{s:I, s:I, s:I, s:I}", "id", (json_int_t)ps[i].id,
 			                    "match_index", (json_int_t)ps[i].match_index,
-			                    "behind_ms", (json_int_t)ps[i].behind_ms));
+			                    "behind_ms", (json_int_t)ps[i].behind_ms, "silent_ms",
+			                    (json_int_t)ps[i].silent_ms));
 		}
 		json_object_set_new(out, "replication", list);
 	}

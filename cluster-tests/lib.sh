@@ -167,7 +167,8 @@ leader_index() {
 
 has_leader() { [ -n "$(leader_index "$1")" ]; }
 
-# members_healthy I N: agent I sees N members, all healthy, with the right roles.
+# members_healthy I N: agent I sees N members, all healthy, with the right number of voters
+# (3, or 5 from 5 members on).
 members_healthy() {
 	status_json "$1" | python3 -c '
 import json, sys
@@ -175,7 +176,7 @@ d = json.load(sys.stdin); n = int(sys.argv[1])
 ms = d["members"]
 ok = len(ms) == n and all(m["healthy"] for m in ms) and d["leader"]
 voters = sum(m["role"] == "voter" for m in ms)
-ok = ok and voters == min(3, n) and all(m["role"] in ("voter", "standby") for m in ms)
+ok = ok and voters == (5 if n >= 5 else min(3, n)) and all(m["role"] in ("voter", "standby") for m in ms)
 sys.exit(0 if ok else 1)' "$2"
 }
 

@@ -254,6 +254,7 @@ struct store {
 	unsigned n_lags;
 	uint64_t lag_term;    /* the term the records belong to */
 	uint64_t lag_sampled; /* loop ms */
+	uint64_t lead_since;  /* when this node was first seen leading in lag_term, loop ms */
 
 	struct store_list syncs;
 	struct store_list watches;
@@ -1332,6 +1333,7 @@ static void lag_sample(struct store *s)
 	uint64_t term = raft_current_term(&s->raft);
 	if (term != s->lag_term) {
 		s->lag_term = term;
+		s->lead_since = now;
 		s->n_lags = 0;
 	} else if (now < s->lag_sampled + LAG_SAMPLE_MS) {
 		return;
@@ -1934,6 +1936,13 @@ int store_replication(struct store *s, struct store_progress **members, unsigned
 		p->id = l->id;
 		p->match_index = match;
 		p->behind_ms = match >= l->mark ? 0 : now - l->since;
+		/* raft's clock is this loop's uv_now() (the libuv backend's time()). A member
+		 * that has not answered this leader yet has been silent since the term began. */
+		raft_time heard = ULLONG_MAX;
+		raft_last_contact(&s->raft, l->id, &heard);
+		uint64_t from =
+		    heard != ULLONG_MAX && heard > s->lead_since ? heard : s->lead_since;
+		p->silent_ms = now > from ? now - from : 0;
 	}
 	return STORE_OK;
 }

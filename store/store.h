@@ -226,11 +226,15 @@ void store_get_status(struct store *s, struct store_status *st);
 
 /* One replicated member as the leader sees it. behind_ms: how long the member has lacked an
  * entry the leader had committed, 0 when it has all of them, give or take LAG_SAMPLE_MS (half a
- * second); a healthy member never comes near a second. */
+ * second); a healthy member never comes near a second. silent_ms: how long since the member
+ * last answered this leader (heartbeats included, so it grows in an idle cluster too, where
+ * behind_ms stays 0 for a dead member that had everything); counted from the start of this
+ * leadership when it has not answered yet. A live member answers every heartbeat (100 ms). */
 struct store_progress {
 	uint64_t id;
 	uint64_t match_index; /* the highest log index the member has stored */
 	uint64_t behind_ms;
+	uint64_t silent_ms;
 };
 
 /* On the leader: every member that is replicated to (voters and standbys, not this node and not
@@ -273,8 +277,5 @@ int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *da
 /* Hand leadership to another voter (raft picks the most up-to-date one). Leader only; cb(data,
  * status) when the transfer ended, successfully or not (check the leader afterwards). */
 int store_transfer_leadership(struct store *s, store_sync_cb cb, void *data);
-
-/* Match indexes are not exposed by raft's legacy API; health of a member is judged by the agent
- * from its /v1/cluster answers. */
 
 #endif

@@ -708,11 +708,23 @@ static void test_replication_lag(void **state)
 	for (uint64_t id = 2; id <= 3; id++) {
 		assert_int_equal(progress_of(ps, n, id)->behind_ms, 0);
 		assert_int_equal(progress_of(ps, n, id)->match_index, st.commit_index);
+		assert_true(progress_of(ps, n, id)->silent_ms < 1000); /* heartbeats answered */
 	}
 	free(ps);
 
-	/* Node 3 stops; one write commits without it. */
+	/* Node 3 stops. With nothing written it lacks no entry, so only its silence tells. */
 	node_close(&c, 2);
+	run_for(&c, 1500);
+	assert_int_equal(store_replication(c.nodes[0].s, &ps, &n), STORE_OK);
+	assert_int_equal(progress_of(ps, n, 3)->behind_ms, 0);
+	assert_true(progress_of(ps, n, 2)->silent_ms < 1000);
+	if (progress_of(ps, n, 3)->silent_ms < 1200) {
+		fail_msg("node 3, away for 1.5 s, silent for %" PRIu64 " ms",
+		         progress_of(ps, n, 3)->silent_ms);
+	}
+	free(ps);
+
+	/* One write commits without it. */
 	assert_int_equal(do_put(&c, 0, "lag/b", "2", false, 0).status, STORE_OK);
 	run_for(&c, 2500);
 	assert_int_equal(store_replication(c.nodes[0].s, &ps, &n), STORE_OK);
@@ -733,6 +745,7 @@ static void test_replication_lag(void **state)
 	run_for(&c, 1200);
 	assert_int_equal(store_replication(c.nodes[0].s, &ps, &n), STORE_OK);
 	assert_int_equal(progress_of(ps, n, 3)->behind_ms, 0);
+	assert_true(progress_of(ps, n, 3)->silent_ms < 1000);
 	free(ps);
 	cluster_close(&c);
 }

@@ -1,0 +1,84 @@
+/*
+ * Private to the agent: which raft role each member should have, and the one configuration
+ * change that moves the cluster towards it (DESIGN.md section 3, "Membership"). Pure: no store,
+ * no clock, no raft calls; the leader's reconciler (main.c) feeds it the member records, raft's
+ * configuration and how long each member has been silent, and carries out what it returns.
+ *
+ * The rules:
+ * - every member with a record is in raft's configuration and holds a full replica: a voter or
+ *   a standby, never a spare (raft sends spares nothing);
+ * - the cluster wants 3 voters, 5 once it has 5 members or more, and every member a voter while
+ *   it has fewer than 3;
+ * - the voters stay who they are while they answer: a member is never demoted to give its vote to
+ *   a lower id, so roles do not churn when members come and go;
+ * - a voter silent for lost_ms (an agent or host that is gone) is replaced: a standby that
+ *   answers is promoted first, and the silent voter demoted after, so the cluster tolerates a
+ *   failure at every step (promoting first passes through 4 voters with 3 answering; demoting
+ *   first would pass through 2 voters that both have to answer);
+ * - a voter is demoted only when the voters left, counting every voter in raft's configuration,
+ *   still have a majority that answers, and never the leader itself.
+ */
+#ifndef TABBY_AGENT_ROLES_H
+#define TABBY_AGENT_ROLES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Voters a cluster wants: ROLES_VOTERS, ROLES_VOTERS_LARGE from ROLES_LARGE members on. */
+#define ROLES_VOTERS       3
+#define ROLES_VOTERS_LARGE 5
+#define ROLES_LARGE        5
+
+/* One member as the leader sees it. A member with a record that is not in raft's configuration
+ * yet has in_config false; a configuration entry whose record is gone (a member being removed)
+ * has recorded false, and counts only towards the voters' majority. */
+struct roles_member {
+	uint64_t id;
+	bool recorded;
+	bool in_config;
+	int role;           /* RAFT_VOTER, RAFT_STANDBY or RAFT_SPARE, when in_config */
+	uint64_t silent_ms; /* since it last answered the leader; ignored for the leader itself */
+	bool backed_off;    /* a recent change for it failed: do not pick it now */
+};
+
+struct roles_policy {
+	uint64_t self;      /* the leader's id */
+	uint64_t online_ms; /* a member silent for less than this answers */
+	uint64_t lost_ms;   /* a voter silent this long is replaced; 0: never */
+};
+
+enum roles_action {
+	ROLES_NONE,    /* nothing to change now */
+	ROLES_ADD,     /* add id to the configuration (as a standby) */
+	ROLES_VOTER,   /* make id a voter */
+	ROLES_STANDBY, /* make id a standby */
+};
+
+/* Why a step is taken, for the agent's log. */
+enum roles_reason {
+	ROLES_NEW_MEMBER,    /* ROLES_ADD */
+	ROLES_TOO_FEW,       /* ROLES_VOTER: fewer voters than wanted (growth, a removal) */
+	ROLES_REPLACES_LOST, /* ROLES_VOTER: in place of the silent voter `other` */
+	ROLES_LOST,          /* ROLES_STANDBY: a silent voter, its replacement already votes */
+	ROLES_TOO_MANY,      /* ROLES_STANDBY: more voters than wanted (the cluster shrank) */
+	ROLES_FULL_REPLICA,  /* ROLES_STANDBY: a spare, which would hold no replica */
+};
+
+struct roles_step {
+	enum roles_action action;
+	enum roles_reason reason;
+	uint64_t id;
+	uint64_t other; /* ROLES_REPLACES_LOST: the silent voter */
+};
+
+/* The number of voters a cluster of `members` members (with records) wants. */
+unsigned roles_voters_wanted(unsigned members);
+
+/* The next configuration change for members[0..n) under policy p, or ROLES_NONE. Adding a new
+ * member comes first, then promotions, then demotions; among equals the lowest id is picked
+ * for promotion and the most silent (then highest id) voter for demotion, so the result depends
+ * on the input alone. */
+struct roles_step roles_next(const struct roles_member *members, unsigned n,
+                             const struct roles_policy *p);
+
+#endif

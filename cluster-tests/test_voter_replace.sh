@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A voter that goes away is replaced by a standby, so a cluster of four hosts survives two hosts
+# lost one after the other, which three fixed voters would not (two of three gone is no
+# majority). Then: the lost members come back as standbys and the roles stay put; a fifth member
+# makes five voters; removing it goes back to three.
+source "$(dirname "$0")/lib.sh"
+hosts_up 5
+export TABBY_REPLACE_VOTER_AFTER=3
+bootstrap_cluster 4
+
+# role_of I NAME: NAME's role as agent I sees it.
+role_of() {
+	status_json "$1" | python3 -c '
+import json, sys
+print({m["name"]: m["role"] for m in json.load(sys.stdin)["members"]}.get(sys.argv[1], ""))' "$2"
+}
+# roles_are I "agentA=role ...": agent I sees (at least) these roles, under a leader.
+roles_are() {
+	local i=$1 kv
+	has_leader "$i" || return 1
+	for kv in $2; do
+		[ "$(role_of "$i" "${kv%=*}")" = "${kv#*=}" ] || return 1
+	done
+}
+
+L=$(leader_index 1)
+S=""
+for i in 1 2 3 4; do [ "$(role_of 1 "agent$i")" = standby ] && S=$i; done
+[ -n "$S" ] || fail "no standby among 4 members"
+log "leader agent$L, standby agent$S"
+
+# 1. The leader dies. A new leader is elected among the two voters left and, once the old leader
+#    has been silent for 3 s, promotes the standby first and demotes the old leader after.
+kill_agent "$L"
+for i in 1 2 3 4; do ((i != L && i != S)) && O=$i; done
+wait_for "agent$S to vote in place of agent$L" 30 roles_are "$O" "agent$S=voter agent$L=standby"
+grep -h "becomes voter: in place of voter id" "$WORK"/agent*.log | grep -q "agent$S" ||
+	fail "no member logged why agent$S became a voter"
+grep -hq "agent$L (id [0-9]*) becomes standby: silent for" "$WORK"/agent*.log ||
+	fail "no member logged why agent$L was demoted"
+
+# 2. A second original voter dies: the two voters left (one of them the promoted standby) are
+#    still a majority of three, so writes go on.
+L2=$(leader_index "$O")
+V=""
+for i in 1 2 3 4; do ((i != L && i != S && i != L2)) && V=$i; done
+[ -n "$V" ] || fail "no third voter"
+log "now leader agent$L2; killing voter agent$V too"
+kill_agent "$V"
+ok=$(( L2 == S ? O : S ))
+# The leader's metrics show the dead voter's silence.
+silent_over() {
+	curl -s --unix-socket "$(sock "$L2")" http://x/metrics |
+		awk -v m="member=\"agent$1\"}" '$1 ~ /^tabby_raft_member_silent_seconds/ && index($1, m) { found = $2 > 1 } END { exit !found }'
+}
+wait_for "agent$L2's metrics to show agent$V silent" 10 silent_over "$V"
+silent_over "$ok" && fail "agent$ok, which answers, shows as silent"
+tctl "$L2" store put after-two-losses yes >/dev/null || fail "no write after losing two of four hosts"
+wait_for "agent$ok to apply the write" 10 bash -c "\"$TABBY\" store get after-two-losses --socket $(sock "$ok") | grep -q yes"
+
+# 3. Both come back: the old leader as a standby, the voter still a voter; nothing churns.
+healthy_member() {
+	status_json "$1" | python3 -c '
+import json, sys
+sys.exit(0 if any(m["name"] == sys.argv[1] and m["healthy"] for m in json.load(sys.stdin)["members"]) else 1)' "$2"
+}
+# The voter first: were the old leader back first, answering, it would replace the voter that
+# is still away (as it should).
+start_agent "$V"
+wait_for "agent$V to answer" 30 healthy_member "$ok" "agent$V"
+start_agent "$L"
+wait_for "4 healthy members again" 30 members_healthy "$ok" 4
+roles_are "$ok" "agent$L=standby agent$V=voter agent$S=voter" || fail "roles changed after the return: $(status_json "$ok")"
+wait_for "equal state hashes on 4 members" 20 hash_agrees "$ok"
+
+# 4. A fifth member: five voters. Removing it: three again.
+start_agent 5 --join "$(host_ip "$ok"):7791" --token "$(token)"
+wait_for "5 healthy members with 5 voters" 60 members_healthy "$ok" 5
+tctl "$ok" cluster remove agent5 >/dev/null || fail "cluster remove agent5"
+wait_for "4 healthy members with 3 voters after the removal" 30 members_healthy "$ok" 4
+grep -hq "becomes standby: the cluster has more voters than it wants" "$WORK"/agent*.log ||
+	fail "no member logged a demotion for the smaller cluster"
+
+# 5. Switched off (0), a silent voter keeps its vote.
+for i in 1 2 3 4; do stop_agent "$i"; done
+export TABBY_REPLACE_VOTER_AFTER=0
+for i in 1 2 3 4; do start_agent "$i"; done
+wait_for "4 healthy members after a restart" 30 members_healthy "$ok" 4
+L3=$(leader_index "$ok")
+for i in 1 2 3 4; do ((i != L3)) && [ "$(role_of "$ok" "agent$i")" = voter ] && V3=$i; done
+kill_agent "$V3"
+sleep 6
+[ "$(role_of "$L3" "agent$V3")" = voter ] || fail "agent$V3 lost its vote with replacement switched off"
+pass
