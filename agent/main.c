@@ -1168,10 +1168,12 @@ static bool parse_duration_ms(const char *s, uint64_t *ms)
 	return true;
 }
 
-/* --replace-voter-after: a duration, or 0 / "never" for no automatic replacement. */
+/* --replace-voter-after: a duration, or 0 (0s, 0m, 0h) / "never" for no automatic replacement. */
 static bool parse_replace_after(const char *s, uint64_t *ms)
 {
-	if (strcmp(s, "0") == 0 || strcmp(s, "never") == 0) {
+	size_t zeros = strspn(s, "0");
+	if (strcmp(s, "never") == 0 ||
+	    (zeros > 0 && (s[zeros] == 0 || (strchr("smh", s[zeros]) && s[zeros + 1] == 0)))) {
 		*ms = 0;
 		return true;
 	}

@@ -5,6 +5,16 @@
 # makes five voters; removing it goes back to three.
 source "$(dirname "$0")/lib.sh"
 hosts_up 5
+# Bad settings are named.
+for bad in "--replace-voter-after 1x" "--replace-voter-after -3"; do
+	if "$TABBY" agent $bad --data-dir "$WORK/bad" >"$WORK/bad.out" 2>&1; then fail "agent took $bad"; fi
+	grep -q "^tabby agent: --replace-voter-after: '.*' is not 0, never or a duration" "$WORK/bad.out" ||
+		fail "agent $bad: $(cat "$WORK/bad.out")"
+done
+if TABBY_ELECTION_TIMEOUT=10 "$TABBY" agent --data-dir "$WORK/bad" >"$WORK/bad.out" 2>&1; then fail "agent took a 10 ms election timeout"; fi
+grep -q "TABBY_ELECTION_TIMEOUT: '10' is not a number of milliseconds between 50 and 60000" "$WORK/bad.out" ||
+	fail "TABBY_ELECTION_TIMEOUT=10: $(cat "$WORK/bad.out")"
+[ ! -e "$WORK/bad" ] || fail "an agent with bad flags made its data directory"
 export TABBY_REPLACE_VOTER_AFTER=3
 bootstrap_cluster 4
 
@@ -83,7 +93,7 @@ grep -hq "becomes standby: the cluster has more voters than it wants" "$WORK"/ag
 
 # 5. Switched off (0), a silent voter keeps its vote.
 for i in 1 2 3 4; do stop_agent "$i"; done
-export TABBY_REPLACE_VOTER_AFTER=0
+export TABBY_REPLACE_VOTER_AFTER=0s
 for i in 1 2 3 4; do start_agent "$i"; done
 wait_for "4 healthy members after a restart" 30 members_healthy "$ok" 4
 L3=$(leader_index "$ok")
