@@ -142,6 +142,14 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int agent_members(struct agent *a, struct member_rec **out, unsigned *n);
 /* The member record with this raft id, or false. */
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out);
+
+/* On the leader: every member with a record or in raft's configuration as roles.c sees it, and
+ * the policy the reconciler applies. *out is malloc()ed, owned by the caller. STORE_ENOTLEADER
+ * elsewhere. */
+struct roles_member;
+struct roles_policy;
+int agent_roles_view(struct agent *a, struct roles_member **out, unsigned *n,
+                     struct roles_policy *policy);
 /* Whether name may name a member: 1 to AGENT_MEMBER_NAME_MAX characters, no '/'. */
 #define AGENT_MEMBER_NAME_MAX 100
 bool agent_member_name_ok(const char *name);

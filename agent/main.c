@@ -738,33 +738,44 @@ static const char *roles_why(const struct roles_step *st, const struct roles_mem
 	return "";
 }
 
-/* The leader's one role change, if roles.c asks for one (true when it started it). */
-static bool change_roles(struct agent *a, const struct member_rec *ms, unsigned nm,
-                         const struct store_member *cf, unsigned nc, uint64_t now)
+int agent_roles_view(struct agent *a, struct roles_member **out, unsigned *n,
+                     struct roles_policy *policy)
 {
+	*out = NULL;
+	*n = 0;
+	*policy = (struct roles_policy){
+	    .self = a->id, .online_ms = ROLES_ONLINE_MS, .lost_ms = a->replace_voter_ms};
 	struct store_progress *ps = NULL;
-	unsigned np = 0;
-	if (store_replication(a->store, &ps, &np) != STORE_OK) {
-		return false; /* not (or no longer) the leader */
+	struct member_rec *ms = NULL;
+	struct store_member *cf = NULL;
+	unsigned np = 0, nm = 0, nc = 0;
+	int rv = store_replication(a->store, &ps, &np);
+	if (rv == STORE_OK) {
+		rv = agent_members(a, &ms, &nm);
 	}
-	struct roles_member *rm = calloc(nm + nc ? nm + nc : 1, sizeof *rm);
-	if (rm == NULL) {
-		free(ps);
-		return false;
+	if (rv == STORE_OK) {
+		rv = store_configuration(a->store, &cf, &nc);
 	}
-	unsigned n = 0;
+	struct roles_member *rm = NULL;
+	if (rv == STORE_OK && (rm = calloc(nm + nc ? nm + nc : 1, sizeof *rm)) == NULL) {
+		rv = STORE_ENOMEM;
+	}
+	if (rv != STORE_OK) {
+		goto out;
+	}
+	uint64_t now = uv_now(a->loop);
 	for (unsigned i = 0; i < nm; i++) {
 		const struct change_backoff *b = backoff_of(a, ms[i].id);
-		rm[n++] = (struct roles_member){
+		rm[(*n)++] = (struct roles_member){
 		    .id = ms[i].id, .recorded = true, .backed_off = b != NULL && now < b->retry_at};
 	}
 	for (unsigned k = 0; k < nc; k++) {
 		struct roles_member *m = NULL;
-		for (unsigned i = 0; i < n; i++) {
+		for (unsigned i = 0; i < *n; i++) {
 			m = rm[i].id == cf[k].id ? &rm[i] : m;
 		}
 		if (m == NULL) {
-			m = &rm[n++];
+			m = &rm[(*n)++];
 			*m = (struct roles_member){.id = cf[k].id};
 		}
 		m->in_config = true;
@@ -777,9 +788,23 @@ static bool change_roles(struct agent *a, const struct member_rec *ms, unsigned 
 			}
 		}
 	}
+	*out = rm;
+out:
 	free(ps);
-	struct roles_policy policy = {
-	    .self = a->id, .online_ms = ROLES_ONLINE_MS, .lost_ms = a->replace_voter_ms};
+	free(ms);
+	free(cf);
+	return rv;
+}
+
+/* The leader's one role change, if roles.c asks for one (true when it started it). */
+static bool change_roles(struct agent *a)
+{
+	struct roles_member *rm = NULL;
+	struct roles_policy policy;
+	unsigned n = 0;
+	if (agent_roles_view(a, &rm, &n, &policy) != STORE_OK) {
+		return false; /* not (or no longer) the leader */
+	}
 	struct roles_step st = roles_next(rm, n, &policy);
 	if (st.action == ROLES_NONE) {
 		free(rm);
@@ -855,10 +880,10 @@ static void reconcile(struct agent *a)
 	    store_configuration(a->store, &cf, &nc) != STORE_OK) {
 		goto out;
 	}
-	uint64_t now = uv_now(a->loop);
-	if (change_roles(a, ms, nm, cf, nc, now)) {
+	if (change_roles(a)) {
 		goto out;
 	}
+	uint64_t now = uv_now(a->loop);
 	for (unsigned k = 0; k < nc; k++) {
 		bool known = false;
 		for (unsigned i = 0; i < nm; i++) {

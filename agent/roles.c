@@ -111,3 +111,36 @@ struct roles_step roles_next(const struct roles_member *members, unsigned n,
 	}
 	return step;
 }
+
+bool roles_removal_keeps_majority(struct roles_member *members, unsigned n,
+                                  const struct roles_policy *p, uint64_t id, unsigned *answering,
+                                  unsigned *voters)
+{
+	for (unsigned i = 0; i < n; i++) {
+		members[i].recorded = members[i].recorded && members[i].id != id;
+	}
+	/* Each step changes one member's role for good (roles_next() never undoes a step while
+	 * nothing else changes), so 3 n steps bound the walk. */
+	for (unsigned k = 0; k < 3 * n; k++) {
+		struct roles_step st = roles_next(members, n, p);
+		if (st.action == ROLES_NONE) {
+			break;
+		}
+		for (unsigned i = 0; i < n; i++) {
+			if (members[i].id == st.id) {
+				members[i].in_config = true;
+				members[i].role =
+				    st.action == ROLES_VOTER ? RAFT_VOTER : RAFT_STANDBY;
+			}
+		}
+	}
+	*answering = *voters = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const struct roles_member *m = &members[i];
+		if (m->id != id && m->in_config && m->role == RAFT_VOTER) {
+			(*voters)++;
+			*answering += answers(m, p);
+		}
+	}
+	return 2 * *answering > *voters;
+}

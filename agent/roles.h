@@ -81,4 +81,12 @@ unsigned roles_voters_wanted(unsigned members);
 struct roles_step roles_next(const struct roles_member *members, unsigned n,
                              const struct roles_policy *p);
 
+/* Whether removing member `id` (deleting its record, then taking it out of the configuration
+ * once the steps roles_next() asks for first are done, as the reconciler does) leaves a majority
+ * of the voters answering. *answering and *voters: the counts in the configuration that results.
+ * members[] is scratch: the walk changes it. */
+bool roles_removal_keeps_majority(struct roles_member *members, unsigned n,
+                                  const struct roles_policy *p, uint64_t id, unsigned *answering,
+                                  unsigned *voters);
+
 #endif

@@ -17,9 +17,13 @@
 #include <raft.h>
 
 #include "agent/internal.h"
+#include "agent/roles.h"
+#include "api/api.h"
 #include "ipam/ipam.h"
 
 #define FANOUT_TIMEOUT_MS 2000
+/* A member removal passed on to the leader: it releases the member's addresses too. */
+#define REMOVE_PROXY_TIMEOUT_MS 30000
 
 /* ------------------------------------------------------------------------------------------ */
 /* Replies                                                                                     */
@@ -1295,7 +1299,133 @@ out:
 	json_decref(j);
 }
 
-static void handle_remove(struct agent *a, struct http_request *req, const char *name)
+/* A removal that a follower passes on to the leader. */
+struct remove_proxy {
+	struct agent *a;
+	struct http_request *req;
+	char name[AGENT_MEMBER_NAME_MAX + 1];
+};
+
+static void handle_remove(struct agent *a, struct http_request *req, const char *name,
+                          bool from_member);
+
+/* The leader's answer goes back as it came. */
+static void remove_proxied(int status, const uint8_t *body, size_t len, void *data)
+{
+	struct remove_proxy *p = data;
+	struct agent *a = p->a;
+	struct http_request *req = p->req;
+	free(p);
+	json_t *j = status > 0 ? json_loadb((const char *)body, len, 0, NULL) : NULL;
+	if (j != NULL) {
+		agent_reply_json(a, req, status, j);
+	} else if (status > 0) {
+		agent_reply_error(a, req, 502, "bad_gateway",
+		                  "the leader answered the removal with status %d and no JSON body",
+		                  status);
+	} else {
+		agent_reply_error(a, req, 503, "unavailable",
+		                  "cannot reach the leader to remove the member (%s); try again",
+		                  uv_strerror(status));
+	}
+}
+
+/* The barrier passed, so this member knows a leader that has just proved it leads (the store
+ * waited out an election, or a leader that died, as for a write). */
+static void remove_synced(void *data, int status)
+{
+	struct remove_proxy *p = data;
+	struct agent *a = p->a;
+	struct store_status st;
+	struct member_rec leader;
+	store_get_status(a->store, &st);
+	if (status != STORE_OK) {
+		reply_store_error(a, p->req, status);
+		free(p);
+	} else if (st.state == RAFT_LEADER) {
+		handle_remove(a, p->req, p->name, true);
+		free(p);
+	} else if (st.leader_id == 0 || !agent_member_by_id(a, st.leader_id, &leader)) {
+		remove_proxied(UV_EAGAIN, NULL, 0, p);
+	} else {
+		char *escaped = api_path_escape(p->name);
+		char *path = NULL;
+		if (escaped == NULL || asprintf(&path, "/v1/internal/members/%s", escaped) < 0) {
+			path = NULL;
+		}
+		free(escaped);
+		int rv =
+		    path == NULL
+		        ? UV_ENOMEM
+		        : http_client_request(a->client, leader.api_address, "DELETE", path, NULL,
+		                              NULL, 0, REMOVE_PROXY_TIMEOUT_MS, remove_proxied, p);
+		free(path);
+		if (rv != 0) {
+			remove_proxied(rv, NULL, 0,
+			               p); /* a synchronous failure fires no callback */
+		}
+	}
+}
+
+/* Only the leader knows which members answer: a follower passes the removal on to it. */
+static void remove_through_leader(struct agent *a, struct http_request *req, const char *name)
+{
+	struct remove_proxy *p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		agent_reply_error(a, req, 500, "internal", "out of memory");
+		return;
+	}
+	*p = (struct remove_proxy){.a = a, .req = req};
+	snprintf(p->name, sizeof p->name, "%s", name);
+	int rv = store_sync(a->store, remove_synced, p);
+	if (rv != STORE_OK) {
+		free(p);
+		reply_store_error(a, req, rv);
+	}
+}
+
+/* On the leader: why removing member m would leave too few voters answering to write, or false
+ * when it would not (the promotions the reconciler makes first counted). */
+static bool removal_loses_majority(struct agent *a, const struct member_rec *m, char *why,
+                                   size_t size)
+{
+	struct roles_member *rm = NULL;
+	struct roles_policy policy;
+	unsigned n = 0, up = 0, voters = 0;
+	if (agent_roles_view(a, &rm, &n, &policy) != STORE_OK) {
+		return false; /* the write that follows fails on its own (not the leader) */
+	}
+	/* The voters that do not answer now, before the walk changes the view. */
+	char silent[512] = "";
+	size_t used = 0;
+	unsigned n_silent = 0;
+	for (unsigned i = 0; i < n && used < sizeof silent; i++) {
+		struct member_rec s;
+		if (rm[i].in_config && rm[i].role == RAFT_VOTER && rm[i].id != m->id &&
+		    rm[i].id != policy.self && rm[i].silent_ms >= policy.online_ms &&
+		    agent_member_by_id(a, rm[i].id, &s)) {
+			int w = snprintf(silent + used, sizeof silent - used,
+			                 "%s%s (silent for %llu s)", used ? ", " : "", s.name,
+			                 (unsigned long long)(rm[i].silent_ms / 1000));
+			used += w > 0 ? (size_t)w : 0;
+			n_silent++;
+		}
+	}
+	bool loses = !roles_removal_keeps_majority(rm, n, &policy, m->id, &up, &voters);
+	free(rm);
+	if (loses) {
+		snprintf(why, size,
+		         "removing %s would leave %u of %u voters answering the leader, not a "
+		         "majority: the cluster could not write again until one came back. Bring "
+		         "back %s, or remove %s first",
+		         m->name, up, voters, n_silent > 0 ? silent : "the silent voters",
+		         n_silent == 1 ? "it" : "them");
+	}
+	return loses;
+}
+
+static void handle_remove(struct agent *a, struct http_request *req, const char *name,
+                          bool from_member)
 {
 	/* The join's rule. A longer name was cut to fit c->name, and removing the node of the
 	 * cut name released the IPAM of another node. */
@@ -1305,6 +1435,33 @@ static void handle_remove(struct agent *a, struct http_request *req, const char 
 		                  name);
 		return;
 	}
+	struct store_status st;
+	store_get_status(a->store, &st);
+	if (st.state != RAFT_LEADER) {
+		if (from_member) {
+			agent_reply_error(a, req, 503, "unavailable",
+			                  "this member no longer leads; try again");
+		} else {
+			remove_through_leader(a, req, name);
+		}
+		return;
+	}
+	struct member_rec *ms = NULL;
+	unsigned nm = 0;
+	if (agent_members(a, &ms, &nm) != STORE_OK) {
+		agent_reply_error(a, req, 500, "internal", "cannot read the member list");
+		return;
+	}
+	char why[1024];
+	for (unsigned i = 0; i < nm; i++) {
+		if (strcmp(ms[i].name, name) == 0 &&
+		    removal_loses_majority(a, &ms[i], why, sizeof why)) {
+			free(ms);
+			agent_reply_error(a, req, 409, "conflict", "%s", why);
+			return;
+		}
+	}
+	free(ms);
 	char key[256];
 	snprintf(key, sizeof key, SYS_MEMBER_PREFIX "%s", name);
 	struct kv_op op = {
@@ -1537,7 +1694,7 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		struct kv_op op = {.type = KV_OP_HASH};
 		submit(a, req, WK_HASH, &op);
 	} else if (path_has_prefix(req, "/v1/cluster/members/") && m == HTTP_DELETE) {
-		handle_remove(a, req, req->path + strlen("/v1/cluster/members/"));
+		handle_remove(a, req, req->path + strlen("/v1/cluster/members/"), false);
 	} else if (agent_route_policy(a, req)) {
 		/* answered */
 	} else if (path_has_prefix(req, "/v1/cni/") && !req->from_unix) {
@@ -1550,6 +1707,8 @@ void agent_route(struct http_server *srv, struct http_request *req)
 	} else if (path_is(req, "/v1/ippools") || path_has_prefix(req, "/v1/ippools/") ||
 	           path_has_prefix(req, "/v1/ipam/")) {
 		agent_route_ipam(a, req);
+	} else if (path_has_prefix(req, "/v1/internal/members/") && m == HTTP_DELETE) {
+		handle_remove(a, req, req->path + strlen("/v1/internal/members/"), true);
 	} else if (path_is(req, "/v1/internal/status") && m == HTTP_GET) {
 		internal_status(a, req);
 	} else if (path_is(req, "/v1/internal/hash") && m == HTTP_GET) {

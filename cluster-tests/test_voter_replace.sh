@@ -2,7 +2,8 @@
 # A voter that goes away is replaced by a standby, so a cluster of four hosts survives two hosts
 # lost one after the other, which three fixed voters would not (two of three gone is no
 # majority). Then: the lost members come back as standbys and the roles stay put; a fifth member
-# makes five voters; removing it goes back to three.
+# makes five voters; removing it goes back to three; with replacement off a silent voter keeps
+# its vote; and a removal that would leave too few voters answering is refused.
 source "$(dirname "$0")/lib.sh"
 hosts_up 5
 # Bad settings are named.
@@ -101,4 +102,24 @@ for i in 1 2 3 4; do ((i != L3)) && [ "$(role_of "$ok" "agent$i")" = voter ] && 
 kill_agent "$V3"
 sleep 6
 [ "$(role_of "$L3" "agent$V3")" = voter ] || fail "agent$V3 lost its vote with replacement switched off"
+
+# 6. With a voter down and no standby that answers, removing a live voter would leave one of two
+#    voters answering: refused, naming the silent one, also when asked through a follower (which
+#    passes it on to the leader). Removing the silent voter goes through.
+for i in 1 2 3 4; do ((i != L3 && i != V3)) && [ "$(role_of "$L3" "agent$i")" = standby ] && S3=$i; done
+for i in 1 2 3 4; do ((i != L3 && i != V3 && i != S3)) && X=$i; done
+kill_agent "$S3"
+sleep 4 # the standby silent past the 3 s after which it no longer counts as answering
+for via in "$L3" "$X"; do
+	if tctl "$via" cluster remove "agent$X" >"$WORK/rm.out" 2>&1; then fail "removing agent$X through agent$via was not refused"; fi
+	matches "removing agent$X would leave 1 of 2 voters answering the leader, not a majority" <"$WORK/rm.out" ||
+		fail "removal through agent$via: $(cat "$WORK/rm.out")"
+	matches "Bring back agent$V3 (silent for [0-9]* s), or remove it first" <"$WORK/rm.out" ||
+		fail "the refusal does not name agent$V3: $(cat "$WORK/rm.out")"
+done
+status_json "$L3" | matches "\"agent$X\"" || fail "agent$X was removed"
+tctl "$X" cluster remove "agent$V3" >/dev/null || fail "removing the silent agent$V3 through agent$X"
+tctl "$L3" cluster remove "agent$S3" >/dev/null || fail "removing the silent standby agent$S3"
+wait_for "2 healthy members" 30 members_healthy "$L3" 2
+tctl "$X" store put after-removals yes >/dev/null || fail "no write after the removals"
 pass

@@ -270,7 +270,10 @@ static const struct ctl_command remove_command = {
     .name = "remove",
     .usage_args = "NAME",
     .summary = "remove a member from the cluster",
-    .description = "Remove the member NAME from the cluster configuration.",
+    .description = "Remove the member NAME from the cluster configuration and release its "
+                   "addresses.\nRefused when the voters left would not have a majority that "
+                   "answers the leader\n(remove a silent voter first); a standby that answers "
+                   "is promoted before a voter\ngoes.",
     .args = remove_args,
     .client = true,
     .run = run_remove,

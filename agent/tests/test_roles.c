@@ -345,6 +345,43 @@ static void test_spare(void **state)
 	expect(&c, ROLES_STANDBY, ROLES_FULL_REPLICA, 4);
 }
 
+/* A removal is judged after the promotions that come first: refused only when the voters left
+ * would not have an answering majority. */
+static void test_removal(void **state)
+{
+	(void)state;
+	struct cluster c;
+	unsigned up = 0, all = 0;
+	init(&c, 1);
+	member(&c, 1, RAFT_VOTER, 0);
+	member(&c, 2, RAFT_VOTER, QUIET);
+	member(&c, 3, RAFT_VOTER, 0);
+	struct cluster copy = c;
+	assert_false(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 3, &up, &all));
+	assert_int_equal(up, 1);
+	assert_int_equal(all, 2);
+	copy = c; /* the silent one can go */
+	assert_true(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 2, &up, &all));
+	assert_int_equal(up, 2);
+	copy = c; /* nor the leader: 2 and 3 would be left, one of them silent */
+	assert_false(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 1, &up, &all));
+
+	/* With a standby that answers, it is promoted first: 2 of 3 answer afterwards. */
+	member(&c, 4, RAFT_STANDBY, 0);
+	copy = c;
+	assert_true(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 3, &up, &all));
+	assert_int_equal(up, 2);
+	assert_int_equal(all, 3);
+	/* One that does not answer is no help. */
+	c.m[3].silent_ms = QUIET;
+	copy = c;
+	assert_false(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 3, &up, &all));
+	/* A standby's removal changes no vote. */
+	copy = c;
+	assert_true(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 4, &up, &all));
+	assert_int_equal(all, 3);
+}
+
 static unsigned answering_voters(const struct cluster *c, unsigned *all)
 {
 	unsigned n = 0;
@@ -444,6 +481,7 @@ int main(void)
 	    cmocka_unit_test(test_removed_voter_replaced),
 	    cmocka_unit_test(test_demotion_keeps_majority),
 	    cmocka_unit_test(test_spare),
+	    cmocka_unit_test(test_removal),
 	    cmocka_unit_test(test_walk),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
