@@ -979,7 +979,11 @@ static int save_identity(struct agent *a)
 	return rv;
 }
 
-static int load_identity(struct agent *a, char **why)
+/* Restart: this member's identity from DATA_DIR/node.json. Its addresses are in every other
+ * member's record and raft configuration, so an address given explicitly (flag or environment)
+ * that differs is refused: running on the stored one would ignore the operator, and taking the
+ * new one would leave the others sending to the old. */
+static int load_identity(struct agent *a, bool peer_given, bool api_given, char **why)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof path, "%s/node.json", a->data_dir);
@@ -997,6 +1001,24 @@ static int load_identity(struct agent *a, char **why)
 	if (!ok) {
 		set_why(why, "%s: expected {name, id, peer_address, api_address}", path);
 		return -1;
+	}
+	const struct {
+		bool given;
+		const char *flag, *have, *stored;
+	} addrs[] = {{peer_given, "--peer-address", a->peer_address, m.peer_address},
+	             {api_given, "--api-address", a->api_address, m.api_address}};
+	for (size_t i = 0; i < 2; i++) {
+		if (addrs[i].given && strcmp(addrs[i].have, addrs[i].stored) != 0) {
+			set_why(
+			    why,
+			    "%s %s differs from this member's %s, which %s records and the other "
+			    "members know it by: a member's addresses cannot change. Start "
+			    "without %s (or with %s), or remove the member (tabby cluster "
+			    "remove %s), delete %s and join again with the new address",
+			    addrs[i].flag, addrs[i].have, addrs[i].stored, path, addrs[i].flag,
+			    addrs[i].stored, m.name, a->data_dir);
+			return -1;
+		}
 	}
 	if (strcmp(m.name, a->name) != 0 && a->name[0] != 0) {
 		agent_log("data directory belongs to member '%s'; using that name", m.name);
@@ -1398,6 +1420,8 @@ int agent_main(int argc, char **argv)
 	a->socket_path = env_or("TABBY_SOCKET", "/run/tabby/tabby.sock");
 	a->peer_address = env_or("TABBY_PEER_ADDRESS", "127.0.0.1:7790");
 	a->api_address = env_or("TABBY_API_ADDRESS", "127.0.0.1:7791");
+	bool peer_given = getenv("TABBY_PEER_ADDRESS") && getenv("TABBY_PEER_ADDRESS")[0];
+	bool api_given = getenv("TABBY_API_ADDRESS") && getenv("TABBY_API_ADDRESS")[0];
 	char *join = env_or("TABBY_JOIN", "");
 	char *token = env_or("TABBY_TOKEN", "");
 	bool bootstrap = env_true("TABBY_BOOTSTRAP");
@@ -1496,9 +1520,11 @@ int agent_main(int argc, char **argv)
 			break;
 		case 'p':
 			slot = &a->peer_address;
+			peer_given = true;
 			break;
 		case 'a':
 			slot = &a->api_address;
+			api_given = true;
 			break;
 		case 'j':
 			slot = &join;
@@ -1668,7 +1694,7 @@ int agent_main(int argc, char **argv)
 			agent_log("%s already holds this member's state; ignoring %s", a->data_dir,
 			          bootstrap ? "--bootstrap" : "--join");
 		}
-		if (load_identity(a, &why) != 0) {
+		if (load_identity(a, peer_given, api_given, &why) != 0) {
 			agent_log("cannot restart: %s", why);
 			free(why);
 			goto fail;

@@ -94,6 +94,14 @@ grep -hq "becomes standby: the cluster has more voters than it wants" "$WORK"/ag
 
 # 5. Switched off (0), a silent voter keeps its vote.
 for i in 1 2 3 4; do stop_agent "$i"; done
+# A restart with another address than the member was made with is refused, naming both.
+if ip netns exec "$(host_ns 1)" timeout 20 "$TABBY" agent --name agent1 --data-dir "$WORK/data1" \
+	--socket "$(sock 1)" --peer-address "$(host_ip 1):7790" --api-address "$(host_ip 1):7799" \
+	>"$WORK/moved.log" 2>&1; then
+	fail "agent1 restarted with another API address"
+fi
+grep -q -- "--api-address $(host_ip 1):7799 differs from this member's $(host_ip 1):7791, which $WORK/data1/node.json records" "$WORK/moved.log" ||
+	fail "moved address: $(cat "$WORK/moved.log")"
 export TABBY_REPLACE_VOTER_AFTER=0s
 for i in 1 2 3 4; do start_agent "$i"; done
 wait_for "4 healthy members after a restart" 30 members_healthy "$ok" 4
