@@ -139,7 +139,13 @@ int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
 
 bool agent_member_name_ok(const char *name)
 {
-	return name[0] != 0 && strlen(name) <= AGENT_MEMBER_NAME_MAX && strchr(name, '/') == NULL;
+	if (name[0] == 0 || strlen(name) > AGENT_MEMBER_NAME_MAX || strchr(name, '/') != NULL) {
+		return false;
+	}
+	/* Names travel in JSON: jansson refuses a string that is not UTF-8. */
+	json_t *j = json_string(name);
+	json_decref(j);
+	return j != NULL;
 }
 
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out)
@@ -1622,8 +1628,8 @@ int agent_main(int argc, char **argv)
 	}
 	if (!agent_member_name_ok(a->name)) {
 		fprintf(stderr,
-		        "tabby agent: --name: '%s' is not a valid member name (1-100 "
-		        "characters, no '/')\n",
+		        "tabby agent: --name: '%s' is not a valid member name (1-100 bytes "
+		        "of UTF-8, no '/')\n",
 		        a->name);
 		goto fail_args;
 	}

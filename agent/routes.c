@@ -1239,7 +1239,7 @@ static void handle_join(struct agent *a, struct http_request *req)
 	}
 	if (!agent_member_name_ok(name)) {
 		agent_reply_error(a, req, 400, "bad_request",
-		                  "name must be 1-100 characters without '/'");
+		                  "name must be 1-100 bytes of UTF-8 without '/'");
 		goto out;
 	}
 	if (strlen(peer) >= 64 || !agent_address_ok(peer, false)) {
@@ -1430,9 +1430,9 @@ static void handle_remove(struct agent *a, struct http_request *req, const char 
 	/* The join's rule. A longer name was cut to fit c->name, and removing the node of the
 	 * cut name released the IPAM of another node. */
 	if (!agent_member_name_ok(name)) {
-		agent_reply_error(a, req, 400, "bad_request",
-		                  "'%.100s' is not a member name (1-100 characters without '/')",
-		                  name);
+		agent_reply_error(
+		    a, req, 400, "bad_request",
+		    "'%.100s' is not a member name (1-100 bytes of UTF-8 without '/')", name);
 		return;
 	}
 	struct store_status st;
