@@ -190,6 +190,8 @@ for b in $h3_blocks; do
 done
 kill_agent 3
 tctl 1 cluster remove agent3 >"$WORK/out" 2>&1 || fail "cluster remove agent3: $(cat "$WORK/out")"
+grep -Eq "^removed agent3: released [1-9][0-9]* address(es)?, deleted [1-9][0-9]* workload endpoints?$" "$WORK/out" ||
+	fail "cluster remove agent3 printed: $(cat "$WORK/out")"
 wait_for "2 healthy members" 20 members_healthy 1 2
 freed() { [ "$(pool_in_use 1 192.168.0.0/16)" -le $((used - 2)) ]; }
 wait_for "agent3's two addresses to be released" 20 freed

@@ -238,7 +238,20 @@ static int run_remove(struct ctl_ctx *ctx)
 		rv = ctl_print_json(ctx, resp);
 	} else {
 		removed = json_string_value(json_object_get(resp, "removed"));
-		fprintf(ctx->out, "removed %s\n", removed != NULL ? removed : name);
+		json_t *released = json_object_get(resp, "released");
+		json_t *endpoints = json_object_get(resp, "endpoints");
+		fprintf(ctx->out, "removed %s", removed != NULL ? removed : name);
+		if (json_is_integer(released)) {
+			fprintf(ctx->out, ": released %" JSON_INTEGER_FORMAT " address%s",
+			        json_integer_value(released),
+			        json_integer_value(released) == 1 ? "" : "es");
+		}
+		if (json_is_integer(endpoints)) {
+			fprintf(ctx->out, ", deleted %" JSON_INTEGER_FORMAT " workload endpoint%s",
+			        json_integer_value(endpoints),
+			        json_integer_value(endpoints) == 1 ? "" : "s");
+		}
+		fputc('\n', ctx->out);
 	}
 	json_decref(resp);
 	return rv;
