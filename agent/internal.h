@@ -59,11 +59,14 @@ struct agent {
 		unsigned failures;
 	} backoff[8];
 	uint64_t replace_voter_ms; /* --replace-voter-after; 0: never (roles.h) */
+	uint64_t online_ms;        /* a member that answered this recently answers (roles.h) */
 	bool stopping;
 	bool seen_own_record; /* this member's record has been in the local replica */
 	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */
 	uint64_t removing_since;
+	uint64_t hold_logged;       /* when a held removal was last logged */
 	uint64_t record_gone_since; /* when this member saw its own record deleted */
+	bool removal_wait_logged;
 	/* A member removed while it was down never hears of it (see probe_removal in main.c). */
 	uint64_t leaderless_since, probe_at;
 	unsigned probe_next;

@@ -31,12 +31,11 @@
 #include "agent/roles.h"
 #include "ipam/ipam.h"
 
-#define RECONCILE_MS       1000
-#define DATAPLANE_RETRY_MS 200
-/* A member that answered the leader this recently is up (it answers every 100 ms heartbeat). */
-#define ROLES_ONLINE_MS          3000
+#define RECONCILE_MS             1000
+#define DATAPLANE_RETRY_MS       200
 #define REPLACE_VOTER_DEFAULT_MS 30000
 #define REMOVE_GRACE_MS          2000
+#define HOLD_LOG_MS              30000
 /* In DATA_DIR of a member bootstrapped with --no-default-pools (see agent_main). */
 #define NO_DEFAULT_POOLS_FILE "no-default-pools"
 #define CHANGE_BACKOFF_MIN_MS 10000
@@ -694,9 +693,9 @@ static void probe_removal(struct agent *a, const struct store_status *st)
 /* A removed member learns it from its own replica: its record is deleted first, and the leader
  * takes it out of raft's configuration REMOVE_GRACE_MS later, so the deletion reaches it while it
  * is still a member (nobody sends anything to a non-member). It stops STOP_AFTER_REMOVAL_MS after
- * it saw the deletion, rather than serve reads that no longer follow the cluster; not at once,
- * because until the configuration change commits a small cluster may still need its vote. */
-static bool removed_from_cluster(struct agent *a)
+ * it saw the deletion, rather than serve reads that no longer follow the cluster, and a voter not
+ * before it is out of the configuration: until then the cluster may still need its vote. */
+static bool removed_from_cluster(struct agent *a, const struct store_status *st)
 {
 	struct member_rec m;
 	if (agent_member_by_id(a, a->id, &m)) {
@@ -711,30 +710,60 @@ static bool removed_from_cluster(struct agent *a)
 	if (a->record_gone_since == 0) {
 		a->record_gone_since = now;
 	}
-	return now - a->record_gone_since >= STOP_AFTER_REMOVAL_MS;
+	if (now - a->record_gone_since < STOP_AFTER_REMOVAL_MS) {
+		return false;
+	}
+	/* A voter that still follows a leader is still in the configuration: the leader holds
+	 * its removal while the voters left would lack an answering majority, and this vote may
+	 * be one of those the cluster needs meanwhile. Once out of the configuration it hears
+	 * from no leader, and raft makes it a candidate. */
+	struct store_member *cf = NULL;
+	unsigned nc = 0;
+	bool voter = false;
+	if (st->leader_id != 0 && st->leader_id != a->id &&
+	    store_configuration(a->store, &cf, &nc) == STORE_OK) {
+		for (unsigned k = 0; k < nc; k++) {
+			voter = voter || (cf[k].id == a->id && cf[k].role == RAFT_VOTER);
+		}
+	}
+	free(cf);
+	if (voter && !a->removal_wait_logged) {
+		a->removal_wait_logged = true;
+		agent_log(
+		    "this member was removed from the cluster; it stays until the leader takes "
+		    "it out of the configuration, which waits for enough other voters to answer");
+	}
+	return !voter;
 }
 
-static const char *roles_why(const struct roles_step *st, const struct roles_member *rm, unsigned n,
-                             char *buf, size_t size)
+static const char *roles_why(struct agent *a, const struct roles_step *st,
+                             const struct roles_member *rm, unsigned n, char *buf, size_t size)
 {
 	uint64_t silent = 0;
 	for (unsigned i = 0; i < n; i++) {
-		if (rm[i].id == (st->reason == ROLES_REPLACES_LOST ? st->other : st->id)) {
-			silent = rm[i].silent_ms;
-		}
+		silent = rm[i].id == st->id ? rm[i].silent_ms : silent;
 	}
 	switch (st->reason) {
 	case ROLES_NEW_MEMBER:
 		return "a new member";
 	case ROLES_TOO_FEW:
 		return "the cluster has fewer voters than it wants";
-	case ROLES_REPLACES_LOST:
-		snprintf(buf, size, "in place of voter id %llu, silent for %llu s",
-		         (unsigned long long)st->other, (unsigned long long)(silent / 1000));
-		return buf;
 	case ROLES_LOST:
-		snprintf(buf, size, "silent for %llu s, and another member votes in its place",
-		         (unsigned long long)(silent / 1000));
+		if (st->other != 0) {
+			struct member_rec m;
+			bool named = agent_member_by_id(a, st->other, &m);
+			snprintf(
+			    buf, size,
+			    "silent for %llu s; %s (id %llu), a standby that answers, votes in "
+			    "its place next",
+			    (unsigned long long)(silent / 1000), named ? m.name : "?",
+			    (unsigned long long)st->other);
+		} else {
+			snprintf(buf, size,
+			         "silent for %llu s, and the cluster has more voters than it "
+			         "wants",
+			         (unsigned long long)(silent / 1000));
+		}
 		return buf;
 	case ROLES_TOO_MANY:
 		return "the cluster has more voters than it wants";
@@ -750,7 +779,7 @@ int agent_roles_view(struct agent *a, struct roles_member **out, unsigned *n,
 	*out = NULL;
 	*n = 0;
 	*policy = (struct roles_policy){
-	    .self = a->id, .online_ms = ROLES_ONLINE_MS, .lost_ms = a->replace_voter_ms};
+	    .self = a->id, .online_ms = a->online_ms, .lost_ms = a->replace_voter_ms};
 	struct store_progress *ps = NULL;
 	struct member_rec *ms = NULL;
 	struct store_member *cf = NULL;
@@ -818,8 +847,8 @@ static bool change_roles(struct agent *a)
 	}
 	struct member_rec m;
 	bool named = agent_member_by_id(a, st.id, &m);
-	char buf[160];
-	const char *why = roles_why(&st, rm, n, buf, sizeof buf);
+	char buf[320];
+	const char *why = roles_why(a, &st, rm, n, buf, sizeof buf);
 	free(rm);
 	int rv;
 	if (st.action == ROLES_ADD) {
@@ -842,6 +871,28 @@ static bool change_roles(struct agent *a)
 	return true;
 }
 
+/* Whether the voters other than id, as raft's configuration has them now, have a majority that
+ * answers; says once every HOLD_LOG_MS why not. */
+static bool removal_keeps_quorum(struct agent *a, uint64_t id, uint64_t now)
+{
+	struct roles_member *rm = NULL;
+	struct roles_policy policy;
+	unsigned n = 0, up = 0, voters = 0;
+	if (agent_roles_view(a, &rm, &n, &policy) != STORE_OK) {
+		return false;
+	}
+	bool ok = roles_voters_without(rm, n, &policy, id, &up, &voters);
+	free(rm);
+	if (!ok && now >= a->hold_logged + HOLD_LOG_MS) {
+		a->hold_logged = now;
+		agent_log("holding the removal of member id %llu: %u of the %u voters left answer, "
+		          "not a majority; it goes once enough of them answer again (or a silent "
+		          "one is removed)",
+		          (unsigned long long)id, up, voters);
+	}
+	return ok;
+}
+
 /* The leader makes raft's configuration follow the member records and roles.c's rules (every
  * member a full replica, 3 or 5 voters, a silent voter replaced); a configuration entry without a
  * record (a removed member) goes. One change at a time, as raft requires. */
@@ -854,7 +905,7 @@ static void reconcile(struct agent *a)
 	}
 	/* A removed leader first hands leadership over (below); it stops once it follows. */
 	probe_removal(a, &st);
-	bool removed = removed_from_cluster(a);
+	bool removed = removed_from_cluster(a, &st);
 	if (removed && !st.ready) {
 		agent_log("this member was removed from the cluster; stopping (delete %s before "
 		          "joining this host again)",
@@ -916,6 +967,12 @@ static void reconcile(struct agent *a)
 			a->removing_since = now;
 		}
 		if (now - a->removing_since < REMOVE_GRACE_MS) {
+			goto out;
+		}
+		/* The removal was checked when it was asked for, on the promotions that would come
+		 * first; a promotion that failed, a candidate that died or two removals checked at
+		 * once can still leave too few: then the voter stays until enough answer. */
+		if (cf[k].role == RAFT_VOTER && !removal_keeps_quorum(a, cf[k].id, now)) {
 			goto out;
 		}
 		agent_log("removing member id %llu (%s)", (unsigned long long)cf[k].id,
@@ -1661,6 +1718,24 @@ int agent_main(int argc, char **argv)
 		        "address: give the address other hosts reach this one at\n",
 		        a->api_address);
 		goto fail_args;
+	}
+	/* A member counts as answering while it answered within an election timeout, as raft
+	 * itself counts one online; a voter is lost only after twice that, so a voter does not
+	 * pass for lost while it merely waits for its next heartbeat. */
+	a->online_ms = election;
+	if (a->replace_voter_ms != 0 && a->replace_voter_ms < 2 * election) {
+		fprintf(stderr,
+		        "tabby agent: --replace-voter-after: %llu ms is less than twice the "
+		        "election timeout (%llu ms): a voter would pass for lost between two "
+		        "heartbeats\n",
+		        (unsigned long long)a->replace_voter_ms, 2 * election);
+		goto fail_args;
+	}
+	if (a->replace_voter_ms != 0) {
+		agent_log("a voter silent for %llu s is replaced when this member leads",
+		          (unsigned long long)(a->replace_voter_ms / 1000));
+	} else {
+		agent_log("voters are replaced only by hand (--replace-voter-after 0)");
 	}
 	if (bootstrap && join[0] != 0) {
 		fprintf(stderr, "tabby agent: --bootstrap and --join exclude each other\n");

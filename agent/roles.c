@@ -37,21 +37,34 @@ static bool demote_before(const struct roles_member *a, const struct roles_membe
 	return a->id > b->id;
 }
 
+/* Voters in raft's configuration, and how many of them answer, leaving out `id` and, when
+ * leaving is true, every member whose record is gone (the reconciler takes those out). */
+static void count_voters(const struct roles_member *members, unsigned n,
+                         const struct roles_policy *p, uint64_t id, bool leaving,
+                         unsigned *answering, unsigned *voters)
+{
+	*answering = *voters = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const struct roles_member *m = &members[i];
+		if (m->id != id && m->in_config && m->role == RAFT_VOTER &&
+		    (m->recorded || !leaving)) {
+			(*voters)++;
+			*answering += answers(m, p);
+		}
+	}
+}
+
 struct roles_step roles_next(const struct roles_member *members, unsigned n,
                              const struct roles_policy *p)
 {
 	struct roles_step step = {.action = ROLES_NONE};
 	const struct roles_member *add = NULL, *spare = NULL, *candidate = NULL, *lost = NULL,
 	                          *victim = NULL;
-	unsigned recorded = 0, voters = 0, kept = 0;
-	unsigned config_voters = 0, config_answering = 0; /* raft's majority counts these */
+	unsigned recorded = 0, voters = 0, kept = 0, up = 0, all = 0;
 
+	count_voters(members, n, p, 0, false, &up, &all);
 	for (unsigned i = 0; i < n; i++) {
 		const struct roles_member *m = &members[i];
-		if (m->in_config && m->role == RAFT_VOTER) {
-			config_voters++;
-			config_answering += answers(m, p);
-		}
 		if (!m->recorded) {
 			continue;
 		}
@@ -64,7 +77,8 @@ struct roles_step roles_next(const struct roles_member *members, unsigned n,
 			voters++;
 			if (!is_lost(m, p)) {
 				kept++;
-			} else if (lost == NULL || m->silent_ms > lost->silent_ms) {
+			} else if (!m->backed_off &&
+			           (lost == NULL || m->silent_ms > lost->silent_ms)) {
 				lost = m;
 			}
 		} else if (m->backed_off) {
@@ -78,8 +92,9 @@ struct roles_step roles_next(const struct roles_member *members, unsigned n,
 		}
 	}
 
-	/* A voter to demote: a lost one, or any while more voters are kept than wanted. Demoting
-	 * one that is kept when that leaves too few would only promote it again. */
+	/* A voter to demote when there are too many: a lost one, or any while more voters are
+	 * kept than wanted. Demoting one that is kept when that leaves too few would only
+	 * promote it again. */
 	unsigned wanted = roles_voters_wanted(recorded);
 	for (unsigned i = 0; i < n; i++) {
 		const struct roles_member *m = &members[i];
@@ -93,23 +108,31 @@ struct roles_step roles_next(const struct roles_member *members, unsigned n,
 		step = (struct roles_step){ROLES_ADD, ROLES_NEW_MEMBER, add->id, 0};
 	} else if (spare != NULL) {
 		step = (struct roles_step){ROLES_STANDBY, ROLES_FULL_REPLICA, spare->id, 0};
-	} else if (kept < wanted && candidate != NULL) {
-		/* A promotion never costs the majority: the new voter answers. */
-		if (lost != NULL) {
-			step = (struct roles_step){ROLES_VOTER, ROLES_REPLACES_LOST, candidate->id,
-			                           lost->id};
-		} else {
-			step = (struct roles_step){ROLES_VOTER, ROLES_TOO_FEW, candidate->id, 0};
-		}
-	} else if (voters > wanted && victim != NULL) {
-		unsigned answering_after = config_answering - (answers(victim, p) ? 1 : 0);
-		if (2 * answering_after > config_voters - 1) {
-			step = (struct roles_step){ROLES_STANDBY,
-			                           answers(victim, p) ? ROLES_TOO_MANY : ROLES_LOST,
-			                           victim->id, 0};
-		}
+	} else if (lost != NULL && candidate != NULL && 2 * up > all - 1) {
+		/* The silent voter goes first, and its replacement is promoted next (too few).
+		 * Demoting a voter that does not answer never lowers the answering count, while
+		 * promoting first would count on a candidate that may have died since it last
+		 * answered: four voters of which three must answer. */
+		step = (struct roles_step){ROLES_STANDBY, ROLES_LOST, lost->id, candidate->id};
+	} else if (kept < wanted && candidate != NULL && (all < 2 || 2 * up > all + 1)) {
+		/* Promoted, the candidate is one more voter to count on: only while the others
+		 * keep a majority without it, in case it died since it last answered. A cluster of
+		 * one voter grows to two regardless, as it must. */
+		step = (struct roles_step){ROLES_VOTER, ROLES_TOO_FEW, candidate->id, 0};
+	} else if (voters > wanted && victim != NULL &&
+	           2 * (up - (answers(victim, p) ? 1 : 0)) > all - 1) {
+		step = (struct roles_step){
+		    ROLES_STANDBY, answers(victim, p) ? ROLES_TOO_MANY : ROLES_LOST, victim->id, 0};
 	}
 	return step;
+}
+
+bool roles_voters_without(const struct roles_member *members, unsigned n,
+                          const struct roles_policy *p, uint64_t id, unsigned *answering,
+                          unsigned *voters)
+{
+	count_voters(members, n, p, id, false, answering, voters);
+	return 2 * *answering > *voters;
 }
 
 bool roles_removal_keeps_majority(struct roles_member *members, unsigned n,
@@ -134,13 +157,7 @@ bool roles_removal_keeps_majority(struct roles_member *members, unsigned n,
 			}
 		}
 	}
-	*answering = *voters = 0;
-	for (unsigned i = 0; i < n; i++) {
-		const struct roles_member *m = &members[i];
-		if (m->id != id && m->in_config && m->role == RAFT_VOTER) {
-			(*voters)++;
-			*answering += answers(m, p);
-		}
-	}
-	return 2 * *answering > *voters;
+	/* Every member without a record leaves, this one and any removed before it. */
+	count_voters(members, n, p, id, true, answering, voters);
+	return *voters > 0 && 2 * *answering > *voters;
 }

@@ -11,12 +11,16 @@
  *   it has fewer than 3;
  * - the voters stay who they are while they answer: a member is never demoted to give its vote to
  *   a lower id, so roles do not churn when members come and go;
- * - a voter silent for lost_ms (an agent or host that is gone) is replaced: a standby that
- *   answers is promoted first, and the silent voter demoted after, so the cluster tolerates a
- *   failure at every step (promoting first passes through 4 voters with 3 answering; demoting
- *   first would pass through 2 voters that both have to answer);
+ * - a voter silent for lost_ms (an agent or host that is gone) is replaced when a standby
+ *   answers: the silent voter is demoted first, and the standby promoted next. Demoting a voter
+ *   that does not answer never lowers the number that answer; promoting first would count on a
+ *   standby that may have died since it last answered (four voters of which three must answer);
+ * - a standby is promoted only while the voters already there keep an answering majority without
+ *   it, in case it has just died (a single voter grows to two regardless);
  * - a voter is demoted only when the voters left, counting every voter in raft's configuration,
  *   still have a majority that answers, and never the leader itself.
+ * While a replacement runs the cluster tolerates no further loss, as it did not before it began
+ * either (two of three voters answering); it tolerates one again once the standby votes.
  */
 #ifndef TABBY_AGENT_ROLES_H
 #define TABBY_AGENT_ROLES_H
@@ -56,19 +60,20 @@ enum roles_action {
 
 /* Why a step is taken, for the agent's log. */
 enum roles_reason {
-	ROLES_NEW_MEMBER,    /* ROLES_ADD */
-	ROLES_TOO_FEW,       /* ROLES_VOTER: fewer voters than wanted (growth, a removal) */
-	ROLES_REPLACES_LOST, /* ROLES_VOTER: in place of the silent voter `other` */
-	ROLES_LOST,          /* ROLES_STANDBY: a silent voter, its replacement already votes */
-	ROLES_TOO_MANY,      /* ROLES_STANDBY: more voters than wanted (the cluster shrank) */
-	ROLES_FULL_REPLICA,  /* ROLES_STANDBY: a spare, which would hold no replica */
+	ROLES_NEW_MEMBER,   /* ROLES_ADD */
+	ROLES_TOO_FEW,      /* ROLES_VOTER: fewer voters than wanted (growth, a replacement, a
+	                       removal) */
+	ROLES_LOST,         /* ROLES_STANDBY: a voter that does not answer; `other`, when not 0,
+	                       is the standby that answers and is promoted next */
+	ROLES_TOO_MANY,     /* ROLES_STANDBY: more voters than wanted (the cluster shrank) */
+	ROLES_FULL_REPLICA, /* ROLES_STANDBY: a spare, which would hold no replica */
 };
 
 struct roles_step {
 	enum roles_action action;
 	enum roles_reason reason;
 	uint64_t id;
-	uint64_t other; /* ROLES_REPLACES_LOST: the silent voter */
+	uint64_t other; /* ROLES_LOST: the standby promoted next, or 0 */
 };
 
 /* The number of voters a cluster of `members` members (with records) wants. */
@@ -81,9 +86,16 @@ unsigned roles_voters_wanted(unsigned members);
 struct roles_step roles_next(const struct roles_member *members, unsigned n,
                              const struct roles_policy *p);
 
+/* Whether the voters in raft's configuration other than `id` have a majority that answers (the
+ * reconciler's check before it takes `id` out). *answering and *voters: their counts. */
+bool roles_voters_without(const struct roles_member *members, unsigned n,
+                          const struct roles_policy *p, uint64_t id, unsigned *answering,
+                          unsigned *voters);
+
 /* Whether removing member `id` (deleting its record, then taking it out of the configuration
  * once the steps roles_next() asks for first are done, as the reconciler does) leaves a majority
- * of the voters answering. *answering and *voters: the counts in the configuration that results.
+ * of the voters answering (false when no voter would be left). *answering and *voters: the counts
+ * in the configuration that results, in which every member whose record is gone is left out.
  * members[] is scratch: the walk changes it. */
 bool roles_removal_keeps_majority(struct roles_member *members, unsigned n,
                                   const struct roles_policy *p, uint64_t id, unsigned *answering,

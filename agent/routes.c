@@ -23,7 +23,7 @@
 
 #define FANOUT_TIMEOUT_MS 2000
 /* A member removal passed on to the leader: it releases the member's addresses too. */
-#define REMOVE_PROXY_TIMEOUT_MS 30000
+#define REMOVE_PROXY_TIMEOUT_MS 20000 /* within the CLI's 30 s, with the barrier before it */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Replies                                                                                     */
@@ -1346,7 +1346,9 @@ static void remove_synced(void *data, int status)
 		handle_remove(a, p->req, p->name, true);
 		free(p);
 	} else if (st.leader_id == 0 || !agent_member_by_id(a, st.leader_id, &leader)) {
-		remove_proxied(UV_EAGAIN, NULL, 0, p);
+		agent_reply_error(a, p->req, 503, "unavailable",
+		                  "no leader known to pass the removal on to; try again");
+		free(p);
 	} else {
 		char *escaped = api_path_escape(p->name);
 		char *path = NULL;
@@ -1384,16 +1386,20 @@ static void remove_through_leader(struct agent *a, struct http_request *req, con
 	}
 }
 
-/* On the leader: why removing member m would leave too few voters answering to write, or false
- * when it would not (the promotions the reconciler makes first counted). */
-static bool removal_loses_majority(struct agent *a, const struct member_rec *m, char *why,
-                                   size_t size)
+/* On the leader: 409 and in why the reason when removing member m would leave too few voters
+ * answering to write (the promotions the reconciler makes first counted), 503 when that cannot
+ * be judged now, 0 when the removal may go ahead. */
+static int removal_refused(struct agent *a, const struct member_rec *m, char *why, size_t size)
 {
 	struct roles_member *rm = NULL;
 	struct roles_policy policy;
 	unsigned n = 0, up = 0, voters = 0;
-	if (agent_roles_view(a, &rm, &n, &policy) != STORE_OK) {
-		return false; /* the write that follows fails on its own (not the leader) */
+	int rv = agent_roles_view(a, &rm, &n, &policy);
+	if (rv != STORE_OK) {
+		snprintf(why, size,
+		         "cannot judge whether the voters left would answer (%s); try again",
+		         store_strerror(rv));
+		return 503;
 	}
 	/* The voters that do not answer now, before the walk changes the view. */
 	char silent[512] = "";
@@ -1413,7 +1419,12 @@ static bool removal_loses_majority(struct agent *a, const struct member_rec *m, 
 	}
 	bool loses = !roles_removal_keeps_majority(rm, n, &policy, m->id, &up, &voters);
 	free(rm);
-	if (loses) {
+	if (loses && voters == 0) {
+		snprintf(why, size,
+		         "%s is the cluster's last voter: removing it would leave no "
+		         "cluster",
+		         m->name);
+	} else if (loses) {
 		snprintf(why, size,
 		         "removing %s would leave %u of %u voters answering the leader, not a "
 		         "majority: the cluster could not write again until one came back. Bring "
@@ -1421,7 +1432,7 @@ static bool removal_loses_majority(struct agent *a, const struct member_rec *m, 
 		         m->name, up, voters, n_silent > 0 ? silent : "the silent voters",
 		         n_silent == 1 ? "it" : "them");
 	}
-	return loses;
+	return loses ? 409 : 0;
 }
 
 static void handle_remove(struct agent *a, struct http_request *req, const char *name,
@@ -1454,10 +1465,12 @@ static void handle_remove(struct agent *a, struct http_request *req, const char 
 	}
 	char why[1024];
 	for (unsigned i = 0; i < nm; i++) {
-		if (strcmp(ms[i].name, name) == 0 &&
-		    removal_loses_majority(a, &ms[i], why, sizeof why)) {
+		int status =
+		    strcmp(ms[i].name, name) == 0 ? removal_refused(a, &ms[i], why, sizeof why) : 0;
+		if (status != 0) {
 			free(ms);
-			agent_reply_error(a, req, 409, "conflict", "%s", why);
+			agent_reply_error(a, req, status,
+			                  status == 409 ? "conflict" : "unavailable", "%s", why);
 			return;
 		}
 	}

@@ -7,9 +7,9 @@
 source "$(dirname "$0")/lib.sh"
 hosts_up 5
 # Bad settings are named.
-for bad in "--replace-voter-after 1x" "--replace-voter-after -3"; do
+for bad in "--replace-voter-after 1x" "--replace-voter-after -3" "--replace-voter-after 1s"; do
 	if "$TABBY" agent $bad --data-dir "$WORK/bad" >"$WORK/bad.out" 2>&1; then fail "agent took $bad"; fi
-	grep -q "^tabby agent: --replace-voter-after: '.*' is not 0, never or a duration" "$WORK/bad.out" ||
+	grep -Eq "^tabby agent: --replace-voter-after: ('.*' is not 0, never or a duration|1000 ms is less than twice the election timeout \(2000 ms\))" "$WORK/bad.out" ||
 		fail "agent $bad: $(cat "$WORK/bad.out")"
 done
 if TABBY_ELECTION_TIMEOUT=10 "$TABBY" agent --data-dir "$WORK/bad" >"$WORK/bad.out" 2>&1; then fail "agent took a 10 ms election timeout"; fi
@@ -41,14 +41,14 @@ for i in 1 2 3 4; do [ "$(role_of 1 "agent$i")" = standby ] && S=$i; done
 log "leader agent$L, standby agent$S"
 
 # 1. The leader dies. A new leader is elected among the two voters left and, once the old leader
-#    has been silent for 3 s, promotes the standby first and demotes the old leader after.
+#    has been silent for 3 s, demotes the old leader and then promotes the standby.
 kill_agent "$L"
 for i in 1 2 3 4; do ((i != L && i != S)) && O=$i; done
 wait_for "agent$S to vote in place of agent$L" 30 roles_are "$O" "agent$S=voter agent$L=standby"
-grep -h "becomes voter: in place of voter id" "$WORK"/agent*.log | grep -q "agent$S" ||
-	fail "no member logged why agent$S became a voter"
-grep -hq "agent$L (id [0-9]*) becomes standby: silent for" "$WORK"/agent*.log ||
+grep -hq "agent$L (id [0-9]*) becomes standby: silent for [0-9]* s; agent$S (id [0-9]*), a standby that answers, votes in its place next" "$WORK"/agent*.log ||
 	fail "no member logged why agent$L was demoted"
+grep -hq "agent$S (id [0-9]*) becomes voter: the cluster has fewer voters than it wants" "$WORK"/agent*.log ||
+	fail "no member logged why agent$S became a voter"
 
 # 2. A second original voter dies: the two voters left (one of them the promoted standby) are
 #    still a majority of three, so writes go on.
@@ -105,6 +105,7 @@ grep -q -- "--api-address $(host_ip 1):7799 differs from this member's $(host_ip
 export TABBY_REPLACE_VOTER_AFTER=0s
 for i in 1 2 3 4; do start_agent "$i"; done
 wait_for "4 healthy members after a restart" 30 members_healthy "$ok" 4
+grep -q "voters are replaced only by hand" "$WORK/agent1.log" || fail "agent1 did not take 0s as never"
 L3=$(leader_index "$ok")
 for i in 1 2 3 4; do ((i != L3)) && [ "$(role_of "$ok" "agent$i")" = voter ] && V3=$i; done
 kill_agent "$V3"
