@@ -1362,9 +1362,9 @@ static void remove_synced(void *data, int status)
 		        : http_client_request(a->client, leader.api_address, "DELETE", path, NULL,
 		                              NULL, 0, REMOVE_PROXY_TIMEOUT_MS, remove_proxied, p);
 		free(path);
+		/* A synchronous failure fires no callback. */
 		if (rv != 0) {
-			remove_proxied(rv, NULL, 0,
-			               p); /* a synchronous failure fires no callback */
+			remove_proxied(rv, NULL, 0, p);
 		}
 	}
 }
