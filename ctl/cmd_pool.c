@@ -213,16 +213,13 @@ static bool is_encap_mode(const char *word)
 	return ipam_encap_parse(word, &mode);
 }
 
-/* The value of --ipip or --vxlan into out (never when absent). A bare --ipip is calicoctl
- * 0.x's: always. Returns 0 or 2. */
+/* The value of --ipip or --vxlan into out (never when absent). Returns 0 or 2. */
 static int encap_flag(struct ctl_ctx *ctx, const char *name, uint8_t *out)
 {
 	const char *v = ctl_flag(ctx, name);
 
 	*out = IPAM_ENCAP_NEVER;
-	if (v != NULL && v[0] == '\0' && strcmp(name, "ipip") == 0)
-		*out = IPAM_ENCAP_ALWAYS;
-	else if (v != NULL && !ipam_encap_parse(v, out))
+	if (v != NULL && !ipam_encap_parse(v, out))
 		return ctl_usage_error(
 		    ctx, "invalid value '%s' for --%s (want never, always or cross-subnet)", v,
 		    name);
@@ -348,9 +345,6 @@ out:
 	return rv;
 }
 
-/* The most CIDRs a range can need (ipam_range_cidrs()). */
-#define RANGE_PIECES_MAX 254
-
 /* Whether a configured pool touches the range that pieces (n) cover exactly, as calicoctl 0.x
  * refused it: 0 when none does, else 1 after printing which. */
 static int range_touches_pool(struct ctl_ctx *ctx, const struct ipam_cidr *pieces, unsigned n)
@@ -393,8 +387,9 @@ static int run_range_add(struct ctl_ctx *ctx)
 	struct ipam_pool p;
 	struct ipam_addr first;
 	struct ipam_addr last;
-	struct ipam_cidr pieces[RANGE_PIECES_MAX];
+	struct ipam_cidr pieces[IPAM_RANGE_CIDRS_MAX];
 	json_t *body;
+	json_t *list;
 	char err[512];
 	unsigned n;
 	int rv;
@@ -404,38 +399,33 @@ static int run_range_add(struct ctl_ctx *ctx)
 		return 2;
 	if (first.family != last.family)
 		return ctl_usage_error(ctx, "%s and %s are not of one family", start, end);
-	n = ipam_range_cidrs(&first, &last, pieces, RANGE_PIECES_MAX);
+	n = ipam_range_cidrs(&first, &last, pieces, IPAM_RANGE_CIDRS_MAX);
 	if (n == 0)
 		return ctl_usage_error(ctx, "the range is empty: %s is above %s", start, end);
-	/* Each piece is a new pool: it gets the family's default block size unless --block-size
-	 * says otherwise. */
+	body = json_pack("{s:s, s:[]}", "op", "create", "resources");
+	list = json_object_get(body, "resources");
 	for (unsigned i = 0; i < n; i++) {
-		p = options;
+		p = options; /* block size 0 without --block-size: the agent's default */
 		p.cidr = pieces[i];
+		if (body != NULL && json_array_append_new(list, policy_ippool_from_ipam(&p)) != 0) {
+			json_decref(body);
+			body = NULL;
+		}
+		/* Each piece is a new pool, checked with the block size it will get. */
 		if (p.block_size == 0)
 			p.block_size =
 			    first.family == 4 ? IPAM_DEFAULT_BLOCK_V4 : IPAM_DEFAULT_BLOCK_V6;
 		if (!ipam_pool_validate(&p, err, sizeof(err))) {
+			json_decref(body);
 			ctl_fail(ctx, "range %s-%s: %s", start, end, err);
 			return 2;
 		}
 	}
-	rv = range_touches_pool(ctx, pieces, n);
-	if (rv != 0)
-		return rv;
-	body = json_pack("{s:s, s:[]}", "op", "create", "resources");
-	for (unsigned i = 0; body != NULL && i < n; i++) {
-		p = options; /* block size 0 without --block-size: the agent's default */
-		p.cidr = pieces[i];
-		if (json_array_append_new(json_object_get(body, "resources"),
-		                          policy_ippool_from_ipam(&p)) != 0) {
-			json_decref(body);
-			body = NULL;
-		}
-	}
 	if (body == NULL)
 		return ctl_fail(ctx, "out of memory");
-	rv = post_quietly(ctx, "/v1/resources", body);
+	rv = range_touches_pool(ctx, pieces, n);
+	if (rv == 0)
+		rv = post_quietly(ctx, "/v1/resources", body);
 	json_decref(body);
 	return rv;
 }
@@ -529,7 +519,7 @@ static const struct ctl_flag add_flags[] = {
 
 /* calicoctl 0.x's --ipip took no value: "--ipip" alone is always, a mode after it is its value. */
 static const struct ctl_optional_value ipip_optional[] = {
-    {"ipip", is_encap_mode},
+    {"ipip", is_encap_mode, "always"},
     {0},
 };
 

@@ -883,38 +883,19 @@ out:
 /* ---- talking to the agent ---- */
 
 /* The error code of an answer, "" when it has none. */
-static const char *answer_code(const json_t *resp)
-{
-	const char *code = api_error_code(resp);
-
-	return code != NULL ? code : "";
-}
-
 /* Read profile name into a new *profile. Returns 0, or 1 after printing why not. */
 static int get_profile(struct ctl_ctx *ctx, const char *name, json_t **profile)
 {
-	json_t *resp = NULL;
 	char *path = ctl_key_path("/v1/profiles/", name, "");
-	int status;
 	int rv;
 
 	*profile = NULL;
 	if (path == NULL)
 		return ctl_fail(ctx, "out of memory");
-	rv = ctl_request(ctx, "GET", path, NULL, &status, &resp);
+	rv = ctl_get_resource(ctx, path, profile);
 	free(path);
-	if (rv != 0)
-		return rv;
-	if (status == 404) {
+	if (rv == 0 && *profile == NULL)
 		rv = ctl_fail(ctx, "Profile %s not found.", name);
-	} else if (status / 100 != 2) {
-		rv = ctl_fail_api(ctx, API_OK, NULL, status, resp);
-	} else if (!json_is_object(json_object_get(resp, "resource"))) {
-		rv = ctl_fail(ctx, "unexpected answer from the agent: no resource");
-	} else {
-		*profile = json_incref(json_object_get(resp, "resource"));
-	}
-	json_decref(resp);
 	return rv;
 }
 
@@ -956,7 +937,7 @@ static int change_profile(struct ctl_ctx *ctx, const char *name, change_fn fn, v
 			return ctl_fail(ctx, "out of memory");
 		rv = ctl_request(ctx, "POST", "/v1/resources", body, &status, &resp);
 		json_decref(body);
-		if (rv == 0 && status == 409 && is(answer_code(resp), "conflict")) {
+		if (rv == 0 && status == 409 && ctl_error_is(resp, "conflict")) {
 			json_decref(resp);
 			continue; /* changed meanwhile: start again from the new value */
 		}
@@ -1060,7 +1041,7 @@ static int profile_add(struct ctl_ctx *ctx, const char *name)
 	json_decref(body);
 	if (rv != 0)
 		return rv;
-	if (status == 409 && is(answer_code(resp), "exists"))
+	if (status == 409 && ctl_error_is(resp, "exists"))
 		fprintf(ctx->out, "Profile %s already exists.\n", name); /* a no-op, as in 0.x */
 	else if (status / 100 != 2)
 		rv = ctl_fail_api(ctx, API_OK, NULL, status, resp);

@@ -42,11 +42,14 @@ int ctl_resource_read(const char *name, const char *text, size_t len, json_t **r
 		                                    json_array_get(texts, i), (unsigned)i, &n,
 		                                    &quoted, err, errlen) != 0)
 			goto err;
-		if (json_array_append_new(norm, n) != 0)
-			goto nomem;
 		/* The agent reads the resource without the file's texts: where a YAML number or
-		 * boolean was taken as its text, it gets the text, quoted. */
-		if (quoted != NULL && json_array_set_new(list, i, quoted) != 0)
+		 * boolean was taken as its text, it gets the text, quoted. Both calls take their
+		 * reference, also when they fail. */
+		if (quoted != NULL && json_array_set_new(list, i, quoted) != 0) {
+			json_decref(n);
+			goto nomem;
+		}
+		if (json_array_append_new(norm, n) != 0)
 			goto nomem;
 	}
 	json_decref(texts);
@@ -177,26 +180,16 @@ static int fetch_current(struct ctl_ctx *ctx, const json_t *normalized, json_t *
 		enum policy_kind kind =
 		    policy_resource_key(json_array_get(normalized, i), key, sizeof(key));
 		char *path = kind != POLICY_KIND_NONE ? resource_path(kind, key) : NULL;
-		json_t *resp = NULL;
-		json_t *r;
-		int status;
+		json_t *r = NULL;
 
 		if (path == NULL) {
 			rv = ctl_fail(ctx, "out of memory");
 			break;
 		}
-		rv = ctl_request(ctx, "GET", path, NULL, &status, &resp);
+		rv = ctl_get_resource(ctx, path, &r);
 		free(path);
-		r = json_object_get(resp, "resource");
-		if (rv == 0 && status == 404)
-			r = json_null();
-		else if (rv == 0 && status / 100 != 2)
-			rv = ctl_fail_api(ctx, API_OK, NULL, status, resp);
-		else if (rv == 0 && !json_is_object(r))
-			rv = ctl_fail(ctx, "unexpected answer from the agent: no resource");
-		if (rv == 0 && json_array_append(out, r) != 0)
+		if (rv == 0 && json_array_append_new(out, r != NULL ? r : json_null()) != 0)
 			rv = ctl_fail(ctx, "out of memory");
-		json_decref(resp);
 	}
 	if (rv != 0) {
 		json_decref(out);
@@ -288,8 +281,7 @@ static int run_skipping(struct ctl_ctx *ctx, const char *op, const json_t *raw,
 		if (rv != 0)
 			break;
 		if (status == (create ? 409 : 404) &&
-		    strcmp(api_error_code(*resp) != NULL ? api_error_code(*resp) : "",
-		           create ? "exists" : "not_found") == 0) {
+		    ctl_error_is(*resp, create ? "exists" : "not_found")) {
 			json_decref(*resp);
 			*resp = NULL;
 			continue; /* changed since the look: look again */
@@ -468,7 +460,6 @@ static int run_delete(struct ctl_ctx *ctx)
 	enum policy_kind kind;
 	char key[POLICY_KEY_MAX];
 	json_t *resp = NULL;
-	const char *code;
 	char *path;
 	int status;
 	int rv;
@@ -506,8 +497,7 @@ static int run_delete(struct ctl_ctx *ctx)
 	free(path);
 	if (rv != 0)
 		return rv;
-	code = api_error_code(resp);
-	if (status == 404 && code != NULL && strcmp(code, "not_found") == 0 &&
+	if (status == 404 && ctl_error_is(resp, "not_found") &&
 	    ctl_flag(ctx, "skip-not-exists") != NULL) {
 		/* Counted as deleted, as calicoctl counted it. */
 		json_decref(resp);

@@ -94,16 +94,14 @@ int ctl_fail(const struct ctl_ctx *ctx, const char *fmt, ...)
 
 /* ---- usage ---- */
 
-typedef bool is_value_fn(const char *word);
-
-/* The test of whether a word is the value of cmd's flag f, when that value may be left out; NULL
- * when it may not. */
-static is_value_fn *optional_value(const struct ctl_command *cmd, const struct ctl_flag *f)
+/* How cmd's flag f may be left out of its value; NULL when it may not. */
+static const struct ctl_optional_value *optional_value(const struct ctl_command *cmd,
+                                                       const struct ctl_flag *f)
 {
 	for (const struct ctl_optional_value *o = cmd->optional_values;
 	     o != NULL && o->flag != NULL; o++)
 		if (strcmp(o->flag, f->name) == 0)
-			return o->is_value;
+			return o;
 	return NULL;
 }
 
@@ -344,7 +342,7 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 		char *a = argv[i];
 		const char *value = NULL;
 		const struct ctl_flag *f;
-		is_value_fn *is_value;
+		const struct ctl_optional_value *optional;
 		int idx;
 
 		if (flags_done || a[0] != '-' || a[1] == '\0') {
@@ -396,12 +394,12 @@ int ctl_parse(struct ctl_ctx *ctx, int argc, char **argv)
 			if (a[2] != '\0')
 				value = a + 2;
 		}
-		is_value = f->value_name != NULL ? optional_value(ctx->cmd, f) : NULL;
-		if (value == NULL && is_value != NULL) {
-			if (i + 1 < argc && is_value(argv[i + 1]))
+		optional = f->value_name != NULL ? optional_value(ctx->cmd, f) : NULL;
+		if (value == NULL && optional != NULL) {
+			if (i + 1 < argc && optional->is_value(argv[i + 1]))
 				value = argv[++i];
 			else
-				value = "";
+				value = optional->implicit;
 		} else if (f->value_name != NULL && value == NULL) {
 			if (i + 1 >= argc)
 				return ctl_usage_error(ctx, "flag '%s' needs a value (%s)", a,
@@ -457,6 +455,34 @@ int ctl_client(struct ctl_ctx *ctx)
 		return ctl_fail_api(ctx, rv, msg, 0, NULL);
 	}
 	return 0;
+}
+
+int ctl_get_resource(struct ctl_ctx *ctx, const char *path, json_t **resource)
+{
+	json_t *resp = NULL;
+	json_t *r;
+	int status;
+	int rv = ctl_request(ctx, "GET", path, NULL, &status, &resp);
+
+	*resource = NULL;
+	if (rv != 0)
+		return rv;
+	r = json_object_get(resp, "resource");
+	if (status / 100 != 2 && status != 404)
+		rv = ctl_fail_api(ctx, API_OK, NULL, status, resp);
+	else if (status != 404 && !json_is_object(r))
+		rv = ctl_fail(ctx, "unexpected answer from the agent: no resource");
+	else if (status != 404)
+		*resource = json_incref(r);
+	json_decref(resp);
+	return rv;
+}
+
+bool ctl_error_is(const json_t *resp, const char *code)
+{
+	const char *have = api_error_code(resp);
+
+	return have != NULL && strcmp(have, code) == 0;
 }
 
 int ctl_fail_api(struct ctl_ctx *ctx, int rv, char *msg, int status, const json_t *response)

@@ -46,13 +46,15 @@ struct ctl_flag {
 	const char *help;
 };
 
-/* A flag whose value may be left out: alone it has the value "", "--flag=VALUE" has VALUE, and
- * the next word is its value only when is_value says it is one (so that in "--ipip --nat-outgoing"
- * and "--ipip 10.0.0.0/16" the next word stays what it is, as with calicoctl 0.x's bare --ipip).
+/* A flag whose value may be left out: alone it has the value implicit, "--flag=VALUE" has VALUE,
+ * and the next word is its value only when is_value says it is one (so that in "--ipip
+ * --nat-outgoing" and "--ipip 10.0.0.0/16" the next word stays what it is, as with calicoctl
+ * 0.x's bare --ipip, which meant "always").
  */
 struct ctl_optional_value {
 	const char *flag; /* an own flag of the command, with a value_name */
 	bool (*is_value)(const char *word);
+	const char *implicit;
 };
 
 struct ctl_ctx;
@@ -160,6 +162,14 @@ int ctl_fail(const struct ctl_ctx *ctx, const char *fmt, ...) __attribute__((for
 /* Open ctx->client for the agent chosen by --address, else --socket, else $TABBY_SOCKET, else
  * CTL_DEFAULT_SOCKET, unless it is already open. Returns 0, or 1 after printing why not. */
 int ctl_client(struct ctl_ctx *ctx);
+
+/* GET path, an agent path of one v1 resource ("/v1/KIND/KEY"): *resource is set to the resource
+ * (a new reference), or to NULL when it does not exist (404). Returns 0, or 1 after printing why
+ * not. */
+int ctl_get_resource(struct ctl_ctx *ctx, const char *path, json_t **resource);
+
+/* Whether resp is an agent error body whose error.code is code. */
+bool ctl_error_is(const json_t *resp, const char *code);
 
 /* Print the message of a failed client call (rv, msg from an api_* function; msg is freed) or of
  * an agent error answer (status, response), with a hint when the agent could not be reached.

@@ -86,6 +86,9 @@ static void test_pool_command_line(void **state)
 	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--ipip=sometimes"),
 	                   "tabby pool add: invalid value 'sometimes' for --ipip (want never, "
 	                   "always or cross-subnet)");
+	/* Only a flag with no value at all is always: "--ipip=" names an empty mode. */
+	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--ipip="),
+	                   "tabby pool add: invalid value '' for --ipip");
 	/* A word after --ipip that is no mode is not its value (calicoctl 0.x's --ipip took
 	 * none). */
 	expect_usage_error(RUN("pool", "add", "10.0.0.0/16", "--ipip", "sometimes"),

@@ -321,24 +321,8 @@ static const char missing_b[] =
 static const char missing_p[] =
     "{\"error\": {\"code\": \"not_found\", \"message\": \"policy p does not exist\"}}";
 
-/* Run args (ending with NULL, before --socket) against f; expect exit status and stdout. */
-static struct run run_against(struct fake *f, const char *const *args)
-{
-	const char *argv[16];
-	int n = 0;
-
-	while (args[n] != NULL) {
-		argv[n] = args[n];
-		n++;
-	}
-	assert_true(n <= 12);
-	for (int i = n; i < 16; i++)
-		argv[i] = NULL;
-	argv[n] = "--socket";
-	argv[n + 1] = f->path;
-	return run_args(argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6], argv[7],
-	                argv[8], argv[9], argv[10], argv[11], argv[12], argv[13], NULL);
-}
+/* Run the CLI with these arguments against the fake agent f. */
+#define RUN_AT(f, ...) RUN(__VA_ARGS__, "--socket", (f)->path)
 
 static void expect_out(struct run r, int status, const char *out)
 {
@@ -364,8 +348,7 @@ static void test_get_file(void **state)
 
 	temp_file(path, sizeof(path), two_profiles_and_policy);
 	f = fake_start(answers, 3);
-	expect_out(run_against(f, (const char *const[]){"get", "-f", path, NULL}), 0,
-	           "NAME\na\n\nNAME\np\n");
+	expect_out(RUN_AT(f, "get", "-f", path), 0, "NAME\na\n\nNAME\np\n");
 	expect_request(f, 0, "GET", "/v1/profiles/a");
 	expect_request(f, 1, "GET", "/v1/profiles/b");
 	expect_request(f, 2, "GET", "/v1/policies/p");
@@ -373,15 +356,14 @@ static void test_get_file(void **state)
 
 	f = fake_start(answers, 3);
 	expect_out(
-	    run_against(f, (const char *const[]){"get", "-f", path, "-o", "wide", NULL}), 0,
+	    RUN_AT(f, "get", "-f", path, "-o", "wide"), 0,
 	    "NAME  TAGS  LABELS\na           \n\nNAME  ORDER  SELECTOR\np     10     all()\n");
 	fake_stop(f, 3);
 
 	/* YAML and JSON: a list of what was found. */
 	f = fake_start(answers, 3);
 	{
-		struct run r =
-		    run_against(f, (const char *const[]){"get", "-f", path, "-o", "json", NULL});
+		struct run r = RUN_AT(f, "get", "-f", path, "-o", "json");
 		json_t *got = load(r.out);
 
 		assert_int_equal(r.status, 0);
@@ -404,8 +386,7 @@ static void test_get_file(void **state)
 	          "---\napiVersion: v1\nkind: policy\nmetadata: {name: p}\n");
 	f = fake_start(one, 1);
 	{
-		struct run r = run_against(
-		    f, (const char *const[]){"get", "-f", one_path, "-o", "json", NULL});
+		struct run r = RUN_AT(f, "get", "-f", one_path, "-o", "json");
 		json_t *got = load(r.out);
 
 		assert_int_equal(r.status, 0);
@@ -436,7 +417,7 @@ static void test_yaml_numbers_as_text(void **state)
 	          "spec:\n  ingress:\n  - action: allow\n    protocol: 6\n"
 	          "    destination: {ports: [80]}\n");
 	f = fake_start(applied, 1);
-	expect_out(run_against(f, (const char *const[]){"apply", "-f", path, NULL}), 0,
+	expect_out(RUN_AT(f, "apply", "-f", path), 0,
 	           "Successfully applied 1 'profile' resource(s)\n");
 	expect_json(
 	    f->body[0],
@@ -485,9 +466,8 @@ static void test_create_skip_exists(void **state)
 
 	temp_file(path, sizeof(path), two_profiles_and_policy);
 	f = fake_start(answers, 4);
-	expect_out(
-	    run_against(f, (const char *const[]){"create", "-f", path, "--skip-exists", NULL}), 0,
-	    "Successfully created 3 resource(s)\n");
+	expect_out(RUN_AT(f, "create", "-f", path, "--skip-exists"), 0,
+	           "Successfully created 3 resource(s)\n");
 	expect_request(f, 3, "POST", "/v1/resources");
 	expect_json(
 	    f->body[3],
@@ -499,9 +479,7 @@ static void test_create_skip_exists(void **state)
 
 	f = fake_start(answers, 4);
 	{
-		struct run r =
-		    run_against(f, (const char *const[]){"create", "-f", path, "--skip-exists",
-		                                         "-o", "json", NULL});
+		struct run r = RUN_AT(f, "create", "-f", path, "--skip-exists", "-o", "json");
 		json_t *got = load(r.out);
 
 		assert_int_equal(r.status, 0);
@@ -518,9 +496,8 @@ static void test_create_skip_exists(void **state)
 
 	temp_file(b_path, sizeof(b_path), "apiVersion: v1\nkind: profile\nmetadata: {name: b}\n");
 	f = fake_start(race, 3);
-	expect_out(
-	    run_against(f, (const char *const[]){"create", "-f", b_path, "--skip-exists", NULL}), 0,
-	    "Successfully created 1 'profile' resource(s)\n");
+	expect_out(RUN_AT(f, "create", "-f", b_path, "--skip-exists"), 0,
+	           "Successfully created 1 'profile' resource(s)\n");
 	expect_request(f, 1, "POST", "/v1/resources");
 	expect_request(f, 2, "GET", "/v1/profiles/b");
 	fake_stop(f, 3); /* then nothing was left to send */
@@ -531,9 +508,8 @@ static void test_create_skip_exists(void **state)
 	          "- {apiVersion: v1, kind: profile, metadata: {name: a}}\n"
 	          "- {apiVersion: v1, kind: profile, metadata: {name: b}}\n");
 	f = fake_start(all_exist, 2);
-	expect_out(
-	    run_against(f, (const char *const[]){"create", "-f", ab_path, "--skip-exists", NULL}),
-	    0, "Successfully created 2 'profile' resource(s)\n");
+	expect_out(RUN_AT(f, "create", "-f", ab_path, "--skip-exists"), 0,
+	           "Successfully created 2 'profile' resource(s)\n");
 	fake_stop(f, 2);
 
 	/* Without the flag an existing one refuses the whole file, as before. */
@@ -541,7 +517,7 @@ static void test_create_skip_exists(void **state)
 	    (const struct answer[]){{409, "{\"error\": {\"code\": \"exists\", "
 	                                  "\"message\": \"profile a already exists\"}}"}},
 	    1);
-	expect_refused(run_against(f, (const char *const[]){"create", "-f", ab_path, NULL}),
+	expect_refused(RUN_AT(f, "create", "-f", ab_path),
 	               "tabby create: profile a already exists\n");
 	expect_request(f, 0, "POST", "/v1/resources");
 	fake_stop(f, 1);
@@ -569,7 +545,7 @@ static void test_delete_skip_not_exists(void **state)
 
 	temp_file(path, sizeof(path), two_profiles_and_policy);
 	f = fake_start(answers, 4);
-	expect_out(run_against(f, (const char *const[]){"delete", "-s", "-f", path, NULL}), 0,
+	expect_out(RUN_AT(f, "delete", "-s", "-f", path), 0,
 	           "Successfully deleted 3 resource(s)\n");
 	expect_json(f->body[3],
 	            "{\"op\": \"delete\", \"resources\": [{\"apiVersion\": \"v1\", \"kind\": "
@@ -580,14 +556,13 @@ static void test_delete_skip_not_exists(void **state)
 	unlink(path);
 
 	f = fake_start(gone, 1);
-	expect_out(run_against(f, (const char *const[]){"delete", "policy", "q",
-	                                                "--skip-not-exists", NULL}),
-	           0, "Successfully deleted 1 'policy' resource(s)\n");
+	expect_out(RUN_AT(f, "delete", "policy", "q", "--skip-not-exists"), 0,
+	           "Successfully deleted 1 'policy' resource(s)\n");
 	expect_request(f, 0, "DELETE", "/v1/policies/q");
 	fake_stop(f, 1);
 
 	f = fake_start(gone, 1);
-	expect_refused(run_against(f, (const char *const[]){"delete", "policy", "q", NULL}),
+	expect_refused(RUN_AT(f, "delete", "policy", "q"),
 	               "tabby delete: policy q does not exist\n");
 	fake_stop(f, 1);
 }
