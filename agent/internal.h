@@ -153,7 +153,8 @@ struct roles_member;
 struct roles_policy;
 int agent_roles_view(struct agent *a, struct roles_member **out, unsigned *n,
                      struct roles_policy *policy);
-/* Whether name may name a member: 1 to AGENT_MEMBER_NAME_MAX bytes of UTF-8, no '/'. */
+/* Whether name may name a member: 1 to AGENT_MEMBER_NAME_MAX bytes of UTF-8, no '/' and no
+ * control character. */
 #define AGENT_MEMBER_NAME_MAX 100
 bool agent_member_name_ok(const char *name);
 

@@ -138,13 +138,9 @@ int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
 
 bool agent_member_name_ok(const char *name)
 {
-	if (name[0] == 0 || strlen(name) > AGENT_MEMBER_NAME_MAX || strchr(name, '/') != NULL) {
-		return false;
-	}
-	/* Names travel in JSON: jansson refuses a string that is not UTF-8. */
-	json_t *j = json_string(name);
-	json_decref(j);
-	return j != NULL;
+	/* A member's name is its IPAM node name too: IPAM's rule, and no '/' (a path segment). */
+	return ipam_text_ok(name, strlen(name), 1, AGENT_MEMBER_NAME_MAX) &&
+	       strchr(name, '/') == NULL;
 }
 
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out)
@@ -1391,6 +1387,11 @@ static int lock_data_dir(struct agent *a)
 	return 0;
 }
 
+static void no_default_pools_marker(const struct agent *a, char path[PATH_MAX])
+{
+	snprintf(path, PATH_MAX, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
+}
+
 static void free_agent(struct agent *a)
 {
 	if (a->lock_fd >= 0) {
@@ -1686,7 +1687,7 @@ int agent_main(int argc, char **argv)
 	if (!agent_member_name_ok(a->name)) {
 		fprintf(stderr,
 		        "tabby agent: --name: '%s' is not a valid member name (1-100 bytes "
-		        "of UTF-8, no '/')\n",
+		        "of UTF-8, no '/' or control characters)\n",
 		        a->name);
 		goto fail_args;
 	}
@@ -1731,12 +1732,6 @@ int agent_main(int argc, char **argv)
 		        (unsigned long long)a->replace_voter_ms, 2 * election);
 		goto fail_args;
 	}
-	if (a->replace_voter_ms != 0) {
-		agent_log("a voter silent for %llu s is replaced when this member leads",
-		          (unsigned long long)(a->replace_voter_ms / 1000));
-	} else {
-		agent_log("voters are replaced only by hand (--replace-voter-after 0)");
-	}
 	if (bootstrap && join[0] != 0) {
 		fprintf(stderr, "tabby agent: --bootstrap and --join exclude each other\n");
 		goto fail_args;
@@ -1763,6 +1758,12 @@ int agent_main(int argc, char **argv)
 	if (lock_data_dir(a) != 0) {
 		goto fail;
 	}
+	if (a->replace_voter_ms != 0) {
+		agent_log("a voter silent for %llu s is replaced when this member leads",
+		          (unsigned long long)(a->replace_voter_ms / 1000));
+	} else {
+		agent_log("voters are replaced only by hand (--replace-voter-after 0)");
+	}
 	if (http_client_new(a->loop, &a->client) != 0) {
 		agent_log("out of memory");
 		goto fail;
@@ -1785,7 +1786,7 @@ int agent_main(int argc, char **argv)
 		/* A bootstrap cut short is finished by a restart without flags: it must not
 		 * make the pools the operator declined. */
 		char marker[PATH_MAX];
-		snprintf(marker, sizeof marker, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
+		no_default_pools_marker(a, marker);
 		if (a->id == 1 && access(marker, F_OK) == 0) {
 			a->no_default_pools = true;
 		}
@@ -1815,7 +1816,7 @@ int agent_main(int argc, char **argv)
 		/* A marker left in a directory without state belongs to no cluster: this
 		 * bootstrap's flag decides. */
 		char marker[PATH_MAX];
-		snprintf(marker, sizeof marker, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
+		no_default_pools_marker(a, marker);
 		rv = a->no_default_pools                      ? write_file_atomic(marker, "", 0600)
 		     : unlink(marker) == 0 || errno == ENOENT ? 0
 		                                              : -errno;

@@ -1238,8 +1238,9 @@ static void handle_join(struct agent *a, struct http_request *req)
 		goto out;
 	}
 	if (!agent_member_name_ok(name)) {
-		agent_reply_error(a, req, 400, "bad_request",
-		                  "name must be 1-100 bytes of UTF-8 without '/'");
+		agent_reply_error(
+		    a, req, 400, "bad_request",
+		    "name must be 1-100 bytes of UTF-8 without '/' or control characters");
 		goto out;
 	}
 	if (strlen(peer) >= 64 || !agent_address_ok(peer, false)) {
@@ -1443,7 +1444,9 @@ static void handle_remove(struct agent *a, struct http_request *req, const char 
 	if (!agent_member_name_ok(name)) {
 		agent_reply_error(
 		    a, req, 400, "bad_request",
-		    "'%.100s' is not a member name (1-100 bytes of UTF-8 without '/')", name);
+		    "'%.100s' is not a member name (1-100 bytes of UTF-8 without '/' or control "
+		    "characters)",
+		    name);
 		return;
 	}
 	struct store_status st;

@@ -1056,10 +1056,7 @@ static void ip_get(struct agent *a, struct http_request *req, const char *text)
 /* GET /v1/ipam/handles/H */
 static void handle_get(struct agent *a, struct http_request *req, const char *handle, size_t len)
 {
-	json_t *check = json_stringn(handle, len);
-	bool utf8 = check != NULL;
-	json_decref(check);
-	if (!utf8 || !ipam_text_ok(handle, len, 1, IPAM_NAME_MAX)) {
+	if (!ipam_text_ok(handle, len, 1, IPAM_NAME_MAX)) {
 		agent_reply_error(a, req, 400, "invalid",
 		                  "the handle must be 1-%d bytes of UTF-8 without control "
 		                  "characters",

@@ -185,7 +185,7 @@ expect 404 "no member named 'agent2'" -- DELETE /v1/cluster/members/agent2
 expect 400 "is not a member name (1-100 bytes of UTF-8" -- DELETE "/v1/cluster/members/$(printf 'a%.0s' {1..140})"
 expect 400 "'??x' is not a member name (1-100 bytes of UTF-8" -- DELETE "/v1/cluster/members/%ff%fex"
 must_not_start "with a name that is not UTF-8" $'ab\xffc' "$WORK/data-utf8" "$WORK/utf8.sock" 7792 7793 --bootstrap
-grep -q "is not a valid member name (1-100 bytes of UTF-8, no '/')" "$WORK/refused.log" || fail "non-UTF-8 name: $(cat "$WORK/refused.log")"
+grep -q "is not a valid member name (1-100 bytes of UTF-8, no '/' or control characters)" "$WORK/refused.log" || fail "non-UTF-8 name: $(cat "$WORK/refused.log")"
 
 # A member whose join succeeded but whose agent never started (it cannot catch up) does not hold
 # up the members that join after it; the operator removes it.

@@ -211,8 +211,8 @@ err:
 	return -1;
 }
 
-/* s as a JSON string; text that is not valid UTF-8 (a cut message, a byte from the environment)
- * gets '?' for every non-ASCII byte rather than losing the whole error. */
+/* s as a JSON string; in text that is not valid UTF-8 (a cut message, a byte from the
+ * environment) each byte of a broken character becomes '?' rather than losing the whole error. */
 static json_t *safe_string(const char *s)
 {
 	json_t *v = json_string(s);
@@ -223,10 +223,7 @@ static json_t *safe_string(const char *s)
 	copy = strdup(s);
 	if (copy == NULL)
 		return NULL;
-	for (char *p = copy; *p != '\0'; p++) {
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	}
+	ipam_text_repair(copy);
 	v = json_string(copy);
 	free(copy);
 	return v;

@@ -3,6 +3,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,28 +379,10 @@ const char *ipam_error_code(uint8_t error)
 	}
 }
 
-bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max)
-{
-	if (s == NULL || len < min || len > max || strnlen(s, len) != len) {
-		return false;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f) {
-			return false;
-		}
-		/* U+0080..U+009F, the C1 controls, are 0xc2 0x80..0x9f in UTF-8. */
-		if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
-		    (unsigned char)s[i + 1] <= 0x9f) {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* The length of the well-formed UTF-8 character at s (1-4), or 0 if none starts there. The
- * second byte's range rules out overlong forms, surrogates and code points past U+10FFFF. */
-static size_t utf8_char_len(const unsigned char *s)
+/* The length of the well-formed UTF-8 character at s (1-4) within its first avail bytes, or 0 if
+ * none starts there. The second byte's range rules out overlong forms, surrogates and code points
+ * past U+10FFFF. */
+static size_t utf8_char_len(const unsigned char *s, size_t avail)
 {
 	unsigned char c = s[0];
 	unsigned char lo = 0x80, hi = 0xbf;
@@ -420,7 +403,7 @@ static size_t utf8_char_len(const unsigned char *s)
 	} else {
 		return 0;
 	}
-	if (s[1] < lo || s[1] > hi) {
+	if (n > avail || s[1] < lo || s[1] > hi) {
 		return 0;
 	}
 	for (size_t i = 2; i < n; i++) {
@@ -431,11 +414,36 @@ static size_t utf8_char_len(const unsigned char *s)
 	return n;
 }
 
+bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max)
+{
+	if (s == NULL || len < min || len > max || strnlen(s, len) != len) {
+		return false;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f) {
+			return false;
+		}
+		/* U+0080..U+009F, the C1 controls, are 0xc2 0x80..0x9f in UTF-8. */
+		if (c == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+		    (unsigned char)s[i + 1] <= 0x9f) {
+			return false;
+		}
+		/* Whole characters only: what IPAM stores travels in JSON. */
+		size_t n = utf8_char_len((const unsigned char *)s + i, len - i);
+		if (n == 0) {
+			return false;
+		}
+		i += n - 1;
+	}
+	return true;
+}
+
 void ipam_text_repair(char *s)
 {
 	unsigned char *p = (unsigned char *)s;
 	while (*p != '\0') {
-		size_t n = utf8_char_len(p);
+		size_t n = utf8_char_len(p, SIZE_MAX); /* NUL-terminated: stops at the NUL */
 		if (n == 0) {
 			*p++ = '?';
 		} else {

@@ -64,12 +64,13 @@ bool ipam_cidr_overlap(const struct ipam_cidr *a, const struct ipam_cidr *b);
  * calicoctl 0.x's `pool range add` split a range (netaddr's iprange_to_cidrs). Writes the first
  * max of them to out and returns how many there are (at most 2 * bits - 2: 62 for IPv4, 254 for
  * IPv6); 0 when first and last are not of one family or first is above last. */
+#define IPAM_RANGE_CIDRS_MAX 254 /* the most ipam_range_cidrs() can need (IPv6) */
 unsigned ipam_range_cidrs(const struct ipam_addr *first, const struct ipam_addr *last,
                           struct ipam_cidr *out, unsigned max);
 
-/* Whether s (len bytes) is text IPAM stores: min..max bytes, no NUL, no control character (C0,
- * DEL, or C1 encoded in UTF-8). Handles, node names, attributes and selectors are checked with
- * it wherever they enter, so the agent refuses exactly what the state machine would. */
+/* Whether s (len bytes) is text IPAM stores: min..max bytes of well-formed UTF-8, no NUL, no
+ * control character (C0, DEL, or C1). Handles, node names, attributes and selectors are checked
+ * with it wherever they enter, so the agent refuses exactly what the state machine would. */
 bool ipam_text_ok(const char *s, size_t len, size_t min, size_t max);
 
 /* Makes the NUL-terminated s well-formed UTF-8 in place, replacing each byte that is not part of

@@ -1113,6 +1113,12 @@ static void test_error_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(e, "msg")),
 	                    "CNI_IFNAME \"a?\" is bad");
 	json_decref(e);
+	/* Whole characters beside a broken one are kept. */
+	cni_error_set(&err, CNI_ERR_ENV, NULL, "CNI_IFNAME \"%s\" is bad", "\xc3\xa9\xff");
+	e = cni_format_error("0.2.0", &err);
+	assert_string_equal(json_string_value(json_object_get(e, "msg")),
+	                    "CNI_IFNAME \"\xc3\xa9?\" is bad");
+	json_decref(e);
 	/* A message is cut, never overflows. */
 	char big[3000];
 	memset(big, 'x', sizeof big - 1);

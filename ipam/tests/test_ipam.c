@@ -184,7 +184,8 @@ static void test_cidr_parse_format(void **state)
 }
 
 /* ipam_text_repair leaves whole characters alone, replaces every byte of a broken one, and its
- * output is always text jansson takes as a JSON string. */
+ * output is always text jansson takes as a JSON string; ipam_text_ok takes whole characters only.
+ */
 static void test_text_repair(void **state)
 {
 	static const struct {
@@ -211,12 +212,19 @@ static void test_text_repair(void **state)
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		snprintf(buf, sizeof buf, "%s", cases[i].in);
+		/* ipam_text_ok takes exactly what needs no repair. */
+		assert_int_equal(ipam_text_ok(cases[i].in, strlen(cases[i].in), 0, 64),
+		                 strcmp(cases[i].in, cases[i].out) == 0);
 		ipam_text_repair(buf);
 		assert_string_equal(buf, cases[i].out);
 		json_t *j = json_string(buf);
 		assert_non_null(j);
 		json_decref(j);
 	}
+	/* A character that runs past len is cut, although the bytes after len complete it. */
+	assert_true(ipam_text_ok("\xc3\xa9", 2, 1, 8));
+	assert_false(ipam_text_ok("\xc3\xa9", 1, 1, 8));
+	assert_false(ipam_text_ok("a\xe2\x82\xac", 3, 1, 8));
 	/* Every cut of a long multi-byte text is repaired into a JSON string. */
 	const char *text = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x88\xc3\xa9";
 	for (int n = 0; n <= (int)strlen(text); n++) {
@@ -276,11 +284,11 @@ static void test_cidr_contains(void **state)
 static void expect_range(const char *first, const char *last, const char *want)
 {
 	struct ipam_addr a = h_addr(first), b = h_addr(last);
-	struct ipam_cidr out[254];
+	struct ipam_cidr out[IPAM_RANGE_CIDRS_MAX];
 	char got[4096] = "", c[IPAM_CIDR_STRLEN];
 	unsigned n = ipam_range_cidrs(&a, &b, out, 254);
 
-	for (unsigned i = 0; i < n && i < 254; i++)
+	for (unsigned i = 0; i < n && i < IPAM_RANGE_CIDRS_MAX; i++)
 		snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", i > 0 ? " " : "",
 		         ipam_cidr_format(&out[i], c));
 	if (strcmp(got, want) != 0)
@@ -314,7 +322,7 @@ static void test_range_cidrs(void **state)
 	assert_string_equal(ipam_cidr_format(&out[1], (char[IPAM_CIDR_STRLEN]){0}), "0.0.0.2/31");
 	a = h_addr("::1");
 	b = h_addr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe");
-	assert_int_equal(ipam_range_cidrs(&a, &b, out, 0), 254);
+	assert_int_equal(ipam_range_cidrs(&a, &b, out, 0), IPAM_RANGE_CIDRS_MAX);
 
 	/* No range: the families differ, or the first address is above the last. */
 	a = h_addr("10.0.0.2");
