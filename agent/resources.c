@@ -76,7 +76,6 @@ struct item {
 	json_t *res;     /* normalized (NULL for a delete by reference) */
 	json_t *current; /* the stored form before the command, NULL when absent; a JSON string
 	                  * when what is stored does not decode */
-	bool same;       /* writing res would leave what is stored as it is */
 	const char *outcome;
 };
 
@@ -112,17 +111,25 @@ static int refuse(struct batch *b, const char *code, const char *fmt, ...)
 	return 1;
 }
 
-/* The stored form of an ipPool: the pool IPAM holds, in normalized form. */
-static int current_pool(const struct ipam_pool *pools, unsigned np, const char *key, json_t **out)
+/* The stored form of an ipPool: the pool IPAM holds, in normalized form; *pool (when not NULL)
+ * points at that pool among pools, or is NULL when there is none. */
+static int current_pool(const struct ipam_pool *pools, unsigned np, const char *key, json_t **out,
+                        const struct ipam_pool **pool)
 {
 	struct ipam_cidr c;
 	char err[128];
 	*out = NULL;
+	if (pool != NULL) {
+		*pool = NULL;
+	}
 	if (!ipam_cidr_parse(key, &c, err, sizeof err)) {
 		return 0;
 	}
 	for (unsigned i = 0; i < np; i++) {
 		if (ipam_cidr_equal(&pools[i].cidr, &c)) {
+			if (pool != NULL) {
+				*pool = &pools[i];
+			}
 			*out = policy_ippool_from_ipam(&pools[i]);
 			return *out == NULL ? -ENOMEM : 0;
 		}
@@ -150,16 +157,21 @@ static int current_stored(struct kv_tx *tx, enum policy_kind kind, const char *k
 	return *out == NULL ? -EBADMSG : 0;
 }
 
-const char *resources_ref_problem(const char *kind, const char *key, enum policy_kind *out)
+bool resources_ref_ok(size_t i, const char *kind, const char *key, enum policy_kind *out, char *why,
+                      size_t size)
 {
 	*out = kind != NULL ? policy_kind_parse(kind) : POLICY_KIND_NONE;
+	const char *problem = NULL;
 	if (*out == POLICY_KIND_NONE || *out == POLICY_KIND_BGPPEER) {
-		return "unknown kind";
+		problem = "unknown kind";
+	} else if (key == NULL || key[0] == '\0' || strlen(key) >= POLICY_KEY_MAX) {
+		problem = "invalid key";
 	}
-	if (key == NULL || key[0] == '\0' || strlen(key) >= POLICY_KEY_MAX) {
-		return "invalid key";
+	if (problem != NULL) {
+		snprintf(why, size, "resource #%zu: %s: kind '%.64s', key '%.64s'", i + 1, problem,
+		         kind != NULL ? kind : "", key != NULL ? key : "");
 	}
-	return NULL;
+	return problem == NULL;
 }
 
 /* Read one entry of the batch into it. Returns 0, 1 (refused: b says why) or -errno. */
@@ -170,13 +182,10 @@ static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 	json_t *key = json_object_get(j, "key");
 	if (b->op == OP_DELETE && json_is_string(key) && json_object_size(j) == 2) {
 		/* a reference: DELETE /v1/KIND/KEY */
-		const char *why = resources_ref_problem(json_string_value(kind),
-		                                        json_string_value(key), &it->kind);
-		if (why != NULL) {
-			return refuse(b, "invalid", "resource #%zu: %s: kind '%.64s', key '%.64s'",
-			              i + 1, why,
-			              json_string_value(kind) ? json_string_value(kind) : "",
-			              json_string_value(key));
+		char why[256];
+		if (!resources_ref_ok(i, json_string_value(kind), json_string_value(key), &it->kind,
+		                      why, sizeof why)) {
+			return refuse(b, "invalid", "%s", why);
 		}
 		snprintf(it->key, sizeof it->key, "%s", json_string_value(key));
 		return 0;
@@ -195,34 +204,30 @@ static int read_item(struct batch *b, size_t i, json_t *j, struct item *it)
 	return 0;
 }
 
-/* Whether writing it would leave what is stored as it is. An ipPool is compared as IPAM holds
- * it, not as JSON: a resource without a block size keeps the pool's (so the stored form, which
- * has one, differs from a file that never said it), and IP-in-IP or VXLAN that is not enabled
- * is none, whatever mode the file gave it. */
-static bool same_as_stored(const struct item *it, const struct ipam_pool *pools, unsigned np)
+/* Whether writing it would leave what is stored as it is; stored: the pool IPAM holds for an
+ * ipPool. An ipPool is compared as IPAM holds it, not as JSON: a resource without a block size
+ * keeps the pool's (so the stored form, which has one, differs from a file that never said it),
+ * and IP-in-IP or VXLAN that is not enabled is none, whatever mode the file gave it. */
+static bool same_as_stored(const struct item *it, const struct ipam_pool *stored)
 {
 	struct ipam_pool want;
 	char err[256];
+	if (it->res == NULL || it->current == NULL) {
+		return false;
+	}
 	if (it->kind != POLICY_KIND_IPPOOL) {
 		return json_equal(it->current, it->res);
 	}
-	if (policy_ippool_to_ipam(it->res, &want, err, sizeof err) != 0) {
-		return false;
-	}
-	for (unsigned i = 0; i < np; i++) {
-		const struct ipam_pool *p = &pools[i];
-		if (ipam_cidr_equal(&p->cidr, &want.cidr)) {
-			return !p->removing && p->ipip == want.ipip && p->vxlan == want.vxlan &&
-			       p->nat_outgoing == want.nat_outgoing &&
-			       p->disabled == want.disabled &&
-			       (want.block_size == 0 || want.block_size == p->block_size) &&
-			       strcmp(p->node_selector, want.node_selector) == 0;
-		}
-	}
-	return false;
+	const struct ipam_pool *p = stored;
+	return p != NULL && policy_ippool_to_ipam(it->res, &want, err, sizeof err) == 0 &&
+	       !p->removing && p->ipip == want.ipip && p->vxlan == want.vxlan &&
+	       p->nat_outgoing == want.nat_outgoing && p->disabled == want.disabled &&
+	       (want.block_size == 0 || want.block_size == p->block_size) &&
+	       strcmp(p->node_selector, want.node_selector) == 0;
 }
 
-static int check_item(struct batch *b, struct item *it, const json_t *expect)
+/* same: writing it would leave what is stored as it is (same_as_stored). */
+static int check_item(struct batch *b, struct item *it, const json_t *expect, bool same)
 {
 	bool exists = it->current != NULL;
 	const char *k = policy_kind_name(it->kind);
@@ -246,10 +251,10 @@ static int check_item(struct batch *b, struct item *it, const json_t *expect)
 		if (!exists) {
 			return refuse(b, "not_found", "%s %s does not exist", k, it->key);
 		}
-		it->outcome = it->same ? "unchanged" : "updated";
+		it->outcome = same ? "unchanged" : "updated";
 		break;
 	case OP_APPLY:
-		it->outcome = !exists ? "created" : it->same ? "unchanged" : "updated";
+		it->outcome = !exists ? "created" : same ? "unchanged" : "updated";
 		break;
 	case OP_DELETE:
 		if (!exists) {
@@ -414,11 +419,12 @@ static int run_batch(struct batch *b, struct kv_tx *tx, json_t *cmd)
 	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct item *it = &b->items[i];
+		const struct ipam_pool *stored = NULL;
 		if (it->kind == POLICY_KIND_IPPOOL) {
 			if (pools == NULL && (rv = ipam_list_pools(tx, &pools, &np)) != 0) {
 				goto out;
 			}
-			rv = current_pool(pools, np, it->key, &it->current);
+			rv = current_pool(pools, np, it->key, &it->current, &stored);
 		} else {
 			rv = current_stored(tx, it->kind, it->key, &it->current);
 			if (rv == -EBADMSG) {
@@ -433,8 +439,8 @@ static int run_batch(struct batch *b, struct kv_tx *tx, json_t *cmd)
 		if (rv != 0) {
 			goto out;
 		}
-		it->same = it->res != NULL && it->current != NULL && same_as_stored(it, pools, np);
-		rv = check_item(b, it, expect ? json_array_get(expect, i) : NULL);
+		rv = check_item(b, it, expect ? json_array_get(expect, i) : NULL,
+		                same_as_stored(it, stored));
 		if (rv != 0) {
 			goto out;
 		}
@@ -578,7 +584,7 @@ int resources_get(struct kv_tx *tx, enum policy_kind kind, const char *key, json
 		unsigned n = 0;
 		int rv = ipam_list_pools(tx, &pools, &n);
 		if (rv == 0) {
-			rv = current_pool(pools, n, key, res);
+			rv = current_pool(pools, n, key, res, NULL);
 		}
 		free(pools);
 		return rv != 0 ? rv : *res == NULL ? -ENOENT : 0;

@@ -22,9 +22,11 @@ int resources_apply(void *data, struct kv_tx *tx, struct kv_bytes payload, struc
  * Every caller of ipam_apply() in the agent, and the IPAM_CALL registration, passes it. */
 extern const struct ipam_hooks resources_ipam_hooks;
 
-/* Why a delete reference {"kind": kind, "key": key} names nothing a resource could be ("unknown
- * kind" or "invalid key"), or NULL, with *out set, when it could. */
-const char *resources_ref_problem(const char *kind, const char *key, enum policy_kind *out);
+/* Whether the delete reference {"kind": kind, "key": key}, resource #i+1 of a request, names
+ * something a resource could be: true with *out set, or false with the refusal, as the state
+ * machine words it, in why. */
+bool resources_ref_ok(size_t i, const char *kind, const char *key, enum policy_kind *out, char *why,
+                      size_t size);
 
 /* The DOMAIN key of a stored resource, "res/<plural>/<key>", into out. -EINVAL when too long. */
 int resources_store_key(enum policy_kind kind, const char *key, char *out, size_t len);

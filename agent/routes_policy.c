@@ -135,11 +135,9 @@ static json_t *normalize_all(struct agent *a, struct http_request *req, const js
 			const char *kind = json_string_value(json_object_get(r, "kind"));
 			const char *key = json_string_value(json_object_get(r, "key"));
 			enum policy_kind k;
-			const char *why = resources_ref_problem(kind, key, &k);
-			if (why != NULL) {
-				agent_reply_error(a, req, 400, "invalid",
-				                  "resource #%zu: %s: kind '%.64s', key '%.64s'",
-				                  i + 1, why, kind, key);
+			char why[256];
+			if (!resources_ref_ok(i, kind, key, &k, why, sizeof why)) {
+				agent_reply_error(a, req, 400, "invalid", "%s", why);
 				json_decref(out);
 				return NULL;
 			}

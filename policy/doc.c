@@ -740,24 +740,17 @@ static int parse_json(const char *text, size_t len, json_t *resources, json_t *t
  * jansson's message (which names the token), and flow-style YAML, which jansson refuses at its
  * first unquoted key, gets libyaml's.
  */
-static int parse_json_or_yaml(const char *text, size_t len, json_t **out, json_t **texts, char *err,
+static int parse_json_or_yaml(const char *text, size_t len, json_t *out, json_t *texts, char *err,
                               size_t errlen)
 {
 	char yerr[512];
 	size_t json_at = 0, yaml_at = 0;
-	int rc = parse_json(text, len, *out, *texts, err, errlen, &json_at);
+	/* Text that is not JSON added nothing to out and texts (parse_json). */
+	int rc = parse_json(text, len, out, texts, err, errlen, &json_at);
 
 	if (rc != -EILSEQ)
 		return rc;
-	json_decref(*out);
-	if ((*out = json_array()) == NULL)
-		return -ENOMEM;
-	if (*texts != NULL) {
-		json_decref(*texts);
-		if ((*texts = json_array()) == NULL)
-			return -ENOMEM;
-	}
-	rc = parse_yaml(text, len, *out, *texts, yerr, sizeof yerr, &yaml_at);
+	rc = parse_yaml(text, len, out, texts, yerr, sizeof yerr, &yaml_at);
 	if (rc == -EINVAL && yaml_at > json_at)
 		snprintf(err, errlen, "%s", yerr);
 	else if (rc == 0 && errlen > 0)
@@ -786,7 +779,7 @@ int policy_doc_parse_texts(const char *text, size_t len, json_t **resources, jso
 	while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
 		i++;
 	if (i < len && (text[i] == '{' || text[i] == '['))
-		rc = parse_json_or_yaml(text, len, &out, &tout, err, errlen);
+		rc = parse_json_or_yaml(text, len, out, tout, err, errlen);
 	else
 		rc = parse_yaml(text, len, out, tout, err, errlen, &err_at);
 	if (rc != 0) {

@@ -21,6 +21,7 @@
  *   - a MAC address is 6 octets with ':' or '-' separators and is written back lower case with
  *     ':'; a node's BGP address keeps its prefix length and gets the canonical address text.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -146,7 +147,7 @@ struct mark {
 	size_t plen;
 	const json_t *texts;
 	const char *field; /* NULL: an index */
-	size_t index;      /* SIZE_MAX with no field: a step of the message only */
+	size_t index;
 };
 
 struct ctx {
@@ -162,20 +163,19 @@ struct ctx {
 	json_t *taken; /* [[STEP...], TEXT] for each value taken as its text; NULL for none */
 };
 
-static size_t push(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t push(struct ctx *c, const char *field, size_t index, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-/* Append to the path (a step that the texts do not follow); returns the mark to pop back to. */
-static size_t push(struct ctx *c, const char *fmt, ...)
+/* Append a step to the path; returns the mark to pop back to. */
+static size_t push(struct ctx *c, const char *field, size_t index, const char *fmt, ...)
 {
 	size_t mark = c->nmarks;
 	va_list ap;
 	int n;
 
-	if (mark < MARKS_MAX) {
-		c->marks[mark] = (struct mark){c->plen, c->texts, NULL, SIZE_MAX};
-		c->nmarks++;
-	}
-	c->texts = NULL;
+	assert(mark < MARKS_MAX); /* the schema nests far less deep */
+	c->marks[mark] = (struct mark){c->plen, c->texts, field, index};
+	c->nmarks++;
 	if (c->plen < sizeof c->path - 1) {
 		va_start(ap, fmt);
 		n = vsnprintf(c->path + c->plen, sizeof c->path - c->plen, fmt, ap);
@@ -190,23 +190,17 @@ static size_t push(struct ctx *c, const char *fmt, ...)
 
 static size_t push_field(struct ctx *c, const char *name)
 {
-	const json_t *texts = c->texts;
-	size_t mark = push(c, c->plen == 0 ? "%.100s" : ".%.100s", name);
+	size_t mark = push(c, name, 0, c->plen == 0 ? "%.100s" : ".%.100s", name);
 
-	if (mark < MARKS_MAX)
-		c->marks[mark].field = name;
-	c->texts = json_object_get(texts, name);
+	c->texts = json_object_get(c->texts, name);
 	return mark;
 }
 
 static size_t push_index(struct ctx *c, size_t i)
 {
-	const json_t *texts = c->texts;
-	size_t mark = push(c, "[%zu]", i);
+	size_t mark = push(c, NULL, i, "[%zu]", i);
 
-	if (mark < MARKS_MAX)
-		c->marks[mark].index = i;
-	c->texts = json_array_get(texts, i);
+	c->texts = json_array_get(c->texts, i);
 	return mark;
 }
 
@@ -295,8 +289,11 @@ static int want_fields(struct ctx *c, const json_t *obj, const char *const *allo
  * the quoted copy (with_texts()). */
 static int take_text(struct ctx *c, const json_t **v, const json_t *texts)
 {
-	json_t *steps = json_array(), *taken;
+	json_t *steps, *taken;
 
+	if (c->taken == NULL && (c->taken = json_array()) == NULL)
+		return -ENOMEM;
+	steps = json_array();
 	for (size_t i = 0; steps != NULL && i < c->nmarks; i++) {
 		const struct mark *m = &c->marks[i];
 		if (json_array_append_new(steps, m->field != NULL
@@ -306,9 +303,9 @@ static int take_text(struct ctx *c, const json_t **v, const json_t *texts)
 			steps = NULL;
 		}
 	}
+	/* "o" and json_array_append_new() take their reference, also when they fail. */
 	taken = steps != NULL ? json_pack("[o, O]", steps, texts) : NULL;
-	if (taken == NULL || (c->taken == NULL && (c->taken = json_array()) == NULL) ||
-	    json_array_append_new(c->taken, taken) != 0)
+	if (taken == NULL || json_array_append_new(c->taken, taken) != 0)
 		return -ENOMEM;
 	*v = texts;
 	return 0;
@@ -320,8 +317,7 @@ static int want_string(struct ctx *c, const json_t **v)
 {
 	if (json_is_string(*v))
 		return 0;
-	if ((json_is_number(*v) || json_is_boolean(*v)) && json_is_string(c->texts) &&
-	    c->nmarks < MARKS_MAX)
+	if ((json_is_number(*v) || json_is_boolean(*v)) && json_is_string(c->texts))
 		return take_text(c, v, c->texts);
 	if (json_is_number(*v) || json_is_boolean(*v))
 		return fail(c, *v, "is not a string (quote it)");
@@ -1050,7 +1046,8 @@ static int norm_policy(struct ctx *c, const json_t *md, const json_t *spec, json
 	if (prednat) {
 		json_array_foreach (types, i, item) {
 			if (strcmp(json_string_value(item), "egress") == 0) {
-				push(c, ".types[%zu]", i);
+				push_field(c, "types");
+				push_index(c, i);
 				return fail(c, item, "is not allowed in a preDNAT policy");
 			}
 		}
