@@ -101,7 +101,9 @@ struct netsync_kernel {
 	/* per apply */
 	struct nl_cache *kroutes; /* lazily, when a route add meets one it does not know */
 	struct netsync_report *rep;
-	int fatal; /* the socket failed */
+	unsigned link_failures; /* link_failed() calls, ever: a manager that saw it grow while it
+	                           worked does not mark its device known */
+	int fatal;              /* the socket failed */
 };
 
 static void problem(struct netsync_kernel *k, const char *fmt, ...)
@@ -133,6 +135,7 @@ static void check_fatal(struct netsync_kernel *k, int nlerr)
 static void link_failed(struct netsync_kernel *k, int nlerr)
 {
 	check_fatal(k, nlerr);
+	k->link_failures++;
 	if (k->rep) {
 		k->rep->links_failed++;
 	}
@@ -357,6 +360,7 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 		return; /* never configured by this agent and not wanted: a full apply checks */
 	}
 	k->ipip_known = false;
+	unsigned failures = k->link_failures;
 	struct rtnl_link *l;
 	if (link_lookup(k, 0, NETCALC_IPIP_DEV, &l) < 0) {
 		return;
@@ -368,7 +372,7 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 			rtnl_link_put(l);
 		}
 		k->ipip = *ip;
-		k->ipip_known = k->fatal == 0;
+		k->ipip_known = k->fatal == 0 && k->link_failures == failures;
 		return;
 	}
 	if (l == NULL) {
@@ -405,7 +409,8 @@ static void sync_ipip(struct netsync_kernel *k, const struct netcalc_state *want
 	           NETCALC_IPIP_DEV);
 	rtnl_link_put(l);
 	k->ipip = *ip;
-	k->ipip_known = k->fatal == 0;
+	/* Something refused is not known: the next apply, incremental too, does it again. */
+	k->ipip_known = k->fatal == 0 && k->link_failures == failures;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -602,6 +607,7 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 		return;
 	}
 	m->known = false;
+	unsigned failures = k->link_failures;
 	struct rtnl_link *l;
 	if (link_lookup(k, 0, vx->dev, &l) < 0) {
 		return;
@@ -633,8 +639,8 @@ static void sync_vxlan(struct netsync_kernel *k, const struct netcalc_vxlan *vx,
 		vx_peers(k, ifindex, vx);
 		rtnl_link_put(l);
 	}
-	if (k->fatal != 0) {
-		return;
+	if (k->fatal != 0 || k->link_failures != failures) {
+		return; /* something refused: not known, so the next apply does it again */
 	}
 	struct netcalc_vtep *copy = NULL;
 	if (vx->n_peers > 0) {
@@ -2267,9 +2273,7 @@ static void recompute_cb(uv_timer_t *t)
 		ns->full = true;
 		return;
 	}
-	/* A device, an address or an FDB entry the kernel refused is marked known all the same
-	 * (its manager compares with what it last asked for): only a full apply looks again. */
-	ns->full = rep.links_failed > 0;
+	ns->full = false;
 	if (full || rep.routes_added || rep.routes_replaced || rep.routes_deleted ||
 	    rep.links_changed || rep.nat_changed) {
 		if (full && (rep.routes_added || rep.routes_replaced || rep.routes_deleted ||

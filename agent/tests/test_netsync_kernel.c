@@ -861,6 +861,29 @@ static void test_retry_device(void **state)
 	free(r4);
 }
 
+/* A device setting the kernel refuses leaves the device unknown, so that an incremental retry
+ * of the same state looks at it again (and not only a full apply). */
+static void test_retry_settings(void **state)
+{
+	struct fix *f = *state;
+	struct netcalc_state st;
+	apply(f->k, &f->c, true, &f->rep);
+	assert_int_equal(f->rep.links_failed, 0);
+	for (int i = 0; i < 2; i++) {
+		compute(&f->c, &st);
+		st.vxlan[0].mtu = 10; /* below any device's minimum */
+		assert_int_equal(netsync_kernel_apply(f->k, &st, false, &f->rep), 0);
+		netcalc_state_free(&st);
+
+		assert_true(f->rep.links_failed > 0); /* the second time too: it looked again */
+	}
+	apply(f->k, &f->c, false, &f->rep);
+	assert_int_equal(f->rep.links_failed, 0);
+	char *l = out("ip link show vxlan.tabby");
+	assert_true(has_line(l, "mtu 1450", NULL));
+	free(l);
+}
+
 static void test_retry_nat(void **state)
 {
 	struct fix *f = *state;
@@ -906,6 +929,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_tunl0_foreign_addresses, fix_setup, fix_teardown),
 	    cmocka_unit_test_setup_teardown(test_retry_route, fix_setup, fix_teardown),
 	    cmocka_unit_test_setup_teardown(test_retry_device, fix_setup, fix_teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_settings, fix_setup, fix_teardown),
 	    cmocka_unit_test_setup_teardown(test_retry_nat, fix_setup, fix_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
