@@ -479,28 +479,37 @@ static int unhex(char c)
 }
 
 /* Percent-decodes in[0..len) into out (room for len + 1) and NUL-terminates it. Returns the
- * decoded length, or -1 on a broken escape. */
+ * decoded length, or -1 on a broken escape. With out NULL it only checks, without allocating:
+ * -1 also for an escape that decodes to a NUL. */
 static long pct_decode(const char *in, size_t len, char *out, bool plus_is_space)
 {
 	size_t o = 0;
 
 	for (size_t i = 0; i < len; i++) {
-		if (in[i] == '%') {
+		char c = in[i];
+		if (c == '%') {
 			int hi, lo;
 
 			if (len - i < 3 || (hi = unhex(in[i + 1])) < 0 ||
 			    (lo = unhex(in[i + 2])) < 0) {
 				return -1;
 			}
-			out[o++] = (char)(hi << 4 | lo);
+			c = (char)(hi << 4 | lo);
 			i += 2;
-		} else if (in[i] == '+' && plus_is_space) {
-			out[o++] = ' ';
-		} else {
-			out[o++] = in[i];
+			if (out == NULL && c == '\0') {
+				return -1;
+			}
+		} else if (c == '+' && plus_is_space) {
+			c = ' ';
 		}
+		if (out != NULL) {
+			out[o] = c;
+		}
+		o++;
 	}
-	out[o] = '\0';
+	if (out != NULL) {
+		out[o] = '\0';
+	}
 	return (long)o;
 }
 
@@ -670,11 +679,7 @@ bool http_query_valid(const struct http_request *req, char *bad, size_t badlen)
 			end = q + strlen(q);
 		}
 		size_t len = (size_t)(end - q);
-		char *out = malloc(len + 1);
-		long n = out != NULL ? pct_decode(q, len, out, true) : -1;
-		bool ok = n >= 0 && memchr(out, '\0', (size_t)n) == NULL;
-		free(out);
-		if (!ok) {
+		if (pct_decode(q, len, NULL, true) < 0) {
 			snprintf(bad, badlen, "%.*s", (int)(len < 64 ? len : 64), q);
 			return false;
 		}

@@ -208,30 +208,22 @@ static enum ns_state netns_state(const char *path)
 
 /* A handle is live (or cannot be judged now) while any of its addresses names a namespace that
  * exists, and gone when the namespaces its addresses name are all gone. Without any netns
- * attribute nothing says whether its container runs: NS_UNKNOWN, for good. */
-static enum ns_state group_state(const struct collect *c, unsigned i, unsigned j)
+ * attribute nothing says whether its container runs: NS_UNKNOWN, for good. *ns (when not NULL):
+ * the first namespace it names, NULL with NS_UNKNOWN. */
+static enum ns_state group_state(const struct collect *c, unsigned i, unsigned j, const char **ns)
 {
-	bool named = false;
-	for (unsigned k = i; k < j; k++) {
+	const char *first = NULL;
+	enum ns_state st = NS_UNKNOWN;
+	for (unsigned k = i; k < j && st != NS_LIVE; k++) {
 		if (c->v[k].netns != NULL) {
-			named = true;
-			if (netns_state(c->v[k].netns) != NS_GONE) {
-				return NS_LIVE;
-			}
+			first = first != NULL ? first : c->v[k].netns;
+			st = netns_state(c->v[k].netns) != NS_GONE ? NS_LIVE : NS_GONE;
 		}
 	}
-	return named ? NS_GONE : NS_UNKNOWN;
-}
-
-/* The first namespace the handle v[i..j) names, or NULL. */
-static const char *group_netns(const struct collect *c, unsigned i, unsigned j)
-{
-	for (unsigned k = i; k < j; k++) {
-		if (c->v[k].netns != NULL) {
-			return c->v[k].netns;
-		}
+	if (ns != NULL) {
+		*ns = first;
 	}
-	return NULL;
+	return st;
 }
 
 bool leaks_netns_gone(const char *path)
@@ -350,7 +342,7 @@ out:
 
 /* Propose the release of every address of the handle v[i..j) with its generation. */
 static void release(struct leaks *l, struct candidate *cd, const struct collect *c, unsigned i,
-                    unsigned j)
+                    unsigned j, const char *ns)
 {
 	struct agent *a = l->a;
 	struct release_ctx *rc = calloc(1, sizeof *rc);
@@ -379,7 +371,7 @@ static void release(struct leaks *l, struct candidate *cd, const struct collect 
 	rc->handle = strdup(c->v[i].handle);
 	if (rc->handle == NULL ||
 	    asprintf(&rc->what, "%s (container %s, gone network namespace %s)", ips,
-	             c->v[i].container, group_netns(c, i, j)) < 0) {
+	             c->v[i].container, ns) < 0) {
 		rc->what = NULL;
 		goto err;
 	}
@@ -433,7 +425,8 @@ static void pass(struct leaks *l)
 		j = group_end(&c, i);
 		/* Liveness is judged afresh on every pass, so the pass on which the grace period
 		 * runs out is the re-check right before the release. */
-		if (group_state(&c, i, j) != NS_GONE) {
+		const char *ns;
+		if (group_state(&c, i, j, &ns) != NS_GONE) {
 			continue;
 		}
 		struct candidate *cd = find_cand(l, c.v[i].handle);
@@ -454,7 +447,7 @@ static void pass(struct leaks *l)
 			cd->n = j - i;
 		}
 		if (now - cd->since >= a->leak_grace_ms) {
-			release(l, cd, &c, i, j);
+			release(l, cd, &c, i, j, ns);
 		}
 	}
 	/* Forget handles that are live again or gone; one with a release in flight stays until
@@ -524,7 +517,8 @@ int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const 
 	uint64_t now = uv_now(a->loop);
 	for (unsigned i = 0, j; i < c.n; i = j) {
 		j = group_end(&c, i);
-		enum ns_state st = group_state(&c, i, j);
+		const char *ns;
+		enum ns_state st = group_state(&c, i, j, &ns);
 		if (st == NS_LIVE) {
 			continue;
 		}
@@ -544,9 +538,8 @@ int leaks_report(struct agent *a, struct kv_tx *tx, void (*fn)(void *arg, const 
 			         (unsigned long long)(a->leak_grace_ms / 1000));
 		}
 		char *whose = NULL;
-		const char *ns = group_netns(&c, i, j);
-		int w = ns != NULL ? asprintf(&whose, "whose network namespace %s is gone", ns)
-		                   : asprintf(&whose, "which has no network namespace recorded");
+		int w = st == NS_GONE ? asprintf(&whose, "whose network namespace %s is gone", ns)
+		                      : asprintf(&whose, "which has no network namespace recorded");
 		if (w < 0 ||
 		    asprintf(&line, "handle %s on this host (%s) belongs to container %s, %s: %s",
 		             c.v[i].handle, ips, c.v[i].container, whose, when) < 0) {

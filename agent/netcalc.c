@@ -352,16 +352,19 @@ static void block_routes(struct builder *b)
 static void borrowed_routes(struct builder *b)
 {
 	const struct netcalc_input *in = b->in;
+	const char *unknown = NULL; /* the last node found without a resource */
 	for (unsigned i = 0; i < in->n_allocs && b->err == 0; i++) {
 		const struct netcalc_alloc *al = &in->allocs[i];
-		if (strcmp(al->node, in->self) == 0) {
-			continue; /* the local workload route covers it */
+		if (strcmp(al->node, in->self) == 0 ||
+		    (unknown != NULL && strcmp(al->node, unknown) == 0)) {
+			continue; /* the local workload route covers it; or noted already */
 		}
 		const struct netcalc_node *n = find_node(in, al->node);
 		if (n == NULL) {
 			/* One note per node, not per address: a node removed with its addresses
-			 * left behind can hold thousands, and every note is compared with every
-			 * other (here and by the caller's log-once set). */
+			 * left behind can hold thousands, mostly one after another (IPAM lists
+			 * them in address order), and note() compares each with every note. */
+			unknown = al->node;
 			note(b,
 			     "addresses are held by %s, which has no node resource: no routes to "
 			     "them",

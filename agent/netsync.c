@@ -914,11 +914,31 @@ static bool kernel_holds(struct rtnl_route *kr, const struct netcalc_route *r, i
  * replaced; when one is there and it turns out to be ours after all (the CNI wiring added the
  * workload route a moment ago), replace it.
  */
-static enum install install(struct netsync_kernel *k, const struct netcalc_route *r, bool ours)
+/* A route for a destination that another program holds (protocol proto) is left alone. */
+static enum install foreign_in_way(struct netsync_kernel *k, const char *what, int proto)
+{
+	problem(k,
+	        "cannot add route %s: a route for the same destination with protocol %d (not "
+	        "Tabby's) is in the way; leaving it",
+	        what, proto);
+	if (k->rep) {
+		k->rep->routes_failed++;
+	}
+	return INST_FAILED;
+}
+
+/* Put r into the kernel. proto: the protocol of the kernel's route for r's destination when the
+ * caller knows it (TABBY_RTPROT: ours, replaced in place; another: left alone), -1 when it does
+ * not or there is none (added exclusively, and looked at only if that finds one). */
+static enum install install(struct netsync_kernel *k, const struct netcalc_route *r, int proto)
 {
 	char what[160];
 	int ifindex = 0;
+	bool ours = proto == TABBY_RTPROT;
 	netcalc_route_format(r, what, sizeof what);
+	if (proto >= 0 && !ours) {
+		return foreign_in_way(k, what, proto);
+	}
 	if (r->dev[0] != 0) {
 		struct rtnl_link *l;
 		if (link_lookup(k, 0, r->dev, &l) < 0) {
@@ -964,21 +984,13 @@ static enum install install(struct netsync_kernel *k, const struct netcalc_route
 	}
 	int rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | (ours ? NLM_F_REPLACE : NLM_F_EXCL));
 	if (rv == -NLE_EXIST && !ours) {
-		int proto = kernel_proto(k, r);
+		proto = kernel_proto(k, r);
 		if (proto == TABBY_RTPROT) {
 			ours = true;
 			rv = rtnl_route_add(k->sk, kr, NLM_F_CREATE | NLM_F_REPLACE);
 		} else if (proto >= 0) {
-			problem(k,
-			        "cannot add route %s: a route for the same destination with "
-			        "protocol %d (not Tabby's) "
-			        "is in the way; leaving it",
-			        what, proto);
 			rtnl_route_put(kr);
-			if (k->rep) {
-				k->rep->routes_failed++;
-			}
-			return INST_FAILED;
+			return foreign_in_way(k, what, proto);
 		}
 	}
 	rtnl_route_put(kr);
@@ -1072,8 +1084,7 @@ static void routes_diff(struct netsync_kernel *k, const struct netcalc_state *wa
 		/* The last apply's list says only that the destination was ours then: a foreign
 		 * route may have taken it since, and replacing without looking would overwrite it.
 		 */
-		bool ours = h != NULL && kernel_proto(k, w) == TABBY_RTPROT;
-		enum install r = install(k, w, ours);
+		enum install r = install(k, w, h != NULL ? kernel_proto(k, w) : -1);
 		if (r == INST_OK) {
 			held[(*n_held)++] = *w;
 			if (h != NULL) {
@@ -1172,7 +1183,7 @@ static void routes_full(struct netsync_kernel *k, const struct netcalc_state *wa
 			held[(*n_held)++] = *w;
 			continue;
 		}
-		enum install r = install(k, w, same_dst != NULL);
+		enum install r = install(k, w, same_dst != NULL ? TABBY_RTPROT : -1);
 		if (r == INST_OK) {
 			held[(*n_held)++] = *w;
 			if (same_dst != NULL) {

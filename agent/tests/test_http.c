@@ -1014,6 +1014,23 @@ static void test_query_get(void **state)
 	req.query = "";
 	assert_null(http_query_get(&req, "a"));
 
+	/* http_query_valid names the first parameter that does not decode. */
+	char bad[80];
+	assert_true(http_query_valid(&req, bad, sizeof bad));
+	req.query = "a=1&b=x%20y&c=a+b&%61%62=k&f=%2B%26";
+	assert_true(http_query_valid(&req, bad, sizeof bad));
+	static const struct {
+		const char *query, *bad;
+	} broken[] = {{"a=1&d=%zz&e=2", "d=%zz"},
+	              {"a=1&e=%00", "e=%00"},
+	              {"prefix=1%", "prefix=1%"},
+	              {"%0=1&x", "%0=1"}};
+	for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+		req.query = broken[i].query;
+		assert_false(http_query_valid(&req, bad, sizeof bad));
+		assert_string_equal(bad, broken[i].bad);
+	}
+
 	/* through the server, with a header */
 	fx = fx_new(0);
 	{
