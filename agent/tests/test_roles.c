@@ -48,6 +48,16 @@ static struct roles_member *member(struct cluster *c, uint64_t id, int role, uin
 	return m;
 }
 
+/* The usual start: leader 1 with voters 2 and 3, 2 silent for silent2; returns member 2. */
+static struct roles_member *three_voters(struct cluster *c, uint64_t silent2)
+{
+	init(c, 1);
+	member(c, 1, RAFT_VOTER, 0);
+	struct roles_member *two = member(c, 2, RAFT_VOTER, silent2);
+	member(c, 3, RAFT_VOTER, 0);
+	return two;
+}
+
 static struct roles_member *find(struct cluster *c, uint64_t id)
 {
 	for (unsigned i = 0; i < c->n; i++) {
@@ -280,10 +290,7 @@ static void test_no_replacement(void **state)
 {
 	(void)state;
 	struct cluster c;
-	init(&c, 1);
-	member(&c, 1, RAFT_VOTER, 0);
-	member(&c, 2, RAFT_VOTER, SILENT);
-	member(&c, 3, RAFT_VOTER, 0);
+	three_voters(&c, SILENT);
 	assert_int_equal(next(&c), ROLES_NONE);
 
 	member(&c, 4, RAFT_STANDBY, ONLINE); /* silent just long enough not to count */
@@ -300,10 +307,7 @@ static void test_backed_off(void **state)
 {
 	(void)state;
 	struct cluster c;
-	init(&c, 1);
-	member(&c, 1, RAFT_VOTER, 0);
-	member(&c, 2, RAFT_VOTER, SILENT);
-	member(&c, 3, RAFT_VOTER, 0);
+	three_voters(&c, SILENT);
 	member(&c, 4, RAFT_STANDBY, 0)->backed_off = true;
 	member(&c, 5, RAFT_STANDBY, 0);
 	assert_int_equal(expect(&c, ROLES_STANDBY, ROLES_LOST, 2).other, 5);
@@ -335,10 +339,7 @@ static void test_removed_voter_replaced(void **state)
 {
 	(void)state;
 	struct cluster c;
-	init(&c, 1);
-	member(&c, 1, RAFT_VOTER, 0);
-	member(&c, 2, RAFT_VOTER, 0)->recorded = false;
-	member(&c, 3, RAFT_VOTER, 0);
+	three_voters(&c, 0)->recorded = false;
 	member(&c, 4, RAFT_STANDBY, 0);
 	struct roles_step st = expect(&c, ROLES_VOTER, ROLES_TOO_FEW, 4);
 	apply(&c, &st);
@@ -369,10 +370,7 @@ static void test_spare(void **state)
 {
 	(void)state;
 	struct cluster c;
-	init(&c, 1);
-	member(&c, 1, RAFT_VOTER, 0);
-	member(&c, 2, RAFT_VOTER, 0);
-	member(&c, 3, RAFT_VOTER, 0);
+	three_voters(&c, 0);
 	member(&c, 4, RAFT_SPARE, UINT64_MAX);
 	expect(&c, ROLES_STANDBY, ROLES_FULL_REPLICA, 4);
 }
@@ -384,10 +382,7 @@ static void test_removal(void **state)
 	(void)state;
 	struct cluster c;
 	unsigned up = 0, all = 0;
-	init(&c, 1);
-	member(&c, 1, RAFT_VOTER, 0);
-	member(&c, 2, RAFT_VOTER, QUIET);
-	member(&c, 3, RAFT_VOTER, 0);
+	three_voters(&c, QUIET);
 	struct cluster copy = c;
 	assert_false(roles_removal_keeps_majority(copy.m, copy.n, &copy.p, 3, &up, &all));
 	assert_int_equal(up, 1);
