@@ -116,6 +116,10 @@ int http_client_request(struct http_client *c, const char *address, const char *
                         const char *path, const char *content_type, const void *body, size_t len,
                         unsigned timeout_ms, http_client_cb cb, void *data);
 
+/* Send "name: value" with every later request of this client (one header; a second call
+ * replaces it). Returns 0, or UV_EINVAL for a name or value that cannot go in a header. */
+int http_client_set_header(struct http_client *c, const char *name, const char *value);
+
 /* Cancel everything (callbacks fire with UV_ECANCELED), close connections, free the client. */
 void http_client_close(struct http_client *c);
 

@@ -85,6 +85,7 @@ struct http_client {
 	uv_timer_t timer;
 	uint64_t timer_due;
 	bool closing;
+	char header[160];         /* "Name: value\r\n" sent with every request, or "" */
 	char rbuf[READ_BUF_SIZE]; /* see the server: reads are consumed right away */
 };
 
@@ -704,11 +705,25 @@ static bool valid_token(const char *s, bool allow_space)
 	return true;
 }
 
+int http_client_set_header(struct http_client *c, const char *name, const char *value)
+{
+	size_t nl = strlen(name), vl = strlen(value);
+	if (!valid_token(name, false) || strchr(name, ':') != NULL || !valid_token(value, true) ||
+	    nl + vl + 5 > sizeof c->header) {
+		return UV_EINVAL;
+	}
+	memcpy(c->header, name, nl);
+	memcpy(c->header + nl, ": ", 2);
+	memcpy(c->header + nl + 2, value, vl);
+	memcpy(c->header + nl + 2 + vl, "\r\n", 3); /* with the terminating NUL */
+	return 0;
+}
+
 int http_client_request(struct http_client *c, const char *address, const char *method,
                         const char *path, const char *content_type, const void *body, size_t len,
                         unsigned timeout_ms, http_client_cb cb, void *data)
 {
-	static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s%s\r\n";
+	static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s%s%s\r\n";
 	char lenbuf[48] = "";
 	const char *ct_pre = "", *ct = "", *ct_post = "";
 	struct pool *pool;
@@ -736,7 +751,7 @@ int http_client_request(struct http_client *c, const char *address, const char *
 	if (len > 0 || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
 		snprintf(lenbuf, sizeof(lenbuf), "Content-Length: %zu\r\n", len);
 	}
-	n = snprintf(NULL, 0, fmt, method, path, address, ct_pre, ct, ct_post, lenbuf);
+	n = snprintf(NULL, 0, fmt, method, path, address, c->header, ct_pre, ct, ct_post, lenbuf);
 	if (n < 0) {
 		return UV_EINVAL;
 	}
@@ -744,7 +759,8 @@ int http_client_request(struct http_client *c, const char *address, const char *
 	if (r == NULL) {
 		return UV_ENOMEM;
 	}
-	snprintf(r->bytes, (size_t)n + 1, fmt, method, path, address, ct_pre, ct, ct_post, lenbuf);
+	snprintf(r->bytes, (size_t)n + 1, fmt, method, path, address, c->header, ct_pre, ct,
+	         ct_post, lenbuf);
 	if (len > 0) {
 		memcpy(r->bytes + n, body, len);
 	}

@@ -23,6 +23,9 @@
 #define SYS_ID_PREFIX     "ids/"
 #define SYS_TOKEN_KEY     "join-token"
 
+/* Member-to-member requests name the sender's cluster in this header (main.c). */
+#define CLUSTER_HEADER "Tabby-Cluster"
+
 struct member_rec {
 	char name[128];
 	uint64_t id;
@@ -44,6 +47,14 @@ struct agent {
 	bool token_published;   /* DATA_DIR/join-token written and the token printed */
 	bool token_check; /* restarted first member: repair a bootstrap cut short (reconcile) */
 	char token[65];
+	/* This member's cluster (node.json "cluster"), carried by every raft connection and
+	 * member-to-member request so that members of another cluster on the same addresses are
+	 * refused (store/fence.h). cluster_hex is "" and the id all zero for a member whose data
+	 * predates cluster ids. */
+	uint8_t cluster_id[STORE_CLUSTER_ID_LEN];
+	char cluster_hex[2 * STORE_CLUSTER_ID_LEN + 1];
+	uint64_t stranger_logged; /* when a refused raft connection was last logged */
+	unsigned strangers_quiet; /* refused since then without a line */
 
 	struct store *store;
 	struct http_server *http;
@@ -162,6 +173,13 @@ bool agent_member_name_ok(const char *name);
  * (it holds no token record yet: the cluster is starting or this replica has not caught up; or
  * the read failed). Compares in time independent of where the first difference is. */
 int agent_token_matches(struct agent *a, const char *given);
+
+/* Parse a cluster id: 2 * STORE_CLUSTER_ID_LEN lowercase hex digits. */
+bool agent_cluster_parse(const char *hex, uint8_t out[STORE_CLUSTER_ID_LEN]);
+
+/* Whether a cluster id as another member gave it (NULL or "" when it gave none: data from
+ * before cluster ids) is this member's. */
+bool agent_cluster_is_ours(const struct agent *a, const char *hex);
 
 /* The JSON form of a member record (malloc()ed). */
 char *member_json(const struct member_rec *m);

@@ -632,6 +632,17 @@ static void probe_done(int status, const uint8_t *body, size_t len, void *data)
 	json_t *members = json_object_get(j, "members");
 	const char *leader = json_string_value(json_object_get(j, "leader"));
 	const char *who = json_string_value(json_object_get(j, "name"));
+	const char *cluster = json_string_value(json_object_get(j, "cluster"));
+	if (!agent_cluster_is_ours(a, cluster)) {
+		/* Not this member's cluster: whatever it lists says nothing about this one. */
+		agent_log("asked %s whether this member was removed, but it is in cluster %s, "
+		          "not this member's %s: this member's peers were replaced by another "
+		          "cluster on their addresses, or it answers for another cluster",
+		          who ? who : "a member", cluster ? cluster : "(none)",
+		          a->cluster_hex[0] ? a->cluster_hex : "(none)");
+		json_decref(j);
+		return;
+	}
 	bool listed = false;
 	size_t i;
 	json_t *m;
@@ -1021,14 +1032,109 @@ static int write_file_atomic(const char *path, const char *content, mode_t mode)
 	return 0;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Cluster id                                                                                  */
+
+bool agent_cluster_parse(const char *hex, uint8_t out[STORE_CLUSTER_ID_LEN])
+{
+	if (strlen(hex) != 2 * STORE_CLUSTER_ID_LEN) {
+		return false;
+	}
+	for (size_t i = 0; i < STORE_CLUSTER_ID_LEN; i++) {
+		unsigned v = 0;
+		for (size_t k = 0; k < 2; k++) {
+			char c = hex[2 * i + k];
+			if (c >= '0' && c <= '9') {
+				v = v * 16 + (unsigned)(c - '0');
+			} else if (c >= 'a' && c <= 'f') {
+				v = v * 16 + (unsigned)(c - 'a' + 10);
+			} else {
+				return false;
+			}
+		}
+		out[i] = (uint8_t)v;
+	}
+	return true;
+}
+
+bool agent_cluster_is_ours(const struct agent *a, const char *hex)
+{
+	return strcmp(hex ? hex : "", a->cluster_hex) == 0;
+}
+
+/* This member's cluster id; all zero (data from before cluster ids) leaves the hex empty, and
+ * member-to-member requests then carry no header, as before. */
+static void cluster_set(struct agent *a, const uint8_t id[STORE_CLUSTER_ID_LEN])
+{
+	static const uint8_t zero[STORE_CLUSTER_ID_LEN];
+	memcpy(a->cluster_id, id, STORE_CLUSTER_ID_LEN);
+	a->cluster_hex[0] = 0;
+	if (memcmp(id, zero, sizeof zero) != 0) {
+		for (size_t i = 0; i < STORE_CLUSTER_ID_LEN; i++) {
+			snprintf(a->cluster_hex + 2 * i, 3, "%02x", id[i]);
+		}
+		/* Only fails for a header that cannot be; hex digits always can. */
+		(void)http_client_set_header(a->client, CLUSTER_HEADER, a->cluster_hex);
+	}
+}
+
+/* A new cluster's id: 128 random bits, so two clusters never share one. */
+static int new_cluster_id(struct agent *a)
+{
+	uint8_t id[STORE_CLUSTER_ID_LEN];
+	if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id) {
+		return -errno;
+	}
+	id[0] |= 1; /* never all zero, which means "no id" */
+	cluster_set(a, id);
+	return 0;
+}
+
+/* A raft connection from a member of another cluster was refused (store/fence.h). The
+ * stranger retries every second; one line a minute says it goes on. */
+static void hook_stranger(void *data, uint64_t id, const char *address, const uint8_t *theirs)
+{
+	struct agent *a = data;
+	uint64_t now = uv_now(a->loop);
+	if (a->stranger_logged != 0 && now - a->stranger_logged < 60000) {
+		a->strangers_quiet++;
+		return;
+	}
+	static const uint8_t zero[STORE_CLUSTER_ID_LEN];
+	char what[80];
+	if (theirs == NULL) {
+		snprintf(what, sizeof what, "it sent no cluster id (not a Tabby member)");
+	} else if (memcmp(theirs, zero, sizeof zero) == 0) {
+		snprintf(what, sizeof what, "its data predates cluster ids");
+	} else {
+		int n = snprintf(what, sizeof what, "it is in cluster ");
+		for (size_t i = 0; i < STORE_CLUSTER_ID_LEN; i++) {
+			n += snprintf(what + n, sizeof what - (size_t)n, "%02x", theirs[i]);
+		}
+	}
+	agent_log("refused a raft connection from server %llu at %s: %s, and this member is in "
+	          "cluster %s (%u more refused since the last such line). A member left over "
+	          "from another cluster on these addresses: stop it, or delete its data "
+	          "directory and join it to this cluster",
+	          (unsigned long long)id, address, what,
+	          a->cluster_hex[0] ? a->cluster_hex : "(none: data from before cluster ids)",
+	          a->strangers_quiet);
+	a->stranger_logged = now;
+	a->strangers_quiet = 0;
+}
+
 static int save_identity(struct agent *a)
 {
 	char path[PATH_MAX];
-	struct member_rec m = {.id = a->id};
-	snprintf(m.name, sizeof m.name, "%s", a->name);
-	snprintf(m.peer_address, sizeof m.peer_address, "%s", a->peer_address);
-	snprintf(m.api_address, sizeof m.api_address, "%s", a->api_address);
-	char *js = member_json(&m);
+	json_t *j = json_pack("{s:s, s:I, s:s, s:s}", "name", a->name, "id", (json_int_t)a->id,
+	                      "peer_address", a->peer_address, "api_address", a->api_address);
+	if (j != NULL && a->cluster_hex[0] != 0 &&
+	    json_object_set_new(j, "cluster", json_string(a->cluster_hex)) != 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	char *js = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
 	if (js == NULL) {
 		return -ENOMEM;
 	}
@@ -1052,13 +1158,24 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 		set_why(why, "%s: %s", path, e.text);
 		return -1;
 	}
+	/* The cluster id is the one field of node.json that is not in the member record. */
+	json_t *cluster = json_object_get(j, "cluster");
+	const char *hex = json_string_value(cluster);
+	uint8_t id[STORE_CLUSTER_ID_LEN] = {0};
+	if (cluster != NULL && (hex == NULL || !agent_cluster_parse(hex, id))) {
+		set_why(why, "%s: \"cluster\" must be %d lowercase hex digits", path,
+		        2 * STORE_CLUSTER_ID_LEN);
+		json_decref(j);
+		return -1;
+	}
+	json_object_del(j, "cluster");
 	char *dump = json_dumps(j, JSON_COMPACT);
 	struct member_rec m;
 	bool ok = dump != NULL && member_from_json((const uint8_t *)dump, strlen(dump), &m);
 	free(dump);
 	json_decref(j);
 	if (!ok) {
-		set_why(why, "%s: expected {name, id, peer_address, api_address}", path);
+		set_why(why, "%s: expected {name, id, peer_address, api_address, cluster}", path);
 		return -1;
 	}
 	const struct {
@@ -1089,6 +1206,13 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	a->peer_address = strdup(m.peer_address);
 	a->api_address = strdup(m.api_address);
 	a->id = m.id;
+	cluster_set(a, id);
+	if (a->cluster_hex[0] == 0) {
+		agent_log("%s has no cluster id (its data predates them): raft connections and "
+		          "requests between members are not checked against other clusters; a "
+		          "cluster built anew gets one",
+		          path);
+	}
 	return 0;
 }
 
@@ -1141,8 +1265,13 @@ static int join_cluster(struct agent *a, const char *address, const char *token,
 		if (j.status == 200) {
 			json_t *r = json_loads(j.body, 0, NULL);
 			json_int_t id = 0;
-			if (r != NULL && json_unpack(r, "{s:I}", "id", &id) == 0 && id > 0) {
+			json_t *cl = r ? json_object_get(r, "cluster") : NULL;
+			uint8_t cid[STORE_CLUSTER_ID_LEN] = {0};
+			if (r != NULL && json_unpack(r, "{s:I}", "id", &id) == 0 && id > 0 &&
+			    (cl == NULL || (json_is_string(cl) &&
+			                    agent_cluster_parse(json_string_value(cl), cid)))) {
 				a->id = (uint64_t)id;
+				cluster_set(a, cid);
 				rv = 0;
 			} else {
 				set_why(why, "unexpected answer from %s: %s", address, j.body);
@@ -1793,7 +1922,7 @@ int agent_main(int argc, char **argv)
 	} else if (bootstrap) {
 		a->id = 1;
 		a->ipam_init_pending = true;
-		if ((rv = new_token(a)) != 0) {
+		if ((rv = new_token(a)) != 0 || (rv = new_cluster_id(a)) != 0) {
 			agent_log("getrandom: %s", strerror(-rv));
 			goto fail;
 		}
@@ -1850,10 +1979,12 @@ int agent_main(int argc, char **argv)
 	    .readindex = hook_readindex,
 	    .fatal = hook_fatal,
 	    .space = hook_space,
+	    .stranger = hook_stranger,
 	    .hook_data = a,
 	    .handlers = handlers,
 	    .n_handlers = sizeof handlers / sizeof handlers[0],
 	};
+	memcpy(sc.cluster_id, a->cluster_id, sizeof sc.cluster_id);
 	if (store_new(a->loop, &sc, &a->store, &why) != STORE_OK) {
 		agent_log("cannot open the store: %s", why ? why : "error");
 		free(why);

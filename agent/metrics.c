@@ -161,6 +161,10 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	        "Snapshots restored into the state machine (installed by the leader or loaded at "
 	        "start).",
 	        (double)st.snapshots_restored);
+	counter(&b, "tabby_raft_refused_connections_total",
+	        "Raft connections refused because they came from another cluster's member, or "
+	        "carried no cluster id (see the log).",
+	        (double)st.refused_connections);
 
 	gauge(&b, "tabby_store_disk_full",
 	      "1 while this member is short of disk space for its state or its raft log (see "

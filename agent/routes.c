@@ -280,6 +280,17 @@ static json_t *kvs_json(const struct kv_kv *kvs, unsigned n)
 /* ------------------------------------------------------------------------------------------ */
 /* Writes                                                                                      */
 
+/* What a joiner is told: its member id, and the cluster id it must carry (absent in a cluster
+ * whose data predates cluster ids). */
+static json_t *join_answer(struct agent *a, uint64_t id, const char *name)
+{
+	json_t *j = json_pack("{s:I, s:s}", "id", (json_int_t)id, "name", name);
+	if (j != NULL && a->cluster_hex[0] != 0) {
+		json_object_set_new(j, "cluster", json_string(a->cluster_hex));
+	}
+	return j;
+}
+
 enum wkind { WK_PUT, WK_DEL, WK_TXN, WK_HASH, WK_JOIN_ID, WK_JOIN_REC, WK_REMOVE };
 
 struct wctx {
@@ -399,9 +410,7 @@ static void write_done(struct store_write *w, int status, const struct kv_result
 			agent_log("member %s (id %llu) joined from %s", c->m.name,
 			          (unsigned long long)c->m.id, c->m.peer_address);
 			agent_kick_reconcile(a);
-			agent_reply_json(
-			    a, c->req, 200,
-			    json_pack("{s:I, s:s}", "id", (json_int_t)c->m.id, "name", c->m.name));
+			agent_reply_json(a, c->req, 200, join_answer(a, c->m.id, c->m.name));
 		}
 		break;
 	case WK_REMOVE:
@@ -1127,8 +1136,9 @@ static void cluster_done(struct fanout *f)
 		json_array_append_new(members, m);
 	}
 	free(cf);
-	json_t *out = json_pack("{s:s, s:o, s:I, s:o}", "name", a->name, "leader",
-	                        leader ? json_string(leader) : json_null(), "revision",
+	json_t *out = json_pack("{s:s, s:o, s:o, s:I, s:o}", "name", a->name, "cluster",
+	                        a->cluster_hex[0] ? json_string(a->cluster_hex) : json_null(),
+	                        "leader", leader ? json_string(leader) : json_null(), "revision",
 	                        (json_int_t)st.revision, "members", members);
 	agent_reply_json(a, f->req, 200, out);
 	fanout_free(f);
@@ -1268,9 +1278,7 @@ static void handle_join(struct agent *a, struct http_request *req)
 		bool same_peer = strcmp(ms[i].peer_address, peer) == 0;
 		if (same_name && same_peer && strcmp(ms[i].api_address, api) == 0) {
 			/* A join that is retried after its answer got lost. */
-			agent_reply_json(
-			    a, req, 200,
-			    json_pack("{s:I, s:s}", "id", (json_int_t)ms[i].id, "name", name));
+			agent_reply_json(a, req, 200, join_answer(a, ms[i].id, name));
 			free(ms);
 			goto out;
 		}
@@ -1723,6 +1731,19 @@ void agent_route(struct http_server *srv, struct http_request *req)
 	} else if (path_is(req, "/v1/ippools") || path_has_prefix(req, "/v1/ippools/") ||
 	           path_has_prefix(req, "/v1/ipam/")) {
 		agent_route_ipam(a, req);
+	} else if (path_has_prefix(req, "/v1/internal/") &&
+	           !agent_cluster_is_ours(a, http_header_get(req, CLUSTER_HEADER))) {
+		/* Another cluster's member on an address this cluster's members once had, or
+		 * since have: its forwarded writes must not land here (main.c, store/fence.h). */
+		const char *theirs = http_header_get(req, CLUSTER_HEADER);
+		agent_reply_error(a, req, 403, "other_cluster",
+		                  "this member is in cluster %s; the request came from %s%.32s",
+		                  a->cluster_hex[0] ? a->cluster_hex
+		                                    : "(none: data from before "
+		                                      "cluster ids)",
+		                  theirs && theirs[0] ? "cluster "
+		                                      : "a member without a cluster id",
+		                  theirs ? theirs : "");
 	} else if (path_has_prefix(req, "/v1/internal/members/") && m == HTTP_DELETE) {
 		handle_remove(a, req, req->path + strlen("/v1/internal/members/"), true);
 	} else if (path_is(req, "/v1/internal/status") && m == HTTP_GET) {

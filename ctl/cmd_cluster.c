@@ -88,6 +88,11 @@ static int run_status(struct ctl_ctx *ctx)
 	if (!ctx->json) {
 		format_cell(buf, sizeof(buf), resp, "name");
 		fprintf(ctx->out, "member:   %s\n", buf);
+		format_cell(buf, sizeof(buf), resp, "cluster");
+		fprintf(ctx->out, "cluster:  %s\n",
+		        json_is_string(json_object_get(resp, "cluster")) ? buf
+		                                                         : "none (data from before "
+		                                                           "cluster ids)");
 		format_cell(buf, sizeof(buf), resp, "leader");
 		fprintf(ctx->out, "leader:   %s\n",
 		        json_is_string(json_object_get(resp, "leader")) ? buf : "none");
@@ -108,8 +113,8 @@ static int run_status(struct ctl_ctx *ctx)
 		goto out;
 	}
 
-	out = json_pack("{s:O, s:O, s:[]}", "leader", field(resp, "leader"), "revision",
-	                field(resp, "revision"), "members");
+	out = json_pack("{s:O, s:O, s:O, s:[]}", "cluster", field(resp, "cluster"), "leader",
+	                field(resp, "leader"), "revision", field(resp, "revision"), "members");
 	if (out == NULL) {
 		rv = ctl_fail(ctx, "out of memory");
 		goto out;

@@ -32,6 +32,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "store/fence.h"
 #include "store/store.h"
 
 #define MAX_INFLIGHT_APPLIES  3 /* raft entries appended but not yet applied, on the leader */
@@ -204,7 +205,7 @@ struct store {
 	char *peer_address;
 
 	struct raft_io io;
-	struct raft_uv_transport transport;
+	struct raft_uv_transport *transport; /* fence.h */
 	struct raft raft;
 	struct raft_fsm fsm;
 	struct kv *kv;
@@ -1437,6 +1438,16 @@ bool store_has_state(const char *data_dir)
 	return stat(path, &st) == 0;
 }
 
+_Static_assert(FENCE_ID_LEN == STORE_CLUSTER_ID_LEN, "the store hands its cluster id to the fence");
+
+static void fence_refused(void *data, raft_id id, const char *address, const uint8_t *their_id)
+{
+	struct store *s = data;
+	if (s->cfg.stranger != NULL) {
+		s->cfg.stranger(s->cfg.hook_data, id, address, their_id);
+	}
+}
+
 int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **out, char **errmsg)
 {
 	struct store *s = calloc(1, sizeof *s);
@@ -1505,17 +1516,16 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 		goto err;
 	}
 
-	s->transport.version = 1;
-	rv = raft_uv_tcp_init(&s->transport, loop);
+	rv = fence_new(loop, cfg->cluster_id, fence_refused, s, &s->transport);
 	if (rv != 0) {
 		set_err(errmsg, "raft transport", raft_strerror(rv));
 		rv = STORE_EIO;
 		goto err;
 	}
-	rv = raft_uv_init(&s->io, loop, s->raft_dir, &s->transport);
+	rv = raft_uv_init(&s->io, loop, s->raft_dir, s->transport);
 	if (rv != 0) {
 		set_err(errmsg, "raft storage", s->io.errmsg);
-		raft_uv_tcp_close(&s->transport);
+		fence_free(s->transport);
 		rv = STORE_EIO;
 		goto err;
 	}
@@ -1567,7 +1577,7 @@ err:
 	/* raft_init failed after raft_uv_init: the io is closed by the caller path below. */
 	if (s->io_inited && !s->raft_inited) {
 		raft_uv_close(&s->io);
-		raft_uv_tcp_close(&s->transport);
+		fence_free(s->transport);
 	}
 	if (s->kv != NULL) {
 		kv_close(s->kv);
@@ -1644,7 +1654,7 @@ static void raft_closed(struct raft *r)
 {
 	struct store *s = r->data;
 	raft_uv_close(&s->io);
-	raft_uv_tcp_close(&s->transport);
+	fence_free(s->transport);
 	s->closing_handles = 3;
 	uv_close((uv_handle_t *)&s->prepare, handle_closed);
 	uv_close((uv_handle_t *)&s->tick, handle_closed);
@@ -1911,6 +1921,7 @@ void store_get_status(struct store *s, struct store_status *st)
 	st->snapshots_restored = s->snapshots_restored;
 	st->space_err = s->space_err;
 	snprintf(st->disk_error, sizeof st->disk_error, "%s", s->disk_error);
+	st->refused_connections = fence_refused_count(s->transport);
 }
 
 int store_replication(struct store *s, struct store_progress **members, unsigned *n)

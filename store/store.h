@@ -72,6 +72,8 @@ typedef void (*store_readindex_done)(void *done_data, int status, uint64_t index
 typedef int (*store_readindex_fn)(void *data, uint64_t leader_id, store_readindex_done done,
                                   void *done_data);
 
+#define STORE_CLUSTER_ID_LEN 16
+
 struct store_config {
 	uint64_t id;                   /* this node's raft id (1 for the bootstrapping node) */
 	const char *data_dir;          /* raft/ and state/ live below it */
@@ -82,6 +84,9 @@ struct store_config {
 	unsigned snapshot_trailing;    /* 0: 8192 entries */
 	int64_t history;               /* 0: kv default */
 	unsigned write_timeout_ms;     /* 0: 15000 */
+	/* Raft connections carry it, and one from a member with another is refused (store/fence.h
+	 * says why). All zero for a member whose data predates cluster ids. */
+	uint8_t cluster_id[STORE_CLUSTER_ID_LEN];
 	store_forward_fn forward;
 	store_readindex_fn readindex;
 	/* The host failed in a way that makes this replica unable to continue without diverging
@@ -97,6 +102,11 @@ struct store_config {
 	 * falls behind, keeps applying what its log holds and reaches fatal() if the state's
 	 * reserve runs out. */
 	void (*space)(void *data, int err, bool disk, const char *what);
+	/* A raft connection was refused: the raft id and address the stranger gave, and its
+	 * cluster id (NULL when it sent none: not a Tabby, or one from before cluster ids). May be
+	 * NULL. */
+	void (*stranger)(void *data, uint64_t id, const char *address,
+	                 const uint8_t *their_cluster);
 	void *hook_data;
 	/* Domain command handlers (kv.h); every member must register the same ones. */
 	const struct kv_handler *handlers;
@@ -219,7 +229,8 @@ struct store_status {
 	uint64_t snapshots_taken;
 	uint64_t snapshots_restored; /* installed from the leader, or loaded at start */
 	int space_err; /* errno: this member cannot reserve disk space for its state (space hook) */
-	char disk_error[256]; /* raft cannot write this member's log: why; "" when it can */
+	char disk_error[256];         /* raft cannot write this member's log: why; "" when it can */
+	uint64_t refused_connections; /* raft connections from another cluster, since start */
 };
 
 void store_get_status(struct store *s, struct store_status *st);

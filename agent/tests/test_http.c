@@ -564,6 +564,17 @@ static void test_get_put(void **state)
 	assert_int_equal(http_client_request(fx->cli, fx->addr, "GET", "/a\r\nX: y", NULL, NULL, 0,
 	                                     0, on_result, &r),
 	                 UV_EINVAL);
+
+	/* a header set once goes with every later request; one that cannot be is refused */
+	assert_int_equal(http_client_set_header(fx->cli, "X-Test", "v1\r\nX-None: y"), UV_EINVAL);
+	assert_int_equal(http_client_set_header(fx->cli, "X:Test", "v1"), UV_EINVAL);
+	assert_int_equal(http_client_set_header(fx->cli, "X-Test", "v1"), 0);
+	for (int i = 0; i < 2; i++) {
+		request_sync(fx, "GET", "/query", NULL, 0, &r);
+		assert_int_equal(r.status, 200);
+		assert_string_equal(r.body, "a=(null) b=(null) c=(null) x-test=v1 none=(null)");
+		result_free(&r);
+	}
 	fx_free(fx);
 }
 

@@ -4,6 +4,7 @@
  * read-index hooks call the leader's store directly (the agent does the same over HTTP), and
  * where followers learn of commits without waiting for a heartbeat.
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -29,6 +31,7 @@ struct node {
 	uint64_t id;
 	char dir[256];
 	char addr[64];
+	uint8_t cluster_id[STORE_CLUSTER_ID_LEN];
 	bool up;
 };
 
@@ -41,6 +44,12 @@ struct cluster {
 	unsigned heartbeat_ms;    /* 0: 30 ms, with a 300 ms election timeout */
 	unsigned fail_forwards;   /* the next N forwards fail on a later loop turn */
 	unsigned refuse_forwards; /* the next N forwards cannot start (the hook returns -1) */
+	/* The stranger hook's calls (any node's) and the last one's details. */
+	unsigned strangers;
+	uint64_t stranger_id;
+	char stranger_address[64];
+	bool stranger_sent_id;
+	uint8_t stranger_cluster[STORE_CLUSTER_ID_LEN];
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -187,6 +196,18 @@ static void run_for(struct cluster *c, unsigned ms)
 	uv_run(&c->loop, UV_RUN_NOWAIT);
 }
 
+static void hook_stranger(void *data, uint64_t id, const char *address, const uint8_t *theirs)
+{
+	struct cluster *c = data;
+	c->strangers++;
+	c->stranger_id = id;
+	snprintf(c->stranger_address, sizeof c->stranger_address, "%s", address);
+	c->stranger_sent_id = theirs != NULL;
+	if (theirs != NULL) {
+		memcpy(c->stranger_cluster, theirs, STORE_CLUSTER_ID_LEN);
+	}
+}
+
 static void node_open(struct cluster *c, unsigned i)
 {
 	struct node *n = &c->nodes[i];
@@ -200,8 +221,10 @@ static void node_open(struct cluster *c, unsigned i)
 	    .snapshot_trailing = 8,
 	    .forward = hook_forward,
 	    .readindex = hook_readindex,
+	    .stranger = hook_stranger,
 	    .hook_data = c,
 	};
+	memcpy(cfg.cluster_id, n->cluster_id, sizeof cfg.cluster_id);
 	char *err = NULL;
 	int rv = store_new(&c->loop, &cfg, &n->s, &err);
 	if (rv != STORE_OK) {
@@ -954,6 +977,102 @@ static void test_install_ends_watches(void **state)
 	cluster_close(&c);
 }
 
+/* Raw TCP to a member: raft's handshake for server 9 at 10.9.9.9:1, then 24 bytes that are no
+ * fence preamble (what a raft without the fence sends next is its first message). */
+static int raw_stranger(const char *addr)
+{
+	char host[32];
+	int port;
+	assert_int_equal(sscanf(addr, "%31[^:]:%d", host, &port), 2);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	assert_int_equal(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	uint8_t msg[24 + 16 + 24];
+	memset(msg, 0, sizeof msg);
+	msg[0] = 1;   /* protocol, little-endian */
+	msg[8] = 9;   /* server id */
+	msg[16] = 16; /* address buffer, padded to 8 */
+	memcpy(msg + 24, "10.9.9.9:1", 11);
+	memset(msg + 40, 0xee, 24);
+	assert_int_equal(write(fd, msg, sizeof msg), (ssize_t)sizeof msg);
+	return fd;
+}
+
+/* Members of two clusters on one network: the leader of cluster A has a member at an address
+ * where a member of cluster B runs. B refuses every raft connection from A, reports who called
+ * and from which cluster, and takes none of A's entries; A's own members replicate as before.
+ * A connection without a fence preamble is refused too. */
+static void test_cluster_fence(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(&c, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		memset(c.nodes[i].cluster_id, i < 2 ? 0xa1 : 0xb2, STORE_CLUSTER_ID_LEN);
+		node_open(&c, i);
+	}
+	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
+	}
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(leader, 0);
+	add_voter(&c, 0, 1);
+	assert_int_equal(c.strangers, 0);
+
+	struct change ch = {0};
+	assert_int_equal(store_add_member(c.nodes[0].s, 3, c.nodes[2].addr, change_cb, &ch),
+	                 STORE_OK);
+	run_until(&c, change_done_pred, &ch, 10000);
+	assert_int_equal(ch.status, STORE_OK);
+	ch = (struct change){0};
+	assert_int_equal(store_assign_member(c.nodes[0].s, 3, RAFT_STANDBY, change_cb, &ch),
+	                 STORE_OK);
+	run_until(&c, change_done_pred, &ch, 10000);
+	assert_int_equal(ch.status, STORE_OK);
+	struct put p = do_put(&c, 0, "fenced", "a", false, 0);
+	assert_int_equal(p.status, STORE_OK);
+	run_for(&c, 600);
+
+	char *v = get_local(&c, 1, "fenced");
+	assert_non_null(v);
+	free(v);
+	assert_null(get_local(&c, 2, "fenced"));
+	assert_true(c.strangers > 0);
+	assert_int_equal(c.stranger_id, 1);
+	assert_string_equal(c.stranger_address, c.nodes[0].addr);
+	assert_true(c.stranger_sent_id);
+	uint8_t a[STORE_CLUSTER_ID_LEN];
+	memset(a, 0xa1, sizeof a);
+	assert_memory_equal(c.stranger_cluster, a, sizeof a);
+	struct store_status st;
+	store_get_status(c.nodes[2].s, &st);
+	assert_true(st.refused_connections > 0);
+	store_get_status(c.nodes[1].s, &st);
+	assert_int_equal(st.refused_connections, 0);
+
+	/* No preamble at all; B's member stops, so that the leader's retries to it stop counting.
+	 */
+	node_close(&c, 2);
+	unsigned before = c.strangers;
+	int fd = raw_stranger(c.nodes[1].addr);
+	run_for(&c, 200);
+	assert_int_equal(c.strangers, before + 1);
+	assert_int_equal(c.stranger_id, 9);
+	assert_string_equal(c.stranger_address, "10.9.9.9:1");
+	assert_false(c.stranger_sent_id);
+	char b;
+	assert_int_equal(recv(fd, &b, 1, MSG_DONTWAIT), 0); /* closed */
+	close(fd);
+	store_get_status(c.nodes[1].s, &st);
+	assert_int_equal(st.refused_connections, 1);
+	cluster_close(&c);
+}
+
 int main(void)
 {
 	/* libuv writes to sockets with write(2): a peer that went away must be an error, not a
@@ -967,6 +1086,7 @@ int main(void)
 	    cmocka_unit_test(test_watch_callbacks),
 	    cmocka_unit_test(test_retry_order),
 	    cmocka_unit_test(test_install_ends_watches),
+	    cmocka_unit_test(test_cluster_fence),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
