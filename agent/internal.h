@@ -53,8 +53,9 @@ struct agent {
 	 * predates cluster ids. */
 	uint8_t cluster_id[STORE_CLUSTER_ID_LEN];
 	char cluster_hex[2 * STORE_CLUSTER_ID_LEN + 1];
-	uint64_t stranger_logged; /* when a refused raft connection was last logged */
-	unsigned strangers_quiet; /* refused since then without a line */
+	uint64_t stranger_logged;      /* when a refused raft connection was last logged */
+	unsigned strangers_quiet;      /* refused since then without a line */
+	uint64_t foreign_probe_logged; /* when a removal probe last met another cluster */
 
 	struct store *store;
 	struct http_server *http;

@@ -2,8 +2,9 @@
  * The agent daemon: flags, node identity, bootstrap and join, the store's forwarding hooks, the
  * membership reconciler, the default IP pools, and the loop.
  *
- * Identity lives in DATA_DIR/node.json ({"name", "id", "peer_address", "api_address"}), written
- * before raft first starts, so a restarted agent needs neither --bootstrap nor --join.
+ * Identity lives in DATA_DIR/node.json ({"name", "id", "peer_address", "api_address", "cluster"},
+ * the last absent in data from before cluster ids), written before raft first starts, so a
+ * restarted agent needs neither --bootstrap nor --join.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -633,13 +634,19 @@ static void probe_done(int status, const uint8_t *body, size_t len, void *data)
 	const char *leader = json_string_value(json_object_get(j, "leader"));
 	const char *who = json_string_value(json_object_get(j, "name"));
 	const char *cluster = json_string_value(json_object_get(j, "cluster"));
-	if (!agent_cluster_is_ours(a, cluster)) {
-		/* Not this member's cluster: whatever it lists says nothing about this one. */
-		agent_log("asked %s whether this member was removed, but it is in cluster %s, "
-		          "not this member's %s: this member's peers were replaced by another "
-		          "cluster on their addresses, or it answers for another cluster",
-		          who ? who : "a member", cluster ? cluster : "(none)",
-		          a->cluster_hex[0] ? a->cluster_hex : "(none)");
+	if (j != NULL && !agent_cluster_is_ours(a, cluster)) {
+		/* Not this member's cluster: whatever it lists says nothing about this one. Said
+		 * once a minute; the probes go on every few seconds. */
+		uint64_t now = uv_now(a->loop);
+		if (a->foreign_probe_logged == 0 || now - a->foreign_probe_logged >= 60000) {
+			a->foreign_probe_logged = now;
+			agent_log(
+			    "asked %s whether this member was removed, but it is in cluster %s, "
+			    "not this member's %s: this member's peers were replaced by "
+			    "another cluster on their addresses",
+			    who ? who : "a member", cluster ? cluster : "(none)",
+			    a->cluster_hex[0] ? a->cluster_hex : "(none)");
+		}
 		json_decref(j);
 		return;
 	}
@@ -1100,12 +1107,12 @@ static void hook_stranger(void *data, uint64_t id, const char *address, const ui
 		a->strangers_quiet++;
 		return;
 	}
-	static const uint8_t zero[STORE_CLUSTER_ID_LEN];
-	char what[80];
+	char what[96];
 	if (theirs == NULL) {
-		snprintf(what, sizeof what, "it sent no cluster id (not a Tabby member)");
-	} else if (memcmp(theirs, zero, sizeof zero) == 0) {
-		snprintf(what, sizeof what, "its data predates cluster ids");
+		/* A member without an id sends none (store/fence.h). */
+		snprintf(
+		    what, sizeof what,
+		    "it sent no cluster id (its data predates cluster ids, or it is no Tabby)");
 	} else {
 		int n = snprintf(what, sizeof what, "it is in cluster ");
 		for (size_t i = 0; i < STORE_CLUSTER_ID_LEN; i++) {
@@ -1175,7 +1182,9 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	free(dump);
 	json_decref(j);
 	if (!ok) {
-		set_why(why, "%s: expected {name, id, peer_address, api_address, cluster}", path);
+		set_why(why,
+		        "%s: expected {name, id, peer_address, api_address} and optionally cluster",
+		        path);
 		return -1;
 	}
 	const struct {

@@ -7,6 +7,7 @@
 # carried by every raft connection and member-to-member request: the new members refuse the old
 # one, say so in their logs and metrics, and keep their data through the election the test forces
 # by killing the new leader. A member-to-member request naming another cluster gets a 403.
+# Members whose node.json has no id (data from before ids) still form their cluster.
 source "$(dirname "$0")/lib.sh"
 # Snapshots every few entries, so that the old member restarts with its cluster's member list
 # (a restarted member applies nothing past its snapshot until a leader tells it the commit).
@@ -95,4 +96,18 @@ c=$(code)
 c=$(code -H "Tabby-Cluster: $new_id")
 [ "$c" = 200 ] || fail "this cluster's internal request got $c: $(cat "$WORK/internal.out")"
 log "new cluster $new_id kept its data beside the old cluster's member"
+
+# Data from before cluster ids: node.json without one. Such members speak raft's plain protocol
+# with each other, keep their data and say what they lack.
+for i in 1 2 3; do stop_agent "$i"; done
+for i in 2 3; do
+	python3 -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); d.pop("cluster"); json.dump(d, open(p, "w"))' "$WORK/data$i/node.json"
+	start_agent "$i"
+done
+wait_for "2 healthy members without a cluster id" 30 members_healthy 2 2
+tctl 2 cluster status | grep -q "^cluster:  none" || fail "cluster status without an id: $(tctl 2 cluster status)"
+grep -q "node.json has no cluster id (its data predates them)" "$WORK/agent3.log" || fail "agent3 did not say it has no cluster id"
+tctl 2 store put new/after "without id" >/dev/null || fail "write without a cluster id"
+wait_for "agent3 to have the write without an id" 10 has_key 3 new/after
+has_key 3 new/key || fail "agent3 lost new/key after dropping the id"
 pass

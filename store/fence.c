@@ -44,10 +44,10 @@ struct fence {
 	struct raft_uv_transport outer; /* raft's; outer.impl is this */
 	struct raft_uv_transport inner; /* raft_uv_tcp; inner.data is this */
 	uint8_t preamble[FENCE_PREAMBLE_LEN];
+	bool open; /* all-zero id: no preamble either way, as raft's own transport */
 	raft_uv_accept_cb accept_cb;
 	fence_refused_fn refused;
 	void *refused_data;
-	uint64_t n_refused;
 	struct incoming *incoming;
 	unsigned closing_streams; /* aborted incoming streams not closed yet */
 	bool inner_open;          /* the inner transport's close callback has not fired */
@@ -130,7 +130,6 @@ static void preamble_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 		return;
 	}
 	bool fenced = memcmp(in->buf, fence_magic, FENCE_MAGIC_LEN) == 0;
-	f->n_refused++;
 	if (f->refused != NULL) {
 		f->refused(f->refused_data, in->id, in->address,
 		           fenced ? in->buf + FENCE_MAGIC_LEN : NULL);
@@ -142,6 +141,10 @@ static void accepted(struct raft_uv_transport *inner, raft_id id, const char *ad
                      uv_stream_t *stream)
 {
 	struct fence *f = inner->data;
+	if (f->open) {
+		f->accept_cb(&f->outer, id, address, stream);
+		return;
+	}
 	struct incoming *in = calloc(1, sizeof *in);
 	char *addr = raft_malloc(strlen(address) + 1);
 	if (in == NULL || addr == NULL) {
@@ -199,7 +202,7 @@ static void connected(struct raft_uv_connect *req, uv_stream_t *stream, int stat
 	struct raft_uv_connect *outer_req = o->outer_req;
 	raft_uv_connect_cb cb = o->cb;
 	free(o);
-	if (status == 0) {
+	if (status == 0 && !f->open) {
 		struct preamble_write *w = malloc(sizeof *w);
 		if (w == NULL) {
 			status = RAFT_NOMEM;
@@ -286,6 +289,8 @@ int fence_new(uv_loop_t *loop, const uint8_t *id, fence_refused_fn refused, void
 	f->inner_open = true;
 	memcpy(f->preamble, fence_magic, FENCE_MAGIC_LEN);
 	memcpy(f->preamble + FENCE_MAGIC_LEN, id, FENCE_ID_LEN);
+	static const uint8_t zero[FENCE_ID_LEN];
+	f->open = memcmp(id, zero, sizeof zero) == 0;
 	f->refused = refused;
 	f->refused_data = data;
 	f->outer.version = 1;
@@ -303,10 +308,4 @@ void fence_free(struct raft_uv_transport *t)
 	struct fence *f = t->impl;
 	raft_uv_tcp_close(&f->inner);
 	free(f);
-}
-
-uint64_t fence_refused_count(const struct raft_uv_transport *t)
-{
-	const struct fence *f = t->impl;
-	return f->n_refused;
 }

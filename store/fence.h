@@ -13,8 +13,10 @@
  * magic, then the 16-byte cluster id. The accepting side reads exactly that many bytes (raft
  * has read exactly its handshake, so nothing of raft's stream is consumed) and hands the
  * connection to raft only if the id is its own; otherwise it closes it and reports the
- * stranger. Members whose data predates cluster ids have the all-zero id: they talk to each
- * other as before and to no fenced member.
+ * stranger. Members whose data predates cluster ids have the all-zero id: the fence is open for
+ * them, with no preamble either way, so they talk raft's plain protocol with each other and with
+ * binaries from before the fence (a rolling upgrade), and to no fenced member: a fenced member
+ * refuses their connections, and they drop a fenced member's, whose preamble is no raft message.
  */
 #ifndef TABBY_STORE_FENCE_H
 #define TABBY_STORE_FENCE_H
@@ -27,7 +29,7 @@
 
 #define FENCE_ID_LEN 16
 
-/* Called for each refused connection: the raft id and address the stranger's handshake gave,
+/* Called for each refused connection (never for an open fence): the raft id and address the stranger's handshake gave,
  * and the cluster id its preamble carried (NULL when it sent no fence preamble at all). */
 typedef void (*fence_refused_fn)(void *data, raft_id id, const char *address,
                                  const uint8_t *their_id);
@@ -42,8 +44,5 @@ int fence_new(uv_loop_t *loop, const uint8_t *id, fence_refused_fn refused, void
 
 /* Release a transport that raft has closed, or that raft_uv_init() never took. */
 void fence_free(struct raft_uv_transport *t);
-
-/* How many connections were refused so far. */
-uint64_t fence_refused_count(const struct raft_uv_transport *t);
 
 #endif

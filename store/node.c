@@ -206,6 +206,7 @@ struct store {
 
 	struct raft_io io;
 	struct raft_uv_transport *transport; /* fence.h */
+	uint64_t refused_connections;
 	struct raft raft;
 	struct raft_fsm fsm;
 	struct kv *kv;
@@ -1443,6 +1444,7 @@ _Static_assert(FENCE_ID_LEN == STORE_CLUSTER_ID_LEN, "the store hands its cluste
 static void fence_refused(void *data, raft_id id, const char *address, const uint8_t *their_id)
 {
 	struct store *s = data;
+	s->refused_connections++; /* here, not in the fence, which goes before the store does */
 	if (s->cfg.stranger != NULL) {
 		s->cfg.stranger(s->cfg.hook_data, id, address, their_id);
 	}
@@ -1655,6 +1657,7 @@ static void raft_closed(struct raft *r)
 	struct store *s = r->data;
 	raft_uv_close(&s->io);
 	fence_free(s->transport);
+	s->transport = NULL;
 	s->closing_handles = 3;
 	uv_close((uv_handle_t *)&s->prepare, handle_closed);
 	uv_close((uv_handle_t *)&s->tick, handle_closed);
@@ -1921,7 +1924,7 @@ void store_get_status(struct store *s, struct store_status *st)
 	st->snapshots_restored = s->snapshots_restored;
 	st->space_err = s->space_err;
 	snprintf(st->disk_error, sizeof st->disk_error, "%s", s->disk_error);
-	st->refused_connections = fence_refused_count(s->transport);
+	st->refused_connections = s->refused_connections;
 }
 
 int store_replication(struct store *s, struct store_progress **members, unsigned *n)

@@ -977,9 +977,10 @@ static void test_install_ends_watches(void **state)
 	cluster_close(&c);
 }
 
-/* Raw TCP to a member: raft's handshake for server 9 at 10.9.9.9:1, then 24 bytes that are no
- * fence preamble (what a raft without the fence sends next is its first message). */
-static int raw_stranger(const char *addr)
+/* Raw TCP to a member: raft's handshake for server 9 at 10.9.9.9:1, then 24 bytes of fill that
+ * are no fence preamble (what a raft without the fence sends next is its first message; zeros
+ * are a message header of length 0, which raft refuses). */
+static int raw_stranger(const char *addr, uint8_t fill)
 {
 	char host[32];
 	int port;
@@ -995,7 +996,7 @@ static int raw_stranger(const char *addr)
 	msg[8] = 9;   /* server id */
 	msg[16] = 16; /* address buffer, padded to 8 */
 	memcpy(msg + 24, "10.9.9.9:1", 11);
-	memset(msg + 40, 0xee, 24);
+	memset(msg + 40, fill, 24);
 	assert_int_equal(write(fd, msg, sizeof msg), (ssize_t)sizeof msg);
 	return fd;
 }
@@ -1059,7 +1060,7 @@ static void test_cluster_fence(void **state)
 	 */
 	node_close(&c, 2);
 	unsigned before = c.strangers;
-	int fd = raw_stranger(c.nodes[1].addr);
+	int fd = raw_stranger(c.nodes[1].addr, 0xee);
 	run_for(&c, 200);
 	assert_int_equal(c.strangers, before + 1);
 	assert_int_equal(c.stranger_id, 9);
@@ -1070,6 +1071,52 @@ static void test_cluster_fence(void **state)
 	close(fd);
 	store_get_status(c.nodes[1].s, &st);
 	assert_int_equal(st.refused_connections, 1);
+	cluster_close(&c);
+}
+
+/* A member whose data predates cluster ids (all-zero id) speaks raft's plain protocol: it sends
+ * no preamble, so a fenced member refuses it as a stranger without an id, and it takes a
+ * connection without a preamble as raft's own (no stranger is reported). */
+static void test_fence_open(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(&c, 2);
+	memset(c.nodes[1].cluster_id, 0xa1, STORE_CLUSTER_ID_LEN);
+	for (unsigned i = 0; i < 2; i++) {
+		node_open(&c, i);
+	}
+	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
+	for (unsigned i = 0; i < 2; i++) {
+		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
+	}
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(leader, 0);
+	struct change ch = {0};
+	assert_int_equal(store_add_member(c.nodes[0].s, 2, c.nodes[1].addr, change_cb, &ch),
+	                 STORE_OK);
+	run_until(&c, change_done_pred, &ch, 10000);
+	ch = (struct change){0};
+	assert_int_equal(store_assign_member(c.nodes[0].s, 2, RAFT_STANDBY, change_cb, &ch),
+	                 STORE_OK);
+	run_until(&c, change_done_pred, &ch, 10000);
+	assert_int_equal(ch.status, STORE_OK);
+	run_for(&c, 300);
+	assert_true(c.strangers > 0);
+	assert_int_equal(c.stranger_id, 1);
+	assert_false(c.stranger_sent_id);
+
+	node_close(&c, 1);
+	unsigned before = c.strangers;
+	int fd = raw_stranger(c.nodes[0].addr, 0);
+	run_for(&c, 200);
+	assert_int_equal(c.strangers, before);
+	struct store_status st;
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(st.refused_connections, 0);
+	close(fd);
 	cluster_close(&c);
 }
 
@@ -1087,6 +1134,7 @@ int main(void)
 	    cmocka_unit_test(test_retry_order),
 	    cmocka_unit_test(test_install_ends_watches),
 	    cmocka_unit_test(test_cluster_fence),
+	    cmocka_unit_test(test_fence_open),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
