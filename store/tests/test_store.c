@@ -494,7 +494,9 @@ static bool change_done_pred(struct cluster *c, void *arg)
 	return ((struct change *)arg)->done;
 }
 
-static void add_voter(struct cluster *c, unsigned leader, unsigned i)
+/* Node i joins as a spare and is then given role (a standby is replicated to at once, a voter
+ * once it has caught up). */
+static void add_member(struct cluster *c, unsigned leader, unsigned i, int role)
 {
 	struct change ch = {0};
 	assert_int_equal(
@@ -504,10 +506,15 @@ static void add_voter(struct cluster *c, unsigned leader, unsigned i)
 	assert_int_equal(ch.status, STORE_OK);
 	ch = (struct change){0};
 	assert_int_equal(
-	    store_assign_member(c->nodes[leader].s, c->nodes[i].id, RAFT_VOTER, change_cb, &ch),
+	    store_assign_member(c->nodes[leader].s, c->nodes[i].id, role, change_cb, &ch),
 	    STORE_OK);
 	run_until(c, change_done_pred, &ch, 10000);
 	assert_int_equal(ch.status, STORE_OK);
+}
+
+static void add_voter(struct cluster *c, unsigned leader, unsigned i)
+{
+	add_member(c, leader, i, RAFT_VOTER);
 }
 
 struct syncw {
@@ -977,6 +984,24 @@ static void test_install_ends_watches(void **state)
 	cluster_close(&c);
 }
 
+/* n nodes, node i's cluster id all fill[i] (0: none), node 0 bootstrapped and leading. */
+static void fenced_cluster(struct cluster *c, unsigned n, const uint8_t *fill)
+{
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(c, n);
+	for (unsigned i = 0; i < n; i++) {
+		memset(c->nodes[i].cluster_id, fill[i], STORE_CLUSTER_ID_LEN);
+		node_open(c, i);
+	}
+	assert_int_equal(store_bootstrap(c->nodes[0].s, &err), STORE_OK);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(store_start(c->nodes[i].s, &err), STORE_OK);
+	}
+	run_until(c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(leader, 0);
+}
+
 /* Raw TCP to a member: raft's handshake for server 9 at 10.9.9.9:1, then 24 bytes of fill that
  * are no fence preamble (what a raft without the fence sends next is its first message; zeros
  * are a message header of length 0, which raft refuses). */
@@ -1009,32 +1034,10 @@ static void test_cluster_fence(void **state)
 {
 	(void)state;
 	struct cluster c;
-	char *err = NULL;
-	unsigned leader;
-	cluster_init(&c, 3);
-	for (unsigned i = 0; i < 3; i++) {
-		memset(c.nodes[i].cluster_id, i < 2 ? 0xa1 : 0xb2, STORE_CLUSTER_ID_LEN);
-		node_open(&c, i);
-	}
-	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
-	for (unsigned i = 0; i < 3; i++) {
-		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
-	}
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	assert_int_equal(leader, 0);
+	fenced_cluster(&c, 3, (const uint8_t[]){0xa1, 0xa1, 0xb2});
 	add_voter(&c, 0, 1);
 	assert_int_equal(c.strangers, 0);
-
-	struct change ch = {0};
-	assert_int_equal(store_add_member(c.nodes[0].s, 3, c.nodes[2].addr, change_cb, &ch),
-	                 STORE_OK);
-	run_until(&c, change_done_pred, &ch, 10000);
-	assert_int_equal(ch.status, STORE_OK);
-	ch = (struct change){0};
-	assert_int_equal(store_assign_member(c.nodes[0].s, 3, RAFT_STANDBY, change_cb, &ch),
-	                 STORE_OK);
-	run_until(&c, change_done_pred, &ch, 10000);
-	assert_int_equal(ch.status, STORE_OK);
+	add_member(&c, 0, 2, RAFT_STANDBY);
 	struct put p = do_put(&c, 0, "fenced", "a", false, 0);
 	assert_int_equal(p.status, STORE_OK);
 	run_for(&c, 600);
@@ -1081,28 +1084,8 @@ static void test_fence_open(void **state)
 {
 	(void)state;
 	struct cluster c;
-	char *err = NULL;
-	unsigned leader;
-	cluster_init(&c, 2);
-	memset(c.nodes[1].cluster_id, 0xa1, STORE_CLUSTER_ID_LEN);
-	for (unsigned i = 0; i < 2; i++) {
-		node_open(&c, i);
-	}
-	assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
-	for (unsigned i = 0; i < 2; i++) {
-		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
-	}
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	assert_int_equal(leader, 0);
-	struct change ch = {0};
-	assert_int_equal(store_add_member(c.nodes[0].s, 2, c.nodes[1].addr, change_cb, &ch),
-	                 STORE_OK);
-	run_until(&c, change_done_pred, &ch, 10000);
-	ch = (struct change){0};
-	assert_int_equal(store_assign_member(c.nodes[0].s, 2, RAFT_STANDBY, change_cb, &ch),
-	                 STORE_OK);
-	run_until(&c, change_done_pred, &ch, 10000);
-	assert_int_equal(ch.status, STORE_OK);
+	fenced_cluster(&c, 2, (const uint8_t[]){0, 0xa1});
+	add_member(&c, 0, 1, RAFT_STANDBY);
 	run_for(&c, 300);
 	assert_true(c.strangers > 0);
 	assert_int_equal(c.stranger_id, 1);
