@@ -110,6 +110,11 @@ struct agent {
 	uint64_t netsync_recomputes; /* for /metrics */
 	uint64_t netsync_last_sync_us;
 
+	/* The control plane guard (guard_sync.c) */
+	bool workloads_reach_agents; /* --workloads-reach-agents: no guard */
+	struct guard *guard;         /* NULL with the flag */
+	unsigned guard_ports;        /* address:port pairs refused to workloads, for /metrics */
+
 	/* This host's node resource (node.c) */
 	char *node_ip4, *node_ip6; /* --node-ip, --node-ip6: "ADDR/PREFIX", NULL to detect */
 	struct node_pub *nodepub;
@@ -319,6 +324,16 @@ int netsync_start(struct agent *a);
 void netsync_kick(struct agent *a);
 void netsync_stop(struct agent *a);
 void netsync_free(struct agent *a);
+
+/* The control plane guard (guard_sync.c, guard.h): a table that refuses TCP from this host's
+ * workloads to every member's peer and API port. guard_start() sets a->guard and schedules the
+ * first load, or with --workloads-reach-agents deletes the table and sets nothing (returns 0 or
+ * -ENOMEM, also when libnftables cannot open its context); guard_stop() stops the watch and
+ * closes the timers, leaving the table in the kernel; guard_free() frees it after the loop ran
+ * the closes. */
+int guard_start(struct agent *a);
+void guard_stop(struct agent *a);
+void guard_free(struct agent *a);
 
 /* Publishing this host's node resource (node.c): node_publish_start() sets a->nodepub and starts
  * trying (returns 0 or -ENOMEM); node_publish_stop() closes its timer; node_publish_free() frees

@@ -1369,6 +1369,10 @@ static void usage(FILE *f)
 	    "                          global IPv6 address of that interface)\n"
 	    "  --no-routes             program no routes, tunnels or NAT on this host\n"
 	    "                          (TABBY_NO_ROUTES=1)\n"
+	    "  --workloads-reach-agents\n"
+	    "                          let containers on this host connect to the members' peer\n"
+	    "                          and API ports, which are refused to them by default\n"
+	    "                          (TABBY_WORKLOADS_REACH_AGENTS=1)\n"
 	    "\n"
 	    "A restarted agent needs neither --bootstrap nor --join.\n",
 	    f);
@@ -1586,6 +1590,15 @@ static void dataplane_synced(void *data, int status)
 		a->exit_code = 1;
 		a->stopping = true;
 		uv_stop(a->loop);
+		return;
+	}
+	if (guard_start(a) != 0) {
+		agent_log(
+		    "cannot start the control plane guard: out of memory or no netlink socket "
+		    "for nftables (--workloads-reach-agents runs without it)");
+		a->exit_code = 1;
+		a->stopping = true;
+		uv_stop(a->loop);
 	}
 }
 
@@ -1630,6 +1643,7 @@ int agent_main(int argc, char **argv)
 	a->no_default_pools = env_true("TABBY_NO_DEFAULT_POOLS");
 	a->no_policy = env_true("TABBY_NO_POLICY");
 	a->no_routes = env_true("TABBY_NO_ROUTES");
+	a->workloads_reach_agents = env_true("TABBY_WORKLOADS_REACH_AGENTS");
 	a->node_ip4 = getenv("TABBY_NODE_IP") && getenv("TABBY_NODE_IP")[0]
 	                  ? strdup(getenv("TABBY_NODE_IP"))
 	                  : NULL;
@@ -1702,6 +1716,7 @@ int agent_main(int argc, char **argv)
 	    {"node-ip", required_argument, NULL, '4'},
 	    {"node-ip6", required_argument, NULL, '6'},
 	    {"no-routes", no_argument, NULL, 'R'},
+	    {"workloads-reach-agents", no_argument, NULL, 'W'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1774,6 +1789,9 @@ int agent_main(int argc, char **argv)
 			break;
 		case 'R':
 			a->no_routes = true;
+			break;
+		case 'W':
+			a->workloads_reach_agents = true;
 			break;
 		case '4':
 			slot = &a->node_ip4;
@@ -2080,6 +2098,7 @@ int agent_main(int argc, char **argv)
 	leaks_stop(a);
 	policy_sync_stop(a);
 	netsync_stop(a);
+	guard_stop(a);
 	node_publish_stop(a);
 	http_client_close(a->client);
 	a->client = NULL;
@@ -2095,6 +2114,7 @@ int agent_main(int argc, char **argv)
 	leaks_free(a);
 	policy_sync_free(a);
 	netsync_free(a);
+	guard_free(a);
 	node_publish_free(a);
 	int code = a->exit_code;
 	free(join);

@@ -221,6 +221,10 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	gauge(&b, "tabby_netsync_last_sync_seconds",
 	      "Time the route dataplane's last reconcile took, in seconds.",
 	      (double)a->netsync_last_sync_us / 1e6);
+	gauge(&b, "tabby_guard_ports",
+	      "Member address:port pairs (peer and API) that containers on this host are refused; "
+	      "0 with --workloads-reach-agents.",
+	      (double)a->guard_ports);
 	counter(&b, "tabby_cni_adds_total", "CNI ADDs answered with success.", (double)a->cni_adds);
 	counter(&b, "tabby_cni_add_failures_total",
 	        "CNI ADDs that failed (refused, or the wiring failed and was undone).",

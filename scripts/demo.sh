@@ -116,6 +116,18 @@ run "$TABBY" policy trace --from "$(cnt_ip intruder)" --to "$DB" --protocol tcp 
 say "agent2 compiled its database container into nftables (table inet tabby):"
 ip netns exec "$(host_ns 2)" nft list table inet tabby | sed -n "/chain tw-$(host_if database) /,/}/p"
 
+say "No container reaches the control plane: its host refuses every member's peer and API port"
+for i in 3 1; do
+	for port in 7791 7790; do
+		if ip netns exec "$(cnt_ns intruder)" timeout 3 bash -c "exec 3<>/dev/tcp/$(host_ip "$i")/$port" 2>/dev/null; then
+			printf '  intruder  -> %s:%-5s connected\n' "$(host_ip "$i")" "$port"
+		else
+			printf '  intruder  -> %s:%-5s refused\n' "$(host_ip "$i")" "$port"
+		fi
+	done
+done
+ip netns exec "$(host_ns 3)" nft list table inet tabby-guard | sed -n '/set agents4/,/}/p'
+
 say "DEL releases the address; a second DEL succeeds too"
 cnt_del 3 intruder calico-net-1
 cnt_del 3 intruder calico-net-1

@@ -10,8 +10,8 @@ scripts/setup.sh >/dev/null
 export PKG_CONFIG_PATH="$ROOT/.deps/raft/lib/pkgconfig"
 [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false \
 	--buildtype=debugoptimized >/dev/null
-ninja -C build-fuzz fuzz/fuzz_http fuzz/fuzz_batch fuzz/fuzz_selector fuzz/fuzz_resource fuzz/fuzz_cni fuzz/fuzz_nftnl fuzz/fuzz_domain >/dev/null
-for t in http batch selector resource cni nftnl domain; do
+ninja -C build-fuzz fuzz/fuzz_http fuzz/fuzz_batch fuzz/fuzz_selector fuzz/fuzz_resource fuzz/fuzz_cni fuzz/fuzz_nftnl fuzz/fuzz_domain fuzz/fuzz_guard >/dev/null
+for t in http batch selector resource cni nftnl domain guard; do
 	mkdir -p "build-fuzz/corpus-$t"
 	echo "fuzz_$t: ${SECS}s"
 	(cd build-fuzz && ./fuzz/fuzz_$t -max_total_time="$SECS" -print_final_stats=1 \
