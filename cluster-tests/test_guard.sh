@@ -10,6 +10,9 @@
 # - an agent that stops leaves the guard in place for its containers;
 # - --workloads-reach-agents removes the table at start and lets containers connect; without it
 #   again, the guard is back.
+# And a container cannot pass for another: what it sends from an address that is not its own
+# (another container's, IPv4 or IPv6) never leaves its host (the policy table's reverse path
+# rule; the kernel's rp_filter covers IPv4 only), while its own addresses work.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cni-lib.sh"
 hosts_up 4
@@ -46,10 +49,11 @@ host_listen() {
 guarded_on() { ip netns exec "$(host_ns "$1")" nft list set inet tabby-guard agents4 2>/dev/null | grep -q "$2 . $3"; }
 metric() { curl -s --unix-socket "$(sock "$1")" http://tabby/metrics | awk -v m="$2" '$1 == m {print $2}'; }
 
+for i in 1 2; do net_conf "$i" net-v6 '{"cniVersion": "1.0.0", "ipam": {"assign_ipv6": "true"}}'; done
 cnt_new a
-cnt_add 1 a calico-net-1
+cnt_add 1 a net-v6
 cnt_new b
-cnt_add 2 b calico-net-1
+cnt_add 2 b net-v6
 cnt_listen b 80
 wait_for "a -> b" 15 reaches a "$(cnt_ip b)" 80 b
 host_listen 1 7000
@@ -72,6 +76,34 @@ done
 grep -q "guard: containers on this host are refused the peer and API ports of the 3 members" "$WORK/agent1.log" ||
 	fail "agent1 did not say what it guards"
 log "ok: other ports, containers and the host itself are not touched"
+
+# Spoofing: c's addresses on a's interface, and datagrams to b from them and from a's own.
+cnt_new c
+cnt_add 2 c net-v6
+ip netns exec "$(cnt_ns b)" socat -u UDP6-RECV:9999 "OPEN:$WORK/udp-b,creat,append" >/dev/null 2>&1 &
+CNT_PIDS+=($!)
+disown $!
+wait_for "b receiving on 9999" 5 eval "ip netns exec $(cnt_ns b) ss -Huln | matches ':9999 '"
+a4=$(cnt_ip a) a6=$(cnt_ip6 a) # before c's are added: the kernel lists the newest first
+ip -n "$(cnt_ns a)" addr add "$(cnt_ip c)/32" dev eth0
+ip -n "$(cnt_ns a)" addr add "$(cnt_ip6 c)/128" dev eth0 nodad
+# datagram SRC DST WORD: from a, bound to SRC.
+datagram() {
+	local dst=$2 src=$1
+	[[ $dst == *:* ]] && { dst="[$dst]"; src="[$src]"; }
+	echo "$3" | ip netns exec "$(cnt_ns a)" socat -u - "UDP:$dst:9999,bind=$src" ||
+		fail "a could not send $3"
+}
+got() { grep -qx "$1" "$WORK/udp-b" 2>/dev/null; }
+datagram "$(cnt_ip c)" "$(cnt_ip b)" spoofed4
+datagram "$(cnt_ip6 c)" "$(cnt_ip6 b)" spoofed6
+datagram "$a4" "$(cnt_ip b)" own4
+datagram "$a6" "$(cnt_ip6 b)" own6
+wait_for "b to get a's datagrams from its own addresses" 5 eval 'got own4 && got own6'
+sleep 1
+! got spoofed4 || fail "b got a datagram from a that claimed to come from c ($(cnt_ip c))"
+! got spoofed6 || fail "b got a datagram from a that claimed to come from c ($(cnt_ip6 c))"
+log "ok: a container cannot send from another's address"
 
 # A member that joins is guarded on every host; one that is removed is not any more.
 start_agent 4 --join "$(host_ip 1):7791" --token "$(token)"

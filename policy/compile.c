@@ -9,6 +9,8 @@
  *       icmpv6 type { 130-133, 135, 136 } accept            MLD and neighbour discovery with
  *                                                           the host, as Felix (link scope:
  *                                                           never forwarded)
+ *       fib saddr . iif oif missing drop                   a source not routed back through
+ *                                                           its interface: spoofed
  *       ct state established,related accept               replies of allowed flows (5.5)
  *       ct state invalid drop
  *       iifname != @wl-ifaces drop                          an interface we know no endpoint of:
@@ -16,8 +18,8 @@
  *       iifname vmap @from-wl                               jump fw-IFACE: workload egress
  *       accept
  *   forward (hook forward, priority filter, policy accept): the ingress side
- *       the same for oifname (without the ICMPv6 rule), through @to-wl to tw-IFACE: workload
- *       ingress
+ *       the same for oifname (without the ICMPv6 and fib rules), through @to-wl to
+ *       tw-IFACE: workload ingress
  *   Host-originated traffic to a local workload passes OUTPUT, not FORWARD: it is not policed,
  *   and no rule is needed for that.
  *
@@ -2244,7 +2246,7 @@ static void emit_base_rules(struct emit *e)
 {
 	const char *P = e->c->prefix;
 	char wild[64];
-	json_t *r[8];
+	json_t *r[9];
 	unsigned n;
 
 	snprintf(wild, sizeof(wild), "%s*", P);
@@ -2270,6 +2272,19 @@ static void emit_base_rules(struct emit *e)
 			            json_pack("{s:[i,i,i,i,i,i]}", "set", 130, 131, 132, 133, 135,
 			                      136)),
 			    j_verdict("accept"));
+		if (side == 0)
+			/* A source the host does not route back through the interface it came in
+			 * on: a workload spoofing another's address, which the selector sets of
+			 * every host's ingress policies would take for that other endpoint (strict
+			 * reverse path, as Felix's rpfilter rule; the kernel's rp_filter covers
+			 * IPv4 only, and only after this hook). Before the conntrack accept, so a
+			 * forged packet cannot ride on another endpoint's established flow. */
+			r[n++] = json_pack("[o,o]",
+			                   j_match("==",
+			                           json_pack("{s:{s:s,s:[s,s]}}", "fib", "result",
+			                                     "oif", "flags", "saddr", "iif"),
+			                           json_false()),
+			                   j_verdict("drop"));
 		r[n++] = ct_rule(true);
 		r[n++] = ct_rule(false);
 		r[n++] = json_pack("[o,o]", j_match("!=", j_meta(key), j_setref(SET_IFS)),

@@ -621,13 +621,13 @@ static void test_full_structure(void **state)
 	assert_non_null(json_object_get(json_array_get(cmds_of(b), 2), "add"));
 	assert_int_equal(count(b, "delete", "table"), 1);
 
-	/* Base chains: conntrack first, then fail-closed, then dispatch. */
+	/* Base chains: not ours, spoofing and conntrack first, then fail-closed, then dispatch. */
 	o = find(b, "add", "chain", "prerouting", NULL);
 	assert_non_null(o);
 	assert_string_equal(json_string_value(json_object_get(o, "hook")), "prerouting");
 	assert_int_equal(json_integer_value(json_object_get(o, "prio")), 0);
 	rules_of(b, "prerouting", &r); /* the egress side: all a workload sends */
-	assert_int_equal(r.n, 7);
+	assert_int_equal(r.n, 8);
 	has(r.v[0], "\"op\":\"!=\",\"left\":{\"meta\":{\"key\":\"iifname\"}},\"right\":\"cali*\"");
 	has(r.v[1], "\"set\":[130,131,132,133,135,136]");
 	/* only to link-scope destinations: prerouting is before routing */
@@ -636,13 +636,16 @@ static void test_full_structure(void **state)
 	    "[{\"prefix\":{\"addr\":\"fe80::\",\"len\":10}},{\"prefix\":{\"addr\":\"ff02::\","
 	    "\"len\":16}}]}");
 	has(r.v[1], "{\"accept\":null}");
-	has(r.v[2], "[\"established\",\"related\"]");
-	has(r.v[2], "{\"accept\":null}");
-	has(r.v[3], "\"invalid\"");
-	has(r.v[3], "{\"drop\":null}");
-	has(r.v[4], "\"right\":\"@wl-ifaces\"");
-	has(r.v[5], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
-	assert_string_equal(r.v[6], "[{\"accept\":null}]");
+	/* a spoofed source, before conntrack: strict reverse path */
+	has(r.v[2], "{\"fib\":{\"result\":\"oif\",\"flags\":[\"saddr\",\"iif\"]}},\"right\":false");
+	has(r.v[2], "{\"drop\":null}");
+	has(r.v[3], "[\"established\",\"related\"]");
+	has(r.v[3], "{\"accept\":null}");
+	has(r.v[4], "\"invalid\"");
+	has(r.v[4], "{\"drop\":null}");
+	has(r.v[5], "\"right\":\"@wl-ifaces\"");
+	has(r.v[6], "{\"vmap\":{\"key\":{\"meta\":{\"key\":\"iifname\"}},\"data\":\"@from-wl\"}}");
+	assert_string_equal(r.v[7], "[{\"accept\":null}]");
 	rules_free(&r);
 	/* The ingress side in a later base chain: an accept on the egress side ends only the
 	 * first. */
@@ -1643,7 +1646,7 @@ static void test_empty(void **state)
 	assert_null(json_object_get(find(b, "add", "set", "wl-ifaces", NULL), "elem"));
 	assert_int_equal(count(b, "add", "chain"), 2);
 	rules_of(b, "prerouting", &r);
-	assert_int_equal(r.n, 7);
+	assert_int_equal(r.n, 8);
 	rules_free(&r);
 	rules_of(b, "forward", &r);
 	assert_int_equal(r.n, 6);
