@@ -118,7 +118,7 @@ static json_t *ports_set(const char *name, int family, const struct guard_port *
 		}
 		if (json_array_append_new(elems, json_pack("{s:[s,i]}", "concat",
 		                                           ipam_addr_format(&v[i].addr, text),
-		                                           (json_int_t)v[i].port)) != 0) {
+		                                           (int)v[i].port)) != 0) {
 			goto err;
 		}
 	}

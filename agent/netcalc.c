@@ -475,6 +475,44 @@ static int nat_pools(struct builder *b)
 	return 0;
 }
 
+static int addr_order(const void *pa, const void *pb)
+{
+	const struct ipam_addr *a = pa, *b = pb;
+	if (a->family != b->family) {
+		return a->family < b->family ? -1 : 1;
+	}
+	return memcmp(a->b, b->b, sizeof a->b);
+}
+
+static int tunnel_sources(struct builder *b)
+{
+	const struct netcalc_input *in = b->in;
+	struct netcalc_state *st = b->st;
+	bool want4 = st->ipip.wanted || st->vxlan[0].wanted, want6 = st->vxlan[1].wanted;
+	st->tunnel_sources = calloc(2 * (size_t)in->n_nodes + 1, sizeof *st->tunnel_sources);
+	if (st->tunnel_sources == NULL) {
+		return -ENOMEM;
+	}
+	unsigned n = 0;
+	for (unsigned i = 0; i < in->n_nodes; i++) {
+		if (want4 && in->nodes[i].ip4.set) {
+			st->tunnel_sources[n++] = in->nodes[i].ip4.addr;
+		}
+		if (want6 && in->nodes[i].ip6.set) {
+			st->tunnel_sources[n++] = in->nodes[i].ip6.addr;
+		}
+	}
+	qsort(st->tunnel_sources, n, sizeof *st->tunnel_sources, addr_order);
+	unsigned k = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (k == 0 || addr_order(&st->tunnel_sources[k - 1], &st->tunnel_sources[i]) != 0) {
+			st->tunnel_sources[k++] = st->tunnel_sources[i];
+		}
+	}
+	st->n_tunnel_sources = k;
+	return 0;
+}
+
 int netcalc_compute(const struct netcalc_input *in, struct netcalc_state *out)
 {
 	*out = (struct netcalc_state){0};
@@ -511,6 +549,9 @@ int netcalc_compute(const struct netcalc_input *in, struct netcalc_state *out)
 	if (b.err == 0) {
 		b.err = nat_pools(&b);
 	}
+	if (b.err == 0) {
+		b.err = tunnel_sources(&b);
+	}
 	if (b.err != 0) {
 		netcalc_state_free(out);
 		return b.err;
@@ -525,6 +566,7 @@ void netcalc_state_free(struct netcalc_state *s)
 	free(s->vxlan[1].peers);
 	free(s->nat_pools);
 	free(s->all_pools);
+	free(s->tunnel_sources);
 	for (unsigned i = 0; i < s->n_notes; i++) {
 		free(s->notes[i]);
 	}

@@ -17,7 +17,8 @@
  * - for each local workload endpoint address: "addr dev <interface> scope link";
  * - the tunnel devices self needs and their peers, and which tunnel addresses it should ask
  *   IPAM for;
- * - the pools NAT outgoing masquerades for, and every pool (the destinations never masqueraded).
+ * - the pools NAT outgoing masquerades for, and every pool (the destinations never masqueraded);
+ * - the addresses this host's tunnels may take packets from (the nodes' underlay addresses).
  * Everything it cannot do (a node without an address of a family, a remote node without a VTEP
  * yet, a direct route to a node on no shared subnet) is named in a note, which the caller logs
  * once.
@@ -155,6 +156,12 @@ struct netcalc_state {
 	unsigned n_nat_pools;
 	struct ipam_cidr *all_pools;
 	unsigned n_all_pools;
+	/* The only sources this host's tunnels take packets from: every node's underlay address
+	 * (IPv4 when IP-in-IP or IPv4 VXLAN is wanted, IPv6 when IPv6 VXLAN is), sorted by family
+	 * and address. Anyone else could hand the tunnel a packet with any inner source, a
+	 * container's included, and pass every policy as that source (Felix's all-hosts set). */
+	struct ipam_addr *tunnel_sources;
+	unsigned n_tunnel_sources;
 	char **notes; /* one line each: what could not be done and why */
 	unsigned n_notes;
 };

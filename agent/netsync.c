@@ -1,6 +1,7 @@
 /*
- * The host dataplane outside policy: routes, tunnels and NAT outgoing, kept in step with the
- * replicated state (calico-behaviour.md 5.7-5.9; DESIGN.md section 6).
+ * The host dataplane outside policy: routes, tunnels (and the sources they take packets from)
+ * and NAT outgoing, kept in step with the replicated state (calico-behaviour.md 5.2, 5.7-5.9;
+ * DESIGN.md section 6).
  *
  * Split as Felix splits it. netcalc.c turns plain input into the desired state; this file reads
  * that input from the local replica (node resources, IPAM pools, blocks and allocations, this
@@ -1256,20 +1257,12 @@ static json_t *prefix_elem(const struct ipam_cidr *c)
 	                 (int)c->prefix);
 }
 
-static json_t *nat_set(const char *name, int family, const struct ipam_cidr *v, unsigned n)
+/* "add set" of set with elems (NULL when out of memory or when either is NULL); takes both. An
+ * empty elems adds no "elem": nft refuses an empty list. */
+static json_t *add_set(json_t *set, json_t *elems)
 {
-	json_t *set = json_pack("{s:s,s:s,s:s,s:s,s:[s]}", "family", "inet", "table",
-	                        NETSYNC_NAT_TABLE, "name", name, "type",
-	                        family == 4 ? "ipv4_addr" : "ipv6_addr", "flags", "interval");
-	json_t *elems = json_array();
 	if (set == NULL || elems == NULL) {
 		goto err;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		if (v[i].addr.family == family &&
-		    json_array_append_new(elems, prefix_elem(&v[i])) != 0) {
-			goto err;
-		}
 	}
 	if (json_array_size(elems) > 0) {
 		if (json_object_set_new(set, "elem", elems) != 0) {
@@ -1284,6 +1277,22 @@ err:
 	json_decref(elems);
 	json_decref(set);
 	return NULL;
+}
+
+static json_t *nat_set(const char *name, int family, const struct ipam_cidr *v, unsigned n)
+{
+	json_t *elems = json_array();
+	for (unsigned i = 0; elems != NULL && i < n; i++) {
+		if (v[i].addr.family == family &&
+		    json_array_append_new(elems, prefix_elem(&v[i])) != 0) {
+			json_decref(elems);
+			elems = NULL;
+		}
+	}
+	return add_set(json_pack("{s:s,s:s,s:s,s:s,s:[s]}", "family", "inet", "table",
+	                         NETSYNC_NAT_TABLE, "name", name, "type",
+	                         family == 4 ? "ipv4_addr" : "ipv6_addr", "flags", "interval"),
+	               elems);
 }
 
 static json_t *nat_rule(json_t *expr)
@@ -1315,6 +1324,39 @@ static json_t *tunnel_rule(const char *dev)
 	    "[{s:{s:s,s:{s:{s:s}},s:s}},{s:{s:s,s:{s:{s:[s],s:s}},s:s}},{s:n}]", "match", "op",
 	    "==", "left", "meta", "key", "oifname", "right", dev, "match", "op", "==", "left",
 	    "fib", "flags", "saddr", "result", "type", "right", "local", "masquerade"));
+}
+
+static json_t *sources_set(const char *name, int family, const struct ipam_addr *v, unsigned n)
+{
+	json_t *elems = json_array();
+	for (unsigned i = 0; elems != NULL && i < n; i++) {
+		char text[IPAM_ADDR_STRLEN];
+		if (v[i].family == family &&
+		    json_array_append_new(elems, json_string(ipam_addr_format(&v[i], text))) != 0) {
+			json_decref(elems);
+			elems = NULL;
+		}
+	}
+	return add_set(json_pack("{s:s,s:s,s:s,s:s}", "family", "inet", "table", NETSYNC_NAT_TABLE,
+	                         "name", name, "type", family == 4 ? "ipv4_addr" : "ipv6_addr"),
+	               elems);
+}
+
+/*
+ * A tunnel packet (IP-in-IP, or VXLAN on its UDP port) that is not from a node's underlay
+ * address: dropped before the tunnel sees it. match is the protocol test, family the outer
+ * packet's.
+ */
+static json_t *tunnel_source_rule(json_t *match, int family)
+{
+	if (match == NULL) {
+		return NULL;
+	}
+	return json_pack("{s:{s:{s:s,s:s,s:s,s:[o,{s:{s:s,s:{s:{s:s,s:s}},s:s}},{s:n}]}}}", "add",
+	                 "rule", "family", "inet", "table", NETSYNC_NAT_TABLE, "chain", "input",
+	                 "expr", match, "match", "op", "!=", "left", "payload", "protocol",
+	                 family == 4 ? "ip" : "ip6", "field", "saddr", "right",
+	                 family == 4 ? "@hosts4" : "@hosts6", "drop");
 }
 
 /* The whole table as one transaction that replaces it (NULL for out of memory); *none when no
@@ -1361,6 +1403,37 @@ static json_t *nat_commands(const struct netcalc_state *s, bool *none)
 	}
 	bad |= json_array_append_new(cmds, masq_rule(4));
 	bad |= json_array_append_new(cmds, masq_rule(6));
+	if (n_tunnels > 0) {
+		/* Before the tunnel decapsulates: the input hook sees the outer packet. Ahead of
+		 * a host firewall's filter chains, which may accept first. */
+		bad |= json_array_append_new(
+		    cmds, sources_set("hosts4", 4, s->tunnel_sources, s->n_tunnel_sources));
+		bad |= json_array_append_new(
+		    cmds, sources_set("hosts6", 6, s->tunnel_sources, s->n_tunnel_sources));
+		bad |= json_array_append_new(
+		    cmds,
+		    json_pack("{s:{s:{s:s,s:s,s:s,s:s,s:s,s:i,s:s}}}", "add", "chain", "family",
+		              "inet", "table", NETSYNC_NAT_TABLE, "name", "input", "type", "filter",
+		              "hook", "input", "prio", -10, "policy", "accept"));
+		if (s->ipip.wanted) {
+			bad |= json_array_append_new(
+			    cmds, tunnel_source_rule(json_pack("{s:{s:s,s:{s:{s:s}},s:i}}", "match",
+			                                       "op", "==", "left", "meta", "key",
+			                                       "l4proto", "right", 4),
+			                             4));
+		}
+		for (int fi = 0; fi < 2; fi++) {
+			if (!s->vxlan[fi].wanted) {
+				continue;
+			}
+			bad |= json_array_append_new(
+			    cmds, tunnel_source_rule(
+			              json_pack("{s:{s:s,s:{s:{s:s,s:s}},s:i}}", "match", "op",
+			                        "==", "left", "payload", "protocol", "udp", "field",
+			                        "dport", "right", (int)s->vxlan[fi].port),
+			              fi == 0 ? 4 : 6));
+		}
+	}
 	json_decref(table);
 	if (bad) {
 		json_decref(doc);

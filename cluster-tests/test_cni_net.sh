@@ -6,7 +6,8 @@
 # hosts); an IP-in-IP pool (cross-subnet) and a VXLAN pool (always), each with pings between all
 # three hosts; NAT outgoing (a container reaches an address outside every pool, which sees the
 # host's address; inside the pools the container's own address stays; without nat-outgoing the
-# same address is unreachable); tabby-ipam as the IPAM of the reference bridge plugin.
+# same address is unreachable); tabby-ipam as the IPAM of the reference bridge plugin. A VXLAN
+# frame from a container (not a node) is dropped, while the same frame from a node gets through.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cni-lib.sh"
 NET2=10.214.$((ID % 200 + 20))
@@ -106,6 +107,42 @@ for want in "vxlan id 4096" "dstport 4789" "nolearning"; do
 	grep -q "$want" <<<"$d" || fail "vxlan.tabby lacks '$want': $d"
 done
 log "ok: vxlan.tabby has VNI 4096, port 4789, no learning"
+# A VXLAN frame from anyone but a node would reach the containers with any inner source: one
+# from container vx1, claiming to be vx3, to vx2 through host 2's VXLAN port must be dropped;
+# the same frame from host 1 (a node) is delivered, so the frame itself is right.
+ip netns exec "$(cnt_ns vx2)" socat -u UDP-RECV:9999 "OPEN:$WORK/udp-vx2,creat,append" >/dev/null 2>&1 &
+CNT_PIDS+=($!)
+disown $!
+wait_for "vx2 receiving on 9999" 5 eval "ip netns exec $(cnt_ns vx2) ss -Huln | matches ':9999 '"
+mac2=$(in_host 2 cat /sys/class/net/vxlan.tabby/address)
+# forge NS WORD: from namespace NS, a VXLAN frame (VNI 4096) to host 2 carrying a UDP datagram
+# WORD from vx3's address to vx2's port 9999.
+forge() {
+	ip netns exec "$1" python3 - "$(host_ip 2)" "$mac2" "$(cnt_ip vx3)" "$(cnt_ip vx2)" "$2" <<'PY'
+import socket, struct, sys
+host, mac, src, dst, word = sys.argv[1:]
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+data = word.encode() + b"\n"
+udp = struct.pack("!HHHH", 40000, 9999, 8 + len(data), 0) + data
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+eth = bytes.fromhex(mac.replace(":", "")) + bytes.fromhex("02aabbccddee") + b"\x08\x00"
+vxlan = struct.pack("!II", 0x08000000, 4096 << 8)
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(vxlan + eth + ip + udp, (host, 4789))
+PY
+}
+forge "$(cnt_ns vx1)" from-container
+forge "$(host_ns 1)" from-host
+wait_for "the frame from host 1 to reach vx2" 5 grep -qx from-host "$WORK/udp-vx2"
+sleep 1
+! grep -qx from-container "$WORK/udp-vx2" || fail "a VXLAN frame from a container reached vx2 as vx3"
+in_host 2 nft list chain inet tabby-nat input | matches "udp dport 4789 ip saddr != @hosts4 drop" ||
+	fail "host 2 has no VXLAN source rule: $(in_host 2 nft list table inet tabby-nat)"
+log "ok: VXLAN takes frames from the nodes only"
 
 # --- NAT outgoing -------------------------------------------------------------------------------
 ip netns exec "$SW" socat "TCP-LISTEN:7000,bind=$OUTSIDE,reuseaddr,fork" 'SYSTEM:echo $SOCAT_PEERADDR' >/dev/null 2>&1 &

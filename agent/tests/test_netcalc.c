@@ -513,6 +513,43 @@ static void test_nat(void **state)
 }
 
 /* The same cluster in another input order gives the same state. */
+/* The sources a tunnel takes packets from: every node's underlay address of the tunnel's
+ * family, sorted, once each; none without a tunnel. */
+static void test_tunnel_sources(void **state)
+{
+	(void)state;
+	char text[IPAM_ADDR_STRLEN];
+	struct fx *f = three_hosts(IPAM_ENCAP_NEVER, IPAM_ENCAP_NEVER);
+	compute(f, "a");
+	assert_int_equal(f->st.n_tunnel_sources, 0);
+
+	f->pools[0].ipip = IPAM_ENCAP_CROSS_SUBNET;
+	node(f, "d", "10.99.0.12", 24, NULL, 0); /* b's address again: listed once */
+	compute(f, "a");
+	static const char *const want4[] = {"10.98.0.13", "10.99.0.11", "10.99.0.12"};
+	assert_int_equal(f->st.n_tunnel_sources, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_string_equal(ipam_addr_format(&f->st.tunnel_sources[i], text), want4[i]);
+	}
+
+	/* IPv6 VXLAN adds the IPv6 underlay addresses after the IPv4 ones. */
+	pool(f, "fd80::/64", IPAM_ENCAP_NEVER, IPAM_ENCAP_ALWAYS, false);
+	compute(f, "a");
+	static const char *const want[] = {"10.98.0.13",  "10.99.0.11",  "10.99.0.12",
+	                                   "fd00:98::13", "fd00:99::11", "fd00:99::12"};
+	assert_int_equal(f->st.n_tunnel_sources, 6);
+	for (unsigned i = 0; i < 6; i++) {
+		assert_string_equal(ipam_addr_format(&f->st.tunnel_sources[i], text), want[i]);
+	}
+
+	/* IPv6 VXLAN alone: the IPv6 addresses only. */
+	f->pools[0].ipip = IPAM_ENCAP_NEVER;
+	compute(f, "a");
+	assert_int_equal(f->st.n_tunnel_sources, 3);
+	assert_string_equal(ipam_addr_format(&f->st.tunnel_sources[0], text), "fd00:98::13");
+	fx_free(f);
+}
+
 static void test_deterministic(void **state)
 {
 	(void)state;
@@ -553,6 +590,7 @@ int main(void)
 	    cmocka_unit_test(test_ipv6),
 	    cmocka_unit_test(test_workloads),
 	    cmocka_unit_test(test_nat),
+	    cmocka_unit_test(test_tunnel_sources),
 	    cmocka_unit_test(test_deterministic),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

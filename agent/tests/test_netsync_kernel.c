@@ -406,7 +406,7 @@ static void check_first_state(void)
 	assert_non_null(doc);
 	json_t *items = json_object_get(doc, "nftables"), *it;
 	size_t i;
-	bool masq4 = false, pools6 = false, chain = false;
+	bool masq4 = false, pools6 = false, chain = false, input = false, hosts4 = false;
 	unsigned rules = 0;
 	json_array_foreach (items, i, it) {
 		json_t *set = json_object_get(it, "set"), *ch = json_object_get(it, "chain");
@@ -420,19 +420,32 @@ static void check_first_state(void)
 			if (strcmp(name, "pools6") == 0) {
 				pools6 = elems != NULL && strstr(elems, "\"fd80::\"") != NULL;
 			}
+			if (strcmp(name, "hosts4") == 0) {
+				hosts4 =
+				    elems != NULL &&
+				    strcmp(elems,
+				           "[\"10.98.0.13\",\"10.99.0.11\",\"10.99.0.12\"]") == 0;
+			}
 			free(elems);
 		}
-		if (ch != NULL) {
+		if (ch != NULL &&
+		    strcmp(json_string_value(json_object_get(ch, "name")), "postrouting") == 0) {
 			chain = strcmp(json_string_value(json_object_get(ch, "hook")),
 			               "postrouting") == 0 &&
 			        strcmp(json_string_value(json_object_get(ch, "type")), "nat") == 0;
+		} else if (ch != NULL) {
+			input =
+			    strcmp(json_string_value(json_object_get(ch, "hook")), "input") == 0 &&
+			    strcmp(json_string_value(json_object_get(ch, "type")), "filter") == 0;
 		}
 		rules += json_object_get(it, "rule") != NULL;
 	}
 	assert_true(masq4);
 	assert_true(pools6);
 	assert_true(chain);
-	assert_int_equal(rules, 3); /* vxlan.tabby, IPv4, IPv6 */
+	assert_true(input);
+	assert_true(hosts4);        /* the nodes' underlay addresses, the only VXLAN sources */
+	assert_int_equal(rules, 4); /* vxlan.tabby, IPv4, IPv6; VXLAN from no node */
 	json_decref(doc);
 	free(j);
 	j = out("nft list table inet %s", NETSYNC_NAT_TABLE);
@@ -440,6 +453,7 @@ static void check_first_state(void)
 	assert_true(has_line(j, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
 	assert_true(
 	    has_line(j, "oifname \"vxlan.tabby\"", "fib saddr type local", "masquerade", NULL));
+	assert_true(has_line(j, "udp dport 4789 ip saddr != @hosts4 drop", NULL));
 	free(j);
 }
 
@@ -611,6 +625,12 @@ static void test_applier(void **state)
 	c.nodes[0].ipip = A("10.64.0.5");
 	seen.n_problems = 0;
 	apply(k, &c, false, &rep);
+	/* IP-in-IP from no node dropped (whether or not the kernel can make tunl0: another
+	 * module's IP-in-IP device would take it); no VXLAN rule any more. */
+	char *in = out("nft list chain inet %s input", NETSYNC_NAT_TABLE);
+	assert_true(has_line(in, "meta l4proto ipencap ip saddr != @hosts4 drop", NULL));
+	assert_false(has_line(in, "udp dport", NULL));
+	free(in);
 	char *links = out("ip -d link show");
 	if (sh("ip link show tunl0 >/dev/null 2>&1") == 0) {
 		r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
