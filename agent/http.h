@@ -63,6 +63,10 @@ int http_server_listen_unix(struct http_server *srv, const char *path, int mode)
  * uv error if there is none. */
 int http_server_port(struct http_server *srv);
 
+/* Connections closed because their peer left more than 8 MiB of answers unread (a watch whose
+ * client stopped reading): for the handler they are gone like any other (gone_cb). */
+uint64_t http_server_slow_drops(const struct http_server *srv);
+
 /* Stop listening, close every connection (calling gone_cb of pending requests) and free the
  * server once every request has been finished by its handler; cb (may be NULL) runs then. */
 void http_server_close(struct http_server *srv, void (*cb)(void *data), void *data);

@@ -155,8 +155,9 @@ struct http_server {
 	uv_timer_t sweep;
 	bool sweep_closed;
 
-	size_t requests; /* dispatched to the handler and not finished yet */
-	unsigned in_cb;  /* nesting depth of gone_cb calls made while the server must stay */
+	size_t requests;     /* dispatched to the handler and not finished yet */
+	uint64_t slow_drops; /* http_server_slow_drops() */
+	unsigned in_cb;      /* nesting depth of gone_cb calls made while the server must stay */
 	bool closing;
 	void (*close_cb)(void *data);
 	void *close_data;
@@ -877,6 +878,7 @@ static void conn_send(struct conn *c, struct wreq *w)
 	}
 	if (uv_stream_get_write_queue_size(&c->h.stream) > MAX_WRITE_QUEUE) {
 		free(w);
+		c->srv->slow_drops++;
 		conn_close(c);
 		return;
 	}
@@ -888,6 +890,11 @@ static void conn_send(struct conn *c, struct wreq *w)
 		return;
 	}
 	c->writes++;
+}
+
+uint64_t http_server_slow_drops(const struct http_server *srv)
+{
+	return srv->slow_drops;
 }
 
 static const char *reason(int status)

@@ -221,6 +221,10 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	gauge(&b, "tabby_netsync_last_sync_seconds",
 	      "Time the route dataplane's last reconcile took, in seconds.",
 	      (double)a->netsync_last_sync_us / 1e6);
+	counter(&b, "tabby_http_slow_clients_dropped_total",
+	        "Connections closed because the client left more than 8 MiB of answers unread (a "
+	        "watch that stopped reading); the client must watch again from its last revision.",
+	        (double)http_server_slow_drops(a->http));
 	gauge(&b, "tabby_guard_ports",
 	      "Member address:port pairs (peer and API) that containers on this host are refused; "
 	      "0 with --workloads-reach-agents.",

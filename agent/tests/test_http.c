@@ -1216,7 +1216,9 @@ static void test_backpressure(void **state)
 	(void)state;
 	raw_open(fx, &raw, NULL, false); /* never reads */
 	raw_sends(&raw, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_int_equal(http_server_slow_drops(fx->srv), 0);
 	run_until_int(fx, &fx->gone, 1);
+	assert_int_equal(http_server_slow_drops(fx->srv), 1);
 	/* 8 MiB queued plus what the kernel buffers on both ends */
 	assert_true(fx->flood_bytes > 8 * 1024 * 1024);
 	assert_true(fx->flood_bytes < 64 * 1024 * 1024);
