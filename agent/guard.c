@@ -70,6 +70,14 @@ bool guard_port_parse(const char *s, struct guard_port *out)
 	if (s[0] != '[' && g.addr.family != 4) {
 		return false;
 	}
+	/* An IPv4-mapped IPv6 address ("[::ffff:10.0.0.1]:7791") listens for IPv4: the packets a
+	 * container sends it are IPv4 ones. */
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	if (g.addr.family == 6 && memcmp(g.addr.b, mapped, 12) == 0) {
+		memmove(g.addr.b, g.addr.b + 12, 4);
+		memset(g.addr.b + 4, 0, 12);
+		g.addr.family = 4;
+	}
 	*out = g;
 	return true;
 }

@@ -70,8 +70,16 @@ static void retry(struct guard *g, const char *what)
 	schedule(g, g->retry_ms);
 }
 
+/* What a read of the member records found besides the addresses. */
+struct members_read {
+	unsigned members;
+	unsigned unparsable; /* addresses that are not IP:PORT */
+	char first_unparsable[200];
+};
+
 /* The members' peer and API addresses, normalised. */
-static int read_ports(struct guard *g, struct guard_port **out, unsigned *n, unsigned *members)
+static int read_ports(struct guard *g, struct guard_port **out, unsigned *n,
+                      struct members_read *mr)
 {
 	struct member_rec *ms = NULL;
 	unsigned nm = 0;
@@ -84,26 +92,26 @@ static int read_ports(struct guard *g, struct guard_port **out, unsigned *n, uns
 		free(ms);
 		return -ENOMEM;
 	}
+	*mr = (struct members_read){.members = nm};
 	unsigned k = 0;
 	for (unsigned i = 0; i < nm; i++) {
-		/* agent_address_ok() checked both when the member started; a record that does
-		 * not parse (written by hand into the system space) guards nothing, and says so. */
+		/* agent_address_ok() parses with guard_port_parse() too, so every member that
+		 * started has addresses that parse; one that does not (a record from elsewhere)
+		 * guards nothing, and the load says so. */
 		const char *addr[2] = {ms[i].peer_address, ms[i].api_address};
 		for (int j = 0; j < 2; j++) {
 			if (guard_port_parse(addr[j], &v[k])) {
 				k++;
-			} else {
-				agent_log(
-				    "guard: member %s has %s address '%s', which is not IP:PORT; "
-				    "it is not guarded",
-				    ms[i].name, j == 0 ? "a peer" : "an API", addr[j]);
+			} else if (mr->unparsable++ == 0) {
+				snprintf(mr->first_unparsable, sizeof mr->first_unparsable,
+				         "member %s's %s address '%s'", ms[i].name,
+				         j == 0 ? "peer" : "API", addr[j]);
 			}
 		}
 	}
 	free(ms);
 	*out = v;
 	*n = guard_ports_normalise(v, k);
-	*members = nm;
 	return 0;
 }
 
@@ -122,17 +130,28 @@ static void load_cb(uv_timer_t *t)
 		if (store_watch_start(g->a->store, &g->watch, KV_SPACE_SYS, key, true, 0,
 		                      watch_cb) == STORE_OK) {
 			g->watching = true;
+		} else {
+			schedule(g, RETRY_FIRST_MS); /* a member change would go unseen till then */
 		}
 	}
 	struct guard_port *v = NULL;
-	unsigned n = 0, members = 0;
-	int rv = read_ports(g, &v, &n, &members);
+	unsigned n = 0;
+	struct members_read mr;
+	int rv = read_ports(g, &v, &n, &mr);
 	if (rv != 0) {
 		retry(g, rv == -ENOMEM ? "out of memory reading the members"
 		                       : "cannot read the members from the local replica");
 		return;
 	}
-	json_t *cmds = guard_commands(v, n, "cali");
+	if (mr.members == 0) {
+		/* Not one record yet (the first member before its own is applied): a table for
+		 * nobody would open the ports a table left by an earlier start still guards. The
+		 * watch brings the first record. */
+		free(v);
+		schedule(g, RETRY_FIRST_MS);
+		return;
+	}
+	json_t *cmds = guard_commands(v, n, AGENT_IFACE_PREFIX);
 	free(v);
 	char *text = cmds ? json_dumps(cmds, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (text == NULL) {
@@ -167,7 +186,12 @@ static void load_cb(uv_timer_t *t)
 		agent_log(
 		    "guard: containers on this host are refused the peer and API ports of the "
 		    "%u members (%u address:port pairs, table inet %s)",
-		    members, n, GUARD_TABLE);
+		    mr.members, n, GUARD_TABLE);
+		if (mr.unparsable > 0) {
+			agent_log("guard: %u member addresses are not IP:PORT and are not guarded, "
+			          "%s among them",
+			          mr.unparsable, mr.first_unparsable);
+		}
 	}
 }
 

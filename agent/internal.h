@@ -20,6 +20,8 @@
 
 /* SYS keyspace layout. */
 #define SYS_MEMBER_PREFIX "members/"
+/* The host end of every veth the CNI plugin makes is named this and more (cni_state.c). */
+#define AGENT_IFACE_PREFIX "cali"
 #define SYS_ID_PREFIX     "ids/"
 #define SYS_TOKEN_KEY     "join-token"
 

@@ -27,6 +27,7 @@
 
 #include "agent/agent.h"
 #include "agent/cni.h"
+#include "agent/guard.h"
 #include "agent/internal.h"
 #include "agent/resources.h"
 #include "agent/roles.h"
@@ -1436,31 +1437,19 @@ static bool env_true(const char *name)
 
 bool agent_address_ok(const char *s, bool ipv6_ok)
 {
-	struct sockaddr_storage ss;
-	char host[64];
-	const char *colon = strrchr(s, ':');
-	unsigned long long port;
-	if (colon == NULL || (size_t)(colon - s) >= sizeof host) {
+	/* The control plane guard's own parser: an address the agent accepts is one the guard
+	 * can refuse to containers (guard.h). */
+	struct guard_port g;
+	if (!guard_port_parse(s, &g) || (g.addr.family == 6 && !ipv6_ok)) {
 		return false;
 	}
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = 0;
-	if (!parse_uint(colon + 1, 65535, &port) || port == 0) {
+	/* Other hosts reach a member at these addresses: "any address" names no host. An
+	 * IPv4-mapped IPv6 address is an IPv4 one written otherwise: write it as IPv4. */
+	static const uint8_t zeros[16], mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	if (s[0] == '[' && (g.addr.family == 4 || memcmp(g.addr.b, mapped, 12) == 0)) {
 		return false;
 	}
-	/* Other hosts reach a member at these addresses: "any address" names no host. */
-	if (host[0] == '[') {
-		size_t hl = strlen(host);
-		if (!ipv6_ok || hl < 3 || host[hl - 1] != ']') {
-			return false;
-		}
-		host[hl - 1] = 0;
-		struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)&ss;
-		return uv_ip6_addr(host + 1, (int)port, sa6) == 0 &&
-		       !IN6_IS_ADDR_UNSPECIFIED(&sa6->sin6_addr);
-	}
-	struct sockaddr_in *sa4 = (struct sockaddr_in *)&ss;
-	return uv_ip4_addr(host, (int)port, sa4) == 0 && sa4->sin_addr.s_addr != htonl(INADDR_ANY);
+	return memcmp(g.addr.b, zeros, g.addr.family == 4 ? 4 : 16) != 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

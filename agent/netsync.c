@@ -1345,18 +1345,31 @@ static json_t *sources_set(const char *name, int family, const struct ipam_addr 
 /*
  * A tunnel packet (IP-in-IP, or VXLAN on its UDP port) that is not from a node's underlay
  * address: dropped before the tunnel sees it. match is the protocol test, family the outer
- * packet's.
+ * packet's. Counted: a node whose packets leave from an address other than its node address
+ * shows here (the count restarts when the table is reloaded, at least every 90 s).
  */
 static json_t *tunnel_source_rule(json_t *match, int family)
 {
 	if (match == NULL) {
 		return NULL;
 	}
-	return json_pack("{s:{s:{s:s,s:s,s:s,s:[o,{s:{s:s,s:{s:{s:s,s:s}},s:s}},{s:n}]}}}", "add",
-	                 "rule", "family", "inet", "table", NETSYNC_NAT_TABLE, "chain", "input",
-	                 "expr", match, "match", "op", "!=", "left", "payload", "protocol",
+	return json_pack("{s:{s:{s:s,s:s,s:s,s:[o,{s:{s:s,s:{s:{s:s,s:s}},s:s}},{s:n},{s:n}]}}}",
+	                 "add", "rule", "family", "inet", "table", NETSYNC_NAT_TABLE, "chain",
+	                 "input", "expr", match, "match", "op", "!=", "left", "payload", "protocol",
 	                 family == 4 ? "ip" : "ip6", "field", "saddr", "right",
-	                 family == 4 ? "@hosts4" : "@hosts6", "drop");
+	                 family == 4 ? "@hosts4" : "@hosts6", "counter", "drop");
+}
+
+/* iifname "cali*" <match> drop, in the prerouting chain. */
+static json_t *workload_tunnel_rule(json_t *match)
+{
+	if (match == NULL) {
+		return NULL;
+	}
+	return json_pack("{s:{s:{s:s,s:s,s:s,s:[{s:{s:s,s:{s:{s:s}},s:s}},o,{s:n}]}}}", "add",
+	                 "rule", "family", "inet", "table", NETSYNC_NAT_TABLE, "chain",
+	                 "prerouting", "expr", "match", "op", "==", "left", "meta", "key",
+	                 "iifname", "right", AGENT_IFACE_PREFIX "*", match, "drop");
 }
 
 /* The whole table as one transaction that replaces it (NULL for out of memory); *none when no
@@ -1415,6 +1428,29 @@ static json_t *nat_commands(const struct netcalc_state *s, bool *none)
 		    json_pack("{s:{s:{s:s,s:s,s:s,s:s,s:s,s:i,s:s}}}", "add", "chain", "family",
 		              "inet", "table", NETSYNC_NAT_TABLE, "name", "input", "type", "filter",
 		              "hook", "input", "prio", -10, "policy", "accept"));
+		/* A workload's own tunnel packets, dropped as they leave it (Felix drops them in
+		 * every workload's egress chain): NAT outgoing would masquerade them to this
+		 * host's node address, which the other hosts' source check lets through, and a
+		 * frame or IP-in-IP packet of its making would reach their containers with any
+		 * inner source. */
+		bad |= json_array_append_new(
+		    cmds,
+		    json_pack("{s:{s:{s:s,s:s,s:s,s:s,s:s,s:i,s:s}}}", "add", "chain", "family",
+		              "inet", "table", NETSYNC_NAT_TABLE, "name", "prerouting", "type",
+		              "filter", "hook", "prerouting", "prio", -10, "policy", "accept"));
+		if (s->ipip.wanted) {
+			bad |= json_array_append_new(
+			    cmds, workload_tunnel_rule(json_pack(
+			              "{s:{s:s,s:{s:{s:s}},s:i}}", "match", "op", "==", "left",
+			              "meta", "key", "l4proto", "right", 4)));
+		}
+		if (s->vxlan[0].wanted || s->vxlan[1].wanted) {
+			bad |= json_array_append_new(
+			    cmds, workload_tunnel_rule(
+			              json_pack("{s:{s:s,s:{s:{s:s,s:s}},s:i}}", "match", "op",
+			                        "==", "left", "payload", "protocol", "udp", "field",
+			                        "dport", "right", NETCALC_VXLAN_PORT)));
+		}
 		if (s->ipip.wanted) {
 			bad |= json_array_append_new(
 			    cmds, tunnel_source_rule(json_pack("{s:{s:s,s:{s:{s:s}},s:i}}", "match",

@@ -71,9 +71,9 @@ has_ipip() {
 	ip netns del "$ns"
 	return $ok
 }
-encap_test() { # encap_test NAME POOL FLAG MODE
+encap_test() { # encap_test NAME POOL FLAG MODE [FLAG...]
 	local name=$1 pool=$2 i
-	tctl 1 pool add "$pool" "$3" "$4" >"$WORK/out" 2>&1 || fail "pool add $pool $3 $4: $(cat "$WORK/out")"
+	tctl 1 pool add "$pool" "${@:3}" >"$WORK/out" 2>&1 || fail "pool add $pool ${*:3}: $(cat "$WORK/out")"
 	for i in 1 2 3; do
 		net_conf "$i" "$name" "{\"cniVersion\": \"0.3.1\", \"ipam\": {\"ipv4_pools\": [\"$pool\"]}}"
 		cnt_new "$name$i"
@@ -93,7 +93,9 @@ else
 	log "SKIP IP-in-IP: this kernel cannot make ipip links (no ipip module)"
 fi
 warnings_before=$(dmesg 2>/dev/null | grep -c "'tabby': attribute type 15 has an invalid length" || true)
-encap_test vx 10.71.0.0/16 --vxlan always
+# With NAT outgoing: a container's own VXLAN frame to another host would otherwise leave
+# masqueraded to its host's node address, which the other hosts accept frames from (below).
+encap_test vx 10.71.0.0/16 --vxlan always --nat-outgoing
 # Calico's VXLAN device settings: VNI 4096, UDP port 4789, no learning. The port goes as the
 # 16-bit attribute the kernel expects; libnl 3.7's own setter writes 32 bits, which the kernel
 # takes (the right two bytes on a little-endian host) with a warning per device: none here.
@@ -108,8 +110,10 @@ for want in "vxlan id 4096" "dstport 4789" "nolearning"; do
 done
 log "ok: vxlan.tabby has VNI 4096, port 4789, no learning"
 # A VXLAN frame from anyone but a node would reach the containers with any inner source: one
-# from container vx1, claiming to be vx3, to vx2 through host 2's VXLAN port must be dropped;
-# the same frame from host 1 (a node) is delivered, so the frame itself is right.
+# from container vx1, claiming to be vx3, to vx2 through host 2's VXLAN port must be dropped
+# (its pool masquerades it to host 1's address, so host 2's source check alone would let it
+# through: host 1 drops it as it leaves vx1); the same frame from host 1 (a node) is
+# delivered, so the frame itself is right.
 ip netns exec "$(cnt_ns vx2)" socat -u UDP-RECV:9999 "OPEN:$WORK/udp-vx2,creat,append" >/dev/null 2>&1 &
 CNT_PIDS+=($!)
 disown $!
@@ -140,7 +144,9 @@ forge "$(host_ns 1)" from-host
 wait_for "the frame from host 1 to reach vx2" 5 grep -qx from-host "$WORK/udp-vx2"
 sleep 1
 ! grep -qx from-container "$WORK/udp-vx2" || fail "a VXLAN frame from a container reached vx2 as vx3"
-in_host 2 nft list chain inet tabby-nat input | matches "udp dport 4789 ip saddr != @hosts4 drop" ||
+in_host 1 nft list chain inet tabby-nat prerouting | matches 'iifname "cali\*" udp dport 4789 drop' ||
+	fail "host 1 does not drop its containers' VXLAN: $(in_host 1 nft list table inet tabby-nat)"
+in_host 2 nft list chain inet tabby-nat input | matches "udp dport 4789 ip saddr != @hosts4 counter" ||
 	fail "host 2 has no VXLAN source rule: $(in_host 2 nft list table inet tabby-nat)"
 log "ok: VXLAN takes frames from the nodes only"
 

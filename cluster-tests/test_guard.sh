@@ -12,7 +12,8 @@
 #   again, the guard is back.
 # And a container cannot pass for another: what it sends from an address that is not its own
 # (another container's, IPv4 or IPv6) never leaves its host (the policy table's reverse path
-# rule; the kernel's rp_filter covers IPv4 only), while its own addresses work.
+# rule; the kernel's rp_filter covers IPv4 only, so only the IPv6 half fails without that rule),
+# while its own addresses work. The agent takes no address it could not guard (IPv4-mapped).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/cni-lib.sh"
 hosts_up 4
@@ -75,7 +76,17 @@ done
 [ "$(metric 1 tabby_guard_ports)" = 6 ] || fail "tabby_guard_ports on agent1: $(metric 1 tabby_guard_ports), not 6"
 grep -q "guard: containers on this host are refused the peer and API ports of the 3 members" "$WORK/agent1.log" ||
 	fail "agent1 did not say what it guards"
+! grep -q "of the 0 members" "$WORK/agent1.log" || fail "agent1 loaded a guard for no member at start"
 log "ok: other ports, containers and the host itself are not touched"
+# Addresses are written one way, the way the guard refuses them: an IPv4-mapped API address,
+# which listens for IPv4, is refused at start and by a join.
+rc=0
+"$TABBY" agent --name x --data-dir "$WORK/x" --socket "$WORK/x.sock" --peer-address "$(host_ip 1):7795" \
+	--api-address "[::ffff:$(host_ip 1)]:7796" --bootstrap >"$WORK/out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "is not IP:PORT" "$WORK/out" || fail "an IPv4-mapped --api-address: $rc $(cat "$WORK/out")"
+curl -s --unix-socket "$(sock 1)" -X POST http://tabby/v1/cluster/join -d "{\"name\": \"x\", \"peer_address\": \"$(host_ip 1):7795\", \"api_address\": \"[::ffff:$(host_ip 1)]:7796\", \"token\": \"$(token)\"}" >"$WORK/out"
+matches "is not IP:PORT" <"$WORK/out" || fail "a join with an IPv4-mapped API address: $(cat "$WORK/out")"
+log "ok: an IPv4-mapped address is refused"
 
 # Spoofing: c's addresses on a's interface, and datagrams to b from them and from a's own.
 cnt_new c

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "agent/guard.h"
+#include "agent/internal.h"
 #include "agent/nft.h"
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -83,6 +84,11 @@ static void test_parse(void **state)
 	assert_int_equal(g.addr.family, 6);
 	assert_string_equal(ipam_addr_format(&g.addr, text), "fd00:99::11");
 	assert_int_equal(g.port, 65535);
+	/* IPv4-mapped: the listener takes IPv4, so the guard must refuse IPv4. */
+	assert_true(guard_port_parse("[::ffff:10.99.0.11]:7791", &g));
+	assert_int_equal(g.addr.family, 4);
+	assert_string_equal(ipam_addr_format(&g.addr, text), "10.99.0.11");
+	assert_int_equal(g.port, 7791);
 
 	static const char *const bad[] = {
 	    "",
@@ -103,6 +109,10 @@ static void test_parse(void **state)
 	    "10.99.0.256:80",
 	    "10.99.0.11:7790:1",
 	    "10.99.0.11:0000080",
+	    "10.99.0.11:+80",
+	    "::ffff:10.99.0.11:80",
+	    "[fe80::1%eth0]:80",
+	    "[fd00::1]:07791x",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		if (guard_port_parse(bad[i], &g)) {
@@ -110,6 +120,26 @@ static void test_parse(void **state)
 		}
 	}
 	assert_false(guard_port_parse(NULL, &g));
+}
+
+/* The agent takes only addresses the guard can express, written one way. */
+static void test_address_ok(void **state)
+{
+	(void)state;
+	assert_true(agent_address_ok("10.99.0.11:7791", false));
+	assert_true(agent_address_ok("[fd00:99::11]:7791", true));
+	assert_false(agent_address_ok("[fd00:99::11]:7791", false)); /* raft: IPv4 only */
+	static const char *const bad[] = {
+	    "0.0.0.0:7791",        "[::]:7791",         "[::ffff:10.99.0.11]:7791",
+	    "[10.99.0.11]:7791",   "10.99.0.11:007791", "10.99.0.11:+7791",
+	    "[fe80::1%eth0]:7791", "fd00:99::11:7791",  "10.99.0.11",
+	    "localhost:7791",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		if (agent_address_ok(bad[i], true)) {
+			fail_msg("'%s' accepted", bad[i]);
+		}
+	}
 }
 
 static struct guard_port gp(const char *s)
@@ -424,6 +454,7 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse),
+	    cmocka_unit_test(test_address_ok),
 	    cmocka_unit_test(test_normalise),
 	    cmocka_unit_test(test_commands),
 	    cmocka_unit_test_setup_teardown(test_kernel, kernel_setup, kernel_teardown),

@@ -433,7 +433,8 @@ static void check_first_state(void)
 			chain = strcmp(json_string_value(json_object_get(ch, "hook")),
 			               "postrouting") == 0 &&
 			        strcmp(json_string_value(json_object_get(ch, "type")), "nat") == 0;
-		} else if (ch != NULL) {
+		} else if (ch != NULL &&
+		           strcmp(json_string_value(json_object_get(ch, "name")), "input") == 0) {
 			input =
 			    strcmp(json_string_value(json_object_get(ch, "hook")), "input") == 0 &&
 			    strcmp(json_string_value(json_object_get(ch, "type")), "filter") == 0;
@@ -444,8 +445,9 @@ static void check_first_state(void)
 	assert_true(pools6);
 	assert_true(chain);
 	assert_true(input);
-	assert_true(hosts4);        /* the nodes' underlay addresses, the only VXLAN sources */
-	assert_int_equal(rules, 4); /* vxlan.tabby, IPv4, IPv6; VXLAN from no node */
+	assert_true(hosts4); /* the nodes' underlay addresses, the only VXLAN sources */
+	/* vxlan.tabby, IPv4, IPv6; VXLAN from no node; VXLAN from a workload */
+	assert_int_equal(rules, 5);
 	json_decref(doc);
 	free(j);
 	j = out("nft list table inet %s", NETSYNC_NAT_TABLE);
@@ -453,7 +455,8 @@ static void check_first_state(void)
 	assert_true(has_line(j, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
 	assert_true(
 	    has_line(j, "oifname \"vxlan.tabby\"", "fib saddr type local", "masquerade", NULL));
-	assert_true(has_line(j, "udp dport 4789 ip saddr != @hosts4 drop", NULL));
+	assert_true(has_line(j, "udp dport 4789 ip saddr != @hosts4 counter", "drop", NULL));
+	assert_true(has_line(j, "iifname \"cali*\" udp dport 4789 drop", NULL));
 	free(j);
 }
 
@@ -628,7 +631,11 @@ static void test_applier(void **state)
 	/* IP-in-IP from no node dropped (whether or not the kernel can make tunl0: another
 	 * module's IP-in-IP device would take it); no VXLAN rule any more. */
 	char *in = out("nft list chain inet %s input", NETSYNC_NAT_TABLE);
-	assert_true(has_line(in, "meta l4proto ipencap ip saddr != @hosts4 drop", NULL));
+	assert_true(has_line(in, "meta l4proto ipencap ip saddr != @hosts4 counter", "drop", NULL));
+	assert_false(has_line(in, "udp dport", NULL));
+	free(in);
+	in = out("nft list chain inet %s prerouting", NETSYNC_NAT_TABLE);
+	assert_true(has_line(in, "iifname \"cali*\" meta l4proto ipencap drop", NULL));
 	assert_false(has_line(in, "udp dport", NULL));
 	free(in);
 	char *links = out("ip -d link show");
