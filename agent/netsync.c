@@ -1360,6 +1360,28 @@ static json_t *tunnel_source_rule(json_t *match, int family)
 	                 family == 4 ? "@hosts4" : "@hosts6", "counter", "drop");
 }
 
+/* A filter chain of the table on hook, named after it, ahead of the filter priority. */
+static json_t *filter_chain(const char *hook)
+{
+	return json_pack("{s:{s:{s:s,s:s,s:s,s:s,s:s,s:i,s:s}}}", "add", "chain", "family", "inet",
+	                 "table", NETSYNC_NAT_TABLE, "name", hook, "type", "filter", "hook", hook,
+	                 "prio", -10, "policy", "accept");
+}
+
+/* IP-in-IP (IP protocol 4). */
+static json_t *ipip_match(void)
+{
+	return json_pack("{s:{s:s,s:{s:{s:s}},s:i}}", "match", "op", "==", "left", "meta", "key",
+	                 "l4proto", "right", 4);
+}
+
+/* VXLAN: UDP to the port every VXLAN device of ours listens on. */
+static json_t *vxlan_match(void)
+{
+	return json_pack("{s:{s:s,s:{s:{s:s,s:s}},s:i}}", "match", "op", "==", "left", "payload",
+	                 "protocol", "udp", "field", "dport", "right", NETCALC_VXLAN_PORT);
+}
+
 /* iifname "cali*" <match> drop, in the prerouting chain. */
 static json_t *workload_tunnel_rule(json_t *match)
 {
@@ -1417,57 +1439,31 @@ static json_t *nat_commands(const struct netcalc_state *s, bool *none)
 	bad |= json_array_append_new(cmds, masq_rule(4));
 	bad |= json_array_append_new(cmds, masq_rule(6));
 	if (n_tunnels > 0) {
-		/* Before the tunnel decapsulates: the input hook sees the outer packet. Ahead of
-		 * a host firewall's filter chains, which may accept first. */
+		/* input: before the tunnel decapsulates, the hook sees the outer packet.
+		 * prerouting: a workload's own tunnel packets, dropped as they leave it (Felix
+		 * drops them in every workload's egress chain): NAT outgoing would masquerade them
+		 * to this host's node address, which the other hosts' source check lets through,
+		 * and a frame or IP-in-IP packet of its making would reach their containers with
+		 * any inner source. Both ahead of a host firewall's filter chains, which may
+		 * accept first. */
 		bad |= json_array_append_new(
 		    cmds, sources_set("hosts4", 4, s->tunnel_sources, s->n_tunnel_sources));
 		bad |= json_array_append_new(
 		    cmds, sources_set("hosts6", 6, s->tunnel_sources, s->n_tunnel_sources));
-		bad |= json_array_append_new(
-		    cmds,
-		    json_pack("{s:{s:{s:s,s:s,s:s,s:s,s:s,s:i,s:s}}}", "add", "chain", "family",
-		              "inet", "table", NETSYNC_NAT_TABLE, "name", "input", "type", "filter",
-		              "hook", "input", "prio", -10, "policy", "accept"));
-		/* A workload's own tunnel packets, dropped as they leave it (Felix drops them in
-		 * every workload's egress chain): NAT outgoing would masquerade them to this
-		 * host's node address, which the other hosts' source check lets through, and a
-		 * frame or IP-in-IP packet of its making would reach their containers with any
-		 * inner source. */
-		bad |= json_array_append_new(
-		    cmds,
-		    json_pack("{s:{s:{s:s,s:s,s:s,s:s,s:s,s:i,s:s}}}", "add", "chain", "family",
-		              "inet", "table", NETSYNC_NAT_TABLE, "name", "prerouting", "type",
-		              "filter", "hook", "prerouting", "prio", -10, "policy", "accept"));
+		bad |= json_array_append_new(cmds, filter_chain("input"));
+		bad |= json_array_append_new(cmds, filter_chain("prerouting"));
 		if (s->ipip.wanted) {
-			bad |= json_array_append_new(
-			    cmds, workload_tunnel_rule(json_pack(
-			              "{s:{s:s,s:{s:{s:s}},s:i}}", "match", "op", "==", "left",
-			              "meta", "key", "l4proto", "right", 4)));
+			bad |= json_array_append_new(cmds, workload_tunnel_rule(ipip_match()));
+			bad |= json_array_append_new(cmds, tunnel_source_rule(ipip_match(), 4));
 		}
 		if (s->vxlan[0].wanted || s->vxlan[1].wanted) {
-			bad |= json_array_append_new(
-			    cmds, workload_tunnel_rule(
-			              json_pack("{s:{s:s,s:{s:{s:s,s:s}},s:i}}", "match", "op",
-			                        "==", "left", "payload", "protocol", "udp", "field",
-			                        "dport", "right", NETCALC_VXLAN_PORT)));
-		}
-		if (s->ipip.wanted) {
-			bad |= json_array_append_new(
-			    cmds, tunnel_source_rule(json_pack("{s:{s:s,s:{s:{s:s}},s:i}}", "match",
-			                                       "op", "==", "left", "meta", "key",
-			                                       "l4proto", "right", 4),
-			                             4));
+			bad |= json_array_append_new(cmds, workload_tunnel_rule(vxlan_match()));
 		}
 		for (int fi = 0; fi < 2; fi++) {
-			if (!s->vxlan[fi].wanted) {
-				continue;
+			if (s->vxlan[fi].wanted) {
+				bad |= json_array_append_new(
+				    cmds, tunnel_source_rule(vxlan_match(), fi == 0 ? 4 : 6));
 			}
-			bad |= json_array_append_new(
-			    cmds, tunnel_source_rule(
-			              json_pack("{s:{s:s,s:{s:{s:s,s:s}},s:i}}", "match", "op",
-			                        "==", "left", "payload", "protocol", "udp", "field",
-			                        "dport", "right", (int)s->vxlan[fi].port),
-			              fi == 0 ? 4 : 6));
 		}
 	}
 	json_decref(table);
