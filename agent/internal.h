@@ -22,8 +22,8 @@
 #define SYS_MEMBER_PREFIX "members/"
 /* The host end of every veth the CNI plugin makes is named this and more (cni_state.c). */
 #define AGENT_IFACE_PREFIX "cali"
-#define SYS_ID_PREFIX     "ids/"
-#define SYS_TOKEN_KEY     "join-token"
+#define SYS_ID_PREFIX      "ids/"
+#define SYS_TOKEN_KEY      "join-token"
 
 /* Member-to-member requests name the sender's cluster in this header (main.c). */
 #define CLUSTER_HEADER "Tabby-Cluster"
@@ -55,6 +55,10 @@ struct agent {
 	 * predates cluster ids. */
 	uint8_t cluster_id[STORE_CLUSTER_ID_LEN];
 	char cluster_hex[2 * STORE_CLUSTER_ID_LEN + 1];
+	/* The cluster this member left when it was recovered from a lost quorum
+	 * (--force-new-cluster), as node.json records it: "" if never, "none" for one without an
+	 * id. A later start given the same flag finds it here and does not recover again. */
+	char recovered_from[2 * STORE_CLUSTER_ID_LEN + 1];
 	uint64_t stranger_logged;      /* when a refused raft connection was last logged */
 	unsigned strangers_quiet;      /* refused since then without a line */
 	uint64_t foreign_probe_logged; /* when a removal probe last met another cluster */

@@ -1123,7 +1123,9 @@ static void hook_stranger(void *data, uint64_t id, const char *address, const ui
 	agent_log("refused a raft connection from server %llu at %s: %s, and this member is in "
 	          "cluster %s (%u more refused since the last such line). A member left over "
 	          "from another cluster on these addresses: stop it, or delete its data "
-	          "directory and join it to this cluster",
+	          "directory and join it to this cluster. After a recovery from a lost quorum "
+	          "(--force-new-cluster), the member still in the old cluster joins the new "
+	          "one again (docs/operations.md, \"Losing quorum\")",
 	          (unsigned long long)id, address, what,
 	          a->cluster_hex[0] ? a->cluster_hex : "(none: data from before cluster ids)",
 	          a->strangers_quiet);
@@ -1138,6 +1140,11 @@ static int save_identity(struct agent *a)
 	                      "peer_address", a->peer_address, "api_address", a->api_address);
 	if (j != NULL && a->cluster_hex[0] != 0 &&
 	    json_object_set_new(j, "cluster", json_string(a->cluster_hex)) != 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	if (j != NULL && a->recovered_from[0] != 0 &&
+	    json_object_set_new(j, "recovered_from", json_string(a->recovered_from)) != 0) {
 		json_decref(j);
 		j = NULL;
 	}
@@ -1177,6 +1184,18 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 		return -1;
 	}
 	json_object_del(j, "cluster");
+	json_t *from = json_object_get(j, "recovered_from");
+	const char *from_hex = json_string_value(from);
+	uint8_t ignored[STORE_CLUSTER_ID_LEN];
+	if (from != NULL && (from_hex == NULL || (strcmp(from_hex, "none") != 0 &&
+	                                          !agent_cluster_parse(from_hex, ignored)))) {
+		set_why(why, "%s: \"recovered_from\" must be %d lowercase hex digits or \"none\"",
+		        path, 2 * STORE_CLUSTER_ID_LEN);
+		json_decref(j);
+		return -1;
+	}
+	snprintf(a->recovered_from, sizeof a->recovered_from, "%s", from_hex ? from_hex : "");
+	json_object_del(j, "recovered_from");
 	char *dump = json_dumps(j, JSON_COMPACT);
 	struct member_rec m;
 	bool ok = dump != NULL && member_from_json((const uint8_t *)dump, strlen(dump), &m);
@@ -1184,7 +1203,8 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	json_decref(j);
 	if (!ok) {
 		set_why(why,
-		        "%s: expected {name, id, peer_address, api_address} and optionally cluster",
+		        "%s: expected {name, id, peer_address, api_address} and optionally cluster "
+		        "and recovered_from",
 		        path);
 		return -1;
 	}
@@ -1375,6 +1395,13 @@ static void usage(FILE *f)
 	    "                          and API ports, which are refused to them by default\n"
 	    "                          (TABBY_WORKLOADS_REACH_AGENTS=1)\n"
 	    "\n"
+	    "  --force-new-cluster CLUSTER\n"
+	    "                          after losing quorum for good: make this member the only\n"
+	    "                          voter of a new cluster that keeps its state, leaving\n"
+	    "                          CLUSTER, its cluster id (node.json, tabby cluster status;\n"
+	    "                          none for one without) (TABBY_FORCE_NEW_CLUSTER); see\n"
+	    "                          docs/operations.md, \"Losing quorum\"\n"
+	    "\n"
 	    "A restarted agent needs neither --bootstrap nor --join.\n",
 	    f);
 }
@@ -1518,6 +1545,38 @@ static int lock_data_dir(struct agent *a)
 	return 0;
 }
 
+/* --force-new-cluster FROM on a restart: recover when this member is in cluster FROM (with a
+ * new id, so that the old cluster's members, whose configuration still counts this one, are
+ * refused: their longer log or later term would otherwise overwrite what it commits alone);
+ * carry on without recovering when an earlier start already left FROM (the flag left in a unit
+ * file must not split the cluster again at every restart); refuse anything else, so that a
+ * flag meant for another member or cluster does nothing. */
+static int recover_decide(struct agent *a, const char *from, bool *recover)
+{
+	const char *ours = a->cluster_hex[0] != 0 ? a->cluster_hex : "none";
+	if (strcmp(from, ours) == 0) {
+		snprintf(a->recovered_from, sizeof a->recovered_from, "%s", ours);
+		int rv = new_cluster_id(a);
+		if (rv != 0) {
+			agent_log("getrandom: %s", strerror(-rv));
+			return -1;
+		}
+		*recover = true;
+		return 0;
+	}
+	if (strcmp(from, a->recovered_from) == 0) {
+		agent_log(
+		    "--force-new-cluster %s: this member left that cluster at an earlier start "
+		    "and is in cluster %s; not recovering again (start it without the flag)",
+		    from, ours);
+		return 0;
+	}
+	agent_log("--force-new-cluster %s: this member is in cluster %s, not in %s; nothing "
+	          "recovered (the flag takes the id of the cluster to leave, from %s/node.json)",
+	          from, ours, from, a->data_dir);
+	return -1;
+}
+
 static void no_default_pools_marker(const struct agent *a, char path[PATH_MAX])
 {
 	snprintf(path, PATH_MAX, "%s/" NO_DEFAULT_POOLS_FILE, a->data_dir);
@@ -1628,6 +1687,7 @@ int agent_main(int argc, char **argv)
 	bool api_given = getenv("TABBY_API_ADDRESS") && getenv("TABBY_API_ADDRESS")[0];
 	char *join = env_or("TABBY_JOIN", "");
 	char *token = env_or("TABBY_TOKEN", "");
+	char *force_from = env_or("TABBY_FORCE_NEW_CLUSTER", "");
 	bool bootstrap = env_true("TABBY_BOOTSTRAP");
 	a->no_default_pools = env_true("TABBY_NO_DEFAULT_POOLS");
 	a->no_policy = env_true("TABBY_NO_POLICY");
@@ -1706,6 +1766,7 @@ int agent_main(int argc, char **argv)
 	    {"node-ip6", required_argument, NULL, '6'},
 	    {"no-routes", no_argument, NULL, 'R'},
 	    {"workloads-reach-agents", no_argument, NULL, 'W'},
+	    {"force-new-cluster", required_argument, NULL, 'F'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1737,6 +1798,9 @@ int agent_main(int argc, char **argv)
 			break;
 		case 't':
 			slot = &token;
+			break;
+		case 'F':
+			slot = &force_from;
 			break;
 		case 'b':
 			bootstrap = true;
@@ -1811,6 +1875,7 @@ int agent_main(int argc, char **argv)
 			usage(stdout);
 			free(join);
 			free(token);
+			free(force_from);
 			free_agent(a);
 			return 0;
 		case ':':
@@ -1885,6 +1950,22 @@ int agent_main(int argc, char **argv)
 		fprintf(stderr, "tabby agent: --join: '%s' is not IP:PORT\n", join);
 		goto fail_args;
 	}
+	uint8_t scratch[STORE_CLUSTER_ID_LEN];
+	if (force_from[0] != 0 && strcmp(force_from, "none") != 0 &&
+	    !agent_cluster_parse(force_from, scratch)) {
+		fprintf(stderr,
+		        "tabby agent: --force-new-cluster: '%s' is not a cluster id (%d lowercase "
+		        "hex digits, as node.json and tabby cluster status show it) or none\n",
+		        force_from, 2 * STORE_CLUSTER_ID_LEN);
+		goto fail_args;
+	}
+	if (force_from[0] != 0 && (bootstrap || join[0] != 0)) {
+		fprintf(stderr,
+		        "tabby agent: --force-new-cluster recovers a member from its own data and "
+		        "excludes %s\n",
+		        bootstrap ? "--bootstrap" : "--join");
+		goto fail_args;
+	}
 	if (join[0] != 0 && token[0] == 0) {
 		fprintf(stderr, "tabby agent: --join needs --token (from the first member's "
 		                "DATA_DIR/join-token)\n");
@@ -1915,6 +1996,7 @@ int agent_main(int argc, char **argv)
 	}
 
 	bool restart = store_has_state(a->data_dir);
+	bool recover = false;
 	char *why = NULL;
 	if (restart) {
 		if (bootstrap || join[0] != 0) {
@@ -1935,6 +2017,14 @@ int agent_main(int argc, char **argv)
 		if (a->id == 1 && access(marker, F_OK) == 0) {
 			a->no_default_pools = true;
 		}
+		if (force_from[0] != 0 && recover_decide(a, force_from, &recover) != 0) {
+			goto fail;
+		}
+	} else if (force_from[0] != 0) {
+		agent_log("--force-new-cluster: %s holds no cluster state, so there is nothing to "
+		          "recover",
+		          a->data_dir);
+		goto fail;
 	} else if (bootstrap) {
 		a->id = 1;
 		a->ipam_init_pending = true;
@@ -2010,6 +2100,29 @@ int agent_main(int argc, char **argv)
 		agent_log("cannot bootstrap: %s", why ? why : "error");
 		free(why);
 		goto fail_store;
+	}
+	/* The log first, then node.json: a start cut short in between finds the old id in
+	 * node.json and recovers again, which appends the same configuration once more. The other
+	 * way round it would find the new id, take the recovery as done and wait for a quorum
+	 * that is gone. */
+	if (recover && store_recover(a->store, &why) != STORE_OK) {
+		agent_log("cannot recover: %s", why ? why : "error");
+		free(why);
+		goto fail_store;
+	}
+	if (recover && (rv = save_identity(a)) != 0) {
+		agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));
+		goto fail_store;
+	}
+	if (recover) {
+		agent_log(
+		    "recovered from a lost quorum: member %s (id %llu) is the only voter of "
+		    "the new cluster %s and keeps every write its log holds; it left cluster "
+		    "%s, whose members it now refuses. Members still alive join again "
+		    "(docs/operations.md, \"Losing quorum\"); remove lost ones with tabby "
+		    "cluster remove NAME. Start this agent without --force-new-cluster from now "
+		    "on",
+		    a->name, (unsigned long long)a->id, a->cluster_hex, a->recovered_from);
 	}
 	if (store_start(a->store, &why) != STORE_OK) {
 		agent_log("cannot start raft: %s", why ? why : "error");
@@ -2108,6 +2221,7 @@ int agent_main(int argc, char **argv)
 	int code = a->exit_code;
 	free(join);
 	free(token);
+	free(force_from);
 	free_agent(a);
 	return code;
 
@@ -2130,11 +2244,13 @@ fail:
 	}
 	free(join);
 	free(token);
+	free(force_from);
 	free_agent(a);
 	return 1;
 fail_args:
 	free(join);
 	free(token);
+	free(force_from);
 	free_agent(a);
 	return 2;
 }

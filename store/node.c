@@ -1592,17 +1592,40 @@ err:
 	return rv;
 }
 
-int store_bootstrap(struct store *s, char **errmsg)
+/* Bootstrap and recovery both hand raft a configuration of this node as its only voter. */
+static int with_self_as_voter(struct store *s,
+                              int (*fn)(struct raft *, const struct raft_configuration *))
 {
 	struct raft_configuration conf;
 	raft_configuration_init(&conf);
 	int rv = raft_configuration_add(&conf, s->cfg.id, s->peer_address, RAFT_VOTER);
 	if (rv == 0) {
-		rv = raft_bootstrap(&s->raft, &conf);
+		rv = fn(&s->raft, &conf);
 	}
 	raft_configuration_close(&conf);
-	if (rv != 0) {
+	return rv;
+}
+
+int store_bootstrap(struct store *s, char **errmsg)
+{
+	if (with_self_as_voter(s, raft_bootstrap) != 0) {
 		set_err(errmsg, "bootstrap", raft_errmsg(&s->raft));
+		return STORE_EIO;
+	}
+	return STORE_OK;
+}
+
+int store_recover(struct store *s, char **errmsg)
+{
+	if (!store_has_state(s->data_dir)) {
+		set_err(errmsg, "recover", "the data directory holds no raft state");
+		return STORE_EINVAL;
+	}
+	int rv = with_self_as_voter(s, raft_recover);
+	if (rv != 0) {
+		/* raft_recover() leaves the backend's message where the backend wrote it */
+		set_err(errmsg, "recover",
+		        s->io.errmsg[0] != '\0' ? s->io.errmsg : raft_strerror(rv));
 		return STORE_EIO;
 	}
 	return STORE_OK;

@@ -120,6 +120,17 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 /* Write the initial single-voter configuration (this node). Only on a pristine data dir. */
 int store_bootstrap(struct store *s, char **errmsg);
 
+/* Recovery from a lost quorum: make this node the only voter of the configuration, keeping its
+ * log, snapshot and term. Only on a data dir that holds raft state, between store_new() and
+ * store_start(); raft then appends the one-voter configuration to the log on disk, so the node
+ * elects itself at start and every entry in its log is committed. Everything the other members
+ * committed that this log lacks is lost, and members of the old configuration must not reach
+ * this node again with it (their log and terms would overwrite what it commits from now on):
+ * the caller gives the store a new cluster id (store_config.cluster_id) so that the fence
+ * refuses them. Returns STORE_OK, STORE_EINVAL when the data dir holds no raft state, or
+ * STORE_EIO with a message in *errmsg. Repeating it appends the same configuration again. */
+int store_recover(struct store *s, char **errmsg);
+
 /* Whether the data dir already holds raft state (a restarted node needs no bootstrap or join). */
 bool store_has_state(const char *data_dir);
 

@@ -1103,6 +1103,99 @@ static void test_fence_open(void **state)
 	cluster_close(&c);
 }
 
+static bool node_ready_pred(struct cluster *c, void *arg)
+{
+	struct store_status st;
+	store_get_status(c->nodes[*(unsigned *)arg].s, &st);
+	return st.ready;
+}
+
+/* A lost quorum, recovered: of three voters only node 3 is left, and writes cannot commit. It
+ * is restarted with a new cluster id and store_recover(): it becomes the only voter, leads, keeps
+ * every write (some only in its snapshot, some only in its log) and takes new ones. The two
+ * lost voters then come back on their old data: with their old configuration they still form
+ * a majority between them and elect a leader, but they cannot reach the recovered node, whose
+ * fence refuses their cluster, so neither side takes the other's writes and node 3 keeps
+ * leading. A data dir without raft state cannot be recovered. */
+static void test_recover(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	unsigned three = 2;
+
+	cluster_init(&c, 1);
+	node_open(&c, 0);
+	assert_int_equal(store_recover(c.nodes[0].s, &err), STORE_EINVAL);
+	assert_non_null(strstr(err, "holds no raft state"));
+	free(err);
+	err = NULL;
+	cluster_close(&c);
+
+	three_voters(&c, 0);
+	for (int i = 0; i < 50; i++) { /* past the snapshot threshold (32) */
+		char k[32];
+		snprintf(k, sizeof k, "before/%02d", i);
+		assert_int_equal(do_put(&c, 0, k, "v", false, 0).status, STORE_OK);
+	}
+	run_until(&c, all_have_pred, "before/49", 5000);
+	node_close(&c, 0);
+	node_close(&c, 1);
+	run_for(&c, 500);
+	struct store_status st;
+	store_get_status(c.nodes[2].s, &st);
+	assert_false(st.ready);
+	node_close(&c, 2);
+
+	memset(c.nodes[2].cluster_id, 0xc3, STORE_CLUSTER_ID_LEN);
+	node_open(&c, 2);
+	assert_int_equal(store_recover(c.nodes[2].s, &err), STORE_OK);
+	assert_int_equal(store_start(c.nodes[2].s, &err), STORE_OK);
+	run_until(&c, node_ready_pred, &three, 5000);
+	unsigned n = 0;
+	struct store_member *m = config_of(&c, 2, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].id, 3);
+	assert_int_equal(m[0].role, RAFT_VOTER);
+	free(m);
+	char *v = get_local(&c, 2, "before/49");
+	assert_non_null(v);
+	free(v);
+	assert_int_equal(do_put(&c, 2, "after", "recovered", false, 0).status, STORE_OK);
+
+	/* The lost voters return with the old cluster's configuration and id. */
+	for (unsigned i = 0; i < 2; i++) {
+		node_open(&c, i);
+		assert_int_equal(store_start(c.nodes[i].s, &err), STORE_OK);
+	}
+	unsigned old_leader = 0;
+	uint64_t until = uv_now(&c.loop) + 10000;
+	for (;;) {
+		if (node_ready_pred(&c, &(unsigned){0}) || node_ready_pred(&c, &(unsigned){1})) {
+			old_leader = node_ready_pred(&c, &(unsigned){0}) ? 0 : 1;
+			break;
+		}
+		assert_true(uv_now(&c.loop) < until);
+		run_for(&c, 20);
+	}
+	assert_int_equal(do_put(&c, old_leader, "split", "old", false, 0).status, STORE_OK);
+	assert_int_equal(do_put(&c, 2, "after2", "recovered", false, 0).status, STORE_OK);
+	run_for(&c, 600);
+	assert_null(get_local(&c, 2, "split"));
+	for (unsigned i = 0; i < 2; i++) {
+		assert_null(get_local(&c, i, "after"));
+		assert_null(get_local(&c, i, "after2"));
+	}
+	store_get_status(c.nodes[2].s, &st);
+	assert_true(st.ready);
+	assert_int_equal(st.leader_id, 3);
+	assert_true(st.refused_connections > 0);
+	v = get_local(&c, 2, "after");
+	assert_string_equal(v, "recovered");
+	free(v);
+	cluster_close(&c);
+}
+
 int main(void)
 {
 	/* libuv writes to sockets with write(2): a peer that went away must be an error, not a
@@ -1118,6 +1211,7 @@ int main(void)
 	    cmocka_unit_test(test_install_ends_watches),
 	    cmocka_unit_test(test_cluster_fence),
 	    cmocka_unit_test(test_fence_open),
+	    cmocka_unit_test(test_recover),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
