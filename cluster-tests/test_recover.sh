@@ -92,6 +92,9 @@ tctl "$R" store get after | grep -q yes || fail "lost a write across the restart
 # as the member it has a record of.
 wait_for "agent$S to refuse agent$R" 20 grep -q "refused a raft connection from server [0-9]* at $(host_ip "$R"):7790: it is in cluster $NEW" \
 	"$WORK/agent$S.log"
+status_json "$R" | json '[m.get("error", "") for m in d["members"] if m["name"] == "agent'"$S"'"][0]' |
+	grep -q "this member is in cluster $OLD; the request came from cluster $NEW" ||
+	fail "the status does not say agent$S is in the old cluster: $(status_json "$R")"
 # It joins again: the same name and addresses, its old data moved aside.
 stop_agent "$S"
 mv "$WORK/data$S/raft" "$WORK/data$S/raft.old"
