@@ -29,8 +29,9 @@
 
 #define FENCE_ID_LEN 16
 
-/* Called for each refused connection (never for an open fence): the raft id and address the stranger's handshake gave,
- * and the cluster id its preamble carried (NULL when it sent no fence preamble at all). */
+/* Called for each refused connection (never for an open fence): the raft id and address the
+ * stranger's handshake gave, and the cluster id its preamble carried (NULL when it sent no fence
+ * preamble at all). */
 typedef void (*fence_refused_fn)(void *data, raft_id id, const char *address,
                                  const uint8_t *their_id);
 
