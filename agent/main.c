@@ -2105,24 +2105,23 @@ int agent_main(int argc, char **argv)
 	 * node.json and recovers again, which appends the same configuration once more. The other
 	 * way round it would find the new id, take the recovery as done and wait for a quorum
 	 * that is gone. */
-	if (recover && store_recover(a->store, &why) != STORE_OK) {
-		agent_log("cannot recover: %s", why ? why : "error");
-		free(why);
-		goto fail_store;
-	}
-	if (recover && (rv = save_identity(a)) != 0) {
-		agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));
-		goto fail_store;
-	}
 	if (recover) {
-		agent_log(
-		    "recovered from a lost quorum: member %s (id %llu) is the only voter of "
-		    "the new cluster %s and keeps every write its log holds; it left cluster "
-		    "%s, whose members it now refuses. Members still alive join again "
-		    "(docs/operations.md, \"Losing quorum\"); remove lost ones with tabby "
-		    "cluster remove NAME. Start this agent without --force-new-cluster from now "
-		    "on",
-		    a->name, (unsigned long long)a->id, a->cluster_hex, a->recovered_from);
+		if (store_recover(a->store, &why) != STORE_OK) {
+			agent_log("cannot recover: %s", why ? why : "error");
+			free(why);
+			goto fail_store;
+		}
+		if ((rv = save_identity(a)) != 0) {
+			agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));
+			goto fail_store;
+		}
+		agent_log("recovered from a lost quorum: member %s (id %llu) is the only voter of "
+		          "the new cluster %s and keeps every write its log holds; it left cluster "
+		          "%s, whose members it now refuses. Members still alive join again "
+		          "(docs/operations.md, \"Losing quorum\"); remove lost ones with tabby "
+		          "cluster remove NAME. Start this agent without --force-new-cluster from "
+		          "now on",
+		          a->name, (unsigned long long)a->id, a->cluster_hex, a->recovered_from);
 	}
 	if (store_start(a->store, &why) != STORE_OK) {
 		agent_log("cannot start raft: %s", why ? why : "error");
