@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agent/guard.h"
+#include "agent/nft.h"
 
 static bool parse_port(const char *s, uint16_t *out)
 {
@@ -112,37 +113,21 @@ unsigned guard_ports_normalise(struct guard_port *v, unsigned n)
 
 static json_t *ports_set(const char *name, int family, const struct guard_port *v, unsigned n)
 {
-	json_t *set =
-	    json_pack("{s:s,s:s,s:s,s:[s,s]}", "family", "inet", "table", GUARD_TABLE, "name", name,
-	              "type", family == 4 ? "ipv4_addr" : "ipv6_addr", "inet_service");
 	json_t *elems = json_array();
-	if (set == NULL || elems == NULL) {
-		goto err;
-	}
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; elems != NULL && i < n; i++) {
 		char text[IPAM_ADDR_STRLEN];
-		if (v[i].addr.family != family) {
-			continue;
-		}
-		if (json_array_append_new(elems, json_pack("{s:[s,i]}", "concat",
+		if (v[i].addr.family == family &&
+		    json_array_append_new(elems, json_pack("{s:[s,i]}", "concat",
 		                                           ipam_addr_format(&v[i].addr, text),
 		                                           (int)v[i].port)) != 0) {
-			goto err;
-		}
-	}
-	if (json_array_size(elems) > 0) {
-		if (json_object_set_new(set, "elem", elems) != 0) {
+			json_decref(elems);
 			elems = NULL;
-			goto err;
 		}
-	} else {
-		json_decref(elems);
 	}
-	return json_pack("{s:{s:o}}", "add", "set", set);
-err:
-	json_decref(elems);
-	json_decref(set);
-	return NULL;
+	return agent_nft_add_set(json_pack("{s:s,s:s,s:s,s:[s,s]}", "family", "inet", "table",
+	                                   GUARD_TABLE, "name", name, "type",
+	                                   family == 4 ? "ipv4_addr" : "ipv6_addr", "inet_service"),
+	                         elems);
 }
 
 /* iifname "PREFIX*" ip[6] daddr . tcp dport @set reject with tcp reset */

@@ -1257,28 +1257,6 @@ static json_t *prefix_elem(const struct ipam_cidr *c)
 	                 (int)c->prefix);
 }
 
-/* "add set" of set with elems (NULL when out of memory or when either is NULL); takes both. An
- * empty elems adds no "elem": nft refuses an empty list. */
-static json_t *add_set(json_t *set, json_t *elems)
-{
-	if (set == NULL || elems == NULL) {
-		goto err;
-	}
-	if (json_array_size(elems) > 0) {
-		if (json_object_set_new(set, "elem", elems) != 0) {
-			elems = NULL;
-			goto err;
-		}
-	} else {
-		json_decref(elems);
-	}
-	return json_pack("{s:{s:o}}", "add", "set", set);
-err:
-	json_decref(elems);
-	json_decref(set);
-	return NULL;
-}
-
 static json_t *nat_set(const char *name, int family, const struct ipam_cidr *v, unsigned n)
 {
 	json_t *elems = json_array();
@@ -1289,10 +1267,11 @@ static json_t *nat_set(const char *name, int family, const struct ipam_cidr *v, 
 			elems = NULL;
 		}
 	}
-	return add_set(json_pack("{s:s,s:s,s:s,s:s,s:[s]}", "family", "inet", "table",
-	                         NETSYNC_NAT_TABLE, "name", name, "type",
-	                         family == 4 ? "ipv4_addr" : "ipv6_addr", "flags", "interval"),
-	               elems);
+	return agent_nft_add_set(json_pack("{s:s,s:s,s:s,s:s,s:[s]}", "family", "inet", "table",
+	                                   NETSYNC_NAT_TABLE, "name", name, "type",
+	                                   family == 4 ? "ipv4_addr" : "ipv6_addr", "flags",
+	                                   "interval"),
+	                         elems);
 }
 
 static json_t *nat_rule(json_t *expr)
@@ -1337,9 +1316,10 @@ static json_t *sources_set(const char *name, int family, const struct ipam_addr 
 			elems = NULL;
 		}
 	}
-	return add_set(json_pack("{s:s,s:s,s:s,s:s}", "family", "inet", "table", NETSYNC_NAT_TABLE,
-	                         "name", name, "type", family == 4 ? "ipv4_addr" : "ipv6_addr"),
-	               elems);
+	return agent_nft_add_set(json_pack("{s:s,s:s,s:s,s:s}", "family", "inet", "table",
+	                                   NETSYNC_NAT_TABLE, "name", name, "type",
+	                                   family == 4 ? "ipv4_addr" : "ipv6_addr"),
+	                         elems);
 }
 
 /*

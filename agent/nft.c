@@ -247,3 +247,23 @@ int agent_nft_delete_table(struct agent_nft *n, const char *table, char *err, si
 	json_decref(cmds);
 	return rc;
 }
+
+json_t *agent_nft_add_set(json_t *set, json_t *elems)
+{
+	if (set == NULL || elems == NULL) {
+		goto err;
+	}
+	if (json_array_size(elems) > 0) {
+		if (json_object_set_new(set, "elem", elems) != 0) {
+			elems = NULL;
+			goto err;
+		}
+	} else {
+		json_decref(elems);
+	}
+	return json_pack("{s:{s:o}}", "add", "set", set);
+err:
+	json_decref(elems);
+	json_decref(set);
+	return NULL;
+}

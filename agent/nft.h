@@ -42,6 +42,11 @@ void agent_nft_counts(const struct agent_nft *n, unsigned long *fast, unsigned l
 /* How many of the libnftables ones were split (their new sets went through libnftnl first). */
 unsigned long agent_nft_splits(const struct agent_nft *n);
 
+/* The libnftables JSON command {"add": {"set": set}} with elems as the set's "elem" (an empty
+ * elems adds none: nft refuses an empty list). Takes both; NULL when either is NULL or out of
+ * memory. Builds JSON only, for the callers that assemble tables (netsync, the guard). */
+json_t *agent_nft_add_set(json_t *set, json_t *elems);
+
 /* Delete the inet table named table with everything in it. A table that does not exist is not
  * an error (0). Otherwise as agent_nft_apply(). */
 int agent_nft_delete_table(struct agent_nft *n, const char *table, char *err, size_t errlen);
