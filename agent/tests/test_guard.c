@@ -37,35 +37,7 @@
 #include "agent/guard.h"
 #include "agent/internal.h"
 #include "agent/nft.h"
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	int rv = system(cmd);
-	return WIFEXITED(rv) ? WEXITSTATUS(rv) : -1;
-}
-
-static char *out(const char *cmd)
-{
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap);
-	assert_non_null(buf);
-	size_t r;
-	while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-		n += r;
-	}
-	buf[n] = 0;
-	pclose(p);
-	return buf;
-}
+#include "agent/tests/shell.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* The pure half                                                                               */
@@ -345,36 +317,36 @@ static int kernel_setup(void **state)
 	if (!have_kernel) {
 		return 0;
 	}
-	sh("ip netns del " WL_NS " 2>/dev/null; ip netns del " REMOTE_NS " 2>/dev/null");
-	int rv =
-	    sh("set -e; ip link set lo up; "
-	       "ip netns add " WL_NS "; ip netns add " REMOTE_NS "; "
-	       "ip link add ext0 type veth peer name ext0p; ip link set ext0p netns " REMOTE_NS "; "
-	       "ip addr add 10.99.0.11/24 dev ext0; ip addr add fd00:99::11/64 dev ext0 nodad; "
-	       "ip link set ext0 up; ip route add default via 10.99.0.12; "
-	       "ip -n " REMOTE_NS " link set lo up; "
-	       "ip -n " REMOTE_NS " addr add 10.99.0.12/24 dev ext0p; "
-	       "ip -n " REMOTE_NS " addr add fd00:99::12/64 dev ext0p nodad; "
-	       "ip -n " REMOTE_NS " link set ext0p up; "
-	       "ip -n " REMOTE_NS " route add 10.65.0.0/16 via 10.99.0.11; "
-	       "ip -n " REMOTE_NS " route add fd00:65::/64 via fd00:99::11; "
-	       "ip link add cali-tg0 type veth peer name eth0; ip link set eth0 netns " WL_NS "; "
-	       "ip link set cali-tg0 address ee:ee:ee:ee:ee:ee up; "
-	       "sysctl -qw net.ipv4.conf.cali-tg0.proxy_arp=1 net.ipv4.ip_forward=1 "
-	       "net.ipv6.conf.all.forwarding=1; "
-	       "ip route add 10.65.0.2/32 dev cali-tg0 scope link; "
-	       "ip -n " WL_NS " link set lo up; "
-	       "ip -n " WL_NS " addr add 10.65.0.2/32 dev eth0; "
-	       "ip -n " WL_NS " addr add fd00:65::2/128 dev eth0 nodad; "
-	       "ip -n " WL_NS " link set eth0 up; "
-	       "ip -n " WL_NS " route add 169.254.1.1 dev eth0 scope link; "
-	       "ip -n " WL_NS " route add default via 169.254.1.1 dev eth0; "
-	       "ip route add fd00:65::2/128 dev cali-tg0; "
-	       "for i in $(seq 50); do "
-	       "  ll=$(ip -6 addr show dev cali-tg0 scope link | sed -n 's/.*inet6 "
-	       "\\([^/]*\\).*/\\1/p'); "
-	       "  [ -n \"$ll\" ] && break; sleep 0.1; done; "
-	       "ip -n " WL_NS " -6 route add default via $ll dev eth0");
+	test_sh("ip netns del " WL_NS " 2>/dev/null; ip netns del " REMOTE_NS " 2>/dev/null");
+	int rv = test_sh(
+	    "set -e; ip link set lo up; "
+	    "ip netns add " WL_NS "; ip netns add " REMOTE_NS "; "
+	    "ip link add ext0 type veth peer name ext0p; ip link set ext0p netns " REMOTE_NS "; "
+	    "ip addr add 10.99.0.11/24 dev ext0; ip addr add fd00:99::11/64 dev ext0 nodad; "
+	    "ip link set ext0 up; ip route add default via 10.99.0.12; "
+	    "ip -n " REMOTE_NS " link set lo up; "
+	    "ip -n " REMOTE_NS " addr add 10.99.0.12/24 dev ext0p; "
+	    "ip -n " REMOTE_NS " addr add fd00:99::12/64 dev ext0p nodad; "
+	    "ip -n " REMOTE_NS " link set ext0p up; "
+	    "ip -n " REMOTE_NS " route add 10.65.0.0/16 via 10.99.0.11; "
+	    "ip -n " REMOTE_NS " route add fd00:65::/64 via fd00:99::11; "
+	    "ip link add cali-tg0 type veth peer name eth0; ip link set eth0 netns " WL_NS "; "
+	    "ip link set cali-tg0 address ee:ee:ee:ee:ee:ee up; "
+	    "sysctl -qw net.ipv4.conf.cali-tg0.proxy_arp=1 net.ipv4.ip_forward=1 "
+	    "net.ipv6.conf.all.forwarding=1; "
+	    "ip route add 10.65.0.2/32 dev cali-tg0 scope link; "
+	    "ip -n " WL_NS " link set lo up; "
+	    "ip -n " WL_NS " addr add 10.65.0.2/32 dev eth0; "
+	    "ip -n " WL_NS " addr add fd00:65::2/128 dev eth0 nodad; "
+	    "ip -n " WL_NS " link set eth0 up; "
+	    "ip -n " WL_NS " route add 169.254.1.1 dev eth0 scope link; "
+	    "ip -n " WL_NS " route add default via 169.254.1.1 dev eth0; "
+	    "ip route add fd00:65::2/128 dev cali-tg0; "
+	    "for i in $(seq 50); do "
+	    "  ll=$(ip -6 addr show dev cali-tg0 scope link | sed -n 's/.*inet6 "
+	    "\\([^/]*\\).*/\\1/p'); "
+	    "  [ -n \"$ll\" ] && break; sleep 0.1; done; "
+	    "ip -n " WL_NS " -6 route add default via $ll dev eth0");
 	assert_int_equal(rv, 0);
 	return 0;
 }
@@ -383,9 +355,10 @@ static int kernel_teardown(void **state)
 {
 	(void)state;
 	if (have_kernel) {
-		sh("ip netns del " WL_NS " 2>/dev/null; ip netns del " REMOTE_NS " 2>/dev/null; "
-		   "ip link del ext0 2>/dev/null; ip link del cali-tg0 2>/dev/null; "
-		   "nft delete table inet " GUARD_TABLE " 2>/dev/null; true");
+		test_sh("ip netns del " WL_NS " 2>/dev/null; ip netns del " REMOTE_NS
+		        " 2>/dev/null; "
+		        "ip link del ext0 2>/dev/null; ip link del cali-tg0 2>/dev/null; "
+		        "nft delete table inet " GUARD_TABLE " 2>/dev/null; true");
 	}
 	return 0;
 }
@@ -432,7 +405,7 @@ static void test_kernel(void **state)
 	assert_int_equal(connect_from(WL_NS, "10.99.0.12", 7792), ECONNREFUSED);
 	assert_int_equal(connect_from(WL_NS, "fd00:99::11", 7791), 0);
 	assert_int_equal(connect_from(WL_NS, "10.99.0.11", 7790), ECONNREFUSED);
-	char *list = out("nft list tables");
+	char *list = test_out("nft list tables");
 	const char *p = strstr(list, "table inet " GUARD_TABLE);
 	assert_non_null(p);
 	assert_null(strstr(p + 1, "table inet " GUARD_TABLE));

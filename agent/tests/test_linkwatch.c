@@ -19,6 +19,7 @@
 #include <netlink/netlink.h>
 
 #include "agent/internal.h"
+#include "agent/tests/shell.h"
 
 static bool have_root;
 
@@ -38,17 +39,6 @@ int __wrap_nl_recvmsgs_report(struct nl_sock *sk, struct nl_cb *cb)
 		reads_empty++;
 	}
 	return rv;
-}
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	return system(cmd);
 }
 
 struct fx {
@@ -95,9 +85,9 @@ static void run_until(struct fx *f, unsigned want)
 /* Link lwI (a veth pair, lwI and lwIp), with the alias when it is not NULL. */
 static void link_make(int i, const char *alias)
 {
-	assert_int_equal(sh("ip link add lw%d type veth peer name lw%dp", i, i), 0);
+	assert_int_equal(test_sh("ip link add lw%d type veth peer name lw%dp", i, i), 0);
 	if (alias != NULL) {
-		assert_int_equal(sh("ip link set lw%d alias %s", i, alias), 0);
+		assert_int_equal(test_sh("ip link set lw%d alias %s", i, alias), 0);
 	}
 }
 
@@ -135,7 +125,7 @@ static int teardown(void **state)
 	uv_run(&f->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
 	for (int i = 0; i < 4; i++) {
-		sh("ip link del lw%d 2>/dev/null", i);
+		test_sh("ip link del lw%d 2>/dev/null", i);
 	}
 	free(f);
 	return 0;
@@ -152,15 +142,15 @@ static void test_removal_matches_name_and_alias(void **state)
 	wait_for(f, 1, "lw1", "tabby:other/eth0"); /* lw1 carries another alias */
 	wait_for(f, 2, "lw2", "tabby:c2/eth0");    /* never exists */
 
-	assert_int_equal(sh("ip link set lw0 up && ip link set lw1 mtu 1400"), 0);
+	assert_int_equal(test_sh("ip link set lw0 up && ip link set lw1 mtu 1400"), 0);
 	run_until(f, 0);
 	assert_int_equal(f->fired[0], 0); /* changes are not removals */
 
-	assert_int_equal(sh("ip link del lw1"), 0);
+	assert_int_equal(test_sh("ip link del lw1"), 0);
 	run_until(f, 0);
 	assert_int_equal(f->fired[1], 0);
 
-	assert_int_equal(sh("ip link del lw0"), 0);
+	assert_int_equal(test_sh("ip link del lw0"), 0);
 	run_until(f, 1u << 0);
 	assert_int_equal(f->fired[0], 1);
 	assert_int_equal(f->fired[1], 0);
@@ -168,7 +158,7 @@ static void test_removal_matches_name_and_alias(void **state)
 
 	/* a fired wait is off the list: the same name and alias again do not fire it twice */
 	link_make(0, "tabby:c0/eth0");
-	assert_int_equal(sh("ip link del lw0"), 0);
+	assert_int_equal(test_sh("ip link del lw0"), 0);
 	run_until(f, 0);
 	assert_int_equal(f->fired[0], 1);
 	linkwatch_cancel(&f->a, &f->g[1]);
@@ -183,7 +173,7 @@ static void test_no_alias(void **state)
 	link_make(1, "tabby:c1/eth0");
 	wait_for(f, 0, "lw0", NULL);
 	wait_for(f, 1, "lw1", NULL);
-	assert_int_equal(sh("ip link del lw1 && ip link del lw0"), 0);
+	assert_int_equal(test_sh("ip link del lw1 && ip link del lw0"), 0);
 	run_until(f, 1u << 0);
 	assert_int_equal(f->fired[0], 1);
 	assert_int_equal(f->fired[1], 0);
@@ -201,7 +191,7 @@ static void test_cancel(void **state)
 	wait_for(f, 3, "lw3", "tabby:c3/eth0");
 	linkwatch_cancel(&f->a, &f->g[0]);
 	linkwatch_cancel(&f->a, &f->g[0]);
-	assert_int_equal(sh("ip link del lw0 && ip link del lw3"), 0);
+	assert_int_equal(test_sh("ip link del lw0 && ip link del lw3"), 0);
 	run_until(f, 1u << 3);
 	assert_int_equal(f->fired[0], 0);
 	assert_int_equal(f->fired[3], 1);
@@ -222,8 +212,8 @@ static void test_reads_stop_when_empty(void **state)
 	for (int i = 0; i < 4; i++) {
 		link_make(i, "tabby:c/eth0");
 	}
-	assert_int_equal(sh("ip link del lw0 && ip link del lw1 && ip link del lw2 && "
-	                    "ip link del lw3"),
+	assert_int_equal(test_sh("ip link del lw0 && ip link del lw1 && ip link del lw2 && "
+	                         "ip link del lw3"),
 	                 0);
 	run_until(f, 0);
 	assert_true(reads_msgs >= 8); /* each pair's creation and removal are announced */
@@ -237,7 +227,7 @@ static void assert_deaf(struct fx *f)
 {
 	reads_msgs = reads_empty = 0;
 	link_make(2, "tabby:c2/eth0");
-	assert_int_equal(sh("ip link set lw2 up && ip link del lw2"), 0);
+	assert_int_equal(test_sh("ip link set lw2 up && ip link del lw2"), 0);
 	run_until(f, 0);
 	assert_int_equal(reads_msgs, 0);
 	assert_int_equal(reads_empty, 0);
@@ -255,7 +245,7 @@ static void test_listens_only_while_waiting(void **state)
 
 	wait_for(f, 0, "lw0", "tabby:c0/eth0");
 	link_make(1, "tabby:c1/eth0");
-	assert_int_equal(sh("ip link del lw1 && ip link del lw0"), 0);
+	assert_int_equal(test_sh("ip link del lw1 && ip link del lw0"), 0);
 	run_until(f, 1u << 0);
 	assert_int_equal(f->fired[0], 1);
 	assert_true(reads_msgs >= 3); /* lw1 made and removed, lw0 removed */
@@ -276,14 +266,15 @@ static void test_stale_announcement_dropped(void **state)
 	struct fx *f = *state;
 	link_make(0, "tabby:c0/eth0");
 	wait_for(f, 0, "lw0", "tabby:c0/eth0");
-	assert_int_equal(sh("ip link del lw0"), 0); /* queued, not read: the loop did not run */
+	assert_int_equal(test_sh("ip link del lw0"),
+	                 0); /* queued, not read: the loop did not run */
 	linkwatch_cancel(&f->a, &f->g[0]);
 	link_make(0, "tabby:c0/eth0");
 	wait_for(f, 1, "lw0", "tabby:c0/eth0");
 	run_until(f, 0);
 	assert_int_equal(f->fired[0], 0);
 	assert_int_equal(f->fired[1], 0);
-	assert_int_equal(sh("ip link del lw0"), 0);
+	assert_int_equal(test_sh("ip link del lw0"), 0);
 	run_until(f, 1u << 1);
 	assert_int_equal(f->fired[1], 1);
 }
@@ -296,7 +287,7 @@ static void test_stop_with_waits(void **state)
 	wait_for(f, 0, "lw0", "tabby:c0/eth0");
 	linkwatch_stop(&f->a);
 	assert_false(linkwatch_wait(&f->a, &f->g[1])); /* no watch any more */
-	assert_int_equal(sh("ip link del lw0"), 0);
+	assert_int_equal(test_sh("ip link del lw0"), 0);
 	run_until(f, 0);
 	assert_int_equal(f->fired[0], 0);
 	assert_int_equal(linkwatch_start(&f->a), 0); /* teardown stops it again */

@@ -47,51 +47,10 @@
 #include "agent/netcalc.h"
 #include "agent/netsync.h"
 #include "agent/wire.h"
+#include "agent/tests/shell.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Shell helpers                                                                               */
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	int rv = system(cmd);
-	return WIFEXITED(rv) ? WEXITSTATUS(rv) : -1;
-}
-
-/* The output of a command (malloc()ed). */
-static char *out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *out(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t cap = 4096, n = 0;
-	char *buf = malloc(cap);
-	assert_non_null(buf);
-	size_t r;
-	while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-		n += r;
-		if (cap - n < 2) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-			assert_non_null(buf);
-		}
-	}
-	buf[n] = 0;
-	pclose(p);
-	return buf;
-}
 
 /* Whether the output of cmd has a line containing every one of the words (NULL-ended). */
 static bool has_line(const char *text, ...)
@@ -162,7 +121,7 @@ static char *monitor_stop(struct monitor *m)
 	usleep(300 * 1000);
 	kill(m->pid, SIGTERM);
 	waitpid(m->pid, NULL, 0);
-	char *text = out("cat %s", m->file);
+	char *text = test_out("cat %s", m->file);
 	unlink(m->file);
 	return text;
 }
@@ -345,13 +304,14 @@ static char *mac_text(const char *node, char *buf)
 static void host_setup(void)
 {
 	assert_int_equal(unshare(CLONE_NEWNET), 0);
-	assert_int_equal(sh("ip link set lo up && ip link add ext0 type veth peer name ext0p && "
-	                    "ip link set ext0 up && ip link set ext0p up && "
-	                    "ip addr add 10.99.0.11/24 dev ext0 && "
-	                    "ip addr add fd00:99::11/64 dev ext0 nodad && "
-	                    "ip link add cali0001 type veth peer name wl0001 && "
-	                    "ip link set cali0001 up && ip link set wl0001 up"),
-	                 0);
+	assert_int_equal(
+	    test_sh("ip link set lo up && ip link add ext0 type veth peer name ext0p && "
+	            "ip link set ext0 up && ip link set ext0p up && "
+	            "ip addr add 10.99.0.11/24 dev ext0 && "
+	            "ip addr add fd00:99::11/64 dev ext0 nodad && "
+	            "ip link add cali0001 type veth peer name wl0001 && "
+	            "ip link set cali0001 up && ip link set wl0001 up"),
+	    0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -360,8 +320,8 @@ static void host_setup(void)
 static void check_first_state(void)
 {
 	char mac[32];
-	char *r4 = out("ip -4 -d route show proto %d", TABBY_RTPROT);
-	char *r6 = out("ip -6 -d route show proto %d", TABBY_RTPROT);
+	char *r4 = test_out("ip -4 -d route show proto %d", TABBY_RTPROT);
+	char *r6 = test_out("ip -6 -d route show proto %d", TABBY_RTPROT);
 	fprintf(stderr, "IPv4 routes of ours:\n%sIPv6:\n%s", r4, r6);
 	assert_true(has_line(r4, "blackhole 10.64.0.0/26", NULL));
 	assert_true(has_line(r4, "10.64.0.2 dev cali0001", "scope link", NULL));
@@ -377,30 +337,30 @@ static void check_first_state(void)
 	free(r4);
 	free(r6);
 
-	char *l = out("ip -d link show vxlan.tabby");
+	char *l = test_out("ip -d link show vxlan.tabby");
 	fprintf(stderr, "%s", l);
 	assert_true(has_line(l, "mtu 1450", "UP", NULL));
 	assert_true(has_line(l, "link/ether", mac_text("a", mac), NULL));
 	assert_true(
 	    has_line(l, "vxlan id 4096", "local 10.99.0.11", "dstport 4789", "nolearning", NULL));
 	free(l);
-	l = out("ip -4 addr show dev vxlan.tabby");
+	l = test_out("ip -4 addr show dev vxlan.tabby");
 	assert_true(has_line(l, "inet 10.64.0.1/32", NULL));
 	free(l);
 	/* c is the only VXLAN peer (b is on the shared subnet, but it is a VTEP too). */
-	l = out("bridge fdb show dev vxlan.tabby");
+	l = test_out("bridge fdb show dev vxlan.tabby");
 	fprintf(stderr, "%s", l);
 	assert_true(has_line(l, mac_text("c", mac), "dst 10.98.0.13", "permanent", NULL));
 	assert_true(has_line(l, mac_text("b", mac), "dst 10.99.0.12", "permanent", NULL));
 	free(l);
-	l = out("ip neigh show dev vxlan.tabby");
+	l = test_out("ip neigh show dev vxlan.tabby");
 	fprintf(stderr, "%s", l);
 	assert_true(has_line(l, "10.64.0.129 lladdr", mac_text("c", mac), "PERMANENT", NULL));
 	assert_true(has_line(l, "10.64.0.65 lladdr", mac_text("b", mac), "PERMANENT", NULL));
 	free(l);
 
 	/* NAT: masquerade from the NAT pool to outside every pool, and the tunnel rule. */
-	char *j = out("nft -j list table inet %s", NETSYNC_NAT_TABLE);
+	char *j = test_out("nft -j list table inet %s", NETSYNC_NAT_TABLE);
 	json_error_t e;
 	json_t *doc = json_loads(j, 0, &e);
 	assert_non_null(doc);
@@ -450,7 +410,7 @@ static void check_first_state(void)
 	assert_int_equal(rules, 5);
 	json_decref(doc);
 	free(j);
-	j = out("nft list table inet %s", NETSYNC_NAT_TABLE);
+	j = test_out("nft list table inet %s", NETSYNC_NAT_TABLE);
 	fprintf(stderr, "%s", j);
 	assert_true(has_line(j, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
 	assert_true(
@@ -472,12 +432,13 @@ static void test_applier(void **state)
 
 	/* The host, and two foreign routes. */
 	host_setup();
-	assert_int_equal(sh("ip route add 10.77.0.0/24 via 10.99.0.1 proto static && "
-	                    "ip route add 10.64.5.0/26 via 10.99.0.1 proto static"),
+	assert_int_equal(test_sh("ip route add 10.77.0.0/24 via 10.99.0.1 proto static && "
+	                         "ip route add 10.64.5.0/26 via 10.99.0.1 proto static"),
 	                 0);
 
 	assert_int_equal(netsync_kernel_forwarding(err, sizeof err), 0);
-	char *v = out("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding");
+	char *v =
+	    test_out("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding");
 	assert_string_equal(v, "1\n1\n");
 	free(v);
 
@@ -537,7 +498,7 @@ static void test_applier(void **state)
 	assert_int_equal(seen.n_gone, 2);
 	assert_true(gone_has(&seen, "10.64.0.2"));
 	assert_true(gone_has(&seen, "fd80::2"));
-	char *r4 = out("ip -4 route show");
+	char *r4 = test_out("ip -4 route show");
 	assert_true(has_line(r4, "blackhole 10.64.0.0/26", NULL));
 	assert_true(has_line(r4, "10.77.0.0/24 via 10.99.0.1", "proto static", NULL));
 	free(r4);
@@ -545,10 +506,10 @@ static void test_applier(void **state)
 	/* Damage by hand: a route of ours deleted, one changed, a stale one of ours added. An
 	 * incremental apply does not look; a full one repairs all three. A foreign route holds a
 	 * destination we now want (a's new block): it stays, and that is reported. */
-	assert_int_equal(sh("ip route del 10.64.1.0/26 && "
-	                    "ip route replace 10.64.0.7 via 10.99.0.13 proto %d && "
-	                    "ip route add 10.64.9.0/26 via 10.99.0.12 proto %d",
-	                    TABBY_RTPROT, TABBY_RTPROT),
+	assert_int_equal(test_sh("ip route del 10.64.1.0/26 && "
+	                         "ip route replace 10.64.0.7 via 10.99.0.13 proto %d && "
+	                         "ip route add 10.64.9.0/26 via 10.99.0.12 proto %d",
+	                         TABBY_RTPROT, TABBY_RTPROT),
 	                 0);
 	add_block(&c, "10.64.5.0/26", "10.64.0.0/16", "a");
 	seen.n_problems = 0;
@@ -559,7 +520,7 @@ static void test_applier(void **state)
 	assert_int_equal(rep.routes_failed, 1);
 	assert_true(problem_has(&seen, "10.64.5.0/26"));
 	assert_true(problem_has(&seen, "not Tabby's"));
-	r4 = out("ip -4 route show");
+	r4 = test_out("ip -4 route show");
 	fprintf(stderr, "after repair:\n%s", r4);
 	assert_true(has_line(r4, "10.64.1.0/26 via 10.99.0.12", "proto 116", NULL));
 	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.12", "proto 116", NULL));
@@ -575,15 +536,15 @@ static void test_applier(void **state)
 	c.n_weps = 2;
 	apply(k, &c, false, &rep);
 	assert_int_equal(rep.routes_added, 2);
-	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.2 dev cali0001", NULL));
 	free(r4);
 	/* The wiring added a workload route itself before we knew: adopted as it is, not an
 	 * error, and not rewritten (no route event). */
-	assert_int_equal(sh("ip link add cali0002 type veth peer name wl0002 && "
-	                    "ip link set cali0002 up && "
-	                    "ip route add 10.64.0.3/32 dev cali0002 scope link proto %d",
-	                    TABBY_RTPROT),
+	assert_int_equal(test_sh("ip link add cali0002 type veth peer name wl0002 && "
+	                         "ip link set cali0002 up && "
+	                         "ip route add 10.64.0.3/32 dev cali0002 scope link proto %d",
+	                         TABBY_RTPROT),
 	                 0);
 	seen.n_problems = 0;
 	monitor_start(&m);
@@ -593,18 +554,18 @@ static void test_applier(void **state)
 	assert_int_equal(rep.routes_added + rep.routes_replaced + rep.routes_failed, 0);
 	assert_int_equal(count_with(events, "10.64.0.3"), 0);
 	free(events);
-	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.3 dev cali0002", "scope link", NULL));
 	free(r4);
 	/* A workload route of ours found on another device (the wiring of an earlier container
 	 * that had the address) is replaced; and a foreign host route holding a workload's
 	 * address is reported and left. (Host routes in the way are looked up one at a time; the
 	 * check that they are ours must still hold.) */
-	assert_int_equal(sh("ip link add cali0003 type veth peer name wl0003 && "
-	                    "ip link set cali0003 up && "
-	                    "ip -6 route add fd80::3/128 dev cali0002 proto %d && "
-	                    "ip route add 10.64.0.4/32 dev cali0003 scope link proto static",
-	                    TABBY_RTPROT),
+	assert_int_equal(test_sh("ip link add cali0003 type veth peer name wl0003 && "
+	                         "ip link set cali0003 up && "
+	                         "ip -6 route add fd80::3/128 dev cali0002 proto %d && "
+	                         "ip route add 10.64.0.4/32 dev cali0003 scope link proto static",
+	                         TABBY_RTPROT),
 	                 0);
 	c.weps[2] = (struct netcalc_workload){"cali0003", &c.wep_addrs[3], 2};
 	c.n_weps = 3;
@@ -614,12 +575,12 @@ static void test_applier(void **state)
 	assert_int_equal(rep.routes_failed, 1);
 	assert_true(problem_has(&seen, "10.64.0.4"));
 	assert_true(problem_has(&seen, "not Tabby's"));
-	r4 = out("ip route show 10.64.0.4/32; ip -6 route show fd80::3/128");
+	r4 = test_out("ip route show 10.64.0.4/32; ip -6 route show fd80::3/128");
 	assert_true(has_line(r4, "10.64.0.4 dev cali0003", "proto static", NULL));
 	assert_true(has_line(r4, "fd80::3 dev cali0003", "proto 116", NULL));
 	free(r4);
 	c.n_weps = 2;
-	assert_int_equal(sh("ip link del cali0003"), 0);
+	assert_int_equal(test_sh("ip link del cali0003"), 0);
 	apply(k, &c, false, &rep);
 
 	/* IP-in-IP, when the kernel has it. */
@@ -630,23 +591,23 @@ static void test_applier(void **state)
 	apply(k, &c, false, &rep);
 	/* IP-in-IP from no node dropped (whether or not the kernel can make tunl0: another
 	 * module's IP-in-IP device would take it); no VXLAN rule any more. */
-	char *in = out("nft list chain inet %s input", NETSYNC_NAT_TABLE);
+	char *in = test_out("nft list chain inet %s input", NETSYNC_NAT_TABLE);
 	assert_true(has_line(in, "meta l4proto ipencap ip saddr != @hosts4 counter", "drop", NULL));
 	assert_false(has_line(in, "udp dport", NULL));
 	free(in);
-	in = out("nft list chain inet %s prerouting", NETSYNC_NAT_TABLE);
+	in = test_out("nft list chain inet %s prerouting", NETSYNC_NAT_TABLE);
 	assert_true(has_line(in, "iifname \"cali*\" meta l4proto ipencap drop", NULL));
 	assert_false(has_line(in, "udp dport", NULL));
 	free(in);
-	char *links = out("ip -d link show");
-	if (sh("ip link show tunl0 >/dev/null 2>&1") == 0) {
-		r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	char *links = test_out("ip -d link show");
+	if (test_sh("ip link show tunl0 >/dev/null 2>&1") == 0) {
+		r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 		fprintf(stderr, "with IP-in-IP:\n%s", r4);
 		assert_true(has_line(r4, "10.64.1.0/26 via 10.99.0.12 dev tunl0", "onlink", NULL));
 		assert_true(
 		    has_line(r4, "10.64.0.128/26 via 10.98.0.13 dev tunl0", "onlink", NULL));
 		free(r4);
-		char *t = out("ip addr show dev tunl0");
+		char *t = test_out("ip addr show dev tunl0");
 		assert_true(has_line(t, "mtu 1440", "UP", NULL) || has_line(t, "mtu 1440", NULL));
 		assert_true(has_line(t, "inet 10.64.0.5/32", NULL));
 		free(t);
@@ -657,14 +618,15 @@ static void test_applier(void **state)
 	}
 	free(links);
 	/* VXLAN no longer wanted: its device is gone. */
-	assert_int_not_equal(sh("ip link show vxlan.tabby >/dev/null 2>&1"), 0);
+	assert_int_not_equal(test_sh("ip link show vxlan.tabby >/dev/null 2>&1"), 0);
 
 	/* No tunnel and no NAT: the NAT table goes too. */
 	c.pools[0].ipip = IPAM_ENCAP_NEVER;
 	c.pools[0].nat_outgoing = false;
 	apply(k, &c, false, &rep);
-	assert_int_not_equal(sh("nft list table inet %s >/dev/null 2>&1", NETSYNC_NAT_TABLE), 0);
-	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	assert_int_not_equal(test_sh("nft list table inet %s >/dev/null 2>&1", NETSYNC_NAT_TABLE),
+	                     0);
+	r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.98.0.13 dev ext0", NULL) ||
 	            problem_has(&seen, "10.64.0.128/26"));
 	free(r4);
@@ -675,11 +637,12 @@ static void test_applier(void **state)
 	struct netcalc_state empty = {0};
 	seen.n_gone = 0;
 	assert_int_equal(netsync_kernel_apply(k, &empty, true, &rep), 0);
-	r4 = out("ip route show proto %d; ip -6 route show proto %d", TABBY_RTPROT, TABBY_RTPROT);
+	r4 = test_out("ip route show proto %d; ip -6 route show proto %d", TABBY_RTPROT,
+	              TABBY_RTPROT);
 	assert_string_equal(r4, "");
 	free(r4);
 	assert_true(gone_has(&seen, "10.64.0.2") && gone_has(&seen, "10.64.0.3"));
-	r4 = out("ip -4 route show");
+	r4 = test_out("ip -4 route show");
 	assert_true(has_line(r4, "10.77.0.0/24 via 10.99.0.1", "proto static", NULL));
 	free(r4);
 	netsync_kernel_free(k);
@@ -721,16 +684,16 @@ static void test_vxlan_rebuilt(void **state)
 {
 	struct fix *f = *state;
 	apply(f->k, &f->c, true, &f->rep);
-	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	char *r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
 	free(r4);
 
 	f->c.nodes[0].ip4.addr = A("10.99.0.21");
 	apply(f->k, &f->c, false, &f->rep);
-	char *l = out("ip -d link show vxlan.tabby");
+	char *l = test_out("ip -d link show vxlan.tabby");
 	assert_true(has_line(l, "local 10.99.0.21", NULL));
 	free(l);
-	r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 	fprintf(stderr, "after vxlan.tabby was rebuilt:\n%s", r4);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
 	free(r4);
@@ -750,15 +713,15 @@ static void test_foreign_route_kept(void **state)
 {
 	struct fix *f = *state;
 	apply(f->k, &f->c, true, &f->rep);
-	assert_int_equal(sh("ip route del 10.64.0.64/26 proto %d && "
-	                    "ip route add 10.64.0.64/26 via 10.99.0.1 proto static",
-	                    TABBY_RTPROT),
+	assert_int_equal(test_sh("ip route del 10.64.0.64/26 proto %d && "
+	                         "ip route add 10.64.0.64/26 via 10.99.0.1 proto static",
+	                         TABBY_RTPROT),
 	                 0);
 
 	/* b moves: its block and its borrowed address get another gateway. */
 	f->c.nodes[1].ip4.addr = A("10.99.0.22");
 	apply(f->k, &f->c, false, &f->rep);
-	char *r4 = out("ip -4 route show");
+	char *r4 = test_out("ip -4 route show");
 	fprintf(stderr, "after b moved:\n%s", r4);
 	assert_true(has_line(r4, "10.64.0.64/26 via 10.99.0.1", "proto static", NULL));
 	assert_true(has_line(r4, "10.64.0.7 via 10.99.0.22", "proto 116", NULL));
@@ -771,14 +734,14 @@ static void test_foreign_route_kept(void **state)
 	/* Still left by the next apply; once the foreign route goes, the next apply adds ours. */
 	apply(f->k, &f->c, false, &f->rep);
 	assert_int_equal(f->rep.routes_failed, 1);
-	r4 = out("ip -4 route show 10.64.0.64/26");
+	r4 = test_out("ip -4 route show 10.64.0.64/26");
 	assert_true(has_line(r4, "via 10.99.0.1", "proto static", NULL));
 	free(r4);
-	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
+	assert_int_equal(test_sh("ip route del 10.64.0.64/26 proto static"), 0);
 	apply(f->k, &f->c, false, &f->rep);
 	assert_int_equal(f->rep.routes_added, 1);
 	assert_int_equal(f->rep.routes_failed, 0);
-	r4 = out("ip -4 route show 10.64.0.64/26");
+	r4 = test_out("ip -4 route show 10.64.0.64/26");
 	assert_true(has_line(r4, "via 10.99.0.22", "proto 116", NULL));
 	free(r4);
 }
@@ -790,20 +753,20 @@ static void test_foreign_route_kept(void **state)
 static void test_tunl0_foreign_addresses(void **state)
 {
 	struct fix *f = *state;
-	if (sh("ip link show tunl0 >/dev/null 2>&1") != 0) {
+	if (test_sh("ip link show tunl0 >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "IP-in-IP: no ipip module; a veth named tunl0 stands in\n");
-		assert_int_equal(sh("ip link add tunl0 type veth peer name tunl0p"), 0);
+		assert_int_equal(test_sh("ip link add tunl0 type veth peer name tunl0p"), 0);
 	}
 	/* A foreign address, and a stale one from the pool (an earlier tunnel address). */
-	assert_int_equal(sh("ip addr add 192.168.77.1/32 dev tunl0 && "
-	                    "ip addr add 10.64.0.99/32 dev tunl0"),
+	assert_int_equal(test_sh("ip addr add 192.168.77.1/32 dev tunl0 && "
+	                         "ip addr add 10.64.0.99/32 dev tunl0"),
 	                 0);
 	f->c.pools[0].vxlan = IPAM_ENCAP_NEVER;
 	f->c.pools[0].ipip = IPAM_ENCAP_ALWAYS;
 
 	/* No tunnel address yet. */
 	apply(f->k, &f->c, true, &f->rep);
-	char *a = out("ip -4 addr show dev tunl0");
+	char *a = test_out("ip -4 addr show dev tunl0");
 	fprintf(stderr, "tunl0 without a tunnel address:\n%s", a);
 	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
 	assert_false(has_line(a, "10.64.0.99", NULL));
@@ -812,14 +775,14 @@ static void test_tunl0_foreign_addresses(void **state)
 	/* The tunnel address comes. */
 	f->c.nodes[0].ipip = A("10.64.0.5");
 	apply(f->k, &f->c, false, &f->rep);
-	a = out("ip -4 addr show dev tunl0");
+	a = test_out("ip -4 addr show dev tunl0");
 	fprintf(stderr, "tunl0 with its tunnel address:\n%s", a);
 	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
 	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
 	free(a);
 	/* A full apply agrees. */
 	apply(f->k, &f->c, true, &f->rep);
-	a = out("ip -4 addr show dev tunl0");
+	a = test_out("ip -4 addr show dev tunl0");
 	assert_true(has_line(a, "inet 10.64.0.5/32", NULL));
 	assert_true(has_line(a, "inet 192.168.77.1/32", NULL));
 	free(a);
@@ -843,7 +806,7 @@ static void test_retry_route(void **state)
 {
 	struct fix *f = *state;
 	/* A foreign route holds b's block. */
-	assert_int_equal(sh("ip route add 10.64.0.64/26 via 10.99.0.1 proto static"), 0);
+	assert_int_equal(test_sh("ip route add 10.64.0.64/26 via 10.99.0.1 proto static"), 0);
 	unsigned retry_ms = apply_then_decide(f, true, 0);
 	assert_int_equal(f->rep.routes_failed, 1);
 	assert_int_equal(retry_ms, 1000);
@@ -855,7 +818,7 @@ static void test_retry_route(void **state)
 		assert_int_equal(retry_ms, waits[i]);
 	}
 	/* It goes: the retry puts our route there, and nothing more is due. */
-	assert_int_equal(sh("ip route del 10.64.0.64/26 proto static"), 0);
+	assert_int_equal(test_sh("ip route del 10.64.0.64/26 proto static"), 0);
 	retry_ms = apply_then_decide(f, false, retry_ms);
 	assert_int_equal(f->rep.routes_added, 1);
 	assert_int_equal(f->rep.routes_failed, 0);
@@ -871,19 +834,20 @@ static void test_retry_device(void **state)
 {
 	struct fix *f = *state;
 	/* Another program's VXLAN device has the VNI and port: vxlan.tabby cannot be made. */
-	assert_int_equal(sh("ip link add vxother type vxlan id 4096 dstport 4789 local 10.99.0.11 "
-	                    "nolearning"),
-	                 0);
+	assert_int_equal(
+	    test_sh("ip link add vxother type vxlan id 4096 dstport 4789 local 10.99.0.11 "
+	            "nolearning"),
+	    0);
 	unsigned retry_ms = apply_then_decide(f, true, 0);
 	assert_true(f->rep.links_failed > 0);
 	assert_true(problem_has(&f->seen, "cannot create the VXLAN device vxlan.tabby"));
 	assert_int_equal(retry_ms, 1000);
-	assert_int_equal(sh("ip link del vxother"), 0);
+	assert_int_equal(test_sh("ip link del vxother"), 0);
 	retry_ms = apply_then_decide(f, false, retry_ms);
 	assert_int_equal(f->rep.links_failed, 0);
 	assert_int_equal(f->rep.routes_failed, 0);
 	assert_int_equal(retry_ms, 0);
-	char *r4 = out("ip -4 route show proto %d", TABBY_RTPROT);
+	char *r4 = test_out("ip -4 route show proto %d", TABBY_RTPROT);
 	assert_true(has_line(r4, "10.64.0.128/26 via 10.64.0.129 dev vxlan.tabby", "onlink", NULL));
 	free(r4);
 }
@@ -906,7 +870,7 @@ static void test_retry_settings(void **state)
 	}
 	apply(f->k, &f->c, false, &f->rep);
 	assert_int_equal(f->rep.links_failed, 0);
-	char *l = out("ip link show vxlan.tabby");
+	char *l = test_out("ip link show vxlan.tabby");
 	assert_true(has_line(l, "mtu 1450", NULL));
 	free(l);
 }
@@ -932,7 +896,7 @@ static void test_retry_nat(void **state)
 	assert_false(f->rep.nat_failed);
 	assert_true(f->rep.nat_changed);
 	assert_int_equal(retry_ms, 0);
-	char *t = out("nft list table inet %s", NETSYNC_NAT_TABLE);
+	char *t = test_out("nft list table inet %s", NETSYNC_NAT_TABLE);
 	assert_true(has_line(t, "ip saddr @masq4 ip daddr != @pools4 masquerade", NULL));
 	free(t);
 }

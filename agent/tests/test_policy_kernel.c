@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "agent/nft.h"
+#include "agent/tests/shell.h"
 #include "policy/policy.h"
 
 #define N_WL         8
@@ -148,24 +149,6 @@ static unsigned n_vals(unsigned key)
 /* ------------------------------------------------------------------------------------------ */
 /* Shell and namespaces                                                                        */
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Topology set-up runs ip(8) and sysctl(8): commands, not nftables syntax. */
-static int sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	rc = system(cmd);
-	if (rc != 0)
-		fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-	return rc;
-}
-
 static void enter(const struct fx *fx, int ns)
 {
 	int fd = ns < 0 ? fx->orig_fd : fx->ns_fd[ns];
@@ -181,12 +164,12 @@ static void topology_down(struct fx *fx)
 			close(fx->ns_fd[i]);
 		fx->ns_fd[i] = -1;
 		if (fx->ns_made[i])
-			sh("ip netns del %s 2>/dev/null", fx->ns_name[i]);
+			test_sh("ip netns del %s 2>/dev/null", fx->ns_name[i]);
 		fx->ns_made[i] = false;
 	}
 }
 
-#define SH(...) assert_int_equal(sh(__VA_ARGS__), 0)
+#define SH(...) assert_int_equal(test_sh(__VA_ARGS__), 0)
 
 static void topology_up(struct fx *fx)
 {
@@ -644,7 +627,7 @@ static void build_model(struct fx *fx)
 static void list_table(struct fx *fx)
 {
 	fflush(stdout);
-	sh("ip netns exec %s nft list table inet " TABLE " >&2", fx->ns_name[NS_HOST]);
+	test_sh("ip netns exec %s nft list table inet " TABLE " >&2", fx->ns_name[NS_HOST]);
 }
 
 /* Compiles what changed and applies it; answers how many of the commands were something other

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agent/wire.h"
+#include "agent/tests/shell.h"
 
 #define N_CTR 3
 
@@ -46,56 +47,12 @@ struct fx {
 /* ------------------------------------------------------------------------------------------ */
 /* Shell                                                                                       */
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	int rc = system(cmd);
-	if (rc != 0) {
-		fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-	}
-	return rc;
-}
-
-#define SH(...) assert_int_equal(sh(__VA_ARGS__), 0)
-
-/* The output of a command (stderr included), malloc()ed. */
-static char *out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *out(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t cap = 4096, n = 0;
-	char *buf = malloc(cap);
-	assert_non_null(buf);
-	size_t r;
-	while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-		n += r;
-		if (n + 1 == cap) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-			assert_non_null(buf);
-		}
-	}
-	buf[n] = '\0';
-	pclose(p);
-	return buf;
-}
+#define SH(...) assert_int_equal(test_sh(__VA_ARGS__), 0)
 
 /* The command's output contains needle (or, with want false, does not). */
 #define CONTAINS(want, needle, ...)                                                                \
 	do {                                                                                       \
-		char *o_ = out(__VA_ARGS__);                                                       \
+		char *o_ = test_out_all(__VA_ARGS__);                                              \
 		if ((strstr(o_, needle) != NULL) != (want)) {                                      \
 			fail_msg("expected%s \"%s\" in:\n%s", (want) ? "" : " no", needle, o_);    \
 		}                                                                                  \
@@ -105,7 +62,8 @@ static char *out(const char *fmt, ...)
 /* A /proc/sys value in this (the host) namespace or, with ns, in a container's. */
 static void sysctl_is(const char *ns, const char *path, const char *want)
 {
-	char *o = ns ? out("nsenter --net=%s cat %s", ns, path) : out("cat %s", path);
+	char *o =
+	    ns ? test_out_all("nsenter --net=%s cat %s", ns, path) : test_out_all("cat %s", path);
 	o[strcspn(o, "\n")] = '\0';
 	if (strcmp(o, want) != 0) {
 		fail_msg("%s%s%s is \"%s\", not \"%s\"", ns ? ns : "", ns ? ": " : "", path, o,
@@ -118,8 +76,8 @@ static void sysctl_is(const char *ns, const char *path, const char *want)
 static bool ping(const char *ns, const char *addr)
 {
 	for (int i = 0; i < 3; i++) {
-		int rc = ns ? sh("nsenter --net=%s ping -q -c1 -W1 %s >/dev/null", ns, addr)
-		            : sh("ping -q -c1 -W1 %s >/dev/null", addr);
+		int rc = ns ? test_sh("nsenter --net=%s ping -q -c1 -W1 %s >/dev/null", ns, addr)
+		            : test_sh("ping -q -c1 -W1 %s >/dev/null", addr);
 		if (rc == 0) {
 			return true;
 		}
@@ -129,7 +87,7 @@ static bool ping(const char *ns, const char *addr)
 
 static int ifindex_in(const char *ns, const char *ifname)
 {
-	char *o = out("nsenter --net=%s cat /sys/class/net/%s/ifindex", ns, ifname);
+	char *o = test_out_all("nsenter --net=%s cat /sys/class/net/%s/ifindex", ns, ifname);
 	int v = atoi(o);
 	free(o);
 	return v;
@@ -142,7 +100,7 @@ static void ctr_make(struct ctr *c, int i)
 {
 	snprintf(c->name, sizeof c->name, "tabbywire%d-%d", (int)getpid(), i);
 	snprintf(c->path, sizeof c->path, "/run/netns/%.47s", c->name);
-	assert_int_equal(sh("ip netns add %s", c->name), 0);
+	assert_int_equal(test_sh("ip netns add %s", c->name), 0);
 	c->made = true;
 	SH("ip -n %s link set lo up", c->name);
 }
@@ -190,11 +148,11 @@ static int teardown(void **state)
 	struct fx *f = *state;
 	for (int i = 0; i < N_CTR; i++) {
 		if (f->c[i].made) {
-			sh("ip netns del %s", f->c[i].name);
+			test_sh("ip netns del %s", f->c[i].name);
 		}
 		/* host ends die with their container namespaces; anything left here is removed
 		 * so the next test starts clean */
-		sh("ip link del calitest%d 2>/dev/null || true", i);
+		test_sh("ip link del calitest%d 2>/dev/null || true", i);
 	}
 	free(f);
 	return 0;
@@ -324,7 +282,7 @@ static void test_prepare_then_finish(void **state)
 {
 	struct fx *f = *state;
 	struct wire_prepared p[2];
-	char *host_fwd = out("cat /proc/sys/net/ipv4/ip_forward");
+	char *host_fwd = test_out_all("cat /proc/sys/net/ipv4/ip_forward");
 	host_fwd[strcspn(host_fwd, "\n")] = '\0';
 	for (int i = 0; i < 2; i++) {
 		ctr_make(&f->c[i], i);
@@ -709,8 +667,8 @@ static void test_list(void **state)
 			char id[129];
 			memset(id, 'c', 128);
 			id[128] = '\0';
-			snprintf(f->alias[i], sizeof f->alias[i], WIRE_ALIAS_PREFIX "%s/eth012345678901",
-			         id);
+			snprintf(f->alias[i], sizeof f->alias[i],
+			         WIRE_ALIAS_PREFIX "%s/eth012345678901", id);
 			f->s[i].ifname = "eth012345678901";
 		}
 		add_ok(f, i);
@@ -734,7 +692,7 @@ static void test_list(void **state)
 
 static unsigned ct_count(const char *args)
 {
-	char *o = out("conntrack -L %s 2>/dev/null | grep -c src= || true", args);
+	char *o = test_out_all("conntrack -L %s 2>/dev/null | grep -c src= || true", args);
 	unsigned v = (unsigned)atoi(o);
 	free(o);
 	return v;
@@ -835,11 +793,11 @@ static int host_up(void)
 		fprintf(stderr, "unshare(CLONE_NEWNET): %s\n", strerror(errno));
 		return -1;
 	}
-	if (sh("ip link set lo up") || sh("ip link add upl0 type veth peer name upl1") ||
-	    sh("ip link set upl0 up") || sh("ip link set upl1 up") ||
-	    sh("ip addr add 10.99.0.1/32 dev upl0") ||
-	    sh("ip -6 addr add fd00:99::1/128 dev upl0 nodad") ||
-	    sh("ip route add default dev upl0")) {
+	if (test_sh("ip link set lo up") || test_sh("ip link add upl0 type veth peer name upl1") ||
+	    test_sh("ip link set upl0 up") || test_sh("ip link set upl1 up") ||
+	    test_sh("ip addr add 10.99.0.1/32 dev upl0") ||
+	    test_sh("ip -6 addr add fd00:99::1/128 dev upl0 nodad") ||
+	    test_sh("ip route add default dev upl0")) {
 		return -1;
 	}
 	return 0;
