@@ -1223,6 +1223,97 @@ static void test_assign_refused(void **state)
 	expect(c, fired == 1, "%u change callbacks fired, not 1", fired);
 }
 
+/* What a membership change's callback reported. */
+struct change_result {
+	unsigned fired;
+	int status;
+};
+
+static void change_result_cb(struct raft_change *req, int status)
+{
+	struct change_result *res = req->data;
+	res->fired++;
+	res->status = status;
+}
+
+static int role_of(struct raft *r, raft_id id)
+{
+	for (unsigned i = 0; i < r->configuration.n; i++) {
+		if (r->configuration.servers[i].id == id) {
+			return r->configuration.servers[i].role;
+		}
+	}
+	return -1;
+}
+
+static bool change_fired(struct cluster *c, const void *arg)
+{
+	(void)c;
+	return ((const struct change_result *)arg)->fired > 0;
+}
+
+/*
+ * A server promoted to voter has caught up, and its promotion reaches the core while a majority
+ * of the voters lack prepared log segments (the leader's next segment is still being written):
+ * the core refuses it with RAFT_NOSPACE. The promotion goes through once they have them again,
+ * and the next change is accepted. raft 0.22.1 lost the refusal: the change stayed pending for
+ * as long as the leader led, every later change was refused with RAFT_CANTCHANGE, and the
+ * encoded configuration leaked (patch 0019). A capacity threshold above what any server reports
+ * stands in for the missing segments.
+ */
+static void test_promotion_refused(void **state)
+{
+	struct cluster *c = *state;
+	struct change_result demote = {0}, promote = {0}, after = {0};
+	struct raft_change demote_req = {.data = &demote}, promote_req = {.data = &promote},
+	                   after_req = {.data = &after};
+	raft_id id3 = srv(c, 2)->id;
+	int rv;
+
+	start(c, NULL);
+	settle_with_leader(c, 0);
+	step_for(c, 500); /* the followers report their capacity */
+
+	/* Server 3 becomes a spare, which is sent nothing, and falls behind. */
+	rv = raft_assign(srv(c, 0), &demote_req, id3, RAFT_SPARE, change_result_cb);
+	expect(c, rv == 0, "demoting server 3 answered %d", rv);
+	expect(c, step_until(c, change_fired, &demote, ELECTION_TIMEOUT) && demote.status == 0,
+	       "server 3 was not demoted");
+	raft_index last = 0;
+	for (uint64_t k = 1; k <= 5; k++) {
+		last = propose(c, 0, 9000 + k);
+	}
+	struct index_arg written = {1, last};
+	expect(c, step_until(c, has_applied, &written, ELECTION_TIMEOUT), "the writes not applied");
+	expect(c, raft_last_applied(srv(c, 2)) < last, "the spare applied the writes");
+
+	/* Its promotion starts with a catch-up; the threshold rises before that ends. */
+	rv = raft_assign(srv(c, 0), &promote_req, id3, RAFT_VOTER, change_result_cb);
+	expect(c, rv == 0, "promoting server 3 answered %d", rv);
+	raft_set_capacity_threshold(srv(c, 0), 65535);
+	struct index_arg caught = {2, last};
+	expect(c, step_until(c, has_applied, &caught, 2 * ELECTION_TIMEOUT),
+	       "server 3 did not catch up");
+	step_for(c,
+	         2 * ELECTION_TIMEOUT); /* heartbeats: the promotion is refused again and again */
+	expect(c, promote.fired == 0, "the refused promotion's callback fired (status %d)",
+	       promote.status);
+	expect(c, role_of(srv(c, 0), id3) == RAFT_SPARE,
+	       "server 3 was promoted although the leader lacked capacity");
+
+	raft_set_capacity_threshold(srv(c, 0), 0);
+	expect(c, step_until(c, change_fired, &promote, 2 * ELECTION_TIMEOUT),
+	       "the promotion never completed once capacity was back");
+	expect(c, promote.status == 0, "the promotion failed with %d", promote.status);
+	expect(c, role_of(srv(c, 0), id3) == RAFT_VOTER, "server 3 is not a voter");
+
+	rv = raft_assign(srv(c, 0), &after_req, id3, RAFT_STANDBY, change_result_cb);
+	expect(c, rv == 0, "the next change answered %d", rv);
+	expect(c, step_until(c, change_fired, &after, ELECTION_TIMEOUT) && after.status == 0,
+	       "the next change did not complete");
+	expect(c, role_of(srv(c, 0), id3) == RAFT_STANDBY, "server 3 is not a standby");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1234,6 +1325,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_install_during_snapshot, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicate_install, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_assign_refused, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_promotion_refused, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_snapshot_term, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
