@@ -154,6 +154,8 @@ struct http_server {
 	struct conn *conns;
 	uv_timer_t sweep;
 	bool sweep_closed;
+	uint64_t sweep_period,
+	    last_sweep; /* ms; last_sweep: when the timer last fired or started */
 
 	size_t requests;     /* dispatched to the handler and not finished yet */
 	uint64_t slow_drops; /* http_server_slow_drops() */
@@ -1305,10 +1307,25 @@ static void on_sweep(uv_timer_t *t)
 	struct http_server *srv = t->data;
 	uint64_t now = uv_now(srv->loop);
 
+	/* A sweep that comes late means this loop was held up (a long synchronous call, a stopped
+	 * or starved process): its peers could neither be served nor be seen reading meanwhile, so
+	 * that time does not count against them; the sweep right after a stall closed connections
+	 * that were never idle. */
+	uint64_t stalled = 0;
+	if (now - srv->last_sweep > 2 * srv->sweep_period) {
+		stalled = now - srv->last_sweep - srv->sweep_period;
+	}
+	srv->last_sweep = now;
+
 	/* conn_close() only unlinks in the close callback, so the walk is safe. */
 	for (struct conn *c = srv->conns; c != NULL; c = c->next) {
 		if (c->closed) {
 			continue;
+		}
+		if (stalled > 0) {
+			c->idle_since =
+			    c->idle_since + stalled < now ? c->idle_since + stalled : now;
+			c->deadline += stalled;
 		}
 		/* A slow reader's progress shows in what is still to be sent going down. */
 		size_t unsent = conn_unsent(c);
@@ -1336,6 +1353,8 @@ static void sweep_start(struct http_server *srv)
 	if (period < 10) {
 		period = 10;
 	}
+	srv->sweep_period = period;
+	srv->last_sweep = uv_now(srv->loop);
 	uv_timer_start(&srv->sweep, on_sweep, period, period);
 }
 
