@@ -154,8 +154,7 @@ struct http_server {
 	struct conn *conns;
 	uv_timer_t sweep;
 	bool sweep_closed;
-	uint64_t sweep_period,
-	    last_sweep; /* ms; last_sweep: when the timer last fired or started */
+	uint64_t last_sweep; /* ms: when the sweep timer last fired, or was started */
 
 	size_t requests;     /* dispatched to the handler and not finished yet */
 	uint64_t slow_drops; /* http_server_slow_drops() */
@@ -1312,8 +1311,9 @@ static void on_sweep(uv_timer_t *t)
 	 * that time does not count against them; the sweep right after a stall closed connections
 	 * that were never idle. */
 	uint64_t stalled = 0;
-	if (now - srv->last_sweep > 2 * srv->sweep_period) {
-		stalled = now - srv->last_sweep - srv->sweep_period;
+	uint64_t period = uv_timer_get_repeat(&srv->sweep);
+	if (now - srv->last_sweep > 2 * period) {
+		stalled = now - srv->last_sweep - period;
 	}
 	srv->last_sweep = now;
 
@@ -1353,7 +1353,6 @@ static void sweep_start(struct http_server *srv)
 	if (period < 10) {
 		period = 10;
 	}
-	srv->sweep_period = period;
 	srv->last_sweep = uv_now(srv->loop);
 	uv_timer_start(&srv->sweep, on_sweep, period, period);
 }

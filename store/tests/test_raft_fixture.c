@@ -1176,11 +1176,17 @@ static void test_newer_snapshot_term(void **state)
 	                         "the first was sent under the wrong term");
 }
 
+/* What a membership change's callback reported. */
+struct change_result {
+	unsigned fired;
+	int status;
+};
+
 static void change_cb(struct raft_change *req, int status)
 {
-	unsigned *fired = req->data;
-	(void)status;
-	(*fired)++;
+	struct change_result *res = req->data;
+	res->fired++;
+	res->status = status;
 }
 
 /*
@@ -1194,7 +1200,7 @@ static void test_assign_refused(void **state)
 {
 	struct cluster *c = *state;
 	struct raft_change *req;
-	unsigned fired = 0;
+	struct change_result res = {0};
 	int rv;
 
 	start(c, NULL);
@@ -1203,7 +1209,7 @@ static void test_assign_refused(void **state)
 	raft_set_capacity_threshold(srv(c, 0), 65535);
 	req = malloc(sizeof *req);
 	assert_non_null(req);
-	req->data = &fired;
+	req->data = &res;
 	rv = raft_assign(srv(c, 0), req, srv(c, 2)->id, RAFT_STANDBY, change_cb);
 	expect(c, rv == RAFT_NOSPACE, "raft_assign answered %d, not RAFT_NOSPACE", rv);
 	free(req);
@@ -1213,27 +1219,14 @@ static void test_assign_refused(void **state)
 	raft_fixture_depose(&c->f);
 	expect(c, step_until(c, has_leader, NULL, 10 * ELECTION_TIMEOUT), "no new leader");
 	unsigned l = leader(c);
-	expect(c, fired == 0, "the refused change's callback fired");
-	struct raft_change again = {.data = &fired};
+	expect(c, res.fired == 0, "the refused change's callback fired");
+	struct raft_change again = {.data = &res};
 	rv = raft_assign(srv(c, l), &again, srv(c, l == 2 ? 1 : 2)->id, RAFT_STANDBY, change_cb);
 	expect(c, rv == 0, "raft_assign after the refusal answered %d", rv);
 	struct index_arg leader_applied = {l, raft_last_index(srv(c, l))};
 	expect(c, step_until(c, has_applied, &leader_applied, ELECTION_TIMEOUT),
 	       "the change was not committed");
-	expect(c, fired == 1, "%u change callbacks fired, not 1", fired);
-}
-
-/* What a membership change's callback reported. */
-struct change_result {
-	unsigned fired;
-	int status;
-};
-
-static void change_result_cb(struct raft_change *req, int status)
-{
-	struct change_result *res = req->data;
-	res->fired++;
-	res->status = status;
+	expect(c, res.fired == 1, "%u change callbacks fired, not 1", res.fired);
 }
 
 static int role_of(struct raft *r, raft_id id)
@@ -1275,7 +1268,7 @@ static void test_promotion_refused(void **state)
 	step_for(c, 500); /* the followers report their capacity */
 
 	/* Server 3 becomes a spare, which is sent nothing, and falls behind. */
-	rv = raft_assign(srv(c, 0), &demote_req, id3, RAFT_SPARE, change_result_cb);
+	rv = raft_assign(srv(c, 0), &demote_req, id3, RAFT_SPARE, change_cb);
 	expect(c, rv == 0, "demoting server 3 answered %d", rv);
 	expect(c, step_until(c, change_fired, &demote, ELECTION_TIMEOUT) && demote.status == 0,
 	       "server 3 was not demoted");
@@ -1288,7 +1281,7 @@ static void test_promotion_refused(void **state)
 	expect(c, raft_last_applied(srv(c, 2)) < last, "the spare applied the writes");
 
 	/* Its promotion starts with a catch-up; the threshold rises before that ends. */
-	rv = raft_assign(srv(c, 0), &promote_req, id3, RAFT_VOTER, change_result_cb);
+	rv = raft_assign(srv(c, 0), &promote_req, id3, RAFT_VOTER, change_cb);
 	expect(c, rv == 0, "promoting server 3 answered %d", rv);
 	raft_set_capacity_threshold(srv(c, 0), 65535);
 	struct index_arg caught = {2, last};
@@ -1307,7 +1300,7 @@ static void test_promotion_refused(void **state)
 	expect(c, promote.status == 0, "the promotion failed with %d", promote.status);
 	expect(c, role_of(srv(c, 0), id3) == RAFT_VOTER, "server 3 is not a voter");
 
-	rv = raft_assign(srv(c, 0), &after_req, id3, RAFT_STANDBY, change_result_cb);
+	rv = raft_assign(srv(c, 0), &after_req, id3, RAFT_STANDBY, change_cb);
 	expect(c, rv == 0, "the next change answered %d", rv);
 	expect(c, step_until(c, change_fired, &after, ELECTION_TIMEOUT) && after.status == 0,
 	       "the next change did not complete");
