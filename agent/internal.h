@@ -79,6 +79,10 @@ struct agent {
 	uint64_t replace_voter_ms; /* --replace-voter-after; 0: never (roles.h) */
 	uint64_t online_ms;        /* a member that answered this recently answers (roles.h) */
 	bool stopping;
+	/* A leader told to stop first hands leadership to an answering voter (on_signal in
+	 * main.c), so that writes pause for one election round instead of an election timeout. */
+	bool handing_over;
+	uv_timer_t handover_timer;
 	bool seen_own_record; /* this member's record has been in the local replica */
 	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */
 	uint64_t removing_since;

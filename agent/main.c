@@ -886,6 +886,37 @@ static bool change_roles(struct agent *a)
 	return true;
 }
 
+/* The voter to hand leadership to: of the voters other than this one that answered within
+ * online_ms, the one that has stored the most of the log (it is elected soonest and loses the
+ * least time catching up). 0 when none answers, or when this member does not lead. */
+static uint64_t pick_successor(struct agent *a)
+{
+	struct store_progress *ps = NULL;
+	struct store_member *cf = NULL;
+	unsigned np = 0, nc = 0;
+	uint64_t best = 0, best_match = 0;
+	if (store_replication(a->store, &ps, &np) != STORE_OK ||
+	    store_configuration(a->store, &cf, &nc) != STORE_OK) {
+		goto out;
+	}
+	for (unsigned k = 0; k < nc; k++) {
+		if (cf[k].role != RAFT_VOTER || cf[k].id == a->id) {
+			continue;
+		}
+		for (unsigned j = 0; j < np; j++) {
+			if (ps[j].id == cf[k].id && ps[j].silent_ms < a->online_ms &&
+			    (best == 0 || ps[j].match_index > best_match)) {
+				best = ps[j].id;
+				best_match = ps[j].match_index;
+			}
+		}
+	}
+out:
+	free(ps);
+	free(cf);
+	return best;
+}
+
 /* Whether the voters other than id, as raft's configuration has them now, have a majority that
  * answers; says once every HOLD_LOG_MS why not. */
 static bool removal_keeps_quorum(struct agent *a, uint64_t id, uint64_t now)
@@ -968,7 +999,8 @@ static void reconcile(struct agent *a)
 			/* This leader was removed: hand leadership to another voter, whose
 			 * reconciler then takes us out of the configuration. */
 			agent_log("this member was removed; transferring leadership");
-			if (store_transfer_leadership(a->store, change_done, a) == STORE_OK) {
+			if (store_transfer_leadership(a->store, pick_successor(a), change_done,
+			                              a) == STORE_OK) {
 				a->change_inflight = true;
 			}
 			goto out;
@@ -1482,15 +1514,69 @@ bool agent_address_ok(const char *s, bool ipv6_ok)
 /* ------------------------------------------------------------------------------------------ */
 /* Main                                                                                        */
 
+static void handover_end(struct agent *a, const char *how)
+{
+	if (!a->handing_over) {
+		return;
+	}
+	a->handing_over = false;
+	uv_timer_stop(&a->handover_timer);
+	struct store_status st;
+	store_get_status(a->store, &st);
+	struct member_rec m;
+	if (st.leader_id != 0 && st.leader_id != a->id && agent_member_by_id(a, st.leader_id, &m)) {
+		agent_log("%s leads now; stopping", m.name);
+	} else {
+		agent_log("the leadership handover %s; stopping without it (the others elect a "
+		          "leader once this member's heartbeats stop)",
+		          how);
+	}
+	uv_stop(a->loop);
+}
+
+static void handover_done(void *data, int status)
+{
+	(void)status; /* raft reports none: who leads now (handover_end) says how it went */
+	handover_end(data, "did not complete");
+}
+
+static void handover_timeout(uv_timer_t *t)
+{
+	handover_end(t->data, "timed out");
+}
+
+/* A stopping leader hands over first, as etcd does: without it the followers notice only after
+ * an election timeout without heartbeats (1 s by default, up to twice that with raft's
+ * randomisation), and then elect, and every write in the cluster (a CNI ADD or DEL on any host)
+ * waits that long. A rolling restart of the agents pays it once per leader. A second signal stops
+ * at once. */
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct agent *a = h->data;
 	(void)signum;
+	if (a->handing_over) {
+		agent_log("stopping at once");
+		a->handing_over = false;
+		uv_timer_stop(&a->handover_timer);
+		uv_stop(a->loop);
+		return;
+	}
 	if (a->stopping) {
 		return;
 	}
-	agent_log("stopping");
 	a->stopping = true;
+	uint64_t to = pick_successor(a);
+	struct member_rec m;
+	if (to != 0 && store_transfer_leadership(a->store, to, handover_done, a) == STORE_OK) {
+		a->handing_over = true;
+		agent_log("stopping: handing leadership to %s first",
+		          agent_member_by_id(a, to, &m) ? m.name : "another voter");
+		/* raft gives a transfer an election timeout before it gives up; the margin covers
+		 * the new leader's first heartbeat, which is what ends the wait here. */
+		uv_timer_start(&a->handover_timer, handover_timeout, 2 * a->online_ms + 500, 0);
+		return;
+	}
+	agent_log("stopping");
 	uv_stop(a->loop);
 }
 
@@ -2152,6 +2238,8 @@ int agent_main(int argc, char **argv)
 	uv_timer_init(a->loop, &a->reconcile);
 	a->reconcile.data = a;
 	uv_timer_start(&a->reconcile, reconcile_cb, 100, RECONCILE_MS);
+	uv_timer_init(a->loop, &a->handover_timer);
+	a->handover_timer.data = a;
 	uv_signal_init(a->loop, &a->sigint);
 	uv_signal_init(a->loop, &a->sigterm);
 	a->sigint.data = a->sigterm.data = a;
@@ -2192,6 +2280,7 @@ int agent_main(int argc, char **argv)
 	uv_close((uv_handle_t *)&a->sigint, NULL);
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
+	uv_close((uv_handle_t *)&a->handover_timer, NULL);
 	uv_close((uv_handle_t *)&a->dataplane_timer, NULL);
 	loopwatch_stop(a);
 	agent_cni_gc_stop(a);

@@ -2068,7 +2068,7 @@ static int change_start(struct store *s, int kind, uint64_t id, const char *addr
 		break;
 	default:
 		c->transfer.data = c;
-		rv = raft_transfer(&s->raft, &c->transfer, 0, transfer_cb);
+		rv = raft_transfer(&s->raft, &c->transfer, id, transfer_cb);
 		break;
 	}
 	if (rv != 0) {
@@ -2097,7 +2097,7 @@ int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *da
 	return change_start(s, CH_REMOVE, id, NULL, 0, cb, data);
 }
 
-int store_transfer_leadership(struct store *s, store_sync_cb cb, void *data)
+int store_transfer_leadership(struct store *s, uint64_t id, store_sync_cb cb, void *data)
 {
-	return change_start(s, CH_TRANSFER, 0, NULL, 0, cb, data);
+	return change_start(s, CH_TRANSFER, id, NULL, 0, cb, data);
 }

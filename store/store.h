@@ -296,8 +296,10 @@ int store_add_member(struct store *s, uint64_t id, const char *address, store_sy
 int store_assign_member(struct store *s, uint64_t id, int role, store_sync_cb cb, void *data);
 int store_remove_member(struct store *s, uint64_t id, store_sync_cb cb, void *data);
 
-/* Hand leadership to another voter (raft picks the most up-to-date one). Leader only; cb(data,
- * status) when the transfer ended, successfully or not (check the leader afterwards). */
-int store_transfer_leadership(struct store *s, store_sync_cb cb, void *data);
+/* Hand leadership to voter id, or with id 0 to another voter raft picks (one fully caught up if
+ * there is one, answering or not). Leader only; cb(data, status) when the transfer ended: once a
+ * new leader is known here, or after an election timeout without one (check the leader
+ * afterwards). */
+int store_transfer_leadership(struct store *s, uint64_t id, store_sync_cb cb, void *data);
 
 #endif

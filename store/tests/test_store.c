@@ -702,6 +702,46 @@ static void test_followers_learn_commit(void **state)
 	cluster_close(&c);
 }
 
+/* A transfer goes to the voter asked for: raft alone picks the first voter that has caught up
+ * (node 1 here), so node 2 leading afterwards shows the id was honoured. The old leader's callback
+ * fires once it knows the new leader, which is ready and takes writes. A member that is not
+ * another voter is refused at once, and its callback never fires. */
+static void test_transfer_to(void **state)
+{
+	(void)state;
+	struct cluster c;
+	three_voters(&c, 0);
+	struct put p = do_put(&c, 0, "t/before", "v", false, 0);
+	assert_int_equal(p.status, STORE_OK);
+	run_until(&c, all_have_pred, "t/before", 5000);
+
+	struct change ch = {0};
+	assert_int_equal(store_transfer_leadership(c.nodes[0].s, c.nodes[2].id, change_cb, &ch),
+	                 STORE_OK);
+	run_until(&c, change_done_pred, &ch, 5000);
+	struct store_status st;
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(st.leader_id, c.nodes[2].id);
+	unsigned leader = 0;
+	run_until(&c, leader_ready_pred, &leader, 5000);
+	assert_int_equal(leader, 2);
+	p = do_put(&c, 1, "t/after", "v", false, 0);
+	assert_int_equal(p.status, STORE_OK);
+
+	struct change refused = {0};
+	assert_int_equal(store_transfer_leadership(c.nodes[2].s, 99, change_cb, &refused),
+	                 STORE_EINVAL);
+	assert_int_equal(
+	    store_transfer_leadership(c.nodes[2].s, c.nodes[2].id, change_cb, &refused),
+	    STORE_EINVAL);
+	assert_int_equal(
+	    store_transfer_leadership(c.nodes[0].s, c.nodes[1].id, change_cb, &refused),
+	    STORE_ENOTLEADER);
+	run_for(&c, 100);
+	assert_false(refused.done);
+	cluster_close(&c);
+}
+
 static const struct store_progress *progress_of(const struct store_progress *ps, unsigned n,
                                                 uint64_t id)
 {
@@ -1205,6 +1245,7 @@ int main(void)
 	    cmocka_unit_test(test_single_node),
 	    cmocka_unit_test(test_three_nodes),
 	    cmocka_unit_test(test_followers_learn_commit),
+	    cmocka_unit_test(test_transfer_to),
 	    cmocka_unit_test(test_replication_lag),
 	    cmocka_unit_test(test_watch_callbacks),
 	    cmocka_unit_test(test_retry_order),
