@@ -84,8 +84,11 @@ struct agent {
 	bool handing_over;
 	uv_timer_t handover_timer;
 	bool seen_own_record; /* this member's record has been in the local replica */
-	uint64_t removing_id; /* member whose record is gone, waiting out the grace period */
-	uint64_t removing_since;
+	/* Configuration entries whose record is gone, and since when: each waits out the grace
+	 * period before it goes (reconcile in main.c). */
+	struct removal_wait {
+		uint64_t id, since;
+	} removing[8];
 	uint64_t hold_logged;       /* when a held removal was last logged */
 	uint64_t record_gone_since; /* when this member saw its own record deleted */
 	bool removal_wait_logged;

@@ -939,6 +939,24 @@ static bool removal_keeps_quorum(struct agent *a, uint64_t id, uint64_t now)
 	return ok;
 }
 
+/* When this leader first saw that configuration entry id has no record. A full table gives up
+ * the slot seen longest ago: that entry is removed or about to be, and if not it merely waits out
+ * the grace period again. */
+static uint64_t removal_seen(struct agent *a, uint64_t id, uint64_t now)
+{
+	struct removal_wait *w = &a->removing[0];
+	for (unsigned i = 0; i < sizeof a->removing / sizeof a->removing[0]; i++) {
+		if (a->removing[i].id == id) {
+			return a->removing[i].since;
+		}
+		if (a->removing[i].since < w->since) {
+			w = &a->removing[i];
+		}
+	}
+	*w = (struct removal_wait){.id = id, .since = now};
+	return now;
+}
+
 /* The leader makes raft's configuration follow the member records and roles.c's rules (every
  * member a full replica, 3 or 5 voters, a silent voter replaced); a configuration entry without a
  * record (a removed member) goes. One change at a time, as raft requires. */
@@ -1009,18 +1027,16 @@ static void reconcile(struct agent *a)
 		 * reaches it only with the leader's next messages, and once it is out of the
 		 * configuration nobody sends it anything. With the deletion applied it stops by
 		 * itself (removed_from_cluster). */
-		if (a->removing_id != cf[k].id) {
-			a->removing_id = cf[k].id;
-			a->removing_since = now;
-		}
-		if (now - a->removing_since < REMOVE_GRACE_MS) {
-			goto out;
+		if (now - removal_seen(a, cf[k].id, now) < REMOVE_GRACE_MS) {
+			continue;
 		}
 		/* The removal was checked when it was asked for, on the promotions that would come
 		 * first; a promotion that failed, a candidate that died or two removals checked at
-		 * once can still leave too few: then the voter stays until enough answer. */
+		 * once can still leave too few: then the voter stays until enough answer. The
+		 * removals after it go ahead meanwhile: the removal of a silent voter is what lets
+		 * a held one go. */
 		if (cf[k].role == RAFT_VOTER && !removal_keeps_quorum(a, cf[k].id, now)) {
-			goto out;
+			continue;
 		}
 		agent_log("removing member id %llu (%s)", (unsigned long long)cf[k].id,
 		          cf[k].address);
