@@ -833,15 +833,13 @@ static void leader_flush_one(struct store *s)
 	s->applies_inflight++;
 	int rv = raft_apply(&s->raft, &b->req, &rb, 1, batch_cb);
 	if (rv != 0) {
-		/* raft takes the buffer as soon as it appends it to its in-memory log. It refuses
-		 * before that when it is not the leader, or when a majority of the voters lack 4
-		 * MiB of prepared log segments (RAFT_NOSPACE: right after start, or while preparing
-		 * segments lags behind the writes): then the buffer is still ours. Either way
-		 * everything goes back to the head of its queue, in order, and the prepare handle
-		 * re-routes it. */
-		if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE) {
-			raft_free(rb.base);
-		}
+		/* raft refused the entry, so the buffer is still ours (patch 0022: once raft has
+		 * the entry in its log it answers 0, whatever failed after that): it is not the
+		 * leader, a majority of the voters lack 4 MiB of prepared log segments
+		 * (RAFT_NOSPACE: right after start, or while preparing segments lags behind the
+		 * writes), or it ran out of memory. Everything goes back to the head of its
+		 * queue, in order, and the prepare handle re-routes it. */
+		raft_free(rb.base);
 		s->applies_inflight--;
 		for (unsigned i = n_local; i-- > 0;) {
 			write_requeue(s, b->seqs[i]);

@@ -1245,21 +1245,16 @@ static bool change_fired(struct cluster *c, const void *arg)
 	return ((const struct change_result *)arg)->fired > 0;
 }
 
-/*
- * A server promoted to voter has caught up, and its promotion reaches the core while a majority
- * of the voters lack prepared log segments (the leader's next segment is still being written):
- * the core refuses it with RAFT_NOSPACE. The promotion goes through once they have them again,
- * and the next change is accepted. raft 0.22.1 lost the refusal: the change stayed pending for
- * as long as the leader led, every later change was refused with RAFT_CANTCHANGE, and the
- * encoded configuration leaked (patch 0019). A capacity threshold above what any server reports
- * stands in for the missing segments.
- */
-static void test_promotion_refused(void **state)
+/* Server 3 becomes a spare, which is sent nothing, and falls behind five writes; its promotion
+ * then starts with a catch-up, and the leader's capacity threshold rises above what any server
+ * reports (standing in for missing log segments) before the catch-up ends. Returns once server 3
+ * has caught up and the promotion has been refused for a while: still pending, server 3 a spare.
+ * promote_req must outlive the promotion. */
+static void promotion_waiting(struct cluster *c, struct raft_change *promote_req)
 {
-	struct cluster *c = *state;
-	struct change_result demote = {0}, promote = {0}, after = {0};
-	struct raft_change demote_req = {.data = &demote}, promote_req = {.data = &promote},
-	                   after_req = {.data = &after};
+	struct change_result demote = {0};
+	struct raft_change demote_req = {.data = &demote};
+	struct change_result *promote = promote_req->data;
 	raft_id id3 = srv(c, 2)->id;
 	int rv;
 
@@ -1267,7 +1262,6 @@ static void test_promotion_refused(void **state)
 	settle_with_leader(c, 0);
 	step_for(c, 500); /* the followers report their capacity */
 
-	/* Server 3 becomes a spare, which is sent nothing, and falls behind. */
 	rv = raft_assign(srv(c, 0), &demote_req, id3, RAFT_SPARE, change_cb);
 	expect(c, rv == 0, "demoting server 3 answered %d", rv);
 	expect(c, step_until(c, change_fired, &demote, ELECTION_TIMEOUT) && demote.status == 0,
@@ -1280,8 +1274,7 @@ static void test_promotion_refused(void **state)
 	expect(c, step_until(c, has_applied, &written, ELECTION_TIMEOUT), "the writes not applied");
 	expect(c, raft_last_applied(srv(c, 2)) < last, "the spare applied the writes");
 
-	/* Its promotion starts with a catch-up; the threshold rises before that ends. */
-	rv = raft_assign(srv(c, 0), &promote_req, id3, RAFT_VOTER, change_cb);
+	rv = raft_assign(srv(c, 0), promote_req, id3, RAFT_VOTER, change_cb);
 	expect(c, rv == 0, "promoting server 3 answered %d", rv);
 	raft_set_capacity_threshold(srv(c, 0), 65535);
 	struct index_arg caught = {2, last};
@@ -1289,10 +1282,30 @@ static void test_promotion_refused(void **state)
 	       "server 3 did not catch up");
 	step_for(c,
 	         2 * ELECTION_TIMEOUT); /* heartbeats: the promotion is refused again and again */
-	expect(c, promote.fired == 0, "the refused promotion's callback fired (status %d)",
-	       promote.status);
+	expect(c, promote->fired == 0, "the refused promotion's callback fired (status %d)",
+	       promote->status);
 	expect(c, role_of(srv(c, 0), id3) == RAFT_SPARE,
 	       "server 3 was promoted although the leader lacked capacity");
+}
+
+/*
+ * A server promoted to voter has caught up, and its promotion reaches the core while a majority
+ * of the voters lack prepared log segments (the leader's next segment is still being written):
+ * the core refuses it with RAFT_NOSPACE. The promotion goes through once they have them again,
+ * and the next change is accepted. raft 0.22.1 lost the refusal: the change stayed pending for
+ * as long as the leader led, every later change was refused with RAFT_CANTCHANGE, and the
+ * encoded configuration leaked (patch 0019). A capacity threshold above what any server reports
+ * stands in for the missing segments.
+ */
+static void test_promotion_refused(void **state)
+{
+	struct cluster *c = *state;
+	struct change_result promote = {0}, after = {0};
+	struct raft_change promote_req = {.data = &promote}, after_req = {.data = &after};
+	raft_id id3 = srv(c, 2)->id;
+	int rv;
+
+	promotion_waiting(c, &promote_req);
 
 	raft_set_capacity_threshold(srv(c, 0), 0);
 	expect(c, step_until(c, change_fired, &promote, 2 * ELECTION_TIMEOUT),
@@ -1305,6 +1318,151 @@ static void test_promotion_refused(void **state)
 	expect(c, step_until(c, change_fired, &after, ELECTION_TIMEOUT) && after.status == 0,
 	       "the next change did not complete");
 	expect(c, role_of(srv(c, 0), id3) == RAFT_STANDBY, "server 3 is not a standby");
+}
+
+/*
+ * A candidate wins an election while a majority of the voters lack prepared log segments (their
+ * next segment is still being written, as right after a start). Its log holds entries of an
+ * earlier term, so it appends the no-op barrier that commits them, and raft 0.22.1 submitted that
+ * barrier through the same capacity check as a client write: refused with RAFT_NOSPACE, which the
+ * election returned as if the conversion had failed although the server was now leader. The
+ * legacy layer then skipped the update that made it leader, so it went on thinking the server
+ * was a candidate, and when the server later stepped down it failed none of the requests made
+ * while it led: their callbacks never fired (patch 0020). A capacity threshold above what any
+ * server reports stands in for the missing segments.
+ */
+static void test_election_without_capacity(void **state)
+{
+	struct cluster *c = *state;
+	unsigned l;
+	unsigned i;
+
+	start(c, NULL);
+	settle_with_leader(c, 0);
+	step_for(c, 500); /* the followers report their capacity */
+
+	/* Both followers store a write whose commit they do not learn: the leader dies first. */
+	raft_index last = propose(c, 0, 0x300);
+	struct index_arg s2_has = {1, last}, s3_has = {2, last};
+	expect(c, step_until(c, has_entry, &s2_has, ELECTION_TIMEOUT), "server 2 lacks the write");
+	expect(c, step_until(c, has_entry, &s3_has, ELECTION_TIMEOUT), "server 3 lacks the write");
+	expect(c, raft_last_applied(srv(c, 1)) < last && raft_last_applied(srv(c, 2)) < last,
+	       "the followers learned the commit before the crash");
+	raft_fixture_kill(&c->f, 0);
+	for (i = 1; i < c->n; i++) {
+		raft_set_capacity_threshold(srv(c, i), 65535);
+	}
+	expect(c, step_until(c, has_leader, NULL, 10 * ELECTION_TIMEOUT), "no new leader");
+	l = leader(c);
+	for (i = 1; i < c->n; i++) {
+		raft_set_capacity_threshold(srv(c, i), 0);
+	}
+	/* Tabby appends a barrier of its own on every new leader; a write does the same here. */
+	raft_index mine = propose(c, l, 0x301);
+	expect(c, step_until(c, all_applied, &mine, 2 * ELECTION_TIMEOUT),
+	       "the new leader did not commit its write");
+	expect(c, c->reqs[c->n_reqs - 1].done && c->reqs[c->n_reqs - 1].status == 0,
+	       "the new leader's write was not acknowledged");
+
+	/* Another write on the new leader, which is then cut off and steps down before it commits:
+	 * the write must fail, not wait forever. */
+	partition(c, l, l == 1 ? 2 : 1);
+	unsigned n = c->n_reqs;
+	propose(c, l, 0x302);
+	step_for(c, 3 * ELECTION_TIMEOUT);
+	expect(c, raft_state(srv(c, l)) != RAFT_LEADER, "the cut-off leader did not step down");
+	expect(c, c->reqs[n].done,
+	       "the write's callback never fired after the leader stepped down");
+	expect(c, c->reqs[n].status == RAFT_LEADERSHIPLOST, "the write ended with %d",
+	       c->reqs[n].status);
+}
+
+/*
+ * While a promotion waits for log capacity (patch 0019: the catch-up is over, so the core has no
+ * change in progress), another membership change must be refused with RAFT_CANTCHANGE and leave
+ * the promotion alone. raft_assign() took the new request as the change in progress before the
+ * core refused it for want of capacity, and then cleared that field, dropping the promotion: its
+ * callback never fired, the server stayed a spare, and a caller that makes one change at a time
+ * (Tabby's agent) waited forever (patch 0021).
+ */
+static void test_change_during_refused_promotion(void **state)
+{
+	struct cluster *c = *state;
+	struct change_result promote = {0}, other = {0};
+	struct raft_change promote_req = {.data = &promote}, other_req = {.data = &other};
+	raft_id id3 = srv(c, 2)->id;
+	int rv;
+
+	promotion_waiting(c, &promote_req);
+
+	/* Another change while the promotion waits. */
+	rv = raft_assign(srv(c, 0), &other_req, srv(c, 1)->id, RAFT_STANDBY, change_cb);
+	expect(c, rv != 0, "a second change was accepted during the promotion");
+
+	raft_set_capacity_threshold(srv(c, 0), 0);
+	expect(c, step_until(c, change_fired, &promote, 2 * ELECTION_TIMEOUT),
+	       "the promotion never completed once capacity was back");
+	expect(c, promote.status == 0, "the promotion failed with %d", promote.status);
+	expect(c, role_of(srv(c, 0), id3) == RAFT_VOTER, "server 3 is not a voter");
+	expect(c, other.fired == 0, "the refused change's callback fired");
+}
+
+struct barrier_result {
+	unsigned fired;
+	int status;
+};
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+	struct barrier_result *res = req->data;
+	res->fired++;
+	res->status = status;
+}
+
+static bool barrier_fired(struct cluster *c, const void *arg)
+{
+	(void)c;
+	return ((const struct barrier_result *)arg)->fired > 0;
+}
+
+/*
+ * The core takes a barrier (or a write) into its log, and then a message that carries it cannot
+ * be handed to the network (the backend refuses the send at once). raft 0.22.1 returned that
+ * error from raft_barrier(), which then freed the barrier's buffer that the legacy layer had
+ * already freed once it had copied the entry into its log (a double free), while the entry
+ * stayed in the log and was committed with no request to complete; raft_apply() said the same
+ * of a write that was then applied. Once the core has the entry, the request is now queued and
+ * completes as usual: raft sends the entry again with the next heartbeat (patch 0022).
+ */
+static void test_barrier_send_failure(void **state)
+{
+	struct cluster *c = *state;
+	struct barrier_result res = {0};
+	struct raft_barrier req = {.data = &res};
+	int rv;
+
+	start(c, NULL);
+	raft_index last = settle_with_leader(c, 0);
+	step_for(c, 500); /* the followers are in pipeline mode: a new entry goes out at once */
+
+	/* The leader's next I/O call fails: the first AppendEntries with the barrier, which the
+	 * update sends before it submits its entries to the disk (patch 0005). */
+	raft_fixture_io_fault(&c->f, 0, 0, 1);
+	rv = raft_barrier(srv(c, 0), &req, barrier_cb);
+	expect(c, rv == 0, "raft_barrier answered %d although the leader took the entry", rv);
+	expect(c, raft_last_index(srv(c, 0)) == last + 1, "the barrier is not in the log");
+	expect(c, step_until(c, barrier_fired, &res, 2 * ELECTION_TIMEOUT),
+	       "the barrier's callback never fired");
+	expect(c, res.status == 0, "the barrier failed with %d", res.status);
+
+	/* The same for a write. */
+	unsigned n = c->n_reqs;
+	raft_fixture_io_fault(&c->f, 0, 0, 1);
+	last = propose(c, 0, 0x400);
+	expect(c, step_until(c, all_applied, &last, 2 * ELECTION_TIMEOUT),
+	       "the write was not applied everywhere");
+	expect(c, c->reqs[n].done && c->reqs[n].status == 0,
+	       "the write was applied but not acknowledged");
 }
 
 int main(void)
@@ -1320,6 +1478,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_assign_refused, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_promotion_refused, setup3, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_snapshot_term, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_election_without_capacity, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_change_during_refused_promotion, setup3, teardown),
+	    cmocka_unit_test_setup_teardown(test_barrier_send_failure, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
