@@ -2292,7 +2292,9 @@ int agent_main(int argc, char **argv)
 	uv_run(a->loop, UV_RUN_DEFAULT);
 
 	/* Orderly shutdown: the client first (its callbacks reach into the store), then the
-	 * HTTP server, then the store. */
+	 * HTTP server, then the store. A handover another stop cut short ends with the store,
+	 * unreported. */
+	a->handing_over = false;
 	uv_close((uv_handle_t *)&a->sigint, NULL);
 	uv_close((uv_handle_t *)&a->sigterm, NULL);
 	uv_close((uv_handle_t *)&a->reconcile, NULL);
