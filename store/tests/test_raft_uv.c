@@ -29,9 +29,19 @@
  * copy, and the load takes the other file when one does not decode (what a failed or interrupted
  * overwrite leaves). raft 0.22.1 sent the retry over the last good copy and refused to start
  * beside a file of zeros.
+ *
+ * Each new open segment gets a writer with its own kernel AIO context, which io_setup() refuses
+ * (EAGAIN) once the host's fs.aio-max-nr is used up. The segment and the entries queued on it
+ * wait, and its writer setup is retried every disk_retry, reported meanwhile by
+ * raft_uv_disk_error() (deps/raft-patches/0023-writer-setup-retry.patch). raft 0.22.1 failed the
+ * append instead, and the legacy layer's log and the core's disagreed from then on: the entries
+ * never committed, and the next one reached the backend as no entries at all (a segmentation
+ * fault).
  */
 #include <dirent.h>
 #include <endian.h>
+#include <errno.h>
+#include <linux/aio_abi.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -43,6 +53,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -52,6 +63,11 @@
 #include <uv.h>
 
 #define SNAPSHOT_SIZE (256 * 1024)
+/* test_writer_setup_retry: entries of this size carry a sequence number, small segments hold
+ * about 30 of them, and up to AIO_CONTEXTS contexts take the host's AIO events. */
+#define SEQ_SIZE      1024
+#define SMALL_SEGMENT (32 * 1024)
+#define AIO_CONTEXTS  64
 
 struct fx;
 
@@ -67,6 +83,8 @@ struct node {
 	uint64_t applied;      /* entries applied, or restored from a snapshot */
 	uint64_t snap_applied; /* applied when the last snapshot view was taken */
 	unsigned restores;
+	uint64_t seq;        /* the last sequence number applied (entries of SEQ_SIZE) */
+	unsigned seq_errors; /* entries of SEQ_SIZE applied out of sequence */
 	bool started, close_started, closed;
 };
 
@@ -86,18 +104,31 @@ struct fx {
 	int last_status;
 	/* test_failed_snapshot_data: snapshot_async() runs on the backend's worker thread. */
 	atomic_uint async_calls, async_failures;
+	/* test_writer_setup_retry: the AIO contexts holding the host's events, and the last
+	 * sequence number sent. */
+	aio_context_t aio[AIO_CONTEXTS];
+	unsigned aio_n;
+	uint64_t seq_sent;
 };
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
 	struct node *n = fsm->data;
-	(void)buf;
 	n->applied++;
+	if (buf->len == SEQ_SIZE) {
+		uint64_t seq;
+		memcpy(&seq, buf->base, sizeof seq);
+		if (seq != n->seq + 1) {
+			n->seq_errors++;
+		}
+		n->seq = seq;
+	}
 	*result = NULL;
 	return 0;
 }
 
-/* A snapshot of SNAPSHOT_SIZE bytes that starts with the count of applied entries. */
+/* A snapshot of SNAPSHOT_SIZE bytes that starts with the count of applied entries and the last
+ * sequence number applied. */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
 	struct node *n = fsm->data;
@@ -112,6 +143,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 		return RAFT_NOMEM;
 	}
 	memcpy((*bufs)[0].base, &n->applied, sizeof n->applied);
+	memcpy((char *)(*bufs)[0].base + 8, &n->seq, sizeof n->seq);
 	*n_bufs = 1;
 	return 0;
 }
@@ -163,6 +195,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 		return RAFT_MALFORMED;
 	}
 	memcpy(&n->applied, buf->base, sizeof n->applied);
+	memcpy(&n->seq, (char *)buf->base + 8, sizeof n->seq);
 	raft_free(buf->base);
 	n->restores++;
 	return 0;
@@ -243,14 +276,9 @@ static unsigned free_port(void)
 	return ntohs(a.sin_port);
 }
 
-static void node_init(struct fx *f, unsigned i)
+/* The backend and server of n, on its directory and address. */
+static void node_open(struct fx *f, struct node *n)
 {
-	struct node *n = &f->n[i];
-	n->f = f;
-	n->id = i + 1;
-	snprintf(n->dir, sizeof n->dir, "/tmp/tabby-raft-uv.XXXXXX");
-	assert_non_null(mkdtemp(n->dir));
-	snprintf(n->addr, sizeof n->addr, "127.0.0.1:%u", free_port());
 	n->transport.version = 1;
 	assert_int_equal(raft_uv_tcp_init(&n->transport, &f->loop), 0);
 	assert_int_equal(raft_uv_init(&n->io, &f->loop, n->dir, &n->transport), 0);
@@ -269,13 +297,25 @@ static void node_init(struct fx *f, unsigned i)
 	raft_set_snapshot_trailing(&n->raft, 2);
 }
 
+static void node_init(struct fx *f, unsigned i)
+{
+	struct node *n = &f->n[i];
+	n->f = f;
+	n->id = i + 1;
+	snprintf(n->dir, sizeof n->dir, "/tmp/tabby-raft-uv.XXXXXX");
+	assert_non_null(mkdtemp(n->dir));
+	snprintf(n->addr, sizeof n->addr, "127.0.0.1:%u", free_port());
+	node_open(f, n);
+}
+
 static void node_start(struct node *n)
 {
 	assert_int_equal(raft_start(&n->raft), 0);
 	n->started = true;
 }
 
-static int setup(void **state)
+/* Server 1's open segments are segment_size bytes (0: the backend's default). */
+static int setup_segments(void **state, size_t segment_size)
 {
 	struct fx *f = calloc(1, sizeof *f);
 	assert_non_null(f);
@@ -292,9 +332,22 @@ static int setup(void **state)
 	f->snapshot_get = f->n[0].io.snapshot_get;
 	f->n[0].io.snapshot_get = snapshot_get;
 	current = f;
+	if (segment_size != 0) {
+		raft_uv_set_segment_size(&f->n[0].io, segment_size);
+	}
 	node_start(&f->n[0]);
 	*state = f;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_segments(state, 0);
+}
+
+static int setup_small_segments(void **state)
+{
+	return setup_segments(state, SMALL_SEGMENT);
 }
 
 static bool all_closed(struct fx *f)
@@ -307,11 +360,14 @@ static bool loop_idle(struct fx *f)
 	return !uv_loop_alive(&f->loop);
 }
 
+static void aio_release(struct fx *f);
+
 /* Everything the servers opened must be gone once they are closed: a handle left open (such as
  * a connection made during the close) keeps the loop alive, and uv_loop_close() refuses. */
 static int teardown(void **state)
 {
 	struct fx *f = *state;
+	aio_release(f); /* the host's AIO events, if a failed test still holds them */
 	close_node(&f->n[0]);
 	close_node(&f->n[1]);
 	assert_true(run_until(f, all_closed, 5000));
@@ -758,6 +814,232 @@ static void test_metadata_files(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/* Takes every AIO event the host has left (fs.aio-max-nr is host-wide), as raft's own tests do
+ * (AioFill in its test/lib/aio.c): contexts of decreasing size until io_setup() refuses even one
+ * event with EAGAIN. Every other io_setup() on the host fails until aio_release(); teardown
+ * releases them if the test fails first, and the kernel when the process ends. */
+static void aio_fill(struct fx *f)
+{
+	char buf[32] = "";
+	FILE *fp = fopen("/proc/sys/fs/aio-max-nr", "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(buf, sizeof buf, fp));
+	fclose(fp);
+	unsigned long nr = strtoul(buf, NULL, 10);
+	assert_true(nr > 0);
+	while (nr > 0) {
+		aio_context_t ctx = 0;
+		if (syscall(__NR_io_setup, nr, &ctx) == 0) {
+			f->aio[f->aio_n++] = ctx;
+			assert_true(f->aio_n < AIO_CONTEXTS);
+			continue;
+		}
+		assert_true(errno == EAGAIN || errno == EINVAL); /* EINVAL: too large for one */
+		nr /= 2;
+	}
+	aio_context_t ctx = 0;
+	assert_int_equal(syscall(__NR_io_setup, 1, &ctx), -1);
+	assert_int_equal(errno, EAGAIN);
+}
+
+/* Takes the AIO events another process may have released meanwhile. */
+static void aio_top_up(struct fx *f)
+{
+	aio_context_t ctx = 0;
+	while (f->aio_n < AIO_CONTEXTS && syscall(__NR_io_setup, 1, &ctx) == 0) {
+		f->aio[f->aio_n++] = ctx;
+		ctx = 0;
+	}
+}
+
+static void aio_release(struct fx *f)
+{
+	while (f->aio_n > 0) {
+		f->aio_n--;
+		assert_int_equal(syscall(__NR_io_destroy, f->aio[f->aio_n]), 0);
+	}
+}
+
+static void seq_apply_cb(struct raft_apply *req, int status, void *result)
+{
+	struct fx *f = req->data;
+	(void)result;
+	if (status == 0) {
+		f->applies++;
+	} else {
+		f->cbs++;
+		f->last_status = status;
+	}
+	free(req);
+}
+
+/* Applies k entries of SEQ_SIZE bytes through server 1, numbered on from the last one sent,
+ * without waiting for them; f->target is where they will all be applied. */
+static void submit_seq(struct fx *f, unsigned k)
+{
+	for (unsigned i = 0; i < k; i++) {
+		struct raft_apply *req = malloc(sizeof *req);
+		assert_non_null(req);
+		req->data = f;
+		struct raft_buffer b = {.base = raft_calloc(1, SEQ_SIZE), .len = SEQ_SIZE};
+		assert_non_null(b.base);
+		f->seq_sent++;
+		memcpy(b.base, &f->seq_sent, sizeof f->seq_sent);
+		assert_int_equal(raft_apply(&f->n[0].raft, req, &b, 1, seq_apply_cb), 0);
+	}
+	f->target += k;
+}
+
+static bool setup_failing(struct fx *f)
+{
+	return raft_uv_disk_error(&f->n[0].io, NULL, NULL) == RAFT_TOOMANY;
+}
+
+/* Runs the loop on while the host's AIO events stay taken. */
+static bool aio_held(struct fx *f)
+{
+	aio_top_up(f);
+	return false;
+}
+
+/* AIO contexts mapped into this process: their rings show in /proc/self/maps. */
+static unsigned aio_rings(void)
+{
+	char line[512];
+	unsigned k = 0;
+	FILE *fp = fopen("/proc/self/maps", "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof line, fp) != NULL) {
+		k += strstr(line, "/[aio]") != NULL;
+	}
+	fclose(fp);
+	return k;
+}
+
+/* The snapshot is written and the open segment it closed is gone with its writer's AIO context
+ * (released by a thread of its own: deps/raft-patches/0008). */
+static bool no_writer(struct fx *f)
+{
+	return has_snapshot(f) && !f->n[0].raft.legacy.snapshot_taking && aio_rings() == 0;
+}
+
+/* Server 1 writes one entry and takes a snapshot, which closes its open segment: no writer can
+ * release AIO events while they are held, and the next entry opens a new segment. */
+static void close_segment(struct fx *f)
+{
+	struct raft *r = &f->n[0].raft;
+	raft_set_snapshot_threshold(r, 1);
+	submit_seq(f, 1);
+	assert_true(run_until(f, applied_target, 5000));
+	raft_set_snapshot_threshold(r, 1000);
+	assert_true(run_until(f, no_writer, 5000));
+}
+
+/* Open segments in server 1's directory. */
+static unsigned open_segments(struct fx *f)
+{
+	DIR *d = opendir(f->n[0].dir);
+	struct dirent *e;
+	unsigned k = 0;
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		k += strncmp(e->d_name, "open-", 5) == 0;
+	}
+	closedir(d);
+	return k;
+}
+
+static bool seq_replayed(struct fx *f)
+{
+	return f->n[0].seq == f->seq_sent;
+}
+
+/* Server 1 (segments of 32 KiB, about 30 entries) writes entries, and a snapshot closes its open
+ * segment. Then the host's AIO events run out and 100 more entries are written, so the next
+ * segments' writers cannot be set up: two come from the pool of prepared segments (set up inside
+ * raft_apply()), the others are prepared meanwhile (set up when their file is ready). The failure
+ * is reported, nothing is lost, and once AIO is back every entry is applied once, in order, also
+ * when the log is read back after a restart. A close while the setup fails leaves nothing behind.
+ */
+static void test_writer_setup_retry(void **state)
+{
+	struct fx *f = *state;
+	struct node *n = &f->n[0];
+	char msg[RAFT_ERRMSG_BUF_SIZE] = "";
+
+	raft_uv_set_disk_retry(&n->io, 100);
+	raft_set_capacity_threshold(&n->raft, 0);    /* small segments report little capacity */
+	raft_set_snapshot_threshold(&n->raft, 1000); /* only close_segment() takes snapshots */
+	assert_true(run_until(f, leads, 5000));
+	submit_seq(f, 10);
+	assert_true(run_until(f, applied_target, 5000));
+	if (aio_rings() == 0) {
+		/* The backend writes through its thread pool where the directory's file system
+		 * takes no direct I/O (tmpfs): no writer setup makes an AIO context to refuse. */
+		print_message("skipped: %s takes no kernel AIO\n", n->dir);
+		skip();
+	}
+	close_segment(f);
+
+	unsigned applied_before = f->applies;
+	aio_fill(f);
+	submit_seq(f, 100);
+	bool reported = run_until(f, setup_failing, 2000);
+	if (reported) {
+		assert_int_equal(raft_uv_disk_error(&n->io, msg, NULL), RAFT_TOOMANY);
+	}
+	run_until(f, aio_held, 500); /* a few retries fail */
+	unsigned applied_meanwhile = f->applies;
+	bool still_reported = setup_failing(f);
+	aio_release(f);
+
+	assert_true(run_until(f, applied_target, 5000));
+	assert_int_equal(f->last_status, 0);
+	assert_int_equal(n->seq, f->seq_sent);
+	assert_int_equal(n->seq_errors, 0);
+	assert_true(reported && still_reported);
+	assert_non_null(strstr(msg, "setup writer for open-"));
+	assert_int_equal(applied_meanwhile, applied_before); /* the new entries waited */
+	assert_int_equal(raft_uv_disk_error(&n->io, NULL, NULL), 0);
+
+	/* Later entries land where they belong. */
+	submit_seq(f, 5);
+	assert_true(run_until(f, applied_target, 5000));
+	assert_int_equal(n->seq, f->seq_sent);
+
+	/* The log on disk holds every entry once, in order. */
+	close_node(n);
+	assert_true(run_until(f, leader_closed, 5000));
+	raft_uv_close(&n->io);
+	raft_uv_tcp_close(&n->transport);
+	assert_true(run_until(f, loop_idle, 5000));
+	n->close_started = n->closed = false;
+	n->seq = n->applied = 0;
+	node_open(f, n);
+	raft_uv_set_segment_size(&n->io, SMALL_SEGMENT);
+	node_start(n);
+	raft_set_capacity_threshold(&n->raft, 0);
+	raft_set_snapshot_threshold(&n->raft, 1000);
+	assert_true(run_until(f, seq_replayed, 5000));
+	assert_int_equal(n->seq_errors, 0);
+	assert_int_equal(n->restores, 1); /* the snapshot, then the entries after it */
+
+	/* A close while the setup fails: the waiting entries fail, and their segments' files are
+	 * removed. */
+	assert_true(run_until(f, leads, 5000));
+	close_segment(f);
+	aio_fill(f);
+	submit_seq(f, 40);
+	assert_true(run_until(f, setup_failing, 2000));
+	close_node(n);
+	assert_true(run_until(f, leader_closed, 5000));
+	aio_release(f);
+	assert_int_equal(f->applies + f->cbs, f->seq_sent); /* every request called back */
+	assert_int_equal(f->cbs, 40);
+	assert_int_equal(f->last_status, RAFT_LEADERSHIPLOST);
+	assert_int_equal(open_segments(f), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -766,6 +1048,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_snapshot_data, setup, teardown),
 	    cmocka_unit_test(test_metadata_files),
+	    cmocka_unit_test_setup_teardown(test_writer_setup_retry, setup_small_segments,
+	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
