@@ -41,7 +41,7 @@ L=$(leader_index 1)
 F=$((L % 3 + 1))
 : >"$WORK/agent$F.log"
 stop_agent "$F"
-grep -q "^.*stopping$" "$WORK/agent$F.log" || fail "follower agent$F: $(tail -n 3 "$WORK/agent$F.log")"
+grep -q "stopping$" "$WORK/agent$F.log" || fail "follower agent$F: $(tail -n 3 "$WORK/agent$F.log")"
 ! grep -q "handing leadership" "$WORK/agent$F.log" || fail "follower agent$F tried to hand over leadership"
 start_agent "$F"
 wait_for "3 healthy members" 30 members_healthy 1 3

@@ -1176,15 +1176,15 @@ static void test_newer_snapshot_term(void **state)
 	                         "the first was sent under the wrong term");
 }
 
-/* What a membership change's callback reported. */
-struct change_result {
+/* What a request's callback (a membership change's, a barrier's) reported. */
+struct cb_result {
 	unsigned fired;
 	int status;
 };
 
 static void change_cb(struct raft_change *req, int status)
 {
-	struct change_result *res = req->data;
+	struct cb_result *res = req->data;
 	res->fired++;
 	res->status = status;
 }
@@ -1200,7 +1200,7 @@ static void test_assign_refused(void **state)
 {
 	struct cluster *c = *state;
 	struct raft_change *req;
-	struct change_result res = {0};
+	struct cb_result res = {0};
 	int rv;
 
 	start(c, NULL);
@@ -1239,10 +1239,10 @@ static int role_of(struct raft *r, raft_id id)
 	return -1;
 }
 
-static bool change_fired(struct cluster *c, const void *arg)
+static bool cb_fired(struct cluster *c, const void *arg)
 {
 	(void)c;
-	return ((const struct change_result *)arg)->fired > 0;
+	return ((const struct cb_result *)arg)->fired > 0;
 }
 
 /* Server 3 becomes a spare, which is sent nothing, and falls behind five writes; its promotion
@@ -1252,9 +1252,9 @@ static bool change_fired(struct cluster *c, const void *arg)
  * promote_req must outlive the promotion. */
 static void promotion_waiting(struct cluster *c, struct raft_change *promote_req)
 {
-	struct change_result demote = {0};
+	struct cb_result demote = {0};
 	struct raft_change demote_req = {.data = &demote};
-	struct change_result *promote = promote_req->data;
+	struct cb_result *promote = promote_req->data;
 	raft_id id3 = srv(c, 2)->id;
 	int rv;
 
@@ -1264,7 +1264,7 @@ static void promotion_waiting(struct cluster *c, struct raft_change *promote_req
 
 	rv = raft_assign(srv(c, 0), &demote_req, id3, RAFT_SPARE, change_cb);
 	expect(c, rv == 0, "demoting server 3 answered %d", rv);
-	expect(c, step_until(c, change_fired, &demote, ELECTION_TIMEOUT) && demote.status == 0,
+	expect(c, step_until(c, cb_fired, &demote, ELECTION_TIMEOUT) && demote.status == 0,
 	       "server 3 was not demoted");
 	raft_index last = 0;
 	for (uint64_t k = 1; k <= 5; k++) {
@@ -1300,7 +1300,7 @@ static void promotion_waiting(struct cluster *c, struct raft_change *promote_req
 static void test_promotion_refused(void **state)
 {
 	struct cluster *c = *state;
-	struct change_result promote = {0}, after = {0};
+	struct cb_result promote = {0}, after = {0};
 	struct raft_change promote_req = {.data = &promote}, after_req = {.data = &after};
 	raft_id id3 = srv(c, 2)->id;
 	int rv;
@@ -1308,14 +1308,14 @@ static void test_promotion_refused(void **state)
 	promotion_waiting(c, &promote_req);
 
 	raft_set_capacity_threshold(srv(c, 0), 0);
-	expect(c, step_until(c, change_fired, &promote, 2 * ELECTION_TIMEOUT),
+	expect(c, step_until(c, cb_fired, &promote, 2 * ELECTION_TIMEOUT),
 	       "the promotion never completed once capacity was back");
 	expect(c, promote.status == 0, "the promotion failed with %d", promote.status);
 	expect(c, role_of(srv(c, 0), id3) == RAFT_VOTER, "server 3 is not a voter");
 
 	rv = raft_assign(srv(c, 0), &after_req, id3, RAFT_STANDBY, change_cb);
 	expect(c, rv == 0, "the next change answered %d", rv);
-	expect(c, step_until(c, change_fired, &after, ELECTION_TIMEOUT) && after.status == 0,
+	expect(c, step_until(c, cb_fired, &after, ELECTION_TIMEOUT) && after.status == 0,
 	       "the next change did not complete");
 	expect(c, role_of(srv(c, 0), id3) == RAFT_STANDBY, "server 3 is not a standby");
 }
@@ -1388,7 +1388,7 @@ static void test_election_without_capacity(void **state)
 static void test_change_during_refused_promotion(void **state)
 {
 	struct cluster *c = *state;
-	struct change_result promote = {0}, other = {0};
+	struct cb_result promote = {0}, other = {0};
 	struct raft_change promote_req = {.data = &promote}, other_req = {.data = &other};
 	raft_id id3 = srv(c, 2)->id;
 	int rv;
@@ -1400,29 +1400,18 @@ static void test_change_during_refused_promotion(void **state)
 	expect(c, rv != 0, "a second change was accepted during the promotion");
 
 	raft_set_capacity_threshold(srv(c, 0), 0);
-	expect(c, step_until(c, change_fired, &promote, 2 * ELECTION_TIMEOUT),
+	expect(c, step_until(c, cb_fired, &promote, 2 * ELECTION_TIMEOUT),
 	       "the promotion never completed once capacity was back");
 	expect(c, promote.status == 0, "the promotion failed with %d", promote.status);
 	expect(c, role_of(srv(c, 0), id3) == RAFT_VOTER, "server 3 is not a voter");
 	expect(c, other.fired == 0, "the refused change's callback fired");
 }
 
-struct barrier_result {
-	unsigned fired;
-	int status;
-};
-
 static void barrier_cb(struct raft_barrier *req, int status)
 {
-	struct barrier_result *res = req->data;
+	struct cb_result *res = req->data;
 	res->fired++;
 	res->status = status;
-}
-
-static bool barrier_fired(struct cluster *c, const void *arg)
-{
-	(void)c;
-	return ((const struct barrier_result *)arg)->fired > 0;
 }
 
 /*
@@ -1437,7 +1426,7 @@ static bool barrier_fired(struct cluster *c, const void *arg)
 static void test_barrier_send_failure(void **state)
 {
 	struct cluster *c = *state;
-	struct barrier_result res = {0};
+	struct cb_result res = {0};
 	struct raft_barrier req = {.data = &res};
 	int rv;
 
@@ -1451,7 +1440,7 @@ static void test_barrier_send_failure(void **state)
 	rv = raft_barrier(srv(c, 0), &req, barrier_cb);
 	expect(c, rv == 0, "raft_barrier answered %d although the leader took the entry", rv);
 	expect(c, raft_last_index(srv(c, 0)) == last + 1, "the barrier is not in the log");
-	expect(c, step_until(c, barrier_fired, &res, 2 * ELECTION_TIMEOUT),
+	expect(c, step_until(c, cb_fired, &res, 2 * ELECTION_TIMEOUT),
 	       "the barrier's callback never fired");
 	expect(c, res.status == 0, "the barrier failed with %d", res.status);
 

@@ -406,19 +406,30 @@ static bool applied_target(struct fx *f)
 	return f->applies >= f->target;
 }
 
-/* Applies k entries through the leader and waits for them. */
-static void write_entries(struct fx *f, unsigned k)
+/* Submits k entries of size bytes through server 1 without waiting for them. Entries of SEQ_SIZE
+ * carry the next sequence numbers (fsm_apply() checks their order); others are filler. */
+static void submit_entries(struct fx *f, unsigned k, size_t size, raft_apply_cb cb)
 {
 	for (unsigned i = 0; i < k; i++) {
 		struct raft_apply *req = malloc(sizeof *req);
 		assert_non_null(req);
 		req->data = f;
-		struct raft_buffer b = {.base = raft_malloc(8), .len = 8};
+		struct raft_buffer b = {.base = raft_malloc(size), .len = size};
 		assert_non_null(b.base);
-		memset(b.base, 0x5a, 8);
-		assert_int_equal(raft_apply(&f->n[0].raft, req, &b, 1, apply_cb), 0);
+		memset(b.base, 0x5a, size);
+		if (size == SEQ_SIZE) {
+			f->seq_sent++;
+			memcpy(b.base, &f->seq_sent, sizeof f->seq_sent);
+		}
+		assert_int_equal(raft_apply(&f->n[0].raft, req, &b, 1, cb), 0);
 	}
+}
+
+/* Applies k entries through the leader and waits for them. */
+static void write_entries(struct fx *f, unsigned k)
+{
 	f->target = f->applies + k;
+	submit_entries(f, k, 8, apply_cb);
 	assert_true(run_until(f, applied_target, 5000));
 }
 
@@ -877,16 +888,7 @@ static void seq_apply_cb(struct raft_apply *req, int status, void *result)
  * without waiting for them; f->target is where they will all be applied. */
 static void submit_seq(struct fx *f, unsigned k)
 {
-	for (unsigned i = 0; i < k; i++) {
-		struct raft_apply *req = malloc(sizeof *req);
-		assert_non_null(req);
-		req->data = f;
-		struct raft_buffer b = {.base = raft_calloc(1, SEQ_SIZE), .len = SEQ_SIZE};
-		assert_non_null(b.base);
-		f->seq_sent++;
-		memcpy(b.base, &f->seq_sent, sizeof f->seq_sent);
-		assert_int_equal(raft_apply(&f->n[0].raft, req, &b, 1, seq_apply_cb), 0);
-	}
+	submit_entries(f, k, SEQ_SIZE, seq_apply_cb);
 	f->target += k;
 }
 
