@@ -211,6 +211,7 @@ struct store {
 	struct raft_fsm fsm;
 	struct kv *kv;
 	bool io_inited, raft_inited, started, closing;
+	char restore_err[512]; /* why the last snapshot restore failed (fsm_restore()) */
 	void (*close_cb)(void *data);
 	void *close_data;
 	unsigned closing_handles;
@@ -669,19 +670,28 @@ static void after_restore(struct store *s)
 	finish_restored_writes(s);
 }
 
+/*
+ * A snapshot that cannot be restored. Raft has already replaced its log up to the snapshot and
+ * never tries the restore again, so a member that went on would acknowledge entries it can
+ * never apply: its state frozen where it was, serving reads and watches from it as if healthy.
+ * An install from the leader therefore ends this replica like a failed apply does (a host out
+ * of space or memory restores it on restart; a damaged snapshot stops the restart with the
+ * message). At start, store_start() reports it instead.
+ */
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
 	struct store *s = fsm->data;
 	int rv = kv_restore(s->kv, buf->base, buf->len);
-	if (rv == KV_ENOSPC || rv == KV_EIO) {
-		/* The snapshot is fine; this host cannot hold it. */
-		if (s->cfg.fatal != NULL) {
-			s->cfg.fatal(s->cfg.hook_data, kv_errmsg(s->kv));
-		}
-		return RAFT_IOERR;
-	}
 	if (rv != KV_OK) {
-		return RAFT_CORRUPT;
+		snprintf(s->restore_err, sizeof s->restore_err,
+		         "cannot restore the snapshot in %s: %s%s", s->raft_dir, kv_errmsg(s->kv),
+		         rv == KV_EMALFORMED ? " (its checksum or layout is wrong)" : "");
+		if (s->started && s->cfg.fatal != NULL) {
+			s->cfg.fatal(s->cfg.hook_data, s->restore_err);
+		}
+		return rv == KV_EMALFORMED ? RAFT_CORRUPT
+		       : rv == KV_ENOMEM   ? RAFT_NOMEM
+		                           : RAFT_IOERR;
 	}
 	raft_free(buf->base);
 	s->snapshots_restored++;
@@ -1634,7 +1644,7 @@ int store_start(struct store *s, char **errmsg)
 	int rv = raft_start(&s->raft);
 	if (rv != 0) {
 		/* raft leaves its message empty for some failures (a busy peer port) */
-		const char *detail = raft_errmsg(&s->raft);
+		const char *detail = s->restore_err[0] ? s->restore_err : raft_errmsg(&s->raft);
 		if (errmsg != NULL) {
 			*errmsg = xasprintf(
 			    "start raft (peer address %s): %s", s->cfg.peer_address,

@@ -90,7 +90,8 @@ struct store_config {
 	store_forward_fn forward;
 	store_readindex_fn readindex;
 	/* The host failed in a way that makes this replica unable to continue without diverging
-	 * (LMDB write failure, out of memory while applying). The agent logs and exits. */
+	 * (LMDB write failure, out of memory while applying, a snapshot from the leader that
+	 * cannot be restored). The agent logs and exits. */
 	void (*fatal)(void *data, const char *msg);
 	/* This member is short of disk space (err: ENOSPC, EDQUOT, ...), or no longer (err 0).
 	 * what says what is short and where ("cannot reserve space for the state in DIR", "N MiB
