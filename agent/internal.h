@@ -183,6 +183,10 @@ struct roles_member;
 struct roles_policy;
 int agent_roles_view(struct agent *a, struct roles_member **out, unsigned *n,
                      struct roles_policy *policy);
+/* On the leader: the voter to hand the lead to, of those other than this one that answered
+ * within online_ms the one that has stored the most of the log (elected soonest, least to
+ * catch up); 0 when none answers or this member does not lead. */
+uint64_t agent_pick_successor(struct agent *a);
 /* Whether name may name a member: 1 to AGENT_MEMBER_NAME_MAX bytes of UTF-8, no '/' and no
  * control character. */
 #define AGENT_MEMBER_NAME_MAX 100

@@ -886,10 +886,8 @@ static bool change_roles(struct agent *a)
 	return true;
 }
 
-/* The voter to hand leadership to: of the voters other than this one that answered within
- * online_ms, the one that has stored the most of the log (it is elected soonest and loses the
- * least time catching up). 0 when none answers, or when this member does not lead. */
-static uint64_t pick_successor(struct agent *a)
+/* internal.h: a stopping or removed leader's successor, and the move-leader route's default. */
+uint64_t agent_pick_successor(struct agent *a)
 {
 	struct store_progress *ps = NULL;
 	struct store_member *cf = NULL;
@@ -1017,8 +1015,8 @@ static void reconcile(struct agent *a)
 			/* This leader was removed: hand leadership to another voter, whose
 			 * reconciler then takes us out of the configuration. */
 			agent_log("this member was removed; transferring leadership");
-			if (store_transfer_leadership(a->store, pick_successor(a), change_done,
-			                              a) == STORE_OK) {
+			if (store_transfer_leadership(a->store, agent_pick_successor(a),
+			                              change_done, a) == STORE_OK) {
 				a->change_inflight = true;
 			}
 			goto out;
@@ -1581,7 +1579,7 @@ static void on_signal(uv_signal_t *h, int signum)
 		return;
 	}
 	a->stopping = true;
-	uint64_t to = pick_successor(a);
+	uint64_t to = agent_pick_successor(a);
 	struct member_rec m;
 	if (to != 0 && store_transfer_leadership(a->store, to, handover_done, a) == STORE_OK) {
 		a->handing_over = true;

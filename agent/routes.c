@@ -23,7 +23,7 @@
 
 #define FANOUT_TIMEOUT_MS 2000
 /* A member removal passed on to the leader: it releases the member's addresses too. */
-#define REMOVE_PROXY_TIMEOUT_MS 20000 /* within the CLI's 30 s, with the barrier before it */
+#define LEADER_PROXY_TIMEOUT_MS 20000 /* within the CLI's 30 s, with the barrier before it */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Replies                                                                                     */
@@ -1308,42 +1308,52 @@ out:
 	json_decref(j);
 }
 
-/* A removal that a follower passes on to the leader. */
-struct remove_proxy {
+/* Requests only the leader can carry out, because only it knows which members answer: a
+ * follower passes them on to it, on the internal path with the member's name after it. */
+typedef void (*leader_handler)(struct agent *a, struct http_request *req, const char *name,
+                               bool from_member);
+
+struct leader_route {
+	leader_handler handler;
+	const char *method;
+	const char *path; /* the internal path; "/" and the escaped name follow, if there is one */
+	const char *what; /* for messages: "remove the member" */
+	bool name_optional;
+};
+
+struct leader_proxy {
 	struct agent *a;
 	struct http_request *req;
+	const struct leader_route *route;
 	char name[AGENT_MEMBER_NAME_MAX + 1];
 };
 
-static void handle_remove(struct agent *a, struct http_request *req, const char *name,
-                          bool from_member);
-
 /* The leader's answer goes back as it came. */
-static void remove_proxied(int status, const uint8_t *body, size_t len, void *data)
+static void leader_proxied(int status, const uint8_t *body, size_t len, void *data)
 {
-	struct remove_proxy *p = data;
+	struct leader_proxy *p = data;
 	struct agent *a = p->a;
 	struct http_request *req = p->req;
+	const char *what = p->route->what;
 	free(p);
 	json_t *j = status > 0 ? json_loadb((const char *)body, len, 0, NULL) : NULL;
 	if (j != NULL) {
 		agent_reply_json(a, req, status, j);
 	} else if (status > 0) {
 		agent_reply_error(a, req, 502, "bad_gateway",
-		                  "the leader answered the removal with status %d and no JSON body",
-		                  status);
+		                  "the leader answered with status %d and no JSON body", status);
 	} else {
 		agent_reply_error(a, req, 503, "unavailable",
-		                  "cannot reach the leader to remove the member (%s); try again",
+		                  "cannot reach the leader to %s (%s); try again", what,
 		                  uv_strerror(status));
 	}
 }
 
 /* The barrier passed, so this member knows a leader that has just proved it leads (the store
  * waited out an election, or a leader that died, as for a write). */
-static void remove_synced(void *data, int status)
+static void leader_synced(void *data, int status)
 {
-	struct remove_proxy *p = data;
+	struct leader_proxy *p = data;
 	struct agent *a = p->a;
 	struct store_status st;
 	struct member_rec leader;
@@ -1352,48 +1362,85 @@ static void remove_synced(void *data, int status)
 		reply_store_error(a, p->req, status);
 		free(p);
 	} else if (st.state == RAFT_LEADER) {
-		handle_remove(a, p->req, p->name, true);
+		p->route->handler(a, p->req, p->name, true);
 		free(p);
 	} else if (st.leader_id == 0 || !agent_member_by_id(a, st.leader_id, &leader)) {
-		agent_reply_error(a, p->req, 503, "unavailable",
-		                  "no leader known to pass the removal on to; try again");
+		agent_reply_error(a, p->req, 503, "unavailable", "no leader known to %s; try again",
+		                  p->route->what);
 		free(p);
 	} else {
 		char *escaped = api_path_escape(p->name);
 		char *path = NULL;
-		if (escaped == NULL || asprintf(&path, "/v1/internal/members/%s", escaped) < 0) {
+		if (escaped == NULL ||
+		    asprintf(&path, "%s%s%s", p->route->path, p->name[0] ? "/" : "", escaped) < 0) {
 			path = NULL;
 		}
 		free(escaped);
-		int rv =
-		    path == NULL
-		        ? UV_ENOMEM
-		        : http_client_request(a->client, leader.api_address, "DELETE", path, NULL,
-		                              NULL, 0, REMOVE_PROXY_TIMEOUT_MS, remove_proxied, p);
+		int rv = path == NULL
+		             ? UV_ENOMEM
+		             : http_client_request(a->client, leader.api_address, p->route->method,
+		                                   path, NULL, NULL, 0, LEADER_PROXY_TIMEOUT_MS,
+		                                   leader_proxied, p);
 		free(path);
 		/* A synchronous failure fires no callback. */
 		if (rv != 0) {
-			remove_proxied(rv, NULL, 0, p);
+			leader_proxied(rv, NULL, 0, p);
 		}
 	}
 }
 
-/* Only the leader knows which members answer: a follower passes the removal on to it. */
-static void remove_through_leader(struct agent *a, struct http_request *req, const char *name)
+static void through_leader(struct agent *a, struct http_request *req,
+                           const struct leader_route *route, const char *name)
 {
-	struct remove_proxy *p = calloc(1, sizeof *p);
+	struct leader_proxy *p = calloc(1, sizeof *p);
 	if (p == NULL) {
 		agent_reply_error(a, req, 500, "internal", "out of memory");
 		return;
 	}
-	*p = (struct remove_proxy){.a = a, .req = req};
+	*p = (struct leader_proxy){.a = a, .req = req, .route = route};
 	snprintf(p->name, sizeof p->name, "%s", name);
-	int rv = store_sync(a->store, remove_synced, p);
+	int rv = store_sync(a->store, leader_synced, p);
 	if (rv != STORE_OK) {
 		free(p);
 		reply_store_error(a, req, rv);
 	}
 }
+
+/* Checks the member name a request names (none, where the route takes none) and, on a member
+ * that does not lead, passes the request on to the leader, or refuses it if it came from
+ * another member. True when this leader carries it out. */
+static bool on_leader(struct agent *a, struct http_request *req, const struct leader_route *route,
+                      const char *name, bool from_member)
+{
+	/* The join's rule. A longer name was cut to fit c->name, and removing the node of the
+	 * cut name released the IPAM of another node. */
+	if ((name[0] != '\0' || !route->name_optional) && !agent_member_name_ok(name)) {
+		agent_reply_error(
+		    a, req, 400, "bad_request",
+		    "'%.100s' is not a member name (1-100 bytes of UTF-8 without '/' or control "
+		    "characters)",
+		    name);
+		return false;
+	}
+	struct store_status st;
+	store_get_status(a->store, &st);
+	if (st.state == RAFT_LEADER) {
+		return true;
+	}
+	if (from_member) {
+		agent_reply_error(a, req, 503, "unavailable",
+		                  "this member no longer leads; try again");
+	} else {
+		through_leader(a, req, route, name);
+	}
+	return false;
+}
+
+static void handle_remove(struct agent *a, struct http_request *req, const char *name,
+                          bool from_member);
+
+static const struct leader_route remove_route = {handle_remove, "DELETE", "/v1/internal/members",
+                                                 "remove the member", false};
 
 /* On the leader: 409 and in why the reason when removing member m would leave too few voters
  * answering to write (the promotions the reconciler makes first counted), 503 when that cannot
@@ -1447,25 +1494,7 @@ static int removal_refused(struct agent *a, const struct member_rec *m, char *wh
 static void handle_remove(struct agent *a, struct http_request *req, const char *name,
                           bool from_member)
 {
-	/* The join's rule. A longer name was cut to fit c->name, and removing the node of the
-	 * cut name released the IPAM of another node. */
-	if (!agent_member_name_ok(name)) {
-		agent_reply_error(
-		    a, req, 400, "bad_request",
-		    "'%.100s' is not a member name (1-100 bytes of UTF-8 without '/' or control "
-		    "characters)",
-		    name);
-		return;
-	}
-	struct store_status st;
-	store_get_status(a->store, &st);
-	if (st.state != RAFT_LEADER) {
-		if (from_member) {
-			agent_reply_error(a, req, 503, "unavailable",
-			                  "this member no longer leads; try again");
-		} else {
-			remove_through_leader(a, req, name);
-		}
+	if (!on_leader(a, req, &remove_route, name, from_member)) {
 		return;
 	}
 	struct member_rec *ms = NULL;
@@ -1504,6 +1533,164 @@ static void handle_remove(struct agent *a, struct http_request *req, const char 
 	if (rv != STORE_OK) {
 		free(c);
 		reply_store_error(a, req, rv);
+	}
+}
+
+/* A move of the lead, waiting for raft's transfer to end. */
+struct lead_move {
+	struct agent *a;
+	struct http_request *req;
+	uint64_t to;
+	char to_name[sizeof(((struct member_rec *)0)->name)];
+};
+
+/* The transfer ended: once a new leader is known here, or after an election timeout without
+ * one. Which member leads now is the answer. */
+static void lead_moved(void *data, int status)
+{
+	struct lead_move *c = data;
+	struct agent *a = c->a;
+	struct store_status st;
+	struct member_rec now;
+	store_get_status(a->store, &st);
+	if (st.leader_id == c->to) {
+		agent_reply_json(
+		    a, c->req, 200,
+		    json_pack("{s:s, s:s}", "leader", c->to_name, "previous", a->name));
+	} else if (st.leader_id != 0 && st.leader_id != a->id &&
+	           agent_member_by_id(a, st.leader_id, &now)) {
+		agent_reply_error(
+		    a, c->req, 409, "conflict",
+		    "%s leads now, not %s: another voter won the election the transfer "
+		    "started",
+		    now.name, c->to_name);
+	} else {
+		agent_reply_error(a, c->req, 503, "unavailable",
+		                  "%s did not take the lead within an election timeout (%s); %s",
+		                  c->to_name, store_strerror(status),
+		                  st.leader_id == a->id ? "this member still leads"
+		                                        : "no leader is known yet");
+	}
+	free(c);
+}
+
+/* On the leader: 0 when member m can take the lead now, else the status with why the reason. */
+static int lead_refused(struct agent *a, const struct member_rec *m, char *why, size_t size)
+{
+	struct roles_member *rm = NULL;
+	struct roles_policy policy;
+	unsigned n = 0;
+	int rv = agent_roles_view(a, &rm, &n, &policy);
+	if (rv != STORE_OK) {
+		snprintf(why, size, "cannot see the members' roles (%s); try again",
+		         store_strerror(rv));
+		return 503;
+	}
+	int status = 409;
+	unsigned i = 0;
+	while (i < n && rm[i].id != m->id) {
+		i++;
+	}
+	if (i == n || !rm[i].in_config) {
+		snprintf(why, size,
+		         "%s is not in raft's configuration (it is still joining or leaving)",
+		         m->name);
+	} else if (rm[i].role != RAFT_VOTER) {
+		snprintf(why, size, "%s is a %s: only a voter can lead", m->name,
+		         role_name(rm[i].role));
+	} else if (rm[i].silent_ms >= policy.online_ms) {
+		snprintf(why, size, "%s has not answered the leader for %llu s", m->name,
+		         (unsigned long long)(rm[i].silent_ms / 1000));
+	} else {
+		status = 0;
+	}
+	free(rm);
+	return status;
+}
+
+/*
+ * POST /v1/cluster/leader[/NAME]: hand the lead to voter NAME, or without a name to the voter
+ * an agent that stops would pick (agent_pick_successor()); etcd's `move-leader`. For
+ * maintenance on the leader's host that should not pause the cluster's writes for an election,
+ * or to take the lead off a busy host. Answers once the move ended, with who leads.
+ */
+static void handle_move_leader(struct agent *a, struct http_request *req, const char *name,
+                               bool from_member)
+{
+	static const struct leader_route lead_route = {
+	    handle_move_leader, "POST", "/v1/internal/leader", "move the lead", true};
+	if (!on_leader(a, req, &lead_route, name, from_member)) {
+		return;
+	}
+	struct store_status st;
+	if (a->handing_over) {
+		agent_reply_error(a, req, 503, "unavailable",
+		                  "the leader is stopping and hands the lead over already");
+		return;
+	}
+	struct member_rec m;
+	bool found = false;
+	if (name[0] == '\0') {
+		uint64_t to = agent_pick_successor(a);
+		if (to == 0 || !agent_member_by_id(a, to, &m)) {
+			agent_reply_error(
+			    a, req, 409, "conflict",
+			    "no other voter has answered the leader in the last %llu s: "
+			    "none can take the lead",
+			    (unsigned long long)(a->online_ms / 1000));
+			return;
+		}
+		found = true;
+	} else {
+		struct member_rec *ms = NULL;
+		unsigned nm = 0;
+		if (agent_members(a, &ms, &nm) != STORE_OK) {
+			agent_reply_error(a, req, 500, "internal", "cannot read the member list");
+			return;
+		}
+		for (unsigned i = 0; i < nm && !found; i++) {
+			if (strcmp(ms[i].name, name) == 0) {
+				m = ms[i];
+				found = true;
+			}
+		}
+		free(ms);
+	}
+	if (!found) {
+		agent_reply_error(a, req, 404, "not_found", "no member is named '%s'", name);
+		return;
+	}
+	if (m.id == a->id) {
+		agent_reply_json(a, req, 200,
+		                 json_pack("{s:s, s:s}", "leader", a->name, "previous", a->name));
+		return;
+	}
+	char why[512];
+	int refused = lead_refused(a, &m, why, sizeof why);
+	if (refused != 0) {
+		agent_reply_error(a, req, refused, refused == 409 ? "conflict" : "unavailable",
+		                  "%s", why);
+		return;
+	}
+	struct lead_move *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		agent_reply_error(a, req, 500, "internal", "out of memory");
+		return;
+	}
+	*c = (struct lead_move){.a = a, .req = req, .to = m.id};
+	snprintf(c->to_name, sizeof c->to_name, "%s", m.name);
+	int rv = store_transfer_leadership(a->store, m.id, lead_moved, c);
+	if (rv != STORE_OK) {
+		free(c);
+		store_get_status(a->store, &st);
+		if (rv == STORE_ENOTLEADER && st.state == RAFT_LEADER) {
+			/* raft refuses a transfer while one is under way (a stopping, removed or
+			 * full leader's own). */
+			agent_reply_error(a, req, 409, "conflict",
+			                  "a leadership transfer is already under way; try again");
+		} else {
+			reply_store_error(a, req, rv);
+		}
 	}
 }
 
@@ -1719,6 +1906,10 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		submit(a, req, WK_HASH, &op);
 	} else if (path_has_prefix(req, "/v1/cluster/members/") && m == HTTP_DELETE) {
 		handle_remove(a, req, req->path + strlen("/v1/cluster/members/"), false);
+	} else if (path_is(req, "/v1/cluster/leader") && m == HTTP_POST) {
+		handle_move_leader(a, req, "", false);
+	} else if (path_has_prefix(req, "/v1/cluster/leader/") && m == HTTP_POST) {
+		handle_move_leader(a, req, req->path + strlen("/v1/cluster/leader/"), false);
 	} else if (agent_route_policy(a, req)) {
 		/* answered */
 	} else if (path_has_prefix(req, "/v1/cni/") && !req->from_unix) {
@@ -1746,6 +1937,10 @@ void agent_route(struct http_server *srv, struct http_request *req)
 		                  theirs ? theirs : "");
 	} else if (path_has_prefix(req, "/v1/internal/members/") && m == HTTP_DELETE) {
 		handle_remove(a, req, req->path + strlen("/v1/internal/members/"), true);
+	} else if (path_is(req, "/v1/internal/leader") && m == HTTP_POST) {
+		handle_move_leader(a, req, "", true);
+	} else if (path_has_prefix(req, "/v1/internal/leader/") && m == HTTP_POST) {
+		handle_move_leader(a, req, req->path + strlen("/v1/internal/leader/"), true);
 	} else if (path_is(req, "/v1/internal/status") && m == HTTP_GET) {
 		internal_status(a, req);
 	} else if (path_is(req, "/v1/internal/hash") && m == HTTP_GET) {

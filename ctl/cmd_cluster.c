@@ -224,19 +224,24 @@ out:
 	return rv;
 }
 
+/* ctl_call() on a path made for it, which it frees; NULL: out of memory. */
+static int call_path(struct ctl_ctx *ctx, const char *method, char *path, json_t **resp)
+{
+	if (path == NULL)
+		return ctl_fail(ctx, "out of memory");
+	int rv = ctl_call(ctx, method, path, NULL, resp);
+	free(path);
+	return rv;
+}
+
 static int run_remove(struct ctl_ctx *ctx)
 {
 	const char *name = ctx->args[0];
 	const char *removed;
 	json_t *resp;
-	char *path;
 	int rv;
 
-	path = ctl_key_path("/v1/cluster/members/", name, "");
-	if (path == NULL)
-		return ctl_fail(ctx, "out of memory");
-	rv = ctl_call(ctx, "DELETE", path, NULL, &resp);
-	free(path);
+	rv = call_path(ctx, "DELETE", ctl_key_path("/v1/cluster/members/", name, ""), &resp);
 	if (rv != 0)
 		return rv;
 	if (ctx->json) {
@@ -257,6 +262,36 @@ static int run_remove(struct ctl_ctx *ctx)
 			        json_integer_value(endpoints) == 1 ? "" : "s");
 		}
 		fputc('\n', ctx->out);
+	}
+	json_decref(resp);
+	return rv;
+}
+
+static int run_move_leader(struct ctl_ctx *ctx)
+{
+	json_t *resp;
+	int rv;
+
+	if (ctx->nargs > 1)
+		return ctl_usage_error(ctx, "takes at most one member name");
+	rv = call_path(ctx, "POST",
+	               ctx->nargs == 1 ? ctl_key_path("/v1/cluster/leader/", ctx->args[0], "")
+	                               : strdup("/v1/cluster/leader"),
+	               &resp);
+	if (rv != 0)
+		return rv;
+	if (ctx->json) {
+		rv = ctl_print_json(ctx, resp);
+	} else {
+		const char *leader = json_string_value(json_object_get(resp, "leader"));
+		const char *previous = json_string_value(json_object_get(resp, "previous"));
+		if (leader == NULL)
+			leader = "?";
+		if (previous != NULL && strcmp(leader, previous) == 0)
+			fprintf(ctx->out, "%s leads already\n", leader);
+		else
+			fprintf(ctx->out, "%s leads now (was %s)\n", leader,
+			        previous != NULL ? previous : "?");
 	}
 	json_decref(resp);
 	return rv;
@@ -297,11 +332,22 @@ static const struct ctl_command remove_command = {
     .run = run_remove,
 };
 
+static const struct ctl_command move_leader_command = {
+    .name = "move-leader",
+    .usage_args = "[NAME]",
+    .summary = "hand the lead to another voter",
+    .description = "Hand raft's lead to the voter NAME, or without NAME to the voter that "
+                   "answers and\nholds the most of the log, as etcdctl move-leader does. "
+                   "Writes pause for a few\nmilliseconds instead of an election timeout: use "
+                   "it before maintenance on the\nleader's host. Refused for a standby, a "
+                   "spare or a voter that does not answer.",
+    .more_args = true,
+    .client = true,
+    .run = run_move_leader,
+};
+
 static const struct ctl_command *const cluster_subcommands[] = {
-    &status_command,
-    &hash_command,
-    &remove_command,
-    NULL,
+    &status_command, &hash_command, &remove_command, &move_leader_command, NULL,
 };
 
 const struct ctl_command ctl_cluster_command = {
