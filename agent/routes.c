@@ -1622,7 +1622,6 @@ static void handle_move_leader(struct agent *a, struct http_request *req, const 
 	if (!on_leader(a, req, &lead_route, name, from_member)) {
 		return;
 	}
-	struct store_status st;
 	if (a->handing_over) {
 		agent_reply_error(a, req, 503, "unavailable",
 		                  "the leader is stopping and hands the lead over already");
@@ -1682,6 +1681,7 @@ static void handle_move_leader(struct agent *a, struct http_request *req, const 
 	int rv = store_transfer_leadership(a->store, m.id, lead_moved, c);
 	if (rv != STORE_OK) {
 		free(c);
+		struct store_status st;
 		store_get_status(a->store, &st);
 		if (rv == STORE_ENOTLEADER && st.state == RAFT_LEADER) {
 			/* raft refuses a transfer while one is under way (a stopping, removed or
