@@ -327,6 +327,14 @@ static void hook_fatal(void *data, const char *msg)
 	abort();
 }
 
+/* A disk that damages a file under the agent deserves the operator's attention even though the
+ * store replaced the file (docs/operations.md, "A snapshot that does not restore"). */
+static void hook_snapshot_damaged(void *data, const char *msg)
+{
+	(void)data;
+	agent_log("error: %s; check this host's disk", msg);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Bootstrap records and the membership reconciler                                             */
 
@@ -2186,6 +2194,7 @@ int agent_main(int argc, char **argv)
 	    .fatal = hook_fatal,
 	    .space = hook_space,
 	    .stranger = hook_stranger,
+	    .snapshot_damaged = hook_snapshot_damaged,
 	    .hook_data = a,
 	    .handlers = handlers,
 	    .n_handlers = sizeof handlers / sizeof handlers[0],

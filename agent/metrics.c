@@ -161,6 +161,10 @@ char *agent_metrics_text(struct agent *a, size_t *len)
 	        "Snapshots restored into the state machine (installed by the leader or loaded at "
 	        "start).",
 	        (double)st.snapshots_restored);
+	counter(&b, "tabby_raft_snapshots_damaged_total",
+	        "Snapshots of this member found damaged on its disk when loaded to be sent to a "
+	        "follower; each was not sent, and a new one was taken in its place (see the log).",
+	        (double)st.snapshots_damaged);
 	counter(&b, "tabby_raft_refused_connections_total",
 	        "Raft connections refused because they came from another cluster's member, or "
 	        "carried no cluster id (see the log).",

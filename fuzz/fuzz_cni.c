@@ -10,7 +10,8 @@
  * What must hold (any violation aborts, which libFuzzer reports as a crash): a refusal has a CNI
  * code and a message and can be printed as an error; an accepted call has a version the plugin
  * supports and a request that serializes; a well-formed answer always formats for an accepted ADD;
- * an arbitrary answer formats or is refused with 999; sanitized labels hold only [-_.a-zA-Z0-9],
+ * an arbitrary answer formats or is refused with 999; only a DEL may have nothing to do (and
+ * then need not name its network); sanitized labels hold only [-_.a-zA-Z0-9],
  * do not start or end with '.' or '-', and sanitizing again changes nothing.
  */
 #include <stdint.h>
@@ -141,8 +142,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		text = json_dumps(call.request, JSON_COMPACT);
 		check(text != NULL, "a request serializes");
 		free(text);
-		check(json_is_string(json_object_get(call.request, "network")), "a request names "
-		                                                                "the network");
+		/* A DEL of something no ADD can have made succeeds without asking the agent. */
+		check(call.nothing_to_do[0] == '\0' || call.cmd == CNI_CMD_DEL,
+		      "only a DEL can have nothing to do");
+		check(call.nothing_to_do[0] != '\0' ||
+		          json_is_string(json_object_get(call.request, "network")),
+		      "a request names the network");
 		if (call.cmd == CNI_CMD_ADD) {
 			good = json_loads(GOOD_ANSWER, 0, NULL);
 			if (good != NULL)

@@ -2008,8 +2008,19 @@ static bool snapshot_check_record(struct snap_view *sv, int db, struct kv_bytes 
 	}
 }
 
-/* Validate the whole snapshot without touching the store. */
-static int snapshot_validate(const uint8_t *p, size_t len, struct snap_view *sv)
+int kv_snapshot_intact(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	return p != NULL && len >= 8 + 8 &&
+	               kv_get_le64(p + len - 8) == kv_fnv1a64(KV_FNV_OFFSET, p, len - 8)
+	           ? KV_OK
+	           : KV_EMALFORMED;
+}
+
+/* Validate the whole snapshot without touching the store. On KV_EMALFORMED, why says what is
+ * wrong with it, for the operator who has to decide what to do about it. */
+static int snapshot_validate(const uint8_t *p, size_t len, struct snap_view *sv, char *why,
+                             size_t why_len)
 {
 	struct kv_reader r;
 	const uint8_t *magic;
@@ -2019,17 +2030,29 @@ static int snapshot_validate(const uint8_t *p, size_t len, struct snap_view *sv)
 	int rv = KV_EMALFORMED;
 
 	memset(sv, 0, sizeof *sv);
-	if (p == NULL || len < 8 + 8 ||
-	    kv_get_le64(p + len - 8) != kv_fnv1a64(KV_FNV_OFFSET, p, len - 8)) {
+	if (kv_snapshot_intact(p, len) != KV_OK) {
+		snprintf(why, why_len, "its checksum is wrong: the data is damaged");
 		return KV_EMALFORMED;
 	}
 	r.p = p;
 	r.left = len - 8;
-	if (!kvr_take(&r, 4, &magic) || memcmp(magic, SNAP_MAGIC, 4) != 0 ||
-	    !kvr_u16(&r, &version) || version != SNAP_VERSION || !kvr_u16(&r, &flags) ||
-	    flags != 0) {
+	if (!kvr_take(&r, 4, &magic) || memcmp(magic, SNAP_MAGIC, 4) != 0) {
+		snprintf(why, why_len, "it is not a Tabby state snapshot");
 		return KV_EMALFORMED;
 	}
+	if (!kvr_u16(&r, &version) || !kvr_u16(&r, &flags)) {
+		snprintf(why, why_len, "its layout is wrong");
+		return KV_EMALFORMED;
+	}
+	if (version != SNAP_VERSION || flags != 0) {
+		/* Intact but from another version: a member of a newer Tabby leading this one. */
+		snprintf(why, why_len,
+		         "it is in format %u with flags %#x, and this Tabby reads format %u "
+		         "without flags",
+		         (unsigned)version, (unsigned)flags, (unsigned)SNAP_VERSION);
+		return KV_EMALFORMED;
+	}
+	snprintf(why, why_len, "its layout is wrong");
 	for (int db = 0; db < DB_COUNT; db++) {
 		struct kv_bytes prev = {NULL, 0};
 		uint64_t count;
@@ -2113,9 +2136,10 @@ int kv_restore(struct kv *kv, const void *buf, size_t len)
 	struct snap_view sv;
 	int rv;
 
-	if ((rv = snapshot_validate(buf, len, &sv)) != KV_OK) {
+	char why[128];
+	if ((rv = snapshot_validate(buf, len, &sv, why, sizeof why)) != KV_OK) {
 		if (rv == KV_EMALFORMED) {
-			snprintf(kv->errmsg, sizeof kv->errmsg, "malformed snapshot");
+			snprintf(kv->errmsg, sizeof kv->errmsg, "malformed snapshot: %s", why);
 		}
 		return rv == KV_ENOMEM ? oom(kv, "validating a snapshot") : rv;
 	}

@@ -353,4 +353,9 @@ int kv_snapshot_write(struct kv_snapshot *snap, void **buf, size_t *len);
 void kv_snapshot_end(struct kv_snapshot *snap);
 int kv_restore(struct kv *kv, const void *buf, size_t len);
 
+/* Whether a serialized snapshot is as kv_snapshot_write() wrote it (its checksum): KV_OK, or
+ * KV_EMALFORMED for data damaged since. Says nothing of whether this version can restore it.
+ * Pure: safe on any thread. */
+int kv_snapshot_intact(const void *buf, size_t len);
+
 #endif

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,13 @@ struct store {
 	uint64_t commands_applied;
 	uint64_t snapshots_taken;
 	uint64_t snapshots_restored;
+	/* A damaged snapshot that raft did not send (snapshot_check(), on a worker thread), and
+	 * its replacement (snapshot_replace()). */
+	atomic_bool snap_damaged;
+	uint64_t snapshots_damaged;
+	bool snap_replacing;     /* from the damage found until the new snapshot is written */
+	bool snap_forced;        /* the threshold is down to one entry for it */
+	unsigned snap_threshold; /* raft's snapshot threshold for this member */
 	struct store_latency lat;
 	struct kv_snapshot *snap;
 	struct raft_buffer *snap_bufs;
@@ -569,6 +577,11 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 		s->snap = NULL;
 		return RAFT_NOMEM;
 	}
+	if (s->snap_forced) {
+		/* The replacement of a damaged snapshot begins (snapshot_replace()). */
+		s->snap_forced = false;
+		raft_set_snapshot_threshold(&s->raft, s->snap_threshold);
+	}
 	*bufs = NULL;
 	*n_bufs = 0;
 	return 0;
@@ -599,6 +612,11 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 	struct store *s = fsm->data;
 	if (*n_bufs > 0) {
 		s->snapshots_taken++;
+	}
+	/* raft calls this once the snapshot's file is written, or failed: either way a damaged
+	 * one found from now on is worth another replacement. */
+	if (!s->snap_forced) {
+		s->snap_replacing = false;
 	}
 	for (unsigned i = 0; i < *n_bufs; i++) {
 		free((*bufs)[i].base);
@@ -684,8 +702,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 	int rv = kv_restore(s->kv, buf->base, buf->len);
 	if (rv != KV_OK) {
 		snprintf(s->restore_err, sizeof s->restore_err,
-		         "cannot restore the snapshot in %s: %s%s", s->raft_dir, kv_errmsg(s->kv),
-		         rv == KV_EMALFORMED ? " (its checksum or layout is wrong)" : "");
+		         "cannot restore the snapshot in %s: %s", s->raft_dir, kv_errmsg(s->kv));
 		if (s->started && s->cfg.fatal != NULL) {
 			s->cfg.fatal(s->cfg.hook_data, s->restore_err);
 		}
@@ -697,6 +714,67 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 	s->snapshots_restored++;
 	after_restore(s);
 	return 0;
+}
+
+/*
+ * Damaged snapshots. raft checksums only a snapshot's metadata file; the data is ours, with
+ * the state's own checksum, which every restore verifies. Before this check a leader sent a
+ * data file that had rotted on its disk, as it was, to each follower that needed an install,
+ * and each of them stopped on it (fsm_restore()): one bad file could take down every member
+ * that fell behind or joined. Now the backend runs snapshot_check() on the data it loaded to
+ * send (raft patch 0025), on its worker thread, and a damaged snapshot fails the load: raft
+ * does not send it and tries the install again later.
+ *
+ * raft would go on loading the same damaged file until its next snapshot, up to a threshold
+ * of entries away, so snapshot_replace() takes a new one at once, from this member's state:
+ * that state is intact (every entry that built it was applied here; a restore verified the
+ * snapshot it started from), only the file is not. The next attempt sends the new one.
+ */
+static int snapshot_check(void *data, const struct raft_buffer *buf, char *errmsg)
+{
+	struct store *s = data;
+	if (kv_snapshot_intact(buf->base, buf->len) == KV_OK) {
+		return 0;
+	}
+	atomic_store(&s->snap_damaged, true);
+	snprintf(errmsg, RAFT_ERRMSG_BUF_SIZE, "the snapshot's data fails its checksum");
+	return RAFT_CORRUPT;
+}
+
+static void replace_barrier_cb(struct raft_barrier *req, int status)
+{
+	(void)status;
+	free(req);
+}
+
+/* On the loop, after snapshot_check() found the snapshot to send damaged. raft takes a
+ * snapshot after a step once the commit index is a threshold past the last one: the threshold
+ * drops to one entry until that snapshot begins (fsm_snapshot()), and a barrier makes sure
+ * such an entry comes even with no writes. */
+static void snapshot_replace(struct store *s)
+{
+	char msg[600];
+	s->snapshots_damaged++;
+	if (s->snap_replacing) {
+		return; /* read again before its replacement was written: said already */
+	}
+	snprintf(msg, sizeof msg,
+	         "the latest snapshot in %s is damaged (its data fails its checksum) and was not "
+	         "sent to the member that needs it; taking a new one from this member's state to "
+	         "send instead",
+	         s->raft_dir);
+	if (s->cfg.snapshot_damaged != NULL) {
+		s->cfg.snapshot_damaged(s->cfg.hook_data, msg);
+	}
+	s->snap_replacing = true;
+	s->snap_forced = true;
+	raft_set_snapshot_threshold(&s->raft, 1);
+	if (raft_state(&s->raft) == RAFT_LEADER) {
+		struct raft_barrier *req = calloc(1, sizeof *req);
+		if (req != NULL && raft_barrier(&s->raft, req, replace_barrier_cb) != 0) {
+			free(req); /* any later entry does as well */
+		}
+	}
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1407,6 +1485,9 @@ static void tick_cb(uv_timer_t *t)
 		write_finish(s, w, STORE_ETIMEDOUT, NULL);
 	}
 	lag_sample(s);
+	if (atomic_exchange(&s->snap_damaged, false) && !s->closing) {
+		snapshot_replace(s);
+	}
 	drive(s);
 }
 
@@ -1468,6 +1549,7 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	s->loop = loop;
 	s->cfg = *cfg;
 	s->log_free = UINT64_MAX; /* until space_check() looks */
+	atomic_init(&s->snap_damaged, false);
 	if (s->cfg.election_timeout_ms == 0) {
 		s->cfg.election_timeout_ms = 1000;
 	}
@@ -1568,9 +1650,10 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	/* Members that took snapshots at the same index would write them at the same moment, and
 	 * a write needs a quorum: stagger them by an eighth of the threshold per member, so that
 	 * while one member writes its snapshot the others still form a majority. */
-	raft_set_snapshot_threshold(&s->raft,
-	                            s->cfg.snapshot_threshold +
-	                                (unsigned)(cfg->id % 4) * (s->cfg.snapshot_threshold / 8));
+	s->snap_threshold =
+	    s->cfg.snapshot_threshold + (unsigned)(cfg->id % 4) * (s->cfg.snapshot_threshold / 8);
+	raft_set_snapshot_threshold(&s->raft, s->snap_threshold);
+	raft_uv_set_snapshot_check(&s->io, snapshot_check, s);
 	raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
 	raft_set_pre_vote(&s->raft, true);
 
@@ -1953,6 +2036,7 @@ void store_get_status(struct store *s, struct store_status *st)
 	st->commands_applied = s->commands_applied;
 	st->snapshots_taken = s->snapshots_taken;
 	st->snapshots_restored = s->snapshots_restored;
+	st->snapshots_damaged = s->snapshots_damaged;
 	st->space_err = s->space_err;
 	snprintf(st->disk_error, sizeof st->disk_error, "%s", s->disk_error);
 	st->refused_connections = s->refused_connections;

@@ -108,6 +108,10 @@ struct store_config {
 	 * NULL. */
 	void (*stranger)(void *data, uint64_t id, const char *address,
 	                 const uint8_t *their_cluster);
+	/* The snapshot this member was to send to a follower is damaged on its disk (the data
+	 * fails its checksum): it was not sent, and a new one is being taken in its place. msg
+	 * says so and names the directory. May be NULL. */
+	void (*snapshot_damaged)(void *data, const char *msg);
 	void *hook_data;
 	/* Domain command handlers (kv.h); every member must register the same ones. */
 	const struct kv_handler *handlers;
@@ -240,6 +244,7 @@ struct store_status {
 	uint64_t commands_applied; /* commands applied since start */
 	uint64_t snapshots_taken;
 	uint64_t snapshots_restored; /* installed from the leader, or loaded at start */
+	uint64_t snapshots_damaged;  /* found damaged while loaded to be sent, and replaced */
 	int space_err; /* errno: this member cannot reserve disk space for its state (space hook) */
 	char disk_error[256];         /* raft cannot write this member's log: why; "" when it can */
 	uint64_t refused_connections; /* raft connections from another cluster, since start */
