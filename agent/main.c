@@ -2233,7 +2233,7 @@ int agent_main(int argc, char **argv)
 		          a->name, (unsigned long long)a->id, a->cluster_hex, a->recovered_from);
 	}
 	if (store_start(a->store, &why) != STORE_OK) {
-		agent_log("cannot start raft: %s", why ? why : "error");
+		agent_log("cannot start %s", why ? why : "raft");
 		free(why);
 		goto fail_store;
 	}

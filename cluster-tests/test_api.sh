@@ -155,7 +155,7 @@ grep -q "cannot listen on $(sock 1): address already in use" "$WORK/refused.log"
 log "ok: a second agent on the same data directory or socket is refused, and the first keeps its writes"
 # A busy peer port is named, with raft's reason (its message was empty).
 must_not_start "on a busy peer port" busy "$WORK/data-busy" "$WORK/busy.sock" 7790 7797 --bootstrap
-grep -q "cannot start raft: start raft (peer address $(host_ip 1):7790): ." "$WORK/refused.log" || fail "busy peer port: $(cat "$WORK/refused.log")"
+grep -q "cannot start raft (peer address $(host_ip 1):7790): ." "$WORK/refused.log" || fail "busy peer port: $(cat "$WORK/refused.log")"
 # Addresses other hosts must reach: no 0.0.0.0, and IPv4 for raft.
 for bad in "0.0.0.0:7790" "[::1]:7790"; do
 	if "$TABBY" agent --name x --data-dir "$WORK/data-x" --peer-address "$bad" >"$WORK/x.log" 2>&1; then

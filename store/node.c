@@ -1730,7 +1730,7 @@ int store_start(struct store *s, char **errmsg)
 		const char *detail = s->restore_err[0] ? s->restore_err : raft_errmsg(&s->raft);
 		if (errmsg != NULL) {
 			*errmsg = xasprintf(
-			    "start raft (peer address %s): %s", s->cfg.peer_address,
+			    "raft (peer address %s): %s", s->cfg.peer_address,
 			    detail != NULL && detail[0] != '\0' ? detail : raft_strerror(rv));
 		}
 		return STORE_EIO;
