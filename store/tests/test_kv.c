@@ -1325,11 +1325,17 @@ static void test_snapshot_corrupt(void **state)
 	bad = malloc(len);
 	assert_non_null(bad);
 
-	/* Every single flipped byte is refused. */
+	/* Every single flipped byte is refused, and found by the check a leader runs before it
+	 * sends a snapshot, which says so. */
+	assert_int_equal(kv_snapshot_intact(buf, len), KV_OK);
 	for (size_t i = 0; i < len; i++) {
 		memcpy(bad, buf, len);
 		bad[i] ^= 0x20;
+		assert_int_equal(kv_snapshot_intact(bad, len), KV_EMALFORMED);
 		assert_int_equal(kv_restore(f->b.kv, bad, len), KV_EMALFORMED);
+		assert_string_equal(
+		    kv_errmsg(f->b.kv),
+		    "malformed snapshot: its checksum is wrong: the data is damaged");
 	}
 	/* Every truncation too. */
 	for (size_t i = 0; i < len; i++) {
@@ -1345,11 +1351,18 @@ static void test_snapshot_corrupt(void **state)
 		memcpy(p, buf, len);
 		kv_put_le64(p + 8, 3); /* meta count */
 		kv_put_le64(p + len - 8, kv_fnv1a64(KV_FNV_OFFSET, p, len - 8));
+		assert_int_equal(kv_snapshot_intact(p, len), KV_OK);
 		assert_int_equal(kv_restore(f->b.kv, p, len), KV_EMALFORMED);
+		assert_string_equal(kv_errmsg(f->b.kv), "malformed snapshot: its layout is wrong");
 		memcpy(p, buf, len);
 		p[4] = 1; /* format version 1 had no domain keyspace */
 		kv_put_le64(p + len - 8, kv_fnv1a64(KV_FNV_OFFSET, p, len - 8));
+		assert_int_equal(kv_snapshot_intact(p, len), KV_OK);
 		assert_int_equal(kv_restore(f->b.kv, p, len), KV_EMALFORMED);
+		assert_string_equal(kv_errmsg(f->b.kv),
+		                    "malformed snapshot: it is in format 1 with "
+		                    "flags 0, and this Tabby reads format 2 "
+		                    "without flags");
 		memcpy(p, buf, len - 8);
 		p[len - 8] = 0;
 		kv_put_le64(p + len - 7, kv_fnv1a64(KV_FNV_OFFSET, p, len - 7));
