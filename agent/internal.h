@@ -175,6 +175,9 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int agent_members(struct agent *a, struct member_rec **out, unsigned *n);
 /* The member record with this raft id, or false. */
 bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out);
+/* The member record with this raft id (name NULL) or this name: 1 and *out, 0 when there is
+ * none, -1 when the member list cannot be read. */
+int agent_member_find(struct agent *a, uint64_t id, const char *name, struct member_rec *out);
 
 /* On the leader: every member with a record or in raft's configuration as roles.c sees it, and
  * the policy the reconciler applies. *out is malloc()ed, owned by the caller. STORE_ENOTLEADER

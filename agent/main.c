@@ -145,23 +145,27 @@ bool agent_member_name_ok(const char *name)
 	       strchr(name, '/') == NULL;
 }
 
-bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out)
+int agent_member_find(struct agent *a, uint64_t id, const char *name, struct member_rec *out)
 {
 	struct member_rec *ms = NULL;
 	unsigned n = 0;
-	bool found = false;
+	int found = 0;
 	if (agent_members(a, &ms, &n) != STORE_OK) {
-		return false;
+		return -1;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		if (ms[i].id == id) {
+	for (unsigned i = 0; i < n && !found; i++) {
+		if (name != NULL ? strcmp(ms[i].name, name) == 0 : ms[i].id == id) {
 			*out = ms[i];
-			found = true;
-			break;
+			found = 1;
 		}
 	}
 	free(ms);
 	return found;
+}
+
+bool agent_member_by_id(struct agent *a, uint64_t id, struct member_rec *out)
+{
+	return agent_member_find(a, id, NULL, out) == 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1628,34 +1628,21 @@ static void handle_move_leader(struct agent *a, struct http_request *req, const 
 		return;
 	}
 	struct member_rec m;
-	bool found = false;
-	if (name[0] == '\0') {
-		uint64_t to = agent_pick_successor(a);
-		if (to == 0 || !agent_member_by_id(a, to, &m)) {
-			agent_reply_error(
-			    a, req, 409, "conflict",
-			    "no other voter has answered the leader in the last %llu s: "
-			    "none can take the lead",
-			    (unsigned long long)(a->online_ms / 1000));
-			return;
-		}
-		found = true;
-	} else {
-		struct member_rec *ms = NULL;
-		unsigned nm = 0;
-		if (agent_members(a, &ms, &nm) != STORE_OK) {
-			agent_reply_error(a, req, 500, "internal", "cannot read the member list");
-			return;
-		}
-		for (unsigned i = 0; i < nm && !found; i++) {
-			if (strcmp(ms[i].name, name) == 0) {
-				m = ms[i];
-				found = true;
-			}
-		}
-		free(ms);
+	bool named = name[0] != '\0';
+	uint64_t to = named ? 0 : agent_pick_successor(a);
+	int found = named || to != 0 ? agent_member_find(a, to, named ? name : NULL, &m) : 0;
+	if (found < 0) {
+		agent_reply_error(a, req, 500, "internal", "cannot read the member list");
+		return;
 	}
-	if (!found) {
+	if (found == 0 && !named) {
+		agent_reply_error(a, req, 409, "conflict",
+		                  "no other voter has answered the leader in the last %llu s: none "
+		                  "can take the lead",
+		                  (unsigned long long)(a->online_ms / 1000));
+		return;
+	}
+	if (found == 0) {
 		agent_reply_error(a, req, 404, "not_found", "no member is named '%s'", name);
 		return;
 	}

@@ -194,6 +194,25 @@ bootstrap_cluster() {
 
 hash_agrees() { tctl "$1" cluster hash >/dev/null 2>&1; }
 
+# metric I NAME: agent I's value of the unlabelled metric NAME ("" when it has none).
+metric() { curl -s --unix-socket "$(sock "$1")" http://x/metrics | awk -v m="$2" '$1 == m { print $2 }'; }
+
+# compacted_cluster PREFIX: four hosts, three members with a small snapshot threshold, and 300
+# keys PREFIX/0 to PREFIX/299 written through all three, so that agent1 has taken a snapshot
+# and compacted its log: a fourth agent that joins needs an install.
+compacted_cluster() {
+	local k taken
+	hosts_up 4
+	export TABBY_SNAPSHOT_THRESHOLD=64 TABBY_SNAPSHOT_TRAILING=16
+	bootstrap_cluster 3
+	for ((k = 0; k < 300; k++)); do
+		tctl $((k % 3 + 1)) store put "$1/$k" "v$k" >/dev/null || fail "put $1/$k"
+	done
+	taken=$(metric 1 tabby_raft_snapshots_total)
+	log "snapshots taken by agent1: $taken"
+	[ "${taken:-0}" -ge 1 ] || fail "no snapshot was taken; a join would not need a snapshot install"
+}
+
 pass() { log "PASS"; exit 0; }
 
 # --- Helpers for tests that drive the tabby CLI ---------------------------------------------

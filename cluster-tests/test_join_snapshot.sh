@@ -2,18 +2,10 @@
 # A fourth agent joins a cluster whose log has been compacted, catches up by snapshot install,
 # becomes a standby with a full replica, and serves local reads of everything.
 source "$(dirname "$0")/lib.sh"
-hosts_up 4
-export TABBY_SNAPSHOT_THRESHOLD=64 TABBY_SNAPSHOT_TRAILING=16
-bootstrap_cluster 3
-for ((k = 0; k < 300; k++)); do
-	tctl $((k % 3 + 1)) store put "snap/$k" "v$k" >/dev/null || fail "put snap/$k"
-done
-taken=$(curl -s --unix-socket "$(sock 1)" http://x/metrics | awk '/^tabby_raft_snapshots_total/{print $2}')
-log "snapshots taken by agent1: $taken"
-[ "${taken:-0}" -ge 1 ] || fail "no snapshot was taken; the join would not exercise snapshot install"
+compacted_cluster snap
 start_agent 4 --join "$(host_ip 2):7791" --token "$(token)"
 wait_for "4 healthy members" 30 members_healthy 1 4
-restored=$(curl -s --unix-socket "$(sock 4)" http://x/metrics | awk '/^tabby_raft_snapshots_restored_total/{print $2}')
+restored=$(metric 4 tabby_raft_snapshots_restored_total)
 log "snapshots restored by agent4: $restored"
 [ "${restored:-0}" -ge 1 ] || fail "agent4 caught up without a snapshot install"
 role=$(status_json 1 | python3 -c 'import json,sys; print([m["role"] for m in json.load(sys.stdin)["members"] if m["name"]=="agent4"][0])')

@@ -115,7 +115,7 @@ for i in "$R" "$S"; do
 	"$TABBY" store get split --socket "$(sock "$i")" | grep -q old && fail "agent$i took the old cluster's write"
 done
 "$TABBY" store get after2 --socket "$(sock "$L1")" | grep -q yes && fail "the old cluster took the recovered cluster's write"
-refused_total=$(curl -s --unix-socket "$(sock "$R")" http://x/metrics | awk '$1 == "tabby_raft_refused_connections_total" { print $2 }')
+refused_total=$(metric "$R" tabby_raft_refused_connections_total)
 [ "${refused_total:-0}" != 0 ] || fail "agent$R counts no refused connections"
 [ "$(leader_index "$R")" = "$R" ] || [ "$(leader_index "$R")" = "$S" ] || fail "the recovered cluster lost its leader: $(status_json "$R")"
 

@@ -5,14 +5,8 @@
 # and every member keeps running with the same state. (Before, the damaged file went to the new
 # member, which stopped on it; every member that fell behind or joined would have.)
 source "$(dirname "$0")/lib.sh"
-hosts_up 4
-export TABBY_SNAPSHOT_THRESHOLD=64 TABBY_SNAPSHOT_TRAILING=16
-bootstrap_cluster 3
-for ((k = 0; k < 300; k++)); do
-	tctl $((k % 3 + 1)) store put "rot/$k" "v$k" >/dev/null || fail "put rot/$k"
-done
+compacted_cluster rot
 L=$(leader_index 1)
-metric() { curl -s --unix-socket "$(sock "$1")" http://x/metrics | awk -v m="$2" '$1 == m {print $2}'; }
 [ "$(metric "$L" tabby_raft_snapshots_total)" -ge 1 ] || fail "agent$L took no snapshot"
 [ "$(metric "$L" tabby_raft_snapshots_damaged_total)" = 0 ] || fail "damage counted before any"
 

@@ -278,8 +278,11 @@ struct store {
 	 * its replacement (snapshot_replace()). */
 	atomic_bool snap_damaged;
 	uint64_t snapshots_damaged;
-	bool snap_replacing;     /* from the damage found until the new snapshot is written */
-	bool snap_forced;        /* the threshold is down to one entry for it */
+	enum {
+		REPLACE_NONE,
+		REPLACE_WAITING, /* the threshold is down to one entry until the snapshot begins */
+		REPLACE_WRITING, /* begun; until its file is written (or fails) */
+	} snap_replace;
 	unsigned snap_threshold; /* raft's snapshot threshold for this member */
 	struct store_latency lat;
 	struct kv_snapshot *snap;
@@ -577,9 +580,9 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 		s->snap = NULL;
 		return RAFT_NOMEM;
 	}
-	if (s->snap_forced) {
+	if (s->snap_replace == REPLACE_WAITING) {
 		/* The replacement of a damaged snapshot begins (snapshot_replace()). */
-		s->snap_forced = false;
+		s->snap_replace = REPLACE_WRITING;
 		raft_set_snapshot_threshold(&s->raft, s->snap_threshold);
 	}
 	*bufs = NULL;
@@ -615,8 +618,8 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[
 	}
 	/* raft calls this once the snapshot's file is written, or failed: either way a damaged
 	 * one found from now on is worth another replacement. */
-	if (!s->snap_forced) {
-		s->snap_replacing = false;
+	if (s->snap_replace == REPLACE_WRITING) {
+		s->snap_replace = REPLACE_NONE;
 	}
 	for (unsigned i = 0; i < *n_bufs; i++) {
 		free((*bufs)[i].base);
@@ -755,7 +758,7 @@ static void snapshot_replace(struct store *s)
 {
 	char msg[600];
 	s->snapshots_damaged++;
-	if (s->snap_replacing) {
+	if (s->snap_replace != REPLACE_NONE) {
 		return; /* read again before its replacement was written: said already */
 	}
 	snprintf(msg, sizeof msg,
@@ -766,8 +769,7 @@ static void snapshot_replace(struct store *s)
 	if (s->cfg.snapshot_damaged != NULL) {
 		s->cfg.snapshot_damaged(s->cfg.hook_data, msg);
 	}
-	s->snap_replacing = true;
-	s->snap_forced = true;
+	s->snap_replace = REPLACE_WAITING;
 	raft_set_snapshot_threshold(&s->raft, 1);
 	if (raft_state(&s->raft) == RAFT_LEADER) {
 		struct raft_barrier *req = calloc(1, sizeof *req);
