@@ -64,6 +64,7 @@ struct agent {
 	uint64_t foreign_probe_logged; /* when a removal probe last met another cluster */
 
 	struct store *store;
+	bool backup_running; /* a GET /v1/backup is being answered (routes_backup.c) */
 	struct http_server *http;
 	struct http_client *client;
 	uv_signal_t sigint, sigterm;
@@ -217,6 +218,9 @@ void agent_route(struct http_server *srv, struct http_request *req);
 void agent_reply_json(struct agent *a, struct http_request *req, int status, json_t *body);
 void agent_reply_error(struct agent *a, struct http_request *req, int status, const char *code,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Respond with a body as it is (copied), counted as the JSON replies are. */
+void agent_reply_raw(struct agent *a, struct http_request *req, int status,
+                     const char *content_type, const void *body, size_t len);
 
 /* The HTTP status of a domain command's refusal code: invalid 400, not_found 404, internal 500,
  * anything else (conflict, exists, in_use, exhausted, ...) 409. */
@@ -226,6 +230,9 @@ int agent_status_of(const char *code);
  * was being done. */
 void agent_reply_store_error(struct agent *a, struct http_request *req, int status,
                              const char *prefix);
+
+/* GET /v1/backup (routes_backup.c): answers and returns true when the path is its own. */
+bool agent_route_backup(struct agent *a, struct http_request *req);
 
 /* The IPAM paths (routes_ipam.c): /v1/ippools, /v1/ippools/..., /v1/ipam/.... */
 void agent_route_ipam(struct agent *a, struct http_request *req);

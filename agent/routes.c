@@ -53,6 +53,13 @@ void agent_reply_json(struct agent *a, struct http_request *req, int status, jso
 	free(text);
 }
 
+void agent_reply_raw(struct agent *a, struct http_request *req, int status,
+                     const char *content_type, const void *body, size_t len)
+{
+	count_status(a, status);
+	http_respond(req, status, content_type, body, len);
+}
+
 void agent_reply_error(struct agent *a, struct http_request *req, int status, const char *code,
                        const char *fmt, ...)
 {
@@ -1898,6 +1905,8 @@ void agent_route(struct http_server *srv, struct http_request *req)
 	} else if (path_has_prefix(req, "/v1/cluster/leader/") && m == HTTP_POST) {
 		handle_move_leader(a, req, req->path + strlen("/v1/cluster/leader/"), false);
 	} else if (agent_route_policy(a, req)) {
+		/* answered */
+	} else if (agent_route_backup(a, req)) {
 		/* answered */
 	} else if (path_has_prefix(req, "/v1/cni/") && !req->from_unix) {
 		/* They create interfaces and routes on this host: only local callers, whom the

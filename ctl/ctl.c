@@ -68,10 +68,23 @@ static const struct ctl_command help_command = {
 };
 
 static const struct ctl_command *const top_subcommands[] = {
-    &agent_command,      &ctl_cluster_command, &ctl_store_command,   &ctl_pool_command,
-    &ctl_ipam_command,   &ctl_create_command,  &ctl_apply_command,   &ctl_replace_command,
-    &ctl_delete_command, &ctl_get_command,     &ctl_profile_command, &ctl_selector_command,
-    &ctl_policy_command, &version_command,     &help_command,        NULL,
+    &agent_command,
+    &ctl_cluster_command,
+    &ctl_store_command,
+    &ctl_pool_command,
+    &ctl_ipam_command,
+    &ctl_create_command,
+    &ctl_apply_command,
+    &ctl_replace_command,
+    &ctl_delete_command,
+    &ctl_get_command,
+    &ctl_profile_command,
+    &ctl_selector_command,
+    &ctl_policy_command,
+    &ctl_backup_command,
+    &version_command,
+    &help_command,
+    NULL,
 };
 
 static const struct ctl_command top_command = {

@@ -122,6 +122,7 @@ extern const struct ctl_command ctl_delete_command;
 extern const struct ctl_command ctl_get_command;
 extern const struct ctl_command ctl_profile_command;
 extern const struct ctl_command ctl_policy_command;
+extern const struct ctl_command ctl_backup_command;
 
 /* Parse argv[0..argc) (the words after the command's name) against cmd into ctx, which must have
  * out, err, prog and cmd set. Flags and positional arguments may be mixed; "--" ends flags;

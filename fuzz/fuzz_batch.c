@@ -14,6 +14,9 @@
  *   4. kv_restore() on a second store, as is and with the trailing checksum recomputed so the
  *      structural checks are reached; an accepted snapshot must serialize back identically, and
  *      a refused one must leave the store's hash unchanged.
+ *   5. store_backup_open() of the input as a backup file, as is and with the trailer's checksum
+ *      recomputed; an accepted file must hold an intact state and seal back identically from
+ *      what was read out of it.
  * Any violated expectation aborts, which libFuzzer reports as a crash.
  */
 #include <stdint.h>
@@ -26,6 +29,7 @@
 
 #include "store/kv.h"
 #include "store/kv_internal.h"
+#include "store/store.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -159,6 +163,46 @@ static void fuzz_restore(const uint8_t *data, size_t size)
 	free(buf);
 }
 
+static void fuzz_backup_file(const uint8_t *data, size_t size)
+{
+	struct store_backup_info info;
+	size_t state_len;
+	char why[256];
+
+	if (store_backup_open(data, size, &info, &state_len, why, sizeof why) != STORE_OK) {
+		check(why[0] != '\0', "a refused backup file without a reason");
+		return;
+	}
+	check(state_len < size && kv_snapshot_intact(data, state_len) == KV_OK,
+	      "an accepted backup file without an intact state");
+	void *again = malloc(state_len ? state_len : 1);
+	size_t len = state_len;
+	check(again != NULL, "malloc");
+	memcpy(again, data, state_len);
+	check(store_backup_seal(&again, &len, &info) == STORE_OK, "an accepted file does not seal");
+	check(len == size && memcmp(again, data, size) == 0, "seal(open(f)) != f");
+	free(again);
+}
+
+/* The trailer's checksum recomputed, when the input ends like a backup file, so that the checks
+ * behind it are reached. */
+static void fuzz_backup_fixed(const uint8_t *data, size_t size)
+{
+	if (size < 20) {
+		return;
+	}
+	uint32_t tl = kv_get_le32(data + size - 20);
+	if (tl > size - 20) {
+		return;
+	}
+	uint8_t *fixed = malloc(size);
+	check(fixed != NULL, "malloc");
+	memcpy(fixed, data, size);
+	kv_put_le64(fixed + size - 16, kv_fnv1a64(KV_FNV_OFFSET, fixed + size - 20 - tl, tl));
+	fuzz_backup_file(fixed, size);
+	free(fixed);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct kv_bytes cmd = {data, size};
@@ -191,5 +235,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_restore(fixed, size);
 		free(fixed);
 	}
+
+	fuzz_backup_file(data, size);
+	fuzz_backup_fixed(data, size);
 	return 0;
 }

@@ -216,6 +216,8 @@ struct store {
 	void (*close_cb)(void *data);
 	void *close_data;
 	unsigned closing_handles;
+	unsigned backups;   /* store_backup() workers running */
+	bool free_deferred; /* closed, but a backup worker still reads the state */
 
 	uv_prepare_t prepare;
 	uv_timer_t tick;
@@ -1764,7 +1766,11 @@ static void handle_closed(uv_handle_t *h)
 {
 	struct store *s = h->data;
 	if (--s->closing_handles == 0) {
-		store_free(s);
+		if (s->backups > 0) {
+			s->free_deferred = true; /* backup_after() frees it */
+		} else {
+			store_free(s);
+		}
 	}
 }
 
@@ -1933,6 +1939,74 @@ int store_readindex(struct store *s, store_readindex_done done, void *done_data)
 int store_sync(struct store *s, store_sync_cb cb, void *data)
 {
 	return sync_new(s, cb, data, NULL, NULL);
+}
+
+static void backup_work(uv_work_t *w)
+{
+	struct store_backup *req = CONTAINER_OF(w, struct store_backup, work);
+	req->rv = kv_snapshot_write(req->snap, &req->data, &req->len);
+}
+
+static void backup_after(uv_work_t *w, int status)
+{
+	struct store_backup *req = CONTAINER_OF(w, struct store_backup, work);
+	struct store *s = req->s;
+	int rv = status != 0            ? STORE_EIO
+	         : s->closing           ? STORE_ESHUTDOWN
+	         : req->rv == KV_OK     ? STORE_OK
+	         : req->rv == KV_ENOMEM ? STORE_ENOMEM
+	                                : STORE_EIO;
+	kv_snapshot_end(req->snap);
+	req->snap = NULL;
+	s->backups--;
+	if (rv != STORE_OK) {
+		free(req->data);
+		req->data = NULL;
+		req->len = 0;
+	}
+	req->cb(req, rv);
+	if (s->free_deferred && s->backups == 0) {
+		store_free(s);
+	}
+}
+
+static void backup_synced(void *data, int status)
+{
+	struct store_backup *req = data;
+	struct store *s = req->s;
+	if (status == STORE_OK && s->closing) {
+		status = STORE_ESHUTDOWN;
+	}
+	if (status != STORE_OK) {
+		req->cb(req, status);
+		return;
+	}
+	/* The read view and the revision are taken together on the loop thread, between two
+	 * applies, so the revision is exactly the state the view holds. */
+	if (kv_snapshot_begin(s->kv, &req->snap) != KV_OK) {
+		req->cb(req, STORE_EIO);
+		return;
+	}
+	req->revision = kv_revision(s->kv);
+	if (uv_queue_work(s->loop, &req->work, backup_work, backup_after) != 0) {
+		kv_snapshot_end(req->snap);
+		req->snap = NULL;
+		req->cb(req, STORE_EIO);
+		return;
+	}
+	s->backups++;
+}
+
+int store_backup(struct store *s, struct store_backup *req, store_backup_cb cb)
+{
+	req->data = NULL;
+	req->len = 0;
+	req->revision = 0;
+	req->s = s;
+	req->snap = NULL;
+	req->rv = KV_OK;
+	req->cb = cb;
+	return store_sync(s, backup_synced, req);
 }
 
 int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix, int64_t limit,

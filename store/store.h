@@ -200,6 +200,63 @@ typedef void (*store_sync_cb)(void *data, int status);
 int store_sync(struct store *s, store_sync_cb cb, void *data);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Backups                                                                                     */
+
+struct store_backup;
+/* With STORE_OK, req->data (malloc()ed, the caller's to free) holds the whole replicated state
+ * as kv_snapshot_write() serializes it (kv_restore() reads it back), at req->revision. With any
+ * other status req->data is NULL. */
+typedef void (*store_backup_cb)(struct store_backup *req, int status);
+
+struct store_backup {
+	void *data;
+	size_t len;
+	int64_t revision;
+	/* private */
+	struct store *s;
+	struct kv_snapshot *snap;
+	uv_work_t work;
+	int rv;
+	store_backup_cb cb;
+};
+
+/* A consistent copy of the whole replicated state, for an operator's backup. After a
+ * linearizable barrier (so the copy holds every write acknowledged anywhere before the call),
+ * this replica's state is read in one read transaction and serialized on a libuv worker thread
+ * while the loop goes on applying. cb fires once, never from within this call, unless this
+ * returns an error. A store closed meanwhile answers STORE_ESHUTDOWN, and frees itself only
+ * after the worker is done. */
+int store_backup(struct store *s, struct store_backup *req, store_backup_cb cb);
+
+/* A backup file (backup.c) is the state as store_backup() gives it, then a trailer saying where
+ * it came from, so that a file alone tells the operator what it holds:
+ *
+ *   state        kv_snapshot_write()'s serialization, with its own checksum
+ *   trailer      cluster id (16 bytes) | revision (i64 LE) | taken at (u64 LE, ms since the
+ *                epoch) | member name length (u8) | member name | version length (u8) | version
+ *   tail         trailer length (u32 LE) | FNV-1a 64 of the trailer (u64 LE) | "TABBYBK1"
+ *
+ * The trailer is at the end so that the agent appends it to the state's buffer instead of
+ * copying the state. */
+struct store_backup_info {
+	uint8_t cluster_id[STORE_CLUSTER_ID_LEN];
+	int64_t revision;
+	uint64_t taken_at_ms;
+	char member[128]; /* the member that took it: 1-127 bytes, no control characters */
+	char version[64]; /* the Tabby version that took it */
+};
+
+/* Append the trailer for info to *buf (realloc()ed; *len grows): STORE_OK, STORE_ENOMEM, or
+ * STORE_EINVAL for a member name or version that does not fit the layout. */
+int store_backup_seal(void **buf, size_t *len, const struct store_backup_info *info);
+
+/* Check a backup file: its trailer, and the checksum of the state before it. STORE_OK with *info
+ * and *state_len (the state is the file's first *state_len bytes, for kv_restore()); else
+ * STORE_EINVAL with why saying what is wrong. The state's layout is kv_restore()'s to check. */
+int store_backup_open(const void *buf, size_t len, struct store_backup_info *info,
+                      size_t *state_len, char *why, size_t why_len);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Watches                                                                                     */
 
 struct store_watch;
