@@ -218,6 +218,9 @@ void agent_route(struct http_server *srv, struct http_request *req);
 void agent_reply_json(struct agent *a, struct http_request *req, int status, json_t *body);
 void agent_reply_error(struct agent *a, struct http_request *req, int status, const char *code,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The query parameter consistency ("serializable" or "linearizable") into *linearizable, left as
+ * it is when absent. Returns 0, or -1 after answering 400 for another value. */
+int agent_query_consistency(struct agent *a, struct http_request *req, bool *linearizable);
 /* Respond with a body as it is (copied), counted as the JSON replies are. */
 void agent_reply_raw(struct agent *a, struct http_request *req, int status,
                      const char *content_type, const void *body, size_t len);

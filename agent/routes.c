@@ -491,26 +491,35 @@ static void linearizable_done(void *data, int status)
 	free(c);
 }
 
+int agent_query_consistency(struct agent *a, struct http_request *req, bool *linearizable)
+{
+	char *cons = http_query_get(req, "consistency");
+	if (cons == NULL) {
+		return 0;
+	}
+	int rv = 0;
+	if (strcmp(cons, "linearizable") == 0 || strcmp(cons, "serializable") == 0) {
+		*linearizable = cons[0] == 'l';
+	} else {
+		agent_reply_error(a, req, 400, "bad_request",
+		                  "query parameter consistency: '%s' is neither "
+		                  "'serializable' nor 'linearizable'",
+		                  cons);
+		rv = -1;
+	}
+	free(cons);
+	return rv;
+}
+
 static void kv_get(struct agent *a, struct http_request *req, struct kv_bytes key, bool prefix)
 {
 	int64_t limit = 0;
 	if (query_int(a, req, "limit", 0, &limit) != 0) {
 		return;
 	}
-	char *cons = http_query_get(req, "consistency");
 	bool lin = false;
-	if (cons != NULL) {
-		if (strcmp(cons, "linearizable") == 0) {
-			lin = true;
-		} else if (strcmp(cons, "serializable") != 0) {
-			agent_reply_error(a, req, 400, "bad_request",
-			                  "query parameter consistency: '%s' is neither "
-			                  "'serializable' nor 'linearizable'",
-			                  cons);
-			free(cons);
-			return;
-		}
-		free(cons);
+	if (agent_query_consistency(a, req, &lin) != 0) {
+		return;
 	}
 	if (!lin) {
 		range_reply(a, req, key, prefix, limit);

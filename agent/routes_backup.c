@@ -3,10 +3,12 @@
  * `tabby backup save`. Served only on the unix socket: the state holds the join token, so the
  * file is as secret as the token, and the socket's file mode decides who may read it.
  *
- * The copy is linearizable (it holds every write acknowledged before the request) and
- * consistent (one read transaction), and it is serialized on a worker thread, so the member goes
- * on applying and serving while it is taken. One backup at a time per member: each holds the
- * whole state in memory, and a read transaction that keeps LMDB from reusing pages.
+ * The copy is consistent (one read transaction) and, unless the query says
+ * consistency=serializable, linearizable (it holds every write acknowledged before the request;
+ * serializable takes this replica's state as it is, which works without a quorum). It is
+ * serialized on a worker thread, so the member goes on applying and serving while it is taken. One
+ * backup at a time per member: each holds the whole state in memory, and a read transaction that
+ * keeps LMDB from reusing pages.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,16 @@ static void backup_done(struct store_backup *b, int status)
 	struct backup_req *r = (struct backup_req *)b;
 	struct agent *a = r->a;
 	a->backup_running = false;
+	if (status == STORE_ETIMEDOUT || status == STORE_ENOLEADER) {
+		/* The barrier, not a write, timed out: say what it needs and the way around it. */
+		agent_reply_error(
+		    a, r->req, 503, "unavailable",
+		    "cannot take a linearizable backup: no leader confirmed this "
+		    "member's state (that needs a quorum); --consistency serializable "
+		    "takes this member's replica as it is");
+		free(r);
+		return;
+	}
 	if (status != STORE_OK) {
 		agent_reply_store_error(a, r->req, status, "cannot take a backup");
 		free(r);
@@ -74,6 +86,10 @@ bool agent_route_backup(struct agent *a, struct http_request *req)
 		    "this member is taking another backup; try again when it is done");
 		return true;
 	}
+	bool linearizable = true;
+	if (agent_query_consistency(a, req, &linearizable) != 0) {
+		return true;
+	}
 	struct backup_req *r = calloc(1, sizeof *r);
 	if (r == NULL) {
 		agent_reply_error(a, req, 500, "internal", "out of memory");
@@ -81,7 +97,7 @@ bool agent_route_backup(struct agent *a, struct http_request *req)
 	}
 	r->a = a;
 	r->req = req;
-	int rv = store_backup(a->store, &r->b, backup_done);
+	int rv = store_backup(a->store, &r->b, linearizable, backup_done);
 	if (rv != STORE_OK) {
 		free(r);
 		agent_reply_store_error(a, req, rv, "cannot take a backup");

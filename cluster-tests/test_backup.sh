@@ -115,4 +115,22 @@ grep -q "No space left on device (the file is unchanged)" "$WORK/err" || fail "f
 log "ok: $(cat "$WORK/err")"
 
 members_healthy 1 3 || fail "the cluster is not healthy after the backups"
+
+# Without a quorum a linearizable backup cannot be proven up to date and is refused; a
+# serializable one is the member's replica as it is, for the operator about to recover.
+ok 1 store put backup/final "before the quorum went" >/dev/null
+catch_up
+applied=$(status_json 1 | json '[m["applied_revision"] for m in d["members"] if m["name"] == "agent1"][0]')
+stop_agent 2
+stop_agent 3
+rc=0
+tctl 1 backup save "$WORK/b5" >"$WORK/out" 2>"$WORK/err" || rc=$?
+[ "$rc" = 1 ] && [ ! -e "$WORK/b5" ] || fail "a linearizable backup without a quorum exited $rc: $(cat "$WORK/out" "$WORK/err")"
+grep -q "cannot take a linearizable backup: no leader confirmed this member's state (that needs a quorum); --consistency serializable" "$WORK/err" ||
+	fail "without a quorum: $(cat "$WORK/err")"
+log "ok: without a quorum: $(cat "$WORK/err")"
+ok 1 backup save "$WORK/b5" --consistency serializable >/dev/null
+b5_rev=$("$TABBY" backup status "$WORK/b5" -o json | json 'd["revision"]') || fail "status of the serializable backup"
+[ "$b5_rev" = "$applied" ] || fail "the serializable backup is at revision $b5_rev, agent1 had applied $applied"
+log "ok: a serializable backup without a quorum holds revision $b5_rev"
 pass

@@ -130,11 +130,21 @@ static int run_save(struct ctl_ctx *ctx)
 	size_t len = 0;
 	int status = 0, rv;
 
+	const char *consistency = ctl_flag(ctx, "consistency");
+	if (consistency != NULL && strcmp(consistency, "linearizable") != 0 &&
+	    strcmp(consistency, "serializable") != 0) {
+		return ctl_usage_error(
+		    ctx, "invalid value '%s' for --consistency (want linearizable or serializable)",
+		    consistency);
+	}
 	if ((rv = ctl_client(ctx)) != 0) {
 		return rv;
 	}
-	rv = api_request_raw(ctx->client, "GET", "/v1/backup", NULL, NULL, 0, &status, &body, &len,
-	                     &msg);
+	rv = api_request_raw(ctx->client, "GET",
+	                     consistency != NULL && consistency[0] == 's'
+	                         ? "/v1/backup?consistency=serializable"
+	                         : "/v1/backup",
+	                     NULL, NULL, 0, &status, &body, &len, &msg);
 	if (rv != API_OK) {
 		return ctl_fail_api(ctx, rv, msg, 0, NULL);
 	}
@@ -365,6 +375,12 @@ out:
 
 static const char *const file_args[] = {"FILE", NULL};
 
+static const struct ctl_flag save_flags[] = {
+    {"consistency", 0, "MODE",
+     "linearizable (default) or serializable (this member's replica, without a quorum)"},
+    {0},
+};
+
 static const struct ctl_command save_command = {
     .name = "save",
     .usage_args = "FILE",
@@ -374,7 +390,9 @@ static const struct ctl_command save_command = {
         "addresses, endpoints, profiles, policies, keys and the join token), taken after every\n"
         "write acknowledged before the request, and write it to FILE (- for standard output).\n"
         "FILE is replaced whole or not at all, with mode 0600: it is as secret as the join\n"
-        "token. Only the agent's unix socket serves backups.",
+        "token. Only the agent's unix socket serves backups. Without a quorum, take it with\n"
+        "--consistency serializable: the member's own replica, which may lack the last writes.",
+    .flags = save_flags,
     .args = file_args,
     .client = true,
     .run = run_save,

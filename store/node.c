@@ -1970,34 +1970,39 @@ static void backup_after(uv_work_t *w, int status)
 	}
 }
 
-static void backup_synced(void *data, int status)
+/* Take the read view and queue its serialization. The view and the revision are taken together
+ * on the loop thread, between two applies, so the revision is exactly the state the view holds. */
+static int backup_queue(struct store_backup *req)
 {
-	struct store_backup *req = data;
 	struct store *s = req->s;
-	if (status == STORE_OK && s->closing) {
-		status = STORE_ESHUTDOWN;
+	if (s->closing) {
+		return STORE_ESHUTDOWN;
 	}
-	if (status != STORE_OK) {
-		req->cb(req, status);
-		return;
-	}
-	/* The read view and the revision are taken together on the loop thread, between two
-	 * applies, so the revision is exactly the state the view holds. */
 	if (kv_snapshot_begin(s->kv, &req->snap) != KV_OK) {
-		req->cb(req, STORE_EIO);
-		return;
+		return STORE_EIO;
 	}
 	req->revision = kv_revision(s->kv);
 	if (uv_queue_work(s->loop, &req->work, backup_work, backup_after) != 0) {
 		kv_snapshot_end(req->snap);
 		req->snap = NULL;
-		req->cb(req, STORE_EIO);
-		return;
+		return STORE_EIO;
 	}
 	s->backups++;
+	return STORE_OK;
 }
 
-int store_backup(struct store *s, struct store_backup *req, store_backup_cb cb)
+static void backup_synced(void *data, int status)
+{
+	struct store_backup *req = data;
+	if (status == STORE_OK) {
+		status = backup_queue(req);
+	}
+	if (status != STORE_OK) {
+		req->cb(req, status);
+	}
+}
+
+int store_backup(struct store *s, struct store_backup *req, bool linearizable, store_backup_cb cb)
 {
 	req->data = NULL;
 	req->len = 0;
@@ -2006,7 +2011,7 @@ int store_backup(struct store *s, struct store_backup *req, store_backup_cb cb)
 	req->snap = NULL;
 	req->rv = KV_OK;
 	req->cb = cb;
-	return store_sync(s, backup_synced, req);
+	return linearizable ? store_sync(s, backup_synced, req) : backup_queue(req);
 }
 
 int store_range(struct store *s, uint8_t space, struct kv_bytes key, bool prefix, int64_t limit,

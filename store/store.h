@@ -220,13 +220,14 @@ struct store_backup {
 	store_backup_cb cb;
 };
 
-/* A consistent copy of the whole replicated state, for an operator's backup. After a
- * linearizable barrier (so the copy holds every write acknowledged anywhere before the call),
- * this replica's state is read in one read transaction and serialized on a libuv worker thread
- * while the loop goes on applying. cb fires once, never from within this call, unless this
- * returns an error. A store closed meanwhile answers STORE_ESHUTDOWN, and frees itself only
- * after the worker is done. */
-int store_backup(struct store *s, struct store_backup *req, store_backup_cb cb);
+/* A consistent copy of the whole replicated state, for an operator's backup: this replica's
+ * state, read in one read transaction and serialized on a libuv worker thread while the loop
+ * goes on applying. linearizable: first a linearizable barrier, so that the copy holds every
+ * write acknowledged anywhere before the call (it needs a leader); otherwise at once, from what
+ * this replica has applied (it works without a quorum). cb fires once, never from within this
+ * call, unless this returns an error. A store closed meanwhile answers STORE_ESHUTDOWN, and frees
+ * itself only after the worker is done. */
+int store_backup(struct store *s, struct store_backup *req, bool linearizable, store_backup_cb cb);
 
 /* A backup file (backup.c) is the state as store_backup() gives it, then a trailer saying where
  * it came from, so that a file alone tells the operator what it holds:

@@ -1381,7 +1381,7 @@ static void test_backup(void **state)
 		assert_int_equal(store_write(c.nodes[i % 3].s, &ps[i].w, &op, put_cb), STORE_OK);
 	}
 	struct backupw w = {0};
-	assert_int_equal(store_backup(c.nodes[f].s, &w.b, backup_cb), STORE_OK);
+	assert_int_equal(store_backup(c.nodes[f].s, &w.b, true, backup_cb), STORE_OK);
 	assert_false(w.done); /* never from within the call */
 	run_until(&c, backup_done_pred, &w, 10000);
 	assert_int_equal(w.status, STORE_OK);
@@ -1441,7 +1441,7 @@ static void test_backup(void **state)
 	run_until(&c, put_done_pred, &h, 10000);
 	uint64_t want;
 	memset(&w, 0, sizeof w);
-	assert_int_equal(store_backup(c.nodes[f].s, &w.b, backup_cb), STORE_OK);
+	assert_int_equal(store_backup(c.nodes[f].s, &w.b, true, backup_cb), STORE_OK);
 	run_until(&c, backup_done_pred, &w, 10000);
 	assert_int_equal(w.status, STORE_OK);
 	assert_true(store_hash_at(c.nodes[f].s, w.b.revision, &want));
@@ -1451,7 +1451,7 @@ static void test_backup(void **state)
 
 	/* Closed before the barrier answers, and while the worker runs: STORE_ESHUTDOWN, once. */
 	memset(&w, 0, sizeof w);
-	assert_int_equal(store_backup(c.nodes[f].s, &w.b, backup_cb), STORE_OK);
+	assert_int_equal(store_backup(c.nodes[f].s, &w.b, true, backup_cb), STORE_OK);
 	node_close(&c, f);
 	assert_int_equal(w.calls, 1);
 	assert_int_equal(w.status, STORE_ESHUTDOWN);
@@ -1471,7 +1471,7 @@ static void test_backup(void **state)
 	struct close_at_work x = {.w = &w, .s = c.nodes[leader].s};
 	uv_check_init(&c.loop, &x.check);
 	uv_check_start(&x.check, close_at_work_cb);
-	assert_int_equal(store_backup(c.nodes[leader].s, &w.b, backup_cb), STORE_OK);
+	assert_int_equal(store_backup(c.nodes[leader].s, &w.b, true, backup_cb), STORE_OK);
 	c.nodes[leader].up = false;
 	run_until(&c, timer_done_pred, &x.closed, 10000);
 	c.nodes[leader].s = NULL;
@@ -1480,6 +1480,19 @@ static void test_backup(void **state)
 	assert_int_equal(w.calls, 1);
 	assert_int_equal(w.status, STORE_ESHUTDOWN);
 	assert_null(w.b.data);
+
+	/* The one member left has no quorum: a serializable backup is its replica as it is. */
+	unsigned last = 3 - f - leader;
+	memset(&w, 0, sizeof w);
+	assert_int_equal(store_backup(c.nodes[last].s, &w.b, false, backup_cb), STORE_OK);
+	assert_false(w.done);
+	run_until(&c, backup_done_pred, &w, 10000);
+	assert_int_equal(w.status, STORE_OK);
+	struct store_status st;
+	store_get_status(c.nodes[last].s, &st);
+	assert_int_equal(w.b.revision, st.revision);
+	restored(&c, w.b.data, w.b.len, &rev, &hash);
+	assert_int_equal(rev, st.revision);
 	free(w.b.data);
 	cluster_close(&c);
 }
