@@ -99,7 +99,7 @@ status_refused "$WORK/damaged" "its state fails its checksum: the file is damage
 head -c $((size - 100)) "$WORK/b1" >"$WORK/cut"
 status_refused "$WORK/cut" "it is not a Tabby backup"
 status_refused "$WORK/policy.yaml" "it is not a Tabby backup"
-status_refused "$WORK/nonexistent" "cannot read it: No such file or directory"
+status_refused "$WORK/nonexistent" "cannot open $WORK/nonexistent: No such file or directory"
 
 # A save that cannot write (a full file system) leaves the old file as it was.
 mkdir -p "$WORK/full"

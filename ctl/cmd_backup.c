@@ -25,6 +25,9 @@
 #include "ctl/ctl.h"
 #include "store/store.h"
 
+/* The largest backup a client reads from an agent (api/client.c's limit on an answer). */
+#define BACKUP_MAX ((size_t)256 << 20)
+
 static void hex_of(const uint8_t *id, size_t n, char *out)
 {
 	bool zero = true;
@@ -130,20 +133,15 @@ static int run_save(struct ctl_ctx *ctx)
 	size_t len = 0;
 	int status = 0, rv;
 
-	const char *consistency = ctl_flag(ctx, "consistency");
-	if (consistency != NULL && strcmp(consistency, "linearizable") != 0 &&
-	    strcmp(consistency, "serializable") != 0) {
-		return ctl_usage_error(
-		    ctx, "invalid value '%s' for --consistency (want linearizable or serializable)",
-		    consistency);
+	bool linearizable = true;
+	if (ctl_flag_consistency(ctx, &linearizable) != 0) {
+		return 2;
 	}
 	if ((rv = ctl_client(ctx)) != 0) {
 		return rv;
 	}
 	rv = api_request_raw(ctx->client, "GET",
-	                     consistency != NULL && consistency[0] == 's'
-	                         ? "/v1/backup?consistency=serializable"
-	                         : "/v1/backup",
+	                     linearizable ? "/v1/backup" : "/v1/backup?consistency=serializable",
 	                     NULL, NULL, 0, &status, &body, &len, &msg);
 	if (rv != API_OK) {
 		return ctl_fail_api(ctx, rv, msg, 0, NULL);
@@ -209,43 +207,6 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 	return remove(path);
 }
 
-static int read_file(const char *path, char **buf, size_t *len)
-{
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-	size_t cap = 1 << 20, n = 0;
-	char *p = NULL;
-	int rv = 0;
-	if (f == NULL) {
-		return -errno;
-	}
-	for (;;) {
-		if (n == cap || p == NULL) {
-			char *q = realloc(p, p == NULL ? cap : (cap *= 2));
-			if (q == NULL) {
-				rv = -ENOMEM;
-				break;
-			}
-			p = q;
-		}
-		size_t got = fread(p + n, 1, cap - n, f);
-		n += got;
-		if (got == 0) {
-			rv = ferror(f) ? -EIO : 0;
-			break;
-		}
-	}
-	if (f != stdin) {
-		fclose(f);
-	}
-	if (rv != 0) {
-		free(p);
-		return rv;
-	}
-	*buf = p;
-	*len = n;
-	return 0;
-}
-
 /* The group a domain record counts under in the report: its kind of record, which is the first
  * two parts of its key for IPAM and resources ("ipam/block", "res/policies") and the first part
  * otherwise ("cni"). */
@@ -276,8 +237,8 @@ static int run_status(struct ctl_ctx *ctx)
 	char dir[4096] = "";
 	int rv;
 
-	if ((rv = read_file(path, &buf, &len)) != 0) {
-		return ctl_fail(ctx, "%s: cannot read it: %s", path, strerror(-rv));
+	if ((rv = ctl_read_file(ctx, path, BACKUP_MAX, &buf, &len)) != 0) {
+		return rv;
 	}
 	struct store_backup_info info;
 	size_t state_len;

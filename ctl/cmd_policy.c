@@ -9,7 +9,7 @@
 #include "policy/policy.h"
 
 /* Longest file --file reads: far more than any policy file, small enough to hold in memory. */
-#define FILE_MAX (64 << 20)
+#define FILE_MAX (64u << 20)
 
 /* ---- text output ---- */
 
@@ -165,57 +165,6 @@ int ctl_policy_trace_text(FILE *f, const json_t *answer)
 
 /* ---- the command ---- */
 
-/* Read path ("-": standard input) whole into a malloc()ed, NUL-terminated *text. */
-static int read_file(struct ctl_ctx *ctx, const char *path, char **text, size_t *len)
-{
-	bool is_stdin = strcmp(path, "-") == 0;
-	FILE *f = is_stdin ? stdin : fopen(path, "r");
-	size_t cap = 65536;
-	char *buf;
-
-	*text = NULL;
-	*len = 0;
-	if (f == NULL)
-		return ctl_fail(ctx, "%s: %s", path, strerror(errno));
-	buf = malloc(cap);
-	if (buf == NULL)
-		goto nomem;
-	for (;;) {
-		size_t n = fread(buf + *len, 1, cap - *len - 1, f);
-		*len += n;
-		if (n == 0)
-			break;
-		if (*len + 1 == cap) {
-			char *grown;
-			if (cap >= FILE_MAX) {
-				ctl_fail(ctx, "%s: larger than %d MiB", path, FILE_MAX >> 20);
-				goto err;
-			}
-			grown = realloc(buf, cap * 2);
-			if (grown == NULL)
-				goto nomem;
-			buf = grown;
-			cap *= 2;
-		}
-	}
-	if (ferror(f)) {
-		ctl_fail(ctx, "%s: read error", is_stdin ? "standard input" : path);
-		goto err;
-	}
-	buf[*len] = '\0';
-	if (!is_stdin)
-		fclose(f);
-	*text = buf;
-	return 0;
-nomem:
-	ctl_fail(ctx, "out of memory");
-err:
-	free(buf);
-	if (!is_stdin)
-		fclose(f);
-	return 1;
-}
-
 /* The model of the resources in a file (ipPools and bgpPeers are not part of it). */
 static int file_model(struct ctl_ctx *ctx, const char *path, struct policy_model **out)
 {
@@ -230,7 +179,7 @@ static int file_model(struct ctl_ctx *ctx, const char *path, struct policy_model
 	int rv;
 
 	*out = NULL;
-	rv = read_file(ctx, path, &text, &len);
+	rv = ctl_read_file(ctx, path, FILE_MAX, &text, &len);
 	if (rv != 0)
 		return rv;
 	if (ctl_resource_read(name, text, len, &raw, &norm, err, sizeof(err)) != 0) {

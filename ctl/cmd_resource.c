@@ -87,58 +87,6 @@ void ctl_resource_success(FILE *f, const char *verb, const json_t *normalized)
 		fprintf(f, "Successfully %s %zu resource(s)\n", verb, n);
 }
 
-/* The whole of path ("-": standard input) into a malloc()ed buffer with a NUL after it. Returns 0,
- * or 1 after printing why not. */
-static int read_file(struct ctl_ctx *ctx, const char *path, char **text, size_t *len)
-{
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-	size_t size = 0;
-	size_t used = 0;
-	char *buf = NULL;
-
-	*text = NULL;
-	if (f == NULL)
-		return ctl_fail(ctx, "cannot open %s: %s", path, strerror(errno));
-	for (;;) {
-		size_t got;
-
-		if (used + 1 >= size) {
-			char *bigger;
-
-			if (size >= FILE_MAX) {
-				ctl_fail(ctx, "%s is larger than %u MiB", path, FILE_MAX >> 20);
-				goto err;
-			}
-			size = size == 0 ? 65536 : size * 2;
-			bigger = realloc(buf, size + 1);
-			if (bigger == NULL) {
-				ctl_fail(ctx, "out of memory");
-				goto err;
-			}
-			buf = bigger;
-		}
-		got = fread(buf + used, 1, size - used, f);
-		used += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		ctl_fail(ctx, "cannot read %s: %s", path, strerror(errno));
-		goto err;
-	}
-	buf[used] = '\0';
-	if (f != stdin)
-		fclose(f);
-	*text = buf;
-	*len = used;
-	return 0;
-err:
-	if (f != stdin)
-		fclose(f);
-	free(buf);
-	return 1;
-}
-
 /* ---- create, apply, replace, delete -f ---- */
 
 /* The resources of the file path (the -f value): as written (*raw) and normalized. Returns 0, or
@@ -148,7 +96,7 @@ static int read_resources(struct ctl_ctx *ctx, const char *path, json_t **raw, j
 	char *text = NULL;
 	size_t len = 0;
 	char err[1024];
-	int rv = read_file(ctx, path, &text, &len);
+	int rv = ctl_read_file(ctx, path, FILE_MAX, &text, &len);
 
 	if (rv != 0)
 		return rv;

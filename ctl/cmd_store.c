@@ -15,7 +15,6 @@ static void query_add(char *q, size_t size, const char *name, const char *value)
 
 static int run_get(struct ctl_ctx *ctx)
 {
-	const char *consistency = ctl_flag(ctx, "consistency");
 	int64_t limit = 0;
 	char query[96] = "";
 	char number[24];
@@ -29,12 +28,9 @@ static int run_get(struct ctl_ctx *ctx)
 
 	if (ctl_flag_int(ctx, "limit", 1, &limit) != 0)
 		return 2;
-	if (consistency != NULL && strcmp(consistency, "linearizable") != 0 &&
-	    strcmp(consistency, "serializable") != 0) {
-		return ctl_usage_error(
-		    ctx, "invalid value '%s' for --consistency (want serializable or linearizable)",
-		    consistency);
-	}
+	bool linearizable = false;
+	if (ctl_flag_consistency(ctx, &linearizable) != 0)
+		return 2;
 	if (ctl_flag(ctx, "prefix") != NULL)
 		query_add(query, sizeof(query), "prefix", "1");
 	if (limit > 0) {
@@ -42,7 +38,7 @@ static int run_get(struct ctl_ctx *ctx)
 		query_add(query, sizeof(query), "limit", number);
 	}
 	/* serializable is the agent's default: reads are served by the local replica. */
-	if (consistency != NULL && strcmp(consistency, "linearizable") == 0)
+	if (linearizable)
 		query_add(query, sizeof(query), "consistency", "linearizable");
 
 	path = ctl_key_path("/v1/kv/", ctx->args[0], query);

@@ -235,6 +235,71 @@ int ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
 	return 2;
 }
 
+int ctl_flag_consistency(const struct ctl_ctx *ctx, bool *linearizable)
+{
+	const char *c = ctl_flag(ctx, "consistency");
+	if (c == NULL) {
+		return 0;
+	}
+	if (strcmp(c, "linearizable") != 0 && strcmp(c, "serializable") != 0) {
+		return ctl_usage_error(
+		    ctx, "invalid value '%s' for --consistency (want serializable or linearizable)",
+		    c);
+	}
+	*linearizable = c[0] == 'l';
+	return 0;
+}
+
+int ctl_read_file(struct ctl_ctx *ctx, const char *path, size_t max, char **text, size_t *len)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	size_t size = 0;
+	size_t used = 0;
+	char *buf = NULL;
+
+	*text = NULL;
+	if (f == NULL)
+		return ctl_fail(ctx, "cannot open %s: %s", path, strerror(errno));
+	for (;;) {
+		size_t got;
+
+		if (used + 1 >= size) {
+			char *bigger;
+
+			if (size >= max) {
+				ctl_fail(ctx, "%s is larger than %zu MiB", path, max >> 20);
+				goto err;
+			}
+			size = size == 0 ? 65536 : size * 2;
+			bigger = realloc(buf, size + 1);
+			if (bigger == NULL) {
+				ctl_fail(ctx, "out of memory");
+				goto err;
+			}
+			buf = bigger;
+		}
+		got = fread(buf + used, 1, size - used, f);
+		used += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f)) {
+		ctl_fail(ctx, "cannot read %s: %s", path, strerror(errno));
+		goto err;
+	}
+	buf[used] = '\0';
+	if (f != stdin)
+		fclose(f);
+	*text = buf;
+	*len = used;
+	return 0;
+err:
+	if (f != stdin)
+		fclose(f);
+	free(buf);
+	return 1;
+}
+
 int ctl_flag_int(const struct ctl_ctx *ctx, const char *name, int64_t min, int64_t *out)
 {
 	const char *v = ctl_flag(ctx, name);

@@ -144,6 +144,13 @@ const char *ctl_flag(const struct ctl_ctx *ctx, const char *name);
  * given fewer than n + 1 times. */
 const char *ctl_flag_nth(const struct ctl_ctx *ctx, const char *name, int n);
 
+/* --consistency (serializable or linearizable) into *linearizable, left as it is when the flag is
+ * absent. Returns 0, or 2 after printing an error naming the value. */
+int ctl_flag_consistency(const struct ctl_ctx *ctx, bool *linearizable);
+/* The whole of path ("-": standard input), at most max bytes, into a malloc()ed buffer with a NUL
+ * after it that *len does not count. Returns 0, or 1 after printing why not ("cannot open PATH:
+ * why", "PATH is larger than N MiB", "cannot read PATH: why"). */
+int ctl_read_file(struct ctl_ctx *ctx, const char *path, size_t max, char **text, size_t *len);
 /* Parse the named flag as an integer in [min, INT64_MAX] into *out (unchanged when the flag is
  * absent). Returns 0, or 2 after printing an error naming the flag and value. */
 int ctl_flag_int(const struct ctl_ctx *ctx, const char *name, int64_t min, int64_t *out);
