@@ -59,6 +59,12 @@ struct agent {
 	 * (--force-new-cluster), as node.json records it: "" if never, "none" for one without an
 	 * id. A later start given the same flag finds it here and does not recover again. */
 	char recovered_from[2 * STORE_CLUSTER_ID_LEN + 1];
+	/* The backup this member was restored from (--restore), as node.json records it: the
+	 * backup's cluster and revision; restored is false if never. A later start given a
+	 * --restore of the same backup finds it here and does not restore again (restore.c). */
+	bool restored;
+	char restored_cluster[2 * STORE_CLUSTER_ID_LEN + 1];
+	int64_t restored_revision;
 	uint64_t stranger_logged;      /* when a refused raft connection was last logged */
 	unsigned strangers_quiet;      /* refused since then without a line */
 	uint64_t foreign_probe_logged; /* when a removal probe last met another cluster */
@@ -210,6 +216,25 @@ bool agent_cluster_is_ours(const struct agent *a, const char *hex);
 
 /* The JSON form of a member record (malloc()ed). */
 char *member_json(const struct member_rec *m);
+bool agent_member_from_json(const uint8_t *data, size_t len, struct member_rec *m);
+/* *why = the formatted message, malloc()ed (NULL without memory). */
+void agent_set_why(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Identity (main.c): a fresh random cluster id for this member (0 or -errno), and node.json
+ * written from the agent's fields (0 or -errno). */
+int agent_new_cluster_id(struct agent *a);
+int agent_save_identity(struct agent *a);
+
+/* --restore FILE (restore.c). agent_restore() makes this member's empty data directory from the
+ * backup: this member's identity from the backup's record of the member named a->name (its id;
+ * its addresses unless given, and given ones replace them in the record), a new cluster id,
+ * node.json, and raft state whose snapshot is the backup's state with this member as the only
+ * voter. agent_restore_again() is for a data directory that already holds state: 0 when it was
+ * restored from this same backup at an earlier start (the flag was left behind), -1 otherwise.
+ * Both return -1 with *why (malloc()ed) saying what is wrong, having changed nothing that a
+ * later attempt trips over. */
+int agent_restore(struct agent *a, const char *file, bool peer_given, bool api_given, char **why);
+int agent_restore_again(struct agent *a, const char *file, char **why);
 
 /* HTTP entry point (routes.c). */
 void agent_route(struct http_server *srv, struct http_request *req);

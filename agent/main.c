@@ -79,8 +79,7 @@ void agent_log(const char *fmt, ...)
 	funlockfile(stderr);
 }
 
-static void set_why(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_why(char **why, const char *fmt, ...)
+void agent_set_why(char **why, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -93,7 +92,7 @@ static void set_why(char **why, const char *fmt, ...)
 /* ------------------------------------------------------------------------------------------ */
 /* Members                                                                                     */
 
-static bool member_from_json(const uint8_t *data, size_t len, struct member_rec *m)
+bool agent_member_from_json(const uint8_t *data, size_t len, struct member_rec *m)
 {
 	json_error_t e;
 	json_t *j = json_loadb((const char *)data, len, 0, &e);
@@ -130,7 +129,7 @@ int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
 	}
 	*n = 0;
 	for (unsigned i = 0; i < nk; i++) {
-		if (member_from_json(kvs[i].value, kvs[i].value_len, &(*out)[*n])) {
+		if (agent_member_from_json(kvs[i].value, kvs[i].value_len, &(*out)[*n])) {
 			(*n)++;
 		}
 	}
@@ -1145,7 +1144,7 @@ static void cluster_set(struct agent *a, const uint8_t id[STORE_CLUSTER_ID_LEN])
 }
 
 /* A new cluster's id: 128 random bits, so two clusters never share one. */
-static int new_cluster_id(struct agent *a)
+int agent_new_cluster_id(struct agent *a)
 {
 	uint8_t id[STORE_CLUSTER_ID_LEN];
 	if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id) {
@@ -1191,7 +1190,7 @@ static void hook_stranger(void *data, uint64_t id, const char *address, const ui
 	a->strangers_quiet = 0;
 }
 
-static int save_identity(struct agent *a)
+int agent_save_identity(struct agent *a)
 {
 	char path[PATH_MAX];
 	json_t *j = json_pack("{s:s, s:I, s:s, s:s}", "name", a->name, "id", (json_int_t)a->id,
@@ -1203,6 +1202,13 @@ static int save_identity(struct agent *a)
 	}
 	if (j != NULL && a->recovered_from[0] != 0 &&
 	    json_object_set_new(j, "recovered_from", json_string(a->recovered_from)) != 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	if (j != NULL && a->restored &&
+	    json_object_set_new(j, "restored_from",
+	                        json_pack("{s:s, s:I}", "cluster", a->restored_cluster, "revision",
+	                                  (json_int_t)a->restored_revision)) != 0) {
 		json_decref(j);
 		j = NULL;
 	}
@@ -1228,7 +1234,7 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	json_error_t e;
 	json_t *j = json_load_file(path, 0, &e);
 	if (j == NULL) {
-		set_why(why, "%s: %s", path, e.text);
+		agent_set_why(why, "%s: %s", path, e.text);
 		return -1;
 	}
 	/* The cluster id is the one field of node.json that is not in the member record. */
@@ -1236,8 +1242,8 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	const char *hex = json_string_value(cluster);
 	uint8_t id[STORE_CLUSTER_ID_LEN] = {0};
 	if (cluster != NULL && (hex == NULL || !agent_cluster_parse(hex, id))) {
-		set_why(why, "%s: \"cluster\" must be %d lowercase hex digits", path,
-		        2 * STORE_CLUSTER_ID_LEN);
+		agent_set_why(why, "%s: \"cluster\" must be %d lowercase hex digits", path,
+		              2 * STORE_CLUSTER_ID_LEN);
 		json_decref(j);
 		return -1;
 	}
@@ -1247,23 +1253,44 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	uint8_t ignored[STORE_CLUSTER_ID_LEN];
 	if (from != NULL && (from_hex == NULL || (strcmp(from_hex, "none") != 0 &&
 	                                          !agent_cluster_parse(from_hex, ignored)))) {
-		set_why(why, "%s: \"recovered_from\" must be %d lowercase hex digits or \"none\"",
-		        path, 2 * STORE_CLUSTER_ID_LEN);
+		agent_set_why(why,
+		              "%s: \"recovered_from\" must be %d lowercase hex digits or \"none\"",
+		              path, 2 * STORE_CLUSTER_ID_LEN);
 		json_decref(j);
 		return -1;
 	}
 	snprintf(a->recovered_from, sizeof a->recovered_from, "%s", from_hex ? from_hex : "");
 	json_object_del(j, "recovered_from");
+	json_t *restored = json_object_get(j, "restored_from");
+	if (restored != NULL) {
+		const char *rc = NULL;
+		json_int_t rrev = 0;
+		if (json_unpack(restored, "{s:s, s:I}", "cluster", &rc, "revision", &rrev) != 0 ||
+		    (strcmp(rc, "none") != 0 && !agent_cluster_parse(rc, ignored)) || rrev < 0) {
+			agent_set_why(
+			    why,
+			    "%s: \"restored_from\" must be {\"cluster\": %d lowercase hex "
+			    "digits or \"none\", \"revision\": N}",
+			    path, 2 * STORE_CLUSTER_ID_LEN);
+			json_decref(j);
+			return -1;
+		}
+		a->restored = true;
+		snprintf(a->restored_cluster, sizeof a->restored_cluster, "%s", rc);
+		a->restored_revision = (int64_t)rrev;
+		json_object_del(j, "restored_from");
+	}
 	char *dump = json_dumps(j, JSON_COMPACT);
 	struct member_rec m;
-	bool ok = dump != NULL && member_from_json((const uint8_t *)dump, strlen(dump), &m);
+	bool ok = dump != NULL && agent_member_from_json((const uint8_t *)dump, strlen(dump), &m);
 	free(dump);
 	json_decref(j);
 	if (!ok) {
-		set_why(why,
-		        "%s: expected {name, id, peer_address, api_address} and optionally cluster "
-		        "and recovered_from",
-		        path);
+		agent_set_why(
+		    why,
+		    "%s: expected {name, id, peer_address, api_address} and optionally cluster, "
+		    "recovered_from and restored_from",
+		    path);
 		return -1;
 	}
 	const struct {
@@ -1273,7 +1300,7 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	             {api_given, "--api-address", a->api_address, m.api_address}};
 	for (size_t i = 0; i < 2; i++) {
 		if (addrs[i].given && strcmp(addrs[i].have, addrs[i].stored) != 0) {
-			set_why(
+			agent_set_why(
 			    why,
 			    "%s %s differs from this member's %s, which %s records and the other "
 			    "members know it by: a member's addresses cannot change. Start "
@@ -1335,7 +1362,7 @@ static int join_cluster(struct agent *a, const char *address, const char *token,
 	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	if (body == NULL) {
-		set_why(why, "out of memory");
+		agent_set_why(why, "out of memory");
 		return -1;
 	}
 	int rv = -1;
@@ -1344,7 +1371,7 @@ static int join_cluster(struct agent *a, const char *address, const char *token,
 		if (http_client_request(a->client, address, "POST", "/v1/cluster/join",
 		                        "application/json", body, strlen(body), 15000, join_reply,
 		                        &j) != 0) {
-			set_why(why, "cannot reach %s", address);
+			agent_set_why(why, "cannot reach %s", address);
 			break;
 		}
 		while (!j.done) {
@@ -1362,7 +1389,8 @@ static int join_cluster(struct agent *a, const char *address, const char *token,
 				cluster_set(a, cid);
 				rv = 0;
 			} else {
-				set_why(why, "unexpected answer from %s: %s", address, j.body);
+				agent_set_why(why, "unexpected answer from %s: %s", address,
+				              j.body);
 			}
 			json_decref(r);
 			free(j.body);
@@ -1372,7 +1400,7 @@ static int join_cluster(struct agent *a, const char *address, const char *token,
 			json_t *r = json_loads(j.body, 0, NULL);
 			const char *msg = NULL;
 			json_unpack(r, "{s:{s:s}}", "error", "message", &msg);
-			set_why(why, "%s refused the join: %s", address, msg ? msg : j.body);
+			agent_set_why(why, "%s refused the join: %s", address, msg ? msg : j.body);
 			json_decref(r);
 			free(j.body);
 			break;
@@ -1390,7 +1418,7 @@ static int join_cluster(struct agent *a, const char *address, const char *token,
 		uv_close((uv_handle_t *)&t, NULL);
 		uv_run(a->loop, UV_RUN_NOWAIT);
 		if (attempt == 29) {
-			set_why(why, "no answer from %s after 30 attempts", address);
+			agent_set_why(why, "no answer from %s after 30 attempts", address);
 		}
 	}
 	free(body);
@@ -1459,8 +1487,13 @@ static void usage(FILE *f)
 	    "                          CLUSTER, its cluster id (node.json, tabby cluster status;\n"
 	    "                          none for one without) (TABBY_FORCE_NEW_CLUSTER); see\n"
 	    "                          docs/operations.md, \"Losing quorum\"\n"
+	    "  --restore FILE          start this member, from an empty data directory, as the\n"
+	    "                          only voter of a new cluster holding the state of a backup\n"
+	    "                          (tabby backup save); --name picks the backup's member to\n"
+	    "                          be (TABBY_RESTORE); see docs/operations.md, \"Restoring\n"
+	    "                          from a backup\"\n"
 	    "\n"
-	    "A restarted agent needs neither --bootstrap nor --join.\n",
+	    "A restarted agent needs neither --bootstrap nor --join nor --restore.\n",
 	    f);
 }
 
@@ -1668,7 +1701,7 @@ static int recover_decide(struct agent *a, const char *from, bool *recover)
 	const char *ours = a->cluster_hex[0] != 0 ? a->cluster_hex : "none";
 	if (strcmp(from, ours) == 0) {
 		snprintf(a->recovered_from, sizeof a->recovered_from, "%s", ours);
-		int rv = new_cluster_id(a);
+		int rv = agent_new_cluster_id(a);
 		if (rv != 0) {
 			agent_log("getrandom: %s", strerror(-rv));
 			return -1;
@@ -1800,6 +1833,7 @@ int agent_main(int argc, char **argv)
 	char *join = env_or("TABBY_JOIN", "");
 	char *token = env_or("TABBY_TOKEN", "");
 	char *force_from = env_or("TABBY_FORCE_NEW_CLUSTER", "");
+	char *restore = env_or("TABBY_RESTORE", "");
 	bool bootstrap = env_true("TABBY_BOOTSTRAP");
 	a->no_default_pools = env_true("TABBY_NO_DEFAULT_POOLS");
 	a->no_policy = env_true("TABBY_NO_POLICY");
@@ -1879,6 +1913,7 @@ int agent_main(int argc, char **argv)
 	    {"no-routes", no_argument, NULL, 'R'},
 	    {"workloads-reach-agents", no_argument, NULL, 'W'},
 	    {"force-new-cluster", required_argument, NULL, 'F'},
+	    {"restore", required_argument, NULL, 'r'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1913,6 +1948,9 @@ int agent_main(int argc, char **argv)
 			break;
 		case 'F':
 			slot = &force_from;
+			break;
+		case 'r':
+			slot = &restore;
 			break;
 		case 'b':
 			bootstrap = true;
@@ -1988,6 +2026,7 @@ int agent_main(int argc, char **argv)
 			free(join);
 			free(token);
 			free(force_from);
+			free(restore);
 			free_agent(a);
 			return 0;
 		case ':':
@@ -2078,6 +2117,15 @@ int agent_main(int argc, char **argv)
 		        bootstrap ? "--bootstrap" : "--join");
 		goto fail_args;
 	}
+	if (restore[0] != 0 && (bootstrap || join[0] != 0 || force_from[0] != 0)) {
+		fprintf(
+		    stderr,
+		    "tabby agent: --restore starts a new cluster from a backup and excludes %s\n",
+		    bootstrap      ? "--bootstrap"
+		    : join[0] != 0 ? "--join"
+		                   : "--force-new-cluster");
+		goto fail_args;
+	}
 	if (join[0] != 0 && token[0] == 0) {
 		fprintf(stderr, "tabby agent: --join needs --token (from the first member's "
 		                "DATA_DIR/join-token)\n");
@@ -2108,7 +2156,7 @@ int agent_main(int argc, char **argv)
 	}
 
 	bool restart = store_has_state(a->data_dir);
-	bool recover = false;
+	bool recover = false, restored = false;
 	char *why = NULL;
 	if (restart) {
 		if (bootstrap || join[0] != 0) {
@@ -2132,6 +2180,21 @@ int agent_main(int argc, char **argv)
 		if (force_from[0] != 0 && recover_decide(a, force_from, &recover) != 0) {
 			goto fail;
 		}
+		if (restore[0] != 0 && agent_restore_again(a, restore, &why) != 0) {
+			agent_log("cannot restore: %s", why ? why : "out of memory");
+			free(why);
+			goto fail;
+		}
+	} else if (restore[0] != 0) {
+		if (agent_restore(a, restore, peer_given, api_given, &why) != 0) {
+			agent_log("cannot restore: %s", why ? why : "out of memory");
+			free(why);
+			goto fail;
+		}
+		restored = true;
+		a->ipam_init_pending = a->id == 1; /* see init_ipam */
+		/* publishes the backup's join token (and repairs a state without one) */
+		a->token_check = true;
 	} else if (force_from[0] != 0) {
 		agent_log("--force-new-cluster: %s holds no cluster state, so there is nothing to "
 		          "recover",
@@ -2140,7 +2203,7 @@ int agent_main(int argc, char **argv)
 	} else if (bootstrap) {
 		a->id = 1;
 		a->ipam_init_pending = true;
-		if ((rv = new_token(a)) != 0 || (rv = new_cluster_id(a)) != 0) {
+		if ((rv = new_token(a)) != 0 || (rv = agent_new_cluster_id(a)) != 0) {
 			agent_log("getrandom: %s", strerror(-rv));
 			goto fail;
 		}
@@ -2173,7 +2236,7 @@ int agent_main(int argc, char **argv)
 			goto fail;
 		}
 	}
-	if (!restart && (rv = save_identity(a)) != 0) {
+	if (!restart && !restored && (rv = agent_save_identity(a)) != 0) {
 		agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));
 		goto fail;
 	}
@@ -2224,7 +2287,7 @@ int agent_main(int argc, char **argv)
 			free(why);
 			goto fail_store;
 		}
-		if ((rv = save_identity(a)) != 0) {
+		if ((rv = agent_save_identity(a)) != 0) {
 			agent_log("cannot write %s/node.json: %s", a->data_dir, strerror(-rv));
 			goto fail_store;
 		}
@@ -2339,6 +2402,7 @@ int agent_main(int argc, char **argv)
 	free(join);
 	free(token);
 	free(force_from);
+	free(restore);
 	free_agent(a);
 	return code;
 
@@ -2362,12 +2426,14 @@ fail:
 	free(join);
 	free(token);
 	free(force_from);
+	free(restore);
 	free_agent(a);
 	return 1;
 fail_args:
 	free(join);
 	free(token);
 	free(force_from);
+	free(restore);
 	free_agent(a);
 	return 2;
 }

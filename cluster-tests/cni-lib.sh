@@ -22,6 +22,7 @@
 #   cni_plugin I CMD CID NETNS IFNAME CONF   the plugin run as a runtime (Mesos) runs it
 #   cni_error STATUS CODE [SUBSTRING]    the last cni_plugin call failed the CNI way
 #   cnitool_error STATUS SUBSTRING       the last cnitool call failed, saying SUBSTRING
+#   web_policy FILE                      a calicoctl v1 policy: app=web takes traffic from app=lb
 
 # --- Part one: installation --------------------------------------------------------------------
 
@@ -131,6 +132,22 @@ cni_setup() {
 		mkdir -p "$WORK/net.d/$i"
 		net_conf "$i" calico-net-1 '{"cniVersion": "0.4.0"}'
 	done
+}
+
+# web_policy FILE: policy web-from-lb (app == 'web' takes traffic from app == 'lb'), as YAML.
+web_policy() {
+	cat >"$1" <<'EOF'
+apiVersion: v1
+kind: policy
+metadata:
+  name: web-from-lb
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: allow
+    source:
+      selector: app == 'lb'
+EOF
 }
 
 # net_conf I NAME [JSON]: network NAME for host I (file NAME.conf in its NETCONFPATH).

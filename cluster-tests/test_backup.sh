@@ -12,18 +12,7 @@ hosts_up 3
 bootstrap_cluster 3
 cni_setup
 
-cat >"$WORK/policy.yaml" <<'EOF'
-apiVersion: v1
-kind: policy
-metadata:
-  name: web-from-lb
-spec:
-  selector: app == 'web'
-  ingress:
-  - action: allow
-    source:
-      selector: app == 'lb'
-EOF
+web_policy "$WORK/policy.yaml"
 ok 1 apply -f "$WORK/policy.yaml" >/dev/null
 for k in 1 2 3 4 5; do ok 2 store put "backup/k$k" "value $k" >/dev/null; done
 cnt_new a

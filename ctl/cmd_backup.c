@@ -380,6 +380,9 @@ static const struct ctl_command *const backup_subcommands[] = {&save_command, &s
 const struct ctl_command ctl_backup_command = {
     .name = "backup",
     .summary = "save and check backups of the replicated state",
-    .description = "Save a backup of the cluster's whole replicated state, and check one.",
+    .description =
+        "Save a backup of the cluster's whole replicated state, and check one. A backup\n"
+        "restores as a new cluster: tabby agent --restore FILE --name MEMBER, on an\n"
+        "empty data directory (docs/operations.md, \"Restoring from a backup\").",
     .subcommands = backup_subcommands,
 };

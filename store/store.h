@@ -257,6 +257,16 @@ int store_backup_seal(void **buf, size_t *len, const struct store_backup_info *i
 int store_backup_open(const void *buf, size_t len, struct store_backup_info *info,
                       size_t *state_len, char *why, size_t why_len);
 
+/* Make data_dir the data directory of a member that starts from state (as store_backup() gives
+ * it), as member id at peer_address and the only voter of its configuration: raft state holding
+ * that state as its snapshot, which store_start() then restores and every member that joins
+ * receives. Runs offline, on a loop of its own, before any store_new() on data_dir. The directory
+ * must hold no raft state (STORE_EINVAL otherwise, nothing touched); an interrupted restore leaves
+ * none, so it may run again. STORE_EINVAL also for a state that fails its checksum, STORE_EIO when
+ * the files cannot be written; *errmsg (malloc()ed) says which. */
+int store_restore(const char *data_dir, uint64_t id, const char *peer_address, const void *state,
+                  size_t len, char **errmsg);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Watches                                                                                     */
 

@@ -512,6 +512,17 @@ static struct store_member *config_of(struct cluster *c, unsigned i, unsigned *n
 	return m;
 }
 
+/* Node i's configuration is member id alone, as a voter. */
+static void assert_sole_voter(struct cluster *c, unsigned i, uint64_t id)
+{
+	unsigned n = 0;
+	struct store_member *m = config_of(c, i, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].id, id);
+	assert_int_equal(m[0].role, RAFT_VOTER);
+	free(m);
+}
+
 struct change {
 	bool done;
 	int status;
@@ -1497,6 +1508,144 @@ static void test_backup(void **state)
 	cluster_close(&c);
 }
 
+/* store_restore(): a backup becomes the raft state of a one-voter member. It starts, leads at
+ * once, holds exactly the backup's state at its revision and nothing written after, takes
+ * writes, restarts, and a member that joins gets the restored state by snapshot install (the
+ * log starts after it). A directory with raft state, a state that fails its checksum and a
+ * raft/ with someone's files are refused without a change; what an interrupted restore left
+ * is cleared. */
+static void test_restore(void **state)
+{
+	(void)state;
+	struct cluster c;
+	char *err = NULL;
+	char path[512];
+	unsigned leader;
+	three_voters(&c, 0);
+	for (int i = 0; i < 50; i++) { /* past the snapshot threshold (32) */
+		char k[32];
+		snprintf(k, sizeof k, "k/%02d", i);
+		assert_int_equal(do_put(&c, (unsigned)i % 3, k, "kept", false, 0).status, STORE_OK);
+	}
+	struct backupw w = {0};
+	assert_int_equal(store_backup(c.nodes[1].s, &w.b, true, backup_cb), STORE_OK);
+	run_until(&c, backup_done_pred, &w, 10000);
+	assert_int_equal(w.status, STORE_OK);
+	assert_int_equal(do_put(&c, 0, "after", "lost", false, 0).status, STORE_OK);
+	int64_t rev;
+	uint64_t want;
+	restored(&c, w.b.data, w.b.len, &rev, &want);
+	assert_int_equal(rev, w.b.revision);
+
+	/* Refused, untouched: a member's own data directory; a damaged state. */
+	assert_int_equal(store_restore(c.nodes[2].dir, 3, c.nodes[2].addr, w.b.data, w.b.len, &err),
+	                 STORE_EINVAL);
+	assert_non_null(strstr(err, "already holds raft state"));
+	free(err);
+	err = NULL;
+	for (unsigned i = 0; i < 3; i++) {
+		node_close(&c, i);
+	}
+	cluster_close(&c);
+
+	cluster_init(&c, 2);
+	for (unsigned i = 0; i < 2; i++) {
+		memset(c.nodes[i].cluster_id, 0xd4, STORE_CLUSTER_ID_LEN);
+	}
+	uint8_t *bytes = w.b.data;
+	bytes[w.b.len / 2] ^= 1;
+	assert_int_equal(store_restore(c.nodes[0].dir, 1, c.nodes[0].addr, w.b.data, w.b.len, &err),
+	                 STORE_EINVAL);
+	assert_non_null(strstr(err, "fails its checksum"));
+	free(err);
+	err = NULL;
+	bytes[w.b.len / 2] ^= 1;
+	assert_false(store_has_state(c.nodes[0].dir));
+	assert_int_equal(access(c.nodes[0].dir, F_OK), -1); /* nothing created */
+
+	/* A raft/ holding files that are not raft's state is someone's: refused. */
+	assert_int_equal(mkdir(c.nodes[0].dir, 0700), 0);
+	snprintf(path, sizeof path, "%s/raft", c.nodes[0].dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/raft/notes", c.nodes[0].dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(store_restore(c.nodes[0].dir, 1, c.nodes[0].addr, w.b.data, w.b.len, &err),
+	                 STORE_EINVAL);
+	assert_non_null(strstr(err, "holds files but no raft metadata"));
+	free(err);
+	err = NULL;
+	assert_int_equal(unlink(path), 0);
+	/* What an interrupted restore left behind goes. */
+	snprintf(path, sizeof path, "%s/raft.restoring", c.nodes[0].dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/raft.restoring/snapshot-1-1-1.tmp", c.nodes[0].dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+
+	assert_int_equal(store_restore(c.nodes[0].dir, 1, c.nodes[0].addr, w.b.data, w.b.len, &err),
+	                 STORE_OK);
+	assert_true(store_has_state(c.nodes[0].dir));
+	snprintf(path, sizeof path, "%s/raft.restoring", c.nodes[0].dir);
+	assert_int_equal(access(path, F_OK), -1);
+	node_open(&c, 0);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	run_until(&c, leader_ready_pred, &leader, 5000);
+	assert_int_equal(leader, 0);
+	assert_sole_voter(&c, 0, 1);
+	struct store_status st;
+	store_get_status(c.nodes[0].s, &st);
+	/* the state's revision, plus the leader's barrier if it counts one */
+	assert_true(st.revision >= w.b.revision);
+	char *v = get_local(&c, 0, "k/49");
+	assert_string_equal(v, "kept");
+	free(v);
+	assert_null(get_local(&c, 0, "after"));
+	struct put p = do_put(&c, 0, "restored", "yes", false, 0);
+	assert_int_equal(p.status, STORE_OK);
+	assert_true(p.revision > w.b.revision);
+
+	/* A restart starts from the snapshot and the log after it. */
+	node_close(&c, 0);
+	node_open(&c, 0);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	run_until(&c, leader_ready_pred, &leader, 5000);
+	v = get_local(&c, 0, "restored");
+	assert_string_equal(v, "yes");
+	free(v);
+
+	/* A joining member needs index 1, which only the snapshot holds: an install. */
+	node_open(&c, 1);
+	assert_int_equal(store_start(c.nodes[1].s, &err), STORE_OK);
+	add_voter(&c, 0, 1);
+	run_until(&c, all_have_pred, "restored", 5000);
+	v = get_local(&c, 1, "k/00");
+	assert_string_equal(v, "kept");
+	free(v);
+	assert_null(get_local(&c, 1, "after"));
+	store_get_status(c.nodes[1].s, &st);
+	assert_true(st.snapshots_restored >= 1);
+	struct put h = {0};
+	h.w.data = &h;
+	struct kv_op hop = {.type = KV_OP_HASH};
+	assert_int_equal(store_write(c.nodes[0].s, &h.w, &hop, put_cb), STORE_OK);
+	run_until(&c, put_done_pred, &h, 10000);
+	assert_int_equal(h.status, STORE_OK);
+	run_for(&c, 300);
+	uint64_t h0, h1;
+	assert_true(store_hash_at(c.nodes[0].s, h.revision, &h0));
+	assert_true(store_hash_at(c.nodes[1].s, h.revision, &h1));
+	assert_true(h0 == h1);
+
+	assert_int_equal(store_restore(c.nodes[1].dir, 2, c.nodes[1].addr, w.b.data, w.b.len, &err),
+	                 STORE_EINVAL);
+	free(err);
+	free(w.b.data);
+	cluster_close(&c);
+}
+
 /* Members of two clusters on one network: the leader of cluster A has a member at an address
  * where a member of cluster B runs. B refuses every raft connection from A, reports who called
  * and from which cluster, and takes none of A's entries; A's own members replicate as before.
@@ -1623,12 +1772,7 @@ static void test_recover(void **state)
 	assert_int_equal(store_recover(c.nodes[2].s, &err), STORE_OK);
 	assert_int_equal(store_start(c.nodes[2].s, &err), STORE_OK);
 	run_until(&c, node_ready_pred, &three, 5000);
-	unsigned n = 0;
-	struct store_member *m = config_of(&c, 2, &n);
-	assert_int_equal(n, 1);
-	assert_int_equal(m[0].id, 3);
-	assert_int_equal(m[0].role, RAFT_VOTER);
-	free(m);
+	assert_sole_voter(&c, 2, 3);
 	char *v = get_local(&c, 2, "before/49");
 	assert_non_null(v);
 	free(v);
@@ -1684,9 +1828,12 @@ int main(void)
 	    cmocka_unit_test(test_install_unrestorable),
 	    cmocka_unit_test(test_damaged_snapshot_replaced),
 	    cmocka_unit_test(test_backup),
+	    cmocka_unit_test(test_restore),
 	    cmocka_unit_test(test_cluster_fence),
 	    cmocka_unit_test(test_fence_open),
 	    cmocka_unit_test(test_recover),
 	};
+	if (getenv("TF"))
+		cmocka_set_test_filter(getenv("TF"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
