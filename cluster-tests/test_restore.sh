@@ -29,7 +29,12 @@ catch_up
 OLD=$(status_json 1 | json 'd["cluster"]')
 TOKEN=$(token)
 ok 2 backup save "$WORK/backup" >/dev/null
-B_REV=$("$TABBY" backup status "$WORK/backup" -o json | json 'd["revision"]') || fail "backup status"
+"$TABBY" backup status "$WORK/backup" -o json >"$WORK/status.json" || fail "backup status"
+B_REV=$(json 'd["revision"]' <"$WORK/status.json")
+[ "$(json '" ".join("%s=%d" % (m["name"], m["id"]) for m in d["members"])' <"$WORK/status.json")" = "agent1=1 agent2=2 agent3=3" ] ||
+	fail "backup status lists members $(json 'd["members"]' <"$WORK/status.json")"
+"$TABBY" backup status "$WORK/backup" | grep -q "^  agent3  *id 3, peer $(host_ip 3):7790, api $(host_ip 3):7791$" ||
+	fail "backup status (text) does not list agent3: $("$TABBY" backup status "$WORK/backup")"
 
 # After the backup: a write, and a policy deleted by mistake. Then the cluster stops.
 ok 1 store put after lost >/dev/null

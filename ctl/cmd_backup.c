@@ -225,6 +225,29 @@ static void group_of(const struct kv_kv *kv, char *out, size_t len)
 	snprintf(out, len, "%.*s", (int)i, (const char *)kv->key);
 }
 
+/* A member record of the state (the agent keeps them under "members/" in the system keyspace,
+ * as {name, id, peer_address, api_address}) appended to members; other system records and a
+ * record that does not parse are left out. 0, or -1 without memory. */
+static int add_member(json_t *members, const struct kv_kv *kv)
+{
+	static const char prefix[] = "members/";
+	if (kv->key_len <= sizeof prefix - 1 || memcmp(kv->key, prefix, sizeof prefix - 1) != 0) {
+		return 0;
+	}
+	json_t *m = json_loadb((const char *)kv->value, kv->value_len, 0, NULL);
+	const char *name, *peer, *api;
+	json_int_t id;
+	if (m == NULL || json_unpack(m, "{s:s, s:I, s:s, s:s}", "name", &name, "id", &id,
+	                             "peer_address", &peer, "api_address", &api) != 0) {
+		json_decref(m);
+		return 0;
+	}
+	json_t *rec = json_pack("{s:s, s:I, s:s, s:s}", "name", name, "id", id, "peer_address",
+	                        peer, "api_address", api);
+	json_decref(m);
+	return rec != NULL && json_array_append_new(members, rec) == 0 ? 0 : -1;
+}
+
 static int run_status(struct ctl_ctx *ctx)
 {
 	const char *path = ctx->args[0];
@@ -233,7 +256,7 @@ static int run_status(struct ctl_ctx *ctx)
 	struct kv *kv = NULL;
 	struct kv_kv *kvs = NULL;
 	unsigned n = 0;
-	json_t *groups = NULL;
+	json_t *groups = NULL, *members = NULL;
 	char dir[4096] = "";
 	int rv;
 
@@ -267,7 +290,8 @@ static int run_status(struct ctl_ctx *ctx)
 	uint64_t hash = 0;
 	unsigned counts[KV_SPACE_LAST + 1] = {0};
 	groups = json_object();
-	rv = kv_hash(kv, &hash) != KV_OK || groups == NULL ? -1 : 0;
+	members = json_array();
+	rv = kv_hash(kv, &hash) != KV_OK || groups == NULL || members == NULL ? -1 : 0;
 	for (uint8_t sp = 0; rv == 0 && sp <= KV_SPACE_LAST; sp++) {
 		struct kv_bytes all = {(const uint8_t *)"", 0};
 		bool more;
@@ -277,6 +301,9 @@ static int run_status(struct ctl_ctx *ctx)
 			break;
 		}
 		counts[sp] = n;
+		for (unsigned i = 0; sp == KV_SPACE_SYS && i < n && rv == 0; i++) {
+			rv = add_member(members, &kvs[i]);
+		}
 		for (unsigned i = 0; sp == KV_SPACE_DOMAIN && i < n && rv == 0; i++) {
 			char g[128];
 			group_of(&kvs[i], g, sizeof g);
@@ -298,11 +325,12 @@ static int run_status(struct ctl_ctx *ctx)
 	snprintf(hex, sizeof hex, "%016" PRIx64, hash);
 	if (ctx->json) {
 		json_t *j = json_pack(
-		    "{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:O}", "file", path,
+		    "{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:O, s:O}", "file", path,
 		    "cluster", cluster, "member", info.member, "taken_at", when, "version",
 		    info.version, "revision", (json_int_t)info.revision, "hash", hex, "size",
 		    (json_int_t)len, "user_keys", (json_int_t)counts[KV_SPACE_USER],
-		    "system_records", (json_int_t)counts[KV_SPACE_SYS], "domain_records", groups);
+		    "system_records", (json_int_t)counts[KV_SPACE_SYS], "domain_records", groups,
+		    "members", members);
 		rv = j == NULL ? ctl_fail(ctx, "out of memory") : ctl_print_json(ctx, j);
 		json_decref(j);
 		goto out;
@@ -323,8 +351,19 @@ static int run_status(struct ctl_ctx *ctx)
 	json_object_foreach (groups, g, c) {
 		fprintf(ctx->out, "  %-24s %" JSON_INTEGER_FORMAT "\n", g, json_integer_value(c));
 	}
+	/* The names a restore may take (tabby agent --restore FILE --name NAME). */
+	fprintf(ctx->out, "members:     %zu\n", json_array_size(members));
+	size_t i;
+	json_array_foreach (members, i, c) {
+		fprintf(ctx->out, "  %-24s id %" JSON_INTEGER_FORMAT ", peer %s, api %s\n",
+		        json_string_value(json_object_get(c, "name")),
+		        json_integer_value(json_object_get(c, "id")),
+		        json_string_value(json_object_get(c, "peer_address")),
+		        json_string_value(json_object_get(c, "api_address")));
+	}
 	rv = 0;
 out:
+	json_decref(members);
 	json_decref(groups);
 	kv_close(kv);
 	if (dir[0] != '\0') {
@@ -367,8 +406,9 @@ static const struct ctl_command status_command = {
         "Check FILE (- for standard input) without an agent: its checksums, and that its state\n"
         "restores (into a scratch store under $TMPDIR, removed afterwards). Print the cluster,\n"
         "member, time and revision it was taken at, the state's hash (the hash `tabby cluster\n"
-        "hash` gives at that revision) and how many records of each kind it holds. Exits 1 if\n"
-        "the file is damaged or its state does not restore.",
+        "hash` gives at that revision), how many records of each kind it holds, and its members\n"
+        "(the names tabby agent --restore FILE --name NAME may take). Exits 1 if the file is\n"
+        "damaged or its state does not restore.",
     .args = file_args,
     .output = true,
     .run = run_status,
