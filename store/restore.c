@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,11 @@
 #define SNAPSHOT_INDEX 2 /* see above */
 
 struct restore_run {
+	struct raft_io io;
 	struct raft_io_snapshot_put put;
 	bool put_done;
 	int put_status;
 	bool io_closed;
-	bool transport_closed;
 };
 
 static void put_done(struct raft_io_snapshot_put *req, int status)
@@ -54,16 +55,12 @@ static void put_done(struct raft_io_snapshot_put *req, int status)
 	run->put_status = status;
 }
 
+/* io->data stays NULL: the backend takes a non-NULL one for the struct raft it serves. */
 static void io_closed(struct raft_io *io)
 {
-	struct restore_run *run = io->data;
+	struct restore_run *run =
+	    (struct restore_run *)((char *)io - offsetof(struct restore_run, io));
 	run->io_closed = true;
-}
-
-static void transport_closed(struct raft_uv_transport *t)
-{
-	struct restore_run *run = t->data;
-	run->transport_closed = true;
 }
 
 static void spin(uv_loop_t *loop, const bool *done)
@@ -154,8 +151,8 @@ static int write_snapshot(const char *dir, uint64_t id, const char *peer_address
 {
 	uv_loop_t loop;
 	struct raft_uv_transport transport = {.version = 1};
-	struct raft_io io = {.version = 2};
-	struct restore_run run = {0};
+	struct restore_run run = {.io = {.version = 2}};
+	struct raft_io *io = &run.io;
 	struct raft_configuration conf;
 	bool transport_inited = false, io_inited = false;
 	char what[PATH_MAX + 32];
@@ -174,54 +171,31 @@ static int write_snapshot(const char *dir, uint64_t id, const char *peer_address
 		goto out;
 	}
 	transport_inited = true;
-	transport.data = &run;
-	if ((rv = raft_uv_init(&io, &loop, dir, &transport)) != 0) {
-		set_err(errmsg, what, io.errmsg[0] ? io.errmsg : raft_strerror(rv));
+	if ((rv = raft_uv_init(io, &loop, dir, &transport)) != 0) {
+		set_err(errmsg, what, io->errmsg[0] ? io->errmsg : raft_strerror(rv));
 		rv = STORE_EIO;
 		goto out;
 	}
 	io_inited = true;
-	/* Not a struct raft: the backend's legacy hooks look at io.data only when it is one. */
-	io.data = NULL;
-	if ((rv = io.init(&io, id, peer_address)) != 0) {
-		set_err(errmsg, what, io.errmsg[0] ? io.errmsg : raft_strerror(rv));
+	if ((rv = io->init(io, id, peer_address)) != 0) {
+		set_err(errmsg, what, io->errmsg[0] ? io->errmsg : raft_strerror(rv));
 		rv = STORE_EIO;
 		goto out;
 	}
+	/* The directory is new and empty: load finds nothing, and readies the backend to write. */
 	raft_term term;
 	raft_id vote;
 	struct raft_snapshot *loaded = NULL;
 	raft_index start;
 	struct raft_entry *entries = NULL;
 	size_t n_entries = 0;
-	if ((rv = io.load(&io, &term, &vote, &loaded, &start, &entries, &n_entries)) != 0) {
-		set_err(errmsg, what, io.errmsg[0] ? io.errmsg : raft_strerror(rv));
+	if ((rv = io->load(io, &term, &vote, &loaded, &start, &entries, &n_entries)) != 0) {
+		set_err(errmsg, what, io->errmsg[0] ? io->errmsg : raft_strerror(rv));
 		rv = STORE_EIO;
 		goto out;
 	}
-	if (term != 0 || loaded != NULL || n_entries != 0) {
-		/* The directory was emptied above: something else writes into it. */
-		if (loaded != NULL) {
-			for (unsigned i = 0; i < loaded->n_bufs; i++) {
-				raft_free(loaded->bufs[i].base);
-			}
-			raft_free(loaded->bufs);
-			raft_configuration_close(&loaded->configuration);
-			raft_free(loaded);
-		}
-		for (size_t i = 0; i < n_entries; i++) {
-			/* entries loaded together share one batch */
-			if (i == 0 || entries[i].batch != entries[i - 1].batch) {
-				raft_free(entries[i].batch);
-			}
-		}
-		raft_free(entries);
-		set_err(errmsg, what, "raft state appeared in it while restoring");
-		rv = STORE_EIO;
-		goto out;
-	}
-	if ((rv = io.set_term(&io, 1)) != 0) {
-		set_err(errmsg, what, io.errmsg[0] ? io.errmsg : raft_strerror(rv));
+	if ((rv = io->set_term(io, 1)) != 0) {
+		set_err(errmsg, what, io->errmsg[0] ? io->errmsg : raft_strerror(rv));
 		rv = STORE_EIO;
 		goto out;
 	}
@@ -239,29 +213,25 @@ static int write_snapshot(const char *dir, uint64_t id, const char *peer_address
 	                             .n_bufs = 1};
 	run.put.data = &run;
 	/* trailing 0: an install, which keeps no log before it */
-	if ((rv = io.snapshot_put(&io, 0, &run.put, &snap, put_done)) != 0) {
-		set_err(errmsg, what, io.errmsg[0] ? io.errmsg : raft_strerror(rv));
+	if ((rv = io->snapshot_put(io, 0, &run.put, &snap, put_done)) != 0) {
+		set_err(errmsg, what, io->errmsg[0] ? io->errmsg : raft_strerror(rv));
 		rv = STORE_EIO;
 		goto out;
 	}
 	spin(&loop, &run.put_done);
 	if (run.put_status != 0) {
-		set_err(errmsg, what, io.errmsg[0] ? io.errmsg : raft_strerror(run.put_status));
+		set_err(errmsg, what, io->errmsg[0] ? io->errmsg : raft_strerror(run.put_status));
 		rv = STORE_EIO;
 		goto out;
 	}
 	rv = STORE_OK;
 out:
 	if (io_inited) {
-		io.data = &run;
-		io.close(&io, io_closed);
+		io->close(io, io_closed); /* closes the transport too, once init opened it */
 		spin(&loop, &run.io_closed);
-		raft_uv_close(&io);
+		raft_uv_close(io);
 	}
 	if (transport_inited) {
-		transport.data = &run;
-		transport.close(&transport, transport_closed);
-		spin(&loop, &run.transport_closed);
 		raft_uv_tcp_close(&transport);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT); /* handles closed last need their close callbacks */
