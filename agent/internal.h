@@ -216,7 +216,9 @@ bool agent_cluster_is_ours(const struct agent *a, const char *hex);
 
 /* The JSON form of a member record (malloc()ed). */
 char *member_json(const struct member_rec *m);
-bool agent_member_from_json(const uint8_t *data, size_t len, struct member_rec *m);
+/* The member records among kvs (a range of SYS_MEMBER_PREFIX), which it frees; a record that
+ * does not parse is left out. *out is malloc()ed. 0, or -1 without memory. */
+int agent_members_parse(struct kv_kv *kvs, unsigned nk, struct member_rec **out, unsigned *n);
 /* *why = the formatted message, malloc()ed (NULL without memory). */
 void agent_set_why(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -92,7 +92,7 @@ void agent_set_why(char **why, const char *fmt, ...)
 /* ------------------------------------------------------------------------------------------ */
 /* Members                                                                                     */
 
-bool agent_member_from_json(const uint8_t *data, size_t len, struct member_rec *m)
+static bool member_from_json(const uint8_t *data, size_t len, struct member_rec *m)
 {
 	json_error_t e;
 	json_t *j = json_loadb((const char *)data, len, 0, &e);
@@ -111,6 +111,19 @@ bool agent_member_from_json(const uint8_t *data, size_t len, struct member_rec *
 	return ok;
 }
 
+int agent_members_parse(struct kv_kv *kvs, unsigned nk, struct member_rec **out, unsigned *n)
+{
+	*out = calloc(nk ? nk : 1, sizeof **out);
+	*n = 0;
+	for (unsigned i = 0; *out != NULL && i < nk; i++) {
+		if (member_from_json(kvs[i].value, kvs[i].value_len, &(*out)[*n])) {
+			(*n)++;
+		}
+	}
+	kv_kvs_free(kvs, nk);
+	return *out != NULL ? 0 : -1;
+}
+
 int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
 {
 	struct kv_kv *kvs = NULL;
@@ -122,19 +135,7 @@ int agent_members(struct agent *a, struct member_rec **out, unsigned *n)
 	if (rv != STORE_OK) {
 		return rv;
 	}
-	*out = calloc(nk ? nk : 1, sizeof **out);
-	if (*out == NULL) {
-		kv_kvs_free(kvs, nk);
-		return STORE_ENOMEM;
-	}
-	*n = 0;
-	for (unsigned i = 0; i < nk; i++) {
-		if (agent_member_from_json(kvs[i].value, kvs[i].value_len, &(*out)[*n])) {
-			(*n)++;
-		}
-	}
-	kv_kvs_free(kvs, nk);
-	return STORE_OK;
+	return agent_members_parse(kvs, nk, out, n) == 0 ? STORE_OK : STORE_ENOMEM;
 }
 
 bool agent_member_name_ok(const char *name)
@@ -1282,7 +1283,7 @@ static int load_identity(struct agent *a, bool peer_given, bool api_given, char 
 	}
 	char *dump = json_dumps(j, JSON_COMPACT);
 	struct member_rec m;
-	bool ok = dump != NULL && agent_member_from_json((const uint8_t *)dump, strlen(dump), &m);
+	bool ok = dump != NULL && member_from_json((const uint8_t *)dump, strlen(dump), &m);
 	free(dump);
 	json_decref(j);
 	if (!ok) {

@@ -155,19 +155,10 @@ static int backup_members(struct kv *kv, struct member_rec **out, unsigned *n, c
 		agent_set_why(why, "reading the backup's member records: %s", kv_errmsg(kv));
 		return -1;
 	}
-	*out = calloc(nk ? nk : 1, sizeof **out);
-	if (*out == NULL) {
-		kv_kvs_free(kvs, nk);
+	if (agent_members_parse(kvs, nk, out, n) != 0) {
 		agent_set_why(why, "out of memory");
 		return -1;
 	}
-	*n = 0;
-	for (unsigned i = 0; i < nk; i++) {
-		if (agent_member_from_json(kvs[i].value, kvs[i].value_len, &(*out)[*n])) {
-			(*n)++;
-		}
-	}
-	kv_kvs_free(kvs, nk);
 	return 0;
 }
 
