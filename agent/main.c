@@ -530,9 +530,14 @@ static void ipam_init_done(struct store_write *w, int status, const struct kv_re
 		const char *why = rep.message ? rep.message : r->message;
 		agent_log("creating the default IP pools was refused: %s",
 		          why ? why : "no reason given");
-	} else {
-		agent_log("IPAM initialised: %s", p->what);
+	} else if (rep.count > 0) {
+		agent_log("IPAM initialised: made %llu default pool%s (%s)",
+		          (unsigned long long)rep.count, rep.count == 1 ? "" : "s", p->what);
+	} else if (a->no_default_pools) {
+		agent_log("IPAM initialised: without default pools (--no-default-pools)");
 	}
+	/* Otherwise the command found the pools settled at the cluster's first start, as it does at
+	 * every later start of the first member: nothing happened, nothing to say. */
 	ipam_reply_free(&rep);
 	free(p);
 }
@@ -556,10 +561,7 @@ static void init_ipam(struct agent *a, const struct store_status *st)
 	}
 	p->a = a;
 	p->w.data = p;
-	p->what =
-	    a->no_default_pools ? "without default pools (--no-default-pools)"
-	    : ipv6 ? "default pools asked for IPv4 and IPv6 (made only at a cluster's first start)"
-	           : "default pool asked for IPv4 (made only at a cluster's first start)";
+	p->what = ipv6 ? "IPv4 and IPv6 asked for" : "IPv4 asked for: this host has no IPv6";
 	struct kv_op op = {.type = KV_OP_CALL, .call = IPAM_CALL, .value = {buf, len}};
 	if (store_write(a->store, &p->w, &op, ipam_init_done) == STORE_OK) {
 		a->ipam_init_pending = false;

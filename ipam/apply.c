@@ -1311,6 +1311,7 @@ static int do_init_defaults(struct ctx *c, const struct ipam_request *q)
 			if (!have) {
 				c->pools[c->n_pools].dirty = true;
 				c->n_pools++;
+				c->rep.count++;
 			}
 		}
 	}

@@ -234,7 +234,8 @@ struct ipam_assigned {
 struct ipam_reply {
 	uint8_t error;  /* enum ipam_error */
 	char *message;  /* error: one line naming the value and the reason; NULL when IPAM_OK */
-	uint64_t count; /* POOLS_REMOVE refused: addresses in use; RELEASE*: addresses released */
+	uint64_t count; /* POOLS_REMOVE refused: addresses in use; RELEASE*: addresses released;
+	                 * INIT_DEFAULTS: the pools it made (0 after the first call) */
 	/* ASSIGN: the addresses assigned; RELEASE, RELEASE_HANDLE, REMOVE_NODE: released */
 	struct ipam_assigned *addrs;
 	unsigned n_addrs;
