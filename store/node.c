@@ -280,6 +280,10 @@ struct store {
 	 * its replacement (snapshot_replace()). */
 	atomic_bool snap_damaged;
 	uint64_t snapshots_damaged;
+	/* raft's load at start runs the same check (raft patch 0026), on the loop thread: a
+	 * damaged snapshot of this member's own is counted here, not taken for one to send. */
+	atomic_bool loading;
+	unsigned load_skipped;
 	enum {
 		REPLACE_NONE,
 		REPLACE_WAITING, /* the threshold is down to one entry until the snapshot begins */
@@ -741,6 +745,12 @@ static int snapshot_check(void *data, const struct raft_buffer *buf, char *errms
 	if (kv_snapshot_intact(buf->base, buf->len) == KV_OK) {
 		return 0;
 	}
+	if (atomic_load(&s->loading)) {
+		s->load_skipped++; /* load_fallback() says what became of it */
+		snprintf(errmsg, RAFT_ERRMSG_BUF_SIZE,
+		         "its data fails its checksum: it is damaged");
+		return RAFT_CORRUPT;
+	}
 	atomic_store(&s->snap_damaged, true);
 	snprintf(errmsg, RAFT_ERRMSG_BUF_SIZE, "the snapshot's data fails its checksum");
 	return RAFT_CORRUPT;
@@ -756,18 +766,12 @@ static void replace_barrier_cb(struct raft_barrier *req, int status)
  * snapshot after a step once the commit index is a threshold past the last one: the threshold
  * drops to one entry until that snapshot begins (fsm_snapshot()), and a barrier makes sure
  * such an entry comes even with no writes. */
-static void snapshot_replace(struct store *s)
+static void snapshot_replace(struct store *s, const char *msg)
 {
-	char msg[600];
 	s->snapshots_damaged++;
 	if (s->snap_replace != REPLACE_NONE) {
 		return; /* read again before its replacement was written: said already */
 	}
-	snprintf(msg, sizeof msg,
-	         "the latest snapshot in %s is damaged (its data fails its checksum) and was not "
-	         "sent to the member that needs it; taking a new one from this member's state to "
-	         "send instead",
-	         s->raft_dir);
 	if (s->cfg.snapshot_damaged != NULL) {
 		s->cfg.snapshot_damaged(s->cfg.hook_data, msg);
 	}
@@ -1490,7 +1494,14 @@ static void tick_cb(uv_timer_t *t)
 	}
 	lag_sample(s);
 	if (atomic_exchange(&s->snap_damaged, false) && !s->closing) {
-		snapshot_replace(s);
+		char msg[PATH_MAX + 200];
+		snprintf(
+		    msg, sizeof msg,
+		    "the latest snapshot in %s is damaged (its data fails its checksum) and was "
+		    "not sent to the member that needs it; taking a new one from this member's "
+		    "state to send instead",
+		    s->raft_dir);
+		snapshot_replace(s, msg);
 	}
 	drive(s);
 }
@@ -1554,6 +1565,7 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	s->cfg = *cfg;
 	s->log_free = UINT64_MAX; /* until space_check() looks */
 	atomic_init(&s->snap_damaged, false);
+	atomic_init(&s->loading, false);
 	if (s->cfg.election_timeout_ms == 0) {
 		s->cfg.election_timeout_ms = 1000;
 	}
@@ -1562,9 +1574,6 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	}
 	if (s->cfg.snapshot_threshold == 0) {
 		s->cfg.snapshot_threshold = 16384;
-	}
-	if (s->cfg.snapshot_trailing == 0) {
-		s->cfg.snapshot_trailing = 8192;
 	}
 	if (s->cfg.write_timeout_ms == 0) {
 		s->cfg.write_timeout_ms = 15000;
@@ -1658,6 +1667,13 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	    s->cfg.snapshot_threshold + (unsigned)(cfg->id % 4) * (s->cfg.snapshot_threshold / 8);
 	raft_set_snapshot_threshold(&s->raft, s->snap_threshold);
 	raft_uv_set_snapshot_check(&s->io, snapshot_check, s);
+	/* A member whose latest snapshot rots on its disk starts from the one before it and the
+	 * log after it (load_fallback()), so by default the log reaches back past the snapshot
+	 * before the latest: snapshots are a threshold apart, and a batch of entries applied at
+	 * once may carry the second a little further. */
+	if (s->cfg.snapshot_trailing == 0) {
+		s->cfg.snapshot_trailing = s->snap_threshold + s->snap_threshold / 4;
+	}
 	raft_set_snapshot_trailing(&s->raft, s->cfg.snapshot_trailing);
 	raft_set_pre_vote(&s->raft, true);
 
@@ -1716,29 +1732,64 @@ int store_recover(struct store *s, char **errmsg)
 		set_err(errmsg, "recover", "the data directory holds no raft state");
 		return STORE_EINVAL;
 	}
+	s->load_skipped = 0;
+	atomic_store(&s->loading, true);
 	int rv = with_self_as_voter(s, raft_recover);
+	atomic_store(&s->loading, false);
 	if (rv != 0) {
 		/* raft_recover() leaves the backend's message where the backend wrote it */
-		set_err(errmsg, "recover",
-		        s->io.errmsg[0] != '\0' ? s->io.errmsg : raft_strerror(rv));
+		const char *detail = s->io.errmsg[0] != '\0' ? s->io.errmsg : raft_strerror(rv);
+		char *why = s->load_skipped > 0 ? xasprintf("%s: %s", s->raft_dir, detail) : NULL;
+		set_err(errmsg, "recover", why != NULL ? why : detail);
+		free(why);
 		return STORE_EIO;
 	}
-	return STORE_OK;
+	return STORE_OK; /* store_start() loads again, and says what it skipped */
+}
+
+/*
+ * After raft's load, at start or recovery. A snapshot of this member's own that fails its
+ * checksum (it rotted on this disk) was skipped, and raft went on with the snapshot before it
+ * and the log after it (raft patch 0026), which hold the same state: every entry the damaged
+ * snapshot covered is in that log. Say so, and take a new snapshot at once, so that the damaged
+ * file is not the latest for longer than it takes. When the log did not reach back, the load
+ * failed and start_error() says why.
+ */
+static void load_fallback(struct store *s)
+{
+	char msg[PATH_MAX + 300];
+	if (s->load_skipped == 0) {
+		return;
+	}
+	snprintf(msg, sizeof msg,
+	         "the latest snapshot in %s is damaged (its data fails its checksum): this member "
+	         "started from the snapshot before it and the log after it, which hold the same "
+	         "state, and takes a new snapshot to replace it",
+	         s->raft_dir);
+	snapshot_replace(s, msg);
 }
 
 int store_start(struct store *s, char **errmsg)
 {
+	s->load_skipped = 0;
+	atomic_store(&s->loading, true);
 	int rv = raft_start(&s->raft);
+	atomic_store(&s->loading, false);
 	if (rv != 0) {
-		/* raft leaves its message empty for some failures (a busy peer port) */
+		/* raft leaves its message empty for some failures (a busy peer port); its message
+		 * about a snapshot skipped names the file, not the directory */
 		const char *detail = s->restore_err[0] ? s->restore_err : raft_errmsg(&s->raft);
-		if (errmsg != NULL) {
-			*errmsg = xasprintf(
-			    "raft (peer address %s): %s", s->cfg.peer_address,
-			    detail != NULL && detail[0] != '\0' ? detail : raft_strerror(rv));
+		bool where = s->load_skipped > 0 && s->restore_err[0] == '\0';
+		if (errmsg != NULL &&
+		    asprintf(errmsg, "raft (peer address %s): %s%s%s", s->cfg.peer_address,
+		             where ? s->raft_dir : "", where ? ": " : "",
+		             detail != NULL && detail[0] != '\0' ? detail : raft_strerror(rv)) <
+		        0) {
+			*errmsg = NULL;
 		}
 		return STORE_EIO;
 	}
+	load_fallback(s);
 	s->started = true;
 	uv_prepare_start(&s->prepare, prepare_cb);
 	uv_timer_start(&s->tick, tick_cb, TICK_MS, TICK_MS);

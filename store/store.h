@@ -81,7 +81,7 @@ struct store_config {
 	unsigned election_timeout_ms;  /* 0: 1000 */
 	unsigned heartbeat_timeout_ms; /* 0: 100 */
 	unsigned snapshot_threshold;   /* 0: 16384 entries */
-	unsigned snapshot_trailing;    /* 0: 8192 entries */
+	unsigned snapshot_trailing;    /* 0: the threshold and a quarter (node.c) */
 	int64_t history;               /* 0: kv default */
 	unsigned write_timeout_ms;     /* 0: 15000 */
 	/* Raft connections carry it, and one from a member with another is refused (store/fence.h

@@ -60,6 +60,7 @@ struct cluster {
 	/* The damaged-snapshot hook's calls (any node's) and the last one's message. */
 	unsigned damaged;
 	char damaged_msg[640];
+	bool default_trailing; /* the store's own snapshot trailing, not 8 */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -242,7 +243,7 @@ static void node_open(struct cluster *c, unsigned i)
 	    .election_timeout_ms = c->heartbeat_ms ? 5 * c->heartbeat_ms : 300,
 	    .heartbeat_timeout_ms = c->heartbeat_ms ? c->heartbeat_ms : 30,
 	    .snapshot_threshold = 32,
-	    .snapshot_trailing = 8,
+	    .snapshot_trailing = c->default_trailing ? 0 : 8,
 	    .forward = hook_forward,
 	    .readindex = hook_readindex,
 	    .stranger = hook_stranger,
@@ -1086,6 +1087,22 @@ static void test_install_ends_watches(void **state)
 
 /* Calls fn on the data of every snapshot in node i's raft directory (not the metadata files,
  * which raft checksums itself); returns how many there were. */
+/* fn on the whole content of file name in directory dirfd, written back in place. */
+static void change_file(int dirfd, const char *name, void (*fn)(uint8_t *p, size_t len))
+{
+	int fd = openat(dirfd, name, O_RDWR);
+	assert_true(fd >= 0);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	uint8_t *p = malloc((size_t)st.st_size);
+	assert_non_null(p);
+	assert_int_equal(pread(fd, p, (size_t)st.st_size, 0), st.st_size);
+	fn(p, (size_t)st.st_size);
+	assert_int_equal(pwrite(fd, p, (size_t)st.st_size, 0), st.st_size);
+	free(p);
+	close(fd);
+}
+
 static unsigned each_snapshot(struct cluster *c, unsigned i, void (*fn)(uint8_t *p, size_t len))
 {
 	char dir[300];
@@ -1099,17 +1116,7 @@ static unsigned each_snapshot(struct cluster *c, unsigned i, void (*fn)(uint8_t 
 		    (len > 5 && strcmp(e->d_name + len - 5, ".meta") == 0)) {
 			continue;
 		}
-		int fd = openat(dirfd(d), e->d_name, O_RDWR);
-		assert_true(fd >= 0);
-		struct stat st;
-		assert_int_equal(fstat(fd, &st), 0);
-		uint8_t *p = malloc((size_t)st.st_size);
-		assert_non_null(p);
-		assert_int_equal(pread(fd, p, (size_t)st.st_size, 0), st.st_size);
-		fn(p, (size_t)st.st_size);
-		assert_int_equal(pwrite(fd, p, (size_t)st.st_size, 0), st.st_size);
-		free(p);
-		close(fd);
+		change_file(dirfd(d), e->d_name, fn);
 		n++;
 	}
 	closedir(d);
@@ -1205,6 +1212,136 @@ static void test_damaged_snapshot_replaced(void **state)
 	hashes_agree(&c, 0);
 	assert_int_equal(c.fatals, 0);
 	cluster_close(&c);
+}
+
+/* fn on the data of the newest snapshot in node i's raft directory, by raft's file name
+ * (snapshot-TERM-INDEX-TIME); its name in name (256 bytes). */
+static void newest_snapshot(struct cluster *c, unsigned i, void (*fn)(uint8_t *p, size_t len),
+                            char *name)
+{
+	char dir[300];
+	unsigned long long best[3] = {0}, v[3];
+	snprintf(dir, sizeof dir, "%s/raft", c->nodes[i].dir);
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	name[0] = '\0';
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		int end = 0;
+		if (sscanf(e->d_name, "snapshot-%llu-%llu-%llu%n", &v[0], &v[1], &v[2], &end) ==
+		        3 &&
+		    e->d_name[end] == '\0' &&
+		    (v[0] > best[0] || (v[0] == best[0] && v[1] > best[1]))) {
+			memcpy(best, v, sizeof best);
+			snprintf(name, 256, "%s", e->d_name);
+		}
+	}
+	assert_true(name[0] != '\0');
+	change_file(dirfd(d), name, fn);
+	closedir(d);
+}
+
+static void own_keys_present(struct cluster *c, unsigned i, int n)
+{
+	for (int k = 0; k < n; k++) {
+		char key[32];
+		snprintf(key, sizeof key, "own/%03d", k);
+		char *v = get_local(c, i, key);
+		if (v == NULL || strcmp(v, "kept") != 0) {
+			fail_msg("%s is %s after the restart", key, v ? v : "missing");
+		}
+		free(v);
+	}
+}
+
+static bool has_key_pred(struct cluster *c, void *arg)
+{
+	char *v = get_local(c, 0, arg);
+	free(v);
+	return v != NULL;
+}
+
+/*
+ * The latest snapshot of a member's own rots on its disk while it is down. With the store's own
+ * trailing, the log reaches back to the snapshot before it: the member starts from that one and
+ * the log after it (raft patch 0026), holding every write, and says so through the hook; a new
+ * snapshot replaces the damaged one, and later starts are plain. A member alone shows that the
+ * state came from its own disk, not from a peer. With a log that does not reach back (trailing
+ * 8), the start is refused, naming both snapshots and the directory, and nothing is changed:
+ * before, either way, the member restored the damaged file and stopped on its checksum.
+ */
+static void test_own_snapshot_damaged(void **state)
+{
+	(void)state;
+	struct cluster c;
+	struct store_status st;
+	char *err = NULL, name[256], dir[300];
+	unsigned leader;
+	for (int round = 0; round < 2; round++) {
+		bool reaches = round == 0;
+		cluster_init(&c, 1);
+		c.default_trailing = reaches;
+		snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
+		node_open(&c, 0);
+		assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
+		assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+		run_until(&c, leader_ready_pred, &leader, 10000);
+		for (int k = 0; k < 150; k++) {
+			char key[32];
+			snprintf(key, sizeof key, "own/%03d", k);
+			assert_int_equal(do_put(&c, 0, key, "kept", false, 0).status, STORE_OK);
+		}
+		store_get_status(c.nodes[0].s, &st);
+		assert_true(st.snapshots_taken >= 2); /* one to fall back to */
+		node_close(&c, 0);
+		newest_snapshot(&c, 0, flip_byte, name);
+
+		node_open(&c, 0);
+		if (!reaches) {
+			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
+			if (err == NULL || strstr(err, dir) == NULL || strstr(err, name) == NULL ||
+			    strstr(err, "damaged") == NULL ||
+			    strstr(err, "does not reach back to the snapshot before it") == NULL) {
+				fail_msg("store_start: %s", err ? err : "(no message)");
+			}
+			free(err);
+			err = NULL;
+			assert_int_equal(c.damaged, 0);
+			node_close(&c, 0);
+			/* Refused again the same way: the load changed nothing. */
+			node_open(&c, 0);
+			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
+			assert_non_null(strstr(err, "does not reach back"));
+			free(err);
+			err = NULL;
+			node_close(&c, 0);
+			cluster_close(&c);
+			continue;
+		}
+		assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+		assert_int_equal(c.damaged, 1);
+		if (strstr(c.damaged_msg, dir) == NULL ||
+		    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
+			fail_msg("hook: %s", c.damaged_msg);
+		}
+		run_until(&c, leader_ready_pred, &leader, 10000);
+		assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
+		run_until(&c, has_key_pred, "own/after", 5000);
+		own_keys_present(&c, 0, 150);
+		store_get_status(c.nodes[0].s, &st);
+		assert_int_equal(st.snapshots_damaged, 1);
+		run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
+
+		/* The replacement is the latest now: the next start is plain. */
+		node_close(&c, 0);
+		node_open(&c, 0);
+		assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+		run_until(&c, leader_ready_pred, &leader, 10000);
+		run_until(&c, has_key_pred, "own/after", 5000);
+		own_keys_present(&c, 0, 150);
+		assert_int_equal(c.damaged, 1);
+		assert_int_equal(c.fatals, 0);
+		cluster_close(&c);
+	}
 }
 
 /* A snapshot installed from the leader that does not restore (here one in a format this
@@ -1827,6 +1964,7 @@ int main(void)
 	    cmocka_unit_test(test_install_ends_watches),
 	    cmocka_unit_test(test_install_unrestorable),
 	    cmocka_unit_test(test_damaged_snapshot_replaced),
+	    cmocka_unit_test(test_own_snapshot_damaged),
 	    cmocka_unit_test(test_backup),
 	    cmocka_unit_test(test_restore),
 	    cmocka_unit_test(test_cluster_fence),
