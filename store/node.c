@@ -762,10 +762,11 @@ static void replace_barrier_cb(struct raft_barrier *req, int status)
 	free(req);
 }
 
-/* On the loop, after snapshot_check() found the snapshot to send damaged. raft takes a
- * snapshot after a step once the commit index is a threshold past the last one: the threshold
- * drops to one entry until that snapshot begins (fsm_snapshot()), and a barrier makes sure
- * such an entry comes even with no writes. */
+/* On the loop, after snapshot_check() found the snapshot to send damaged, or after a start
+ * that skipped a damaged one (load_fallback()); msg goes to the hook. raft takes a snapshot
+ * after a step once the commit index is a threshold past the last one: the threshold drops to
+ * one entry until that snapshot begins (fsm_snapshot()), and a barrier makes sure such an entry
+ * comes even with no writes. */
 static void snapshot_replace(struct store *s, const char *msg)
 {
 	s->snapshots_damaged++;
@@ -1748,12 +1749,13 @@ int store_recover(struct store *s, char **errmsg)
 }
 
 /*
- * After raft's load, at start or recovery. A snapshot of this member's own that fails its
- * checksum (it rotted on this disk) was skipped, and raft went on with the snapshot before it
- * and the log after it (raft patch 0026), which hold the same state: every entry the damaged
- * snapshot covered is in that log. Say so, and take a new snapshot at once, so that the damaged
- * file is not the latest for longer than it takes. When the log did not reach back, the load
- * failed and start_error() says why.
+ * After raft's load at start. A snapshot of this member's own that fails its checksum (it
+ * rotted on this disk) was skipped, and raft went on with the snapshot before it and the log
+ * after it (raft patch 0026), which hold the same state: every entry the damaged snapshot
+ * covered is in that log. Say so, and take a new snapshot at once, so that the damaged file is
+ * not the latest for longer than it takes. When the log did not reach back, the load failed
+ * and store_start() says why. (A snapshot raft skipped because its metadata failed raft's own
+ * checksum is not seen here: raft does not say so.)
  */
 static void load_fallback(struct store *s)
 {
