@@ -1266,8 +1266,9 @@ static bool has_key_pred(struct cluster *c, void *arg)
  * the log after it (raft patch 0026), holding every write, and says so through the hook; a new
  * snapshot replaces the damaged one, and later starts are plain. A member alone shows that the
  * state came from its own disk, not from a peer. With a log that does not reach back (trailing
- * 8), the start is refused, naming both snapshots and the directory, and nothing is changed:
- * before, either way, the member restored the damaged file and stopped on its checksum.
+ * 8), the start is refused, naming both snapshots and the directory, and nothing is changed;
+ * with every snapshot damaged, it is refused naming the newest. Before, in each case, the
+ * member restored the damaged file and stopped on its checksum.
  */
 static void test_own_snapshot_damaged(void **state)
 {
@@ -1311,6 +1312,21 @@ static void test_own_snapshot_damaged(void **state)
 			node_open(&c, 0);
 			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
 			assert_non_null(strstr(err, "does not reach back"));
+			free(err);
+			err = NULL;
+			node_close(&c, 0);
+			/* Every snapshot damaged: the message names the newest and says that no
+			 * older one will do either. */
+			char newest[256];
+			newest_snapshot(&c, 0, flip_byte, newest); /* intact again */
+			assert_string_equal(newest, name);
+			assert_true(each_snapshot(&c, 0, flip_byte) >= 2);
+			node_open(&c, 0);
+			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
+			if (err == NULL || strstr(err, name) == NULL ||
+			    strstr(err, "nor can any older one") == NULL) {
+				fail_msg("store_start: %s", err ? err : "(no message)");
+			}
 			free(err);
 			err = NULL;
 			node_close(&c, 0);
