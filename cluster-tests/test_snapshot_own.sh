@@ -20,26 +20,27 @@ M=2
 [ "$(metric $M tabby_raft_snapshots_total)" -ge 2 ] ||
 	fail "agent$M took $(metric $M tabby_raft_snapshots_total) snapshots, not two or more"
 
-# damage_newest I: flip the middle byte of agent I's newest snapshot data file; prints its name.
-damage_newest() {
-	python3 - "$WORK/data$1/raft" <<'PY'
+# damage I [all]: flip the middle byte of agent I's newest snapshot data file (all: of every one);
+# prints the newest's name.
+damage() {
+	python3 - "$WORK/data$1/raft" "${2:-newest}" <<'PY'
 import os, re, sys
-d = sys.argv[1]
-snaps = [(int(m.group(1)), int(m.group(2)), n) for n in os.listdir(d)
-         for m in [re.fullmatch(r"snapshot-(\d+)-(\d+)-(\d+)", n)] if m]
-_, _, name = max(snaps)
-with open(os.path.join(d, name), "r+b") as f:
-    size = os.fstat(f.fileno()).st_size
-    f.seek(size // 2)
-    b = f.read(1)[0] ^ 0x5A
-    f.seek(size // 2)
-    f.write(bytes([b]))
-print(name)
+d, which = sys.argv[1], sys.argv[2]
+snaps = sorted((int(m.group(1)), int(m.group(2)), n) for n in os.listdir(d)
+               for m in [re.fullmatch(r"snapshot-(\d+)-(\d+)-(\d+)", n)] if m)
+for _, _, name in snaps if which == "all" else snaps[-1:]:
+    with open(os.path.join(d, name), "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(size // 2)
+        b = f.read(1)[0] ^ 0x5A
+        f.seek(size // 2)
+        f.write(bytes([b]))
+print(snaps[-1][2])
 PY
 }
 
 stop_agent $M
-name=$(damage_newest $M)
+name=$(damage $M)
 log "damaged $name of agent$M"
 start_agent $M
 wait_for "agent$M to say it started from the snapshot before" 15 \
@@ -49,7 +50,8 @@ wait_for "3 healthy members" 30 members_healthy 1 3
 n=$(tctl $M store get own/ --prefix -o json | json 'len(d)')
 [ "$n" -eq 400 ] || fail "agent$M holds $n of 400 keys"
 tctl 1 store put own/after yes >/dev/null || fail "write after the restart"
-wait_for "agent$M to take a new snapshot" 15 bash -c "[ \"\$(curl -s --unix-socket $(sock $M) http://x/metrics | awk '\$1 == \"tabby_raft_snapshots_total\" {print \$2}')\" -ge 1 ]"
+snapped() { [ "$(metric $M tabby_raft_snapshots_total)" -ge 1 ]; }
+wait_for "agent$M to take a new snapshot" 15 snapped
 wait_for "equal state hashes" 20 hash_agrees 1
 grep -q "fatal" "$WORK"/agent*.log && fail "a member stopped: $(grep -h fatal "$WORK"/agent*.log | head -1)"
 
@@ -58,14 +60,7 @@ grep -q "fatal" "$WORK"/agent*.log && fail "a member stopped: $(grep -h fatal "$
 # to end, so that refusal is tested on one member's store, test_own_snapshot_damaged.) Its start
 # is refused, naming the newest snapshot, and its raft directory is left as it was.
 stop_agent 3
-name=$(damage_newest 3)
-for f in "$WORK/data3/raft"/snapshot-*; do
-	case $f in *.meta | */"$name") continue ;; esac
-	python3 -c 'import os, sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(os.fstat(f.fileno()).st_size // 2); b = f.read(1)[0] ^ 0x5A
-    f.seek(-1, 1); f.write(bytes([b]))' "$f"
-done
+name=$(damage 3 all)
 (cd "$WORK/data3/raft" && ls -l --time-style=+%s.%N | sha256sum) >"$WORK/before"
 rc=0
 ip netns exec "$(host_ns 3)" timeout 20 "$TABBY" agent --name agent3 --data-dir "$WORK/data3" \

@@ -1260,6 +1260,48 @@ static bool has_key_pred(struct cluster *c, void *arg)
 	return v != NULL;
 }
 
+/* One member, alone, with 150 writes and at least two snapshots; stopped, its newest snapshot
+ * damaged (its name in name, 256 bytes), then opened again. default_trailing: the store's own
+ * trailing, else 8. */
+static void own_damaged(struct cluster *c, bool default_trailing, char *name)
+{
+	struct store_status st;
+	char *err = NULL;
+	unsigned leader;
+	cluster_init(c, 1);
+	c->default_trailing = default_trailing;
+	node_open(c, 0);
+	assert_int_equal(store_bootstrap(c->nodes[0].s, &err), STORE_OK);
+	assert_int_equal(store_start(c->nodes[0].s, &err), STORE_OK);
+	run_until(c, leader_ready_pred, &leader, 10000);
+	for (int k = 0; k < 150; k++) {
+		char key[32];
+		snprintf(key, sizeof key, "own/%03d", k);
+		assert_int_equal(do_put(c, 0, key, "kept", false, 0).status, STORE_OK);
+	}
+	store_get_status(c->nodes[0].s, &st);
+	assert_true(st.snapshots_taken >= 2); /* one to fall back to */
+	node_close(c, 0);
+	newest_snapshot(c, 0, flip_byte, name);
+	node_open(c, 0);
+}
+
+/* store_start() on the open node 0 fails, its message holding each of the NULL-terminated
+ * subs; the node is closed. */
+static void own_start_refused(struct cluster *c, const char *const *subs)
+{
+	char *err = NULL;
+	assert_int_equal(store_start(c->nodes[0].s, &err), STORE_EIO);
+	for (; *subs != NULL; subs++) {
+		if (err == NULL || strstr(err, *subs) == NULL) {
+			fail_msg("store_start: '%s' without '%s'", err ? err : "(no message)",
+			         *subs);
+		}
+	}
+	free(err);
+	node_close(c, 0);
+}
+
 /*
  * The latest snapshot of a member's own rots on its disk while it is down. With the store's own
  * trailing, the log reaches back to the snapshot before it: the member starts from that one and
@@ -1275,89 +1317,54 @@ static void test_own_snapshot_damaged(void **state)
 	(void)state;
 	struct cluster c;
 	struct store_status st;
-	char *err = NULL, name[256], dir[300];
+	char *err = NULL, name[256], newest[256], dir[300];
 	unsigned leader;
-	for (int round = 0; round < 2; round++) {
-		bool reaches = round == 0;
-		cluster_init(&c, 1);
-		c.default_trailing = reaches;
-		snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
-		node_open(&c, 0);
-		assert_int_equal(store_bootstrap(c.nodes[0].s, &err), STORE_OK);
-		assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-		run_until(&c, leader_ready_pred, &leader, 10000);
-		for (int k = 0; k < 150; k++) {
-			char key[32];
-			snprintf(key, sizeof key, "own/%03d", k);
-			assert_int_equal(do_put(&c, 0, key, "kept", false, 0).status, STORE_OK);
-		}
-		store_get_status(c.nodes[0].s, &st);
-		assert_true(st.snapshots_taken >= 2); /* one to fall back to */
-		node_close(&c, 0);
-		newest_snapshot(&c, 0, flip_byte, name);
 
-		node_open(&c, 0);
-		if (!reaches) {
-			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
-			if (err == NULL || strstr(err, dir) == NULL || strstr(err, name) == NULL ||
-			    strstr(err, "damaged") == NULL ||
-			    strstr(err, "does not reach back to the snapshot before it") == NULL) {
-				fail_msg("store_start: %s", err ? err : "(no message)");
-			}
-			free(err);
-			err = NULL;
-			assert_int_equal(c.damaged, 0);
-			node_close(&c, 0);
-			/* Refused again the same way: the load changed nothing. */
-			node_open(&c, 0);
-			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
-			assert_non_null(strstr(err, "does not reach back"));
-			free(err);
-			err = NULL;
-			node_close(&c, 0);
-			/* Every snapshot damaged: the message names the newest and says that no
-			 * older one will do either. */
-			char newest[256];
-			newest_snapshot(&c, 0, flip_byte, newest); /* intact again */
-			assert_string_equal(newest, name);
-			assert_true(each_snapshot(&c, 0, flip_byte) >= 2);
-			node_open(&c, 0);
-			assert_int_equal(store_start(c.nodes[0].s, &err), STORE_EIO);
-			if (err == NULL || strstr(err, name) == NULL ||
-			    strstr(err, "nor can any older one") == NULL) {
-				fail_msg("store_start: %s", err ? err : "(no message)");
-			}
-			free(err);
-			err = NULL;
-			node_close(&c, 0);
-			cluster_close(&c);
-			continue;
-		}
-		assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-		assert_int_equal(c.damaged, 1);
-		if (strstr(c.damaged_msg, dir) == NULL ||
-		    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
-			fail_msg("hook: %s", c.damaged_msg);
-		}
-		run_until(&c, leader_ready_pred, &leader, 10000);
-		assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
-		run_until(&c, has_key_pred, "own/after", 5000);
-		own_keys_present(&c, 0, 150);
-		store_get_status(c.nodes[0].s, &st);
-		assert_int_equal(st.snapshots_damaged, 1);
-		run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
-
-		/* The replacement is the latest now: the next start is plain. */
-		node_close(&c, 0);
-		node_open(&c, 0);
-		assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-		run_until(&c, leader_ready_pred, &leader, 10000);
-		run_until(&c, has_key_pred, "own/after", 5000);
-		own_keys_present(&c, 0, 150);
-		assert_int_equal(c.damaged, 1);
-		assert_int_equal(c.fatals, 0);
-		cluster_close(&c);
+	/* The store's own trailing: the member starts from the snapshot before. */
+	own_damaged(&c, true, name);
+	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	assert_int_equal(c.damaged, 1);
+	if (strstr(c.damaged_msg, dir) == NULL ||
+	    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
+		fail_msg("hook: %s", c.damaged_msg);
 	}
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
+	run_until(&c, has_key_pred, "own/after", 5000);
+	own_keys_present(&c, 0, 150);
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(st.snapshots_damaged, 1);
+	run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
+	/* The replacement is the latest now: the next start is plain. */
+	node_close(&c, 0);
+	node_open(&c, 0);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	run_until(&c, has_key_pred, "own/after", 5000);
+	own_keys_present(&c, 0, 150);
+	assert_int_equal(c.damaged, 1);
+	assert_int_equal(c.fatals, 0);
+	cluster_close(&c);
+
+	/* Trailing 8: the log does not reach back; refused twice alike (the load changed
+	 * nothing), naming the directory, the damaged snapshot and why. */
+	own_damaged(&c, false, name);
+	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
+	const char *short_log[] = {dir, name, "damaged",
+	                           "does not reach back to the snapshot before it", NULL};
+	own_start_refused(&c, short_log);
+	node_open(&c, 0);
+	own_start_refused(&c, short_log);
+	assert_int_equal(c.damaged, 0);
+	/* Every snapshot damaged: the message names the newest and says that no older one will
+	 * do either. */
+	newest_snapshot(&c, 0, flip_byte, newest); /* intact again */
+	assert_string_equal(newest, name);
+	assert_true(each_snapshot(&c, 0, flip_byte) >= 2);
+	node_open(&c, 0);
+	own_start_refused(&c, (const char *[]){name, "nor can any older one", NULL});
+	cluster_close(&c);
 }
 
 /* A snapshot installed from the leader that does not restore (here one in a format this
