@@ -1751,13 +1751,15 @@ int store_recover(struct store *s, char **errmsg)
 /*
  * After raft's load at start. A snapshot of this member's own that fails its checksum (it
  * rotted on this disk) was skipped, and raft went on with the snapshot before it and the log
- * after it (raft patch 0026), which hold the same state: every entry the damaged snapshot
- * covered is in that log. Say so, and take a new snapshot at once, so that the damaged file is
- * not the latest for longer than it takes. When the log did not reach back, the load failed
- * and store_start() says why. (A snapshot raft skipped because its metadata failed raft's own
- * checksum is not seen here: raft does not say so.)
+ * after it (raft patch 0026), or, when no older snapshot would do, with the log from its first
+ * entry (restored false: a young member's log is kept from there past its first snapshot).
+ * Either holds the same state: every entry the damaged snapshot covered is in that log. Say so,
+ * and take a new snapshot at once, so that the damaged file is not the latest for longer than
+ * it takes. When the log did not reach back, the load failed and store_start() says why. (A
+ * snapshot raft skipped because its metadata failed raft's own checksum is not seen here: raft
+ * does not say so.)
  */
-static void load_fallback(struct store *s)
+static void load_fallback(struct store *s, bool restored)
 {
 	char msg[PATH_MAX + 300];
 	if (s->load_skipped == 0) {
@@ -1765,14 +1767,18 @@ static void load_fallback(struct store *s)
 	}
 	snprintf(msg, sizeof msg,
 	         "the latest snapshot in %s is damaged (its data fails its checksum): this member "
-	         "started from the snapshot before it and the log after it, which hold the same "
-	         "state, and takes a new snapshot to replace it",
-	         s->raft_dir);
+	         "started from %s, which hold%s the same state, and takes a new snapshot to "
+	         "replace it",
+	         s->raft_dir,
+	         restored ? "the snapshot before it and the log after it"
+	                  : "its log from the first entry (no older snapshot would do)",
+	         restored ? "" : "s");
 	snapshot_replace(s, msg);
 }
 
 int store_start(struct store *s, char **errmsg)
 {
+	uint64_t restored = s->snapshots_restored;
 	s->load_skipped = 0;
 	atomic_store(&s->loading, true);
 	int rv = raft_start(&s->raft);
@@ -1791,7 +1797,7 @@ int store_start(struct store *s, char **errmsg)
 		}
 		return STORE_EIO;
 	}
-	load_fallback(s);
+	load_fallback(s, s->snapshots_restored != restored);
 	s->started = true;
 	uv_prepare_start(&s->prepare, prepare_cb);
 	uv_timer_start(&s->tick, tick_cb, TICK_MS, TICK_MS);

@@ -1085,8 +1085,6 @@ static void test_install_ends_watches(void **state)
 	cluster_close(&c);
 }
 
-/* Calls fn on the data of every snapshot in node i's raft directory (not the metadata files,
- * which raft checksums itself); returns how many there were. */
 /* fn on the whole content of file name in directory dirfd, written back in place. */
 static void change_file(int dirfd, const char *name, void (*fn)(uint8_t *p, size_t len))
 {
@@ -1103,6 +1101,8 @@ static void change_file(int dirfd, const char *name, void (*fn)(uint8_t *p, size
 	close(fd);
 }
 
+/* Calls fn on the data of every snapshot in node i's raft directory (not the metadata files,
+ * which raft checksums itself; fn NULL: none); returns how many there were. */
 static unsigned each_snapshot(struct cluster *c, unsigned i, void (*fn)(uint8_t *p, size_t len))
 {
 	char dir[300];
@@ -1116,7 +1116,9 @@ static unsigned each_snapshot(struct cluster *c, unsigned i, void (*fn)(uint8_t 
 		    (len > 5 && strcmp(e->d_name + len - 5, ".meta") == 0)) {
 			continue;
 		}
-		change_file(dirfd(d), e->d_name, fn);
+		if (fn != NULL) {
+			change_file(dirfd(d), e->d_name, fn);
+		}
 		n++;
 	}
 	closedir(d);
@@ -1260,12 +1262,20 @@ static bool has_key_pred(struct cluster *c, void *arg)
 	return v != NULL;
 }
 
-/* One member, alone, with 150 writes and at least two snapshots; stopped, its newest snapshot
- * damaged (its name in name, 256 bytes), then opened again. default_trailing: the store's own
- * trailing, else 8. */
-static void own_damaged(struct cluster *c, bool default_trailing, char *name)
+/* Node 0 has taken *arg snapshots. */
+static bool own_snapshots_pred(struct cluster *c, void *arg)
 {
 	struct store_status st;
+	store_get_status(c->nodes[0].s, &st);
+	return st.snapshots_taken >= *(const unsigned *)arg;
+}
+
+/* One member, alone, with n writes (own/000...) and that many snapshots at least (snapshots);
+ * stopped, its newest snapshot damaged (its name in name, 256 bytes), then opened again.
+ * default_trailing: the store's own trailing, else 8. */
+static void own_damaged(struct cluster *c, bool default_trailing, int n, unsigned snapshots,
+                        char *name)
+{
 	char *err = NULL;
 	unsigned leader;
 	cluster_init(c, 1);
@@ -1274,13 +1284,12 @@ static void own_damaged(struct cluster *c, bool default_trailing, char *name)
 	assert_int_equal(store_bootstrap(c->nodes[0].s, &err), STORE_OK);
 	assert_int_equal(store_start(c->nodes[0].s, &err), STORE_OK);
 	run_until(c, leader_ready_pred, &leader, 10000);
-	for (int k = 0; k < 150; k++) {
+	for (int k = 0; k < n; k++) {
 		char key[32];
 		snprintf(key, sizeof key, "own/%03d", k);
 		assert_int_equal(do_put(c, 0, key, "kept", false, 0).status, STORE_OK);
 	}
-	store_get_status(c->nodes[0].s, &st);
-	assert_true(st.snapshots_taken >= 2); /* one to fall back to */
+	run_until(c, own_snapshots_pred, &snapshots, 5000);
 	node_close(c, 0);
 	newest_snapshot(c, 0, flip_byte, name);
 	node_open(c, 0);
@@ -1321,7 +1330,7 @@ static void test_own_snapshot_damaged(void **state)
 	unsigned leader;
 
 	/* The store's own trailing: the member starts from the snapshot before. */
-	own_damaged(&c, true, name);
+	own_damaged(&c, true, 150, 2, name);
 	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
 	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
 	assert_int_equal(c.damaged, 1);
@@ -1349,7 +1358,7 @@ static void test_own_snapshot_damaged(void **state)
 
 	/* Trailing 8: the log does not reach back; refused twice alike (the load changed
 	 * nothing), naming the directory, the damaged snapshot and why. */
-	own_damaged(&c, false, name);
+	own_damaged(&c, false, 150, 2, name);
 	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
 	const char *short_log[] = {dir, name, "damaged",
 	                           "does not reach back to the snapshot before it", NULL};
@@ -1363,7 +1372,40 @@ static void test_own_snapshot_damaged(void **state)
 	assert_string_equal(newest, name);
 	assert_true(each_snapshot(&c, 0, flip_byte) >= 2);
 	node_open(&c, 0);
-	own_start_refused(&c, (const char *[]){name, "nor can any older one", NULL});
+	own_start_refused(&c, (const char *[]){name, "nor can any older one",
+	                                       "does not reach back to its first entry", NULL});
+	cluster_close(&c);
+
+	/* A young member: its only snapshot is damaged, and its log is kept from the first entry
+	 * on. The member starts from that log alone, as before its first snapshot. */
+	own_damaged(&c, true, 45, 1, name);
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(st.snapshots_taken, 0); /* (opened again: counts from here) */
+	assert_int_equal(each_snapshot(&c, 0, NULL), 1);
+	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	assert_int_equal(c.damaged, 1);
+	if (strstr(c.damaged_msg, dir) == NULL ||
+	    strstr(c.damaged_msg, "its log from the first entry") == NULL) {
+		fail_msg("hook: %s", c.damaged_msg);
+	}
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(st.snapshots_restored, 0);
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
+	run_until(&c, has_key_pred, "own/after", 5000);
+	own_keys_present(&c, 0, 45);
+	run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
+	node_close(&c, 0);
+	node_open(&c, 0);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	run_until(&c, has_key_pred, "own/after", 5000);
+	own_keys_present(&c, 0, 45);
+	store_get_status(c.nodes[0].s, &st);
+	assert_int_equal(st.snapshots_restored, 1); /* the replacement, intact */
+	assert_int_equal(c.damaged, 1);
+	assert_int_equal(c.fatals, 0);
 	cluster_close(&c);
 }
 
