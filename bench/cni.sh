@@ -55,7 +55,15 @@
 # from the request and the wiring waits for the later of the two ("pair last" below: about half the
 # time the pair). Tried and measured without effect (the same cluster switching between the two ways
 # every 40 cycles, 320-400 ADDs each): the preparing thread at nice 19, proposing before starting
-# the preparation, and finishing on the loop thread a wiring whose pair was ready first. Through
+# the preparation, and finishing on the loop thread a wiring whose pair was ready first.
+# What the waits are (perf sched timehist, 2026-11-24): the followers now run within 0.05 ms of the
+# leader's AppendEntries; what waits is the completion of the raft log writes. This machine's disk
+# (virtio, one queue) interrupts only vCPU 1, and an O_DSYNC direct write completes in a per-CPU
+# kworker there ("dio"), which waited 0.3-0.4 ms behind a worker's RTM_NEWLINK on that vCPU. With
+# agent 1's worker threads held to vCPU 0 (taskset, 150 cycles as Mesos runs them, twice) the
+# replicated part fell from 0.82-1.0 to 0.62-0.77 ms, but the ADD only from 2.1-2.2 to 2.0 ms: the
+# pair (0.83-0.94 ms) is then the longer branch. Without any preparation the entry replicates in
+# 0.65 ms and the whole wiring after it takes 0.85 ms (2.3 ms an ADD). Through
 # cnitool the agents also use about a quarter more CPU per cycle than for the same ADD and DEL run
 # as Mesos does (agent 1's loop thread 2.1 against 1.6 ms, sched_switch accounting, 100 cycles),
 # beside cnitool's own CPU (above).
