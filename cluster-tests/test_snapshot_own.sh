@@ -44,7 +44,7 @@ name=$(damage $M)
 log "damaged $name of agent$M"
 start_agent $M
 wait_for "agent$M to say it started from the snapshot before" 15 \
-	grep -q "error: the latest snapshot in $WORK/data$M/raft is damaged (its data fails its checksum): this member started from the snapshot before it" "$WORK/agent$M.log"
+	grep -q "error: the latest snapshot in $WORK/data$M/raft, $name, cannot be used (its data fails its checksum: it is damaged): this member started from the snapshot before it" "$WORK/agent$M.log"
 wait_for "3 healthy members" 30 members_healthy 1 3
 [ "$(metric $M tabby_raft_snapshots_damaged_total)" = 1 ] || fail "agent$M did not count the damage"
 n=$(tctl $M store get own/ --prefix -o json | json 'len(d)')

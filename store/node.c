@@ -283,7 +283,6 @@ struct store {
 	/* raft's load at start runs the same check (raft patch 0026), on the loop thread: a
 	 * damaged snapshot of this member's own is counted here, not taken for one to send. */
 	atomic_bool loading;
-	unsigned load_skipped;
 	enum {
 		REPLACE_NONE,
 		REPLACE_WAITING, /* the threshold is down to one entry until the snapshot begins */
@@ -746,7 +745,7 @@ static int snapshot_check(void *data, const struct raft_buffer *buf, char *errms
 		return 0;
 	}
 	if (atomic_load(&s->loading)) {
-		s->load_skipped++; /* load_fallback() says what became of it */
+		/* raft skips it (patch 0026); load_fallback() says what became of it */
 		snprintf(errmsg, RAFT_ERRMSG_BUF_SIZE,
 		         "its data fails its checksum: it is damaged");
 		return RAFT_CORRUPT;
@@ -1733,14 +1732,16 @@ int store_recover(struct store *s, char **errmsg)
 		set_err(errmsg, "recover", "the data directory holds no raft state");
 		return STORE_EINVAL;
 	}
-	s->load_skipped = 0;
+	const char *file, *bad;
 	atomic_store(&s->loading, true);
 	int rv = with_self_as_voter(s, raft_recover);
 	atomic_store(&s->loading, false);
 	if (rv != 0) {
 		/* raft_recover() leaves the backend's message where the backend wrote it */
 		const char *detail = s->io.errmsg[0] != '\0' ? s->io.errmsg : raft_strerror(rv);
-		char *why = s->load_skipped > 0 ? xasprintf("%s: %s", s->raft_dir, detail) : NULL;
+		char *why = raft_uv_load_skipped(&s->io, &file, &bad)
+		                ? xasprintf("%s: %s", s->raft_dir, detail)
+		                : NULL;
 		set_err(errmsg, "recover", why != NULL ? why : detail);
 		free(why);
 		return STORE_EIO;
@@ -1749,27 +1750,26 @@ int store_recover(struct store *s, char **errmsg)
 }
 
 /*
- * After raft's load at start. A snapshot of this member's own that fails its checksum (it
- * rotted on this disk) was skipped, and raft went on with the snapshot before it and the log
- * after it (raft patch 0026), or, when no older snapshot would do, with the log from its first
- * entry (restored false: a young member's log is kept from there past its first snapshot).
- * Either holds the same state: every entry the damaged snapshot covered is in that log. Say so,
- * and take a new snapshot at once, so that the damaged file is not the latest for longer than
- * it takes. When the log did not reach back, the load failed and store_start() says why. (A
- * snapshot raft skipped because its metadata failed raft's own checksum is not seen here: raft
- * does not say so.)
+ * After raft's load at start. A snapshot of this member's own that it could not use was
+ * skipped (raft patch 0026): its data failed its checksum (it rotted on this disk), or its
+ * metadata failed raft's. raft went on with the snapshot before it and the log after it, or,
+ * when no older snapshot would do, with the log from its first entry (restored false: a young
+ * member's log is kept from there past its first snapshot). Either holds the same state: every
+ * entry the skipped snapshot covered is in that log. Say so, and take a new snapshot at once,
+ * so that the bad file is not the latest for longer than it takes. When the log did not reach
+ * back, the load failed and store_start() says why.
  */
 static void load_fallback(struct store *s, bool restored)
 {
-	char msg[PATH_MAX + 300];
-	if (s->load_skipped == 0) {
+	char msg[PATH_MAX + 2 * RAFT_ERRMSG_BUF_SIZE];
+	const char *file, *why;
+	if (!raft_uv_load_skipped(&s->io, &file, &why)) {
 		return;
 	}
 	snprintf(msg, sizeof msg,
-	         "the latest snapshot in %s is damaged (its data fails its checksum): this member "
-	         "started from %s, which hold%s the same state, and takes a new snapshot to "
-	         "replace it",
-	         s->raft_dir,
+	         "the latest snapshot in %s, %s, cannot be used (%s): this member started from "
+	         "%s, which hold%s the same state, and takes a new snapshot to replace it",
+	         s->raft_dir, file, why,
 	         restored ? "the snapshot before it and the log after it"
 	                  : "its log from the first entry (no older snapshot would do)",
 	         restored ? "" : "s");
@@ -1779,7 +1779,7 @@ static void load_fallback(struct store *s, bool restored)
 int store_start(struct store *s, char **errmsg)
 {
 	uint64_t restored = s->snapshots_restored;
-	s->load_skipped = 0;
+	const char *file, *why;
 	atomic_store(&s->loading, true);
 	int rv = raft_start(&s->raft);
 	atomic_store(&s->loading, false);
@@ -1787,7 +1787,7 @@ int store_start(struct store *s, char **errmsg)
 		/* raft leaves its message empty for some failures (a busy peer port); its message
 		 * about a snapshot skipped names the file, not the directory */
 		const char *detail = s->restore_err[0] ? s->restore_err : raft_errmsg(&s->raft);
-		bool where = s->load_skipped > 0 && s->restore_err[0] == '\0';
+		bool where = raft_uv_load_skipped(&s->io, &file, &why) && s->restore_err[0] == '\0';
 		if (errmsg != NULL &&
 		    asprintf(errmsg, "raft (peer address %s): %s%s%s", s->cfg.peer_address,
 		             where ? s->raft_dir : "", where ? ": " : "",

@@ -1131,6 +1131,19 @@ static void flip_byte(uint8_t *p, size_t len)
 	p[len / 2] ^= 0x5a;
 }
 
+/* Bit rot at the end of a snapshot's metadata file: in the configuration, which raft's own
+ * checksum covers. */
+static void flip_last(uint8_t *p, size_t len)
+{
+	p[len - 1] ^= 0x5a;
+}
+
+static void keep(uint8_t *p, size_t len)
+{
+	(void)p;
+	(void)len;
+}
+
 /* Intact, but in a format this version does not read (as from a newer Tabby): the format
  * number after the magic is 99, and the checksum is made right again. */
 static void newer_format(uint8_t *p, size_t len)
@@ -1271,10 +1284,10 @@ static bool own_snapshots_pred(struct cluster *c, void *arg)
 }
 
 /* One member, alone, with n writes (own/000...) and that many snapshots at least (snapshots);
- * stopped, its newest snapshot damaged (its name in name, 256 bytes), then opened again.
- * default_trailing: the store's own trailing, else 8. */
+ * stopped, its newest snapshot damaged (its name in name, 256 bytes; meta: its metadata file,
+ * else its data), then opened again. default_trailing: the store's own trailing, else 8. */
 static void own_damaged(struct cluster *c, bool default_trailing, int n, unsigned snapshots,
-                        char *name)
+                        bool meta, char *name)
 {
 	char *err = NULL;
 	unsigned leader;
@@ -1291,7 +1304,16 @@ static void own_damaged(struct cluster *c, bool default_trailing, int n, unsigne
 	}
 	run_until(c, own_snapshots_pred, &snapshots, 5000);
 	node_close(c, 0);
-	newest_snapshot(c, 0, flip_byte, name);
+	newest_snapshot(c, 0, meta ? keep : flip_byte, name);
+	if (meta) {
+		char dir[300], file[300];
+		snprintf(dir, sizeof dir, "%s/raft", c->nodes[0].dir);
+		snprintf(file, sizeof file, "%s.meta", name);
+		DIR *d = opendir(dir);
+		assert_non_null(d);
+		change_file(dirfd(d), file, flip_last);
+		closedir(d);
+	}
 	node_open(c, 0);
 }
 
@@ -1319,7 +1341,9 @@ static void own_start_refused(struct cluster *c, const char *const *subs)
  * state came from its own disk, not from a peer. With a log that does not reach back (trailing
  * 8), the start is refused, naming both snapshots and the directory, and nothing is changed;
  * with every snapshot damaged, it is refused naming the newest. Before, in each case, the
- * member restored the damaged file and stopped on its checksum.
+ * member restored the damaged file and stopped on its checksum. A young member whose only
+ * snapshot is damaged starts from its log alone; a latest snapshot whose metadata rotted is
+ * skipped by raft itself, and the member reports it the same way.
  */
 static void test_own_snapshot_damaged(void **state)
 {
@@ -1330,11 +1354,12 @@ static void test_own_snapshot_damaged(void **state)
 	unsigned leader;
 
 	/* The store's own trailing: the member starts from the snapshot before. */
-	own_damaged(&c, true, 150, 2, name);
+	own_damaged(&c, true, 150, 2, false, name);
 	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
 	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
 	assert_int_equal(c.damaged, 1);
-	if (strstr(c.damaged_msg, dir) == NULL ||
+	if (strstr(c.damaged_msg, dir) == NULL || strstr(c.damaged_msg, name) == NULL ||
+	    strstr(c.damaged_msg, "its data fails its checksum") == NULL ||
 	    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
 		fail_msg("hook: %s", c.damaged_msg);
 	}
@@ -1358,7 +1383,7 @@ static void test_own_snapshot_damaged(void **state)
 
 	/* Trailing 8: the log does not reach back; refused twice alike (the load changed
 	 * nothing), naming the directory, the damaged snapshot and why. */
-	own_damaged(&c, false, 150, 2, name);
+	own_damaged(&c, false, 150, 2, false, name);
 	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
 	const char *short_log[] = {dir, name, "damaged",
 	                           "does not reach back to the snapshot before it", NULL};
@@ -1378,7 +1403,7 @@ static void test_own_snapshot_damaged(void **state)
 
 	/* A young member: its only snapshot is damaged, and its log is kept from the first entry
 	 * on. The member starts from that log alone, as before its first snapshot. */
-	own_damaged(&c, true, 45, 1, name);
+	own_damaged(&c, true, 45, 1, false, name);
 	store_get_status(c.nodes[0].s, &st);
 	assert_int_equal(st.snapshots_taken, 0); /* (opened again: counts from here) */
 	assert_int_equal(each_snapshot(&c, 0, NULL), 1);
@@ -1405,6 +1430,24 @@ static void test_own_snapshot_damaged(void **state)
 	store_get_status(c.nodes[0].s, &st);
 	assert_int_equal(st.snapshots_restored, 1); /* the replacement, intact */
 	assert_int_equal(c.damaged, 1);
+	assert_int_equal(c.fatals, 0);
+	cluster_close(&c);
+
+	/* The metadata file of the latest snapshot rots instead: raft skips it (as 0.22.1 did,
+	 * without a word), and the member says so, names the file and why, and replaces it. */
+	own_damaged(&c, true, 150, 2, true, name);
+	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
+	assert_int_equal(c.damaged, 1);
+	if (strstr(c.damaged_msg, name) == NULL ||
+	    strstr(c.damaged_msg, "checksum mismatch") == NULL ||
+	    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
+		fail_msg("hook: %s", c.damaged_msg);
+	}
+	run_until(&c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
+	run_until(&c, has_key_pred, "own/after", 5000);
+	own_keys_present(&c, 0, 150);
+	run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
 	assert_int_equal(c.fatals, 0);
 	cluster_close(&c);
 }
