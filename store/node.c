@@ -345,6 +345,14 @@ static char *xasprintf(const char *fmt, const char *a, const char *b)
 	return out;
 }
 
+/* raft's message for its last failure, without the "io: " it puts before the disk backend's
+ * own messages, which says nothing to an operator. */
+static const char *raft_msg(struct store *s)
+{
+	const char *m = raft_errmsg(&s->raft);
+	return m != NULL && strncmp(m, "io: ", 4) == 0 ? m + 4 : m;
+}
+
 static void set_err(char **errmsg, const char *what, const char *detail)
 {
 	if (errmsg != NULL) {
@@ -1644,7 +1652,7 @@ int store_new(uv_loop_t *loop, const struct store_config *cfg, struct store **ou
 	s->fsm.restore = fsm_restore;
 	rv = raft_init(&s->raft, &s->io, &s->fsm, cfg->id, s->peer_address);
 	if (rv != 0) {
-		set_err(errmsg, "raft", raft_errmsg(&s->raft));
+		set_err(errmsg, "raft", raft_msg(s));
 		rv = STORE_EIO;
 		goto err;
 	}
@@ -1720,7 +1728,7 @@ static int with_self_as_voter(struct store *s,
 int store_bootstrap(struct store *s, char **errmsg)
 {
 	if (with_self_as_voter(s, raft_bootstrap) != 0) {
-		set_err(errmsg, "bootstrap", raft_errmsg(&s->raft));
+		set_err(errmsg, "bootstrap", raft_msg(s));
 		return STORE_EIO;
 	}
 	return STORE_OK;
@@ -1786,7 +1794,7 @@ int store_start(struct store *s, char **errmsg)
 	if (rv != 0) {
 		/* raft leaves its message empty for some failures (a busy peer port); its message
 		 * about a snapshot skipped names the file, not the directory */
-		const char *detail = s->restore_err[0] ? s->restore_err : raft_errmsg(&s->raft);
+		const char *detail = s->restore_err[0] ? s->restore_err : raft_msg(s);
 		bool where = raft_uv_load_skipped(&s->io, &file, &why) && s->restore_err[0] == '\0';
 		if (errmsg != NULL &&
 		    asprintf(errmsg, "raft (peer address %s): %s%s%s", s->cfg.peer_address,
