@@ -281,7 +281,8 @@ struct store {
 	atomic_bool snap_damaged;
 	uint64_t snapshots_damaged;
 	/* raft's load at start runs the same check (raft patch 0026), on the loop thread: a
-	 * damaged snapshot of this member's own is counted here, not taken for one to send. */
+	 * damaged snapshot of this member's own is skipped and reported (load_fallback()), not
+	 * taken for one to send. */
 	atomic_bool loading;
 	enum {
 		REPLACE_NONE,
