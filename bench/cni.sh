@@ -174,11 +174,20 @@ errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 
 # busy_ticks: the CPU time all CPUs have spent busy so far (user, nice, system, irq, softirq; not
 # idle, iowait or steal), in clock ticks, whoever used it.
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
-# per_cycle SINCE N: the busy CPU time since busy_ticks gave SINCE, in ms per cycle of N.
-per_cycle() {
-	awk -v t="$(($(busy_ticks) - $1))" -v h="$(getconf CLK_TCK)" -v n="$2" \
-		'BEGIN {printf "%.1f", t / h * 1000 / n}'
+# agents_cpu: the CPU time (user + system, clock ticks) the three agents have used so far: their
+# own work, the kernel's work in their system calls (the veth pairs) included.
+agents_cpu() {
+	local i sum=0 f
+	for i in 1 2 3; do
+		read -ra f <"/proc/${PIDS[$i]}/stat"
+		sum=$((sum + f[13] + f[14])) # utime, stime (the name field holds no space)
+	done
+	echo $sum
 }
+# ticks_per_cycle TICKS N: clock ticks in ms per cycle of N.
+ticks_per_cycle() { awk -v t="$1" -v h="$(getconf CLK_TCK)" -v n="$2" 'BEGIN {printf "%.1f", t / h * 1000 / n}'; }
+# per_cycle SINCE N: the busy CPU time since busy_ticks gave SINCE, in ms per cycle of N.
+per_cycle() { ticks_per_cycle $(($(busy_ticks) - $1)) "$2"; }
 
 # phases FROM TO: the p50 of the three parts of the ADDs agent 1 logged in lines FROM..TO of its log
 # (routes_cni.c add_answer()): "replicated" from the request's arrival to the entry applied here,
@@ -209,26 +218,30 @@ print(" ".join("%.2f" % statistics.median(v[k]) if v[k] else "-" for k in ("repl
       "%.0f%%" % (100 * later / both) if both else "-")'
 }
 
-declare -A P50 P99 CPU CPUP PHASES
+declare -A P50 P99 CPU CPUP ACPU ACPUP PHASES
 # measure NAME NET [WORKER]: the sequential and parallel figures for network NET, driven by
 # WORKER (worker: cnitool, worker_mesos: cni_exec). Also the machine's CPU per cycle, sequential
 # and parallel, and, for Tabby's network, where its sequential ADDs spent their time in agent 1.
 measure() {
-	local name=$1 net=$2 drv=${3:-worker} w cycles pids=() b0 l0
+	local name=$1 net=$2 drv=${3:-worker} w cycles pids=() b0 a0 l0
 	$drv 1 "$WORK/warm-$name" "$net" 3 seq0 # not recorded: first-run costs
 	b0=$(busy_ticks)
+	a0=$(agents_cpu)
 	l0=$(($(wc -l <"$WORK/agent1.log") + 1))
 	$drv 1 "$WORK/r-$name-seq" "$net" "$N" seq0
 	CPU[$name]=$(per_cycle "$b0" "$N")
+	ACPU[$name]=$(ticks_per_cycle $(($(agents_cpu) - a0)) "$N")
 	[ "$net" != calico-net-1 ] || PHASES[$name]=$(phases "$l0" "$(wc -l <"$WORK/agent1.log")")
 	cycles=$(((N + PAR - 1) / PAR))
 	b0=$(busy_ticks)
+	a0=$(agents_cpu)
 	for ((w = 1; w <= PAR; w++)); do
 		$drv 1 "$WORK/r-$name-par-$w" "$net" "$cycles" "par$w" &
 		pids+=($!)
 	done
 	for w in "${pids[@]}"; do wait "$w"; done
 	CPUP[$name]=$(per_cycle "$b0" $((cycles * PAR)))
+	ACPUP[$name]=$(ticks_per_cycle $(($(agents_cpu) - a0)) $((cycles * PAR)))
 	cat "$WORK"/r-"$name"-par-*.add >"$WORK/r-$name-par.add"
 	cat "$WORK"/r-"$name"-par-*.del >"$WORK/r-$name-par.del"
 	for k in seq par; do
@@ -287,15 +300,6 @@ if ((START > 0)); then
 			worker "$i" "$WORK/r-start-$i-$w" calico-net-1 0 "${mine[@]}" &
 			STARTERS+=($!)
 		done
-	}
-	# agents_cpu: the CPU time (user + system, clock ticks) the three agents have used so far.
-	agents_cpu() {
-		local i sum=0 f
-		for i in 1 2 3; do
-			read -ra f <"/proc/${PIDS[$i]}/stat"
-			sum=$((sum + f[13] + f[14])) # utime, stime (the name field holds no space)
-		done
-		echo $sum
 	}
 	STARTERS=()
 	cpu0=$(agents_cpu)
@@ -376,6 +380,10 @@ echo " \"pair last\": the share of ADDs whose pair was made after the entry was 
 # number of CPUs, and the ratio about the ratio of the CPU figures, the runtime's own share included.
 echo "$PAR in parallel: machine CPU per ADD+DEL, ms: through cnitool tabby ${CPUP[tabby]}, reference ${CPUP[ref]}, floor ${CPUP[noop]};"
 echo "  as Mesos runs it tabby ${CPUP[tabby-m]}, reference ${CPUP[ref-m]}, floor ${CPUP[noop-m]}"
+# Of Tabby's figures, what its three agents used themselves (the rest: the runtime, the plugin
+# processes, the kernel's workers).
+echo "the three agents' own CPU per ADD+DEL, ms (kernel work in their system calls included):"
+echo "  through cnitool ${ACPU[tabby]} sequential, ${ACPUP[tabby]} in parallel; as Mesos runs it ${ACPU[tabby-m]} and ${ACPUP[tabby-m]}"
 echo
 echo "goal, ADD p50 at most a third of the reference's:"
 echo "  through cnitool, sequential: $(goal "" seq)"
