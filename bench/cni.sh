@@ -174,6 +174,9 @@ errors() { cat "$WORK"/r-"$1"*.errs 2>/dev/null | awk '{s += $1} END {print s + 
 # busy_ticks: the CPU time all CPUs have spent busy so far (user, nice, system, irq, softirq; not
 # idle, iowait or steal), in clock ticks, whoever used it.
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# steal_ticks: the time the hypervisor ran something else while this machine's vCPUs had work, in
+# clock ticks so far. A run with much of it is a run on a busy host, whatever it measured.
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 # agents_cpu: the CPU time (user + system, clock ticks) the three agents have used so far: their
 # own work, the kernel's work in their system calls (the veth pairs) included.
 agents_cpu() {
@@ -218,13 +221,14 @@ print(" ".join("%.2f" % statistics.median(v[k]) if v[k] else "-" for k in ("repl
       "%.0f%%" % (100 * later / both) if both else "-")'
 }
 
-declare -A P50 P99 CPU CPUP ACPU ACPUP PHASES
+declare -A P50 P99 CPU CPUP ACPU ACPUP STEAL PHASES
 # measure NAME NET [WORKER]: the sequential and parallel figures for network NET, driven by
 # WORKER (worker: cnitool, worker_mesos: cni_exec). Also the machine's CPU per cycle, sequential
 # and parallel, and, for Tabby's network, where its sequential ADDs spent their time in agent 1.
 measure() {
-	local name=$1 net=$2 drv=${3:-worker} w cycles pids=() b0 a0 l0
+	local name=$1 net=$2 drv=${3:-worker} w cycles pids=() b0 a0 l0 s0
 	$drv 1 "$WORK/warm-$name" "$net" 3 seq0 # not recorded: first-run costs
+	s0=$(steal_ticks)
 	b0=$(busy_ticks)
 	a0=$(agents_cpu)
 	l0=$(($(wc -l <"$WORK/agent1.log") + 1))
@@ -242,6 +246,7 @@ measure() {
 	for w in "${pids[@]}"; do wait "$w"; done
 	CPUP[$name]=$(per_cycle "$b0" $((cycles * PAR)))
 	ACPUP[$name]=$(ticks_per_cycle $(($(agents_cpu) - a0)) $((cycles * PAR)))
+	STEAL[$name]=$(ticks_per_cycle $(($(steal_ticks) - s0)) $((N + cycles * PAR)))
 	cat "$WORK"/r-"$name"-par-*.add >"$WORK/r-$name-par.add"
 	cat "$WORK"/r-"$name"-par-*.del >"$WORK/r-$name-par.del"
 	for k in seq par; do
@@ -384,6 +389,10 @@ echo "  as Mesos runs it tabby ${CPUP[tabby-m]}, reference ${CPUP[ref-m]}, floor
 # processes, the kernel's workers).
 echo "the three agents' own CPU per ADD+DEL, ms (kernel work in their system calls included):"
 echo "  through cnitool ${ACPU[tabby]} sequential, ${ACPUP[tabby]} in parallel; as Mesos runs it ${ACPU[tabby-m]} and ${ACPUP[tabby-m]}"
+# Time the hypervisor took from this machine while each plugin's cycles ran: large figures mean a
+# busy host, and that run's ratios say more about the host than about the plugins.
+echo "steal per ADD+DEL, ms (vCPU time the hypervisor gave to others): through cnitool tabby ${STEAL[tabby]},"
+echo "  reference ${STEAL[ref]}, floor ${STEAL[noop]}; as Mesos runs it ${STEAL[tabby-m]}, ${STEAL[ref-m]}, ${STEAL[noop-m]}"
 echo
 echo "goal, ADD p50 at most a third of the reference's:"
 echo "  through cnitool, sequential: $(goal "" seq)"
