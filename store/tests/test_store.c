@@ -1329,6 +1329,43 @@ static void own_start_refused(struct cluster *c, const char *const *subs)
 	node_close(c, 0);
 }
 
+/* store_start() on node 0 (own_damaged()) falls back: the hook says so once, its message holding
+ * each of the NULL-terminated subs; the member then takes a write, holds the n writes before it
+ * and takes the replacement snapshot. */
+static void own_fell_back(struct cluster *c, int n, const char *const *subs)
+{
+	char *err = NULL;
+	unsigned leader;
+	assert_int_equal(store_start(c->nodes[0].s, &err), STORE_OK);
+	assert_int_equal(c->damaged, 1);
+	for (; *subs != NULL; subs++) {
+		if (strstr(c->damaged_msg, *subs) == NULL) {
+			fail_msg("hook: '%s' without '%s'", c->damaged_msg, *subs);
+		}
+	}
+	run_until(c, leader_ready_pred, &leader, 10000);
+	assert_int_equal(do_put(c, 0, "own/after", "1", false, 0).status, STORE_OK);
+	run_until(c, has_key_pred, "own/after", 5000);
+	own_keys_present(c, 0, n);
+	run_until(c, snapshot_taken_pred, &c->nodes[0], 5000); /* the replacement */
+}
+
+/* Node 0, after own_fell_back(), is closed and started again: plainly, from the replacement,
+ * holding everything, with nothing more reported. */
+static void own_restart_plain(struct cluster *c, int n)
+{
+	char *err = NULL;
+	unsigned leader;
+	node_close(c, 0);
+	node_open(c, 0);
+	assert_int_equal(store_start(c->nodes[0].s, &err), STORE_OK);
+	run_until(c, leader_ready_pred, &leader, 10000);
+	run_until(c, has_key_pred, "own/after", 5000);
+	own_keys_present(c, 0, n);
+	assert_int_equal(c->damaged, 1);
+	assert_int_equal(c->fatals, 0);
+}
+
 /*
  * The latest snapshot of a member's own rots on its disk while it is down. With the store's own
  * trailing, the log reaches back to the snapshot before it: the member starts from that one and
@@ -1346,35 +1383,18 @@ static void test_own_snapshot_damaged(void **state)
 	(void)state;
 	struct cluster c;
 	struct store_status st;
-	char *err = NULL, name[256], newest[256], dir[300];
-	unsigned leader;
+	char name[256], newest[256], dir[300];
 
 	/* The store's own trailing: the member starts from the snapshot before. */
 	own_damaged(&c, true, 150, 2, false, name);
 	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
-	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-	assert_int_equal(c.damaged, 1);
-	if (strstr(c.damaged_msg, dir) == NULL || strstr(c.damaged_msg, name) == NULL ||
-	    strstr(c.damaged_msg, "its data fails its checksum") == NULL ||
-	    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
-		fail_msg("hook: %s", c.damaged_msg);
-	}
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
-	run_until(&c, has_key_pred, "own/after", 5000);
-	own_keys_present(&c, 0, 150);
+	own_fell_back(&c, 150,
+	              (const char *[]){dir, name, "its data fails its checksum",
+	                               "started from the snapshot before it", NULL});
 	store_get_status(c.nodes[0].s, &st);
 	assert_int_equal(st.snapshots_damaged, 1);
-	run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
 	/* The replacement is the latest now: the next start is plain. */
-	node_close(&c, 0);
-	node_open(&c, 0);
-	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	run_until(&c, has_key_pred, "own/after", 5000);
-	own_keys_present(&c, 0, 150);
-	assert_int_equal(c.damaged, 1);
-	assert_int_equal(c.fatals, 0);
+	own_restart_plain(&c, 150);
 	cluster_close(&c);
 
 	/* Trailing 8: the log does not reach back; refused twice alike (the load changed
@@ -1404,47 +1424,21 @@ static void test_own_snapshot_damaged(void **state)
 	assert_int_equal(st.snapshots_taken, 0); /* (opened again: counts from here) */
 	assert_int_equal(each_snapshot(&c, 0, NULL), 1);
 	snprintf(dir, sizeof dir, "%s/raft", c.nodes[0].dir);
-	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-	assert_int_equal(c.damaged, 1);
-	if (strstr(c.damaged_msg, dir) == NULL ||
-	    strstr(c.damaged_msg, "its log from the first entry") == NULL) {
-		fail_msg("hook: %s", c.damaged_msg);
-	}
+	own_fell_back(&c, 45, (const char *[]){dir, "its log from the first entry", NULL});
 	store_get_status(c.nodes[0].s, &st);
 	assert_int_equal(st.snapshots_restored, 0);
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
-	run_until(&c, has_key_pred, "own/after", 5000);
-	own_keys_present(&c, 0, 45);
-	run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
-	node_close(&c, 0);
-	node_open(&c, 0);
-	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	run_until(&c, has_key_pred, "own/after", 5000);
-	own_keys_present(&c, 0, 45);
+	own_restart_plain(&c, 45);
 	store_get_status(c.nodes[0].s, &st);
 	assert_int_equal(st.snapshots_restored, 1); /* the replacement, intact */
-	assert_int_equal(c.damaged, 1);
-	assert_int_equal(c.fatals, 0);
 	cluster_close(&c);
 
 	/* The metadata file of the latest snapshot rots instead: raft skips it (as 0.22.1 did,
 	 * without a word), and the member says so, names the file and why, and replaces it. */
 	own_damaged(&c, true, 150, 2, true, name);
-	assert_int_equal(store_start(c.nodes[0].s, &err), STORE_OK);
-	assert_int_equal(c.damaged, 1);
-	if (strstr(c.damaged_msg, name) == NULL ||
-	    strstr(c.damaged_msg, "checksum mismatch") == NULL ||
-	    strstr(c.damaged_msg, "started from the snapshot before it") == NULL) {
-		fail_msg("hook: %s", c.damaged_msg);
-	}
-	run_until(&c, leader_ready_pred, &leader, 10000);
-	assert_int_equal(do_put(&c, 0, "own/after", "1", false, 0).status, STORE_OK);
-	run_until(&c, has_key_pred, "own/after", 5000);
-	own_keys_present(&c, 0, 150);
-	run_until(&c, snapshot_taken_pred, &c.nodes[0], 5000); /* the replacement */
-	assert_int_equal(c.fatals, 0);
+	own_fell_back(&c, 150,
+	              (const char *[]){name, "checksum mismatch",
+	                               "started from the snapshot before it", NULL});
+	own_restart_plain(&c, 150);
 	cluster_close(&c);
 }
 
