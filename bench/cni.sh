@@ -102,7 +102,11 @@
 #     262,144-bucket table cost 0.68 ms a cycle (0.2 ms sequentially: the walk misses the cache);
 #     they stay, as calico-behaviour.md 5.5 asks: one walk cannot match either direction, and
 #     skipping quiet interfaces would leave unreplied entries that a recycled address could
-#     complete.
+#     complete. The kernel's workers walk the table too, 0.35-0.4 ms a cycle: once a masquerade
+#     rule exists anywhere on the machine, every interface taken down schedules a walk for the
+#     entries masqueraded through it, in each namespace holding any entry (the hosts' own TCP
+#     between the agents is enough). On this machine one exists before any agent starts (veth
+#     pairs deleted in a bare namespace show the walks), so the reference's DELs pay it too.
 #   - Sequentially the runtime leaves Tabby about 2 ms; it takes 2.4. After the entry is applied
 #     the ADD waits 0.36-0.39 ms: the policy (compile 0.08 ms, nftables transaction 0.12 ms, on the
 #     loop thread) and, when the pair was ready first, the finish on a worker, 0.27 ms of which is
