@@ -80,7 +80,7 @@
 # about 3.8 ms per ADD+DEL cycle, 62 % of it in the kernel. On the leader's host: creating the
 # veth pair 0.46 ms and removing it 0.52 ms (device registration, IPv4 and IPv6 per-device state,
 # sysfs), the conntrack flush of the released address 0.25 ms (two filtered walks of the 262,144
-# buckets, after the answer), and the delivery of raft's TCP segments into the other agents'
+# buckets, after the answer; 0.68 ms in a later profile, below), and the delivery of raft's TCP segments into the other agents'
 # namespaces, which the sending thread runs itself in softirq (about a quarter of the leader's
 # loop thread). The leader's loop thread used 1.6 ms per cycle, a tenth of it in jansson (mostly
 # the policy compiler's JSON commands, translated again by agent/nftnl.c) and about as much in
@@ -97,8 +97,8 @@
 #   - In parallel the machine is saturated and the ADD ratio follows the CPU ratio (0.40 against
 #     0.43 in a run without steal). Tabby's kernel-mode time alone (the pair made and removed, the
 #     conntrack flush, three members' fsynced log writes and their TCP, nftables, routes, the
-#     plugin's process) put the cycle at 0.32-0.35 of the reference's CPU with no user-space CPU at
-#     all (the "lower bound" line). Under 16 cnitools the conntrack flush's two walks of the
+#     plugin's process) put the cycle at 0.35-0.36 of the reference's CPU with no user-space CPU at
+#     all (the "lower bound" line; 0.32 in a run with heavy steal). Under 16 cnitools the conntrack flush's two walks of the
 #     262,144-bucket table cost 0.68 ms a cycle (0.2 ms sequentially: the walk misses the cache);
 #     they stay, as calico-behaviour.md 5.5 asks: one walk cannot match either direction, and
 #     skipping quiet interfaces would leave unreplied entries that a recycled address could
@@ -110,9 +110,9 @@
 #   - Sequentially the runtime leaves Tabby about 2 ms; it takes 2.4. After the entry is applied
 #     the ADD waits 0.36-0.39 ms: the policy (compile 0.08 ms, nftables transaction 0.12 ms, on the
 #     loop thread) and, when the pair was ready first, the finish on a worker, 0.27 ms of which is
-#     waking a worker and then the loop (an idle vCPU here halts). Finishing on the loop thread
-#     makes the wiring 0.09 ms but then the answer waits for the policy after it: ADD p50 2.29
-#     against 2.31 ms. Making the pair on the loop thread right after proposing (the store's batch
+#     waking a worker and then the loop (an idle vCPU here halts). Why finishing on the loop
+#     thread (above) gains nothing: the wiring then ends at 0.09 ms, but the answer waits for the
+#     policy after it (ADD p50 2.29 against 2.33 ms, eight pairs of runs). Making the pair on the loop thread right after proposing (the store's batch
 #     sent at once) makes the pair 0.63-0.98 ms but the entry 0.86-1.3 ms: the followers and the
 #     disk's completion wait for the vCPU the pair holds; ADD p50 2.26-2.58 against 2.21-2.83 ms.
 #   - The plugin's jansson copies the input and the answer a byte at a time: 784 memcpy calls a run,
